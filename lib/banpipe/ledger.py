@@ -1,0 +1,607 @@
+"""The ban ledger: a durable SQLite record of every offender, ban and violation.
+
+Promises:
+
+* **Durable**: WAL journal with ``synchronous=FULL``; a method that changes bans
+  returns only after its transaction is committed to disk. banctl commits first and
+  touches the firewall second, so a crash can leave the firewall behind the ledger
+  (repaired at the next start) but never a ban that the ledger forgot.
+* **One row per offender** (``offenders``, keyed by the canonical address), however
+  often it offends or is banned; ``violations`` keeps every violation for
+  ``retention`` seconds (kept after unban, for recidive decisions and ``banctl
+  show``; ``retention = 0`` deletes an address's violations when its ban ends);
+  ``bans`` keeps one row per ban period, used to count recent bans (recidive).
+* **Concurrent**: the daemon and admin commands each open their own connection;
+  writers use ``BEGIN IMMEDIATE`` and a busy timeout, so they queue instead of
+  failing. ``locked()`` is a cross-process lock that banctl holds from a ledger write
+  until the matching firewall change is done, so two processes never apply their
+  firewall changes in the opposite order of their commits.
+* **Versioned**: ``PRAGMA user_version`` is the schema version; ``MIGRATIONS`` are
+  applied in order, each in its own transaction together with the version bump.
+
+Addresses given to this module must already be canonical (``ipaddress`` text form).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
+
+DEFAULT_PATH = "/var/lib/banpipe/ledger.sqlite3"
+BUSY_TIMEOUT_S = 30.0
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE offenders (
+            addr        TEXT PRIMARY KEY,
+            first_seen  REAL NOT NULL,
+            last_seen   REAL NOT NULL,
+            expires     REAL,             -- NULL: permanent (while active)
+            violations  INTEGER NOT NULL DEFAULT 0,
+            bans        INTEGER NOT NULL DEFAULT 0,   -- times banned so far
+            manual      INTEGER NOT NULL DEFAULT 0,
+            active      INTEGER NOT NULL DEFAULT 0,
+            reason      TEXT,             -- last reason (violation or admin)
+            banned_at   REAL              -- start of the current/last ban
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        "CREATE INDEX offenders_due ON offenders(expires) WHERE active = 1 AND expires IS NOT NULL"
+    )
+    db.execute("CREATE INDEX offenders_active ON offenders(active, addr)")
+    db.execute(
+        """CREATE TABLE violations (
+            id        INTEGER PRIMARY KEY,
+            addr      TEXT NOT NULL,
+            ts        REAL NOT NULL,        -- when banctl recorded it
+            alert_ts  TEXT,                 -- the alert's own timestamp, as given
+            sig       TEXT,                 -- gid:sid:rev
+            msg       TEXT,
+            priority  INTEGER,
+            victim    TEXT,
+            reversed  INTEGER NOT NULL DEFAULT 0,
+            reason    TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX violations_addr ON violations(addr, ts)")
+    db.execute("CREATE INDEX violations_ts ON violations(ts)")
+    db.execute(
+        """CREATE TABLE bans (
+            id      INTEGER PRIMARY KEY,
+            addr    TEXT NOT NULL,
+            start   REAL NOT NULL,
+            end     REAL,                   -- NULL while the ban lasts
+            manual  INTEGER NOT NULL DEFAULT 0,
+            reason  TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX bans_addr ON bans(addr, start)")
+
+
+#: Ordered schema migrations; entry i moves the schema from version i to i + 1.
+MIGRATIONS: tuple[Migration, ...] = (_v1,)
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened, migrated or written (banctl exits 73)."""
+
+
+@dataclass
+class Offender:
+    addr: str
+    first_seen: float
+    last_seen: float
+    expires: float | None
+    violations: int
+    bans: int
+    manual: bool
+    active: bool
+    reason: str | None
+    banned_at: float | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "addr": self.addr,
+            "active": self.active,
+            "manual": self.manual,
+            "expires": self.expires,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "banned_at": self.banned_at,
+            "violations": self.violations,
+            "bans": self.bans,
+            "reason": self.reason,
+        }
+
+
+_OFFENDER_COLS = (
+    "addr, first_seen, last_seen, expires, violations, bans, manual, active, reason, banned_at"
+)
+
+
+def _offender(row: Sequence) -> Offender:
+    return Offender(
+        row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), bool(row[7]), row[8], row[9]
+    )
+
+
+def _offender_row(o: Offender) -> tuple:
+    return (
+        o.addr,
+        o.first_seen,
+        o.last_seen,
+        o.expires,
+        o.violations,
+        o.bans,
+        int(o.manual),
+        int(o.active),
+        o.reason,
+        o.banned_at,
+    )
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One alert against ``addr`` as banctl records it."""
+
+    addr: str
+    sig: str | None = None
+    msg: str | None = None
+    priority: int | None = None
+    victim: str | None = None
+    reversed: bool = False
+    reason: str | None = None
+    alert_ts: str | None = None
+
+
+@dataclass(frozen=True)
+class ViolationRecord:
+    ts: float
+    alert_ts: str | None
+    sig: str | None
+    msg: str | None
+    priority: int | None
+    victim: str | None
+    reversed: bool
+    reason: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ts": self.ts,
+            "alert_ts": self.alert_ts,
+            "sig": self.sig,
+            "msg": self.msg,
+            "priority": self.priority,
+            "victim": self.victim,
+            "reversed": self.reversed,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class BatchOutcome:
+    """What one ``record()`` call changed; banctl turns it into firewall calls."""
+
+    new_bans: list[str] = field(default_factory=list)  # block these
+    extended: list[str] = field(default_factory=list)  # already blocked, later expiry
+    held: list[str] = field(default_factory=list)  # would be new bans; budget exhausted
+    recorded: int = 0
+
+
+class Ledger:
+    """A connection to the ledger; not shared between threads or processes."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self.db = db
+        self.path = path
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str = DEFAULT_PATH,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        create: bool = True,
+    ) -> Ledger:
+        """Open (and create/migrate) the ledger at ``path``; ``":memory:"`` for tests."""
+        if path != ":memory:":
+            if not create and not os.path.exists(path):
+                raise LedgerError(f"{path}: no such ledger")
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(directory, mode=0o750, exist_ok=True)
+            except OSError as exc:
+                raise LedgerError(f"{directory}: {exc.strerror or exc}")
+        try:
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if path != ":memory:" and str(mode).lower() != "wal":
+                raise LedgerError(f"{path}: cannot switch to WAL journal (got {mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            db.execute("PRAGMA foreign_keys=ON")
+            ledger = cls(db, path)
+            ledger.migrate(migrations)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{path}: {exc}")
+        return ledger
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+        """Bring the schema to ``len(migrations)``; returns the number applied."""
+        applied = 0
+        if self.version == len(migrations):
+            return applied
+        while True:
+            with self.transaction():
+                current = self.version
+                if current > len(migrations):
+                    raise LedgerError(
+                        f"{self.path}: schema version {current} is newer than this "
+                        f"banctl knows ({len(migrations)})"
+                    )
+                if current == len(migrations):
+                    return applied
+                migrations[current](self.db)
+                self.db.execute(f"PRAGMA user_version={current + 1}")
+            applied += 1
+
+    # -- transactions and locking ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (durable on return), rollback on error."""
+        if self.db.in_transaction:  # nested: part of the outer transaction
+            yield self.db
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: {exc}")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise LedgerError(f"{self.path}: {exc}")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the cross-process ledger+firewall lock (``<ledger>.lock``, flock).
+
+        Held from a ledger write until the firewall reflects it, so that concurrent
+        banctl processes apply firewall changes in commit order. Re-entrant within
+        this object.
+        """
+        if self.path == ":memory:":
+            yield
+            return
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = os.open(
+                    self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+            except OSError as exc:
+                raise LedgerError(f"{self.path}.lock: {exc.strerror or exc}")
+        if self._lock_depth == 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def data_version(self) -> int:
+        """Changes whenever *another* connection commits (PRAGMA data_version)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- queries -------------------------------------------------------------------
+
+    def get(self, addr: str) -> Offender | None:
+        row = self.db.execute(
+            f"SELECT {_OFFENDER_COLS} FROM offenders WHERE addr = ?", (addr,)
+        ).fetchone()
+        return _offender(row) if row else None
+
+    def offenders(self, *, active_only: bool = True) -> list[Offender]:
+        """Offenders ordered by expiry (soonest first, permanent last), then address."""
+        where = "WHERE active = 1" if active_only else ""
+        rows = self.db.execute(
+            f"SELECT {_OFFENDER_COLS} FROM offenders {where} "
+            "ORDER BY active DESC, expires IS NULL, expires, addr"
+        )
+        return [_offender(r) for r in rows]
+
+    def active_addresses(self, *, automated_only: bool = False) -> set[str]:
+        sql = "SELECT addr FROM offenders WHERE active = 1"
+        if automated_only:
+            sql += " AND manual = 0"
+        return {r[0] for r in self.db.execute(sql)}
+
+    def count_active(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM offenders WHERE active = 1").fetchone()[0])
+
+    def next_expiry(self) -> float | None:
+        """Earliest expiry among active timed bans (None: nothing scheduled)."""
+        row = self.db.execute(
+            "SELECT min(expires) FROM offenders WHERE active = 1 AND expires IS NOT NULL"
+        ).fetchone()
+        return row[0]
+
+    def history(self, addr: str) -> list[ViolationRecord]:
+        rows = self.db.execute(
+            "SELECT ts, alert_ts, sig, msg, priority, victim, reversed, reason "
+            "FROM violations WHERE addr = ? ORDER BY ts, id",
+            (addr,),
+        )
+        return [ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+
+    def recent_bans(self, addr: str, since: float) -> int:
+        """Ban periods of ``addr`` that started at or after ``since``."""
+        row = self.db.execute(
+            "SELECT count(*) FROM bans WHERE addr = ? AND start >= ?", (addr, since)
+        ).fetchone()
+        return int(row[0])
+
+    # -- changes -------------------------------------------------------------------
+
+    def record(
+        self,
+        violations: Iterable[Violation],
+        now: float,
+        policy: BanPolicy,
+        rng: Rng,
+        *,
+        new_ban_budget: int | None = None,
+    ) -> BatchOutcome:
+        """Record a batch of violations in one transaction; ban or extend as due.
+
+        An address not yet banned gets a new automated ban while ``new_ban_budget``
+        (None: unlimited) lasts; past it the violation is still recorded and the
+        address is listed in ``held`` (the spoof brake). A banned address gets its
+        expiry extended (permanent bans stay permanent).
+        """
+        out = BatchOutcome()
+        items = list(violations)
+        if not items:
+            return out
+        with self.transaction() as db:
+            rows = self._load([v.addr for v in items])
+            touched: dict[str, Offender] = {}
+            history = []
+            ban_rows = []
+            new_set: set[str] = set()
+            extended_set: set[str] = set()
+            held_set: set[str] = set()
+            for v in items:
+                o = rows.get(v.addr)
+                if o is None:
+                    o = Offender(v.addr, now, now, None, 0, 0, False, False, None, None)
+                    rows[v.addr] = o
+                o.last_seen = max(o.last_seen, now)
+                o.violations += 1
+                o.reason = v.reason or o.reason
+                touched[v.addr] = o
+                history.append(
+                    (
+                        v.addr,
+                        now,
+                        v.alert_ts,
+                        v.sig,
+                        v.msg,
+                        v.priority,
+                        v.victim,
+                        int(v.reversed),
+                        v.reason,
+                    )
+                )
+                if o.active:
+                    if v.addr in new_set:
+                        continue  # same burst as its ban: the ban itself is fresh
+                    later = extended_expiry(policy, o.expires, now, rng)
+                    if later != o.expires:
+                        o.expires = later
+                        if v.addr not in extended_set:
+                            extended_set.add(v.addr)
+                            out.extended.append(v.addr)
+                    continue
+                if new_ban_budget is not None and len(out.new_bans) >= new_ban_budget:
+                    if v.addr not in held_set:
+                        held_set.add(v.addr)
+                        out.held.append(v.addr)
+                    continue
+                previous = self.recent_bans(v.addr, now - policy.recidive_window) if o.bans else 0
+                o.active, o.manual = True, False
+                o.expires = initial_expiry(policy, now, previous)
+                o.bans += 1
+                o.banned_at = now
+                ban_rows.append((v.addr, now, 0, v.reason))
+                new_set.add(v.addr)
+                out.new_bans.append(v.addr)
+            out.held = [a for a in out.held if a not in new_set]
+            db.executemany(
+                f"INSERT OR REPLACE INTO offenders ({_OFFENDER_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_offender_row(o) for o in touched.values()],
+            )
+            db.executemany(
+                "INSERT INTO violations (addr, ts, alert_ts, sig, msg, priority, victim, "
+                "reversed, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                history,
+            )
+            db.executemany(
+                "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)", ban_rows
+            )
+            out.recorded = len(history)
+        return out
+
+    def _load(self, addrs: Sequence[str]) -> dict[str, Offender]:
+        found: dict[str, Offender] = {}
+        unique = list(dict.fromkeys(addrs))
+        for i in range(0, len(unique), 500):  # stay under SQLite's parameter limit
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT {_OFFENDER_COLS} FROM offenders WHERE addr IN ({marks})", chunk
+            ):
+                o = _offender(row)
+                found[o.addr] = o
+        return found
+
+    def ban(
+        self,
+        addr: str,
+        now: float,
+        *,
+        expires: float | None,
+        reason: str | None,
+        manual: bool = True,
+    ) -> bool:
+        """Ban ``addr`` (manual by default) until ``expires`` (None: permanent).
+
+        An active ban is converted in place (same ban period). Returns True when the
+        address was not banned before.
+        """
+        with self.transaction() as db:
+            o = self.get(addr)
+            fresh = o is None or not o.active
+            if o is None:
+                o = Offender(addr, now, now, None, 0, 0, False, False, None, None)
+            if fresh:
+                o.bans += 1
+                o.banned_at = now
+                db.execute(
+                    "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)",
+                    (addr, now, int(manual), reason),
+                )
+            else:
+                db.execute(
+                    "UPDATE bans SET manual = ?, reason = coalesce(?, reason) "
+                    "WHERE addr = ? AND end IS NULL",
+                    (int(manual), reason, addr),
+                )
+            o.active, o.manual, o.expires = True, manual, expires
+            o.reason = reason or o.reason
+            db.execute(
+                f"INSERT OR REPLACE INTO offenders ({_OFFENDER_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _offender_row(o),
+            )
+        return fresh
+
+    def unban(
+        self, addrs: Iterable[str], now: float, *, retention: float | None = None
+    ) -> list[str]:
+        """End the bans of ``addrs``; returns those that were active.
+
+        With ``retention == 0`` the violations of each ended ban are deleted too.
+        """
+        ended: list[str] = []
+        with self.transaction() as db:
+            for addr in addrs:
+                cur = db.execute(
+                    "UPDATE offenders SET active = 0 WHERE addr = ? AND active = 1", (addr,)
+                )
+                if cur.rowcount:
+                    ended.append(addr)
+            self._close_bans(ended, now, retention)
+        return ended
+
+    def expire(self, now: float, *, retention: float | None = None) -> list[str]:
+        """End every timed ban due at ``now``; returns the addresses."""
+        with self.transaction() as db:
+            due = [
+                r[0]
+                for r in db.execute(
+                    "SELECT addr FROM offenders WHERE active = 1 AND expires IS NOT NULL "
+                    "AND expires <= ?",
+                    (now,),
+                )
+            ]
+            db.executemany("UPDATE offenders SET active = 0 WHERE addr = ?", [(a,) for a in due])
+            self._close_bans(due, now, retention)
+        return due
+
+    def _close_bans(self, addrs: Sequence[str], now: float, retention: float | None) -> None:
+        pairs = [(now, a) for a in addrs]
+        self.db.executemany("UPDATE bans SET end = ? WHERE addr = ? AND end IS NULL", pairs)
+        if retention is not None and retention <= 0:
+            self.db.executemany("DELETE FROM violations WHERE addr = ?", [(a,) for a in addrs])
+
+    def pin(self, addr: str) -> bool:
+        """Make an active ban manual and permanent; False when not banned."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE offenders SET manual = 1, expires = NULL WHERE addr = ? AND active = 1",
+                (addr,),
+            )
+            if cur.rowcount:
+                db.execute("UPDATE bans SET manual = 1 WHERE addr = ? AND end IS NULL", (addr,))
+            return bool(cur.rowcount)
+
+    def prune(self, now: float, *, retention: float, recidive_window: float) -> dict[str, int]:
+        """Forget what no rule needs any more; returns rows deleted per table.
+
+        Violations older than ``retention`` (all of an unbanned address's when 0),
+        ended ban periods older than both ``retention`` and ``recidive_window``, and
+        offenders with no active ban, nothing seen since that horizon and no ban
+        period left.
+        """
+        horizon = now - max(retention, recidive_window)
+        counts = {}
+        with self.transaction() as db:
+            if retention > 0:
+                cur = db.execute("DELETE FROM violations WHERE ts < ?", (now - retention,))
+            else:
+                cur = db.execute(
+                    "DELETE FROM violations WHERE addr IN "
+                    "(SELECT addr FROM offenders WHERE active = 0)"
+                )
+            counts["violations"] = cur.rowcount
+            cur = db.execute("DELETE FROM bans WHERE end IS NOT NULL AND end < ?", (horizon,))
+            counts["bans"] = cur.rowcount
+            cur = db.execute(
+                "DELETE FROM offenders WHERE active = 0 AND last_seen < ? "
+                "AND coalesce(expires, 0) < ? "
+                "AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.addr = offenders.addr) "
+                "AND NOT EXISTS (SELECT 1 FROM violations v WHERE v.addr = offenders.addr)",
+                (horizon, horizon),
+            )
+            counts["offenders"] = cur.rowcount
+        return counts

@@ -1,0 +1,181 @@
+"""Self-protection: the addresses banpipe never bans, whatever the config says.
+
+Shared by alertfilter (which never emits such a ban) and banctl (which refuses them,
+even from `banctl ban`, unless forced), so both apply exactly the same rules:
+our WAN addresses, gateways and networks, the whitelist, and the special ranges
+(loopback, link-local, multicast, broadcast, unspecified). IPv4-mapped IPv6 addresses
+are judged as the IPv4 address they carry.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import netaddr
+
+from banpipe.config import Config, parse_network
+
+_SPECIAL: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/32", "unspecified address"),
+    ("::/128", "unspecified address"),
+    ("255.255.255.255/32", "broadcast address"),
+    ("127.0.0.0/8", "loopback"),
+    ("::1/128", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("fe80::/10", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("ff00::/8", "multicast"),
+)
+
+
+class AddressTable:
+    """Labelled networks with O(log n) membership for the hot path.
+
+    Lookups bisect merged integer ranges; the label (which network matched) is only
+    searched for addresses that are inside, which is the rare case.
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, str]] = ()) -> None:
+        self._labelled: list[tuple[int, int, int, str]] = []  # (version, first, last, label)
+        ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for network, label in entries:
+            net = netaddr.IPNetwork(network)
+            first, last = int(net.first), int(net.last)
+            self._labelled.append((net.version, first, last, label))
+            ranges[net.version].append((first, last))
+        self._starts: dict[int, list[int]] = {}
+        self._ends: dict[int, list[int]] = {}
+        for version, spans in ranges.items():
+            merged: list[list[int]] = []
+            for first, last in sorted(spans):
+                if merged and first <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], last)
+                else:
+                    merged.append([first, last])
+            self._starts[version] = [m[0] for m in merged]
+            self._ends[version] = [m[1] for m in merged]
+
+    def __len__(self) -> int:
+        return len(self._labelled)
+
+    def contains(self, version: int, value: int) -> bool:
+        starts = self._starts[version]
+        i = bisect.bisect_right(starts, value) - 1
+        return i >= 0 and value <= self._ends[version][i]
+
+    def label(self, version: int, value: int) -> str | None:
+        if not self.contains(version, value):
+            return None
+        best: tuple[int, str] | None = None
+        for v, first, last, label in self._labelled:
+            if v == version and first <= value <= last:
+                size = last - first
+                if best is None or size < best[0]:
+                    best = (size, label)  # the most specific entry explains best
+        return best[1] if best else None
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A strictly parsed address (no scope ids, no leading zeros), or None."""
+    if not isinstance(text, str) or "%" in text or "/" in text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def canonical(text: str) -> str | None:
+    """Canonical text form of an address (IPv4-mapped IPv6 becomes IPv4), or None."""
+    ip = parse_ip(text)
+    return str(ip) if ip is not None else None
+
+
+def read_address_file(path: str | Path) -> tuple[list[str], list[tuple[int, str]]]:
+    """Networks listed in a whitelist file (one address/CIDR a line, ``#`` comments).
+
+    Returns (networks, errors) where errors are (line number, reason); a bad line is
+    skipped, the rest still counts. Raises OSError when the file cannot be read.
+    """
+    networks: list[str] = []
+    errors: list[tuple[int, str]] = []
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            networks.append(parse_network(line))
+        except ValueError as exc:
+            errors.append((n, str(exc)))
+    return networks, errors
+
+
+@dataclass(frozen=True)
+class Ours:
+    wan: tuple[str, ...]
+    gateways: tuple[str, ...]
+    networks: tuple[str, ...]
+
+
+class Protection:
+    """Decides whether an address is ours, whitelisted or special."""
+
+    def __init__(
+        self,
+        *,
+        wan: Iterable[str] = (),
+        gateways: Iterable[str] = (),
+        networks: Iterable[str] = (),
+        whitelist: Iterable[str] = (),
+    ) -> None:
+        wan_t = tuple(dict.fromkeys(c for c in map(canonical, wan) if c))
+        self.ours_list = Ours(wan_t, tuple(gateways), tuple(networks))
+        ours_entries = [(parse_network(a), f"our WAN address {a}") for a in wan_t]
+        ours_entries += [(parse_network(g), f"our gateway {g}") for g in gateways]
+        ours_entries += [(parse_network(n), f"our network {n}") for n in networks]
+        self._ours = AddressTable(ours_entries)
+        self._whitelist = AddressTable((parse_network(w), f"whitelisted {w}") for w in whitelist)
+        self._special = AddressTable(_SPECIAL)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        wan_addresses: Iterable[str] = (),
+        whitelist_extra: Iterable[str] = (),
+    ) -> Protection:
+        """Protection for a config plus the live WAN set and whitelist-file entries."""
+        return cls(
+            wan=(*config.network.wan, *wan_addresses),
+            gateways=config.network.gateways,
+            networks=config.network.networks,
+            whitelist=(*config.filter.whitelist, *whitelist_extra),
+        )
+
+    def ours(self, text: str) -> str | None:
+        """Label (e.g. ``our network 192.168.1.0/24``) if the address is ours, else None."""
+        ip = parse_ip(text)
+        if ip is None:
+            return None
+        return self._ours.label(ip.version, int(ip))
+
+    def reason(self, text: str | None) -> str | None:
+        """Why ``text`` must never be banned, or None when banning it is allowed."""
+        if text is None or text == "":
+            return "no offender address"
+        ip = parse_ip(text)
+        if ip is None:
+            return f"not an IP address: {text!r}"
+        version, value = ip.version, int(ip)
+        for table in (self._special, self._ours, self._whitelist):
+            if table.contains(version, value):
+                return table.label(version, value)
+        return None

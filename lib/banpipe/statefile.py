@@ -1,0 +1,60 @@
+"""Durable, atomic state files: a reader sees the old content or the new, never half.
+
+Write to a temporary file in the same directory, fsync it, rename it over the target,
+then fsync the directory so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: str | Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` durably; raises OSError (e.g. ENOSPC) untouched."""
+    target = Path(path)
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{target.name}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_json_atomic(path: str | Path, obj: Any, mode: int = 0o644) -> None:
+    data = json.dumps(obj, ensure_ascii=False, sort_keys=True, indent=1).encode() + b"\n"
+    write_atomic(path, data, mode)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``; raises OSError or ValueError (json.JSONDecodeError)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

@@ -1,0 +1,113 @@
+"""inotify for select()-driven loops, through pyinotify.
+
+``PathWatcher`` watches files by name: it watches their directories, so a file that is
+created, replaced by rename (how editors, Ansible and our own atomic writes save) or
+deleted is noticed as well as one written in place. Its ``fileno()`` goes into the
+tool's select() next to stdin; ``changed()`` then says which watched paths changed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyinotify
+
+NAME_EVENTS = (
+    pyinotify.IN_CLOSE_WRITE
+    | pyinotify.IN_MOVED_TO
+    | pyinotify.IN_MOVED_FROM
+    | pyinotify.IN_CREATE
+    | pyinotify.IN_DELETE
+    | pyinotify.IN_MODIFY
+    | pyinotify.IN_ATTRIB
+)
+
+
+class InotifyWatcher:
+    """A pyinotify WatchManager whose events are drained without blocking."""
+
+    def __init__(self) -> None:
+        self.manager = pyinotify.WatchManager()
+        self._events: list[pyinotify.Event] = []
+        self._notifier = pyinotify.Notifier(
+            self.manager, default_proc_fun=self._events.append, timeout=0
+        )
+
+    def fileno(self) -> int:
+        return self.manager.get_fd()
+
+    def add(self, path: str | Path, mask: int) -> int | None:
+        """Watch ``path``; the watch descriptor, or None when it cannot be watched."""
+        result = self.manager.add_watch(str(path), mask, quiet=True)
+        wd = result.get(str(path), -1)
+        return wd if wd >= 0 else None
+
+    def remove(self, wd: int) -> None:
+        self.manager.rm_watch(wd, quiet=True)
+
+    def events(self, timeout_ms: int = 0) -> list[pyinotify.Event]:
+        """Events available now (or within ``timeout_ms``); never blocks longer."""
+        self._events.clear()
+        while self._notifier.check_events(timeout=timeout_ms):
+            self._notifier.read_events()
+            self._notifier.process_events()
+            timeout_ms = 0
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def close(self) -> None:
+        try:
+            self._notifier.stop()
+        except OSError:
+            pass
+
+
+class PathWatcher:
+    """Notices changes to a set of file paths by watching their directories."""
+
+    def __init__(self, paths: Iterable[str | Path] = ()) -> None:
+        self._inotify = InotifyWatcher()
+        self._paths: dict[str, set[str]] = {}  # directory -> names
+        self._missing_dirs: set[str] = set()
+        self.set_paths(paths)
+
+    def fileno(self) -> int:
+        return self._inotify.fileno()
+
+    def set_paths(self, paths: Iterable[str | Path]) -> None:
+        wanted: dict[str, set[str]] = {}
+        for p in paths:
+            path = Path(os.path.abspath(p))
+            wanted.setdefault(str(path.parent), set()).add(path.name)
+        for directory in wanted:
+            if directory not in self._paths or directory in self._missing_dirs:
+                if self._inotify.add(directory, NAME_EVENTS) is None:
+                    # Directory not there yet (e.g. /run/banpipe before wanwatch ran):
+                    # retried on every set_paths()/changed() call.
+                    self._missing_dirs.add(directory)
+                else:
+                    self._missing_dirs.discard(directory)
+        self._paths = wanted
+
+    def paths(self) -> list[str]:
+        return [os.path.join(d, n) for d, names in self._paths.items() for n in names]
+
+    def changed(self) -> set[str]:
+        """Watched paths touched since the last call (non-blocking)."""
+        out: set[str] = set()
+        for event in self._inotify.events():
+            names = self._paths.get(event.path)
+            if names and event.name in names:
+                out.add(os.path.join(event.path, event.name))
+        if self._missing_dirs:
+            before = set(self._missing_dirs)
+            self.set_paths(self.paths())
+            for directory in before - self._missing_dirs:
+                out.update(os.path.join(directory, n) for n in self._paths.get(directory, ()))
+        return out
+
+    def close(self) -> None:
+        self._inotify.close()
