@@ -123,8 +123,14 @@ class Offender:
         }
 
 
-_OFFENDER_COLS = (
-    "addr, first_seen, last_seen, expires, violations, bans, manual, active, reason, banned_at"
+# Fixed SQL text (no outside input is ever pasted into a statement).
+_SELECT_OFFENDERS = (
+    "SELECT addr, first_seen, last_seen, expires, violations, bans, manual, active, reason, "
+    "banned_at FROM offenders "
+)
+_UPSERT_OFFENDER = (
+    "INSERT OR REPLACE INTO offenders (addr, first_seen, last_seen, expires, violations, bans, "
+    "manual, active, reason, banned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -334,18 +340,14 @@ class Ledger:
     # -- queries -------------------------------------------------------------------
 
     def get(self, addr: str) -> Offender | None:
-        row = self.db.execute(
-            f"SELECT {_OFFENDER_COLS} FROM offenders WHERE addr = ?", (addr,)
-        ).fetchone()
+        row = self.db.execute(_SELECT_OFFENDERS + "WHERE addr = ?", (addr,)).fetchone()
         return _offender(row) if row else None
 
     def offenders(self, *, active_only: bool = True) -> list[Offender]:
         """Offenders ordered by expiry (soonest first, permanent last), then address."""
-        where = "WHERE active = 1" if active_only else ""
-        rows = self.db.execute(
-            f"SELECT {_OFFENDER_COLS} FROM offenders {where} "
-            "ORDER BY active DESC, expires IS NULL, expires, addr"
-        )
+        order = "ORDER BY active DESC, expires IS NULL, expires, addr"
+        where = "WHERE active = 1 " if active_only else ""
+        rows = self.db.execute(_SELECT_OFFENDERS + where + order)
         return [_offender(r) for r in rows]
 
     def active_addresses(self, *, automated_only: bool = False) -> set[str]:
@@ -456,8 +458,7 @@ class Ledger:
                 out.new_bans.append(v.addr)
             out.held = [a for a in out.held if a not in new_set]
             db.executemany(
-                f"INSERT OR REPLACE INTO offenders ({_OFFENDER_COLS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _UPSERT_OFFENDER,
                 [_offender_row(o) for o in touched.values()],
             )
             db.executemany(
@@ -477,9 +478,7 @@ class Ledger:
         for i in range(0, len(unique), 500):  # stay under SQLite's parameter limit
             chunk = unique[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(
-                f"SELECT {_OFFENDER_COLS} FROM offenders WHERE addr IN ({marks})", chunk
-            ):
+            for row in self.db.execute(_SELECT_OFFENDERS + "WHERE addr IN (" + marks + ")", chunk):
                 o = _offender(row)
                 found[o.addr] = o
         return found
@@ -519,8 +518,7 @@ class Ledger:
             o.active, o.manual, o.expires = True, manual, expires
             o.reason = reason or o.reason
             db.execute(
-                f"INSERT OR REPLACE INTO offenders ({_OFFENDER_COLS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _UPSERT_OFFENDER,
                 _offender_row(o),
             )
         return fresh

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Generate realistic Snort/Suricata alert files for benchmarks and soak tests.
+
+Deterministic for a given ``--seed``. Lines imitate what real sensors write (see
+../shared/formats.md): Snort 2 and Snort 3 alert_fast (with and without ``-y``, Snort 3
+``[drop]``), Suricata fast.log (``[Drop]``/``[wDrop]``, ``(null)`` classification,
+expanded IPv6), Snort 2/3 alert_full blocks (classification line, IP/TCP/UDP/ICMP header
+lines, Xref lines), IPv4 and IPv6 (compressed and expanded, glued ports), many sources
+with a skewed distribution (a few noisy scanners, a long tail).
+
+    python bench/gen_alerts.py --count 1000000 --style fast -o /tmp/alert_fast.txt
+    python bench/gen_alerts.py --count 10000 --style full -o /tmp/alert_full.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import random
+import sys
+from collections.abc import Iterator
+
+FAST_STYLES = ("snort2-fast", "snort3-fast", "suricata-fast")
+FULL_STYLES = ("snort2-full", "snort3-full")
+
+RULES = [
+    # gid, sid, rev, msg, classification or None, priority
+    (1, 2402000, 5001, "ET DROP Dshield Block Listed Source group 1", "Misc Attack", 2),
+    (1, 2403440, 44968, "ET CINS Active Threat Intelligence Poor Reputation IP TCP group 71",
+     "Misc Attack", 2),
+    (1, 2003068, 6, "ET SCAN Potential SSH Scan OUTBOUND", "Attempted Information Leak", 2),
+    (1, 2011716, 4, "ET SCAN Sipvicious User-Agent Detected (friendly-scanner)",
+     "Attempted Information Leak", 2),
+    (1, 2025627, 5, "ET INFO [eSentire] Possible Kali Linux Updates", "Misc activity", 3),
+    (1, 48402, 1, "MALWARE-CNC Win.Trojan.Emotet variant outbound connection attempt",
+     "A Network Trojan was detected", 1),
+    (1, 469, 3, "ICMP PING NMAP", "Attempted Information Leak", 2),
+    (1, 1000001, 1, "LOCAL Nmap SYN scan", None, 0),
+    (1, 1000003, 1, "Acesso ao gateway LoRa por um IP fora do padrão", None, 0),
+    (122, 7, 2, "(portscan) TCP Filtered Portsweep", "Attempted Information Leak", 2),
+    (129, 3, 2, "Data sent on stream not accepting data", "Generic Protocol Command Decode", 3),
+    (116, 434, 1, "(icmp4) ICMP ping Nmap", None, 3),
+    (119, 28, 3, "(http_inspect) HTTP POST or PUT request without content-length or chunks",
+     "Unknown Traffic", 3),
+    (1, 2200073, 2, "SURICATA IPv4 invalid checksum", "Generic Protocol Command Decode", 3),
+    (1, 2230003, 1, "SURICATA TLS invalid handshake message",
+     "Generic Protocol Command Decode", 3),
+]
+PROTOS = ("TCP",) * 6 + ("UDP",) * 3 + ("ICMP",)
+XREFS = (
+    "http://doc.emergingthreats.net/2011716",
+    "http://www.cinsscore.com",
+    "http://cve.mitre.org/cgi-bin/cvename.cgi?name=1999-0016",
+    "http://www.securityfocus.com/bid/2666",
+)
+
+
+class Sources:
+    """A pool of attacker addresses: a few heavy hitters and a long tail."""
+
+    def __init__(self, rng: random.Random, n4: int = 60000, n6: int = 15000) -> None:
+        self.rng = rng
+        self.v4 = [str(ipaddress.IPv4Address(rng.randrange(0x01000000, 0xDF000000)))
+                   for _ in range(n4)]
+        self.v6 = [str(ipaddress.IPv6Address((0x2001_0DB8 << 96) | rng.getrandbits(64)))
+                   for _ in range(n6)]
+        self.local4 = [f"192.168.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(200)]
+        self.local6 = ["2001:db8:ffff::" + format(i, "x") for i in range(1, 200)]
+
+    def pick(self, v6: bool) -> tuple[str, str]:
+        rng = self.rng
+        pool = self.v6 if v6 else self.v4
+        # Pareto-ish: index ~ n * u^3 puts most alerts on few addresses.
+        src = pool[int(len(pool) * rng.random() ** 3)]
+        dst = rng.choice(self.local6 if v6 else self.local4)
+        return (src, dst) if rng.random() < 0.8 else (dst, src)
+
+
+def _expand(a: str) -> str:
+    return ipaddress.IPv6Address(a).exploded
+
+
+def _ts(style: str, t: float, short_year: bool) -> str:
+    sec = int(t)
+    us = int((t - sec) * 1e6)
+    day, rem = divmod(sec, 86400)
+    mon = 1 + (day // 28) % 12
+    dom = 1 + day % 28
+    hh, rem = divmod(rem, 3600)
+    mm, ss = divmod(rem, 60)
+    clock = f"{hh:02d}:{mm:02d}:{ss:02d}.{us:06d}"
+    if style == "suricata-fast":
+        return f"{mon:02d}/{dom:02d}/2025-{clock}"
+    if short_year and style.startswith("snort3"):
+        return f"25/{mon:02d}/{dom:02d}-{clock}"
+    if short_year:
+        return f"{mon:02d}/{dom:02d}/25-{clock}"
+    return f"{mon:02d}/{dom:02d}-{clock}"
+
+
+def _endpoint(style: str, addr: str, port: int, proto: str, v6: bool) -> str:
+    if style == "suricata-fast":
+        return f"{_expand(addr) if v6 else addr}:{port}"
+    if proto in ("TCP", "UDP"):
+        return f"{addr}:{port}"
+    return addr
+
+
+def fast_line(rng: random.Random, src: Sources, style: str, t: float, v6: bool) -> str:
+    gid, sid, rev, msg, cls, prio = rng.choice(RULES)
+    proto = rng.choice(PROTOS)
+    s, d = src.pick(v6)
+    sp, dp = rng.randrange(1024, 65536), rng.choice((22, 23, 80, 443, 445, 3389, 5060, 8080))
+    if proto == "ICMP":
+        sp, dp = 8, 0
+        if v6:
+            proto = "IPv6-ICMP" if style == "suricata-fast" else "IPV6-ICMP"
+    short_year = rng.random() < 0.1
+    ts = _ts(style, t, short_year)
+    ends = f"{_endpoint(style, s, sp, proto, v6)} -> {_endpoint(style, d, dp, proto, v6)}"
+    if style == "suricata-fast":
+        action = rng.choice(("", "", "", "", "[Drop] ", "[wDrop] "))
+        c = cls or "(null)"
+        return (f"{ts}  {action}[**] [{gid}:{sid}:{rev}] {msg} [**] [Classification: {c}] "
+                f"[Priority: {prio}] {{{proto}}} {ends}")
+    head = f"[**] [{gid}:{sid}:{rev}] "
+    c = f" [Classification: {cls}]" if cls else ""
+    if style == "snort3-fast":
+        action = "[drop] " if rng.random() < 0.05 else ""
+        return f'{ts} {action}{head}"{msg}" [**]{c} [Priority: {prio}] {{{proto}}} {ends}'
+    return f"{ts}  {head}{msg} [**]{c} [Priority: {prio}] {{{proto}}} {ends}"
+
+
+def full_block(rng: random.Random, src: Sources, style: str, t: float, v6: bool) -> str:
+    gid, sid, rev, msg, cls, prio = rng.choice(RULES)
+    proto = rng.choice(PROTOS)
+    s, d = src.pick(v6)
+    sp, dp = rng.randrange(1024, 65536), rng.choice((22, 80, 443, 5060))
+    quoted = f'"{msg}"' if style == "snort3-full" else msg
+    lines = [f"[**] [{gid}:{sid}:{rev}] {quoted} [**]"]
+    lines.append((f"[Classification: {cls}] " if cls else "") + f"[Priority: {prio}] ")
+    if proto == "ICMP" and v6:
+        proto = "IPV6-ICMP"
+    ends = f"{_endpoint(style, s, sp, proto, v6)} -> {_endpoint(style, d, dp, proto, v6)}"
+    lines.append(f"{_ts(style, t, False)} {ends}")
+    ttl, ident = rng.randrange(32, 255), rng.randrange(65536)
+    lines.append(f"{proto} TTL:{ttl} TOS:0x0 ID:{ident} IpLen:20 DgmLen:{rng.randrange(40, 1500)}")
+    if proto == "TCP":
+        lines.append(f"******S* Seq: 0x{rng.getrandbits(32):X}  Ack: 0x0  Win: 0x400  TcpLen: 20")
+    elif proto == "UDP":
+        lines.append(f"Len: {rng.randrange(8, 1400)}")
+    else:
+        lines.append(f"Type:8  Code:0  ID:{rng.randrange(65536)}   Seq:1  ECHO")
+    if rng.random() < 0.5:
+        lines.append("".join(f"[Xref => {x}]" for x in rng.sample(XREFS, rng.randrange(1, 4))))
+    return "\n".join(lines) + "\n"
+
+
+def alerts(count: int, style: str, seed: int, v6_share: float) -> Iterator[str]:
+    """``count`` alert texts (a line, or a block ending in an empty line) for ``style``.
+
+    ``style`` is one of FAST_STYLES/FULL_STYLES, or ``fast``/``full``/``mixed`` to mix.
+    """
+    rng = random.Random(seed)
+    src = Sources(rng)
+    t = 86400.0 * 30
+    choices = {"fast": FAST_STYLES, "full": FULL_STYLES, "mixed": FAST_STYLES + FULL_STYLES}
+    styles = choices.get(style, (style,))
+    # Files are mostly one producer; "fast" mixes them in long runs like concatenated logs.
+    current = rng.choice(styles)
+    for i in range(count):
+        if i % 5000 == 0 and len(styles) > 1:
+            current = rng.choice(styles)
+        t += rng.expovariate(50.0)
+        v6 = rng.random() < v6_share
+        if current in FULL_STYLES:
+            yield full_block(rng, src, current, t, v6) + "\n"
+        else:
+            yield fast_line(rng, src, current, t, v6) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=1_000_000, help="alerts (default 1000000)")
+    ap.add_argument(
+        "--style",
+        default="fast",
+        choices=("fast", "full", "mixed") + FAST_STYLES + FULL_STYLES,
+        help="fast (Snort 2/3 + Suricata lines), full (blocks), mixed, or one producer",
+    )
+    ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    ap.add_argument("--v6", type=float, default=0.2, help="share of IPv6 alerts (default 0.2)")
+    ap.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+    args = ap.parse_args(argv)
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        buf: list[str] = []
+        for text in alerts(args.count, args.style, args.seed, args.v6):
+            buf.append(text)
+            if len(buf) >= 10000:
+                out.write("".join(buf))
+                buf.clear()
+        out.write("".join(buf))
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

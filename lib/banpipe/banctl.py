@@ -1,0 +1,949 @@
+"""banctl: the ban ledger and the firewall, as a pipe consumer and an admin tool.
+
+``... | alertfilter | banctl apply`` records every violation in the ledger, bans each
+offender once, extends its ban on new violations and lifts it when it expires.
+The admin commands (``list``, ``show``, ``ban``, ``unban``, ``pin``, ``restore``,
+``teardown``, ``check``, ``expire``) work while ``apply`` runs.
+
+How the pieces stay consistent (see docs in ``banctl --help`` and the module):
+
+* Every change is committed to the ledger first, then applied to the firewall, both
+  under the ledger's cross-process lock (``<ledger>.lock``): whichever process
+  changes a ban also changes the firewall, in commit order. Backends are
+  idempotent, so doing a change twice is harmless.
+* The running daemon keeps no ban state of its own: it asks the ledger for the next
+  due expiry whenever it wakes. It wakes on input, on the next expiry, on the
+  periodic check, and on inotify events for the ledger's ``-wal`` file (every commit
+  by an admin command writes it) and the WAN state file. ``PRAGMA data_version``
+  tells it whether someone else committed. So ``banctl ban --for 1m`` or ``unban``
+  takes effect at once (they touch the firewall themselves) and the daemon's
+  schedule follows within milliseconds, without pidfiles or signals.
+* ``check`` compares the ledger's active bans with the live firewall; the daemon
+  runs it every ``[banctl] check_interval`` and repairs (an external ``iptables -F``
+  or ``nft flush ruleset``), as does ``banctl check --repair``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import select
+import signal
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from banpipe import cli
+from banpipe.bantime import BanPolicy, format_expiry, parse_duration
+from banpipe.config import Config, ConfigError, load_config
+from banpipe.ledger import Ledger, LedgerError, Violation
+from banpipe.pipe import PipeError, PipeReader
+from banpipe.protect import Protection, canonical, read_address_file
+
+TOOL = "banctl"
+BATCH_MAX_BYTES = 8 << 20  # one transaction per burst, but bounded
+BATCH_MAX_LINES = 50_000
+EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
+
+Clock = Callable[[], float]
+
+
+# --------------------------------------------------------------------------------------
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(
+        prog=TOOL,
+        description="Durable ban ledger and firewall driver for banpipe.",
+        epilog=(
+            "Exit status: 0 ok, 1 drift found (check), 64 usage, 65 bad data, "
+            "69 firewall unavailable, 73 cannot write the ledger, 78 config error."
+        ),
+    )
+    cli.add_common_arguments(p)
+    p.add_argument("--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)")
+    p.add_argument(
+        "--backend",
+        choices=("iptables", "ipset", "nftables", "null"),
+        help="firewall backend (default from [firewall] backend)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli.ArgumentParser)
+    sub.required = True
+    sub.add_parser("apply", help="read alertfilter's JSON lines on stdin and ban (daemon)")
+    s = sub.add_parser("list", help="active bans: address, expiry, violations, reason")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--all", action="store_true", help="include offenders not banned now")
+    s = sub.add_parser("show", help="one address and every violation recorded for it")
+    s.add_argument("addr", metavar="ADDR")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s = sub.add_parser("ban", help="ban an address by hand (permanent unless --for)")
+    s.add_argument("addr", metavar="ADDR")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 90s, 15m, 2h, 7d")
+    g.add_argument("--permanent", action="store_true", help="until unbanned (default)")
+    s.add_argument("--reason", metavar="TEXT", help="why (shown by list/show)")
+    s.add_argument("--force", action="store_true", help="ban even our own/whitelisted addresses")
+    s = sub.add_parser("unban", help="lift a ban now")
+    s.add_argument("addr", metavar="ADDR")
+    s = sub.add_parser("pin", help="make an automated ban manual and permanent")
+    s.add_argument("addr", metavar="ADDR")
+    sub.add_parser("restore", help="create our firewall structure and put every active ban in")
+    sub.add_parser("teardown", help="remove all of banpipe's firewall entries (ledger intact)")
+    s = sub.add_parser("check", help="compare ledger and firewall; exit 1 on drift")
+    s.add_argument("--repair", action="store_true", help="add missing, remove orphans")
+    sub.add_parser("expire", help="lift bans that are due now, prune old history")
+    return p
+
+
+@dataclass
+class Env:
+    """What every command needs; built once per run from config and options."""
+
+    config: Config
+    ledger_path: str
+    backend: str
+    stdout: IO[str]
+    stderr: IO[str]
+    clock: Clock
+    rng: Any
+    runner: Any
+    report: cli.Reporter
+    _ledger: Ledger | None = None
+    _fw: Any = None
+
+    @property
+    def policy(self) -> BanPolicy:
+        try:
+            return BanPolicy.from_config(self.config.ban)
+        except ValueError as exc:
+            raise cli.ToolError(f"[ban]: {exc}", cli.EX_CONFIG)
+
+    @property
+    def retention(self) -> float:
+        return float(self.config.ban.retention)
+
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            try:
+                self._ledger = Ledger.open(self.ledger_path)
+            except LedgerError as exc:
+                raise cli.ToolError(str(exc), cli.EX_CANTCREAT)
+        return self._ledger
+
+    def firewall(self) -> Any:
+        if self._fw is None:
+            from banpipe.firewall import FirewallError, make_backend
+
+            try:
+                settings = self.config.firewall.settings()
+            except ValueError as exc:
+                raise cli.ToolError(f"[firewall]: {exc}", cli.EX_CONFIG)
+            try:
+                self._fw = make_backend(self.backend, settings, self.runner, stream=self.stderr)
+            except FirewallError as exc:
+                raise cli.ToolError(f"firewall: {exc}", cli.EX_UNAVAILABLE)
+        return self._fw
+
+    def wan_addresses(self) -> set[str]:
+        from banpipe.wanstate import WanStateError, read_wan_state
+
+        path = self.config.network.wan_state
+        if not path:
+            return set()
+        try:
+            return read_wan_state(path)
+        except WanStateError as exc:
+            self.report.error(path, f"{exc}; using the static [network] wan only", "warning")
+            return set()
+
+    def protection(self, wan: Iterable[str] | None = None) -> Protection:
+        extra: list[str] = []
+        for path in self.config.filter.whitelist_files:
+            try:
+                nets, errors = read_address_file(path)
+            except OSError as exc:
+                self.report.error(path, f"cannot read whitelist: {exc.strerror}", "warning")
+                continue
+            for n, reason in errors:
+                self.report.error(f"{path}:{n}", reason, "warning")
+            extra.extend(nets)
+        wan_now = self.wan_addresses() if wan is None else set(wan)
+        return Protection.from_config(self.config, wan_now, extra)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+
+def main(
+    argv: list[str] | None = None,
+    stdin: IO[Any] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+    *,
+    clock: Clock | None = None,
+    rng: Any = None,
+    runner: Any = None,
+) -> int:
+    """Run banctl; ``clock``, ``rng`` and ``runner`` are for tests (defaults: real ones)."""
+    stdin, stdout, stderr = cli.resolve_streams(stdin, stdout, stderr)
+    args = build_parser().parse_args(argv)
+    if args.command != "apply" and stdout is sys.stdout:
+        cli.restore_sigpipe()  # `banctl list | head`; apply must never die of SIGPIPE
+
+    def body() -> int:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            raise cli.ToolError(str(exc), cli.EX_CONFIG)
+        env = Env(
+            config=config,
+            ledger_path=args.ledger or config.banctl.ledger,
+            backend=args.backend or config.firewall.backend,
+            stdout=stdout,
+            stderr=stderr,
+            clock=clock or time.time,
+            rng=rng if rng is not None else random.SystemRandom(),
+            runner=runner,
+            report=cli.Reporter(TOOL, stderr),
+        )
+        try:
+            return COMMANDS[args.command](env, args, stdin)
+        except _firewall_error() as exc:
+            raise cli.ToolError(f"firewall: {exc}", cli.EX_UNAVAILABLE)
+        except LedgerError as exc:
+            raise cli.ToolError(str(exc), cli.EX_CANTCREAT)
+        finally:
+            env.close()
+
+    return cli.run_tool(TOOL, body, debug=args.debug, stderr=stderr)
+
+
+def _firewall_error() -> type[Exception]:
+    from banpipe.firewall import FirewallError
+
+    return FirewallError
+
+
+# --------------------------------------------------------------------------------------
+# ledger <-> firewall: the operations shared by the daemon and the admin commands
+
+
+@dataclass
+class Drift:
+    missing: set[str] = field(default_factory=set)  # banned in the ledger, not in firewall
+    orphans: set[str] = field(default_factory=set)  # in our firewall part, not banned
+    duplicates: dict[str, int] = field(default_factory=dict)
+    structure_ok: bool = True
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.missing and not self.orphans and not self.duplicates and self.structure_ok
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.missing)} missing",
+            f"{len(self.orphans)} orphans",
+            f"{len(self.duplicates)} duplicates",
+            "structure ok" if self.structure_ok else "structure broken",
+        ]
+        return ", ".join(parts)
+
+
+def compare(ledger: Ledger, fw: Any) -> Drift:
+    """Ledger's active bans versus what the firewall holds for us."""
+    state = fw.check()
+    want = ledger.active_addresses()
+    have = set(state.entries)
+    return Drift(
+        missing=want - have,
+        orphans=have - want,
+        duplicates=dict(state.duplicates),
+        structure_ok=bool(state.structure_ok),
+        problems=list(state.problems),
+    )
+
+
+def reconcile(ledger: Ledger, fw: Any) -> Drift:
+    """Make the firewall match the ledger; returns the drift found before repairing.
+
+    The caller holds ``ledger.locked()``. Missing entries go in with ONE bulk
+    ``block()``; orphans out with one ``release()``. A duplicate is released (all of
+    its copies) and blocked again once.
+    """
+    drift = compare(ledger, fw)
+    if not drift.structure_ok:
+        fw.init()
+        drift_after_init = compare(ledger, fw)
+        drift_after_init.structure_ok = False
+        drift_after_init.problems = drift.problems
+        drift = drift_after_init
+    if drift.duplicates:
+        dups = sorted(drift.duplicates)
+        fw.release(dups)
+        fw.block([a for a in dups if a not in drift.orphans])
+    if drift.missing:
+        fw.block(sorted(drift.missing))
+    if drift.orphans:
+        fw.release(sorted(drift.orphans))
+    return drift
+
+
+def restore(env: Env, ledger: Ledger, fw: Any) -> tuple[list[str], list[str], Drift]:
+    """Start-up: create our structure, lift lapsed bans and our WAN addresses, restore.
+
+    Returns (lapsed, lifted WAN addresses, drift before repair).
+    """
+    now = env.clock()
+    with ledger.locked():
+        fw.init()
+        lapsed = ledger.expire(now, retention=env.retention)
+        wan = lift_wan_bans(env, ledger, fw, env.wan_addresses(), release=False)
+        drift = reconcile(ledger, fw)  # lapsed/WAN entries are orphans here
+    return lapsed, wan, drift
+
+
+def lift_wan_bans(
+    env: Env, ledger: Ledger, fw: Any, wan: Iterable[str], *, release: bool = True
+) -> list[str]:
+    """Unban any of ``wan`` (our own addresses now, e.g. a recycled DHCP lease)."""
+    banned = [a for a in sorted(set(wan)) if (o := ledger.get(a)) is not None and o.active]
+    if not banned:
+        return []
+    with ledger.locked():
+        lifted = ledger.unban(banned, env.clock(), retention=env.retention)
+        if release and lifted:
+            fw.release(lifted)
+    for a in lifted:
+        env.report.say(a, "ban lifted: it is our WAN address now")
+    return lifted
+
+
+# --------------------------------------------------------------------------------------
+# apply: the daemon
+
+
+@dataclass
+class SpoofBrake:
+    """At most ``limit`` new bans per ``window`` seconds; ``limit <= 0`` disables it."""
+
+    limit: int
+    window: float
+    times: deque[float] = field(default_factory=deque)
+    engaged: bool = False
+    held: int = 0
+
+    def budget(self, now: float) -> int | None:
+        if self.limit <= 0:
+            return None
+        while self.times and self.times[0] <= now - self.window:
+            self.times.popleft()
+        return max(0, self.limit - len(self.times))
+
+    def note(self, now: float, count: int) -> None:
+        if self.limit > 0:
+            self.times.extend([now] * count)
+
+    def clears_at(self) -> float | None:
+        """When the window frees room again (for the select timeout), if engaged."""
+        if not self.engaged or not self.times:
+            return None
+        return self.times[0] + self.window
+
+
+def violation_from(obj: dict[str, Any]) -> tuple[Violation | None, str | None]:
+    """The violation an alertfilter line describes, or (None, why it is unusable)."""
+    raw = obj.get("offender")
+    if not isinstance(raw, str) or not raw:
+        return None, "no offender address"
+    addr = canonical(raw.strip())
+    if addr is None:
+        return None, f"offender is not an IP address: {raw[:64]!r}"
+
+    def text(key: str) -> str | None:
+        value = obj.get(key)
+        return value[:1000] if isinstance(value, str) else None
+
+    def integer(key: str) -> int | None:
+        value = obj.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    gid, sid, rev = integer("gid"), integer("sid"), integer("rev")
+    sig = f"{gid}:{sid}:{rev}" if gid is not None and sid is not None else None
+    if sig is not None and rev is None:
+        sig = f"{gid}:{sid}"
+    ts = obj.get("ts")
+    victim = text("victim")
+    if victim is not None:
+        victim = canonical(victim) or victim[:64]
+    return (
+        Violation(
+            addr=addr,
+            sig=sig,
+            msg=text("msg"),
+            priority=integer("priority"),
+            victim=victim,
+            reversed=obj.get("reversed") is True,
+            reason=text("reason"),
+            alert_ts=str(ts)[:64] if isinstance(ts, (str, int, float)) else None,
+        ),
+        None,
+    )
+
+
+class Daemon:
+    """``banctl apply``: the main loop and its handlers (all I/O wired in ``run``)."""
+
+    def __init__(self, env: Env, ledger: Ledger, fw: Any) -> None:
+        self.env = env
+        self.ledger = ledger
+        self.fw = fw
+        self.policy = env.policy
+        self.report = env.report
+        self.wan = env.wan_addresses()
+        self.protection = env.protection(self.wan)
+        ban = env.config.ban
+        self.brake = SpoofBrake(int(ban.spoof_max), float(ban.spoof_window))
+        self.check_interval = max(1.0, float(env.config.banctl.check_interval))
+        self.counts: Counter[str] = Counter()
+        self.next_check = 0.0
+        self.data_version = 0
+        self.stopped = False
+
+    # -- start and stop ----------------------------------------------------------
+
+    def start(self) -> None:
+        lapsed, _wan, drift = restore(self.env, self.ledger, self.fw)
+        active = self.ledger.count_active()
+        self.report.say(
+            None,
+            f"started: {active} active bans in the firewall ({len(drift.missing)} restored), "
+            f"{len(lapsed)} lapsed lifted, backend {self.fw.name}",
+        )
+        self.prune()
+        self.next_check = time.monotonic() + self.check_interval
+        self.data_version = self.ledger.data_version()
+
+    def stop(self, why: str) -> None:
+        """Idempotent: by ``[ban] on_stop`` remove automated entries or keep them."""
+        if self.stopped:
+            return
+        self.stopped = True
+        removed = 0
+        if self.env.config.ban.on_stop == "remove":
+            with self.ledger.locked():
+                automated = sorted(self.ledger.active_addresses(automated_only=True))
+                if automated:
+                    self.fw.release(automated)
+                removed = len(automated)
+                if not self.ledger.active_addresses():
+                    self.fw.close(teardown=True)  # nothing of ours left: no empty chain
+                else:
+                    self.fw.close(teardown=False)
+        else:
+            self.fw.close(teardown=False)
+        c = self.counts
+        self.report.say(
+            None,
+            f"stopped ({why}): {c['lines']} lines, {c['banned']} bans, {c['extended']} extended, "
+            f"{c['expired']} expired, {c['bad']} bad, {c['refused']} refused, "
+            f"{c['held']} held by the spoof brake; "
+            + (f"{removed} automated entries removed" if removed else "firewall entries kept"),
+        )
+
+    # -- input ---------------------------------------------------------------------
+
+    def handle(self, items: list[tuple[int, dict[str, Any] | PipeError]]) -> None:
+        """One burst: validate, record in one transaction, block new bans in one call."""
+        violations: list[Violation] = []
+        for lineno, obj in items:
+            self.counts["lines"] += 1
+            if isinstance(obj, PipeError):
+                self.counts["bad"] += 1
+                self.report.error(f"<stdin>:{lineno}", obj.reason, "bad")
+                continue
+            v, why = violation_from(obj)
+            if v is None:
+                self.counts["bad"] += 1
+                self.report.error(f"<stdin>:{lineno}", str(why), "bad")
+                continue
+            protected = self.protection.reason(v.addr)
+            if protected is not None:
+                self.counts["refused"] += 1
+                self.report.error(
+                    f"<stdin>:{lineno}", f"refusing to ban {v.addr}: {protected}", "refused"
+                )
+                continue
+            violations.append(v)
+        if not violations:
+            return
+        now = self.env.clock()
+        budget = self.brake.budget(now)
+        with self.ledger.locked():
+            out = self.ledger.record(
+                violations, now, self.policy, self.env.rng, new_ban_budget=budget
+            )
+            if out.new_bans:
+                self.fw.block(out.new_bans)
+        self.brake.note(now, len(out.new_bans))
+        self.counts["banned"] += len(out.new_bans)
+        self.counts["extended"] += len(out.extended)
+        self.counts["held"] += len(out.held)
+        self.log_bans(out.new_bans, violations)
+        if out.held and not self.brake.engaged:
+            self.brake.engaged = True
+            self.report.say(
+                None,
+                f"SPOOF BRAKE: more than {self.brake.limit} new bans within "
+                f"{self.brake.window:g} s; not adding new bans (still recording violations "
+                f"and extending existing bans); first held: {out.held[0]}",
+            )
+        self.brake.held += len(out.held)
+        self.data_version = self.ledger.data_version()
+
+    def log_bans(self, new: list[str], violations: list[Violation]) -> None:
+        if not new:
+            return
+        if len(new) > 20:
+            self.report.say(None, f"banned {len(new)} new offenders (first {new[0]})")
+            return
+        by_addr: dict[str, Violation] = {}
+        for v in violations:
+            by_addr.setdefault(v.addr, v)  # the violation that caused the ban
+        for a in new:
+            v = by_addr.get(a)
+            what = f"{v.sig or '?'} {v.msg or ''}".strip() if v else ""
+            o = self.ledger.get(a)
+            until = format_expiry(o.expires if o else None, self.env.clock())
+            self.report.say(a, f"banned until {until}: {what}")
+
+    def brake_tick(self, now: float) -> None:
+        if self.brake.engaged and self.brake.budget(now):
+            self.brake.engaged = False
+            self.report.say(
+                None, f"spoof brake released: {self.brake.held} new bans were held back"
+            )
+            self.brake.held = 0
+
+    # -- time ----------------------------------------------------------------------
+
+    def expire_due(self) -> None:
+        now = self.env.clock()
+        nxt = self.ledger.next_expiry()
+        if nxt is None or nxt > now:
+            return
+        with self.ledger.locked():
+            due = self.ledger.expire(now, retention=self.env.retention)
+            if due:
+                self.fw.release(due)
+        self.counts["expired"] += len(due)
+        if 0 < len(due) <= 20:
+            for a in due:
+                self.report.say(a, "ban expired, lifted")
+        elif due:
+            self.report.say(None, f"{len(due)} bans expired, lifted")
+        self.data_version = self.ledger.data_version()
+
+    def periodic(self) -> None:
+        """Drift check and repair (an external flush), then history pruning."""
+        with self.ledger.locked():
+            drift = reconcile(self.ledger, self.fw)
+        if not drift.clean:
+            self.report.say(None, f"firewall drift repaired: {drift.summary()}")
+        self.prune()
+
+    def prune(self) -> None:
+        ban = self.env.config.ban
+        self.ledger.prune(
+            self.env.clock(),
+            retention=float(ban.retention),
+            recidive_window=float(ban.recidive_window),
+        )
+
+    def timeout(self) -> float:
+        """Seconds until something is due: next expiry, periodic check, brake release."""
+        now, mono = self.env.clock(), time.monotonic()
+        deadlines = [self.next_check - mono]
+        nxt = self.ledger.next_expiry()
+        if nxt is not None:
+            deadlines.append(nxt - now)
+        clears = self.brake.clears_at()
+        if clears is not None:
+            deadlines.append(clears - now)
+        return min(max(0.0, d) for d in deadlines)
+
+    def wan_changed(self) -> None:
+        wan = self.env.wan_addresses()
+        if wan == self.wan:
+            return
+        added = wan - self.wan
+        self.wan = wan
+        self.protection = self.env.protection(wan)
+        self.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
+        lift_wan_bans(self.env, self.ledger, self.fw, added)
+
+    def ledger_changed(self) -> bool:
+        """True when another process committed (an admin command) since we last looked."""
+        version = self.ledger.data_version()
+        changed = version != self.data_version
+        self.data_version = version
+        return changed
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self, stdin: IO[Any]) -> None:
+        fd = _fileno(stdin)
+        if fd is None:
+            self._run_stream(stdin)
+            return
+        self._run_select(fd)
+
+    def _run_stream(self, stdin: IO[Any]) -> None:
+        """Injected in-memory input (tests): read it all, in bounded bursts."""
+        reader = PipeReader()
+        data = stdin.read()
+        reader.feed(data.encode() if isinstance(data, str) else data)
+        reader.finish()
+        batch: list[tuple[int, dict[str, Any] | PipeError]] = []
+        for item in reader.objects():
+            batch.append(item)
+            if len(batch) >= BATCH_MAX_LINES:
+                self.handle(batch)
+                batch = []
+        self.handle(batch)
+        self.expire_due()
+        self.stop("end of input")
+
+    def _run_select(self, fd: int) -> None:
+        from banpipe.watch import PathWatcher
+
+        flag = cli.StopFlag()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old = _install_signals(flag, wake_w)
+        wan_path = self.env.config.network.wan_state
+        ledger_files = [self.ledger.path + "-wal", self.ledger.path]
+        watched = [*ledger_files, *([wan_path] if wan_path else [])]
+        watcher = PathWatcher(watched)
+        wan_abs = os.path.abspath(wan_path) if wan_path else None
+        reader = PipeReader()
+        why = "end of input"
+        try:
+            while not flag.stop:
+                self.brake_tick(self.env.clock())
+                try:
+                    ready, _, _ = select.select([fd, watcher, wake_r], [], [], self.timeout())
+                except InterruptedError:  # pragma: no cover - PEP 475 retries
+                    continue
+                if wake_r in ready:
+                    _drain(wake_r)
+                if flag.stop:
+                    break
+                if watcher in ready:
+                    changed = watcher.changed()
+                    if wan_abs and wan_abs in changed:
+                        self.wan_changed()
+                    # An admin commit needs nothing else: timeout() asks the ledger
+                    # for the next expiry on every pass.
+                    self.ledger_changed()
+                if fd in ready:
+                    eof = self._read_burst(fd, reader)
+                    self.handle(list(reader.objects()))
+                    if eof:
+                        reader.finish()
+                        self.handle(list(reader.objects()))
+                        break
+                self.expire_due()
+                if time.monotonic() >= self.next_check:
+                    self._guarded(self.periodic)
+                    self.next_check = time.monotonic() + self.check_interval
+            if flag.stop:
+                why = "signal " + "/".join(signal.Signals(s).name for s in flag.signals[:1])
+        finally:
+            # Teardown must finish even if SIGTERM arrives again (handlers only set flags).
+            try:
+                self.stop(why)
+            finally:
+                watcher.close()
+                _restore_signals(old)
+                os.close(wake_r)
+                os.close(wake_w)
+
+    def _read_burst(self, fd: int, reader: PipeReader) -> bool:
+        """Read what is available now (one burst); True at end of input."""
+        total = 0
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                return True
+            reader.feed(chunk)
+            total += len(chunk)
+            if total >= BATCH_MAX_BYTES:
+                return False
+            if not select.select([fd], [], [], 0)[0]:
+                return False
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        """Run a periodic action; a firewall hiccup is reported and retried soon."""
+        try:
+            action()
+        except _firewall_error() as exc:
+            self.report.error("firewall", f"{exc}; retrying", "firewall")
+            self.next_check = time.monotonic() + min(5.0, self.check_interval)
+
+
+def _fileno(stream: IO[Any]) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        while os.read(fd, 512):
+            pass
+
+
+def _install_signals(flag: cli.StopFlag, wake_w: int) -> tuple[Any, Any, int]:
+    old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    flag.install()
+    old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    return old[0], old[1], old_fd
+
+
+def _restore_signals(old: tuple[Any, Any, int]) -> None:
+    signal.signal(signal.SIGTERM, old[0])
+    signal.signal(signal.SIGINT, old[1])
+    signal.set_wakeup_fd(old[2])
+
+
+def cmd_apply(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    ledger, fw = env.ledger(), env.firewall()
+    daemon = Daemon(env, ledger, fw)
+    daemon.start()
+    daemon.run(getattr(stdin, "buffer", stdin))
+    return cli.EX_OK
+
+
+# --------------------------------------------------------------------------------------
+# admin commands
+
+
+def _address(env: Env, text: str) -> str:
+    addr = canonical(text.strip())
+    if addr is None:
+        raise cli.ToolError(f"{text}: not an IP address", cli.EX_DATAERR)
+    return addr
+
+
+def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    ledger = env.ledger()
+    now = env.clock()
+    rows = ledger.offenders(active_only=not args.all)
+    out = env.stdout
+    if args.json:
+        for o in rows:
+            out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
+        return cli.EX_OK
+    if not rows:
+        out.write("no active bans\n" if not args.all else "no offenders\n")
+        return cli.EX_OK
+    table = [("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", "REASON")]
+    for o in rows:
+        expires = format_expiry(o.expires, now) if o.active else "not banned"
+        kind = ("manual" if o.manual else "auto") if o.active else "-"
+        table.append((o.addr, expires, str(o.violations), str(o.bans), kind, (o.reason or "")[:60]))
+    widths = [max(len(r[i]) for r in table) for i in range(5)]
+    for r in table:
+        cells = [
+            r[i].ljust(widths[i]) if i in (0, 1, 4) else r[i].rjust(widths[i]) for i in range(5)
+        ]
+        out.write("  ".join(cells) + "  " + r[5] + "\n")
+    active = sum(1 for o in rows if o.active)
+    out.write(f"{active} active bans\n")
+    return cli.EX_OK
+
+
+def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    addr = _address(env, args.addr)
+    ledger = env.ledger()
+    o = ledger.get(addr)
+    if o is None:
+        raise cli.ToolError(f"{addr}: not in the ledger", cli.EX_DATAERR)
+    history = ledger.history(addr)
+    out, now = env.stdout, env.clock()
+    if args.json:
+        out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
+        for h in history:
+            out.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
+        return cli.EX_OK
+    state = (
+        f"banned ({'manual' if o.manual else 'auto'}) until {format_expiry(o.expires, now)}"
+        if o.active
+        else "not banned"
+    )
+    out.write(f"{o.addr}: {state}\n")
+    out.write(
+        f"  first seen {_stamp(o.first_seen)}, last seen {_stamp(o.last_seen)}, "
+        f"{o.violations} violations, banned {o.bans} times\n"
+    )
+    if o.reason:
+        out.write(f"  last reason: {o.reason}\n")
+    for h in history:
+        flag = " (reversed)" if h.reversed else ""
+        prio = f" prio {h.priority}" if h.priority is not None else ""
+        victim = f" -> {h.victim}" if h.victim else ""
+        msg = f" {json.dumps(h.msg, ensure_ascii=False)}" if h.msg else ""
+        out.write(f"  {_stamp(h.ts)}  {h.sig or '?'}{msg}{prio}{victim}{flag}\n")
+    if not history:
+        out.write("  (no violations kept; see [ban] retention)\n")
+    return cli.EX_OK
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    addr = _address(env, args.addr)
+    if not args.force:
+        why = env.protection().reason(addr)
+        if why is not None:
+            raise cli.ToolError(
+                f"{addr}: refusing to ban: {why} (use --force to ban anyway)", cli.EX_DATAERR
+            )
+    elif canonical(addr) is None:  # pragma: no cover - _address already checked
+        raise cli.ToolError(f"{addr}: not an IP address", cli.EX_DATAERR)
+    now = env.clock()
+    expires = None
+    if args.duration:
+        try:
+            expires = now + parse_duration(args.duration)
+        except ValueError as exc:
+            raise cli.ToolError(f"--for: {exc}", cli.EX_USAGE)
+    ledger, fw = env.ledger(), env.firewall()
+    with ledger.locked():
+        fresh = ledger.ban(addr, now, expires=expires, reason=args.reason or "manual ban")
+        fw.init()
+        fw.block([addr])
+    verb = "banned" if fresh else "ban changed to manual"
+    env.stdout.write(f"{addr}: {verb} until {format_expiry(expires, now)}\n")
+    return cli.EX_OK
+
+
+def cmd_unban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    addr = _address(env, args.addr)
+    ledger, fw = env.ledger(), env.firewall()
+    with ledger.locked():
+        ended = ledger.unban([addr], env.clock(), retention=env.retention)
+        fw.release([addr])  # also clears a stray entry the ledger did not know
+    env.stdout.write(f"{addr}: {'unbanned' if ended else 'was not banned'}\n")
+    return cli.EX_OK
+
+
+def cmd_pin(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    addr = _address(env, args.addr)
+    ledger, fw = env.ledger(), env.firewall()
+    with ledger.locked():
+        if not ledger.pin(addr):
+            raise cli.ToolError(f"{addr}: not banned", cli.EX_DATAERR)
+        fw.init()
+        fw.block([addr])
+    env.stdout.write(f"{addr}: pinned (manual, permanent)\n")
+    return cli.EX_OK
+
+
+def cmd_restore(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    ledger, fw = env.ledger(), env.firewall()
+    lapsed, wan, drift = restore(env, ledger, fw)
+    env.stdout.write(
+        f"restored: {ledger.count_active()} active bans, {len(drift.missing)} added, "
+        f"{len(drift.orphans)} orphans removed, {len(lapsed)} lapsed lifted\n"
+    )
+    return cli.EX_OK
+
+
+def cmd_teardown(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    ledger, fw = env.ledger(), env.firewall()
+    with ledger.locked():
+        fw.close(teardown=True)
+    env.stdout.write(
+        f"teardown: banpipe's firewall entries removed; {ledger.count_active()} active bans "
+        "kept in the ledger (banctl restore puts them back)\n"
+    )
+    return cli.EX_OK
+
+
+def cmd_check(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    ledger, fw = env.ledger(), env.firewall()
+    out = env.stdout
+    with ledger.locked():
+        drift = reconcile(ledger, fw) if args.repair else compare(ledger, fw)
+        after = compare(ledger, fw) if args.repair else drift
+    for a in sorted(drift.missing):
+        out.write(f"missing {a}\n")
+    for a in sorted(drift.orphans):
+        out.write(f"orphan {a}\n")
+    for a, n in sorted(drift.duplicates.items()):
+        out.write(f"duplicate {a} x{n}\n")
+    for p in drift.problems:
+        out.write(f"problem {p}\n")
+    if drift.clean:
+        out.write(f"consistent: {ledger.count_active()} active bans\n")
+        return cli.EX_OK
+    if args.repair:
+        status = "repaired" if after.clean else f"still drifting ({after.summary()})"
+        out.write(f"drift: {drift.summary()}; {status}\n")
+        return cli.EX_OK if after.clean else EX_DRIFT
+    out.write(f"drift: {drift.summary()} (banctl check --repair fixes it)\n")
+    return EX_DRIFT
+
+
+def cmd_expire(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    ledger, fw = env.ledger(), env.firewall()
+    now = env.clock()
+    with ledger.locked():
+        due = ledger.expire(now, retention=env.retention)
+        if due:
+            fw.release(due)
+    ban = env.config.ban
+    pruned = ledger.prune(
+        now, retention=float(ban.retention), recidive_window=float(ban.recidive_window)
+    )
+    for a in due:
+        env.stdout.write(f"expired {a}\n")
+    env.stdout.write(
+        f"{len(due)} expired; pruned {pruned['violations']} violations, "
+        f"{pruned['offenders']} offenders\n"
+    )
+    return cli.EX_OK
+
+
+COMMANDS: dict[str, Callable[[Env, argparse.Namespace, IO[Any]], int]] = {
+    "apply": cmd_apply,
+    "list": cmd_list,
+    "show": cmd_show,
+    "ban": cmd_ban,
+    "unban": cmd_unban,
+    "pin": cmd_pin,
+    "restore": cmd_restore,
+    "teardown": cmd_teardown,
+    "check": cmd_check,
+    "expire": cmd_expire,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The nftables backend: our own ``table inet banpipe``, nothing outside it.
+
+The table holds sets ``v4`` (ipv4_addr) and ``v6`` (ipv6_addr) and one base chain per hook
+(``input``, ``forward``; priority filter - 10 so we drop before the usual filter chains,
+policy accept so we never decide for anyone else) with ``ip saddr @v4 drop`` and
+``ip6 saddr @v6 drop``, each optionally preceded by a rate-limited log rule. Every change
+is ONE ``nft -f -`` transaction, so the firewall never shows a half-applied state, and
+``check()`` reads ``nft -j list table inet banpipe``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from . import (
+    HOOKS,
+    ConntrackFlusher,
+    FirewallError,
+    FirewallSettings,
+    FirewallState,
+    Runner,
+    canonical,
+    split_families,
+    validate_addresses,
+)
+
+# Set name, element type, match protocol per family.
+FAMILIES = (("v4", "ipv4_addr", "ip"), ("v6", "ipv6_addr", "ip6"))
+PRIORITY = -10  # "filter - 10"
+CHUNK = 1000  # elements per statement; all statements still form one transaction
+
+
+class NftablesBackend:
+    name = "nftables"
+
+    def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.table = f"inet {settings.table}"
+        self.conntrack = ConntrackFlusher(runner)
+
+    def _families(self) -> tuple[tuple[str, str, str], ...]:
+        return FAMILIES if self.settings.ipv6 else FAMILIES[:1]
+
+    def _apply(self, lines: list[str]) -> None:
+        if lines:
+            self.runner(["nft", "-f", "-"], input="".join(f"{line}\n" for line in lines))
+
+    def _chain_spec(self, hook: str) -> str:
+        return f"{{ type filter hook {hook} priority filter - 10; policy accept; }}"
+
+    def chain_rules(self) -> list[str]:
+        s = self.settings
+        rules = []
+        for name, _, proto in self._families():
+            if s.log:
+                rules.append(
+                    f'{proto} saddr @{name} limit rate {s.log_rate} log prefix "{s.log_prefix}"'
+                )
+            rules.append(f"{proto} saddr @{name} drop")
+        return rules
+
+    def init(self) -> None:
+        t = self.table
+        lines = [f"add table {t}"]
+        lines += [f"add set {t} {name} {{ type {typ}; }}" for name, typ, _ in self._families()]
+        for hook in HOOKS.values():
+            lines += [f"add chain {t} {hook} {self._chain_spec(hook)}", f"flush chain {t} {hook}"]
+            if hook in (HOOKS[h] for h in self.settings.hooks):
+                lines += [f"add rule {t} {hook} {rule}" for rule in self.chain_rules()]
+            else:
+                # add-then-delete: removes a chain left by older settings, and is a no-op
+                # otherwise, without a listing first.
+                lines.append(f"delete chain {t} {hook}")
+        if not self.settings.ipv6:
+            lines += [f"add set {t} v6 {{ type ipv6_addr; }}", f"delete set {t} v6"]
+        self._apply(lines)
+
+    def _elements(self, verb: str, name: str, addrs: list[str]) -> list[str]:
+        return [
+            f"{verb} element {self.table} {name} {{ {', '.join(addrs[i : i + CHUNK])} }}"
+            for i in range(0, len(addrs), CHUNK)
+        ]
+
+    def _groups(self, addrs: Iterable[str]) -> list[tuple[str, list[str]]]:
+        v4, v6 = split_families(validate_addresses(addrs, ipv6=self.settings.ipv6))
+        return [(name, g) for name, g in (("v4", v4), ("v6", v6)) if g]
+
+    def _set_members(self, name: str) -> set[str]:
+        proc = self.runner(["nft", "-j", "list", "set", self.table, name])
+        members, _ = _elements(json.loads(proc.stdout).get("nftables", []))
+        return members
+
+    def block(self, addrs: Iterable[str]) -> None:
+        groups = self._groups(addrs)
+        new: list[str] = []
+        if self.settings.conntrack_flush:
+            # Only then is the set read first: conntrack flushes are for new offenders only.
+            for name, group in groups:
+                present = self._set_members(name)
+                new += [a for a in group if a not in present]
+        # `add element` ignores elements already present: exactly one entry per address.
+        self._apply([line for name, g in groups for line in self._elements("add", name, g)])
+        if new:
+            self.conntrack(new)
+
+    def release(self, addrs: Iterable[str]) -> None:
+        # `delete element` fails on an absent element and nft 1.0.6 has no `destroy`, so
+        # each element is added first: the same transaction then always deletes it.
+        lines = []
+        for name, group in self._groups(addrs):
+            lines += self._elements("add", name, group) + self._elements("delete", name, group)
+        self._apply(lines)
+
+    def flush(self) -> None:
+        self._apply([f"flush set {self.table} {name}" for name, _, _ in self._families()])
+
+    def check(self) -> FirewallState:
+        proc = self.runner(["nft", "-j", "list", "table", self.table], check=False)
+        if proc.returncode != 0:
+            return FirewallState(problems=[f"nftables: table {self.table} missing"])
+        try:
+            items = json.loads(proc.stdout).get("nftables", [])
+        except (ValueError, AttributeError):
+            raise FirewallError(f"nft -j list table {self.table}: unreadable JSON")
+        return self.parse(items)
+
+    def parse(self, items: list[dict]) -> FirewallState:
+        """The state from ``nft -j list table`` items (split out for the golden tests)."""
+        state = FirewallState(structure_ok=True)
+        problems = state.problems
+        sets = {i["set"]["name"]: i["set"] for i in items if "set" in i}
+        chains = {i["chain"]["name"]: i["chain"] for i in items if "chain" in i}
+        rules: dict[str, list[str]] = {}
+        for i in items:
+            if "rule" in i:
+                rules.setdefault(i["rule"].get("chain", ""), []).append(_rule_text(i["rule"]))
+        for name, typ, _ in self._families():
+            if name not in sets:
+                problems.append(f"nftables: set {name} missing")
+            elif sets[name].get("type") != typ:
+                problems.append(f"nftables: set {name} has type {sets[name].get('type')}")
+            else:
+                members, bad = _elements([{"set": sets[name]}])
+                state.entries |= members
+                problems += bad
+        want = [_normalize(r) for r in self.chain_rules()]
+        for hook in (HOOKS[h] for h in self.settings.hooks):
+            chain = chains.get(hook)
+            if chain is None:
+                problems.append(f"nftables: chain {hook} missing")
+            elif chain.get("hook") != hook or chain.get("type") != "filter":
+                problems.append(f"nftables: chain {hook} is not hooked on {hook}")
+            elif rules.get(hook, []) != want:
+                problems.append(
+                    f"nftables: chain {hook} holds {rules.get(hook, [])}, expected {want}"
+                )
+        state.structure_ok = not problems
+        for name in chains:
+            if name not in (HOOKS[h] for h in self.settings.hooks):
+                problems.append(f"nftables: unexpected chain {name}")
+        return state
+
+    def close(self, teardown: bool = True) -> None:
+        if teardown:
+            # add-then-delete: idempotent without a listing first.
+            self._apply([f"add table {self.table}", f"delete table {self.table}"])
+
+
+def _elements(items: list[dict]) -> tuple[set[str], list[str]]:
+    members: set[str] = set()
+    bad: list[str] = []
+    for i in items:
+        for elem in i.get("set", {}).get("elem", []):
+            if isinstance(elem, dict) and "elem" in elem:
+                elem = elem["elem"].get("val")
+            addr = canonical(elem) if isinstance(elem, str) else None
+            if addr is None:
+                bad.append(f"nftables: set {i['set'].get('name')}: not an address: {elem}")
+            else:
+                members.add(addr)
+    return members, bad
+
+
+def _normalize(rule: str) -> str:
+    return rule.replace(" limit rate ", " limit ")
+
+
+def _rule_text(rule: dict) -> str:
+    """A short text for the rules we write (``ip saddr @v4 limit 6/minute log``), so the
+    chain can be compared with what it should hold; anything else reads as ``?``."""
+    parts = []
+    for expr in rule.get("expr", []):
+        if "match" in expr:
+            m = expr["match"]
+            payload = (
+                m.get("left", {}).get("payload", {}) if isinstance(m.get("left"), dict) else {}
+            )
+            if m.get("op") == "==" and payload.get("field") == "saddr":
+                parts.append(f"{payload.get('protocol')} saddr {m.get('right')}")
+            else:
+                parts.append("?")
+        elif "limit" in expr:
+            lim = expr["limit"]
+            parts.append(f"limit {lim.get('rate')}/{lim.get('per')}")
+        elif "log" in expr:
+            prefix = (expr["log"] or {}).get("prefix")
+            parts.append("log" if prefix is None else f'log prefix "{prefix}"')
+        elif "drop" in expr:
+            parts.append("drop")
+        else:
+            parts.append("?")
+    return " ".join(parts)

@@ -1,0 +1,731 @@
+"""Parsers for Snort and Suricata text alerts (the input side of ``fasttail``).
+
+Pure code: no file I/O, no clock reads.  The caller (the follower) feeds decoded lines and
+gets back alerts (plain dicts, the pipe contract ``"v": 1``) and :class:`ParseError` values.
+
+API
+---
+``AlertParser(*, now, year=None, force=None, max_line=65536)``
+    Incremental parser.  ``now`` (a naive local ``datetime``) anchors the year of yearless
+    time stamps (Snort without ``-y``, syslog stamps): the year of ``now``, or the year before
+    when that would put the alert more than one day after ``now``.  ``year`` overrides that
+    inference.  ``force`` is one of :data:`FORMATS` and rejects everything else; without it
+    the format is detected per line (per block for the full formats).
+``AlertParser.feed(line, lineno) -> list[dict | ParseError]``
+    One input line (a trailing ``"\\n"`` / ``"\\r\\n"`` is removed).  One-line formats are
+    returned at once; an alert_full block is returned when it is complete: at the empty line
+    after it, at the next ``[**] [`` header, at a one-line alert, or at :meth:`flush`.
+``AlertParser.flush() -> list[dict | ParseError]``
+    End of input: completes an open full-format block.
+``AlertParser.pending() -> bool``
+    True while a full-format block is open.
+``AlertParser.set_now(now)``
+    Moves the year-inference anchor (a long-running follower calls this now and then).
+``parse_line(line, *, now, year=None, force=None) -> dict | ParseError | None``
+    Convenience for one-line formats; ``None`` for a blank or ``#`` comment line.
+
+Alert dict keys, in this order: ``v`` (1), ``ts`` (``"2018-11-17T10:46:59.686494"``, local
+time, no zone), ``gid``, ``sid``, ``rev``, ``msg``, ``classification`` (None when absent or
+``(null)``), ``priority``, ``proto`` (as printed, None when not printed), ``src``,
+``sport``, ``dst``, ``dport`` (canonical address strings, int ports, None when not
+printed), ``action`` (lower-cased tag or None), ``refs`` (Xref URLs), ``format``.
+
+Errors: one :class:`ParseError` per skipped unit (line, or block/fragment for the full
+formats).  ``reason`` starts with one of :data:`REASONS`, optionally followed by ``": "``
+and a detail.  Blank lines and ``#`` comments are skipped silently.
+
+Format notes are in ``docs``/``../shared/formats.md``; the decisions that matter for bans:
+addresses are validated (IPv4: four decimal octets without leading zeros, IPv6 through
+:mod:`ipaddress`) and canonicalised, and an IPv6 address/port split that cannot be decided
+is an error rather than a guess.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+__all__ = [
+    "FORMATS",
+    "REASONS",
+    "AlertParser",
+    "ParseError",
+    "parse_line",
+]
+
+FORMATS = (
+    "snort2-fast",
+    "snort3-fast",
+    "suricata-fast",
+    "snort2-full",
+    "snort3-full",
+    "snort-syslog",
+)
+_FULL_FORMATS = ("snort2-full", "snort3-full")
+
+R_NOT_ALERT = "not an alert"
+R_BINARY = "binary data"
+R_TOO_LONG = "line too long"
+R_MALFORMED = "malformed alert"
+R_FRAGMENT = "fragment without alert header"
+R_INCOMPLETE = "incomplete alert block"
+R_FORCED = "not the forced format"
+REASONS = (R_NOT_ALERT, R_BINARY, R_TOO_LONG, R_MALFORMED, R_FRAGMENT, R_INCOMPLETE, R_FORCED)
+
+# Longest text kept in ParseError.text: enough to recognise the line in a report.
+_TEXT_MAX = 200
+# A block this long is no alert_full block (a packet dump is at most a few thousand lines).
+_BLOCK_MAX_LINES = 20000
+# Caches are dicts that are simply cleared when full: cheap and bounded.
+_CACHE_MAX = 65536
+
+
+@dataclass(frozen=True)
+class ParseError:
+    """A skipped input unit: ``lineno`` of its first line, why, and that line (shortened)."""
+
+    lineno: int
+    reason: str
+    text: str | None = None
+
+
+_TIME = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}"
+_DATE = r"\d\d/\d\d(?:/\d\d(?:\d\d)?)?"
+
+# The one-line alert_fast grammar of Snort 2, Snort 3 and Suricata in one expression.
+# Groups: date, time, spaces, action, gid, sid, rev, msg, class, prio, proto, src, dst, raw.
+_FAST = re.compile(
+    rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
+    r"\[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (?: <[^<> ]+> )?(.*?) \[\*\*\]"
+    r"(?: \[Classification: ([^\]]*)\])?(?: \[Priority: (\d{1,10})\])?(?: \[AppID: [^\]]*\])?"
+    r"(?: \{([^{}]*)\} (\S*) -> (\S*)|( \[\*\*\] \[Raw pkt:[^\]]*\](?: \[pcap file packet: \d+\])?))?"
+    r" *\Z",
+    re.ASCII,
+)
+_FULL_HEADER = re.compile(
+    r"\[\*\*\] \[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (?: <[^<> ]+> )?(.*?) \[\*\*\] *\Z", re.ASCII
+)
+_FULL_PRIO = re.compile(r"(?:\[Classification: ([^\]]*)\] )?\[Priority: (\d{1,10})\]", re.ASCII)
+_FULL_TS = re.compile(rf"({_DATE})-({_TIME})(?: (.*))?\Z", re.ASCII)
+_ADDRS = re.compile(r"(\S*) -> (\S*) *\Z")
+_MAC_ADDRS = re.compile(r"\S+ -> \S+ type:0x[0-9A-Fa-f]+ len:0x[0-9A-Fa-f]+ *\Z")
+_IP_HEADER = re.compile(r"(?:(\S+) -> (\S+) )?(\S+) TTL:\d+ ")
+_XREF = re.compile(r"\[Xref => (.*?)\](?=\[Xref => | *\Z)")
+_SYSLOG = re.compile(
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([ 0-3]\d) "
+    r"((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d) (\S+) (.*)\Z",
+    re.ASCII | re.DOTALL,
+)
+_SYSLOG_TAG = re.compile(r"([A-Za-z][\w.-]*)(?:\[\d+\])?: ", re.ASCII)
+_SYSLOG_ALERT = re.compile(
+    r"\[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (.*?)(?: \[Classification: ([^\]]*)\])?"
+    r"(?: \[Priority: (\d{1,10})\])?:?(?: <[^<> ]+>)?(?: \{([^{}]*)\} (\S*) -> (\S*))? *\Z",
+    re.ASCII,
+)
+# Lines that belong inside an alert_full block; seen without a header they are a fragment.
+_BODY_LIKE = re.compile(
+    rf"\[Classification: |\[Priority: |\[Xref => |\*\* (?:ORIGINAL DATAGRAM|END OF DUMP)"
+    rf"|{_DATE}-\d\d:\d\d:\d\d\.\d+ |\S+ TTL:\d+ |\S+ -> \S+ \S+ TTL:\d+ ",
+    re.ASCII,
+)
+# Control characters (tab allowed), DEL, C1 controls and lone surrogates (undecodable bytes).
+_BINARY = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+def _port_proto(proto: str) -> bool:
+    """Whether Snort prints ports for this ``{proto}`` text: TCP and UDP only (6, 17)."""
+    p = proto.upper()
+    if p in ("TCP", "UDP"):
+        return True
+    if p.startswith("PROTO:"):
+        p = p[6:]
+    return p.isdigit() and p.isascii() and int(p) in (6, 17)
+
+
+class _BadAddress(ValueError):
+    pass
+
+
+# Address caches shared by all parsers: the answer depends only on the text.
+_V4_OK: set[str] = set()
+_V6_CANON: dict[str, str] = {}
+_PORT_PROTO: dict[str, bool] = {}
+
+
+def _v4(a: str) -> str:
+    if a in _V4_OK:
+        return a
+    parts = a.split(".")
+    if len(parts) != 4:
+        raise _BadAddress(a)
+    for p in parts:
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (p[0] == "0" and p != "0"):
+            raise _BadAddress(a)
+        if int(p) > 255:
+            raise _BadAddress(a)
+    if len(_V4_OK) >= _CACHE_MAX:
+        _V4_OK.clear()
+    _V4_OK.add(a)
+    return a
+
+
+def _v6(a: str) -> str:
+    c = _V6_CANON.get(a)
+    if c is not None:
+        return c
+    if not a.isascii() or "%" in a or "/" in a:
+        raise _BadAddress(a)
+    try:
+        c = ipaddress.IPv6Address(a).compressed
+    except ValueError:
+        raise _BadAddress(a)
+    if len(_V6_CANON) >= _CACHE_MAX:
+        _V6_CANON.clear()
+    _V6_CANON[a] = c
+    return c
+
+
+def _port(p: str) -> int:
+    if not (p.isascii() and p.isdigit()) or len(p) > 5:
+        raise _BadAddress(p)
+    n = int(p)
+    if n > 65535:
+        raise _BadAddress(p)
+    return n
+
+
+# Port modes: how to read "addr:port" for a side of "src -> dst".
+_PM_ALWAYS = 0  # Suricata: the last ":" field is always the port
+_PM_TCPUDP = 1  # Snort TCP/UDP: IPv6 has the port glued on, IPv4 has ":port"
+_PM_NONE = 2  # Snort other protocols: IPv6 is the bare address
+_PM_UNKNOWN = 3  # full block without an IP header line: only unambiguous splits
+
+
+def _side(tok: str, mode: int) -> tuple[str, int | None]:
+    """Split and canonicalise one side of ``src -> dst``; raises _BadAddress."""
+    colons = tok.count(":")
+    if colons <= 1 and "." in tok:
+        if colons:
+            a, _, p = tok.partition(":")
+            return _v4(a), _port(p)
+        if mode == _PM_ALWAYS:
+            raise _BadAddress(tok)
+        return _v4(tok), None
+    if mode == _PM_ALWAYS or mode == _PM_TCPUDP:
+        a, _, p = tok.rpartition(":")
+        return _v6(a), _port(p)
+    if mode == _PM_NONE:
+        return _v6(tok), None
+    # Without the protocol only a fully expanded address plus port is certain.
+    if colons == 8 and "::" not in tok:
+        a, _, p = tok.rpartition(":")
+        return _v6(a), _port(p)
+    raise _BadAddress(tok + " (address/port split unknown without protocol)")
+
+
+def _addresses(src: str, dst: str, mode: int) -> tuple:
+    if not src and not dst:
+        return None, None, None, None
+    s, sp = _side(src, mode)
+    d, dp = _side(dst, mode)
+    return s, sp, d, dp
+
+
+def _snort_mode(proto: str | None) -> int:
+    if proto is None:
+        return _PM_UNKNOWN
+    m = _PORT_PROTO.get(proto)
+    if m is None:
+        m = _port_proto(proto)
+        if len(_PORT_PROTO) < 1024:
+            _PORT_PROTO[proto] = m
+    return _PM_TCPUDP if m else _PM_NONE
+
+
+def _short(line: str) -> str:
+    return line if len(line) <= _TEXT_MAX else line[:_TEXT_MAX] + "..."
+
+
+def _unquote(msg: str) -> str:
+    if len(msg) >= 2 and msg[0] == '"' and msg[-1] == '"':
+        return msg[1:-1]
+    return msg
+
+
+class _Block:
+    """An open alert_full block: the header plus what the body lines told so far."""
+
+    __slots__ = (
+        "lineno",
+        "header",
+        "gid",
+        "sid",
+        "rev",
+        "msg",
+        "fmt",
+        "classification",
+        "priority",
+        "date",
+        "time",
+        "src",
+        "dst",
+        "proto",
+        "refs",
+        "state",
+        "broken",
+        "nlines",
+    )
+
+    def __init__(self, lineno: int, header: str, m: re.Match | None, fmt: str) -> None:
+        self.lineno = lineno
+        self.header = header
+        self.fmt = fmt
+        if m is not None:
+            self.gid, self.sid, self.rev = int(m[1]), int(m[2]), int(m[3])
+            self.msg = _unquote(m[4]) if fmt == "snort3-full" else m[4]
+        self.classification: str | None = None
+        self.priority: int | None = None
+        self.date: str | None = None
+        self.time: str | None = None
+        self.src: str | None = None
+        self.dst: str | None = None
+        self.proto: str | None = None
+        self.refs: list[str] = []
+        # 0: before the time stamp line, 1: after it, 2: after a -e MAC line,
+        # 3: inside an ORIGINAL DATAGRAM DUMP
+        self.state = 0
+        self.broken: str | None = None
+        self.nlines = 1
+
+
+class AlertParser:
+    """Incremental parser for every supported alert text format (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        year: int | None = None,
+        force: str | None = None,
+        max_line: int = 65536,
+    ) -> None:
+        if force is not None and force not in FORMATS:
+            raise ValueError(f"unknown format {force!r}; expected one of {', '.join(FORMATS)}")
+        self._year = year
+        self._force = force
+        self._max_line = max_line
+        self._block: _Block | None = None
+        self._fragment = False
+        self._dates: dict[str, object] = {}
+        self.set_now(now)
+
+    # -- time stamps ---------------------------------------------------------------------
+
+    def set_now(self, now: datetime) -> None:
+        """Set the anchor for yearless time stamps (forgets the cached dates)."""
+        self._now = now
+        limit = now.replace(tzinfo=None) + timedelta(days=1)
+        self._limit_date = limit.date()
+        self._limit_time = limit.strftime("%H:%M:%S.%f")
+        self._dates.clear()
+
+    def _yearless(self, month: int, day: int) -> object:
+        """ISO date prefix for a yearless stamp, or (current, previous) on the boundary day."""
+        if self._year is not None:
+            return _iso_date(self._year, month, day)
+        y = self._now.year
+        try:
+            d = date(y, month, day)
+        except ValueError:
+            # 29 February outside a leap year: only the year before can be meant.
+            return _iso_date(y - 1, month, day)
+        if d < self._limit_date:
+            return _iso_date(y, month, day)
+        if d > self._limit_date:
+            return _iso_date(y - 1, month, day)
+        return (_iso_date(y, month, day), _iso_date(y - 1, month, day))
+
+    def _date_prefix(self, tok: str, year_first: bool) -> object:
+        """Cached ISO "YYYY-MM-DDT" for a date token; None when invalid."""
+        key = tok if len(tok) != 8 else (("y" if year_first else "m") + tok)
+        v = self._dates.get(key, False)
+        if v is not False:
+            return v
+        try:
+            if len(tok) == 5:
+                v = self._yearless(int(tok[:2]), int(tok[3:5]))
+            elif len(tok) == 10:
+                v = _iso_date(int(tok[6:]), int(tok[:2]), int(tok[3:5]))
+            else:
+                a, b, c = int(tok[:2]), int(tok[3:5]), int(tok[6:8])
+                if year_first:
+                    v = _iso_date(_century(a), b, c)
+                else:
+                    v = _iso_date(_century(c), a, b)
+        except ValueError:
+            v = None
+        if len(self._dates) >= 4096:
+            self._dates.clear()
+        self._dates[key] = v
+        return v
+
+    def _ts(self, tok: str, time: str, year_first: bool) -> str | None:
+        v = self._date_prefix(tok, year_first)
+        if type(v) is str:
+            return v + time
+        if v is None:
+            return None
+        return (v[1] if time > self._limit_time else v[0]) + time
+
+    # -- the feed ------------------------------------------------------------------------
+
+    def pending(self) -> bool:
+        """True while an alert_full block is open (its alert is not returned yet)."""
+        return self._block is not None
+
+    def flush(self) -> list:
+        """End of input: return the open block's alert (or error), if any."""
+        self._fragment = False
+        if self._block is None:
+            return []
+        return [self._finish()]
+
+    def feed(self, line: str, lineno: int) -> list:
+        """Parse one line; return the alerts and errors it completes (often one or none)."""
+        if line[-1:] == "\n":
+            line = line[:-1]
+        if line[-1:] == "\r":
+            line = line[:-1]
+        bad = None
+        if len(line) > self._max_line:
+            bad = R_TOO_LONG
+        elif not line.isprintable() and _BINARY.search(line):
+            bad = R_BINARY
+        if bad is not None:
+            return self._bad_line(line, lineno, bad)
+
+        block = self._block
+        if block is not None:
+            return self._feed_block(block, line, lineno)
+
+        if not line or line[0] == "#" or line.isspace():
+            self._fragment = False
+            return []
+        c = line[0]
+        if "0" <= c <= "9":
+            m = _FAST.match(line)
+            if m is not None:
+                self._fragment = False
+                return [self._fast(m, line, lineno)]
+        elif c == "[" and line.startswith("[**] ["):
+            self._fragment = False
+            return self._open_block(line, lineno)
+        elif c in "JFMASOND":
+            m = _SYSLOG.match(line)
+            if m is not None:
+                self._fragment = False
+                return [self._syslog(m, line, lineno)]
+        if "[**]" in line:
+            self._fragment = False
+            return [ParseError(lineno, R_MALFORMED, _short(line))]
+        if self._fragment:
+            return []
+        if _BODY_LIKE.match(line):
+            # Lines of a block whose header is missing (file cut mid-block): one error.
+            self._fragment = True
+            return [ParseError(lineno, R_FRAGMENT, _short(line))]
+        return [ParseError(lineno, R_NOT_ALERT, _short(line))]
+
+    def _bad_line(self, line: str, lineno: int, reason: str) -> list:
+        block = self._block
+        if block is not None:
+            # The block is the unit: it fails once, when it ends.
+            block.nlines += 1
+            if block.broken is None:
+                block.broken = f"{reason}: line {lineno}"
+            return []
+        if self._fragment:
+            return []
+        return [ParseError(lineno, reason, _short(_BINARY.sub("\ufffd", line)))]
+
+    # -- one-line formats ----------------------------------------------------------------
+
+    def _fast(self, m: re.Match, line: str, lineno: int) -> dict | ParseError:
+        (dtok, time, spaces, action, gid, sid, rev, msg, cls, prio, proto, src, dst, raw) = (
+            m.groups()
+        )
+        n = len(dtok)
+        if n == 10:
+            if len(spaces) != 2:
+                return ParseError(lineno, R_MALFORMED + ": one space after a Suricata time", _short(line))
+            fmt = "suricata-fast"
+        elif len(spaces) == 1:
+            fmt = "snort3-fast"
+            msg = _unquote(msg)
+        else:
+            fmt = "snort2-fast"
+        force = self._force
+        if force is not None and force != fmt:
+            return ParseError(lineno, f"{R_FORCED}: looks like {fmt}", _short(line))
+        if raw is not None and fmt != "suricata-fast":
+            return ParseError(lineno, R_MALFORMED + ": Raw pkt outside Suricata", _short(line))
+        ts = self._ts(dtok, time, fmt == "snort3-fast")
+        if ts is None:
+            return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
+        if proto is not None:
+            try:
+                if fmt == "suricata-fast":
+                    s, sp, d, dp = _addresses(src, dst, _PM_ALWAYS)
+                else:
+                    s, sp, d, dp = _addresses(src, dst, _snort_mode(proto))
+            except _BadAddress as e:
+                return ParseError(lineno, f"{R_MALFORMED}: invalid address {e}", _short(line))
+        else:
+            s = sp = d = dp = None
+        return {
+            "v": 1,
+            "ts": ts,
+            "gid": int(gid),
+            "sid": int(sid),
+            "rev": int(rev),
+            "msg": msg,
+            "classification": None if cls is None or cls == "(null)" else cls,
+            "priority": None if prio is None else int(prio),
+            "proto": proto,
+            "src": s,
+            "sport": sp,
+            "dst": d,
+            "dport": dp,
+            "action": None if action is None else action.lower(),
+            "refs": [],
+            "format": fmt,
+        }
+
+    def _syslog(self, m: re.Match, line: str, lineno: int) -> dict | ParseError:
+        mon, day, hms, _host, rest = m.groups()
+        if rest[:1].isdigit():
+            inner = _FAST.match(rest)
+            if inner is not None:
+                return self._fast(inner, line, lineno)
+        t = _SYSLOG_TAG.match(rest)
+        if t is None:
+            return self._other(line, lineno)
+        body = rest[t.end() :]
+        if body[:1].isdigit():
+            inner = _FAST.match(body)
+            if inner is not None:
+                return self._fast(inner, line, lineno)
+        if not t[1].lower().startswith("snort"):
+            return self._other(line, lineno)
+        a = _SYSLOG_ALERT.match(body)
+        if a is None:
+            return self._other(line, lineno)
+        if self._force is not None and self._force != "snort-syslog":
+            return ParseError(lineno, f"{R_FORCED}: looks like snort-syslog", _short(line))
+        gid, sid, rev, msg, cls, prio, proto, src, dst = a.groups()
+        key = f"{mon} {day}"
+        v = self._dates.get(key, False)
+        if v is False:
+            try:
+                v = self._yearless(_MONTHS[mon], int(day))
+            except ValueError:
+                v = None
+            self._dates[key] = v
+        if v is None:
+            return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
+        time = hms + ".000000"
+        ts = v + time if type(v) is str else (v[1] if time > self._limit_time else v[0]) + time
+        if proto is not None:
+            try:
+                s, sp, d, dp = _addresses(src, dst, _snort_mode(proto))
+            except _BadAddress as e:
+                return ParseError(lineno, f"{R_MALFORMED}: invalid address {e}", _short(line))
+        else:
+            s = sp = d = dp = None
+        return {
+            "v": 1,
+            "ts": ts,
+            "gid": int(gid),
+            "sid": int(sid),
+            "rev": int(rev),
+            "msg": msg,
+            "classification": None if cls is None or cls == "(null)" else cls,
+            "priority": None if prio is None else int(prio),
+            "proto": proto,
+            "src": s,
+            "sport": sp,
+            "dst": d,
+            "dport": dp,
+            "action": None,
+            "refs": [],
+            "format": "snort-syslog",
+        }
+
+    def _other(self, line: str, lineno: int) -> ParseError:
+        if "[**]" in line:
+            return ParseError(lineno, R_MALFORMED, _short(line))
+        return ParseError(lineno, R_NOT_ALERT, _short(line))
+
+    # -- alert_full blocks ---------------------------------------------------------------
+
+    def _open_block(self, line: str, lineno: int) -> list:
+        m = _FULL_HEADER.match(line)
+        if m is None:
+            # An unusable header still opens a unit, so that its body is one error with it.
+            b = self._block = _Block(lineno, line, None, "")
+            b.broken = R_MALFORMED + ": bad alert_full header"
+            return []
+        force = self._force
+        if force in _FULL_FORMATS:
+            fmt = force
+        else:
+            msg = m[4]
+            quoted = len(msg) >= 2 and msg[0] == '"' and msg[-1] == '"'
+            fmt = "snort3-full" if quoted else "snort2-full"
+        b = self._block = _Block(lineno, line, m, fmt)
+        if force is not None and force != fmt:
+            b.broken = f"{R_FORCED}: looks like {fmt}"
+        return []
+
+    def _feed_block(self, b: _Block, line: str, lineno: int) -> list:
+        if not line:
+            return [self._finish()]
+        c = line[0]
+        if c == "[" and line.startswith("[**] ["):
+            out = [self._finish()]
+            out.extend(self._open_block(line, lineno))
+            return out
+        if "0" <= c <= "9":
+            m = _FAST.match(line)
+            if m is not None:
+                return [self._finish(), self._fast(m, line, lineno)]
+        b.nlines += 1
+        if b.nlines > _BLOCK_MAX_LINES:
+            if b.broken is None:
+                b.broken = R_INCOMPLETE + ": block too long"
+            return []
+        state = b.state
+        if state == 3:
+            if line.startswith("** END OF DUMP"):
+                b.state = 1
+            return []
+        if c == "[":
+            if line.startswith("[Xref => "):
+                found = _XREF.findall(line)
+                if found:
+                    b.refs.extend(found)
+                elif b.broken is None:
+                    b.broken = f"{R_MALFORMED}: bad Xref line {lineno}"
+                return []
+            if state == 0 and b.priority is None:
+                m = _FULL_PRIO.match(line)
+                if m is not None:
+                    b.classification = m[1]
+                    b.priority = int(m[2])
+            return []
+        if state == 0:
+            m = _FULL_TS.match(line)
+            if m is None:
+                return []
+            b.date, b.time = m[1], m[2]
+            rest = m[3]
+            b.state = 1
+            if rest and rest.strip():
+                if _MAC_ADDRS.match(rest):
+                    b.state = 2
+                else:
+                    a = _ADDRS.match(rest)
+                    if a is None:
+                        b.broken = b.broken or f"{R_MALFORMED}: bad address line {lineno}"
+                    else:
+                        b.src, b.dst = a[1], a[2]
+            return []
+        if state == 2:
+            # The line after a -e MAC line: "src -> dst PROTO TTL:..." (or a non-IP packet).
+            b.state = 1
+            m = _IP_HEADER.match(line)
+            if m is not None and m[1] is not None:
+                b.src, b.dst, b.proto = m[1], m[2], m[3]
+            return []
+        if c == "*" and line.startswith("** ORIGINAL DATAGRAM DUMP"):
+            b.state = 3
+            return []
+        if b.proto is None and "TTL:" in line:
+            m = _IP_HEADER.match(line)
+            if m is not None and m[1] is None:
+                b.proto = m[3]
+        return []
+
+    def _finish(self) -> dict | ParseError:
+        b = self._block
+        self._block = None
+        assert b is not None
+        text = _short(b.header)
+        if b.broken is not None:
+            return ParseError(b.lineno, b.broken, text)
+        if b.date is None:
+            return ParseError(b.lineno, f"{R_INCOMPLETE}: no time stamp line", text)
+        ts = self._ts(b.date, b.time, b.fmt == "snort3-full")
+        if ts is None:
+            return ParseError(b.lineno, R_MALFORMED + ": invalid date", text)
+        if b.src is not None:
+            try:
+                s, sp, d, dp = _addresses(b.src, b.dst, _snort_mode(b.proto))
+            except _BadAddress as e:
+                return ParseError(b.lineno, f"{R_MALFORMED}: invalid address {e}", text)
+        else:
+            s = sp = d = dp = None
+        cls = b.classification
+        return {
+            "v": 1,
+            "ts": ts,
+            "gid": b.gid,
+            "sid": b.sid,
+            "rev": b.rev,
+            "msg": b.msg,
+            "classification": None if cls is None or cls == "(null)" else cls,
+            "priority": b.priority,
+            "proto": b.proto,
+            "src": s,
+            "sport": sp,
+            "dst": d,
+            "dport": dp,
+            "action": None,
+            "refs": b.refs,
+            "format": b.fmt,
+        }
+
+
+def _century(yy: int) -> int:
+    # Same pivot as strptime's %y: 69-99 are 1969-1999.
+    return 1900 + yy if yy >= 69 else 2000 + yy
+
+
+def _iso_date(y: int, m: int, d: int) -> str:
+    date(y, m, d)  # validates, raises ValueError
+    return f"{y:04d}-{m:02d}-{d:02d}T"
+
+
+def parse_line(
+    line: str,
+    *,
+    now: datetime,
+    year: int | None = None,
+    force: str | None = None,
+) -> dict | ParseError | None:
+    """Parse one line of a one-line format; None for a blank or ``#`` comment line.
+
+    An alert_full header is reported as a ParseError (use AlertParser for blocks).
+    """
+    if force in _FULL_FORMATS:
+        raise ValueError("parse_line handles one-line formats only")
+    p = AlertParser(now=now, year=year, force=force)
+    out = p.feed(line, 1)
+    if p.pending():
+        return ParseError(1, R_MALFORMED + ": alert_full header needs AlertParser", _short(line))
+    if not out:
+        return None
+    return out[0]

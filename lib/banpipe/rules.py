@@ -1,0 +1,408 @@
+"""alertfilter's decision: should this alert lead to a ban, and of whom?
+
+Pure code: a :class:`RuleSet` is compiled from a :class:`~banpipe.config.Config`, the live
+WAN addresses and the whitelist-file entries; :func:`decide` judges one alert dict (the
+pipe contract) against it and returns a :class:`Decision`. No I/O, no clock.
+
+Checks, in order (the first that fails decides; after a swap the offender is the source
+and the victim the destination):
+
+1. ignore list: ``GID:SID``, ``GID:*``, ``GID:SID-SID`` (kind ``ignored``);
+2. priority: ``[filter] priorities`` (empty = every priority), and ``no_priority`` for
+   alerts without one (kind ``priority``);
+3. reverse markers: a msg containing one (case-sensitive substring, as in the original
+   Snort-users script) swaps source and destination;
+4. an offender address must be present (kind ``no offender``) and parse (``bad address``);
+5. self-protection, always on: special ranges, our addresses, the whitelist
+   (kinds ``special address``, ``ours``, ``whitelisted``), via
+   :class:`banpipe.protect.Protection`;
+6. ``require_ours``: the victim must be one of our WAN addresses, gateways or networks
+   (kind ``victim not ours``).
+
+IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry, in alerts and in
+the config alike (``::ffff:10.0.0.0/104`` protects 10.0.0.0/8).
+
+Hot-path costs are per distinct value, not per alert: ignore matches are cached per
+``(gid, sid)``, address judgements per address string, in dicts bounded by
+:data:`CACHE_MAX` (cleared when full; a reload compiles a new RuleSet with empty caches).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from banpipe.config import Config, ConfigError
+from banpipe.protect import Protection, canonical
+
+CACHE_MAX = 1 << 16
+
+# Decision kinds: the summary counts per kind; the reason string says the details.
+BAN = "ban"
+K_IGNORED = "ignored"
+K_PRIORITY = "priority"
+K_NO_OFFENDER = "no offender"
+K_BAD_ADDRESS = "bad address"
+K_SPECIAL = "special address"
+K_OURS = "ours"
+K_WHITELISTED = "whitelisted"
+K_NOT_OURS = "victim not ours"
+#: Skip kinds in check order (the summary lists them in this order).
+SKIP_KINDS: tuple[str, ...] = (
+    K_IGNORED,
+    K_PRIORITY,
+    K_NO_OFFENDER,
+    K_BAD_ADDRESS,
+    K_SPECIAL,
+    K_OURS,
+    K_WHITELISTED,
+    K_NOT_OURS,
+)
+
+#: Keys decide() needs, with the JSON types each may have (None = null allowed).
+REQUIRED: tuple[tuple[str, str], ...] = (
+    ("gid", "int"),
+    ("sid", "int"),
+    ("msg", "str"),
+    ("priority", "int|null"),
+    ("src", "str|null"),
+    ("dst", "str|null"),
+)
+
+
+class Decision(NamedTuple):
+    """The verdict on one alert.
+
+    ``offender``/``victim`` are the would-be offender and victim after any swap
+    (canonical text when they parse as addresses), also for skipped alerts so that
+    ``--explain`` can name them. ``reason`` says why it is a ban, or why not.
+    """
+
+    ban: bool
+    offender: str | None
+    victim: str | None
+    reversed: bool
+    reason: str
+    kind: str
+
+
+def check_alert(alert: Mapping[str, Any]) -> str | None:
+    """Why ``alert`` cannot be judged (missing or wrong-typed key), or None."""
+    for key, kind in REQUIRED:
+        if key not in alert:
+            return f"missing key '{key}'"
+        value = alert[key]
+        if value is None and kind.endswith("|null"):
+            continue
+        if kind.startswith("int"):
+            ok = type(value) is int
+            want = "an integer"
+        else:
+            ok = type(value) is str
+            want = "a string"
+        if not ok:
+            if kind.endswith("|null"):
+                want += " or null"
+            return f"'{key}' must be {want}, got {_json_type(value)}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+# --- ignore list -----------------------------------------------------------------------
+
+
+class IgnoreMatcher:
+    """``GID:SID``, ``GID:*`` and ``GID:SID-SID`` patterns; ``match`` is a dict hit."""
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.patterns: tuple[str, ...] = tuple(dict.fromkeys(p.strip() for p in patterns))
+        self._exact: dict[tuple[int, int], str] = {}
+        self._whole: dict[int, str] = {}
+        ranges: dict[int, list[tuple[int, int, str]]] = {}
+        for pattern in self.patterns:
+            gid_text, _, sid_text = pattern.partition(":")
+            gid = int(gid_text)
+            if sid_text == "*":
+                self._whole.setdefault(gid, pattern)
+            elif "-" in sid_text:
+                lo, hi = (int(x) for x in sid_text.split("-"))
+                ranges.setdefault(gid, []).append((lo, hi, pattern))
+            else:
+                self._exact.setdefault((gid, int(sid_text)), pattern)
+        # Merged intervals per gid for an O(log n) membership test on a cache miss.
+        self._ranges = ranges
+        self._starts: dict[int, list[int]] = {}
+        self._ends: dict[int, list[int]] = {}
+        for gid, spans in ranges.items():
+            merged: list[list[int]] = []
+            for lo, hi, _ in sorted(spans):
+                if merged and lo <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            self._starts[gid] = [m[0] for m in merged]
+            self._ends[gid] = [m[1] for m in merged]
+        self._cache: dict[tuple[int, int], str | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def match(self, gid: int, sid: int) -> str | None:
+        """The first listed pattern that matches ``gid:sid``, or None."""
+        key = (gid, sid)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        found = self._lookup(gid, sid)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
+    def _lookup(self, gid: int, sid: int) -> str | None:
+        hits = []
+        exact = self._exact.get((gid, sid))
+        if exact is not None:
+            hits.append(exact)
+        whole = self._whole.get(gid)
+        if whole is not None:
+            hits.append(whole)
+        starts = self._starts.get(gid)
+        if starts is not None:
+            i = bisect.bisect_right(starts, sid) - 1
+            if i >= 0 and sid <= self._ends[gid][i]:
+                hits.extend(p for lo, hi, p in self._ranges[gid] if lo <= sid <= hi)
+        if not hits:
+            return None
+        order = {p: n for n, p in enumerate(self.patterns)}
+        return min(hits, key=order.__getitem__)
+
+
+# --- IPv4-mapped normalisation of the config --------------------------------------------
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def unmap_network(text: str) -> str:
+    """``::ffff:a.b.c.d/n`` (n >= 96) as the IPv4 network it covers; others unchanged.
+
+    Alert addresses are judged as the IPv4 address a mapped address carries, so a
+    mapped network in the config has to be an IPv4 network too, or it would protect
+    nothing.
+    """
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return text
+    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        v4 = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+        return str(v4)
+    return text
+
+
+def unmap_address(text: str) -> str:
+    return canonical(text) or text
+
+
+# --- the rule set ----------------------------------------------------------------------
+
+_SPECIAL_LABELS = (
+    "unspecified address",
+    "broadcast address",
+    "loopback",
+    "link-local",
+    "multicast",
+)
+
+
+def _protection_kind(reason: str) -> str:
+    if reason.startswith("whitelisted"):
+        return K_WHITELISTED
+    if reason.startswith("our "):
+        return K_OURS
+    if reason == "no offender address":
+        return K_NO_OFFENDER
+    if reason.startswith("not an IP address"):
+        return K_BAD_ADDRESS
+    # Special ranges, and anything Protection may learn to refuse later: still a skip.
+    return K_SPECIAL
+
+
+class RuleSet:
+    """A compiled filter configuration; immutable apart from its caches."""
+
+    def __init__(
+        self,
+        *,
+        protection: Protection,
+        ignore: Iterable[str] = (),
+        priorities: Iterable[int] = (),
+        no_priority: str = "skip",
+        reverse_markers: Iterable[str] = ("BLOCKED DESTINATION",),
+        require_ours: bool = True,
+    ) -> None:
+        self.protection = protection
+        self.ignore = IgnoreMatcher(ignore)
+        self.priorities: frozenset[int] = frozenset(priorities)
+        if no_priority not in ("skip", "act"):
+            raise ValueError(f"no_priority must be 'skip' or 'act', got {no_priority!r}")
+        self.no_priority_acts = no_priority == "act"
+        self.markers: tuple[str, ...] = tuple(dict.fromkeys(reverse_markers))
+        if "" in self.markers:
+            raise ValueError("an empty reverse marker would reverse every alert")
+        self.require_ours = require_ours
+        listed = ", ".join(map(str, sorted(self.priorities)))
+        self._prio_listed = f"[{listed}]"
+        self._prio_skip: dict[int, str] = {}
+        # raw address text -> (canonical or raw, protection reason or None, kind)
+        self._offenders: dict[str, tuple[str, str | None, str]] = {}
+        # raw address text -> (canonical or raw, "ours" label or None)
+        self._victims: dict[str, tuple[str, str | None]] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        wan_addresses: Iterable[str] = (),
+        whitelist_extra: Iterable[str] = (),
+    ) -> RuleSet:
+        """Compile ``config`` plus the live WAN set and whitelist-file entries.
+
+        Raises ConfigError for a filter setting that is valid TOML but unusable.
+        """
+        net, flt = config.network, config.filter
+        protection = Protection(
+            wan=[unmap_address(a) for a in (*net.wan, *wan_addresses)],
+            gateways=[unmap_address(g) for g in net.gateways],
+            networks=[unmap_network(n) for n in net.networks],
+            whitelist=[unmap_network(w) for w in (*flt.whitelist, *whitelist_extra)],
+        )
+        try:
+            return cls(
+                protection=protection,
+                ignore=flt.ignore,
+                priorities=flt.priorities,
+                no_priority=flt.no_priority,
+                reverse_markers=flt.reverse_markers,
+                require_ours=flt.require_ours,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{config.path or '<config>'}: [filter] {exc}") from None
+
+    # -- cached judgements --
+
+    def _offender(self, text: str) -> tuple[str, str | None, str]:
+        try:
+            return self._offenders[text]
+        except KeyError:
+            pass
+        reason = self.protection.reason(text)
+        kind = _protection_kind(reason) if reason is not None else BAN
+        entry = (canonical(text) or text, reason, kind)
+        if len(self._offenders) >= CACHE_MAX:
+            self._offenders.clear()
+        self._offenders[text] = entry
+        return entry
+
+    def _victim(self, text: str) -> tuple[str, str | None]:
+        try:
+            return self._victims[text]
+        except KeyError:
+            pass
+        entry = (canonical(text) or text, self.protection.ours(text))
+        if len(self._victims) >= CACHE_MAX:
+            self._victims.clear()
+        self._victims[text] = entry
+        return entry
+
+    def _priority_skip(self, priority: int | None) -> str | None:
+        """Why ``priority`` is not acted on, or None when it is."""
+        if priority is None:
+            return None if self.no_priority_acts else "no priority (no_priority = \"skip\")"
+        if not self.priorities or priority in self.priorities:
+            return None
+        reason = self._prio_skip.get(priority)
+        if reason is None:
+            reason = f"priority {priority} not in {self._prio_listed}"
+            if len(self._prio_skip) < 1024:
+                self._prio_skip[priority] = reason
+        return reason
+
+    # -- the decision --
+
+    def decide(self, alert: Mapping[str, Any]) -> Decision:
+        """Judge one alert that passed :func:`check_alert`."""
+        src = alert["src"]
+        dst = alert["dst"]
+        msg = alert["msg"]
+        marker = None
+        for m in self.markers:
+            if m in msg:
+                marker = m
+                break
+        if marker is None:
+            offender, victim, swapped = src, dst, False
+        else:
+            offender, victim, swapped = dst, src, True
+
+        if self.ignore:
+            pattern = self.ignore.match(alert["gid"], alert["sid"])
+            if pattern is not None:
+                rule = f"{alert['gid']}:{alert['sid']}"
+                why = f"rule {rule} ignored" + ("" if pattern == rule else f" by {pattern}")
+                return Decision(False, offender, victim, swapped, why, K_IGNORED)
+
+        priority = alert["priority"]
+        why = self._priority_skip(priority)
+        if why is not None:
+            return Decision(False, offender, victim, swapped, why, K_PRIORITY)
+
+        if offender is None or offender == "":
+            return Decision(
+                False, None, victim, swapped, "no offender address", K_NO_OFFENDER
+            )
+        offender, why, kind = self._offender(offender)
+        if why is not None:
+            return Decision(False, offender, victim, swapped, why, kind)
+
+        if victim is None or victim == "":
+            victim, label = None, None
+        else:
+            victim, label = self._victim(victim)
+        if self.require_ours and label is None:
+            why = (
+                "no victim address (require_ours)"
+                if victim is None
+                else f"victim {victim} is not ours (require_ours)"
+            )
+            return Decision(False, offender, victim, swapped, why, K_NOT_OURS)
+
+        rev = alert.get("rev")
+        rule = f"{alert['gid']}:{alert['sid']}" + (f":{rev}" if type(rev) is int else "")
+        against = label or victim or "no victim address"
+        prio = "none" if priority is None else priority
+        why = f"{rule} prio {prio} against {against}"
+        if swapped:
+            why += f" (reversed by {marker!r})"
+        return Decision(True, offender, victim, swapped, why, BAN)
+
+
+def decide(alert: Mapping[str, Any], rules: RuleSet) -> Decision:
+    """Judge ``alert`` (validated by :func:`check_alert`) against ``rules``."""
+    return rules.decide(alert)

@@ -1,0 +1,95 @@
+"""banpipe.toml: one schema, exact errors naming file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from banpipe.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+    parse_duration,
+    section_keys,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "banpipe.toml"
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "b.toml")
+    return str(info.value)
+
+
+def test_the_bundled_example_config_is_valid():
+    cfg = load_config(EXAMPLE)
+    assert cfg.network.wan == ("198.51.100.2",)
+    assert cfg.filter.reverse_markers == ("BLOCKED DESTINATION",)
+    assert cfg.ban.base == 3600 and cfg.ban.extend == (300, 1800)
+
+
+def test_empty_config_means_defaults():
+    assert parse_config("", "b.toml") == Config(path="b.toml")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[filter]\n\npriorty = [1]\n", "b.toml:3: [filter] unknown key 'priorty'"),
+        ("[filtr]\n", "b.toml:1: unknown section [filtr]"),
+        ("[filter]\npriorities = 1\n", "b.toml:2: [filter] priorities: expected a list, got int"),
+        ("[filter]\nrequire_ours = 'yes'\n", "b.toml:2: [filter] require_ours: expected true"),
+        ("[network]\nwan = ['198.51.100.300']\n", "b.toml:2: [network] wan: item 1: not an IP"),
+        ("[filter]\nignore = ['1:2:3']\n", "b.toml:2: [filter] ignore: item 1: not a rule pattern"),
+        ("[filter]\nignore = ['1:9-2']\n", "b.toml:2: [filter] ignore: item 1: empty SID range"),
+        ("[ban]\nbase = '1q'\n", "b.toml:2: [ban] base: not a duration: '1q'"),
+        ("[ban]\nextend = ['30m', '5m']\n", "b.toml:2: [ban] extend: MIN is larger than MAX"),
+        ("[firewall]\nbackend = 'pf'\n", "b.toml:2: [firewall] backend: expected one of"),
+        ("[firewall]\nchain = 'a b'\n", "b.toml:2: [firewall] chain: not a usable"),
+        ("[ban]\nbase = \n", "b.toml:2: not valid TOML"),
+    ],
+)
+def test_errors_name_file_line_and_key(text, message):
+    assert error_of(text).startswith(message)
+
+
+def test_unknown_key_suggests_the_near_name():
+    assert "did you mean 'require_ours'" in error_of("[filter]\nrequire_our = true\n")
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [(90, 90), (1.5, 1.5), ("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("7d", 604800),
+     ("2w", 1209600)],
+)
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "h", "5x", "-5", "1h 2q", True, -1, "5m1"])
+def test_bad_durations(value):
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_networks_are_canonical():
+    cfg = parse_config("[network]\nnetworks = ['192.168.1.7/24', '2001:DB8:1::/48', '10.0.0.1']\n")
+    assert cfg.network.networks == ("192.168.1.0/24", "2001:db8:1::/48", "10.0.0.1/32")
+
+
+def test_missing_explicit_file_is_an_error_and_missing_default_is_not(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.toml")
+    monkeypatch.setattr("banpipe.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    assert load_config(None) == Config()
+
+
+def test_every_section_is_documented_in_the_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for section, keys in section_keys().items():
+        assert f"[{section}]" in readme, section
+        for key in keys:
+            assert key in readme, f"[{section}] {key} not in README"

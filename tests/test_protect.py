@@ -1,0 +1,77 @@
+"""Self-protection: what is never banned, shared by alertfilter and banctl."""
+
+from __future__ import annotations
+
+import pytest
+
+from banpipe.protect import AddressTable, Protection, canonical, read_address_file
+
+P = Protection(
+    wan=["198.51.100.2"],
+    gateways=["198.51.100.1"],
+    networks=["192.168.1.0/24", "2001:db8:1::/48"],
+    whitelist=["203.0.113.0/28", "203.0.113.8/29", "10.0.0.0/8"],
+)
+
+
+@pytest.mark.parametrize(
+    "addr, reason",
+    [
+        ("198.51.100.2", "our WAN address 198.51.100.2"),
+        ("198.51.100.1", "our gateway 198.51.100.1"),
+        ("192.168.1.77", "our network 192.168.1.0/24"),
+        ("2001:db8:1:ff::9", "our network 2001:db8:1::/48"),
+        ("203.0.113.9", "whitelisted 203.0.113.8/29"),  # most specific entry named
+        ("10.1.2.3", "whitelisted 10.0.0.0/8"),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:198.51.100.2", "our WAN address 198.51.100.2"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.22", "multicast"),
+        ("ff02::16", "multicast"),
+        ("255.255.255.255", "broadcast address"),
+        ("0.0.0.0", "unspecified address"),
+        ("::", "unspecified address"),
+        (None, "no offender address"),
+        ("", "no offender address"),
+        ("fe80::1%eth0", "not an IP address: 'fe80::1%eth0'"),
+        ("203.0.113.7/32", "not an IP address: '203.0.113.7/32'"),
+        ("1.2.3", "not an IP address: '1.2.3'"),
+    ],
+)
+def test_protected(addr, reason):
+    assert P.reason(addr) == reason
+
+
+@pytest.mark.parametrize("addr", ["203.0.113.16", "198.51.100.3", "2001:db8:2::1", "8.8.8.8"])
+def test_not_protected(addr):
+    assert P.reason(addr) is None
+
+
+def test_ours_is_only_wan_gateways_and_networks():
+    assert P.ours("192.168.1.9") == "our network 192.168.1.0/24"
+    assert P.ours("10.1.1.1") is None  # whitelisted, but not ours
+    assert P.ours("bogus") is None
+
+
+def test_table_edges():
+    t = AddressTable([("192.0.2.0/30", "a"), ("192.0.2.4/30", "b")])
+    assert t.label(4, int.from_bytes(bytes([192, 0, 2, 7]), "big")) == "b"
+    assert not t.contains(4, int.from_bytes(bytes([192, 0, 2, 8]), "big"))
+    assert not t.contains(6, 1)
+
+
+def test_canonical():
+    assert canonical("2001:0DB8:0000::0001") == "2001:db8::1"
+    assert canonical("::ffff:203.0.113.5") == "203.0.113.5"
+    assert canonical("300.1.1.1") is None
+
+
+def test_whitelist_file_keeps_good_lines_and_reports_bad_ones(tmp_path):
+    f = tmp_path / "wl.txt"
+    f.write_text("# monitoring\n203.0.113.5\n\n2001:db8:9::/48  # v6 office\nnonsense\n")
+    nets, errors = read_address_file(f)
+    assert nets == ["203.0.113.5/32", "2001:db8:9::/48"]
+    assert errors == [(5, "not an IP address or network: 'nonsense'")]
