@@ -62,8 +62,16 @@ def test_unknown_key_suggests_the_near_name():
 
 @pytest.mark.parametrize(
     "value, seconds",
-    [(90, 90), (1.5, 1.5), ("90", 90), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("7d", 604800),
-     ("2w", 1209600)],
+    [
+        (90, 90),
+        (1.5, 1.5),
+        ("90", 90),
+        ("90s", 90),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("2w", 1209600),
+    ],
 )
 def test_durations(value, seconds):
     assert parse_duration(value) == seconds

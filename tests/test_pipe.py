@@ -151,8 +151,21 @@ def test_alert_keys_come_out_in_contract_order():
 
 def test_problem_names_missing_and_mistyped_keys():
     good = Alert(
-        datetime(2026, 1, 1), 1, 2, 3, "m", None, 1, "TCP", "203.0.113.1", 1, None, None, None,
-        (), "snort2-fast",
+        datetime(2026, 1, 1),
+        1,
+        2,
+        3,
+        "m",
+        None,
+        1,
+        "TCP",
+        "203.0.113.1",
+        1,
+        None,
+        None,
+        None,
+        (),
+        "snort2-fast",
     ).to_dict()
     assert problem(good) is None
     assert problem({k: v for k, v in good.items() if k not in ("sid", "src")}) == (

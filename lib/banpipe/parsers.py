@@ -93,15 +93,26 @@ class ParseError:
 
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}"
 _DATE = r"\d\d/\d\d(?:/\d\d(?:\d\d)?)?"
+# Text that may appear in msg/classification/proto: no control characters (tab allowed),
+# no DEL/C1 controls, no lone surrogates (undecodable bytes).  Excluding them here keeps
+# the binary-data check off the fast path: such a line fails _FAST and is checked later.
+_TXT_NB = "\\t\\x20-\\x5a\\x5c-\\x7e\\xa0-\\ud7ff\\ue000-\\U0010ffff"  # without "["
+_BINARY = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 # The one-line alert_fast grammar of Snort 2, Snort 3 and Suricata in one expression.
-# Groups: date, time, spaces, action, gid, sid, rev, msg, class, prio, proto, src, dst, raw.
+# Groups: date, time, spaces, action, ids, msg, class, prio, proto, src, dst, raw.
+# The msg runs to the first " [**]" (written unrolled: much faster than a lazy ".*?").
+# Bracketed "[Key: value]" tags other than Classification/Priority ([AppID: x], future
+# tags) are skipped.  Address text is limited to hex digits, "." and ":"; validation and
+# the address/port split happen in Python.
 _FAST = re.compile(
     rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
-    r"\[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (?: <[^<> ]+> )?(.*?) \[\*\*\]"
-    r"(?: \[Classification: ([^\]]*)\])?(?: \[Priority: (\d{1,10})\])?(?: \[AppID: [^\]]*\])?"
-    r"(?: \{([^{}]*)\} (\S*) -> (\S*)|( \[\*\*\] \[Raw pkt:[^\]]*\](?: \[pcap file packet: \d+\])?))?"
-    r" *\Z",
+    rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
+    rf"([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) \[\*\*\]"
+    rf"(?: \[(?:Classification: ([^\]\x00-\x1f]*)|Priority: (\d{{1,10}})"
+    rf"|[A-Za-z][\w ]{{0,40}}: [^\]\x00-\x1f]*)\])*"
+    rf"(?: \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)"
+    rf"|( \[\*\*\] \[Raw pkt:[0-9A-Fa-f ]*\](?: \[pcap file packet: \d+\])?))? *\Z",
     re.ASCII,
 )
 _FULL_HEADER = re.compile(
@@ -130,8 +141,6 @@ _BODY_LIKE = re.compile(
     rf"|{_DATE}-\d\d:\d\d:\d\d\.\d+ |\S+ TTL:\d+ |\S+ -> \S+ \S+ TTL:\d+ ",
     re.ASCII,
 )
-# Control characters (tab allowed), DEL, C1 controls and lone surrogates (undecodable bytes).
-_BINARY = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 
 

@@ -222,15 +222,6 @@ def unmap_address(text: str) -> str:
 
 # --- the rule set ----------------------------------------------------------------------
 
-_SPECIAL_LABELS = (
-    "unspecified address",
-    "broadcast address",
-    "loopback",
-    "link-local",
-    "multicast",
-)
-
-
 def _protection_kind(reason: str) -> str:
     if reason.startswith("whitelisted"):
         return K_WHITELISTED

@@ -1,0 +1,79 @@
+"""Is orjson worth a dependency? jsonlines with json vs orjson on pipe-sized alerts.
+
+Measures the pipe's encode (jsonlines.Writer with the dumps hook) and decode
+(jsonlines.Reader with the loads hook) for 200,000 typical alert objects, with the
+standard library's json and with orjson, in one run. Prints objects/s and the ratio.
+
+    .venv/bin/python bench/bench_json.py
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import jsonlines
+import orjson
+
+ALERT = {
+    "v": 1,
+    "ts": "2026-11-28T09:58:01.104233",
+    "gid": 1,
+    "sid": 2003,
+    "rev": 8,
+    "msg": "ET SCAN Potential SSH Scan OUTBOUND",
+    "classification": "Attempted Information Leak",
+    "priority": 2,
+    "proto": "TCP",
+    "src": "203.0.113.7",
+    "sport": 52626,
+    "dst": "198.51.100.2",
+    "dport": 22,
+    "action": None,
+    "refs": [],
+    "format": "snort2-fast",
+}
+N = 200_000
+
+
+def std_dumps(obj):
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def fast_dumps(obj):
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+
+
+def bench_encode(dumps):
+    objs = [dict(ALERT, sport=i % 65536) for i in range(N)]
+    buf = io.BytesIO()
+    w = jsonlines.Writer(buf, dumps=dumps)
+    t = time.perf_counter()
+    for o in objs:
+        w.write(o)
+    return N / (time.perf_counter() - t), buf.getvalue()
+
+
+def bench_decode(loads, data):
+    lines = data.splitlines()
+    r = jsonlines.Reader(lines, loads=loads)
+    t = time.perf_counter()
+    n = sum(1 for _ in r)
+    assert n == N
+    return N / (time.perf_counter() - t)
+
+
+def main():
+    enc_std, data = bench_encode(std_dumps)
+    enc_fast, data2 = bench_encode(fast_dumps)
+    assert data == data2, "orjson must produce the same bytes"
+    dec_std = bench_decode(json.loads, data)
+    dec_fast = bench_decode(orjson.loads, data)
+    print(f"{'':10} {'json':>12} {'orjson':>12} {'ratio':>7}")
+    print(f"{'encode/s':10} {enc_std:12,.0f} {enc_fast:12,.0f} {enc_fast / enc_std:6.2f}x")
+    print(f"{'decode/s':10} {dec_std:12,.0f} {dec_fast:12,.0f} {dec_fast / dec_std:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""The ledger: schema and migrations, durability, one row per offender, retention."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from banpipe.bantime import BanPolicy
+from banpipe.ledger import MIGRATIONS, Ledger, LedgerError, Violation
+
+NOW = 1_800_000_000.0
+POLICY = BanPolicy(
+    base=3600, extend_min=60, extend_max=600, max=86400, recidive_window=7 * 86400, recidive_factor=2
+)
+
+
+class Low:
+    def uniform(self, a, b):
+        return a
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "ledger.sqlite3")
+
+
+@pytest.fixture
+def ledger(path):
+    with Ledger.open(path) as led:
+        yield led
+
+
+def v(addr, **kw):
+    return Violation(addr=addr, **kw)
+
+
+def rows(led, table):
+    return led.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+# -- schema and migrations ------------------------------------------------------------
+
+
+def test_new_ledger_is_migrated_from_version_0(path):
+    sqlite3.connect(path).close()  # an empty database file: user_version 0
+    with Ledger.open(path) as led:
+        assert led.version == len(MIGRATIONS)
+        names = {r[0] for r in led.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"offenders", "violations", "bans"} <= names
+
+
+def test_pragmas_wal_and_full_sync(ledger):
+    assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert ledger.db.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+
+
+def test_migrations_apply_in_order_and_keep_data(path):
+    with Ledger.open(path) as led:
+        led.ban("203.0.113.1", NOW, expires=None, reason="x")
+
+    def v2(db):
+        db.execute("ALTER TABLE offenders ADD COLUMN note TEXT")
+
+    def v3(db):
+        db.execute("UPDATE offenders SET note = 'migrated'")
+
+    with Ledger.open(path, migrations=(*MIGRATIONS, v2, v3)) as led:
+        assert led.version == 3
+        assert led.db.execute("SELECT addr, note FROM offenders").fetchall() == [
+            ("203.0.113.1", "migrated")
+        ]
+        assert led.migrate((*MIGRATIONS, v2, v3)) == 0  # idempotent
+
+
+def test_failed_migration_rolls_back_and_keeps_version(path):
+    Ledger.open(path).close()
+
+    def broken(db):
+        db.execute("CREATE TABLE half (x)")
+        raise sqlite3.OperationalError("boom")
+
+    with pytest.raises(LedgerError, match="boom"):
+        Ledger.open(path, migrations=(*MIGRATIONS, broken))
+    with Ledger.open(path) as led:
+        assert led.version == len(MIGRATIONS)
+        assert not led.db.execute("SELECT name FROM sqlite_master WHERE name='half'").fetchall()
+
+
+def test_newer_schema_is_refused(path):
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 5}")
+    db.close()
+    with pytest.raises(LedgerError, match="newer than this banctl"):
+        Ledger.open(path)
+
+
+def test_unwritable_location_is_a_ledger_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(LedgerError):
+        Ledger.open(str(blocker / "sub" / "ledger.sqlite3"))
+
+
+# -- recording, banning, extending -----------------------------------------------------
+
+
+def test_first_violation_bans_for_base(ledger):
+    out = ledger.record([v("203.0.113.7", sig="1:2003:8", msg="worm")], NOW, POLICY, Low())
+    assert out.new_bans == ["203.0.113.7"] and out.extended == [] and out.recorded == 1
+    o = ledger.get("203.0.113.7")
+    assert (o.active, o.manual, o.expires, o.violations, o.bans) == (True, False, NOW + 3600, 1, 1)
+    assert ledger.next_expiry() == NOW + 3600
+
+
+def test_violation_while_banned_extends(ledger):
+    ledger.record([v("203.0.113.7")], NOW, POLICY, Low())
+    out = ledger.record([v("203.0.113.7")], NOW + 10, POLICY, Low())
+    assert out.new_bans == [] and out.extended == ["203.0.113.7"]
+    o = ledger.get("203.0.113.7")
+    assert o.expires == NOW + 3600 + 60
+    assert o.violations == 2 and o.bans == 1
+
+
+def test_duplicates_in_one_burst_ban_once(ledger):
+    out = ledger.record([v("203.0.113.7")] * 5 + [v("2001:db8::1")], NOW, POLICY, Low())
+    assert out.new_bans == ["203.0.113.7", "2001:db8::1"]
+    assert ledger.get("203.0.113.7").violations == 5
+    assert rows(ledger, "bans") == 2
+
+
+def test_one_row_per_offender_whatever_happens(ledger):
+    a = "198.51.100.4"
+    for i in range(3):
+        ledger.record([v(a)] * 3, NOW + i, POLICY, Low())
+        ledger.unban([a], NOW + i + 0.5)
+    ledger.ban(a, NOW + 10, expires=None, reason="manual")
+    ledger.pin(a)
+    ledger.record([v(a)], NOW + 11, POLICY, Low())
+    ledger.expire(NOW + 1e9)
+    assert ledger.db.execute("SELECT count(*) FROM offenders WHERE addr=?", (a,)).fetchone() == (
+        1,
+    )
+    assert ledger.get(a).violations == 10
+
+
+def test_recidive_starts_longer(ledger):
+    a = "203.0.113.9"
+    ledger.record([v(a)], NOW, POLICY, Low())
+    ledger.expire(NOW + 3600)
+    out = ledger.record([v(a)], NOW + 4000, POLICY, Low())
+    assert out.new_bans == [a]
+    assert ledger.get(a).expires == NOW + 4000 + 7200
+    ledger.unban([a], NOW + 5000)
+    ledger.record([v(a)], NOW + 6000, POLICY, Low())
+    assert ledger.get(a).expires == NOW + 6000 + 14400
+    assert ledger.get(a).bans == 3
+
+
+def test_recidive_window_forgets_old_bans(ledger):
+    a = "203.0.113.9"
+    ledger.record([v(a)], NOW, POLICY, Low())
+    ledger.expire(NOW + 3600)
+    later = NOW + POLICY.recidive_window + 1
+    ledger.record([v(a)], later, POLICY, Low())
+    assert ledger.get(a).expires == later + 3600
+
+
+def test_budget_holds_new_bans_but_records_and_extends(ledger):
+    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    batch = [v("203.0.113.1"), v("203.0.113.2"), v("203.0.113.3"), v("203.0.113.3")]
+    out = ledger.record(batch, NOW + 1, POLICY, Low(), new_ban_budget=1)
+    assert out.new_bans == ["203.0.113.2"]
+    assert out.held == ["203.0.113.3"]
+    assert out.extended == ["203.0.113.1"]
+    held = ledger.get("203.0.113.3")
+    assert not held.active and held.violations == 2
+    assert len(ledger.history("203.0.113.3")) == 2
+
+
+def test_history_keeps_every_field(ledger):
+    ledger.record(
+        [
+            v(
+                "203.0.113.7",
+                sig="1:2003:8",
+                msg="MS-SQL Worm propagation attempt",
+                priority=2,
+                victim="198.51.100.8",
+                reversed=True,
+                reason="prio 2",
+                alert_ts="2026-11-28T10:00:00",
+            )
+        ],
+        NOW,
+        POLICY,
+        Low(),
+    )
+    (h,) = ledger.history("203.0.113.7")
+    assert h.as_dict() == {
+        "ts": NOW,
+        "alert_ts": "2026-11-28T10:00:00",
+        "sig": "1:2003:8",
+        "msg": "MS-SQL Worm propagation attempt",
+        "priority": 2,
+        "victim": "198.51.100.8",
+        "reversed": True,
+        "reason": "prio 2",
+    }
+
+
+# -- manual bans, unban, pin, expiry -------------------------------------------------------
+
+
+def test_manual_ban_is_permanent_and_never_expires(ledger):
+    assert ledger.ban("203.0.113.5", NOW, expires=None, reason="by hand")
+    assert ledger.expire(NOW + 1e9) == []
+    o = ledger.get("203.0.113.5")
+    assert o.active and o.manual and o.expires is None and o.reason == "by hand"
+    # violations while permanently banned are recorded, never shorten it
+    ledger.record([v("203.0.113.5")], NOW + 5, POLICY, Low())
+    assert ledger.get("203.0.113.5").expires is None
+
+
+def test_manual_ban_of_an_active_ban_converts_it(ledger):
+    ledger.record([v("203.0.113.5")], NOW, POLICY, Low())
+    assert not ledger.ban("203.0.113.5", NOW + 1, expires=NOW + 60, reason="shorter")
+    o = ledger.get("203.0.113.5")
+    assert o.manual and o.expires == NOW + 60 and o.bans == 1
+
+
+def test_pin(ledger):
+    assert not ledger.pin("203.0.113.5")
+    ledger.record([v("203.0.113.5")], NOW, POLICY, Low())
+    assert ledger.pin("203.0.113.5")
+    o = ledger.get("203.0.113.5")
+    assert o.manual and o.expires is None
+    assert ledger.expire(NOW + 1e9) == []
+
+
+def test_expire_lifts_only_due_bans(ledger):
+    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    ledger.record([v("203.0.113.2")], NOW + 100, POLICY, Low())
+    assert ledger.expire(NOW + 3599) == []
+    assert ledger.expire(NOW + 3600) == ["203.0.113.1"]
+    assert ledger.active_addresses() == {"203.0.113.2"}
+    assert ledger.next_expiry() == NOW + 3700
+
+
+def test_unban_reports_only_active(ledger):
+    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    assert ledger.unban(["203.0.113.1", "203.0.113.2"], NOW + 1) == ["203.0.113.1"]
+    assert ledger.unban(["203.0.113.1"], NOW + 2) == []
+
+
+def test_active_addresses_automated_only(ledger):
+    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    ledger.ban("203.0.113.2", NOW, expires=None, reason="m")
+    assert ledger.active_addresses(automated_only=True) == {"203.0.113.1"}
+    assert ledger.active_addresses() == {"203.0.113.1", "203.0.113.2"}
+
+
+# -- retention -----------------------------------------------------------------------
+
+
+def test_history_kept_after_unban_until_retention(ledger):
+    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    ledger.unban(["203.0.113.1"], NOW + 10, retention=30 * 86400)
+    assert len(ledger.history("203.0.113.1")) == 1
+    ledger.prune(NOW + 29 * 86400, retention=30 * 86400, recidive_window=7 * 86400)
+    assert len(ledger.history("203.0.113.1")) == 1
+    counts = ledger.prune(NOW + 31 * 86400, retention=30 * 86400, recidive_window=7 * 86400)
+    assert counts["violations"] == 1
+    assert ledger.history("203.0.113.1") == []
+    assert ledger.get("203.0.113.1") is None  # nothing left to remember it by
+
+
+def test_retention_zero_deletes_history_at_unban_and_expiry(ledger):
+    ledger.record([v("203.0.113.1"), v("203.0.113.2")], NOW, POLICY, Low())
+    ledger.unban(["203.0.113.1"], NOW + 10, retention=0)
+    assert ledger.history("203.0.113.1") == []
+    assert len(ledger.history("203.0.113.2")) == 1
+    ledger.expire(NOW + 3600, retention=0)
+    assert ledger.history("203.0.113.2") == []
+
+
+def test_prune_keeps_active_offenders_and_recent_bans(ledger):
+    ledger.ban("203.0.113.1", NOW, expires=None, reason="m")
+    ledger.record([v("203.0.113.2")], NOW, POLICY, Low())
+    ledger.expire(NOW + 3600)
+    ledger.prune(NOW + 86400, retention=3600, recidive_window=7 * 86400)
+    assert ledger.get("203.0.113.1").active
+    assert ledger.get("203.0.113.2") is not None  # its ban counts for recidive for 7 days
+    assert ledger.recent_bans("203.0.113.2", NOW - 1) == 1
+
+
+# -- durability and concurrency -------------------------------------------------------------
+
+
+def test_committed_ban_survives_kill_9(path):
+    code = f"""
+import os, sys
+sys.path.insert(0, {os.path.join(os.path.dirname(__file__), "..", "lib")!r})
+from banpipe.ledger import Ledger, Violation
+from banpipe.bantime import BanPolicy
+led = Ledger.open({path!r})
+led.record([Violation("203.0.113.77")], 1.8e9, BanPolicy(), __import__("random").Random(1))
+print("committed", flush=True)
+os.kill(os.getpid(), 9)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert proc.stdout == "committed\n"
+    with Ledger.open(path) as led:
+        assert led.get("203.0.113.77").active
+
+
+def test_second_connection_waits_instead_of_failing(path, ledger):
+    done = threading.Event()
+    errors = []
+
+    def writer():
+        try:
+            with Ledger.open(path) as other:
+                other.ban("203.0.113.8", NOW, expires=None, reason="other")
+        except Exception as exc:  # pragma: no cover - the failure we test against
+            errors.append(exc)
+        done.set()
+
+    with ledger.transaction():
+        ledger.db.execute("UPDATE offenders SET reason = 'x'")
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.3)
+        assert not done.is_set()  # blocked behind our write transaction
+    t.join(10)
+    assert errors == [] and done.is_set()
+    assert ledger.get("203.0.113.8").active
+
+
+def test_data_version_changes_on_other_commits(path, ledger):
+    before = ledger.data_version()
+    ledger.ban("203.0.113.1", NOW, expires=None, reason="own")
+    assert ledger.data_version() == before  # own commits do not count
+    with Ledger.open(path) as other:
+        other.ban("203.0.113.2", NOW, expires=None, reason="other")
+    assert ledger.data_version() != before
+
+
+def test_locked_is_exclusive_across_connections(path, ledger):
+    order = []
+
+    def second():
+        with Ledger.open(path) as other, other.locked():
+            order.append("second")
+
+    with ledger.locked():
+        with ledger.locked():  # re-entrant
+            t = threading.Thread(target=second)
+            t.start()
+            time.sleep(0.2)
+            order.append("first")
+    t.join(10)
+    assert order == ["first", "second"]
