@@ -72,16 +72,18 @@ def make_lines(n: int, seed: int = 1) -> list[str]:
 
 
 _NAIVE = re.compile(
-    r"(\S+)\s+\[\*\*\] \[(\d+):(\d+):(\d+)\] (.*?) \[\*\*\] (?:\[Classification: (.*?)\] )?"
-    r"\[Priority: (\d+)\] \{(\S+)\} (\S+) -> (\S+)"
+    r"(?P<ts>\S+)\s+\[\*\*\] \[(?P<gid>\d+):(?P<sid>\d+):(?P<rev>\d+)\] (?P<msg>.*?) \[\*\*\] "
+    r"(?:\[Classification: (?P<classification>.*?)\] )?\[Priority: (?P<priority>\d+)\] "
+    r"\{(?P<proto>\S+)\} (?P<src>\S+) -> (?P<dst>\S+)"
 )
 
 
 def naive(lines: list[str]) -> None:
+    """The floor: one regex and json.dumps of its groupdict per line, no validation."""
     for line in lines:
         m = _NAIVE.match(line)
         if m:
-            json.dumps(m.groupdict() or m.groups())
+            json.dumps(m.groupdict())
 
 
 def parse_only(lines: list[str]) -> int:
@@ -106,9 +108,9 @@ def parse_encode(lines: list[str]) -> None:
 def timed(label: str, fn, lines: list[str]) -> float:
     best = float("inf")
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn(lines)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     rate = len(lines) / best
     print(f"{label:<34} {rate:>12,.0f} lines/s")
     return rate

@@ -133,7 +133,9 @@ s.bind((src, 0))
 req, rep = (128, 129) if v6 else (8, 0)
 hdr = struct.pack("!BBHHH", req, 0, 0, ident, 1)
 # The kernel fills in the ICMPv6 checksum itself (it covers a pseudo-header).
-pkt = hdr + payload if v6 else struct.pack("!BBHHH", req, 0, csum(hdr + payload), ident, 1) + payload
+if not v6:
+    hdr = struct.pack("!BBHHH", req, 0, csum(hdr + payload), ident, 1)
+pkt = hdr + payload
 s.sendto(pkt, (dst, 0))
 deadline = time.monotonic() + timeout
 while True:

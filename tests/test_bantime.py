@@ -21,7 +21,12 @@ from banpipe.bantime import (
 
 NOW = 1_800_000_000.0
 POLICY = BanPolicy(
-    base=3600, extend_min=60, extend_max=600, max=86400, recidive_window=7 * 86400, recidive_factor=2
+    base=3600,
+    extend_min=60,
+    extend_max=600,
+    max=86400,
+    recidive_window=7 * 86400,
+    recidive_factor=2,
 )
 
 

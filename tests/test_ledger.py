@@ -17,7 +17,12 @@ from banpipe.ledger import MIGRATIONS, Ledger, LedgerError, Violation
 
 NOW = 1_800_000_000.0
 POLICY = BanPolicy(
-    base=3600, extend_min=60, extend_max=600, max=86400, recidive_window=7 * 86400, recidive_factor=2
+    base=3600,
+    extend_min=60,
+    extend_max=600,
+    max=86400,
+    recidive_window=7 * 86400,
+    recidive_factor=2,
 )
 
 
@@ -145,9 +150,7 @@ def test_one_row_per_offender_whatever_happens(ledger):
     ledger.pin(a)
     ledger.record([v(a)], NOW + 11, POLICY, Low())
     ledger.expire(NOW + 1e9)
-    assert ledger.db.execute("SELECT count(*) FROM offenders WHERE addr=?", (a,)).fetchone() == (
-        1,
-    )
+    assert ledger.db.execute("SELECT count(*) FROM offenders WHERE addr=?", (a,)).fetchone() == (1,)
     assert ledger.get(a).violations == 10
 
 
@@ -361,11 +364,10 @@ def test_locked_is_exclusive_across_connections(path, ledger):
         with Ledger.open(path) as other, other.locked():
             order.append("second")
 
-    with ledger.locked():
-        with ledger.locked():  # re-entrant
-            t = threading.Thread(target=second)
-            t.start()
-            time.sleep(0.2)
-            order.append("first")
+    with ledger.locked(), ledger.locked():  # re-entrant
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.2)
+        order.append("first")
     t.join(10)
     assert order == ["first", "second"]

@@ -32,9 +32,10 @@ import os
 import random
 import select
 import signal
+import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -334,30 +335,49 @@ def lift_wan_bans(
 
 @dataclass
 class SpoofBrake:
-    """At most ``limit`` new bans per ``window`` seconds; ``limit <= 0`` disables it."""
+    """At most ``limit`` new automated bans per ``window`` seconds; ``limit <= 0``: off.
+
+    The count comes from the ledger's ban periods, so a restart (or a crash loop) does
+    not reset the brake.
+    """
 
     limit: int
     window: float
-    times: deque[float] = field(default_factory=deque)
     engaged: bool = False
     held: int = 0
+    _clears: float | None = None
 
-    def budget(self, now: float) -> int | None:
+    def budget(self, ledger: Ledger, now: float) -> int | None:
         if self.limit <= 0:
             return None
-        while self.times and self.times[0] <= now - self.window:
-            self.times.popleft()
-        return max(0, self.limit - len(self.times))
-
-    def note(self, now: float, count: int) -> None:
-        if self.limit > 0:
-            self.times.extend([now] * count)
+        starts = ledger.bans_started_since(now - self.window)
+        room = self.limit - len(starts)
+        # When the oldest ban that keeps us at the limit leaves the window.
+        self._clears = starts[room] + self.window if room <= 0 and starts else None
+        return max(0, room)
 
     def clears_at(self) -> float | None:
         """When the window frees room again (for the select timeout), if engaged."""
-        if not self.engaged or not self.times:
-            return None
-        return self.times[0] + self.window
+        return self._clears if self.engaged else None
+
+
+def canonical_addr(text: str) -> str | None:
+    """protect.canonical(), with a fast path for text that is canonical already.
+
+    inet_pton/inet_ntop are several times faster than ``ipaddress``, which matters in a
+    10,000-offender burst; anything they would spell differently (IPv4-mapped or
+    dotted IPv6, upper case, leading zeros) goes to ``ipaddress`` as the judge.
+    """
+    v6 = ":" in text
+    if not (v6 and "." in text):
+        fam = socket.AF_INET6 if v6 else socket.AF_INET
+        try:
+            if socket.inet_ntop(fam, socket.inet_pton(fam, text)) == text:
+                return text
+        except (OSError, ValueError):
+            if "%" in text or "/" in text or not text.isprintable():
+                return None
+    return canonical(text)
 
 
 def violation_from(obj: dict[str, Any]) -> tuple[Violation | None, str | None]:
@@ -365,7 +385,7 @@ def violation_from(obj: dict[str, Any]) -> tuple[Violation | None, str | None]:
     raw = obj.get("offender")
     if not isinstance(raw, str) or not raw:
         return None, "no offender address"
-    addr = canonical(raw.strip())
+    addr = canonical_addr(raw.strip())
     if addr is None:
         return None, f"offender is not an IP address: {raw[:64]!r}"
 
@@ -384,7 +404,7 @@ def violation_from(obj: dict[str, Any]) -> tuple[Violation | None, str | None]:
     ts = obj.get("ts")
     victim = text("victim")
     if victim is not None:
-        victim = canonical(victim) or victim[:64]
+        victim = canonical_addr(victim) or victim[:64]
     return (
         Violation(
             addr=addr,
@@ -417,12 +437,14 @@ class Daemon:
         self.counts: Counter[str] = Counter()
         self.next_check = 0.0
         self.data_version = 0
+        self.started = False
         self.stopped = False
 
     # -- start and stop ----------------------------------------------------------
 
     def start(self) -> None:
         lapsed, _wan, drift = restore(self.env, self.ledger, self.fw)
+        self.started = True
         active = self.ledger.count_active()
         self.report.say(
             None,
@@ -435,20 +457,21 @@ class Daemon:
 
     def stop(self, why: str) -> None:
         """Idempotent: by ``[ban] on_stop`` remove automated entries or keep them."""
-        if self.stopped:
+        if self.stopped or not self.started:
             return
         self.stopped = True
         removed = 0
         if self.env.config.ban.on_stop == "remove":
             with self.ledger.locked():
-                automated = sorted(self.ledger.active_addresses(automated_only=True))
-                if automated:
-                    self.fw.release(automated)
+                automated = self.ledger.active_addresses(automated_only=True)
                 removed = len(automated)
-                if not self.ledger.active_addresses():
-                    self.fw.close(teardown=True)  # nothing of ours left: no empty chain
-                else:
+                if self.ledger.active_addresses() - automated:
+                    if automated:
+                        self.fw.release(sorted(automated))
                     self.fw.close(teardown=False)
+                else:
+                    # Nothing manual to keep: remove all of ours in one go (no empty chain).
+                    self.fw.close(teardown=True)
         else:
             self.fw.close(teardown=False)
         c = self.counts
@@ -487,14 +510,13 @@ class Daemon:
         if not violations:
             return
         now = self.env.clock()
-        budget = self.brake.budget(now)
+        budget = self.brake.budget(self.ledger, now)
         with self.ledger.locked():
             out = self.ledger.record(
                 violations, now, self.policy, self.env.rng, new_ban_budget=budget
             )
             if out.new_bans:
-                self.fw.block(out.new_bans)
-        self.brake.note(now, len(out.new_bans))
+                self._firewall(self.fw.block, out.new_bans)
         self.counts["banned"] += len(out.new_bans)
         self.counts["extended"] += len(out.extended)
         self.counts["held"] += len(out.held)
@@ -527,7 +549,7 @@ class Daemon:
             self.report.say(a, f"banned until {until}: {what}")
 
     def brake_tick(self, now: float) -> None:
-        if self.brake.engaged and self.brake.budget(now):
+        if self.brake.engaged and self.brake.budget(self.ledger, now):
             self.brake.engaged = False
             self.report.say(
                 None, f"spoof brake released: {self.brake.held} new bans were held back"
@@ -544,7 +566,7 @@ class Daemon:
         with self.ledger.locked():
             due = self.ledger.expire(now, retention=self.env.retention)
             if due:
-                self.fw.release(due)
+                self._firewall(self.fw.release, due)
         self.counts["expired"] += len(due)
         if 0 < len(due) <= 20:
             for a in due:
@@ -601,81 +623,92 @@ class Daemon:
     # -- the loop ------------------------------------------------------------------
 
     def run(self, stdin: IO[Any]) -> None:
+        """Start, consume input until end of input or SIGTERM/SIGINT, then stop.
+
+        Signal handlers go in before start-up (a restore of 100,000 bans takes a
+        moment) and only set a flag and wake select() through a pipe, so a second
+        SIGTERM during the teardown changes nothing.
+        """
         fd = _fileno(stdin)
         if fd is None:
             self._run_stream(stdin)
             return
-        self._run_select(fd)
-
-    def _run_stream(self, stdin: IO[Any]) -> None:
-        """Injected in-memory input (tests): read it all, in bounded bursts."""
-        reader = PipeReader()
-        data = stdin.read()
-        reader.feed(data.encode() if isinstance(data, str) else data)
-        reader.finish()
-        batch: list[tuple[int, dict[str, Any] | PipeError]] = []
-        for item in reader.objects():
-            batch.append(item)
-            if len(batch) >= BATCH_MAX_LINES:
-                self.handle(batch)
-                batch = []
-        self.handle(batch)
-        self.expire_due()
-        self.stop("end of input")
-
-    def _run_select(self, fd: int) -> None:
         from banpipe.watch import PathWatcher
 
         flag = cli.StopFlag()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old = _install_signals(flag, wake_w)
-        wan_path = self.env.config.network.wan_state
-        ledger_files = [self.ledger.path + "-wal", self.ledger.path]
-        watched = [*ledger_files, *([wan_path] if wan_path else [])]
-        watcher = PathWatcher(watched)
-        wan_abs = os.path.abspath(wan_path) if wan_path else None
-        reader = PipeReader()
-        why = "end of input"
+        watcher = None
+        why = "error"
         try:
-            while not flag.stop:
-                self.brake_tick(self.env.clock())
-                try:
-                    ready, _, _ = select.select([fd, watcher, wake_r], [], [], self.timeout())
-                except InterruptedError:  # pragma: no cover - PEP 475 retries
-                    continue
-                if wake_r in ready:
-                    _drain(wake_r)
-                if flag.stop:
-                    break
-                if watcher in ready:
-                    changed = watcher.changed()
-                    if wan_abs and wan_abs in changed:
-                        self.wan_changed()
-                    # An admin commit needs nothing else: timeout() asks the ledger
-                    # for the next expiry on every pass.
-                    self.ledger_changed()
-                if fd in ready:
-                    eof = self._read_burst(fd, reader)
-                    self.handle(list(reader.objects()))
-                    if eof:
-                        reader.finish()
-                        self.handle(list(reader.objects()))
-                        break
-                self.expire_due()
-                if time.monotonic() >= self.next_check:
-                    self._guarded(self.periodic)
-                    self.next_check = time.monotonic() + self.check_interval
+            self.start()
+            wan_path = self.env.config.network.wan_state
+            watched = [self.ledger.path + "-wal", self.ledger.path]
+            watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
+            self._loop(fd, flag, wake_r, watcher)
+            why = "end of input"
             if flag.stop:
-                why = "signal " + "/".join(signal.Signals(s).name for s in flag.signals[:1])
+                why = "signal " + signal.Signals(flag.signals[0]).name
         finally:
-            # Teardown must finish even if SIGTERM arrives again (handlers only set flags).
             try:
                 self.stop(why)
             finally:
-                watcher.close()
+                if watcher is not None:
+                    watcher.close()
                 _restore_signals(old)
                 os.close(wake_r)
                 os.close(wake_w)
+
+    def _run_stream(self, stdin: IO[Any]) -> None:
+        """Injected in-memory input (tests): read it all, in bounded bursts."""
+        why = "error"
+        try:
+            self.start()
+            reader = PipeReader()
+            data = stdin.read()
+            reader.feed(data.encode() if isinstance(data, str) else data)
+            reader.finish()
+            batch: list[tuple[int, dict[str, Any] | PipeError]] = []
+            for item in reader.objects():
+                batch.append(item)
+                if len(batch) >= BATCH_MAX_LINES:
+                    self.handle(batch)
+                    batch = []
+            self.handle(batch)
+            self.expire_due()
+            why = "end of input"
+        finally:
+            self.stop(why)
+
+    def _loop(self, fd: int, flag: cli.StopFlag, wake_r: int, watcher: Any) -> None:
+        wan_path = self.env.config.network.wan_state
+        wan_abs = os.path.abspath(wan_path) if wan_path else None
+        reader = PipeReader()
+        while not flag.stop:
+            self.brake_tick(self.env.clock())
+            ready, _, _ = select.select([fd, watcher, wake_r], [], [], self.timeout())
+            if wake_r in ready:
+                _drain(wake_r)
+            if flag.stop:
+                return
+            if watcher in ready:
+                if wan_abs and wan_abs in watcher.changed():
+                    self.wan_changed()
+                # An admin commit needs nothing else: timeout() asks the ledger for the
+                # next expiry on every pass.
+                self.ledger_changed()
+            if fd in ready:
+                eof = self._read_burst(fd, reader)
+                self.handle(list(reader.objects()))
+                if eof:
+                    reader.finish()
+                    self.handle(list(reader.objects()))
+                    return
+            self.expire_due()
+            if time.monotonic() >= self.next_check:
+                self.next_check = time.monotonic() + self.check_interval
+                self._guarded(self.periodic)
+                self.wan_changed()  # in case /run/banpipe appeared only now
 
     def _read_burst(self, fd: int, reader: PipeReader) -> bool:
         """Read what is available now (one burst); True at end of input."""
@@ -693,6 +726,15 @@ class Daemon:
                 return False
             if not select.select([fd], [], [], 0)[0]:
                 return False
+
+    def _firewall(self, action: Callable[[list[str]], None], addrs: list[str]) -> None:
+        """A firewall change after its ledger commit. On failure the ledger already
+        holds the truth: report it and let the periodic check repair within seconds."""
+        try:
+            action(addrs)
+        except _firewall_error() as exc:
+            self.report.error("firewall", f"{exc}; repairing at the next check", "firewall")
+            self.next_check = min(self.next_check, time.monotonic() + 2.0)
 
     def _guarded(self, action: Callable[[], None]) -> None:
         """Run a periodic action; a firewall hiccup is reported and retried soon."""
@@ -731,9 +773,7 @@ def _restore_signals(old: tuple[Any, Any, int]) -> None:
 
 def cmd_apply(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger, fw = env.ledger(), env.firewall()
-    daemon = Daemon(env, ledger, fw)
-    daemon.start()
-    daemon.run(getattr(stdin, "buffer", stdin))
+    Daemon(env, ledger, fw).run(getattr(stdin, "buffer", stdin))
     return cli.EX_OK
 
 

@@ -85,6 +85,7 @@ def _v1(db: sqlite3.Connection) -> None:
         )"""
     )
     db.execute("CREATE INDEX bans_addr ON bans(addr, start)")
+    db.execute("CREATE INDEX bans_start ON bans(start)")
 
 
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
@@ -380,6 +381,13 @@ class Ledger:
             "SELECT count(*) FROM bans WHERE addr = ? AND start >= ?", (addr, since)
         ).fetchone()
         return int(row[0])
+
+    def bans_started_since(self, since: float, *, automated_only: bool = True) -> list[float]:
+        """Start times (ascending) of ban periods begun at or after ``since``."""
+        sql = "SELECT start FROM bans WHERE start >= ?"
+        if automated_only:
+            sql += " AND manual = 0"
+        return [r[0] for r in self.db.execute(sql + " ORDER BY start", (since,))]
 
     # -- changes -------------------------------------------------------------------
 

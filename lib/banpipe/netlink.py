@@ -353,8 +353,18 @@ class RouteTable:
         return [a for a in self.addrs.values() if a.index == index]
 
 
+MAX_RCVBUF = 64 << 20
+
+
 class NetlinkOverflow(Exception):
-    """Notifications were lost (ENOBUFS or a truncated datagram): dump again."""
+    """Notifications were lost (ENOBUFS or a truncated datagram): dump again.
+
+    ``messages`` are those read before the loss was noticed, in order.
+    """
+
+    def __init__(self, reason: str, messages: list[Message] | None = None) -> None:
+        super().__init__(reason)
+        self.messages = messages or []
 
 
 class RouteSocket:
@@ -382,16 +392,34 @@ class RouteSocket:
         self._seq = int(time.time()) & 0x7FFFFFFF
 
     def _grow_buffer(self) -> None:
-        # A burst (hundreds of addresses flushed at once) must not overflow the queue;
-        # SO_RCVBUFFORCE passes the rmem_max cap as root, plain SO_RCVBUF otherwise.
+        self.set_buffer(self.RCVBUF)
+
+    def set_buffer(self, nbytes: int) -> int:
+        """Ask for a receive queue of ``nbytes``; returns what the kernel granted.
+
+        A burst (hundreds of addresses flushed at once) must not overflow the queue;
+        SO_RCVBUFFORCE passes the rmem_max cap as root, plain SO_RCVBUF otherwise.
+        """
         force = getattr(socket, "SO_RCVBUFFORCE", 33)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, force, self.RCVBUF)
+            self.sock.setsockopt(socket.SOL_SOCKET, force, nbytes)
         except OSError:
             try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
             except OSError:
                 pass
+        return self.buffer_size()
+
+    def buffer_size(self) -> int:
+        # The kernel reports twice the requested size (bookkeeping overhead included).
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+
+    def grow(self, limit: int = MAX_RCVBUF) -> bool:
+        """Double the receive queue after an overflow; False when already at ``limit``."""
+        current = self.buffer_size()
+        if current >= limit:
+            return False
+        return self.set_buffer(min(limit, max(current * 2, self.RCVBUF))) > current
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -405,27 +433,36 @@ class RouteSocket:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def read_available(self) -> list[Message]:
-        """Every message queued now (never blocks); raises NetlinkOverflow."""
+    def read_available(self, limit: int = 512) -> list[Message]:
+        """The messages queued now, from at most ``limit`` datagrams (so a flood cannot
+        starve the caller's other work); never blocks. Raises NetlinkOverflow."""
         out: list[Message] = []
-        while True:
+        for _ in range(limit):
             try:
                 data, _anc, mflags, addr = self.sock.recvmsg(self.BUFSIZE)
             except BlockingIOError:
-                return out
+                break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
-                    raise NetlinkOverflow("netlink receive queue overflowed") from None
+                    raise NetlinkOverflow("netlink receive queue overflowed", out) from None
                 raise
             if mflags & socket.MSG_TRUNC:
-                raise NetlinkOverflow("netlink message truncated")
+                raise NetlinkOverflow("netlink message truncated", out)
             if addr and addr[0] != 0:
                 continue  # only the kernel speaks for the kernel
             out.extend(parse_messages(data))
+        return out
 
-    def dump(self, table: RouteTable, timeout: float = 10.0) -> None:
+    def dump(self, table: RouteTable, timeout: float = 10.0) -> bool:
         """Fill ``table`` with every link, then every address; notifications that
-        arrive meanwhile are applied in order. Raises NetlinkOverflow (dump again)."""
+        arrive meanwhile are applied in order.
+
+        Returns False when notifications may have been lost during the dump (the
+        table may then hold something already gone): dump again into a new table.
+        A dump is always read to its end, even after a loss, because the kernel
+        refuses a new dump on this socket while one is still running.
+        """
+        intact = True
         for mtype, payload in (
             (RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)),
             (RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)),
@@ -433,22 +470,30 @@ class RouteSocket:
             self._seq = (self._seq + 1) & 0x7FFFFFFF
             seq = self._seq
             self.sock.send(pack_message(mtype, payload, NLM_F_REQUEST | NLM_F_DUMP, seq))
-            self._collect(table, seq, time.monotonic() + timeout)
+            intact = self._collect(table, seq, time.monotonic() + timeout) and intact
+        return intact
 
-    def _collect(self, table: RouteTable, seq: int, deadline: float) -> None:
+    def _collect(self, table: RouteTable, seq: int, deadline: float) -> bool:
+        intact = True
         while True:
-            for msg in self.read_available():
+            try:
+                messages = self.read_available()
+            except NetlinkOverflow as exc:
+                # Dump parts are never dropped (the kernel waits for room); only
+                # notifications are. Finish this dump, then let the caller redo it.
+                messages, intact = exc.messages, False
+            for msg in messages:
+                if msg.seq == seq and msg.flags & NLM_F_DUMP_INTR:
+                    intact = False  # the kernel saw the table change mid-dump
                 if msg.seq == seq and msg.kind == "done":
-                    if msg.flags & NLM_F_DUMP_INTR:
-                        raise NetlinkOverflow("dump interrupted by a change")
-                    return
+                    return intact
                 if msg.seq == seq and msg.kind == "error":
                     if msg.error == 0:
-                        return
+                        return intact
                     raise OSError(msg.error, f"netlink dump: {os.strerror(msg.error)}")
-                if msg.seq == seq and msg.flags & NLM_F_DUMP_INTR:
-                    raise NetlinkOverflow("dump interrupted by a change")
                 table.apply(msg)
+            if messages:
+                continue  # more may be queued
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("netlink dump did not finish")

@@ -96,7 +96,9 @@ _DATE = r"\d\d/\d\d(?:/\d\d(?:\d\d)?)?"
 # Text that may appear in msg/classification/proto: no control characters (tab allowed),
 # no DEL/C1 controls, no lone surrogates (undecodable bytes).  Excluding them here keeps
 # the binary-data check off the fast path: such a line fails _FAST and is checked later.
+_TXT = "\\t\\x20-\\x7e\\xa0-\\ud7ff\\ue000-\\U0010ffff"
 _TXT_NB = "\\t\\x20-\\x5a\\x5c-\\x7e\\xa0-\\ud7ff\\ue000-\\U0010ffff"  # without "["
+_CLS = r"[^\]\x00-\x1f\x7f-\x9f\ud800-\udfff]"
 _BINARY = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 # The one-line alert_fast grammar of Snort 2, Snort 3 and Suricata in one expression.
@@ -109,8 +111,7 @@ _FAST = re.compile(
     rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
     rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
     rf"([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) \[\*\*\]"
-    rf"(?: \[(?:Classification: ([^\]\x00-\x1f]*)|Priority: (\d{{1,10}})"
-    rf"|[A-Za-z][\w ]{{0,40}}: [^\]\x00-\x1f]*)\])*"
+    rf"(?: \[(?:Classification: ({_CLS}*)|Priority: (\d{{1,10}})|[A-Za-z][\w ]{{0,40}}: {_CLS}*)\])*"
     rf"(?: \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)"
     rf"|( \[\*\*\] \[Raw pkt:[0-9A-Fa-f ]*\](?: \[pcap file packet: \d+\])?))? *\Z",
     re.ASCII,
@@ -141,7 +142,31 @@ _BODY_LIKE = re.compile(
     rf"|{_DATE}-\d\d:\d\d:\d\d\.\d+ |\S+ TTL:\d+ |\S+ -> \S+ \S+ TTL:\d+ ",
     re.ASCII,
 )
+_TS_INSIDE = re.compile(rf"{_DATE}-{_TIME} ", re.ASCII)
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+_FAST_MATCH = _FAST.match
+# The same line as three parts: time stamp, the "middle" up to "{proto} ", the addresses.
+# The middle (everything but time and addresses) repeats from alert to alert; its parse by
+# _FAST is cached in _MIDDLES, keyed by its text.
+_QUICK = re.compile(
+    rf"({_DATE})-({_TIME})( {{1,2}}[{_TXT}]*\}} )([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*) *\Z",
+    re.ASCII,
+)
+_QUICK_MATCH = _QUICK.match
+_MIDDLES: dict[str, tuple] = {}
+# "gid:sid:rev" -> (gid, sid, rev); few distinct rules fire, so this is almost always a hit.
+_IDS: dict[str, tuple[int, int, int]] = {}
+
+
+def _ids(ids: str) -> tuple[int, int, int]:
+    g, s, r = ids.split(":")
+    t = (int(g), int(s), int(r))
+    if len(_IDS) >= _CACHE_MAX:
+        _IDS.clear()
+    _IDS[ids] = t
+    return t
 
 
 def _port_proto(proto: str) -> bool:
@@ -213,8 +238,10 @@ _PM_NONE = 2  # Snort other protocols: IPv6 is the bare address
 _PM_UNKNOWN = 3  # full block without an IP header line: only unambiguous splits
 
 
-def _side(tok: str, mode: int) -> tuple[str, int | None]:
+def _side(tok: str, mode: int) -> tuple[str | None, int | None]:
     """Split and canonicalise one side of ``src -> dst``; raises _BadAddress."""
+    if not tok:
+        return None, None
     colons = tok.count(":")
     if colons <= 1 and "." in tok:
         if colons:
@@ -235,11 +262,20 @@ def _side(tok: str, mode: int) -> tuple[str, int | None]:
     raise _BadAddress(tok + " (address/port split unknown without protocol)")
 
 
+_PRIO = {None: None, **{str(i): i for i in range(11)}}
+
+
+def _mode(fmt: str, proto: str) -> int:
+    return _PM_ALWAYS if fmt == "suricata-fast" else _snort_mode(proto)
+
+
 def _addresses(src: str, dst: str, mode: int) -> tuple:
     if not src and not dst:
         return None, None, None, None
     s, sp = _side(src, mode)
     d, dp = _side(dst, mode)
+    if s is None or d is None:
+        raise _BadAddress("one side empty")
     return s, sp, d, dp
 
 
@@ -329,6 +365,8 @@ class AlertParser:
         self._block: _Block | None = None
         self._fragment = False
         self._dates: dict[str, object] = {}
+        # date token -> (format, ISO date prefix), for one and for two spaces after the time
+        self._fd: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         self.set_now(now)
 
     # -- time stamps ---------------------------------------------------------------------
@@ -340,6 +378,8 @@ class AlertParser:
         self._limit_date = limit.date()
         self._limit_time = limit.strftime("%H:%M:%S.%f")
         self._dates.clear()
+        self._fd[0].clear()
+        self._fd[1].clear()
 
     def _yearless(self, month: int, day: int) -> object:
         """ISO date prefix for a yearless stamp, or (current, previous) on the boundary day."""
@@ -391,6 +431,22 @@ class AlertParser:
 
     # -- the feed ------------------------------------------------------------------------
 
+    def _fast_date(self, dtok: str, spaces: str) -> tuple:
+        """(format, date prefix) for the date token of an alert_fast line, cached."""
+        n = len(dtok)
+        if n == 10:
+            fmt = "suricata-fast" if spaces == "  " else None
+        else:
+            fmt = "snort3-fast" if spaces == " " else "snort2-fast"
+        ent = (fmt, self._date_prefix(dtok, fmt == "snort3-fast") if fmt else None)
+        cache = self._fd[len(spaces) - 1]
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[dtok] = ent
+        return ent
+
+    # -- the feed ------------------------------------------------------------------------
+
     def pending(self) -> bool:
         """True while an alert_full block is open (its alert is not returned yet)."""
         return self._block is not None
@@ -404,10 +460,26 @@ class AlertParser:
 
     def feed(self, line: str, lineno: int) -> list:
         """Parse one line; return the alerts and errors it completes (often one or none)."""
-        if line[-1:] == "\n":
-            line = line[:-1]
-        if line[-1:] == "\r":
-            line = line[:-1]
+        line = line.rstrip("\r\n")
+        if self._block is None and len(line) <= self._max_line:
+            # Fast path: time stamp, addresses, and the text between them looked up in a
+            # cache of already parsed "middles" (rule, msg, class, priority, proto repeat).
+            # Neither regex admits control characters, so the binary-data check is only
+            # needed off these paths.
+            q = _QUICK_MATCH(line)
+            if q is not None:
+                dtok, time, mid, src, dst = q.groups()
+                info = _MIDDLES.get(mid)
+                if info is not None:
+                    self._fragment = False
+                    return [self._alert(info, dtok, time, src, dst, line, lineno)]
+            m = _FAST_MATCH(line)
+            if m is not None:
+                self._fragment = False
+                return [self._fast(m, q, line, lineno)]
+        return self._slow(line, lineno)
+
+    def _slow(self, line: str, lineno: int) -> list:
         bad = None
         if len(line) > self._max_line:
             bad = R_TOO_LONG
@@ -424,22 +496,17 @@ class AlertParser:
             self._fragment = False
             return []
         c = line[0]
-        if "0" <= c <= "9":
-            m = _FAST.match(line)
-            if m is not None:
-                self._fragment = False
-                return [self._fast(m, line, lineno)]
-        elif c == "[" and line.startswith("[**] ["):
+        if c == "[" and line.startswith("[**] ["):
             self._fragment = False
             return self._open_block(line, lineno)
-        elif c in "JFMASOND":
+        if c in "JFMASOND":
             m = _SYSLOG.match(line)
             if m is not None:
                 self._fragment = False
                 return [self._syslog(m, line, lineno)]
         if "[**]" in line:
             self._fragment = False
-            return [ParseError(lineno, R_MALFORMED, _short(line))]
+            return self._torn(line, lineno)
         if self._fragment:
             return []
         if _BODY_LIKE.match(line):
@@ -447,6 +514,21 @@ class AlertParser:
             self._fragment = True
             return [ParseError(lineno, R_FRAGMENT, _short(line))]
         return [ParseError(lineno, R_NOT_ALERT, _short(line))]
+
+    def _torn(self, line: str, lineno: int) -> list:
+        """A line with an alert marker that did not parse as a whole.
+
+        When a writer died mid-line, the next alert is appended to the torn text
+        (``11/13-18:00:37.96211/13-18:01:55.044396  [**] ...``): the complete alert at the
+        end is kept, and the torn text before it is reported as an error.
+        """
+        for t in _TS_INSIDE.finditer(line, 1):
+            m = _FAST.match(line, t.start())
+            if m is not None:
+                head = line[: t.start()]
+                err = ParseError(lineno, R_MALFORMED + ": torn line, text before alert", head)
+                return [err, self._fast(m, None, line, lineno)]
+        return [ParseError(lineno, R_MALFORMED, _short(line))]
 
     def _bad_line(self, line: str, lineno: int, reason: str) -> list:
         block = self._block
@@ -462,53 +544,107 @@ class AlertParser:
 
     # -- one-line formats ----------------------------------------------------------------
 
-    def _fast(self, m: re.Match, line: str, lineno: int) -> dict | ParseError:
-        (dtok, time, spaces, action, gid, sid, rev, msg, cls, prio, proto, src, dst, raw) = (
-            m.groups()
+    def _fast(
+        self, m: re.Match, q: re.Match | None, line: str, lineno: int
+    ) -> dict | ParseError:
+        """Full parse of an alert_fast line (q: its _QUICK match, to fill the cache)."""
+        dtok, time, spaces, action, ids, msg, cls, prio, proto, src, dst, raw = m.groups()
+        sel = len(spaces) - 1
+        if sel == 0 and msg[:1] == '"' and msg[-1:] == '"' and len(msg) > 1:
+            msg = msg[1:-1]  # Snort 3 (one space) quotes the msg
+        gsr = _IDS.get(ids)
+        if gsr is None:
+            gsr = _ids(ids)
+        info = (
+            sel,
+            gsr[0],
+            gsr[1],
+            gsr[2],
+            msg,
+            None if cls is None or cls == "(null)" else cls,
+            None if prio is None else int(prio),
+            proto,
+            None if action is None else action.lower(),
         )
-        n = len(dtok)
-        if n == 10:
-            if len(spaces) != 2:
-                return ParseError(lineno, R_MALFORMED + ": one space after a Suricata time", _short(line))
-            fmt = "suricata-fast"
-        elif len(spaces) == 1:
-            fmt = "snort3-fast"
-            msg = _unquote(msg)
+        if raw is not None:
+            ent = self._fd[sel].get(dtok) or self._fast_date(dtok, spaces)
+            if ent[0] != "suricata-fast":
+                return ParseError(lineno, R_MALFORMED + ": Raw pkt outside Suricata", _short(line))
+        if proto is None:
+            src = dst = None
+        elif q is not None and q[4] == src and q[5] == dst:
+            if len(_MIDDLES) >= 16384:
+                _MIDDLES.clear()
+            _MIDDLES[q[3]] = info
+        return self._alert(info, dtok, time, src, dst, line, lineno)
+
+    def _alert(
+        self,
+        info: tuple,
+        dtok: str,
+        time: str,
+        src: str | None,
+        dst: str | None,
+        line: str,
+        lineno: int,
+    ) -> dict | ParseError:
+        """Build the alert of a one-line alert_fast line; the hot path of the parser."""
+        ent = self._fd[info[0]].get(dtok)
+        if ent is None:
+            ent = self._fast_date(dtok, " " if info[0] == 0 else "  ")
+        fmt, pre = ent
+        if type(pre) is str:
+            ts = pre + time
+        elif pre is None:
+            why = "invalid date" if fmt else "one space after a Suricata time"
+            return ParseError(lineno, f"{R_MALFORMED}: {why}", _short(line))
         else:
-            fmt = "snort2-fast"
-        force = self._force
-        if force is not None and force != fmt:
+            ts = (pre[1] if time > self._limit_time else pre[0]) + time
+        if self._force is not None and self._force != fmt:
             return ParseError(lineno, f"{R_FORCED}: looks like {fmt}", _short(line))
-        if raw is not None and fmt != "suricata-fast":
-            return ParseError(lineno, R_MALFORMED + ": Raw pkt outside Suricata", _short(line))
-        ts = self._ts(dtok, time, fmt == "snort3-fast")
-        if ts is None:
-            return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
-        if proto is not None:
+        if src is not None:
             try:
-                if fmt == "suricata-fast":
-                    s, sp, d, dp = _addresses(src, dst, _PM_ALWAYS)
+                # IPv4 "a.b.c.d:port" inline (the address check is a set lookup once the
+                # address was seen); everything else through _side().  src/dst contain
+                # only hex digits, "." and ":", so int() cannot accept odd text.
+                a, _, p = src.rpartition(":")
+                if a in _V4_OK:
+                    s = a
+                    sp = int(p)
+                    if sp > 65535:
+                        raise _BadAddress(src)
                 else:
-                    s, sp, d, dp = _addresses(src, dst, _snort_mode(proto))
-            except _BadAddress as e:
+                    s, sp = _side(src, _mode(fmt, info[7]))
+                a, _, p = dst.rpartition(":")
+                if a in _V4_OK:
+                    d = a
+                    dp = int(p)
+                    if dp > 65535:
+                        raise _BadAddress(dst)
+                else:
+                    d, dp = _side(dst, _mode(fmt, info[7]))
+            except (_BadAddress, ValueError) as e:
                 return ParseError(lineno, f"{R_MALFORMED}: invalid address {e}", _short(line))
+            if s is None or d is None:
+                if s is not d:
+                    return ParseError(lineno, f"{R_MALFORMED}: one address missing", _short(line))
         else:
             s = sp = d = dp = None
         return {
             "v": 1,
             "ts": ts,
-            "gid": int(gid),
-            "sid": int(sid),
-            "rev": int(rev),
-            "msg": msg,
-            "classification": None if cls is None or cls == "(null)" else cls,
-            "priority": None if prio is None else int(prio),
-            "proto": proto,
+            "gid": info[1],
+            "sid": info[2],
+            "rev": info[3],
+            "msg": info[4],
+            "classification": info[5],
+            "priority": info[6],
+            "proto": info[7],
             "src": s,
             "sport": sp,
             "dst": d,
             "dport": dp,
-            "action": None if action is None else action.lower(),
+            "action": info[8],
             "refs": [],
             "format": fmt,
         }
@@ -518,7 +654,7 @@ class AlertParser:
         if rest[:1].isdigit():
             inner = _FAST.match(rest)
             if inner is not None:
-                return self._fast(inner, line, lineno)
+                return self._fast(inner, None, line, lineno)
         t = _SYSLOG_TAG.match(rest)
         if t is None:
             return self._other(line, lineno)
@@ -526,7 +662,7 @@ class AlertParser:
         if body[:1].isdigit():
             inner = _FAST.match(body)
             if inner is not None:
-                return self._fast(inner, line, lineno)
+                return self._fast(inner, None, line, lineno)
         if not t[1].lower().startswith("snort"):
             return self._other(line, lineno)
         a = _SYSLOG_ALERT.match(body)
@@ -610,7 +746,7 @@ class AlertParser:
         if "0" <= c <= "9":
             m = _FAST.match(line)
             if m is not None:
-                return [self._finish(), self._fast(m, line, lineno)]
+                return [self._finish(), self._fast(m, None, line, lineno)]
         b.nlines += 1
         if b.nlines > _BLOCK_MAX_LINES:
             if b.broken is None:

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from banpipe.config import Config, ConfigError
 from banpipe.protect import Protection, canonical
 
-CACHE_MAX = 1 << 16
+CACHE_MAX = 1 << 14
 
 # Decision kinds: the summary counts per kind; the reason string says the details.
 BAN = "ban"
@@ -123,6 +123,38 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
+class GenerationCache:
+    """A bounded memo: two generations of at most ``size`` entries each.
+
+    When the young generation is full it becomes the old one and the previous old one is
+    dropped; a key found in the old generation moves back to the young one. Hot keys
+    (the few noisy scanners) therefore survive a turnover while memory stays bounded,
+    unlike a cache that is simply cleared when full. Callers hit ``young`` directly
+    (one dict lookup) and call :meth:`lookup` only on a miss.
+    """
+
+    __slots__ = ("young", "old", "size")
+
+    def __init__(self, size: int = CACHE_MAX) -> None:
+        self.size = size
+        self.young: dict[Any, Any] = {}
+        self.old: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+    def lookup(self, key: Any, compute: Callable[[Any], Any]) -> Any:
+        try:
+            value = self.old[key]
+        except KeyError:
+            value = compute(key)
+        if len(self.young) >= self.size:
+            self.old = self.young
+            self.young = {}
+        self.young[key] = value
+        return value
+
+
 # --- ignore list -----------------------------------------------------------------------
 
 
@@ -157,7 +189,7 @@ class IgnoreMatcher:
                     merged.append([lo, hi])
             self._starts[gid] = [m[0] for m in merged]
             self._ends[gid] = [m[1] for m in merged]
-        self._cache: dict[tuple[int, int], str | None] = {}
+        self._cache = GenerationCache()
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -165,17 +197,14 @@ class IgnoreMatcher:
     def match(self, gid: int, sid: int) -> str | None:
         """The first listed pattern that matches ``gid:sid``, or None."""
         key = (gid, sid)
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
-        found = self._lookup(gid, sid)
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = found
+        cache = self._cache
+        found = cache.young.get(key, cache)
+        if found is cache:
+            found = cache.lookup(key, self._lookup)
         return found
 
-    def _lookup(self, gid: int, sid: int) -> str | None:
+    def _lookup(self, key: tuple[int, int]) -> str | None:
+        gid, sid = key
         hits = []
         exact = self._exact.get((gid, sid))
         if exact is not None:
@@ -222,6 +251,7 @@ def unmap_address(text: str) -> str:
 
 # --- the rule set ----------------------------------------------------------------------
 
+
 def _protection_kind(reason: str) -> str:
     if reason.startswith("whitelisted"):
         return K_WHITELISTED
@@ -262,9 +292,9 @@ class RuleSet:
         self._prio_listed = f"[{listed}]"
         self._prio_skip: dict[int, str] = {}
         # raw address text -> (canonical or raw, protection reason or None, kind)
-        self._offenders: dict[str, tuple[str, str | None, str]] = {}
+        self._offenders = GenerationCache()
         # raw address text -> (canonical or raw, "ours" label or None)
-        self._victims: dict[str, tuple[str, str | None]] = {}
+        self._victims = GenerationCache()
 
     @classmethod
     def from_config(
@@ -298,34 +328,18 @@ class RuleSet:
 
     # -- cached judgements --
 
-    def _offender(self, text: str) -> tuple[str, str | None, str]:
-        try:
-            return self._offenders[text]
-        except KeyError:
-            pass
+    def _judge_offender(self, text: str) -> tuple[str, str | None, str]:
         reason = self.protection.reason(text)
         kind = _protection_kind(reason) if reason is not None else BAN
-        entry = (canonical(text) or text, reason, kind)
-        if len(self._offenders) >= CACHE_MAX:
-            self._offenders.clear()
-        self._offenders[text] = entry
-        return entry
+        return (canonical(text) or text, reason, kind)
 
-    def _victim(self, text: str) -> tuple[str, str | None]:
-        try:
-            return self._victims[text]
-        except KeyError:
-            pass
-        entry = (canonical(text) or text, self.protection.ours(text))
-        if len(self._victims) >= CACHE_MAX:
-            self._victims.clear()
-        self._victims[text] = entry
-        return entry
+    def _judge_victim(self, text: str) -> tuple[str, str | None]:
+        return (canonical(text) or text, self.protection.ours(text))
 
     def _priority_skip(self, priority: int | None) -> str | None:
         """Why ``priority`` is not acted on, or None when it is."""
         if priority is None:
-            return None if self.no_priority_acts else "no priority (no_priority = \"skip\")"
+            return None if self.no_priority_acts else 'no priority (no_priority = "skip")'
         if not self.priorities or priority in self.priorities:
             return None
         reason = self._prio_skip.get(priority)
@@ -365,17 +379,23 @@ class RuleSet:
             return Decision(False, offender, victim, swapped, why, K_PRIORITY)
 
         if offender is None or offender == "":
-            return Decision(
-                False, None, victim, swapped, "no offender address", K_NO_OFFENDER
-            )
-        offender, why, kind = self._offender(offender)
+            return Decision(False, None, victim, swapped, "no offender address", K_NO_OFFENDER)
+        cache = self._offenders
+        entry = cache.young.get(offender)
+        if entry is None:
+            entry = cache.lookup(offender, self._judge_offender)
+        offender, why, kind = entry
         if why is not None:
             return Decision(False, offender, victim, swapped, why, kind)
 
         if victim is None or victim == "":
             victim, label = None, None
         else:
-            victim, label = self._victim(victim)
+            cache = self._victims
+            entry = cache.young.get(victim)
+            if entry is None:
+                entry = cache.lookup(victim, self._judge_victim)
+            victim, label = entry
         if self.require_ours and label is None:
             why = (
                 "no victim address (require_ours)"

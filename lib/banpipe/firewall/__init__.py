@@ -17,8 +17,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
@@ -42,8 +43,8 @@ __all__ = [
     "RecordingRunner",
     "Runner",
     "SubprocessRunner",
+    "canonical",
     "make_backend",
-    "split_families",
     "validate_addresses",
 ]
 
@@ -116,21 +117,62 @@ class FirewallState:
 
 
 class Backend(Protocol):
+    """One firewall backend. Every call raises FirewallError when a command fails.
+
+    ``block``/``release``/``flush`` expect ``init()`` to have run: when our chain/sets/table
+    is gone they raise FirewallError, and ``check()`` shows ``structure_ok=False``; the
+    repair is ``init()`` then ``block(missing)``.
+    """
+
     name: str
 
-    def init(self) -> None: ...
-    def block(self, addrs: Iterable[str]) -> None: ...
-    def release(self, addrs: Iterable[str]) -> None: ...
-    def flush(self) -> None: ...
-    def check(self) -> FirewallState: ...
-    def close(self, teardown: bool = True) -> None: ...
+    def init(self) -> None:
+        """Create our chain/sets/table and hook jumps (or fix them to match the settings);
+        idempotent; never touches anything not ours; keeps existing entries."""
+
+    def block(self, addrs: Iterable[str]) -> None:
+        """Add the addresses (any mix of IPv4/IPv6); one entry per address, ever."""
+
+    def release(self, addrs: Iterable[str]) -> None:
+        """Remove the addresses (every copy); absent addresses are fine."""
+
+    def flush(self) -> None:
+        """Remove all entries, keep the structure."""
+
+    def check(self) -> FirewallState:
+        """Read the live firewall; never raises for a missing structure, only reports it."""
+
+    def close(self, teardown: bool = True) -> None:
+        """teardown=True: remove the hook jumps and our chain/sets/table (idempotent);
+        teardown=False: leave everything in place (bans survive a restart)."""
 
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+def _canonical_str(text: str) -> str | None:
+    """``text`` in canonical form when it is one IPv4/IPv6 address, else None.
+
+    The canonical form is Python's ``str(ipaddress.ip_address(text))``. inet_pton/inet_ntop
+    come first (about ten times faster than ipaddress, which matters at 100,000 addresses);
+    ipaddress judges whenever the two spellings could differ.
+    """
+    fam = socket.AF_INET6 if ":" in text else socket.AF_INET
+    try:
+        packed = socket.inet_pton(fam, text)
+    except (OSError, ValueError):
+        # Zone ids, prefixes, spaces, embedded NULs: never an address for us.
+        return None
+    # Dotted IPv6 forms (::ffff:1.2.3.4) are spelled differently by libc and by Python;
+    # Python's spelling is the one banctl's ledger uses.
+    if socket.inet_ntop(fam, packed) == text and (fam == socket.AF_INET or "." not in text):
+        return text
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return None if getattr(ip, "scope_id", None) else str(ip)
 
 
-def validate_addresses(addrs: Iterable[str], *, ipv6: bool = True) -> list[Address]:
-    """Return the addresses parsed, duplicates removed, order kept.
+def validate_addresses(addrs: Iterable[str], *, ipv6: bool = True) -> tuple[list[str], list[str]]:
+    """Return (IPv4, IPv6) address strings, duplicates removed, order kept.
 
     Raises FirewallError for anything that is not a canonical IPv4/IPv6 address string
     (no prefixes, no zone ids, no surrounding space, no uppercase hex), and for IPv6
@@ -138,41 +180,31 @@ def validate_addresses(addrs: Iterable[str], *, ipv6: bool = True) -> list[Addre
     """
     if isinstance(addrs, str):
         raise FirewallError("addresses must be an iterable of strings, not one string")
-    out: dict[str, Address] = {}
+    v4: dict[str, None] = {}
+    v6: dict[str, None] = {}
     for a in addrs:
         if not isinstance(a, str):
             raise FirewallError(f"not an address: {a!r}")
-        try:
-            ip = ipaddress.ip_address(a)
-        except ValueError:
-            raise FirewallError(f"not an address: {a!r}")
-        # A zone id ("fe80::1%eth0") or a non-canonical spelling would make the firewall's
-        # entry differ from banctl's ledger forever; refuse rather than guess.
-        if str(ip) != a or getattr(ip, "scope_id", None):
-            raise FirewallError(f"not a canonical address: {a!r}")
-        if ip.version == 6 and not ipv6:
-            raise FirewallError(f"IPv6 is disabled, cannot handle {a}")
-        out.setdefault(a, ip)
-    return list(out.values())
-
-
-def split_families(addrs: Sequence[Address]) -> tuple[list[str], list[str]]:
-    """Split parsed addresses into (IPv4 strings, IPv6 strings), order kept."""
-    v4 = [str(a) for a in addrs if a.version == 4]
-    v6 = [str(a) for a in addrs if a.version == 6]
-    return v4, v6
+        # A non-canonical spelling would make the firewall's entry differ from banctl's
+        # ledger forever; refuse rather than guess.
+        if _canonical_str(a) != a:
+            raise FirewallError(f"not a canonical IPv4/IPv6 address: {a!r}")
+        if ":" in a:
+            if not ipv6:
+                raise FirewallError(f"IPv6 is disabled, cannot handle {a}")
+            v6[a] = None
+        else:
+            v4[a] = None
+    return list(v4), list(v6)
 
 
 def canonical(text: str) -> str | None:
-    """Canonical form of an address as a firewall lists it ("203.0.113.7/32" allowed for
-    host prefixes), or None when it is not a single address."""
-    try:
-        iface = ipaddress.ip_interface(text)
-    except ValueError:
+    """Canonical form of an address as a firewall lists it ("203.0.113.7/32" and
+    "2001:db8::7/128" allowed), or None when it is not a single address."""
+    addr, slash, plen = text.partition("/")
+    if slash and plen != ("128" if ":" in addr else "32"):
         return None
-    if iface.network.prefixlen != iface.max_prefixlen:
-        return None
-    return str(iface.ip)
+    return _canonical_str(addr)
 
 
 class ConntrackFlusher:

@@ -18,10 +18,10 @@ from . import (
     FirewallState,
     Runner,
     canonical,
-    split_families,
     validate_addresses,
 )
 from .iptables import V4, Family, Xt, families, short_rate
+from .runner import finish
 
 MAXELEM = 1_048_576
 # Start big enough that a 100,000-address restore does not spend its time rehashing.
@@ -62,8 +62,11 @@ class IpsetBackend:
 
     def _members(self, name: str, family: str) -> tuple[set[str] | None, list[str]]:
         """Members of one set from ``ipset save``; None when the set is missing."""
-        proc = self.runner(["ipset", "save", name], check=False)
+        argv = ["ipset", "save", name]
+        proc = self.runner(argv, check=False)
         if proc.returncode != 0:
+            if "does not exist" not in proc.stderr:
+                finish(argv, proc, check=True)  # raises, with ipset's message
             return None, [f"ipset: set {name} missing"]
         members: set[str] = set()
         problems: list[str] = []
@@ -96,7 +99,7 @@ class IpsetBackend:
 
     def _groups(self, addrs: Iterable[str]) -> list[tuple[str, str, list[str]]]:
         """(set name, ipset family, addresses) per family that has addresses."""
-        v4, v6 = split_families(validate_addresses(addrs, ipv6=self.settings.ipv6))
+        v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
         by_version = {4: v4, 6: v6}
         return [
             (n, f, by_version[fam.version]) for fam, n, f in self._sets() if by_version[fam.version]

@@ -22,7 +22,6 @@ from . import (
     FirewallState,
     Runner,
     canonical,
-    split_families,
     validate_addresses,
 )
 
@@ -199,7 +198,7 @@ class IptablesBackend:
         return rules
 
     def _by_family(self, addrs: Iterable[str]) -> list[tuple[Family, list[str]]]:
-        v4, v6 = split_families(validate_addresses(addrs, ipv6=self.settings.ipv6))
+        v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
         return [(fam, group) for fam, group in ((V4, v4), (V6, v6)) if group]
 
     def init(self) -> None:

@@ -21,13 +21,12 @@ from . import (
     FirewallState,
     Runner,
     canonical,
-    split_families,
     validate_addresses,
 )
+from .runner import finish
 
 # Set name, element type, match protocol per family.
 FAMILIES = (("v4", "ipv4_addr", "ip"), ("v6", "ipv6_addr", "ip6"))
-PRIORITY = -10  # "filter - 10"
 CHUNK = 1000  # elements per statement; all statements still form one transaction
 
 
@@ -84,11 +83,11 @@ class NftablesBackend:
         ]
 
     def _groups(self, addrs: Iterable[str]) -> list[tuple[str, list[str]]]:
-        v4, v6 = split_families(validate_addresses(addrs, ipv6=self.settings.ipv6))
+        v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
         return [(name, g) for name, g in (("v4", v4), ("v6", v6)) if g]
 
     def _set_members(self, name: str) -> set[str]:
-        proc = self.runner(["nft", "-j", "list", "set", self.table, name])
+        proc = self.runner(["nft", "-j", "list", "set", "inet", self.settings.table, name])
         members, _ = _elements(json.loads(proc.stdout).get("nftables", []))
         return members
 
@@ -117,8 +116,11 @@ class NftablesBackend:
         self._apply([f"flush set {self.table} {name}" for name, _, _ in self._families()])
 
     def check(self) -> FirewallState:
-        proc = self.runner(["nft", "-j", "list", "table", self.table], check=False)
+        argv = ["nft", "-j", "list", "table", "inet", self.settings.table]
+        proc = self.runner(argv, check=False)
         if proc.returncode != 0:
+            if "No such file or directory" not in proc.stderr:
+                finish(argv, proc, check=True)  # raises, with nft's message
             return FirewallState(problems=[f"nftables: table {self.table} missing"])
         try:
             items = json.loads(proc.stdout).get("nftables", [])

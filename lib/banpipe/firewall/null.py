@@ -37,15 +37,15 @@ class NullBackend:
             self.ready = True
 
     def block(self, addrs: Iterable[str]) -> None:
-        for ip in validate_addresses(addrs, ipv6=self.settings.ipv6):
-            a = str(ip)
+        v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
+        for a in v4 + v6:
             if a not in self.entries:
                 self.entries.add(a)
                 self._say(f"block {a}")
 
     def release(self, addrs: Iterable[str]) -> None:
-        for ip in validate_addresses(addrs, ipv6=self.settings.ipv6):
-            a = str(ip)
+        v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
+        for a in v4 + v6:
             if a in self.entries:
                 self.entries.discard(a)
                 self._say(f"release {a}")

@@ -1,0 +1,549 @@
+"""alertfilter: pass on only the alerts that should lead to a ban, each saying whom to ban.
+
+    fasttail /var/log/snort/alert | alertfilter | banctl apply
+    fasttail --once --from-start alert | alertfilter --dry-run --explain
+
+Reads pipe-contract alert objects (JSON lines, ``"v": 1``) from stdin or FILE and writes
+each alert that leads to a ban unchanged (unknown keys included, in order) plus
+``offender``, ``victim``, ``reversed`` and ``reason``; the decision itself is
+:func:`banpipe.rules.decide`.
+
+``--dry-run`` writes a readable line per ban instead::
+
+    BAN 203.0.113.7  1:2003:8 "MS-SQL Worm propagation attempt" prio 2 -> 198.51.100.8
+
+and ``--explain`` (implies ``--dry-run``) also one line per skipped alert::
+
+    skip 10.1.2.3: whitelisted 10.0.0.0/8
+
+Summary at the end (EOF, SIGTERM, SIGINT): counts per decision kind, ``summary: 7
+alerts: 2 ban, 1 ignored, ...; 1 bad input line``. In JSON mode it goes to stderr
+(prefixed ``alertfilter:``) so stdout stays pure JSON; in dry-run mode it is the last
+line of the human report on stdout.
+
+Live reload: the config file, the whitelist files and the wan_state file are watched
+with inotify in the same select() loop as the input; SIGHUP reloads everything. A reload
+takes effect for the next line read. A broken new config (or a whitelist file it names
+that cannot be read) is reported and the previous configuration kept; an unreadable
+whitelist file or WAN state file keeps its previous content.
+
+Exit codes: 0 (EOF or SIGTERM/SIGINT), 64 usage, 66 input file missing, 78 config
+(also a whitelist file or WAN state file unusable at start).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+from itertools import chain
+from typing import IO, Any
+
+from banpipe import config as configmod
+from banpipe import pipe
+from banpipe.cli import (
+    EX_CONFIG,
+    EX_NOINPUT,
+    EX_OK,
+    ArgumentParser,
+    Reporter,
+    StopFlag,
+    ToolError,
+    add_common_arguments,
+    format_counts,
+    resolve_streams,
+    restore_sigpipe,
+    run_tool,
+)
+from banpipe.config import Config, ConfigError, load_config
+from banpipe.protect import read_address_file
+from banpipe.rules import BAN, SKIP_KINDS, RuleSet, check_alert
+from banpipe.wanstate import WanStateError, read_wan_state
+
+TOOL = "alertfilter"
+CHUNK = 1 << 16
+K_BAD = "bad input"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=TOOL,
+        description="Pass on only the alerts (JSON lines) that should lead to a ban.",
+        epilog=(
+            "Summary: stderr in JSON mode, last stdout line with --dry-run. "
+            "Exit codes: 0 ok, 64 usage, 66 no input file, 78 config."
+        ),
+    )
+    parser.add_argument(
+        "input", nargs="?", metavar="FILE", help="alert JSON lines (default: stdin)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print a readable line per ban instead of JSON",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --dry-run (implied), also print a line per skipped alert and why",
+    )
+    add_common_arguments(parser)
+    return parser
+
+
+# --- configuration state ---------------------------------------------------------------
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+class Loader:
+    """Loads the config, whitelist files and WAN state; keeps the last good of each."""
+
+    def __init__(self, config_path: str | None, reporter: Reporter) -> None:
+        self.explicit = config_path
+        self.config_file = os.path.abspath(config_path or configmod.DEFAULT_PATH)
+        self.reporter = reporter
+        self.config = Config()
+        self.lists: dict[str, tuple[str, ...]] = {}
+        self.wan: frozenset[str] = frozenset()
+        self.rules: RuleSet
+
+    def start(self) -> RuleSet:
+        """First load; any problem is fatal (ToolError, exit 78)."""
+        try:
+            config = load_config(self.explicit)
+        except ConfigError as exc:
+            raise ToolError(str(exc), EX_CONFIG) from None
+        lists = {}
+        for name in config.filter.whitelist_files:
+            try:
+                lists[name] = self._read_list(name)
+            except OSError as exc:
+                raise ToolError(
+                    f"{name}: cannot read whitelist file: {_strerror(exc)}", EX_CONFIG
+                ) from None
+        wan_path = config.network.wan_state
+        try:
+            wan = frozenset(read_wan_state(wan_path))
+        except WanStateError as exc:
+            raise ToolError(f"{wan_path}: {exc}", EX_CONFIG) from None
+        try:
+            rules = self._compile(config, lists, wan)
+        except ConfigError as exc:
+            raise ToolError(str(exc), EX_CONFIG) from None
+        self.config, self.lists, self.wan, self.rules = config, lists, wan, rules
+        return rules
+
+    def watch_paths(self) -> list[str]:
+        files = [self.config_file, self.config.network.wan_state]
+        files += self.config.filter.whitelist_files
+        paths = [os.path.abspath(f) for f in files]
+        # A file whose directory does not exist yet (/run/banpipe before wanwatch ran)
+        # is only noticed if we also watch for the directory to appear.
+        paths += [os.path.dirname(p) for p in paths if not os.path.isdir(os.path.dirname(p))]
+        return sorted(set(paths))
+
+    def reload(self, changed: Iterable[str], everything: bool = False) -> bool:
+        """Apply changes of the ``changed`` paths (all sources when ``everything``).
+
+        Returns True when a new rule set is in force; problems are reported and the
+        previous configuration (or the previous content of a file) kept.
+        """
+        changed = set(changed)
+        config = self.config
+        if everything or self.config_file in changed:
+            try:
+                config = load_config(self.explicit)
+            except ConfigError as exc:
+                self.reporter.say(None, f"{exc}; keeping the previous configuration")
+        result = self._attempt(config, changed, everything)
+        if result is None and config is not self.config:
+            result = self._attempt(self.config, changed, everything)
+        if result is None:
+            return False
+        config, lists, wan, rules, notes = result
+        new_config = config is not self.config
+        self.config, self.lists, self.wan, self.rules = config, lists, wan, rules
+        if new_config:
+            self.reporter.say(config.path or self.config_file, "configuration reloaded")
+        for note in notes:
+            self.reporter.say(*note)
+        return True
+
+    def _attempt(
+        self, config: Config, changed: set[str], everything: bool
+    ) -> tuple[Config, dict[str, tuple[str, ...]], frozenset[str], RuleSet, list[Any]] | None:
+        new_config = config is not self.config
+        notes: list[tuple[str, str]] = []
+
+        def touched(path: str) -> bool:
+            full = os.path.abspath(path)
+            return everything or full in changed or os.path.dirname(full) in changed
+
+        lists: dict[str, tuple[str, ...]] = {}
+        for name in config.filter.whitelist_files:
+            if name in self.lists and not (new_config or touched(name)):
+                lists[name] = self.lists[name]
+                continue
+            try:
+                lists[name] = self._read_list(name)
+                n = len(lists[name])
+                notes.append((name, f"whitelist reloaded ({n} entr{'y' if n == 1 else 'ies'})"))
+            except OSError as exc:
+                if name not in self.lists:
+                    # Named by a new config but not there: applying that config would
+                    # drop protection someone asked for.
+                    self.reporter.say(
+                        name,
+                        f"cannot read whitelist file: {_strerror(exc)}; "
+                        "keeping the previous configuration",
+                    )
+                    return None
+                self.reporter.say(
+                    name,
+                    f"cannot read whitelist file: {_strerror(exc)}; keeping the previous list",
+                )
+                lists[name] = self.lists[name]
+
+        wan = self.wan
+        wan_path = config.network.wan_state
+        if touched(wan_path) or wan_path != self.config.network.wan_state:
+            try:
+                wan = frozenset(read_wan_state(wan_path))
+                shown = ", ".join(sorted(wan)) or "none"
+                notes.append((wan_path, f"WAN addresses now {shown}"))
+            except WanStateError as exc:
+                self.reporter.say(wan_path, f"{exc}; keeping the previous WAN addresses")
+
+        try:
+            rules = self._compile(config, lists, wan)
+        except ConfigError as exc:
+            self.reporter.say(None, f"{exc}; keeping the previous configuration")
+            return None
+        return config, lists, wan, rules, notes
+
+    def _read_list(self, name: str) -> tuple[str, ...]:
+        networks, errors = read_address_file(name)
+        for lineno, reason in errors:
+            self.reporter.say(f"{name}:{lineno}", reason)
+        return tuple(networks)
+
+    @staticmethod
+    def _compile(config: Config, lists: dict[str, tuple[str, ...]], wan: frozenset[str]) -> RuleSet:
+        return RuleSet.from_config(config, wan, chain.from_iterable(lists.values()))
+
+
+# --- the filter ------------------------------------------------------------------------
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters shown as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def ban_line(alert: dict[str, Any], offender: str, victim: str | None, swapped: bool) -> str:
+    """The --dry-run line for a ban."""
+    rev = alert.get("rev")
+    rule = f"{alert['gid']}:{alert['sid']}" + (f":{rev}" if type(rev) is int else "")
+    prio = alert["priority"]
+    line = (
+        f'BAN {offender}  {rule} "{_printable(alert["msg"])}" '
+        f"prio {'none' if prio is None else prio} -> {victim or '-'}"
+    )
+    return line + " (reversed)" if swapped else line
+
+
+class Filter:
+    """Judges alert objects and writes the output; counts decisions per kind."""
+
+    def __init__(
+        self,
+        loader: Loader,
+        out: IO[bytes],
+        reporter: Reporter,
+        name: str,
+        *,
+        dry_run: bool,
+        explain: bool,
+    ) -> None:
+        self.loader = loader
+        self.out = out
+        self.writer = pipe.Writer(out)
+        self.reporter = reporter
+        self.name = name
+        self.dry_run = dry_run or explain
+        self.explain = explain
+        self.counts: dict[str, int] = dict.fromkeys((BAN, *SKIP_KINDS), 0)
+        self.bad = 0
+
+    def bad_line(self, lineno: int, reason: str) -> None:
+        self.bad += 1
+        self.reporter.error(f"{self.name}:{lineno}", reason, kind=K_BAD)
+
+    def process(self, lines: list[bytes], lineno: int) -> None:
+        """Judge raw pipe lines; ``lineno`` is the number of the line before the first.
+
+        The common case (a valid alert) goes through inline checks with no function call
+        besides loads and decide; anything odd is handed to the slow paths that explain.
+        """
+        decide = self.loader.rules.decide
+        counts = self.counts
+        write = self.writer.write
+        dry_run, explain = self.dry_run, self.explain
+        out_write = self.out.write
+        loads = pipe.loads
+        max_line = pipe.MAX_LINE
+        for raw in lines:
+            lineno += 1
+            if len(raw) > max_line:
+                self.bad_line(lineno, f"line longer than {max_line} bytes")
+                continue
+            try:
+                alert = loads(raw)
+            except ValueError:
+                if raw.strip():
+                    self.bad_line(lineno, _pipe_reason(raw))
+                continue  # blank lines carry nothing
+            try:
+                valid = (
+                    alert["v"] == 1
+                    and type(alert["gid"]) is int
+                    and type(alert["sid"]) is int
+                    and type(alert["msg"]) is str
+                    and type(alert["priority"]) in _PRIO_TYPES
+                    and type(alert["src"]) in _ADDR_TYPES
+                    and type(alert["dst"]) in _ADDR_TYPES
+                )
+            except (KeyError, TypeError, IndexError):
+                valid = False
+            if not valid:
+                self.bad_line(lineno, pipe.check_object(alert) or check_alert(alert) or "?")
+                continue
+            d = decide(alert)
+            counts[d.kind] += 1
+            if d.ban:
+                if dry_run:
+                    line = ban_line(alert, d.offender, d.victim, d.reversed)
+                    out_write(line.encode("utf-8", "surrogateescape") + b"\n")
+                else:
+                    alert["offender"] = d.offender
+                    alert["victim"] = d.victim
+                    alert["reversed"] = d.reversed
+                    alert["reason"] = d.reason
+                    write(alert)
+            elif explain:
+                line = f"skip {d.offender or '-'}: {d.reason}"
+                out_write(_printable(line).encode("utf-8", "surrogateescape") + b"\n")
+
+    def summary(self) -> str:
+        total = sum(self.counts.values())
+        text = f"summary: {total} alert{'s' if total != 1 else ''}: "
+        text += format_counts(self.counts, (BAN, *SKIP_KINDS))
+        if self.bad:
+            text += f"; {self.bad} bad input line{'s' if self.bad != 1 else ''}"
+        return text
+
+
+def _pipe_reason(raw: bytes) -> str:
+    """Why a line is no pipe object, in the words of pipe.PipeReader (the slow path)."""
+    reader = pipe.PipeReader()
+    reader.feed(raw + b"\n")
+    for _, item in reader.objects():
+        if isinstance(item, pipe.PipeError):
+            return item.reason
+    return "not JSON"
+
+
+_PRIO_TYPES = (int, type(None))
+_ADDR_TYPES = (str, type(None))
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _Lines:
+    """Splits input chunks into lines, counting them; keeps the incomplete tail."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.count = 0
+
+    def feed(self, chunk: bytes) -> tuple[list[bytes], int]:
+        data = self._tail + chunk if self._tail else chunk
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
+        if len(self._tail) > pipe.MAX_LINE:
+            self._tail = self._tail[: pipe.MAX_LINE + 1]  # reported as too long; no hoarding
+        first = self.count
+        self.count += len(lines)
+        return lines, first
+
+    def finish(self) -> tuple[list[bytes], int]:
+        lines, self._tail = ([self._tail] if self._tail else []), b""
+        first = self.count
+        self.count += len(lines)
+        return lines, first
+
+
+class _Signals:
+    """StopFlag plus a wakeup pipe so a signal interrupts select() (PEP 475 retries it)."""
+
+    def __init__(self) -> None:
+        self.flag = StopFlag()
+        self.wake_r: int | None = None
+        self._saved: list[tuple[int, Any]] = []
+        self._old_wakeup = -1
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers only work there; an embedding caller stops us by EOF
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self._saved.append((sig, signal.getsignal(sig)))
+        self.flag.install(hup=True)
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self.wake_r, self._wake_w = r, w
+        self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def drain(self) -> None:
+        if self.wake_r is not None:
+            try:
+                while os.read(self.wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def restore(self) -> None:
+        if self.wake_r is None:
+            return
+        signal.set_wakeup_fd(self._old_wakeup)
+        for sig, handler in self._saved:
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        os.close(self.wake_r)
+        os.close(self._wake_w)
+        self.wake_r = None
+
+
+def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: Reporter) -> int:
+    loader = Loader(args.config, reporter)
+    loader.start()
+    close_input = False
+    if args.input and args.input != "-":
+        try:
+            source: IO[Any] = open(args.input, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise ToolError(f"{args.input}: no such file", EX_NOINPUT) from None
+        except OSError as exc:
+            raise ToolError(f"{args.input}: cannot open: {_strerror(exc)}", EX_NOINPUT) from None
+        name, close_input = args.input, True
+    else:
+        source, name = pipe.binary_stream(stdin), "<stdin>"
+    out = pipe.binary_stream(stdout)
+    filt = Filter(loader, out, reporter, name, dry_run=args.dry_run, explain=args.explain)
+
+    from banpipe.watch import PathWatcher  # pyinotify import is not free; only here
+
+    watcher = PathWatcher(loader.watch_paths())
+    signals = _Signals()
+    signals.install()
+    try:
+        _loop(source, filt, loader, watcher, signals)
+        filt.writer.flush()
+    finally:
+        signals.restore()
+        watcher.close()
+        if close_input:
+            source.close()
+    summary = filt.summary()
+    if filt.dry_run:
+        out.write(summary.encode() + b"\n")
+        out.flush()
+    else:
+        reporter.say(None, summary)
+    return EX_OK
+
+
+def _loop(source: IO[Any], filt: Filter, loader: Loader, watcher: Any, signals: _Signals) -> None:
+    lines = _Lines()
+    stop = signals.flag
+    fd = _fileno(source)
+    watch_fd = watcher.fileno()
+    read_chunk = getattr(source, "read1", source.read)
+
+    def reload(changed: set[str]) -> None:
+        everything = stop.hup
+        if everything:
+            stop.hup = False
+            filt.reporter.say(None, "SIGHUP: reloading")
+        if loader.reload(changed, everything=everything):
+            watcher.set_paths(loader.watch_paths())
+
+    while not stop.stop:
+        if fd is not None:
+            filt.writer.flush()  # never leave output in a buffer while we wait
+            waiting = [fd, watch_fd] + ([signals.wake_r] if signals.wake_r is not None else [])
+            ready, _, _ = select.select(waiting, [], [])
+            if signals.wake_r in ready:
+                signals.drain()
+            if stop.stop:
+                break
+            if fd not in ready:
+                changed = watcher.changed() if watch_fd in ready else set()
+                if changed or stop.hup:
+                    reload(changed)
+                continue
+            chunk = os.read(fd, CHUNK)
+        else:
+            chunk = read_chunk(CHUNK)
+        # A change noticed before this chunk is judged applies to it: "the next line read".
+        changed = watcher.changed()
+        if changed or stop.hup:
+            reload(changed)
+        if not chunk:
+            break
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8", "surrogateescape")
+        filt.process(*lines.feed(chunk))
+    filt.process(*lines.finish())
+
+
+def main(
+    argv: list[str] | None = None,
+    stdin: IO[Any] | None = None,
+    stdout: IO[Any] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    real_process = stdin is None and stdout is None
+    stdin_, stdout_, stderr_ = resolve_streams(stdin, stdout, stderr)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EX_OK
+    if real_process:
+        restore_sigpipe()
+    reporter = Reporter(TOOL, stderr_)
+    return run_tool(
+        TOOL,
+        lambda: _run(args, stdin_, stdout_, stderr_, reporter),
+        debug=args.debug,
+        stderr=stderr_,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

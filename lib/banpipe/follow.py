@@ -1,0 +1,754 @@
+"""Following an alert file by name, loss-free, with a resumable position.
+
+Three layers, each usable alone:
+
+``Cursor``
+    Pure reading logic for one file: bytes in (any split), parser results out. It splits
+    lines itself, keeps an unterminated last line until its newline arrives, caps a runaway
+    line at ``max_line`` bytes, and knows the *committed* offset: the first byte not yet
+    turned into emitted output (never inside a pending alert_full block or a partial line).
+
+``Position`` and ``find_rotated``
+    What ``--state`` saves (path, inode, device, committed offset and line number, a
+    fingerprint of the first bytes, size) and how a saved position is found again, also in
+    a rotation sibling (``alert.1``, ``alert-20261128``) when the file was rotated while
+    nobody was reading.
+
+``Follower``
+    The loop: inotify (pyinotify, through banpipe.watch.InotifyWatcher) on the directory
+    for the name and on the open file itself; follows by name across rename rotation (the
+    old file is drained to its end, and kept until the new file has data), copytruncate
+    (size or fingerprint shows it; restart at 0 with a note), delete-and-recreate and a
+    file that does not exist yet. A select() timeout re-checks the name now and then as a
+    safety net only.
+
+Stale blocks: Snort ends every alert_full block with an empty line, so a block is held
+until that line arrives. An odd writer that leaves the last block open would hold it
+forever; in follow mode a block that stays pending with no new data for
+``pending_timeout`` seconds (default 2) is completed as it is.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import re
+import select
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from itertools import chain, count
+from typing import Any, Protocol
+
+import pyinotify
+
+from .watch import InotifyWatcher
+
+CHUNK = 1 << 16  # bytes per read: bursts are parsed and written in batches (~300 alerts)
+FP_BYTES = 256  # fingerprint: sha256 of the first FP_BYTES bytes (fewer in a shorter file)
+HEADER = "[**] ["  # an alert_full block header starts with this
+DIR_EVENTS = (
+    pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
+)
+FILE_EVENTS = (
+    pyinotify.IN_MODIFY | pyinotify.IN_MOVE_SELF | pyinotify.IN_DELETE_SELF | pyinotify.IN_ATTRIB
+)
+
+# pyinotify logs an ERROR when a watched file moves out of a watched directory (we watch
+# open files through /proc/self/fd/N, whose "directory" is never watched). Expected here.
+logging.getLogger("pyinotify").setLevel(logging.CRITICAL)
+
+
+class Parser(Protocol):
+    def feed(self, line: str, lineno: int) -> list: ...
+    def flush(self) -> list: ...
+    def pending(self) -> bool: ...
+
+
+# -- one file --------------------------------------------------------------------------------
+
+
+class Cursor:
+    """Lines of one file through a parser, with the committed offset and line number.
+
+    ``feed(chunk)`` takes the next bytes of the file (any split) and returns the parser's
+    results (alert dicts and ParseErrors) for every complete line. ``end()`` is the end of
+    the file for good (rotated away, or ``--once``): an unterminated last line counts as a
+    line and an open block is completed. ``flush_block()`` completes an open block only.
+    """
+
+    def __init__(
+        self,
+        parser: Parser,
+        *,
+        name: str,
+        offset: int = 0,
+        lineno: int = 0,
+        max_line: int = 65536,
+        fd: int | None = None,
+    ) -> None:
+        self.parser = parser
+        self.name = name
+        self.fd = fd
+        self.max_line = max_line
+        self.read_pos = offset  # bytes of the file consumed by feed()
+        self.lineno = lineno  # complete lines fed to the parser
+        self.partial = b""  # unterminated last line, at most max_line + 1 bytes kept
+        self.partial_len = 0  # its true length (bytes beyond the cap are dropped)
+        # Start of the open alert_full block (offset, line count before it).
+        self.block_pos = offset
+        self.block_lineno = lineno
+        self.ino = self.dev = 0
+        self.fp_len = 0
+        self.fp = hashlib.sha256(b"").hexdigest()
+        self.last_data = 0.0  # monotonic time of the last non-empty read
+        if fd is not None:
+            st = os.fstat(fd)
+            self.ino, self.dev = st.st_ino, st.st_dev
+            self.update_fingerprint()
+
+    # -- the pure part -----------------------------------------------------------------
+
+    def committed(self) -> tuple[int, int]:
+        """(offset, lineno) of the first byte not yet turned into output."""
+        if self.parser.pending():
+            return self.block_pos, self.block_lineno
+        return self.read_pos - self.partial_len, self.lineno
+
+    def feed(self, chunk: bytes) -> list:
+        if not chunk:
+            return []
+        start = self.read_pos - self.partial_len  # file offset of the first line
+        self.read_pos += len(chunk)
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            self._grow_partial(chunk)
+            return []
+        dropped = self.partial_len - len(self.partial)  # bytes cut off an over-long line
+        data = self.partial + chunk[:cut] if self.partial else chunk[:cut]
+        self.partial = b""
+        self.partial_len = 0
+        self._grow_partial(chunk[cut + 1 :])
+        text = data.decode("utf-8", "surrogateescape")
+        lines = text.split("\n")
+        # Lines longer than max_line *bytes* are too long, however they arrived (whole in
+        # one chunk or cut off in the partial buffer): padded so the parser says so.
+        # ``padded`` keeps their true byte lengths for the offset arithmetic.
+        padded: dict[int, int] = {}
+        if dropped:
+            nl = data.find(b"\n")
+            padded[0] = (nl if nl >= 0 else len(data)) + dropped
+            lines[0] = self._pad(lines[0])
+        if len(text) != len(data):  # non-ASCII: characters and bytes differ
+            limit = self.max_line
+            for i, ln in enumerate(lines):
+                if limit // 4 < len(ln) <= limit and i not in padded:
+                    n = len(ln.encode("utf-8", "surrogateescape"))
+                    if n > limit:
+                        padded[i] = n
+                        lines[i] = self._pad(ln)
+        first = self.lineno + 1
+        self.lineno += len(lines)
+        if not text.startswith(HEADER) and "\n" + HEADER not in text:
+            # Fast path (alert_fast and friends): no block can open in this batch.
+            return list(chain.from_iterable(map(self.parser.feed, lines, count(first))))
+        return self._feed_blocks(lines, first, start, padded)
+
+    def _feed_blocks(
+        self, lines: list[str], first: int, start: int, padded: dict[int, int]
+    ) -> list:
+        """Line by line, remembering where each alert_full block starts."""
+        feed = self.parser.feed
+        pending = self.parser.pending
+        out: list = []
+        pos = start  # file offset of line ``done``; advanced only up to header lines
+        done = 0
+        for i, line in enumerate(lines):
+            if line.startswith(HEADER):
+                while done < i:
+                    n = padded.get(done)
+                    if n is None:
+                        n = len(lines[done].encode("utf-8", "surrogateescape"))
+                    pos += n + 1
+                    done += 1
+                was = pending()
+                res = feed(line, first + i)
+                if pending() and (res or not was):
+                    self.block_pos = pos
+                    self.block_lineno = first + i - 1
+                if res:
+                    out.extend(res)
+            else:
+                res = feed(line, first + i)
+                if res:
+                    out.extend(res)
+        return out
+
+    def _grow_partial(self, piece: bytes) -> None:
+        if not piece:
+            return
+        room = self.max_line + 1 - len(self.partial)
+        # Past max_line only the report's prefix is kept: memory stays bounded.
+        if room > 0:
+            self.partial += piece[:room] if len(piece) > room else piece
+        self.partial_len += len(piece)
+
+    def _pad(self, text: str) -> str:
+        if len(text) <= self.max_line:
+            # Cut inside multi-byte characters: pad so the parser still sees "too long".
+            text += "\ufffd" * (self.max_line + 1 - len(text))
+        return text
+
+    def end(self) -> list:
+        """End of this file for good: the unterminated last line, then an open block."""
+        out: list = []
+        if self.partial_len:
+            self.lineno += 1
+            out.extend(self.parser.feed(self._partial_text(), self.lineno))
+            self.partial = b""
+            self.partial_len = 0
+        out.extend(self.parser.flush())
+        return out
+
+    def flush_block(self) -> list:
+        """Complete an open block now (stale: no new data for a while)."""
+        return self.parser.flush() if self.parser.pending() else []
+
+    def _partial_text(self) -> str:
+        text = self.partial.decode("utf-8", "surrogateescape")
+        return self._pad(text) if self.partial_len > self.max_line else text
+
+    # -- the file ----------------------------------------------------------------------
+
+    def read(self, size: int = CHUNK) -> bytes:
+        assert self.fd is not None
+        chunk = os.pread(self.fd, size, self.read_pos)
+        if chunk:
+            self.last_data = time.monotonic()
+        return chunk
+
+    def restart(self, parser: Parser) -> list:
+        """The file was truncated or rewritten: complete the open block, read from 0."""
+        out = self.parser.flush()
+        self.parser = parser
+        self.read_pos = self.lineno = self.block_pos = self.block_lineno = 0
+        self.partial = b""
+        self.partial_len = 0
+        self.update_fingerprint()
+        return out
+
+    def update_fingerprint(self) -> None:
+        assert self.fd is not None
+        head = os.pread(self.fd, FP_BYTES, 0)
+        self.fp_len = len(head)
+        self.fp = hashlib.sha256(head).hexdigest()
+
+    def fingerprint_holds(self) -> bool:
+        """Whether the first fp_len bytes are still what they were (no copytruncate)."""
+        assert self.fd is not None
+        if self.fp_len == 0:
+            return True
+        head = os.pread(self.fd, self.fp_len, 0)
+        return len(head) == self.fp_len and hashlib.sha256(head).hexdigest() == self.fp
+
+    def size(self) -> int:
+        assert self.fd is not None
+        return os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+# -- saved positions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Position:
+    """A resumable read position: which file (identity + fingerprint) and where in it."""
+
+    path: str
+    inode: int
+    device: int
+    offset: int
+    lineno: int
+    fp_len: int
+    fingerprint: str
+    size: int
+    version: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Position:
+        """Raises ValueError when ``obj`` is not a saved position."""
+        if not isinstance(obj, dict) or obj.get("version") != 1:
+            raise ValueError("not a fasttail state (version 1)")
+        try:
+            pos = cls(
+                path=str(obj["path"]),
+                inode=int(obj["inode"]),
+                device=int(obj["device"]),
+                offset=int(obj["offset"]),
+                lineno=int(obj["lineno"]),
+                fp_len=int(obj["fp_len"]),
+                fingerprint=str(obj["fingerprint"]),
+                size=int(obj["size"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad state: {exc}") from None
+        if pos.offset < 0 or pos.lineno < 0 or not 0 <= pos.fp_len <= FP_BYTES:
+            raise ValueError("bad state: negative offset or bad fingerprint length")
+        return pos
+
+
+def matches(fd: int, pos: Position, *, same_inode: bool) -> bool:
+    """Whether the open file ``fd`` is the file ``pos`` was saved for."""
+    st = os.fstat(fd)
+    if same_inode and (st.st_ino, st.st_dev) != (pos.inode, pos.device):
+        return False
+    if st.st_size < pos.offset:
+        return False
+    head = os.pread(fd, pos.fp_len, 0)
+    return len(head) == pos.fp_len and hashlib.sha256(head).hexdigest() == pos.fingerprint
+
+
+_ROTATED = re.compile(r"[.-_].+")
+
+
+def rotation_siblings(path: str) -> list[str]:
+    """Files next to ``path`` named like its rotated copies: name.1, name.0, name-20261128."""
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        if n != base and n.startswith(base) and n[len(base)] in ".-_":
+            if n.endswith((".gz", ".xz", ".bz2", ".zst")):
+                continue  # compressed: not the bytes we were reading
+            out.append(os.path.join(directory, n))
+    # Newest rotation first: name.1 before name.2, most recent date first.
+    return sorted(out, key=lambda p: (-_mtime(p), p))
+
+
+def _mtime(p: str) -> float:
+    try:
+        return os.stat(p).st_mtime
+    except OSError:
+        return 0.0
+
+
+def find_rotated(path: str, pos: Position) -> str | None:
+    """The rotation sibling holding the saved position: same inode first, then fingerprint."""
+    siblings = rotation_siblings(path)
+    for same_inode in (True, False):
+        if not same_inode and pos.fp_len == 0:
+            break  # an empty fingerprint matches anything
+        for p in siblings:
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                if matches(fd, pos, same_inode=same_inode):
+                    return p
+            finally:
+                os.close(fd)
+    return None
+
+
+def start_of_last_line(fd: int, size: int, limit: int = 1 << 16) -> int:
+    """Offset just after the last newline before ``size`` (0 if none in the last ``limit``).
+
+    Starting "at the end" there means an alert being written at start-up is read whole.
+    """
+    if size == 0:
+        return 0
+    lo = max(0, size - limit)
+    tail = os.pread(fd, size - lo, lo)
+    i = tail.rfind(b"\n")
+    if i >= 0:
+        return lo + i + 1
+    return size if lo > 0 else 0
+
+
+def count_lines(fd: int, end: int, chunk: int = 1 << 20) -> int:
+    """Newlines in the first ``end`` bytes, read in chunks (memory stays flat)."""
+    n = pos = 0
+    while pos < end:
+        data = os.pread(fd, min(chunk, end - pos), pos)
+        if not data:
+            break
+        n += data.count(b"\n")
+        pos += len(data)
+    return n
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+class Output(Protocol):
+    def emit(self, items: list, name: str) -> None: ...
+    def flush(self) -> None: ...
+
+
+class Follower:
+    """Follow ``path`` by name; results go to ``output.emit``, notes to ``note``.
+
+    ``save(position)`` is called after ``output.flush()`` (never before: a saved position
+    only ever covers lines already written), when the position changed, before every
+    wait and at most every ``save_every`` seconds during a burst.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        new_parser: Callable[[], Parser],
+        output: Output,
+        note: Callable[[str], None],
+        save: Callable[[Position], None] | None = None,
+        stop: Callable[[], bool] = lambda: False,
+        wake_fd: int | None = None,
+        max_line: int = 65536,
+        pending_timeout: float = 2.0,
+        recheck: float = 2.0,
+        save_every: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.abspath = os.path.abspath(path)
+        self.new_parser = new_parser
+        self.output = output
+        self.note = note
+        self.save = save
+        self.stop = stop
+        self.wake_fd = wake_fd
+        self.max_line = max_line
+        self.pending_timeout = pending_timeout
+        self.recheck = recheck
+        self.save_every = save_every
+        self.clock = clock
+        self.cur: Cursor | None = None  # the file being read
+        self.next: Cursor | None = None  # a new file at the name, read once cur is done
+        self.saved: Position | None = None
+        self.last_save = clock()
+        self.watcher: InotifyWatcher | None = None
+        self.dir_wd: int | None = None
+        self.cur_wd: int | None = None
+        self.next_wd: int | None = None
+        self.said_unreadable: set[str] = set()
+
+    # -- opening -----------------------------------------------------------------------
+
+    def _open(self, path: str, name: str, offset: int = 0, lineno: int = 0) -> Cursor:
+        """Open ``path`` as a Cursor; raises OSError."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            return Cursor(
+                self.new_parser(),
+                name=name,
+                offset=offset,
+                lineno=lineno,
+                max_line=self.max_line,
+                fd=fd,
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def start(self, *, saved: Position | None, from_start: bool) -> None:
+        """Choose the first file and offset: saved position, start, or end of the file."""
+        if saved is not None and saved.path != self.abspath:
+            self.note(f"{self.path}: saved position is for {saved.path}; ignoring it")
+            saved = None
+        self.saved = saved
+        try:
+            cur = self._open(self.path, self.path)
+        except FileNotFoundError:
+            cur = None
+        if saved is None:
+            if cur is not None and not from_start:
+                fd = cur.fd
+                assert fd is not None
+                cur.read_pos = cur.block_pos = start_of_last_line(fd, cur.size())
+                # Line numbers in error reports stay true to the file.
+                cur.lineno = cur.block_lineno = count_lines(fd, cur.read_pos)
+            self.cur = cur
+            return
+        if cur is not None and matches(cur.fd, saved, same_inode=True):  # type: ignore[arg-type]
+            self._seek(cur, saved)
+            self.cur = cur
+            return
+        old = find_rotated(self.path, saved)
+        if old is not None:
+            self.note(f"{self.path}: rotated since the saved position; reading the rest of {old}")
+            try:
+                oc = self._open(old, old)
+            except OSError as exc:
+                self.note(f"{old}: {exc.strerror}")
+            else:
+                self._seek(oc, saved)
+                self.cur = oc
+                self.next = cur
+                return
+        if cur is not None:
+            st = os.fstat(cur.fd)  # type: ignore[arg-type]
+            if (st.st_ino, st.st_dev) == (saved.inode, saved.device):
+                why = "truncated or rewritten since the saved position"
+            else:
+                why = "replaced since the saved position and the old file was not found"
+            self.note(f"{self.path}: {why}; reading from the start")
+        self.cur = cur
+
+    def _seek(self, cur: Cursor, pos: Position) -> None:
+        cur.read_pos = cur.block_pos = pos.offset
+        cur.lineno = cur.block_lineno = pos.lineno
+
+    # -- reading -----------------------------------------------------------------------
+
+    def drain(self, cur: Cursor) -> bool:
+        """Read ``cur`` to its current end, emitting as we go; False when stopped."""
+        while True:
+            if self.stop():
+                return False
+            chunk = cur.read()
+            if not chunk:
+                return True
+            items = cur.feed(chunk)
+            if items:
+                self.output.emit(items, cur.name)
+            if self.save is not None and self.clock() - self.last_save >= self.save_every:
+                self.checkpoint()
+
+    def _finish(self, cur: Cursor) -> None:
+        items = cur.end()
+        if items:
+            self.output.emit(items, cur.name)
+
+    def step(self, *, once: bool = False) -> bool:
+        """Read what is there and follow the name; False when stopped."""
+        try:
+            st: os.stat_result | None = os.stat(self.path)
+        except OSError:
+            st = None
+        cur = self.cur
+        if cur is None:
+            if st is None:
+                return True
+            try:
+                self.cur = cur = self._open(self.path, self.path)
+            except OSError as exc:
+                self._unreadable(self.path, exc)
+                return True
+            self._watch_cur()
+        same = st is not None and (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
+        if same:
+            if self.next is not None:
+                self._drop_next()
+            if cur.size() < cur.read_pos or not cur.fingerprint_holds():
+                self.note(f"{cur.name}: file truncated; reading from the start")
+                items = cur.restart(self.new_parser())
+                if items:
+                    self.output.emit(items, cur.name)
+            elif cur.fp_len < FP_BYTES:
+                cur.update_fingerprint()
+            return self.drain(cur)
+        # The name no longer leads to our file: rotated, deleted or replaced.
+        if not self.drain(cur):
+            return False
+        nxt = self._next_at_name(st)
+        if nxt is None:
+            if once:
+                self._finish(cur)
+            return True
+        if nxt.size() == 0 and not once:
+            # The writer may still append to the old file until it reopens the name;
+            # once the new file has data, the old one gets no more.
+            return True
+        if not self.drain(cur):
+            return False
+        self._finish(cur)
+        self._switch(nxt)
+        return self.step(once=once)
+
+    def _next_at_name(self, st: os.stat_result | None) -> Cursor | None:
+        if st is None:
+            self._drop_next()
+            return None
+        nxt = self.next
+        if nxt is not None and (st.st_ino, st.st_dev) == (nxt.ino, nxt.dev):
+            return nxt
+        self._drop_next()
+        try:
+            nxt = self._open(self.path, self.path)
+        except OSError as exc:
+            self._unreadable(self.path, exc)
+            return None
+        self.next = nxt
+        self.next_wd = self._watch_fd(nxt)
+        return nxt
+
+    def _switch(self, nxt: Cursor) -> None:
+        old = self.cur
+        if self.cur_wd is not None and self.watcher is not None:
+            self.watcher.remove(self.cur_wd)
+        self.cur_wd, self.next_wd = self.next_wd, None
+        if old is not None:
+            old.close()
+        self.next = None
+        self.cur = nxt
+        self.note(f"{self.path}: file replaced (rotated); reading the new file")
+
+    def _drop_next(self) -> None:
+        if self.next is not None:
+            if self.next_wd is not None and self.watcher is not None:
+                self.watcher.remove(self.next_wd)
+            self.next_wd = None
+            self.next.close()
+            self.next = None
+
+    def _unreadable(self, path: str, exc: OSError) -> None:
+        if path not in self.said_unreadable:
+            self.said_unreadable.add(path)
+            self.note(f"{path}: {exc.strerror or exc}")
+
+    # -- position ----------------------------------------------------------------------
+
+    def position(self) -> Position | None:
+        cur = self.cur
+        if cur is None or cur.fd is None:
+            return None
+        offset, lineno = cur.committed()
+        if cur.fp_len < FP_BYTES:
+            cur.update_fingerprint()
+        return Position(
+            path=self.abspath,
+            inode=cur.ino,
+            device=cur.dev,
+            offset=offset,
+            lineno=lineno,
+            fp_len=cur.fp_len,
+            fingerprint=cur.fp,
+            size=cur.size(),
+        )
+
+    def checkpoint(self) -> None:
+        """Flush the output, then save the position if it moved."""
+        self.output.flush()
+        self.last_save = self.clock()
+        if self.save is None:
+            return
+        pos = self.position()
+        if pos is None:
+            return
+        old = self.saved
+        if (
+            old is not None
+            and (old.inode, old.device, old.offset, old.fp_len, old.fingerprint)
+            == (pos.inode, pos.device, pos.offset, pos.fp_len, pos.fingerprint)
+        ):
+            return
+        self.save(pos)
+        self.saved = pos
+
+    # -- run ---------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        """Read to the current end (the rest of a rotated file, then the file) and stop."""
+        if self.cur is None:
+            return
+        if self.step(once=True) and self.cur is not None and self.next is None:
+            self._finish(self.cur)
+        self.checkpoint()
+
+    def run(self) -> None:
+        """Follow until ``stop()``; flushes and saves before every wait and at the end.
+
+        An exception (a closed pipe, a state file that cannot be written) ends the run
+        without a last save: the saved position then only covers delivered alerts.
+        """
+        self.watcher = InotifyWatcher()
+        try:
+            self._watch_dir()
+            self._watch_cur()
+            if self.next is not None and self.next_wd is None:
+                self.next_wd = self._watch_fd(self.next)
+            if self.cur is None:
+                self.note(f"{self.path}: No such file or directory; waiting for it")
+            while not self.stop():
+                if not self.step():
+                    break
+                self._stale_block()
+                self.checkpoint()
+                if self.stop():
+                    break
+                self._wait(self._timeout())
+            self.checkpoint()
+        finally:
+            self.watcher.close()
+
+    def _stale_block(self) -> None:
+        cur = self.cur
+        if cur is None or not cur.parser.pending():
+            return
+        if self.clock() - cur.last_data >= self.pending_timeout:
+            items = cur.flush_block()
+            if items:
+                self.output.emit(items, cur.name)
+
+    def _timeout(self) -> float:
+        timeout = self.recheck
+        cur = self.cur
+        if cur is not None and cur.parser.pending():
+            left = cur.last_data + self.pending_timeout - self.clock()
+            timeout = max(0.0, min(timeout, left))
+        return timeout
+
+    def _wait(self, timeout: float) -> None:
+        assert self.watcher is not None
+        fds = [self.watcher.fileno()]
+        if self.wake_fd is not None:
+            fds.append(self.wake_fd)
+        ready, _, _ = select.select(fds, [], [], timeout)
+        if self.wake_fd is not None and self.wake_fd in ready:
+            try:
+                while os.read(self.wake_fd, 512):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+        if self.watcher.fileno() in ready:
+            self.watcher.events(0)  # only to empty the queue: step() looks at the files
+        if self.dir_wd is None:
+            self._watch_dir()
+        if self.cur is not None and self.cur_wd is None:
+            self._watch_cur()
+
+    def _watch_dir(self) -> None:
+        if self.watcher is None:
+            return
+        self.dir_wd = self.watcher.add(os.path.dirname(self.abspath), DIR_EVENTS)
+
+    def _watch_fd(self, cur: Cursor) -> int | None:
+        if self.watcher is None or cur.fd is None:
+            return None
+        # Through /proc the watch is on the inode we hold open, even if the name moved on.
+        return self.watcher.add(f"/proc/self/fd/{cur.fd}", FILE_EVENTS)
+
+    def _watch_cur(self) -> None:
+        if self.cur is not None and self.cur_wd is None:
+            self.cur_wd = self._watch_fd(self.cur)

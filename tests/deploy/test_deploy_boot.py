@@ -1,0 +1,338 @@
+"""The role against a booted Debian gateway: real systemd as PID 1 in systemd-nspawn, in a
+network namespace this test owns (deploy-testing.md section 5).
+
+The tests run in order and share one gateway: deploy twice (idempotence), drive the real
+pipeline until an alert becomes an iptables rule, power off and look from outside (rules
+gone, ledger kept, journal order), reboot (ban restored, order holds with a slow stop),
+a negative control without the drop-in (order reversed), then boot/ban/poweroff cycles.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from deploy_harness import (
+    ALERT_FILE,
+    WAN_ADDR,
+    WAN_IFACE,
+    Container,
+    Netns,
+    PlayResult,
+    ansible_playbook,
+    assert_play_ok,
+    copy_rootfs,
+    first_index,
+    in_netns_chroot,
+    journal,
+    messages,
+    provision_gateway,
+    wait_for,
+    write_inventory,
+)
+
+pytestmark = [pytest.mark.deploy, pytest.mark.root]
+
+OFFENDER = "203.0.113.9"
+NOT_OURS_VICTIM = "198.51.100.7"
+DROPIN = "etc/systemd/system/banpipe.service.d/10-shutdown-order.conf"
+SLOW_STOP = "etc/systemd/system/banpipe.service.d/99-test-slow-stop.conf"
+CYCLES = int(os.environ.get("BANPIPE_DEPLOY_CYCLES", "5"))
+BAN_TIMEOUT = 15.0
+
+
+@dataclass
+class Gateway:
+    root: Path
+    netns: Netns
+    work: Path
+    name: str
+    inventory: Path | None = None
+    container: Container | None = None
+    plays: list[PlayResult] = field(default_factory=list)
+    boots: int = 0
+    stage: str = "new"
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def boot(self) -> Container:
+        self.boots += 1
+        start = time.monotonic()
+        self.container = Container(
+            self.root, self.name, self.netns, self.work / f"{self.name}-console.log"
+        ).boot()
+        self.timings[f"boot{self.boots}"] = time.monotonic() - start
+        return self.container
+
+    def require(self, stage: str) -> None:
+        if self.stage != stage:
+            pytest.fail(f"an earlier step failed (at {self.stage!r}, needed {stage!r})")
+
+
+@pytest.fixture(scope="module")
+def gateway(deploy_work, base_rootfs):
+    name = f"bpdeploy{os.getpid()}"
+    netns = Netns(name).create()
+    root = copy_rootfs(base_rootfs, deploy_work / "gateway")
+    provision_gateway(root, name)
+    gw = Gateway(root=root, netns=netns, work=deploy_work, name=name)
+    try:
+        yield gw
+    finally:
+        if gw.container is not None:
+            gw.container.kill()
+        netns.delete()
+        if gw.timings:
+            print("\ndeploy timings: " + ", ".join(f"{k}={v:.1f}s" for k, v in gw.timings.items()))
+
+
+def alert_line(src: str, dst: str, sid: int = 2001219) -> str:
+    """A Snort 2 alert_fast line (formats.md section 1), stamped now."""
+    ts = datetime.now().strftime("%m/%d-%H:%M:%S.%f")
+    return (
+        f"{ts}  [**] [1:{sid}:20] ET SCAN Potential SSH Scan [**] "
+        f"[Classification: Attempted Information Leak] [Priority: 2] "
+        f"{{TCP}} {src}:40000 -> {dst}:22\n"
+    )
+
+
+def append_alert(gw: Gateway, line: str) -> None:
+    with open(gw.root / ALERT_FILE.lstrip("/"), "a") as f:
+        f.write(line)
+
+
+def firewall(gw: Gateway) -> str:
+    """iptables-save and ip6tables-save of our netns, with the rootfs's own binaries (so
+    it works the same while the gateway runs and after it is gone)."""
+    v4 = in_netns_chroot(gw.netns, gw.root, "iptables-save").stdout
+    v6 = in_netns_chroot(gw.netns, gw.root, "ip6tables-save").stdout
+    return v4 + v6
+
+
+def banned(gw: Gateway, addr: str) -> bool:
+    return f"-s {addr}/32 -j DROP" in firewall(gw)
+
+
+def ledger_addresses(gw: Gateway) -> str:
+    """`banctl list --all --json` of the deployed banctl on the rootfs (in our netns, so
+    even a firewall access could not reach the host's)."""
+    return in_netns_chroot(
+        gw.netns,
+        gw.root,
+        "/usr/local/bin/banctl",
+        "--config",
+        "/etc/banpipe/banpipe.toml",
+        "list",
+        "--all",
+        "--json",
+    ).stdout
+
+
+def poweroff_and_read_journal(gw: Gateway) -> list[dict]:
+    assert gw.container is not None
+    boot_id = gw.container.boot_id
+    gw.timings[f"poweroff{gw.boots}"] = gw.container.poweroff()
+    gw.container = None
+    assert boot_id
+    return journal(gw.root, boot_id)
+
+
+def stop_order(entries: list[dict]) -> tuple[int, int, int]:
+    """Journal positions: banpipe stopped, network.target stopped, networking stopping."""
+    return (
+        first_index(entries, "Stopped banpipe.service", unit="banpipe.service"),
+        first_index(entries, "Stopped target network.target", unit="network.target"),
+        first_index(entries, "Stopping networking.service", unit="networking.service"),
+    )
+
+
+def assert_clean_after_poweroff(gw: Gateway, addresses: list[str]) -> None:
+    rules = firewall(gw)
+    for addr in addresses:
+        assert addr not in rules, f"{addr} still in the firewall after poweroff:\n{rules}"
+    assert "BANPIPE" not in rules, f"banpipe's chain or jumps left behind:\n{rules}"
+
+
+# --- the tests, in order ------------------------------------------------------------------
+
+
+def test_role_deploys_into_the_booted_gateway_and_a_rerun_changes_nothing(gateway, wheelhouse):
+    gw = gateway
+    ct = gw.boot()
+    gw.inventory = write_inventory(
+        gw.work / "gateway-inventory.json",
+        gw.name,
+        {
+            "ansible_connection": "community.docker.nsenter",
+            "ansible_nsenter_pid": ct.leader,
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_become": False,
+            "banpipe_wheelhouse": str(wheelhouse),
+            "banpipe_wan_interface": WAN_IFACE,
+            "banpipe_alert_file": ALERT_FILE,
+        },
+    )
+    for run_no in (1, 2):
+        start = time.monotonic()
+        result = ansible_playbook(gw.inventory, gw.work)
+        gw.timings[f"ansible{run_no}"] = time.monotonic() - start
+        gw.plays.append(result)
+        assert_play_ok(result)
+    first, second = gw.plays
+    assert first.changed > 0
+    assert second.changed == 0, f"changed on the second run: {second.changed_tasks}"
+    gw.stage = "deployed"
+
+
+def test_services_run_hardened_with_the_drop_in_merged(gateway):
+    gw = gateway
+    gw.require("deployed")
+    ct = gw.container
+    assert ct is not None
+    out = ct.run("systemctl", "is-active", "banpipe.service", "wanwatch.service", check=False)
+    assert out.stdout.split() == ["active", "active"], (
+        out.stdout + ct.run("journalctl", "-b", "--no-pager", "-n", "60", check=False).stdout
+    )
+    props = dict(
+        line.split("=", 1)
+        for line in ct.run(
+            "systemctl",
+            "show",
+            "banpipe.service",
+            "-p",
+            "DropInPaths,After,Wants,RequiresMountsFor,ProtectSystem,ProtectHome,PrivateTmp,"
+            "NoNewPrivileges,CapabilityBoundingSet,KillMode,ExecStopPost,Restart",
+        ).stdout.splitlines()
+        if "=" in line
+    )
+    assert "/etc/systemd/system/banpipe.service.d/10-shutdown-order.conf" in props["DropInPaths"]
+    for unit in ("network.target", "network-online.target", "wanwatch.service"):
+        assert unit in props["After"].split()
+    assert "network-online.target" in props["Wants"].split()
+    assert {"/var/lib/banpipe", "/var/log/snort"} <= set(props["RequiresMountsFor"].split())
+    assert props["ProtectSystem"] == "strict" and props["ProtectHome"] == "yes"
+    assert props["PrivateTmp"] == "yes" and props["NoNewPrivileges"] == "yes"
+    assert set(props["CapabilityBoundingSet"].split()) == {
+        "cap_net_admin",
+        "cap_net_raw",
+        "cap_dac_read_search",
+    }
+    assert props["KillMode"] == "control-group" and props["Restart"] == "on-failure"
+    assert "banctl" in props["ExecStopPost"] and "teardown" in props["ExecStopPost"]
+    # The runner and the three stages run in the unit's cgroup.
+    cgroup = ct.run("systemctl", "show", "banpipe.service", "-p", "ControlGroup", "--value")
+    procs = ct.run(
+        "sh",
+        "-c",
+        'for p in $(cat "/sys/fs/cgroup$1/cgroup.procs"); do tr "\\0" " " </proc/$p/cmdline; echo;'
+        " done",
+        "sh",
+        cgroup.stdout.strip(),
+    ).stdout
+    for cmd in ("pipeline", "bin/fasttail", "bin/alertfilter", "bin/banctl"):
+        assert cmd in procs, procs
+
+
+def test_wanwatch_reports_our_wan_address(gateway):
+    gw = gateway
+    gw.require("deployed")
+    assert gw.container is not None
+    wait_for(
+        lambda: WAN_ADDR in gw.container.run("cat", "/run/banpipe/wan.json", check=False).stdout,
+        10,
+        0.2,
+        f"{WAN_ADDR} in /run/banpipe/wan.json",
+    )
+
+
+def test_an_alert_against_our_wan_address_becomes_an_iptables_rule(gateway):
+    gw = gateway
+    gw.require("deployed")
+    # First an alert against someone else (require_ours: no ban), then one against us; the
+    # pipe keeps order, so once the second is banned the first has been decided.
+    append_alert(gw, alert_line("203.0.113.10", NOT_OURS_VICTIM, sid=2001220))
+    start = time.monotonic()
+    append_alert(gw, alert_line(OFFENDER, WAN_ADDR))
+    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, f"a DROP rule for {OFFENDER}")
+    gw.timings["alert-to-rule"] = time.monotonic() - start
+    rules = firewall(gw)
+    assert "-A INPUT -j BANPIPE" in rules and "-A FORWARD -j BANPIPE" in rules, rules
+    assert "203.0.113.10" not in rules, "banned an alert that was not against us"
+    gw.stage = "banned"
+
+
+def test_poweroff_stops_banpipe_before_the_network_and_removes_its_rules(gateway):
+    gw = gateway
+    gw.require("banned")
+    entries = poweroff_and_read_journal(gw)
+    assert_clean_after_poweroff(gw, [OFFENDER])
+    assert OFFENDER in ledger_addresses(gw), "the ban is not in the ledger after poweroff"
+    stopped, net_target, networking = stop_order(entries)
+    assert stopped < net_target and stopped < networking, messages(entries[stopped - 30 :])
+    gw.stage = "off"
+
+
+def test_reboot_restores_the_ban_and_the_order_holds_with_a_slow_stop(gateway):
+    """ExecStop=/bin/sleep 2 delays banctl's SIGTERM; with the drop-in the network waits."""
+    gw = gateway
+    gw.require("off")
+    slow = gw.root / SLOW_STOP
+    slow.write_text("[Service]\nExecStop=/bin/sleep 2\n")
+    gw.boot()
+    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored at start")
+    entries = poweroff_and_read_journal(gw)
+    assert_clean_after_poweroff(gw, [OFFENDER])
+    stopped, net_target, networking = stop_order(entries)
+    assert stopped < net_target and stopped < networking, messages(entries[stopped - 30 :])
+    gw.stage = "off-slow"
+
+
+def test_negative_control_without_the_drop_in_the_network_goes_first(gateway):
+    """The same slow stop without 10-shutdown-order.conf: the order test must fail."""
+    gw = gateway
+    gw.require("off-slow")
+    dropin = gw.root / DROPIN
+    saved = dropin.read_text()
+    dropin.unlink()
+    try:
+        ct = gw.boot()
+        wait_for(
+            lambda: (
+                ct.run("systemctl", "is-active", "banpipe.service", check=False).stdout.strip()
+                == "active"
+            ),
+            15,
+            0.1,
+            "banpipe.service active",
+        )
+        entries = poweroff_and_read_journal(gw)
+    finally:
+        dropin.write_text(saved)
+        (gw.root / SLOW_STOP).unlink(missing_ok=True)
+    stopped, net_target, networking = stop_order(entries)
+    assert networking < stopped, messages(entries[networking - 5 : stopped + 5])
+    gw.stage = "off-again"
+
+
+def test_repeated_boot_ban_poweroff_cycles_leave_nothing_behind(gateway):
+    """Fast stops race SIGTERM against end of input in banctl (deploy-testing.md 1.6)."""
+    gw = gateway
+    gw.require("off-again")
+    addresses = [OFFENDER]
+    for cycle in range(CYCLES):
+        addr = f"203.0.113.{20 + cycle}"
+        addresses.append(addr)
+        gw.boot()
+        wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "bans restored at start")
+        append_alert(gw, alert_line(addr, WAN_ADDR))
+        wait_for(lambda a=addr: banned(gw, a), BAN_TIMEOUT, 0.1, f"a DROP rule for {addr}")
+        entries = poweroff_and_read_journal(gw)
+        assert_clean_after_poweroff(gw, addresses)
+        stopped, net_target, networking = stop_order(entries)
+        assert stopped < net_target and stopped < networking, f"cycle {cycle}"
+    ledger = ledger_addresses(gw)
+    missing = [a for a in addresses if a not in ledger]
+    assert not missing, f"not in the ledger: {missing}"

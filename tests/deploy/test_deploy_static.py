@@ -1,0 +1,254 @@
+"""The role without booting: lint, argument specs against the config schema, and the role
+applied into a real Debian rootfs through the chroot connection, its units checked by
+systemd's own parser (systemd-analyze verify, systemd --test)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deploy_harness import (
+    ANSIBLE_DIR,
+    ROLE,
+    SITE,
+    WAN_IFACE,
+    ansible_env,
+    ansible_playbook,
+    assert_play_ok,
+    copy_rootfs,
+    find_tool,
+    provision_gateway,
+    require,
+    run,
+    write_inventory,
+)
+
+from banpipe import config as bpconfig
+
+pytestmark = pytest.mark.deploy
+
+
+def load_yaml(path: Path):
+    try:
+        import yaml  # comes with ansible-core
+    except ImportError:
+        require(False, "PyYAML (installed with ansible) is missing")
+    return yaml.safe_load(path.read_text())
+
+
+# --- lint and specs (no root needed) ---------------------------------------------------
+
+
+def test_playbook_syntax_check(tmp_path):
+    proc = run(
+        [find_tool("ansible-playbook"), "--syntax-check", "-i", "localhost,", str(SITE)],
+        check=False,
+        env=ansible_env(tmp_path),
+        cwd=ANSIBLE_DIR,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ansible_lint_production_profile(tmp_path):
+    env = ansible_env(tmp_path)
+    proc = run(
+        [find_tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor", "."],
+        check=False,
+        env=env,
+        cwd=ANSIBLE_DIR,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _role_var(section: str, key: str) -> str:
+    if (section, key) == ("wanwatch", "interface"):
+        return "banpipe_wan_interface"  # the role's switch for wanwatch.service
+    return f"banpipe_{section}_{key}"
+
+
+def test_every_config_key_is_a_documented_role_variable_with_the_same_default():
+    defaults = load_yaml(ROLE / "defaults" / "main.yml")
+    specs = load_yaml(ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(specs), "defaults/main.yml and argument_specs differ"
+    for section, (cls, converters) in bpconfig.SCHEMA.items():
+        builtin = cls()
+        for key, convert in converters.items():
+            name = _role_var(section, key)
+            assert name in defaults, f"[{section}] {key} has no role variable {name}"
+            value = defaults[name]
+            assert specs[name]["default"] == value, f"{name}: argument_specs default differs"
+            converted = None if value is None else convert(value)
+            assert converted == getattr(builtin, key), (
+                f"{name}: role default {value!r} is not config.py's {getattr(builtin, key)!r}"
+            )
+
+
+def test_argument_specs_reject_a_bad_choice(tmp_path):
+    """argument_specs really guard the role: a wrong on_stop fails before any task."""
+    inventory = write_inventory(
+        tmp_path / "inv.json",
+        "nowhere",
+        {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "banpipe_ban_on_stop": "sometimes",
+        },
+    )
+    result = ansible_playbook(inventory, tmp_path, "--check")
+    assert result.rc != 0
+    assert "banpipe_ban_on_stop" in result.output and "sometimes" in result.output
+
+
+def test_preflight_refuses_a_path_that_would_need_quoting(tmp_path):
+    inventory = write_inventory(
+        tmp_path / "inv.json",
+        "nowhere",
+        {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "banpipe_alert_file": "/var/log/snort/alert; rm -rf /",
+        },
+    )
+    result = ansible_playbook(inventory, tmp_path, "--check")
+    assert result.rc != 0
+    assert "must be an absolute path" in result.output
+
+
+# --- into a rootfs through chroot --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def static_root(deploy_work, base_rootfs, wheelhouse):
+    root = copy_rootfs(base_rootfs, deploy_work / "static")
+    provision_gateway(root, "bp-static")
+    inventory = write_inventory(
+        deploy_work / "static-inventory.json",
+        "bp-static",
+        {
+            "ansible_connection": "community.general.chroot",
+            "ansible_host": str(root),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_become": False,
+            "banpipe_wheelhouse": str(wheelhouse),
+            "banpipe_wan_interface": WAN_IFACE,
+            "banpipe_ids_unit": "snort.service",
+        },
+    )
+    first = ansible_playbook(inventory, deploy_work)
+    assert_play_ok(first)
+    return root, inventory, first
+
+
+@pytest.mark.root
+def test_chroot_run_installs_tools_units_and_config(static_root):
+    root, _, _ = static_root
+    for tool in ("fasttail", "alertfilter", "banctl", "wanwatch"):
+        link = root / "usr/local/bin" / tool
+        assert link.is_symlink() and os.readlink(link) == f"/opt/banpipe/bin/{tool}"
+        run(["chroot", str(root), f"/usr/local/bin/{tool}", "--help"])
+    for unit in ("banpipe.service", "wanwatch.service"):
+        assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
+    assert (root / "etc/systemd/system/banpipe.service.d/10-shutdown-order.conf").is_file()
+    head = (root / "etc/banpipe/banpipe.toml").read_text().splitlines()[:3]
+    assert head == ["#", "# Ansible managed", "#"]
+
+
+@pytest.mark.root
+def test_rendered_config_loads_to_the_builtin_defaults(static_root):
+    """Role defaults written out and read back by the deployed banpipe give config.py's
+    defaults (the interface aside)."""
+    root, _, _ = static_root
+    script = (
+        "from dataclasses import asdict; from banpipe.config import load_config, Config\n"
+        "c = asdict(load_config('/etc/banpipe/banpipe.toml')); d = asdict(Config())\n"
+        "c.pop('path'); d.pop('path'); c['wanwatch']['interface'] = None\n"
+        "assert c == d, (c, d); print('same')\n"
+    )
+    out = run(["chroot", str(root), "/opt/banpipe/bin/python", "-c", script])
+    assert out.stdout.strip() == "same"
+
+
+@pytest.mark.root
+def test_chroot_rerun_changes_nothing(static_root, deploy_work):
+    _, inventory, _ = static_root
+    again = ansible_playbook(inventory, deploy_work)
+    assert_play_ok(again)
+    assert again.changed == 0, f"changed on rerun: {again.changed_tasks}"
+
+
+@pytest.mark.root
+def test_systemd_analyze_verify_is_silent(static_root):
+    """verify exits 0 on unknown keys and bad values, so any output is a failure."""
+    root, _, _ = static_root
+    proc = run(
+        [
+            "systemd-analyze",
+            "verify",
+            f"--root={root}",
+            "banpipe.service",
+            "wanwatch.service",
+        ],
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", (
+        proc.stdout + proc.stderr
+    )
+
+
+def _unit_dump(root: Path, unit: str) -> str:
+    env = dict(
+        os.environ,
+        SYSTEMD_UNIT_PATH=f"{root}/etc/systemd/system:{root}/lib/systemd/system",
+        SYSTEMD_LOG_LEVEL="err",
+    )
+    proc = subprocess.run(
+        [
+            "timeout",
+            "-k",
+            "5",
+            "30",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/lib/systemd/systemd",
+            "--test",
+            "--system",
+            "--unit=multi-user.target",
+            "--no-pager",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    found = re.search(rf"-> Unit {re.escape(unit)}:\n(.*?)(?=\n-> Unit |\Z)", proc.stdout, re.S)
+    assert found, f"{unit} not in systemd --test output:\n{proc.stdout[-3000:]}{proc.stderr}"
+    return found.group(1)
+
+
+@pytest.mark.root
+def test_systemd_merges_the_shutdown_drop_in(static_root):
+    """systemd's own parser: the drop-in is merged, banpipe is ordered after the network,
+    the IDS and wanwatch, and needs its state and alert mounts."""
+    root, _, _ = static_root
+    dump = _unit_dump(root, "banpipe.service")
+    for expected in (
+        "DropIn Path: " + str(root / "etc/systemd/system/banpipe.service.d/10-shutdown-order.conf"),
+        "After: network.target",
+        "After: network-online.target",
+        "Wants: network-online.target",
+        "After: snort.service",
+        "After: wanwatch.service",
+        "RequiresMountsFor: /var/lib/banpipe",
+        "RequiresMountsFor: /var/log/snort",
+        "KillMode: control-group",
+    ):
+        assert expected in dump, f"{expected!r} missing:\n{dump}"
+    wan = _unit_dump(root, "wanwatch.service")
+    assert "Before: banpipe.service" in wan

@@ -1,0 +1,704 @@
+"""banctl main(): injected streams, a fixed clock, the null backend or a recording fake."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from banpipe import banctl
+from banpipe.firewall import FirewallError, FirewallState, RecordingRunner
+from banpipe.firewall.null import NullBackend
+from banpipe.ledger import Ledger
+from banpipe.protect import canonical
+
+NOW = 1_800_000_000.0
+BIN = Path(__file__).resolve().parents[1] / "bin" / "banctl"
+
+
+class Low:
+    def uniform(self, a, b):
+        return a
+
+
+class FakeFirewall(NullBackend):
+    """The null backend, shared across main() calls, recording every call."""
+
+    def __init__(self):
+        super().__init__(settings=None, stream=io.StringIO())
+        self.calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def _say(self, line):
+        pass
+
+    def init(self):
+        self.calls.append(("init", ()))
+        self.ready = True
+
+    def block(self, addrs):
+        addrs = tuple(addrs)
+        self.calls.append(("block", addrs))
+        self.entries.update(addrs)
+
+    def release(self, addrs):
+        addrs = tuple(addrs)
+        self.calls.append(("release", addrs))
+        self.entries.difference_update(addrs)
+
+    def close(self, teardown=True):
+        self.calls.append(("close", (str(teardown),)))
+        if teardown:
+            self.entries.clear()
+            self.ready = False
+
+    def named(self, name):
+        return [c for c in self.calls if c[0] == name]
+
+
+@pytest.fixture
+def fw(monkeypatch):
+    fake = FakeFirewall()
+    monkeypatch.setattr(banctl.Env, "firewall", lambda self: fake)
+    return fake
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """Write a config; returns a function taking extra TOML and returning --config args."""
+    ledger = tmp_path / "ledger.sqlite3"
+    wan = tmp_path / "wan.json"
+
+    def make(extra: str = "") -> list[str]:
+        path = tmp_path / "banpipe.toml"
+        path.write_text(
+            "[network]\n"
+            'networks = ["192.168.1.0/24"]\n'
+            'gateways = ["198.51.100.1"]\n'
+            f'wan_state = "{wan}"\n'
+            "[filter]\n"
+            'whitelist = ["203.0.113.240/28"]\n'
+            "[firewall]\n"
+            'backend = "null"\n'
+            "[banctl]\n"
+            f'ledger = "{ledger}"\n' + extra
+        )
+        return ["--config", str(path)]
+
+    make.ledger = str(ledger)
+    make.wan = wan
+    return make
+
+
+def run(argv, stdin="", clock=NOW, **kw):
+    out, err = io.StringIO(), io.StringIO()
+    rc = banctl.main(
+        argv, stdin=io.StringIO(stdin), stdout=out, stderr=err, clock=lambda: clock, rng=Low(), **kw
+    )
+    return rc, out.getvalue(), err.getvalue()
+
+
+def alert(offender, **kw):
+    obj = {
+        "v": 1,
+        "ts": "2026-11-28T10:00:00.000000",
+        "gid": 1,
+        "sid": 2003,
+        "rev": 8,
+        "msg": "MS-SQL Worm propagation attempt",
+        "classification": "Misc Attack",
+        "priority": 2,
+        "proto": "UDP",
+        "src": offender,
+        "sport": 1434,
+        "dst": "198.51.100.8",
+        "dport": 1434,
+        "action": None,
+        "refs": [],
+        "format": "snort2-fast",
+        "offender": offender,
+        "victim": "198.51.100.8",
+        "reversed": False,
+        "reason": "priority 2",
+    }
+    obj.update(kw)
+    return json.dumps(obj)
+
+
+def lines(*items):
+    return "".join(i + "\n" for i in items)
+
+
+def ledger_of(cfg):
+    return Ledger.open(cfg.ledger)
+
+
+# -- apply ---------------------------------------------------------------------------
+
+
+def test_apply_bans_new_offenders_in_one_block_call(cfg, fw):
+    rc, out, err = run(
+        [*cfg('[ban]\non_stop = "keep"\n'), "apply"],
+        lines(alert("203.0.113.7"), alert("2001:db8::7"), alert("203.0.113.7")),
+    )
+    assert rc == 0, err
+    assert out == ""
+    assert fw.named("block") == [("block", ("203.0.113.7", "2001:db8::7"))]
+    assert fw.entries == {"203.0.113.7", "2001:db8::7"}
+    with ledger_of(cfg) as led:
+        o = led.get("203.0.113.7")
+        assert o.active and not o.manual and o.violations == 2 and o.expires == NOW + 3600
+        assert [h.sig for h in led.history("203.0.113.7")] == ["1:2003:8", "1:2003:8"]
+
+
+def test_apply_bad_lines_one_error_each_with_line_number(cfg, fw):
+    stdin = lines(
+        alert("203.0.113.7"),
+        "not json",
+        '{"v": 1}',
+        alert("203.0.113.300"),
+        alert("203.0.113.8/32"),
+        '{"v": 2, "offender": "203.0.113.9"}',
+        "[1, 2]",
+        alert("fe80::1%eth0"),
+        alert(None),
+    )
+    rc, _, err = run([*cfg(), "apply"], stdin)
+    assert rc == 0
+    errs = [ln for ln in err.splitlines() if "<stdin>" in ln]
+    assert errs == [
+        "banctl: <stdin>:2: not JSON",
+        "banctl: <stdin>:3: no offender address",
+        "banctl: <stdin>:4: offender is not an IP address: '203.0.113.300'",
+        "banctl: <stdin>:5: offender is not an IP address: '203.0.113.8/32'",
+        "banctl: <stdin>:6: unsupported pipe version 2 (expected 1)",
+        "banctl: <stdin>:7: not a JSON object",
+        "banctl: <stdin>:8: offender is not an IP address: 'fe80::1%eth0'",
+        "banctl: <stdin>:9: no offender address",
+    ]
+    assert "8 bad" in err
+    with ledger_of(cfg) as led:
+        assert led.active_addresses() == {"203.0.113.7"}  # garbage never bans
+
+
+def test_apply_refuses_protected_addresses(cfg, fw):
+    cfg.wan.write_text(json.dumps({"v": 1, "type": "wan", "addresses": ["198.51.100.77"]}))
+    stdin = lines(
+        alert("192.168.1.9"),  # our network
+        alert("198.51.100.1"),  # gateway
+        alert("198.51.100.77"),  # WAN from the state file
+        alert("203.0.113.241"),  # whitelisted
+        alert("127.0.0.1"),
+        alert("224.0.0.1"),
+        alert("::"),
+        alert("::ffff:192.168.1.3"),  # mapped: judged as the IPv4 address
+        alert("203.0.113.7"),
+    )
+    rc, _, err = run([*cfg(), "apply"], stdin)
+    assert rc == 0
+    refused = [ln for ln in err.splitlines() if "refusing" in ln]
+    assert len(refused) == 8
+    assert refused[0] == (
+        "banctl: <stdin>:1: refusing to ban 192.168.1.9: our network 192.168.1.0/24"
+    )
+    assert "our WAN address 198.51.100.77" in refused[2]
+    assert fw.named("block") == [("block", ("203.0.113.7",))]
+
+
+def test_apply_canonicalises_offenders(cfg, fw):
+    rc, _, _ = run(
+        [*cfg('[ban]\non_stop = "keep"\n'), "apply"],
+        lines(alert("2001:DB8:0::7"), alert("::ffff:203.0.113.9")),
+    )
+    assert rc == 0
+    assert fw.entries == {"2001:db8::7", "203.0.113.9"}
+
+
+def test_apply_extends_existing_ban_without_blocking_again(cfg, fw):
+    args = [*cfg('[ban]\non_stop = "keep"\nextend = ["1m", "10m"]\n'), "apply"]
+    run(args, lines(alert("203.0.113.7")))
+    rc, _, _ = run(args, lines(alert("203.0.113.7")), clock=NOW + 100)
+    assert rc == 0
+    assert len(fw.named("block")) == 1
+    with ledger_of(cfg) as led:
+        assert led.get("203.0.113.7").expires == NOW + 3600 + 60
+
+
+def test_firewall_failure_in_apply_is_reported_and_not_fatal(cfg, fw, monkeypatch):
+    def broken(addrs):
+        raise FirewallError("ipset restore: exit 1: set banpipe4 does not exist")
+
+    monkeypatch.setattr(fw, "block", broken)
+    rc, _, err = run([*cfg('[ban]\non_stop = "keep"\n'), "apply"], lines(alert("203.0.113.7")))
+    assert rc == 0
+    assert (
+        "banctl: firewall: ipset restore: exit 1: set banpipe4 does not exist; "
+        "repairing at the next check\n"
+    ) in err
+    with ledger_of(cfg) as led:  # committed first: the repair will put it in
+        assert led.active_addresses() == {"203.0.113.7"}
+
+
+def test_stop_on_eof_removes_automated_keeps_manual(cfg, fw):
+    args = cfg()
+    assert run([*args, "ban", "198.51.100.50"])[0] == 0
+    rc, _, err = run([*args, "apply"], lines(alert("203.0.113.7")))
+    assert rc == 0
+    assert ("release", ("203.0.113.7",)) in fw.calls
+    assert fw.entries == {"198.51.100.50"}
+    assert "stopped (end of input)" in err and "1 automated entries removed" in err
+    with ledger_of(cfg) as led:  # the ledger is intact either way
+        assert led.active_addresses() == {"198.51.100.50", "203.0.113.7"}
+
+
+def test_stop_without_manual_bans_tears_down(cfg, fw):
+    run([*cfg(), "apply"], lines(alert("203.0.113.7")))
+    assert fw.calls[-1] == ("close", ("True",))
+    assert fw.entries == set()
+
+
+def test_stop_keep_leaves_entries(cfg, fw):
+    rc, _, err = run([*cfg('[ban]\non_stop = "keep"\n'), "apply"], lines(alert("203.0.113.7")))
+    assert rc == 0
+    assert fw.named("release") == []
+    assert fw.entries == {"203.0.113.7"}
+    assert "firewall entries kept" in err
+
+
+def test_restart_restores_in_one_block_and_lifts_lapsed(cfg, fw):
+    args = [*cfg('[ban]\non_stop = "keep"\n'), "apply"]
+    run(args, lines(alert("203.0.113.1")), clock=NOW)
+    run(args, lines(alert("203.0.113.2"), alert("203.0.113.3")), clock=NOW + 1000)
+    fw.entries.clear()  # a reboot: the firewall forgot everything
+    fw.calls.clear()
+    rc, _, err = run(args, "", clock=NOW + 3600)
+    assert rc == 0
+    assert fw.named("block") == [("block", ("203.0.113.2", "203.0.113.3"))]
+    assert fw.entries == {"203.0.113.2", "203.0.113.3"}
+    assert "1 lapsed lifted" in err
+
+
+def test_spoof_brake_holds_new_bans_and_says_so_once(cfg, fw):
+    args = [*cfg('[ban]\non_stop = "keep"\nspoof_max = 3\nspoof_window = 60\n'), "apply"]
+    stdin = lines(*(alert(f"203.0.113.{i}") for i in range(1, 8)))
+    rc, _, err = run(args, stdin)
+    assert rc == 0
+    assert len(fw.entries) == 3
+    assert err.count("SPOOF BRAKE") == 1
+    assert "4 held by the spoof brake" in err
+    with ledger_of(cfg) as led:
+        held = led.get("203.0.113.7")
+        assert held is not None and not held.active and held.violations == 1
+    # window not yet clear (even across a restart): still braking; violations by banned
+    # addresses still extend their bans
+    rc, _, err = run(args, lines(alert("203.0.113.1"), alert("203.0.113.9")), clock=NOW + 30)
+    assert "SPOOF BRAKE" in err
+    with ledger_of(cfg) as led:
+        assert not led.get("203.0.113.9").active
+        assert led.get("203.0.113.1").expires > NOW + 3600
+    # window clear: new bans again
+    rc, _, err = run(args, lines(alert("203.0.113.9")), clock=NOW + 61)
+    assert "SPOOF" not in err
+    with ledger_of(cfg) as led:
+        assert led.get("203.0.113.9").active
+
+
+def test_spoof_brake_zero_disables(cfg, fw):
+    args = [*cfg('[ban]\non_stop = "keep"\nspoof_max = 0\n'), "apply"]
+    rc, _, err = run(args, lines(*(alert(f"203.0.113.{i}") for i in range(1, 50))))
+    assert len(fw.entries) == 49 and "SPOOF" not in err
+
+
+def test_banned_wan_address_is_lifted_at_start(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("198.51.100.77")))
+    assert "198.51.100.77" in fw.entries
+    cfg.wan.write_text(json.dumps({"v": 1, "type": "wan", "addresses": ["198.51.100.77"]}))
+    rc, _, err = run([*args, "apply"], "")
+    assert rc == 0
+    assert "198.51.100.77: ban lifted: it is our WAN address now" in err
+    assert "198.51.100.77" not in fw.entries
+
+
+def test_apply_with_no_input_starts_and_stops(cfg, fw):
+    rc, out, err = run([*cfg(), "apply"], "")
+    assert rc == 0 and out == ""
+    assert "started" in err and "stopped (end of input)" in err
+
+
+def test_apply_reads_a_real_pipe(cfg, fw):
+    r, w = os.pipe()
+    os.write(w, lines(alert("203.0.113.7"), alert("203.0.113.8")).encode())
+    os.close(w)
+    with os.fdopen(r, "rb") as stdin:
+        err = io.StringIO()
+        rc = banctl.main(
+            [*cfg('[ban]\non_stop = "keep"\n'), "apply"],
+            stdin=stdin,
+            stdout=io.StringIO(),
+            stderr=err,
+            rng=Low(),
+        )
+    assert rc == 0, err.getvalue()
+    assert fw.named("block") == [("block", ("203.0.113.7", "203.0.113.8"))]
+
+
+# -- admin commands ----------------------------------------------------------------------
+
+
+def test_ban_refuses_protected_unless_forced(cfg, fw):
+    rc, out, err = run([*cfg(), "ban", "192.168.1.20"])
+    assert rc == 65
+    assert err == (
+        "banctl: 192.168.1.20: refusing to ban: our network 192.168.1.0/24 "
+        "(use --force to ban anyway)\n"
+    )
+    assert fw.entries == set()
+    rc, out, err = run([*cfg(), "ban", "192.168.1.20", "--force"])
+    assert rc == 0 and fw.entries == {"192.168.1.20"}
+
+
+def test_ban_refuses_wan_address_from_state_file(cfg, fw):
+    cfg.wan.write_text(json.dumps({"v": 1, "type": "wan", "addresses": ["198.51.100.77"]}))
+    rc, _, err = run([*cfg(), "ban", "198.51.100.77"])
+    assert rc == 65 and "our WAN address" in err
+
+
+def test_ban_for_and_permanent(cfg, fw):
+    args = cfg()
+    rc, out, _ = run([*args, "ban", "203.0.113.5", "--for", "2h", "--reason", "scanner"])
+    assert rc == 0 and out.startswith("203.0.113.5: banned until ")
+    rc, out, _ = run([*args, "ban", "2001:DB8::5"])
+    assert rc == 0 and out == "2001:db8::5: banned until permanent\n"
+    with ledger_of(cfg) as led:
+        a, b = led.get("203.0.113.5"), led.get("2001:db8::5")
+        assert (a.manual, a.expires, a.reason) == (True, NOW + 7200, "scanner")
+        assert (b.manual, b.expires) == (True, None)
+    assert fw.entries == {"203.0.113.5", "2001:db8::5"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["ban", "not-an-ip"], 65, "banctl: not-an-ip: not an IP address\n"),
+        (["ban", "203.0.113.0/24"], 65, "banctl: 203.0.113.0/24: not an IP address\n"),
+        (["ban", "203.0.113.5", "--for", "soon"], 64, None),
+        (["unban", "x"], 65, "banctl: x: not an IP address\n"),
+        (["pin", "203.0.113.5"], 65, "banctl: 203.0.113.5: not banned\n"),
+        (["show", "203.0.113.5"], 65, "banctl: 203.0.113.5: not in the ledger\n"),
+    ],
+)
+def test_admin_errors(cfg, fw, argv, code, message):
+    rc, _, err = run([*cfg(), *argv])
+    assert rc == code
+    if message:
+        assert err == message
+
+
+def test_unban_removes_from_ledger_and_firewall(cfg, fw):
+    args = cfg()
+    run([*args, "ban", "203.0.113.5"])
+    rc, out, _ = run([*args, "unban", "203.0.113.5"])
+    assert rc == 0 and out == "203.0.113.5: unbanned\n"
+    assert fw.entries == set()
+    rc, out, _ = run([*args, "unban", "203.0.113.5"])
+    assert rc == 0 and out == "203.0.113.5: was not banned\n"
+
+
+def test_pin_makes_automated_ban_manual(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    rc, out, _ = run([*args, "pin", "203.0.113.7"])
+    assert rc == 0 and out == "203.0.113.7: pinned (manual, permanent)\n"
+    with ledger_of(cfg) as led:
+        o = led.get("203.0.113.7")
+        assert o.manual and o.expires is None
+
+
+def test_list_shows_who_why_until_when(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7"), alert("203.0.113.7")))
+    run([*args, "ban", "198.51.100.9", "--reason", "by hand"])
+    rc, out, _ = run([*args, "list"], clock=NOW + 600)
+    assert rc == 0
+    table = out.splitlines()
+    assert table[0].split() == ["ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", "REASON"]
+    assert table[1].startswith("203.0.113.7 ")
+    assert "(in 50m)" in table[1] and " auto " in table[1] and "priority 2" in table[1]
+    assert table[1].split()[5:7] == ["2", "1"]  # violations, bans
+    assert table[2].startswith("198.51.100.9") and "permanent" in table[2]
+    assert "manual" in table[2] and "by hand" in table[2]
+    assert table[-1] == "2 active bans"
+
+
+def test_list_json(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    rc, out, _ = run([*args, "list", "--json"])
+    (obj,) = [json.loads(x) for x in out.splitlines()]
+    assert obj["addr"] == "203.0.113.7" and obj["expires"] == NOW + 3600
+    assert obj["manual"] is False and obj["violations"] == 1 and obj["reason"] == "priority 2"
+
+
+def test_list_empty(cfg, fw):
+    assert run([*cfg(), "list"])[1] == "no active bans\n"
+
+
+def test_show_lists_every_violation(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run(
+        [*args, "apply"],
+        lines(alert("203.0.113.7"), alert("203.0.113.7", sid=9, msg="other", reversed=True)),
+    )
+    rc, out, _ = run([*args, "show", "203.0.113.7"])
+    assert rc == 0
+    text = out.splitlines()
+    assert text[0].startswith("203.0.113.7: banned (auto) until ")
+    assert '1:2003:8 "MS-SQL Worm propagation attempt" prio 2 -> 198.51.100.8' in text[-2]
+    assert text[-1].endswith('1:9:8 "other" prio 2 -> 198.51.100.8 (reversed)')
+    rc, out, _ = run([*args, "show", "203.0.113.7", "--json"])
+    assert len(out.splitlines()) == 3
+
+
+def test_expire_with_injected_clock(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    rc, out, _ = run([*args, "expire"], clock=NOW + 3599)
+    assert out.startswith("0 expired") and fw.entries == {"203.0.113.7"}
+    rc, out, _ = run([*args, "expire"], clock=NOW + 3600)
+    assert rc == 0 and out.splitlines()[0] == "expired 203.0.113.7"
+    assert fw.entries == set()
+
+
+def test_check_and_repair(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7"), alert("203.0.113.8")))
+    assert run([*args, "check"]) == (0, "consistent: 2 active bans\n", "")
+    fw.entries.discard("203.0.113.8")  # someone flushed it
+    fw.entries.add("198.51.100.99")  # and added a stray one
+    rc, out, _ = run([*args, "check"])
+    assert rc == 1
+    assert out.splitlines() == [
+        "missing 203.0.113.8",
+        "orphan 198.51.100.99",
+        "drift: 1 missing, 1 orphans, 0 duplicates, structure ok (banctl check --repair fixes it)",
+    ]
+    rc, out, _ = run([*args, "check", "--repair"])
+    assert rc == 0 and out.splitlines()[-1].endswith("; repaired")
+    assert fw.entries == {"203.0.113.7", "203.0.113.8"}
+    assert run([*args, "check"])[0] == 0
+
+
+def test_check_repairs_structure_and_duplicates(cfg, fw, monkeypatch):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    states = iter(
+        [
+            FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, False, ["chain gone"]),
+            FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, True, []),
+            FirewallState({"203.0.113.7"}, {}, True, []),
+        ]
+    )
+    monkeypatch.setattr(fw, "check", lambda: next(states))
+    rc, out, _ = run([*args, "check", "--repair"])
+    assert rc == 0
+    assert "duplicate 203.0.113.7 x2" in out and "problem chain gone" in out
+    assert fw.calls[-3:] == [
+        ("init", ()),
+        ("release", ("203.0.113.7",)),
+        ("block", ("203.0.113.7",)),
+    ]
+
+
+def test_restore_and_teardown(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    rc, out, _ = run([*args, "teardown"])
+    assert rc == 0 and fw.entries == set() and "1 active bans kept" in out
+    rc, out, _ = run([*args, "restore"])
+    assert rc == 0 and out.startswith("restored: 1 active bans, 1 added")
+    assert fw.entries == {"203.0.113.7"}
+
+
+# -- exit codes --------------------------------------------------------------------------
+
+
+def test_usage_errors_exit_64(cfg, capsys):
+    with pytest.raises(SystemExit) as exc:
+        banctl.main([])
+    assert exc.value.code == 64
+    with pytest.raises(SystemExit) as exc:
+        banctl.main(["frobnicate"])
+    assert exc.value.code == 64
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exc:
+        banctl.main(["--help"])
+    assert exc.value.code == 0
+    assert "apply" in capsys.readouterr().out
+
+
+def test_config_error_exits_78(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ban]\nbsae = 5\n")
+    rc, _, err = run(["--config", str(bad), "list"])
+    assert rc == 78 and "unknown key 'bsae'" in err
+
+
+def test_unwritable_ledger_exits_73(tmp_path, cfg):
+    blocker = tmp_path / "plainfile"
+    blocker.write_text("")
+    rc, _, err = run([*cfg(), "--ledger", str(blocker / "x" / "l.sqlite3"), "list"])
+    assert rc == 73 and err.startswith("banctl: ")
+
+
+def test_firewall_failure_exits_69(cfg):
+    runner = RecordingRunner(lambda argv, inp: FirewallError(f"{argv[0]}: permission denied"))
+    rc, _, err = run([*cfg(), "--backend", "iptables", "ban", "203.0.113.5"], runner=runner)
+    assert rc == 69
+    assert err.startswith("banctl: firewall: ")
+
+
+def test_apply_with_recording_runner_uses_bulk_restore(cfg):
+    """Golden: a burst through the ipset backend is one `ipset restore`."""
+    runner = RecordingRunner(
+        lambda argv, inp: "" if argv[:2] != ("ipset", "list") else None  # empty sets
+    )
+    rc, _, err = run(
+        [*cfg('[ban]\non_stop = "keep"\n'), "--backend", "ipset", "apply"],
+        lines(alert("203.0.113.7"), alert("203.0.113.8"), alert("2001:db8::9")),
+        runner=runner,
+    )
+    assert rc == 0, err
+    adds = [c for c in runner.calls if c.input and "add -exist" in c.input]
+    assert len(adds) == 1
+    assert adds[0].argv[:2] == ("ipset", "restore")
+    body = adds[0].input.splitlines()
+    assert "add -exist banpipe4 203.0.113.7" in body and "add -exist banpipe6 2001:db8::9" in body
+
+
+# -- the real process: signals and a concurrent admin ------------------------------------------
+
+
+def _spawn(args, tool_env):
+    return subprocess.Popen(
+        [sys.executable, str(BIN), *args, "apply"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=tool_env,
+        text=True,
+    )
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _active(cfg):
+    with ledger_of(cfg) as led:
+        return led.active_addresses()
+
+
+def test_sigterm_twice_stops_cleanly(cfg, tool_env):
+    args = cfg()
+    proc = _spawn(args, tool_env)
+    proc.stdin.write(lines(alert("203.0.113.7")))
+    proc.stdin.flush()
+    assert _wait_for(lambda: Path(cfg.ledger).exists() and _active(cfg) == {"203.0.113.7"})
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "null: teardown chain BANPIPE" in err  # no manual bans: all of ours removed
+    assert err.count("stopped (signal SIGTERM)") == 1
+    assert "1 automated entries removed" in err
+    assert "Traceback" not in err
+
+
+def test_daemon_follows_admin_expiry_changes_at_once(cfg, tool_env):
+    """An admin `ban --for 1s` while apply runs: the daemon lifts it within ~1 s although its
+    periodic check is an hour away (it wakes on the ledger's -wal file)."""
+    args = cfg('check_interval = "1h"\n')  # the config ends in [banctl]
+    proc = _spawn(args, tool_env)
+    try:
+        assert _wait_for(lambda: "started" in (proc.stderr.readline() or ""))
+        rc, _, _ = run([*args, "ban", "203.0.113.5", "--for", "1s"], clock=time.time())
+        assert rc == 0
+        assert _wait_for(lambda: _active(cfg) == set(), timeout=5)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=20)
+        err = proc.stderr.read()
+    assert "203.0.113.5: ban expired, lifted" in err
+
+
+def test_daemon_lifts_ban_when_address_becomes_our_wan(cfg, tool_env):
+    args = cfg()
+    proc = _spawn(args, tool_env)
+    try:
+        proc.stdin.write(lines(alert("198.51.100.77")))
+        proc.stdin.flush()
+        assert _wait_for(lambda: Path(cfg.ledger).exists() and _active(cfg) == {"198.51.100.77"})
+        tmp = cfg.wan.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"v": 1, "type": "wan", "addresses": ["198.51.100.77"]}))
+        tmp.rename(cfg.wan)  # atomically, as wanwatch writes it
+        assert _wait_for(lambda: _active(cfg) == set(), timeout=5)
+        proc.stdin.write(lines(alert("198.51.100.77")))  # and it is refused from now on
+        proc.stdin.flush()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=20)
+        err = proc.stderr.read()
+    assert "198.51.100.77: ban lifted: it is our WAN address now" in err
+    assert "refusing to ban 198.51.100.77: our WAN address 198.51.100.77" in err
+
+
+# -- the fast address path agrees with protect.canonical --------------------------------------
+
+
+def _spellings(ip):
+    text = str(ip)
+    out = [text, text.upper()]
+    if ip.version == 6:
+        out.append(ip.exploded)
+        out.append(ip.exploded.upper())
+    return out
+
+
+@given(st.ip_addresses())
+def test_canonical_addr_matches_protect_for_addresses(ip):
+    for text in _spellings(ip):
+        assert banctl.canonical_addr(text) == canonical(text)
+
+
+@given(st.ip_addresses(v=4))
+def test_canonical_addr_maps_ipv4_in_ipv6(ip):
+    for text in (f"::ffff:{ip}", f"::FFFF:{ip}", f"::ffff:{int(ip) >> 16:x}:{int(ip) & 0xFFFF:x}"):
+        assert banctl.canonical_addr(text) == canonical(text) == str(ip)
+
+
+@given(st.text(max_size=45))
+def test_canonical_addr_matches_protect_for_any_text(text):
+    assert banctl.canonical_addr(text) == canonical(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["1.2.3.4/32", "fe80::1%eth0", "01.2.3.4", "1.2.3", "::1.2.3.4", "1.2.3.4 ", ""]
+)
+def test_canonical_addr_edge_cases(text):
+    assert banctl.canonical_addr(text) == canonical(text)

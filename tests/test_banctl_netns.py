@@ -1,0 +1,336 @@
+"""banctl against the real firewall, inside network namespaces the tests create.
+
+An "attacker" namespace (203.0.113.7/.8, 2001:db8:66::7/::8) talks to a "gateway"
+namespace over a veth pair (tests/netns.py); banctl runs in the gateway. Every backend
+gets the same scenarios: traffic from a banned address is dropped while others pass,
+expiry lets it through again (IPv4 and IPv6), kill -9 at random moments never leaves
+the firewall different from the ledger, an external flush is repaired (by the daemon
+and by ``check --repair``), and admin commands act at once while ``apply`` runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from banpipe import banctl
+from banpipe.config import load_config
+from banpipe.firewall import SubprocessRunner, make_backend
+from banpipe.ledger import Ledger
+from netns import NetnsPair
+
+pytestmark = pytest.mark.root
+
+BACKENDS = ["iptables", "ipset", "nftables"]
+BIN = Path(__file__).resolve().parents[1] / "bin" / "banctl"
+LIB = Path(__file__).resolve().parents[1] / "lib"
+V4, V4_OK = "203.0.113.7", "203.0.113.8"
+V6, V6_OK = "2001:db8:66::7", "2001:db8:66::8"
+
+# Flushes done behind banctl's back, per backend (only inside the gateway namespace).
+FLUSH = {
+    "iptables": [["iptables", "-F", "BANPIPE"], ["ip6tables", "-F", "BANPIPE"]],
+    "ipset": [["ipset", "flush", "banpipe4"], ["ipset", "flush", "banpipe6"]],
+    "nftables": [["nft", "flush", "ruleset"]],
+}
+
+
+class Low:
+    def uniform(self, a, b):
+        return a
+
+
+def alert(offender: str, sid: int = 2003) -> str:
+    return json.dumps(
+        {
+            "v": 1,
+            "ts": "2026-11-28T10:00:00",
+            "gid": 1,
+            "sid": sid,
+            "rev": 1,
+            "msg": "test alert",
+            "priority": 2,
+            "src": offender,
+            "dst": "198.51.100.2",
+            "offender": offender,
+            "victim": "198.51.100.2",
+            "reversed": False,
+            "reason": "netns test",
+        }
+    )
+
+
+@pytest.fixture
+def pair():
+    with NetnsPair("bc") as p:
+        yield p
+
+
+def write_config(tmp_path: Path, backend: str, extra: str = "") -> str:
+    path = tmp_path / "banpipe.toml"
+    path.write_text(
+        "[network]\n"
+        'networks = ["198.51.100.0/24", "2001:db8:1::/64"]\n'
+        f'wan_state = "{tmp_path / "wan.json"}"\n'
+        "[firewall]\n"
+        f'backend = "{backend}"\n'
+        "[banctl]\n"
+        f'ledger = "{tmp_path / "ledger.sqlite3"}"\n' + extra
+    )
+    return str(path)
+
+
+class Banctl:
+    """banctl for one gateway namespace: in-process commands and a real daemon."""
+
+    def __init__(self, pair: NetnsPair, config: str) -> None:
+        self.pair = pair
+        self.config = config
+        self.cfg = load_config(config)
+        self.runner = SubprocessRunner(prefix=pair.gateway.prefix)
+
+    def __call__(self, *argv: str, stdin: str = "", clock=None) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        rc = banctl.main(
+            ["--config", self.config, *argv],
+            stdin=io.StringIO(stdin),
+            stdout=out,
+            stderr=err,
+            clock=clock,
+            rng=Low(),
+            runner=self.runner,
+        )
+        return rc, out.getvalue(), err.getvalue()
+
+    def spawn(self) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(LIB), "PYTHONUNBUFFERED": "1"}
+        return self.pair.gateway.popen(
+            [sys.executable, str(BIN), "--config", self.config, "apply"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+
+    def firewall(self):
+        fw = make_backend(self.cfg.firewall.backend, self.cfg.firewall.settings(), self.runner)
+        return fw.check()
+
+    def active(self) -> set[str]:
+        with Ledger.open(self.cfg.banctl.ledger) as led:
+            return led.active_addresses()
+
+    def banned_once(self, addr: str) -> bool:
+        if not Path(self.cfg.banctl.ledger).exists():
+            return False
+        with Ledger.open(self.cfg.banctl.ledger) as led:
+            o = led.get(addr)
+            return o is not None and o.bans >= 1
+
+    def assert_consistent(self) -> None:
+        state = self.firewall()
+        assert state.structure_ok, state.problems
+        assert state.duplicates == {}
+        assert state.entries == self.active()
+
+
+def wait_for(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.stderr.read()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ban_drops_traffic_and_expiry_lets_it_through(tmp_path, pair, backend):
+    b = Banctl(pair, write_config(tmp_path, backend, '[ban]\non_stop = "keep"\nbase = "10m"\n'))
+    now = time.time()
+    assert pair.ping(V4) and pair.ping(V6)
+    rc, _, err = b("apply", stdin=f"{alert(V4)}\n{alert(V6)}\n", clock=lambda: now)
+    assert rc == 0, err
+    assert not pair.ping(V4), "banned IPv4 source still answered"
+    assert not pair.ping(V6), "banned IPv6 source still answered"
+    assert pair.ping(V4_OK) and pair.ping(V6_OK), "unbanned sources must pass"
+    with pair.listen_tcp(8080):
+        assert pair.tcp_probe(V4, 8080) == "timeout"
+        assert pair.tcp_probe(V4_OK, 8080) == "open"
+    b.assert_consistent()
+    rc, out, _ = b("expire", clock=lambda: now + 599)
+    assert out.startswith("0 expired") and not pair.ping(V4)
+    rc, out, _ = b("expire", clock=lambda: now + 600)
+    assert rc == 0 and {"expired " + V4, "expired " + V6} <= set(out.splitlines())
+    assert pair.ping(V4) and pair.ping(V6)
+    b.assert_consistent()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_daemon_expires_short_ban_by_itself(tmp_path, pair, backend):
+    cfg = write_config(tmp_path, backend, "[ban]\nbase = 1\nextend = [0, 0]\nmax = 1\n")
+    b = Banctl(pair, cfg)
+    proc = b.spawn()
+    try:
+        proc.stdin.write(alert(V6) + "\n")
+        proc.stdin.flush()
+        assert wait_for(lambda: b.banned_once(V6))
+        # the ban lasts a second; the daemon must lift it by itself
+        assert wait_for(lambda: b.active() == set(), timeout=10)
+        assert wait_for(lambda: pair.ping(V6, timeout=0.3), timeout=10)
+    finally:
+        err = stop(proc)
+    assert proc.returncode == 0, err
+    assert f"{V6}: ban expired, lifted" in err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_at_random_moments_never_leaves_drift(tmp_path, pair, backend):
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    b = Banctl(pair, write_config(tmp_path, backend, "[ban]\nspoof_max = 0\n"))
+    serial = 0
+    for cycle in range(4):
+        proc = b.spawn()
+        try:
+            # a stream of new offenders (and repeats), killed somewhere in the middle of
+            # the work: right after a write, while banctl records and blocks it
+            deadline = time.monotonic() + rnd.uniform(0.3, 1.5)
+            while True:
+                batch = []
+                for _ in range(rnd.randint(1, 400)):
+                    serial += 1
+                    n = serial if rnd.random() < 0.8 else rnd.randint(1, serial)
+                    if rnd.random() < 0.5:
+                        batch.append(alert(f"2001:db8:66:1::{n:x}"))
+                    else:
+                        batch.append(alert(f"192.0.2.{n % 250 + 1}"))  # documentation
+                proc.stdin.write("\n".join(batch) + "\n")
+                proc.stdin.flush()
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(rnd.uniform(0, 0.05))
+            time.sleep(rnd.uniform(0, 0.03))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass  # unflushed input to a dead process
+        time.sleep(0.2)  # a firewall command the killed process started may still finish
+        rc, out, err = b("restore")
+        assert rc == 0, f"seed {seed} cycle {cycle}: {err}"
+        b.assert_consistent()
+    assert len(b.active()) > 0, f"seed {seed}: nothing was banned at all"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_external_flush_repaired_by_check_and_by_daemon(tmp_path, pair, backend):
+    cfg = write_config(tmp_path, backend, 'check_interval = 1\n[ban]\non_stop = "keep"\n')
+    b = Banctl(pair, cfg)
+    rc, _, err = b("apply", stdin=f"{alert(V4)}\n{alert(V6)}\n")
+    assert rc == 0, err
+    for argv in FLUSH[backend]:
+        pair.gateway.run(argv)
+    assert pair.ping(V4), "flush did not open the firewall: the test proves nothing"
+    rc, out, _ = b("check")
+    assert rc == 1 and f"missing {V4}" in out.splitlines()
+    rc, out, _ = b("check", "--repair")
+    assert rc == 0 and out.splitlines()[-1].endswith("repaired")
+    assert b("check")[0] == 0
+    assert not pair.ping(V4) and not pair.ping(V6)
+    # now the daemon, with a 1 s check interval
+    proc = b.spawn()
+    try:
+        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
+        for argv in FLUSH[backend]:
+            pair.gateway.run(argv)
+        assert wait_for(lambda: b.firewall().entries == {V4, V6}, timeout=10)
+        assert not pair.ping(V4)
+    finally:
+        err = stop(proc)
+    assert "firewall drift repaired" in err
+    b.assert_consistent()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_admin_commands_while_apply_runs(tmp_path, pair, backend):
+    b = Banctl(pair, write_config(tmp_path, backend))
+    proc = b.spawn()
+    try:
+        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
+        proc.stdin.write(alert(V4) + "\n")
+        proc.stdin.flush()
+        assert wait_for(lambda: not pair.ping(V4, timeout=0.3))
+        rc, _, err = b("ban", V4_OK, "--reason", "admin")
+        assert rc == 0, err
+        assert not pair.ping(V4_OK)  # at once: the command changed the firewall itself
+        rc, _, _ = b("unban", V4)
+        assert rc == 0 and pair.ping(V4)
+        rc, _, _ = b("ban", V6, "--for", "1s")
+        assert rc == 0 and not pair.ping(V6)
+        # the daemon notices the new expiry (no polling; its check interval is 60 s)
+        assert wait_for(lambda: pair.ping(V6, timeout=0.3), timeout=10)
+        rc, out, _ = b("list")
+        assert V4_OK in out and "manual" in out and V4 not in out.replace(V4_OK, "")
+        b.assert_consistent()
+    finally:
+        err = stop(proc)
+    assert proc.returncode == 0, err
+    # on_stop = remove: automated gone, the manual ban stays
+    assert b.firewall().entries == {V4_OK}
+    assert not pair.ping(V4_OK)
+
+
+def no_trace(pair: NetnsPair, backend: str) -> list[str]:
+    """Whatever of banpipe's is left in the gateway's firewall (should be nothing)."""
+    left = []
+    for cmd in ("iptables-save", "ip6tables-save"):
+        left += [ln for ln in pair.gateway.run([cmd]).stdout.splitlines() if "BANPIPE" in ln]
+    left += [ln for ln in pair.gateway.run(["ipset", "list", "-n"]).stdout.split() if ln]
+    tables = pair.gateway.run(["nft", "list", "tables"]).stdout.splitlines()
+    left += [t for t in tables if "banpipe" in t]
+    return left
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_leaves_no_trace_and_teardown_is_idempotent(tmp_path, pair, backend):
+    b = Banctl(pair, write_config(tmp_path, backend))
+    rc, _, err = b("apply", stdin=f"{alert(V4)}\n{alert(V6)}\n")
+    assert rc == 0, err
+    assert no_trace(pair, backend) == []  # on_stop = remove, nothing manual: all gone
+    assert pair.ping(V4)
+    assert b.active() == {V4, V6}  # the ledger is intact
+    rc, _, _ = b("restore")
+    assert rc == 0 and not pair.ping(V4)
+    b.assert_consistent()
+    for _ in range(2):
+        rc, out, err = b("teardown")
+        assert rc == 0, err
+        assert no_trace(pair, backend) == []
+    assert pair.ping(V4) and pair.ping(V6)
