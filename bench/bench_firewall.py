@@ -3,7 +3,8 @@
 For each backend: a burst of N new addresses through one ``block()`` call (time until the
 call returns, after which ``check()`` must list every one of them), then a restore of M
 addresses (``init()`` + one bulk ``block()``, as banctl does at start) and the teardown
-(``close()``). Prints a table; targets are in bench/README.md ("Firewall backends").
+(``close()``); also ``check()`` and a single-address ``block()`` on the full firewall.
+Prints a table; targets and figures are in bench/README.md ("Firewall backends").
 
 Addresses are documentation addresses only: all 762 host addresses of 192.0.2.0/24,
 198.51.100.0/24 and 203.0.113.0/24 first, then IPv6 addresses from 2001:db8::/32.
@@ -77,6 +78,9 @@ def bench_backend(name: str, ns: str, burst: int, restore: int) -> dict[str, flo
         out["check"] = time.perf_counter() - t0
         if len(state.entries) != restore:
             raise SystemExit(f"{name}: restore holds {len(state.entries)} of {restore}")
+        # One more ban on top of the full firewall: banctl's everyday call.
+        one = addresses(1, offset=restore + burst + 100)
+        out["one"] = timed(lambda: backend.block(one))
         out["teardown"] = timed(backend.close)
     finally:
         backend.close()
@@ -104,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    cols = ("burst", "restore", "check", "teardown")
+    cols = ("burst", "restore", "check", "one", "teardown")
     print(
         f"median of {args.repeat}; burst = {args.burst:,} new addresses in one block(); "
-        f"restore = init + block({args.restore:,}); check = check() after restore"
+        f"restore = init + block({args.restore:,}); check = check() after restore; "
+        "one = block() of 1 new address on top of that"
     )
     print(f"{'backend':<10}" + "".join(f"{c + ' s':>12}" for c in cols))
     for name, runs in results.items():

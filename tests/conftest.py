@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-LIB = ROOT / "lib"
-BIN = ROOT / "bin"
-CORPUS = ROOT.parent / "shared" / "corpus"
+from toolpaths import BIN, CORPUS, LIB, ROOT  # noqa: F401 - re-exported for fixtures
 
 if str(LIB) not in sys.path:
     sys.path.insert(0, str(LIB))

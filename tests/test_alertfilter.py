@@ -16,7 +16,7 @@ import pytest
 
 from banpipe import config as configmod
 from banpipe.alertfilter import main
-from conftest import BIN
+from toolpaths import BIN
 
 WAN = "198.51.100.8"
 

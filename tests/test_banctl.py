@@ -702,3 +702,68 @@ def test_canonical_addr_matches_protect_for_any_text(text):
 )
 def test_canonical_addr_edge_cases(text):
     assert banctl.canonical_addr(text) == canonical(text)
+
+
+def test_every_command_is_documented(capsys):
+    with pytest.raises(SystemExit):
+        banctl.main(["--help"])
+    text = capsys.readouterr().out
+    for name in banctl.COMMANDS:
+        assert f"    {name} " in text, name
+        with pytest.raises(SystemExit) as exc:
+            banctl.main([name, "--help"])
+        assert exc.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: banctl {name}")
+
+
+# -- property: garbage or protected input never becomes a ban ---------------------------------
+
+PROTECTED_CFG = (
+    '[network]\nwan = ["198.51.100.2"]\nnetworks = ["192.168.0.0/16", "2001:db8:1::/48"]\n'
+    'gateways = ["198.51.100.1"]\nwan_state = ""\n'
+    '[filter]\nwhitelist = ["203.0.113.0/28", "2001:db8:2::/48"]\n'
+    '[ban]\nspoof_max = 0\non_stop = "keep"\n'
+)
+
+_addr_text = st.one_of(
+    st.ip_addresses().map(str),
+    st.sampled_from(
+        ["198.51.100.2", "198.51.100.1", "192.168.4.4", "203.0.113.3", "2001:db8:2::9",
+         "2001:db8:1::1", "::ffff:192.168.1.1", "127.0.0.1", "::1", "0.0.0.0", "::",
+         "255.255.255.255", "224.0.0.5", "ff02::1", "fe80::1", "169.254.1.1", "203.0.113.99"]
+    ),
+    st.text(max_size=20),
+)  # fmt: skip
+
+
+@given(st.lists(st.one_of(_addr_text, st.none(), st.integers()), max_size=12))
+def test_never_bans_a_protected_or_invalid_address(offenders):
+    from banpipe.config import parse_config
+    from banpipe.pipe import PipeReader
+    from banpipe.protect import Protection
+
+    config = parse_config(PROTECTED_CFG)
+    err = io.StringIO()
+    env = banctl.Env(
+        config=config,
+        ledger_path=":memory:",
+        backend="null",
+        stdout=io.StringIO(),
+        stderr=err,
+        clock=lambda: NOW,
+        rng=Low(),
+        runner=None,
+        report=banctl.cli.Reporter("banctl", err),
+    )
+    fake = FakeFirewall()
+    ledger = env.ledger()
+    daemon = banctl.Daemon(env, ledger, fake)
+    daemon.start()
+    reader = PipeReader()
+    reader.feed("".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode())
+    daemon.handle(list(reader.objects()))
+    protection = Protection.from_config(config)
+    for addr in fake.entries | ledger.active_addresses():
+        assert canonical(addr) == addr
+        assert protection.reason(addr) is None, addr
+    env.close()

@@ -307,7 +307,7 @@ def test_admin_commands_while_apply_runs(tmp_path, pair, backend):
     assert not pair.ping(V4_OK)
 
 
-def no_trace(pair: NetnsPair, backend: str) -> list[str]:
+def no_trace(pair: NetnsPair) -> list[str]:
     """Whatever of banpipe's is left in the gateway's firewall (should be nothing)."""
     left = []
     for cmd in ("iptables-save", "ip6tables-save"):
@@ -323,7 +323,7 @@ def test_stop_leaves_no_trace_and_teardown_is_idempotent(tmp_path, pair, backend
     b = Banctl(pair, write_config(tmp_path, backend))
     rc, _, err = b("apply", stdin=f"{alert(V4)}\n{alert(V6)}\n")
     assert rc == 0, err
-    assert no_trace(pair, backend) == []  # on_stop = remove, nothing manual: all gone
+    assert no_trace(pair) == []  # on_stop = remove, nothing manual: all gone
     assert pair.ping(V4)
     assert b.active() == {V4, V6}  # the ledger is intact
     rc, _, _ = b("restore")
@@ -332,5 +332,5 @@ def test_stop_leaves_no_trace_and_teardown_is_idempotent(tmp_path, pair, backend
     for _ in range(2):
         rc, out, err = b("teardown")
         assert rc == 0, err
-        assert no_trace(pair, backend) == []
+        assert no_trace(pair) == []
     assert pair.ping(V4) and pair.ping(V6)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import BIN
+from toolpaths import BIN
 
 TOOLS = ["fasttail", "alertfilter", "banctl", "wanwatch"]
 

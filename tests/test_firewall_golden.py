@@ -804,12 +804,13 @@ def test_ipset_block_release_flush_are_one_restore_each():
     assert calls(r) == [
         (
             ("ipset", "restore"),
-            "add -exist banpipe4 203.0.113.7\nadd -exist banpipe4 203.0.113.8\n"
+            IPSET_CREATE + "add -exist banpipe4 203.0.113.7\nadd -exist banpipe4 203.0.113.8\n"
             "add -exist banpipe6 2001:db8:66::7\n",
         ),
         (
             ("ipset", "restore"),
-            "del -exist banpipe4 203.0.113.200\ndel -exist banpipe6 2001:db8:66::7\n",
+            IPSET_CREATE
+            + "del -exist banpipe4 203.0.113.200\ndel -exist banpipe6 2001:db8:66::7\n",
         ),
         (("ipset", "restore"), "flush banpipe4\nflush banpipe6\n"),
     ]
@@ -818,7 +819,12 @@ def test_ipset_block_release_flush_are_one_restore_each():
 def test_ipset_custom_set_names():
     fw, r = backend("ipset", set_v4="ban4", set_v6="ban6")
     fw.block(["203.0.113.7", "2001:db8:66::7"])
-    assert r.calls[0].input == "add -exist ban4 203.0.113.7\nadd -exist ban6 2001:db8:66::7\n"
+    assert r.calls[0].input.splitlines() == [
+        "create -exist ban4 hash:ip family inet hashsize 65536 maxelem 1048576",
+        "create -exist ban6 hash:ip family inet6 hashsize 65536 maxelem 1048576",
+        "add -exist ban4 203.0.113.7",
+        "add -exist ban6 2001:db8:66::7",
+    ]
 
 
 def test_ipset_check_parses_save_and_listing():

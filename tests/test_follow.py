@@ -23,7 +23,7 @@ import pytest
 
 from banpipe.follow import Cursor, Position, find_rotated, rotation_siblings
 from banpipe.parsers import AlertParser
-from conftest import BIN
+from toolpaths import BIN
 
 NOW = datetime(2026, 11, 28, 12, 0, 0)
 FULL_BLOCK = (
@@ -425,7 +425,8 @@ def test_truncate_and_rewrite_past_the_old_size_is_noticed_by_fingerprint(tmp_pa
         fh.truncate(0)
         fh.write(line(2) + line(3))
     t.proc.send_signal(signal.SIGCONT)
-    assert t.sids(2) == [2, 3]
+    got = t.sids(2)
+    assert got == [2, 3], t.err
     t.wait_stderr("file truncated")
     assert t.stop() == 0
 

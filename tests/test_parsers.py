@@ -5,6 +5,9 @@ Each tests/samples/NAME.txt is a hand-written input (documentation addresses, va
 expected alerts, in order, and the expected errors as [lineno, reason].
 """
 
+# Alert lines are test data and read best unbroken.
+# ruff: noqa: E501
+
 from __future__ import annotations
 
 import json
@@ -121,6 +124,12 @@ SURI = (
 )
 
 
+def test_keys_are_the_pipe_contract():
+    from banpipe.pipe import ALERT_KEYS
+
+    assert tuple(KEYS) == ALERT_KEYS
+
+
 def test_exact_dict_and_key_order():
     a = one(S2 + "\n")
     assert list(a) == KEYS
@@ -201,7 +210,12 @@ def test_suricata_always_has_ports_and_expanded_ipv6_is_compressed():
         "[Priority: 3] {IPv6-ICMP} fe80:0000:0000:0000:8ea3:99ff:fedf:e2be:134 -> "
         "ff02:0000:0000:0000:0000:0000:0000:0001:0"
     )
-    assert (a["src"], a["sport"], a["dst"], a["dport"]) == ("fe80::8ea3:99ff:fedf:e2be", 134, "ff02::1", 0)
+    assert (a["src"], a["sport"], a["dst"], a["dport"]) == (
+        "fe80::8ea3:99ff:fedf:e2be",
+        134,
+        "ff02::1",
+        0,
+    )
     assert a["classification"] is None and a["proto"] == "IPv6-ICMP"
     e = err(
         "11/21/2025-18:28:52.752254  [**] [1:1:1] m [**] [Classification: (null)] "
@@ -214,7 +228,9 @@ def test_suricata_always_has_ports_and_expanded_ipv6_is_compressed():
     "addr", ["192.0.2.256", "192.0.2", "192.0.2.1.5", "192.0.02.1", "2001:db8:::1", "g::1"]
 )
 def test_invalid_addresses_are_errors(addr):
-    e = err(f"05/30-19:09:10.917356  [**] [1:477:3] ICMP [**] [Priority: 0] {{ICMP}} {addr} -> 192.0.2.1")
+    e = err(
+        f"05/30-19:09:10.917356  [**] [1:477:3] ICMP [**] [Priority: 0] {{ICMP}} {addr} -> 192.0.2.1"
+    )
     assert e.reason.startswith("malformed alert")
     assert e.lineno == 1
 
@@ -223,7 +239,9 @@ def test_eth_without_addresses_and_one_sided_error():
     a = one('04/26-10:29:16.526790 [**] [116:6:1] "(ipv4) x" [**] [Priority: 3] {eth}  -> ')
     assert a["proto"] == "eth"
     assert [a[k] for k in ("src", "sport", "dst", "dport")] == [None] * 4
-    e = err('04/26-10:29:16.526790 [**] [116:6:1] "(ipv4) x" [**] [Priority: 3] {eth} 192.0.2.1 -> ')
+    e = err(
+        '04/26-10:29:16.526790 [**] [116:6:1] "(ipv4) x" [**] [Priority: 3] {eth} 192.0.2.1 -> '
+    )
     assert e.reason.startswith("malformed alert")
 
 
@@ -270,16 +288,26 @@ def test_leap_day_without_year():
 
 def test_two_digit_year_orders():
     # Snort 2 -y: MM/DD/YY, two spaces, msg not quoted
-    a = one("11/08/17-12:24:52.063717  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2")
+    a = one(
+        "11/08/17-12:24:52.063717  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2"
+    )
     assert (a["ts"], a["format"]) == ("2017-11-08T12:24:52.063717", "snort2-fast")
     # Snort 3 -y: YY/MM/DD, one space, msg quoted
-    a = one('11/08/17-12:24:52.063717 [**] [1:1:1] "m" [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2')
+    a = one(
+        '11/08/17-12:24:52.063717 [**] [1:1:1] "m" [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2'
+    )
     assert (a["ts"], a["format"], a["msg"]) == ("2011-08-17T12:24:52.063717", "snort3-fast", "m")
     assert _ts("12/31/99-23:59:59.999999", NOW) == "1999-12-31T23:59:59.999999"
 
 
 @pytest.mark.parametrize(
-    "stamp", ["13/01-00:00:00.000000", "12/28-24:00:00.000000", "12/28-23:60:00.000000", "12/28-23:00:00.00000"]
+    "stamp",
+    [
+        "13/01-00:00:00.000000",
+        "12/28-24:00:00.000000",
+        "12/28-23:60:00.000000",
+        "12/28-23:00:00.00000",
+    ],
 )
 def test_invalid_stamps(stamp):
     e = err(f"{stamp}  [**] [1:1:1] m [**] [Priority: 0] {{ICMP}} 192.0.2.1 -> 192.0.2.2")
@@ -292,14 +320,46 @@ def test_invalid_stamps(stamp):
 @pytest.mark.parametrize(
     ("line", "action", "fmt"),
     [
-        ("08/01-10:00:00.000001  [Drop] [**] [1:2:3] m [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2", "drop", "snort2-fast"),
-        ("08/01-10:00:00.000001  [WDrop] [**] [1:2:3] m [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2", "wdrop", "snort2-fast"),
-        ("08/01-10:00:00.000001  [CDrop] [**] [1:2:3] m [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2", "cdrop", "snort2-fast"),
-        ('08/01-10:00:00.000001 [drop] [**] [1:2:3] "m" [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2', "drop", "snort3-fast"),
-        ('08/01-10:00:00.000001 [would_drop] [**] [1:2:3] "m" [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2', "would_drop", "snort3-fast"),
-        ("08/01/2025-10:00:00.000001  [Drop] [**] [1:2:3] m [**] [Classification: (null)] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2", "drop", "suricata-fast"),
-        ("08/01/2025-10:00:00.000001  [wDrop] [**] [1:2:3] m [**] [Classification: (null)] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2", "wdrop", "suricata-fast"),
-        ("08/01/2025-10:00:00.000001  [**] [1:2:3] m [**] [Classification: (null)] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2", None, "suricata-fast"),
+        (
+            "08/01-10:00:00.000001  [Drop] [**] [1:2:3] m [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2",
+            "drop",
+            "snort2-fast",
+        ),
+        (
+            "08/01-10:00:00.000001  [WDrop] [**] [1:2:3] m [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2",
+            "wdrop",
+            "snort2-fast",
+        ),
+        (
+            "08/01-10:00:00.000001  [CDrop] [**] [1:2:3] m [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2",
+            "cdrop",
+            "snort2-fast",
+        ),
+        (
+            '08/01-10:00:00.000001 [drop] [**] [1:2:3] "m" [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2',
+            "drop",
+            "snort3-fast",
+        ),
+        (
+            '08/01-10:00:00.000001 [would_drop] [**] [1:2:3] "m" [**] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2',
+            "would_drop",
+            "snort3-fast",
+        ),
+        (
+            "08/01/2025-10:00:00.000001  [Drop] [**] [1:2:3] m [**] [Classification: (null)] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2",
+            "drop",
+            "suricata-fast",
+        ),
+        (
+            "08/01/2025-10:00:00.000001  [wDrop] [**] [1:2:3] m [**] [Classification: (null)] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2",
+            "wdrop",
+            "suricata-fast",
+        ),
+        (
+            "08/01/2025-10:00:00.000001  [**] [1:2:3] m [**] [Classification: (null)] [Priority: 1] {TCP} 192.0.2.1:1 -> 192.0.2.2:2",
+            None,
+            "suricata-fast",
+        ),
     ],
 )
 def test_action_tags(line, action, fmt):
@@ -316,19 +376,29 @@ def test_null_classification_and_msg():
 
 
 def test_msg_kept_verbatim():
-    a = one("07/06-23:10:03.943339  [**] [1:2:1]  1|ET TROJAN x [**] [Priority: 1] {ICMP} 192.0.2.1 -> 192.0.2.2")
+    a = one(
+        "07/06-23:10:03.943339  [**] [1:2:1]  1|ET TROJAN x [**] [Priority: 1] {ICMP} 192.0.2.1 -> 192.0.2.2"
+    )
     assert a["msg"] == " 1|ET TROJAN x"
-    a = one('07/06-23:10:03.943339 [**] [1:2:1] "“quoted” Dấu\tx [DROP] ?*/." [**] [Priority: 1] {IP} 192.0.2.1 -> 192.0.2.2')
+    a = one(
+        '07/06-23:10:03.943339 [**] [1:2:1] "“quoted” Dấu\tx [DROP] ?*/." [**] [Priority: 1] {IP} 192.0.2.1 -> 192.0.2.2'
+    )
     assert a["msg"] == "“quoted” Dấu\tx [DROP] ?*/."
     # Snort 2 keeps ASCII quotes; only Snort 3's outer quotes go
-    a = one('07/06-23:10:03.943339  [**] [1:2:1] "q" [**] [Priority: 1] {ICMP} 192.0.2.1 -> 192.0.2.2')
+    a = one(
+        '07/06-23:10:03.943339  [**] [1:2:1] "q" [**] [Priority: 1] {ICMP} 192.0.2.1 -> 192.0.2.2'
+    )
     assert a["msg"] == '"q"'
-    a = one("07/06-23:10:03.943339  [**] [1:2:1] a\u00a0b [**] [Priority: 1] {ICMP} 192.0.2.1 -> 192.0.2.2")
+    a = one(
+        "07/06-23:10:03.943339  [**] [1:2:1] a\u00a0b [**] [Priority: 1] {ICMP} 192.0.2.1 -> 192.0.2.2"
+    )
     assert a["msg"] == "a\u00a0b"
 
 
 def test_interface_and_appid_tags():
-    a = one("08/01-10:00:01.000000  [**] [1:3:1]  <eth0> LOCAL x [**] [Priority: 3] [AppID: HTTP] {TCP} 192.0.2.1:1 -> 192.0.2.2:80")
+    a = one(
+        "08/01-10:00:01.000000  [**] [1:3:1]  <eth0> LOCAL x [**] [Priority: 3] [AppID: HTTP] {TCP} 192.0.2.1:1 -> 192.0.2.2:80"
+    )
     assert (a["msg"], a["priority"], a["dport"]) == ("LOCAL x", 3, 80)
 
 
@@ -352,7 +422,12 @@ def test_torn_line_keeps_the_complete_alert():
 
 
 def test_truncated_first_line_is_not_an_alert():
-    out = run([" [**] [Classification: A Network Trojan was detected] [Priority: 1] {TCP} 192.0.2.8:5 -> 192.0.2.9:4\n", S2])
+    out = run(
+        [
+            " [**] [Classification: A Network Trojan was detected] [Priority: 1] {TCP} 192.0.2.8:5 -> 192.0.2.9:4\n",
+            S2,
+        ]
+    )
     assert [type(o) for o in out] == [ParseError, dict]
     assert out[0].reason == "malformed alert"
 
@@ -474,14 +549,30 @@ def test_mac_line_addresses_from_next_line():
         "Type:8  Code:0  ID:12   Seq:1  ECHO",
     ]
     (a,) = run(lines)
-    assert (a["src"], a["dst"], a["proto"], a["sport"]) == ("192.168.175.129", "198.51.100.110", "ICMP", None)
-    tcp = lines[:3] + ["2001:db8::1:443 -> 2001:db8::2:50000 TCP TTL:64 TOS:0x0 ID:1 IpLen:40 DgmLen:60"]
+    assert (a["src"], a["dst"], a["proto"], a["sport"]) == (
+        "192.168.175.129",
+        "198.51.100.110",
+        "ICMP",
+        None,
+    )
+    tcp = lines[:3] + [
+        "2001:db8::1:443 -> 2001:db8::2:50000 TCP TTL:64 TOS:0x0 ID:1 IpLen:40 DgmLen:60"
+    ]
     (b,) = run(tcp)
-    assert (b["src"], b["sport"], b["dst"], b["dport"]) == ("2001:db8::1", 443, "2001:db8::2", 50000)
+    assert (b["src"], b["sport"], b["dst"], b["dport"]) == (
+        "2001:db8::1",
+        443,
+        "2001:db8::2",
+        50000,
+    )
 
 
 def test_full_ipv6_split_needs_the_protocol():
-    head = ["[**] [1:5:1] m [**]", "[Priority: 0] ", "01/19-15:53:27.000001 2001:db8::6011:b29b:80 -> 2001:db8::1:5000"]
+    head = [
+        "[**] [1:5:1] m [**]",
+        "[Priority: 0] ",
+        "01/19-15:53:27.000001 2001:db8::6011:b29b:80 -> 2001:db8::1:5000",
+    ]
     (a,) = run(head + ["TCP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
     assert (a["src"], a["sport"]) == ("2001:db8::6011:b29b", 80)
     (b,) = run(head + ["IPV6-ICMP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
@@ -564,7 +655,11 @@ def test_forced_format():
     e = err(SURI, force="snort2-fast")
     assert e.reason.startswith("not the forced format")
     # forcing snort2-full keeps Snort 2's ASCII quotes, which auto-detection reads as Snort 3
-    block = ['[**] [1:1:1] "q" [**]', "[Priority: 0] ", "01/29-16:06:24.017716 192.0.2.1 -> 192.0.2.2"]
+    block = [
+        '[**] [1:1:1] "q" [**]',
+        "[Priority: 0] ",
+        "01/29-16:06:24.017716 192.0.2.1 -> 192.0.2.2",
+    ]
     assert run(block)[0]["msg"] == "q"
     forced = run(block, force="snort2-full")[0]
     assert (forced["msg"], forced["format"]) == ('"q"', "snort2-full")
@@ -584,12 +679,12 @@ def test_parse_line():
 
 _v4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
 _v6 = st.integers(0, 2**128 - 1).map(lambda n: str(parsers.ipaddress.IPv6Address(n)))
-_msg = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="[]"), min_size=1, max_size=40
-).filter(lambda m: m.strip() == m and '"' not in m)
+_msg = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40).filter(
+    lambda m: "[**]" not in m
+)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     fmt=st.sampled_from(["snort2-fast", "snort3-fast", "suricata-fast"]),
     ts=st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2026, 11, 28)),
@@ -614,7 +709,11 @@ def test_render_parse_round_trip(fmt, ts, ids, msg, cls, prio, proto, v6, addrs,
         stamp = ts.strftime("%m/%d/%Y-%H:%M:%S.%f") + "  "
         mid = f"{msg} [**] [Classification: {cls or '(null)'}] "
     else:
-        stamp = ts.strftime("%m/%d/%y-%H:%M:%S.%f") if fmt == "snort2-fast" else ts.strftime("%y/%m/%d-%H:%M:%S.%f")
+        stamp = (
+            ts.strftime("%m/%d/%y-%H:%M:%S.%f")
+            if fmt == "snort2-fast"
+            else ts.strftime("%y/%m/%d-%H:%M:%S.%f")
+        )
         stamp += "  " if fmt == "snort2-fast" else " "
         shown = f'"{msg}"' if fmt == "snort3-fast" else msg
         mid = f"{shown} [**] " + (f"[Classification: {cls}] " if cls else "")

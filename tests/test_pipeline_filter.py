@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from banpipe.pipe import ALERT_KEYS, BAN_KEYS
-from conftest import BIN
+from toolpaths import BIN
 
 pytestmark = pytest.mark.corpus
 

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import BIN
 from netns import NetnsPair
+from toolpaths import BIN
 
 pytestmark = pytest.mark.root
 

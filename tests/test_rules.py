@@ -817,3 +817,32 @@ def test_protected_offender_is_never_banned_in_either_position(config, address, 
     assert not decide(alert(src=address, dst=other, msg=msg), rules).ban
     reversed_alert = alert(src=other, dst=address, msg="BLOCKED DESTINATION " + msg)
     assert not decide(reversed_alert, rules).ban
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    nets=st.lists(st.tuples(networks(), st.sampled_from("abcdef")), min_size=1, max_size=8),
+    address=st.one_of(v4_addr, doc_v4, doc_v6, v6_addr),
+)
+def test_protection_label_is_the_most_specific_entry(nets, address):
+    """AddressTable.label (a longest-prefix index) agrees with a scan of every entry."""
+    from banpipe.protect import AddressTable
+
+    table = AddressTable(nets)
+    ip = ipaddress.ip_address(address)
+    best = None
+    for text, label in nets:
+        net = ipaddress.ip_network(text)
+        inside = net.version == ip.version and ip in net
+        if inside and (best is None or net.num_addresses < best[0]):
+            best = (net.num_addresses, label)
+    assert table.label(ip.version, int(ip)) == (best[1] if best else None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(any_address, v6_addr.map(lambda a: ipaddress.ip_address(a).exploded)))
+def test_fast_canonical_agrees_with_protect_canonical(text):
+    from banpipe.protect import canonical
+    from banpipe.rules import _canonical
+
+    assert _canonical(text) == (canonical(text) or text)

@@ -287,6 +287,8 @@ def test_link_notes():
     assert link_notes("wan0", None, None, t) == []
     assert link_notes("wan0", None, up, t) == ["interface appeared (index 3, up); watching it"]
     assert link_notes("wan0", up, down, t) == ["link down"]
+    assert link_notes("wan0", down, Link(3, "wan0", IFF_UP), t) == ["link up, no carrier"]
+    assert link_notes("wan0", Link(3, "wan0", IFF_UP), up, t) == ["link up"]
     assert link_notes("wan0", up, up, t) == []
     assert link_notes("wan0", up, None, t) == [
         "interface removed (index 3); waiting for an interface named wan0"

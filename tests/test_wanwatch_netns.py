@@ -24,7 +24,11 @@ from pathlib import Path
 import pytest
 
 from banpipe.wanstate import read_wan_state
-from conftest import BIN, LIB
+
+# Not `from toolpaths import ...`: with tests/deploy/conftest.py in the tree, which
+# module that name means depends on collection order.
+ROOT = Path(__file__).resolve().parents[1]
+BIN, LIB = ROOT / "bin", ROOT / "lib"
 
 pytestmark = pytest.mark.root
 

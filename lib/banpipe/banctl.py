@@ -63,9 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(
         prog=TOOL,
         description="Durable ban ledger and firewall driver for banpipe.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "Exit status: 0 ok, 1 drift found (check), 64 usage, 65 bad data, "
-            "69 firewall unavailable, 73 cannot write the ledger, 78 config error."
+            "The admin commands work while `banctl apply` runs: each one changes the\n"
+            "ledger and the firewall itself, under the ledger's lock (<ledger>.lock), so\n"
+            "it takes effect at once; the daemon watches the ledger's -wal file and\n"
+            "picks up new expiries immediately (no pidfile, no signal needed).\n"
+            "\n"
+            "Exit status: 0 ok, 1 drift found (check), 64 usage, 65 bad data (bad or\n"
+            "protected address), 69 firewall unavailable, 73 cannot write the ledger,\n"
+            "78 config error."
         ),
     )
     cli.add_common_arguments(p)
@@ -97,7 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("addr", metavar="ADDR")
     sub.add_parser("restore", help="create our firewall structure and put every active ban in")
     sub.add_parser("teardown", help="remove all of banpipe's firewall entries (ledger intact)")
-    s = sub.add_parser("check", help="compare ledger and firewall; exit 1 on drift")
+    s = sub.add_parser(
+        "check",
+        help="compare ledger and firewall; exit 1 on drift",
+        description=(
+            "Compare the ledger's active bans with the live firewall: missing entries, "
+            "orphans (ours, not banned), duplicates, broken structure. Exit 0 when "
+            "consistent, 1 when drift was found; with --repair, 0 when the firewall is "
+            "consistent after the repair, 1 when drift remains. Only banpipe's own "
+            'chain, sets or table are ever changed. With [ban] on_stop = "remove", '
+            "automated bans are missing on purpose while `banctl apply` is not running."
+        ),
+    )
     s.add_argument("--repair", action="store_true", help="add missing, remove orphans")
     sub.add_parser("expire", help="lift bans that are due now, prune old history")
     return p

@@ -102,13 +102,14 @@ class Cursor:
         self.block_pos = offset
         self.block_lineno = lineno
         self.ino = self.dev = 0
-        self.fp_len = 0
-        self.fp = hashlib.sha256(b"").hexdigest()
+        # The file's first bytes as we read them (at most FP_BYTES): compared with the
+        # file now to notice copytruncate, hashed into the saved fingerprint.
+        self.head = b""
         self.last_data = 0.0  # monotonic time of the last non-empty read
         if fd is not None:
             st = os.fstat(fd)
             self.ino, self.dev = st.st_ino, st.st_dev
-            self.update_fingerprint()
+            self.head = os.pread(fd, FP_BYTES, 0)
 
     # -- the pure part -----------------------------------------------------------------
 
@@ -224,11 +225,18 @@ class Cursor:
     # -- the file ----------------------------------------------------------------------
 
     def read(self, size: int = CHUNK) -> bytes:
+        """The next bytes of the file (not fed yet); see also extend_head()."""
         assert self.fd is not None
         chunk = os.pread(self.fd, size, self.read_pos)
         if chunk:
             self.last_data = time.monotonic()
         return chunk
+
+    def extend_head(self, chunk: bytes) -> None:
+        """Grow ``head`` with a chunk read at read_pos (call once it is known valid)."""
+        have = len(self.head)
+        if have < FP_BYTES and self.read_pos <= have < self.read_pos + len(chunk):
+            self.head += chunk[have - self.read_pos : FP_BYTES - self.read_pos]
 
     def restart(self, parser: Parser) -> list:
         """The file was truncated or rewritten: complete the open block, read from 0."""
@@ -237,22 +245,23 @@ class Cursor:
         self.read_pos = self.lineno = self.block_pos = self.block_lineno = 0
         self.partial = b""
         self.partial_len = 0
-        self.update_fingerprint()
+        self.head = b""
         return out
 
-    def update_fingerprint(self) -> None:
-        assert self.fd is not None
-        head = os.pread(self.fd, FP_BYTES, 0)
-        self.fp_len = len(head)
-        self.fp = hashlib.sha256(head).hexdigest()
+    @property
+    def fp_len(self) -> int:
+        return len(self.head)
 
-    def fingerprint_holds(self) -> bool:
-        """Whether the first fp_len bytes are still what they were (no copytruncate)."""
+    @property
+    def fp(self) -> str:
+        return hashlib.sha256(self.head).hexdigest()
+
+    def head_holds(self) -> bool:
+        """Whether the file still starts with ``head`` (no copytruncate, no rewrite)."""
         assert self.fd is not None
-        if self.fp_len == 0:
+        if not self.head:
             return True
-        head = os.pread(self.fd, self.fp_len, 0)
-        return len(head) == self.fp_len and hashlib.sha256(head).hexdigest() == self.fp
+        return os.pread(self.fd, len(self.head), 0) == self.head
 
     def size(self) -> int:
         assert self.fd is not None
@@ -529,11 +538,26 @@ class Follower:
             chunk = cur.read()
             if not chunk:
                 return True
+            # Checked after the read: a chunk read before a truncation is old content
+            # (fed), one read after it is new content (dropped; read again from 0).
+            if self._truncated(cur):
+                continue
+            cur.extend_head(chunk)
             items = cur.feed(chunk)
             if items:
                 self.output.emit(items, cur.name)
             if self.save is not None and self.clock() - self.last_save >= self.save_every:
                 self.checkpoint()
+
+    def _truncated(self, cur: Cursor) -> bool:
+        """Restart ``cur`` at 0 when it shrank below our position or its head changed."""
+        if cur.size() >= cur.read_pos and cur.head_holds():
+            return False
+        self.note(f"{cur.name}: file truncated; reading from the start")
+        items = cur.restart(self.new_parser())
+        if items:
+            self.output.emit(items, cur.name)
+        return True
 
     def _finish(self, cur: Cursor) -> None:
         items = cur.end()
@@ -560,13 +584,7 @@ class Follower:
         if same:
             if self.next is not None:
                 self._drop_next()
-            if cur.size() < cur.read_pos or not cur.fingerprint_holds():
-                self.note(f"{cur.name}: file truncated; reading from the start")
-                items = cur.restart(self.new_parser())
-                if items:
-                    self.output.emit(items, cur.name)
-            elif cur.fp_len < FP_BYTES:
-                cur.update_fingerprint()
+            self._truncated(cur)
             return self.drain(cur)
         # The name no longer leads to our file: rotated, deleted or replaced.
         if not self.drain(cur):
@@ -634,8 +652,6 @@ class Follower:
         if cur is None or cur.fd is None:
             return None
         offset, lineno = cur.committed()
-        if cur.fp_len < FP_BYTES:
-            cur.update_fingerprint()
         return Position(
             path=self.abspath,
             inode=cur.ino,

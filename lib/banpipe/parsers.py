@@ -30,14 +30,25 @@ time, no zone), ``gid``, ``sid``, ``rev``, ``msg``, ``classification`` (None whe
 ``sport``, ``dst``, ``dport`` (canonical address strings, int ports, None when not
 printed), ``action`` (lower-cased tag or None), ``refs`` (Xref URLs), ``format``.
 
-Errors: one :class:`ParseError` per skipped unit (line, or block/fragment for the full
-formats).  ``reason`` starts with one of :data:`REASONS`, optionally followed by ``": "``
-and a detail.  Blank lines and ``#`` comments are skipped silently.
+Errors: one :class:`ParseError` per skipped unit: a line, or for the full formats a block or
+a header-less fragment (the lines up to the next blank line or header).  ``reason`` is one
+of :data:`REASONS`, optionally followed by ``": "`` and a detail; ``text`` is the unit's
+first line (shortened, binary characters replaced).  Blank lines and ``#`` comments are
+skipped silently.  A line may complete two items: a block and the one-line alert that
+closed it, or a torn line (a writer died mid-line and the next alert was appended to the
+fragment) as an error for the torn text plus the complete alert after it.
 
-Format notes are in ``docs``/``../shared/formats.md``; the decisions that matter for bans:
-addresses are validated (IPv4: four decimal octets without leading zeros, IPv6 through
-:mod:`ipaddress`) and canonicalised, and an IPv6 address/port split that cannot be decided
-is an error rather than a guess.
+Decisions that matter for bans (see ../shared/formats.md for the formats): addresses are
+validated (IPv4: four decimal octets 0-255 without leading zeros; IPv6 through
+:mod:`ipaddress`) and canonicalised; an IPv6 address/port split that cannot be decided is
+an error, never a guess; free text where Snort prints none (between the msg and the
+addresses, after the addresses) makes the line an error.  Unknown ``[Key: value]`` tags
+between msg and protocol (``[AppID: x]``) are skipped.
+
+Speed: a well-formed alert_fast line costs one regex that splits it into time stamp,
+"middle" (ids, msg, classification, priority, protocol) and addresses; the middle's parse
+is cached by its text (module-wide), as are IPv4 addresses already validated, IPv6
+canonical forms and ISO date prefixes (per parser, since they depend on ``now``).
 """
 
 from __future__ import annotations
@@ -111,7 +122,8 @@ _FAST = re.compile(
     rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
     rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
     rf"([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) \[\*\*\]"
-    rf"(?: \[(?:Classification: ({_CLS}*)|Priority: (\d{{1,10}})|[A-Za-z][\w ]{{0,40}}: {_CLS}*)\])*"
+    rf"(?: \[(?:Classification: ({_CLS}*)|Priority: (\d{{1,10}})"
+    rf"|[A-Za-z][\w ]{{0,40}}: {_CLS}*)\])*"
     rf"(?: \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)"
     rf"|( \[\*\*\] \[Raw pkt:[0-9A-Fa-f ]*\](?: \[pcap file packet: \d+\])?))? *\Z",
     re.ASCII,
@@ -143,7 +155,12 @@ _BODY_LIKE = re.compile(
     re.ASCII,
 )
 _TS_INSIDE = re.compile(rf"{_DATE}-{_TIME} ", re.ASCII)
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 
 
 _FAST_MATCH = _FAST.match
@@ -250,7 +267,7 @@ def _side(tok: str, mode: int) -> tuple[str | None, int | None]:
         if mode == _PM_ALWAYS:
             raise _BadAddress(tok)
         return _v4(tok), None
-    if mode == _PM_ALWAYS or mode == _PM_TCPUDP:
+    if mode in (_PM_ALWAYS, _PM_TCPUDP):
         a, _, p = tok.rpartition(":")
         return _v6(a), _port(p)
     if mode == _PM_NONE:
@@ -260,9 +277,6 @@ def _side(tok: str, mode: int) -> tuple[str | None, int | None]:
         a, _, p = tok.rpartition(":")
         return _v6(a), _port(p)
     raise _BadAddress(tok + " (address/port split unknown without protocol)")
-
-
-_PRIO = {None: None, **{str(i): i for i in range(11)}}
 
 
 def _mode(fmt: str, proto: str) -> int:
@@ -410,10 +424,9 @@ class AlertParser:
                 v = _iso_date(int(tok[6:]), int(tok[:2]), int(tok[3:5]))
             else:
                 a, b, c = int(tok[:2]), int(tok[3:5]), int(tok[6:8])
-                if year_first:
-                    v = _iso_date(_century(a), b, c)
-                else:
-                    v = _iso_date(_century(c), a, b)
+                # Snort 3 -y prints YY/MM/DD, Snort 2 -y MM/DD/YY.
+                y, mo, d = (a, b, c) if year_first else (c, a, b)
+                v = _iso_date(_century(y), mo, d)
         except ValueError:
             v = None
         if len(self._dates) >= 4096:
@@ -523,9 +536,14 @@ class AlertParser:
         end is kept, and the torn text before it is reported as an error.
         """
         for t in _TS_INSIDE.finditer(line, 1):
-            m = _FAST.match(line, t.start())
+            start = t.start()
+            # After a "/" the match is the tail of a longer date ("7/07/06-..." of a line
+            # cut inside "17/07/06-..."), not a stamp of its own: no alert with a made-up date.
+            if line[start - 1] == "/":
+                continue
+            m = _FAST.match(line, start)
             if m is not None:
-                head = line[: t.start()]
+                head = _short(line[:start])
                 err = ParseError(lineno, R_MALFORMED + ": torn line, text before alert", head)
                 return [err, self._fast(m, None, line, lineno)]
         return [ParseError(lineno, R_MALFORMED, _short(line))]
@@ -544,9 +562,7 @@ class AlertParser:
 
     # -- one-line formats ----------------------------------------------------------------
 
-    def _fast(
-        self, m: re.Match, q: re.Match | None, line: str, lineno: int
-    ) -> dict | ParseError:
+    def _fast(self, m: re.Match, q: re.Match | None, line: str, lineno: int) -> dict | ParseError:
         """Full parse of an alert_fast line (q: its _QUICK match, to fill the cache)."""
         dtok, time, spaces, action, ids, msg, cls, prio, proto, src, dst, raw = m.groups()
         sel = len(spaces) - 1
@@ -625,9 +641,8 @@ class AlertParser:
                     d, dp = _side(dst, _mode(fmt, info[7]))
             except (_BadAddress, ValueError) as e:
                 return ParseError(lineno, f"{R_MALFORMED}: invalid address {e}", _short(line))
-            if s is None or d is None:
-                if s is not d:
-                    return ParseError(lineno, f"{R_MALFORMED}: one address missing", _short(line))
+            if (s is None or d is None) and s is not d:
+                return ParseError(lineno, f"{R_MALFORMED}: one address missing", _short(line))
         else:
             s = sp = d = dp = None
         return {
@@ -671,6 +686,9 @@ class AlertParser:
         if self._force is not None and self._force != "snort-syslog":
             return ParseError(lineno, f"{R_FORCED}: looks like snort-syslog", _short(line))
         gid, sid, rev, msg, cls, prio, proto, src, dst = a.groups()
+        if proto is None and ("[Priority: " in msg or " -> " in msg):
+            # The tail did not parse and the lazy msg took it: not a no-IP alert.
+            return ParseError(lineno, R_MALFORMED, _short(line))
         key = f"{mon} {day}"
         v = self._dates.get(key, False)
         if v is False:

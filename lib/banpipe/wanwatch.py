@@ -176,8 +176,11 @@ def link_notes(name: str, before: Link | None, after: Link | None, table: RouteT
             return [f"{gone}; waiting for an interface named {name}"]
         return [gone, f"interface appeared (index {after.index}, {after.state}); watching it"]
     if before.state != after.state:
-        return [f"link {after.state}"]
+        return [_STATE_NOTE[after.state]]
     return []
+
+
+_STATE_NOTE = {"up": "link up", "down": "link down", "no-carrier": "link up, no carrier"}
 
 
 _IFNAME_BAD = re.compile(r"[\s/:]")
@@ -376,7 +379,7 @@ class Watcher:
         if self.link is None:
             self.report.say(self.name, "no such interface; waiting for it to appear")
         elif self.link.state != "up":
-            self.report.say(self.name, f"link {self.link.state}")
+            self.report.say(self.name, _STATE_NOTE[self.link.state])
         new = current_set(table, self.name)
         try:
             state = write_wan_state(self.state_path, self.name, sort_addresses(new), self.clock())

@@ -416,19 +416,23 @@ class Container:
         return took
 
     def kill(self) -> None:
-        """Teardown fallback: SIGTERM to our own timeout/nspawn (nspawn halts the guest)."""
+        """Teardown fallback: SIGTERM to our own nspawn (it halts the guest), SIGTERM again
+        (immediate termination), then SIGKILL; never anything but our own processes."""
         if not self.running():
             return
         assert self.proc is not None
-        for pid, comm in children(self.proc.pid):
-            if comm == "systemd-nspawn":
+        nspawn = [pid for pid, comm in children(self.proc.pid) if comm == "systemd-nspawn"]
+        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            for pid in nspawn:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()  # timeout's -k then kills nspawn
-            self.proc.wait(timeout=30)
+                    os.kill(pid, sig)
+            try:
+                self.proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.kill()
+        self.proc.wait(timeout=30)
 
 
 # --- after the container is gone ------------------------------------------------------

@@ -149,6 +149,25 @@ def stop_order(entries: list[dict]) -> tuple[int, int, int]:
     )
 
 
+def unit_processes(ct: Container, unit: str) -> dict[int, str]:
+    """PID -> command line of every process in the unit's cgroup (minbase has no ps)."""
+    cgroup = ct.run("systemctl", "show", unit, "-p", "ControlGroup", "--value").stdout.strip()
+    out = ct.run(
+        "sh",
+        "-c",
+        'for p in $(cat "/sys/fs/cgroup$1/cgroup.procs"); do'
+        ' printf "%s " "$p"; tr "\\0" " " </proc/$p/cmdline; echo; done',
+        "sh",
+        cgroup,
+    ).stdout
+    return {int(line.split(" ", 1)[0]): line.split(" ", 1)[1] for line in out.splitlines() if line}
+
+
+def unit_state(ct: Container, unit: str) -> dict[str, str]:
+    out = ct.run("systemctl", "show", unit, "-p", "ActiveState,MainPID,NRestarts").stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 def assert_clean_after_poweroff(gw: Gateway, addresses: list[str]) -> None:
     rules = firewall(gw)
     for addr in addresses:
@@ -173,6 +192,7 @@ def test_role_deploys_into_the_booted_gateway_and_a_rerun_changes_nothing(gatewa
             "banpipe_wheelhouse": str(wheelhouse),
             "banpipe_wan_interface": WAN_IFACE,
             "banpipe_alert_file": ALERT_FILE,
+            "banpipe_restart_sec": 1,
         },
     )
     for run_no in (1, 2):
@@ -223,15 +243,7 @@ def test_services_run_hardened_with_the_drop_in_merged(gateway):
     assert props["KillMode"] == "control-group" and props["Restart"] == "on-failure"
     assert "banctl" in props["ExecStopPost"] and "teardown" in props["ExecStopPost"]
     # The runner and the three stages run in the unit's cgroup.
-    cgroup = ct.run("systemctl", "show", "banpipe.service", "-p", "ControlGroup", "--value")
-    procs = ct.run(
-        "sh",
-        "-c",
-        'for p in $(cat "/sys/fs/cgroup$1/cgroup.procs"); do tr "\\0" " " </proc/$p/cmdline; echo;'
-        " done",
-        "sh",
-        cgroup.stdout.strip(),
-    ).stdout
+    procs = " ".join(unit_processes(ct, "banpipe.service").values())
     for cmd in ("pipeline", "bin/fasttail", "bin/alertfilter", "bin/banctl"):
         assert cmd in procs, procs
 
@@ -262,6 +274,36 @@ def test_an_alert_against_our_wan_address_becomes_an_iptables_rule(gateway):
     assert "-A INPUT -j BANPIPE" in rules and "-A FORWARD -j BANPIPE" in rules, rules
     assert "203.0.113.10" not in rules, "banned an alert that was not against us"
     gw.stage = "banned"
+
+
+def test_a_dead_stage_takes_the_pipeline_down_and_systemd_restarts_it(gateway):
+    """SIGKILL to alertfilter, the middle stage: in a plain `sh -c 'a | b | c'` banctl would
+    exit on end of input while fasttail lingered and the unit stayed "active" with nobody
+    banning. The runner stops the pipeline with alertfilter's status; Restart=on-failure
+    brings it back and banctl restores the ban."""
+    gw = gateway
+    gw.require("banned")
+    ct = gw.container
+    assert ct is not None
+    before = unit_state(ct, "banpipe.service")
+    victim = next(
+        p for p, cmd in unit_processes(ct, "banpipe.service").items() if "alertfilter" in cmd
+    )
+    ct.run("sh", "-c", 'kill -KILL "$1"', "sh", str(victim))
+
+    def restarted() -> bool:
+        now = unit_state(ct, "banpipe.service")
+        return (
+            now["ActiveState"] == "active"
+            and int(now["NRestarts"]) == int(before["NRestarts"]) + 1
+            and now["MainPID"] != before["MainPID"]
+        )
+
+    wait_for(restarted, 20, 0.2, "banpipe.service restarted once")
+    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored after restart")
+    log = ct.run("journalctl", "-b", "-u", "banpipe.service", "--no-pager", "-o", "cat").stdout
+    assert "alertfilter ended with status 137" in log, log[-3000:]
+    assert [p for p, cmd in unit_processes(ct, "banpipe.service").items() if p == victim] == []
 
 
 def test_poweroff_stops_banpipe_before_the_network_and_removes_its_rules(gateway):

@@ -200,6 +200,23 @@ def test_systemd_analyze_verify_is_silent(static_root):
     )
 
 
+@pytest.mark.root
+def test_systemd_analyze_verify_check_can_fail(static_root, deploy_work):
+    """The check above is not vacuous: a typo in a copy of our unit shows up on stderr
+    (while verify still exits 0)."""
+    root, _, _ = static_root
+    unit = (root / "etc/systemd/system/banpipe.service").read_text()
+    broken = root / "etc/systemd/system/banpipe-typo.service"
+    broken.write_text(unit.replace("KillMode=control-group", "KillMode=control-grup"))
+    try:
+        proc = run(
+            ["systemd-analyze", "verify", f"--root={root}", "banpipe-typo.service"], check=False
+        )
+    finally:
+        broken.unlink()
+    assert "control-grup" in proc.stderr, proc.stdout + proc.stderr
+
+
 def _unit_dump(root: Path, unit: str) -> str:
     env = dict(
         os.environ,

@@ -120,8 +120,9 @@ class Backend(Protocol):
     """One firewall backend. Every call raises FirewallError when a command fails.
 
     ``block``/``release``/``flush`` expect ``init()`` to have run: when our chain/sets/table
-    is gone they raise FirewallError, and ``check()`` shows ``structure_ok=False``; the
-    repair is ``init()`` then ``block(missing)``.
+    is gone they raise FirewallError (ipset's block/release re-create a missing set, still
+    unhooked), and ``check()`` shows ``structure_ok=False``; the repair is ``init()`` then
+    ``block(missing)``.
     """
 
     name: str

@@ -4,7 +4,10 @@
 each. Our iptables/ip6tables chain holds ``-m set --match-set SET src -j DROP`` (after an
 optional rate-limited LOG rule) and is jumped to from the hooks. Blocking and releasing is
 one ``ipset restore`` with ``add -exist`` / ``del -exist`` lines, so repeats are harmless
-and a 10,000-address burst is one process.
+and a 10,000-address burst is one process. Those restores start with the sets' own
+``create -exist`` lines (twice as fast, see ``_update``): unlike the other backends,
+block/release re-create a missing set instead of failing; check() still reports the
+structure as broken until init() puts the rules back.
 """
 
 from __future__ import annotations
@@ -56,9 +59,22 @@ class IpsetBackend:
         rules.append(f"{match} -j DROP")
         return rules
 
+    def _creates(self) -> list[str]:
+        return [
+            f"create -exist {name} hash:ip family {family} hashsize {HASHSIZE} maxelem {MAXELEM}"
+            for _, name, family in self._sets()
+        ]
+
     def _restore(self, lines: list[str]) -> None:
         if lines:
             self.runner(["ipset", "restore"], input="".join(f"{line}\n" for line in lines))
+
+    def _update(self, lines: list[str]) -> None:
+        # Leading `create -exist` lines make ipset restore take the set's type from the
+        # session instead of asking the kernel: 100,000 adds run twice as fast. A missing
+        # set is thereby re-created, but stays unreferenced until init() (check() says so).
+        if lines:
+            self._restore(self._creates() + lines)
 
     def _members(self, name: str, family: str) -> tuple[set[str] | None, list[str]]:
         """Members of one set from ``ipset save``; None when the set is missing."""
@@ -85,13 +101,7 @@ class IpsetBackend:
         return members, problems
 
     def init(self) -> None:
-        self._restore(
-            [
-                f"create -exist {name} hash:ip family {family} hashsize {HASHSIZE} "
-                f"maxelem {MAXELEM}"
-                for _, name, family in self._sets()
-            ]
-        )
+        self._restore(self._creates())
         for fam in families(self.settings):
             lines = self.xt.structure_lines(self.xt.list_table(fam), self.chain_rules(fam))
             if lines:
@@ -115,13 +125,13 @@ class IpsetBackend:
                 if present is None:
                     raise FirewallError(problems[0])
                 new += [a for a in group if a not in present]
-        self._restore([f"add -exist {name} {a}" for name, _, group in groups for a in group])
+        self._update([f"add -exist {name} {a}" for name, _, group in groups for a in group])
         if new:
             self.conntrack(new)
 
     def release(self, addrs: Iterable[str]) -> None:
         groups = self._groups(addrs)
-        self._restore([f"del -exist {name} {a}" for name, _, group in groups for a in group])
+        self._update([f"del -exist {name} {a}" for name, _, group in groups for a in group])
 
     def flush(self) -> None:
         self._restore([f"flush {name}" for _, name, _ in self._sets()])

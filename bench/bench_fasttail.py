@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""fasttail: throughput against a naive floor, peak memory, and append-to-stdout latency.
+
+    python bench/bench_fasttail.py [--lines 1000000] [--repeat 3] [--latency 300]
+
+Everything runs as real processes, as in production:
+  * throughput: ``fasttail --once --from-start FILE > /dev/null`` on a generated
+    alert_fast file (bench/gen_alerts.py: Snort 2/3 and Suricata, IPv4/IPv6, many
+    sources), next to the naive floor measured in the same run on the same file: one
+    regex + ``json.dumps`` per line written to /dev/null, also a separate process. Each is
+    run ``--repeat`` times, interleaved, and the best run counts (the machine is shared).
+  * fasttail with the standard library's json instead of orjson (orjson hidden).
+  * peak RSS of the fasttail process (``ru_maxrss`` from wait4), on files of two sizes.
+  * latency: fasttail follows a file; this process appends one alert at a time with a
+    pause, and times from just before the write to the JSON line read from the pipe.
+Figures go in bench/README.md; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LIB = ROOT / "lib"
+FASTTAIL = ROOT / "bin" / "fasttail"
+sys.path.insert(0, str(HERE))
+
+import gen_alerts  # noqa: E402
+
+NAIVE = r"""
+import json, re, sys
+R = re.compile(
+    r"(?P<ts>\S+)\s+(?:\[\w+\] )?\[\*\*\] \[(?P<gid>\d+):(?P<sid>\d+):(?P<rev>\d+)\] "
+    r"(?P<msg>.*?) \[\*\*\](?: \[Classification: (?P<classification>[^\]]*)\])?"
+    r"(?: \[Priority: (?P<priority>\d+)\])? \{(?P<proto>[^}]*)\} (?P<src>\S*) -> (?P<dst>\S*)"
+)
+out = sys.stdout
+with open(sys.argv[1], encoding="utf-8", errors="surrogateescape") as f:
+    for line in f:
+        m = R.match(line)
+        if m:
+            out.write(json.dumps(m.groupdict()) + "\n")
+"""
+
+NO_ORJSON = (
+    "import sys; sys.modules['orjson'] = None; "
+    "from banpipe.fasttail import main; sys.exit(main())"
+)
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(LIB) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def timed(argv: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of a process writing to /dev/null."""
+    with open(os.devnull, "wb") as sink:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdout=sink, env=env())
+        _, status, usage = os.wait4(p.pid, 0)
+        dt = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{argv} failed with {p.returncode}")
+    return dt, usage.ru_maxrss
+
+
+def make_file(path: Path, lines: int, style: str = "fast") -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        buf: list[str] = []
+        for text in gen_alerts.alerts(lines, style, seed=1, v6_share=0.2):
+            buf.append(text)
+            if len(buf) >= 10000:
+                f.write("".join(buf))
+                buf.clear()
+        f.write("".join(buf))
+
+
+def throughput(path: Path, lines: int, repeat: int) -> dict[str, tuple[float, int]]:
+    runs = {
+        "naive floor (regex + json.dumps)": [sys.executable, "-c", NAIVE, str(path)],
+        "fasttail (orjson)": [sys.executable, str(FASTTAIL), "--once", "--from-start", str(path)],
+        "fasttail (json, orjson hidden)": [
+            sys.executable,
+            "-c",
+            NO_ORJSON,
+            "--once",
+            "--from-start",
+            str(path),
+        ],
+    }
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(repeat):
+        for name, argv in runs.items():
+            dt, rss = timed(argv)
+            old = best.get(name)
+            best[name] = (min(dt, old[0]) if old else dt, max(rss, old[1]) if old else rss)
+    return best
+
+
+def latency(samples: int, gap: float, state: bool) -> list[float]:
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "alert"
+        f.write_text("")
+        argv = [sys.executable, str(FASTTAIL), str(f)]
+        if state:
+            argv[2:2] = ["--state", str(Path(d) / "pos.json")]
+            ready = Path(d) / "pos.json"
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env())
+        try:
+            if state:
+                while not ready.exists():
+                    time.sleep(0.01)
+            else:
+                time.sleep(1.0)  # no readiness signal without --state; warm-up only
+            lines = list(gen_alerts.alerts(samples + 20, "fast", seed=2, v6_share=0.2))
+            out: list[float] = []
+            fd = os.open(f, os.O_WRONLY | os.O_APPEND)
+            try:
+                for i, text in enumerate(lines):
+                    data = text.encode()
+                    t0 = time.perf_counter()
+                    os.write(fd, data)
+                    got = p.stdout.readline()
+                    t1 = time.perf_counter()
+                    if not got:
+                        raise SystemExit("fasttail ended early")
+                    if i >= 20:  # warm-up
+                        out.append((t1 - t0) * 1000)
+                    time.sleep(gap)
+            finally:
+                os.close(fd)
+            return out
+        finally:
+            p.terminate()
+            p.wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--latency", type=int, default=300, help="latency samples")
+    ap.add_argument("--gap", type=float, default=0.02, help="seconds between appends")
+    ap.add_argument("--keep", metavar="DIR", help="keep/reuse generated files in DIR")
+    args = ap.parse_args(argv)
+
+    tmp = tempfile.TemporaryDirectory()
+    base = Path(args.keep or tmp.name)
+    base.mkdir(parents=True, exist_ok=True)
+    big = base / f"alert_fast_{args.lines}.txt"
+    small = base / "alert_fast_100000.txt"
+    full = base / "alert_full_100000.txt"
+    for path, n, style in ((big, args.lines, "fast"), (small, 100_000, "fast"), (full, 100_000, "full")):
+        if not path.exists():
+            print(f"generating {path.name} ...", file=sys.stderr)
+            make_file(path, n, style)
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
+    print(f"\nthroughput, {args.lines:,} alert_fast lines ({big.stat().st_size / 1e6:.0f} MB), "
+          f"best of {args.repeat}:")
+    best = throughput(big, args.lines, args.repeat)
+    floor = args.lines / best["naive floor (regex + json.dumps)"][0]
+    for name, (dt, rss) in best.items():
+        rate = args.lines / dt
+        print(f"  {name:34s} {dt:6.2f} s {rate:10,.0f} alerts/s  {rate / floor:4.2f}x floor"
+              f"  peak RSS {rss / 1024:5.1f} MiB")
+
+    print("\npeak RSS of fasttail --once by file size:")
+    for path, n in ((small, 100_000), (big, args.lines)):
+        dt, rss = timed([sys.executable, str(FASTTAIL), "--once", str(path)])
+        print(f"  {n:>9,} lines  {rss / 1024:5.1f} MiB")
+    dt, rss = timed([sys.executable, str(FASTTAIL), "--once", str(full)])
+    print(f"  alert_full, 100,000 blocks: {100_000 / dt:,.0f} alerts/s, {rss / 1024:.1f} MiB")
+
+    for state in (False, True):
+        lat = latency(args.latency, args.gap, state)
+        label = "with --state" if state else "no --state"
+        print(f"\nlatency append -> JSON line ({label}, {len(lat)} samples, {args.gap * 1000:.0f} ms "
+              f"apart): p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, "
+              f"max {max(lat):.2f} ms, mean {statistics.mean(lat):.2f} ms")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
