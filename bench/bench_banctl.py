@@ -196,8 +196,8 @@ def bench_restart(backend: str, n: int, ns: Netns) -> tuple[float, float]:
         assert len(drift.missing) == n and not lapsed
         assert len(fw.check().entries) == n
         t0 = time.perf_counter()
-        with ledger.locked():
-            fw.close(teardown=True)
+        with ledger.locked():  # what `banctl teardown` does (no manual bans here)
+            banctl.remove_automated(ledger, fw, thorough=True)
         teardown_s = time.perf_counter() - t0
         assert not fw.check().entries
         env.close()

@@ -51,8 +51,7 @@ with open(sys.argv[1], encoding="utf-8", errors="surrogateescape") as f:
 """
 
 NO_ORJSON = (
-    "import sys; sys.modules['orjson'] = None; "
-    "from banpipe.fasttail import main; sys.exit(main())"
+    "import sys; sys.modules['orjson'] = None; from banpipe.fasttail import main; sys.exit(main())"
 )
 
 
@@ -166,20 +165,28 @@ def main(argv: list[str] | None = None) -> int:
     big = base / f"alert_fast_{args.lines}.txt"
     small = base / "alert_fast_100000.txt"
     full = base / "alert_full_100000.txt"
-    for path, n, style in ((big, args.lines, "fast"), (small, 100_000, "fast"), (full, 100_000, "full")):
+    for path, n, style in (
+        (big, args.lines, "fast"),
+        (small, 100_000, "fast"),
+        (full, 100_000, "full"),
+    ):
         if not path.exists():
             print(f"generating {path.name} ...", file=sys.stderr)
             make_file(path, n, style)
 
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
-    print(f"\nthroughput, {args.lines:,} alert_fast lines ({big.stat().st_size / 1e6:.0f} MB), "
-          f"best of {args.repeat}:")
+    print(
+        f"\nthroughput, {args.lines:,} alert_fast lines ({big.stat().st_size / 1e6:.0f} MB), "
+        f"best of {args.repeat}:"
+    )
     best = throughput(big, args.lines, args.repeat)
     floor = args.lines / best["naive floor (regex + json.dumps)"][0]
     for name, (dt, rss) in best.items():
         rate = args.lines / dt
-        print(f"  {name:34s} {dt:6.2f} s {rate:10,.0f} alerts/s  {rate / floor:4.2f}x floor"
-              f"  peak RSS {rss / 1024:5.1f} MiB")
+        print(
+            f"  {name:34s} {dt:6.2f} s {rate:10,.0f} alerts/s  {rate / floor:4.2f}x floor"
+            f"  peak RSS {rss / 1024:5.1f} MiB"
+        )
 
     print("\npeak RSS of fasttail --once by file size:")
     for path, n in ((small, 100_000), (big, args.lines)):
@@ -191,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     for state in (False, True):
         lat = latency(args.latency, args.gap, state)
         label = "with --state" if state else "no --state"
-        print(f"\nlatency append -> JSON line ({label}, {len(lat)} samples, {args.gap * 1000:.0f} ms "
-              f"apart): p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, "
-              f"max {max(lat):.2f} ms, mean {statistics.mean(lat):.2f} ms")
+        print(
+            f"\nlatency append -> JSON line ({label}, {len(lat)} samples, {args.gap * 1000:.0f} ms "
+            f"apart): p50 {pct(lat, 0.5):.2f} ms, p99 {pct(lat, 0.99):.2f} ms, "
+            f"max {max(lat):.2f} ms, mean {statistics.mean(lat):.2f} ms"
+        )
     tmp.cleanup()
     return 0
 

@@ -26,25 +26,48 @@ FULL_STYLES = ("snort2-full", "snort3-full")
 RULES = [
     # gid, sid, rev, msg, classification or None, priority
     (1, 2402000, 5001, "ET DROP Dshield Block Listed Source group 1", "Misc Attack", 2),
-    (1, 2403440, 44968, "ET CINS Active Threat Intelligence Poor Reputation IP TCP group 71",
-     "Misc Attack", 2),
+    (
+        1,
+        2403440,
+        44968,
+        "ET CINS Active Threat Intelligence Poor Reputation IP TCP group 71",
+        "Misc Attack",
+        2,
+    ),
     (1, 2003068, 6, "ET SCAN Potential SSH Scan OUTBOUND", "Attempted Information Leak", 2),
-    (1, 2011716, 4, "ET SCAN Sipvicious User-Agent Detected (friendly-scanner)",
-     "Attempted Information Leak", 2),
+    (
+        1,
+        2011716,
+        4,
+        "ET SCAN Sipvicious User-Agent Detected (friendly-scanner)",
+        "Attempted Information Leak",
+        2,
+    ),
     (1, 2025627, 5, "ET INFO [eSentire] Possible Kali Linux Updates", "Misc activity", 3),
-    (1, 48402, 1, "MALWARE-CNC Win.Trojan.Emotet variant outbound connection attempt",
-     "A Network Trojan was detected", 1),
+    (
+        1,
+        48402,
+        1,
+        "MALWARE-CNC Win.Trojan.Emotet variant outbound connection attempt",
+        "A Network Trojan was detected",
+        1,
+    ),
     (1, 469, 3, "ICMP PING NMAP", "Attempted Information Leak", 2),
     (1, 1000001, 1, "LOCAL Nmap SYN scan", None, 0),
     (1, 1000003, 1, "Acesso ao gateway LoRa por um IP fora do padrão", None, 0),
     (122, 7, 2, "(portscan) TCP Filtered Portsweep", "Attempted Information Leak", 2),
     (129, 3, 2, "Data sent on stream not accepting data", "Generic Protocol Command Decode", 3),
     (116, 434, 1, "(icmp4) ICMP ping Nmap", None, 3),
-    (119, 28, 3, "(http_inspect) HTTP POST or PUT request without content-length or chunks",
-     "Unknown Traffic", 3),
+    (
+        119,
+        28,
+        3,
+        "(http_inspect) HTTP POST or PUT request without content-length or chunks",
+        "Unknown Traffic",
+        3,
+    ),
     (1, 2200073, 2, "SURICATA IPv4 invalid checksum", "Generic Protocol Command Decode", 3),
-    (1, 2230003, 1, "SURICATA TLS invalid handshake message",
-     "Generic Protocol Command Decode", 3),
+    (1, 2230003, 1, "SURICATA TLS invalid handshake message", "Generic Protocol Command Decode", 3),
 ]
 PROTOS = ("TCP",) * 6 + ("UDP",) * 3 + ("ICMP",)
 XREFS = (
@@ -60,10 +83,12 @@ class Sources:
 
     def __init__(self, rng: random.Random, n4: int = 60000, n6: int = 15000) -> None:
         self.rng = rng
-        self.v4 = [str(ipaddress.IPv4Address(rng.randrange(0x01000000, 0xDF000000)))
-                   for _ in range(n4)]
-        self.v6 = [str(ipaddress.IPv6Address((0x2001_0DB8 << 96) | rng.getrandbits(64)))
-                   for _ in range(n6)]
+        self.v4 = [
+            str(ipaddress.IPv4Address(rng.randrange(0x01000000, 0xDF000000))) for _ in range(n4)
+        ]
+        self.v6 = [
+            str(ipaddress.IPv6Address((0x2001_0DB8 << 96) | rng.getrandbits(64))) for _ in range(n6)
+        ]
         self.local4 = [f"192.168.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(200)]
         self.local6 = ["2001:db8:ffff::" + format(i, "x") for i in range(1, 200)]
 
@@ -121,8 +146,10 @@ def fast_line(rng: random.Random, src: Sources, style: str, t: float, v6: bool) 
     if style == "suricata-fast":
         action = rng.choice(("", "", "", "", "[Drop] ", "[wDrop] "))
         c = cls or "(null)"
-        return (f"{ts}  {action}[**] [{gid}:{sid}:{rev}] {msg} [**] [Classification: {c}] "
-                f"[Priority: {prio}] {{{proto}}} {ends}")
+        return (
+            f"{ts}  {action}[**] [{gid}:{sid}:{rev}] {msg} [**] [Classification: {c}] "
+            f"[Priority: {prio}] {{{proto}}} {ends}"
+        )
     head = f"[**] [{gid}:{sid}:{rev}] "
     c = f" [Classification: {cls}]" if cls else ""
     if style == "snort3-fast":

@@ -522,10 +522,29 @@ def test_restore_and_teardown(cfg, fw):
     args = cfg('[ban]\non_stop = "keep"\n')
     run([*args, "apply"], lines(alert("203.0.113.7")))
     rc, out, _ = run([*args, "teardown"])
-    assert rc == 0 and fw.entries == set() and "1 active bans kept" in out
+    assert rc == 0 and fw.entries == set() and not fw.ready
+    assert out == (
+        "teardown: 1 automated entries removed, 0 manual bans kept; 1 active bans stay in the "
+        "ledger (banctl restore puts them back)\n"
+    )
     rc, out, _ = run([*args, "restore"])
     assert rc == 0 and out.startswith("restored: 1 active bans, 1 added")
     assert fw.entries == {"203.0.113.7"}
+
+
+def test_teardown_keeps_manual_bans_unless_all(cfg, fw):
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    run([*args, "ban", "198.51.100.50"])
+    fw.entries.add("192.0.2.99")  # an entry the ledger does not know
+    for _ in range(2):  # idempotent
+        rc, out, _ = run([*args, "teardown"])
+        assert rc == 0 and fw.entries == {"198.51.100.50"} and fw.ready
+    rc, out, _ = run([*args, "teardown", "--all"])
+    assert rc == 0 and fw.entries == set() and not fw.ready
+    assert out.startswith("teardown: all of banpipe's firewall entries and structure removed")
+    with ledger_of(cfg) as led:
+        assert led.active_addresses() == {"203.0.113.7", "198.51.100.50"}
 
 
 # -- exit codes --------------------------------------------------------------------------

@@ -329,8 +329,21 @@ def test_stop_leaves_no_trace_and_teardown_is_idempotent(tmp_path, pair, backend
     rc, _, _ = b("restore")
     assert rc == 0 and not pair.ping(V4)
     b.assert_consistent()
-    for _ in range(2):
+    for _ in range(2):  # as ExecStopPost after banctl's own stop: safe twice
         rc, out, err = b("teardown")
         assert rc == 0, err
         assert no_trace(pair) == []
     assert pair.ping(V4) and pair.ping(V6)
+    # with a manual ban, teardown keeps it (and only it); --all removes everything
+    b("restore")
+    rc, _, err = b("ban", V4_OK, "--reason", "manual")
+    assert rc == 0, err
+    rc, _, err = b("teardown")
+    assert rc == 0, err
+    assert pair.ping(V4) and pair.ping(V6) and not pair.ping(V4_OK)
+    assert b.firewall().entries == {V4_OK}
+    for _ in range(2):
+        rc, _, err = b("teardown", "--all")
+        assert rc == 0, err
+        assert no_trace(pair) == []
+    assert pair.ping(V4_OK)

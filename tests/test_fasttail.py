@@ -226,9 +226,7 @@ def test_half_block_at_the_end_is_reported_not_invented(alert_file):
     f = alert_file(FULL_BLOCK.splitlines(keepends=True)[0])
     code, objs, err = run("--once", f)
     assert (code, objs) == (0, [])
-    assert err.splitlines()[0] == (
-        f"fasttail: {f}:1: incomplete alert block: no time stamp line"
-    )
+    assert err.splitlines()[0] == (f"fasttail: {f}:1: incomplete alert block: no time stamp line")
 
 
 # -- exit codes ------------------------------------------------------------------------
@@ -310,8 +308,7 @@ def test_file_truncated_since_the_saved_position_is_read_from_the_start(alert_fi
     code, objs, err = run("--once", "--state", state, f)
     assert [o["sid"] for o in objs] == [3]
     assert err == (
-        f"fasttail: {f}: truncated or rewritten since the saved position; "
-        "reading from the start\n"
+        f"fasttail: {f}: truncated or rewritten since the saved position; reading from the start\n"
     )
 
 

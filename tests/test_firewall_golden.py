@@ -25,6 +25,7 @@ from banpipe.firewall import (
     RecordingRunner,
     SubprocessRunner,
     canonical,
+    conntrack_sources,
     make_backend,
     validate_addresses,
 )
@@ -675,21 +676,41 @@ def test_close_without_teardown_leaves_everything():
 # --- conntrack ----------------------------------------------------------------------------
 
 
-def test_conntrack_flush_for_new_addresses_only(caplog):
+# `conntrack -L` in the gateway namespace after a ping from 203.0.113.8 and 2001:db8:66::8
+# and a TCP connect from 203.0.113.8.
+CONNTRACK_L = (
+    "icmp     1 29 src=203.0.113.8 dst=198.51.100.2 type=8 code=0 id=6107 src=198.51.100.2 "
+    "dst=203.0.113.8 type=0 code=0 id=6107 mark=0 use=1\n"
+    "icmpv6   58 29 src=2001:db8:66::8 dst=2001:db8:1::2 type=128 code=0 id=6108 "
+    "src=2001:db8:1::2 dst=2001:db8:66::8 type=129 code=0 id=6108 mark=0 use=1\n"
+    "tcp      6 119 TIME_WAIT src=203.0.113.8 dst=198.51.100.2 sport=57207 dport=8080 "
+    "src=198.51.100.2 dst=203.0.113.8 sport=8080 dport=57207 [ASSURED] mark=0 use=1\n"
+)
+CT_NONE = subprocess.CompletedProcess(
+    [], 1, "", "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n"
+)
+
+
+def test_conntrack_sources_are_original_direction_only():
+    assert conntrack_sources(CONNTRACK_L) == {"203.0.113.8", "2001:db8:66::8"}
+
+
+def test_conntrack_flush_for_new_addresses_with_flows_only(caplog):
     fw, r = backend(
         "iptables",
         {
             "iptables -w -S BANPIPE": IPT_V4_CHAIN,
             "ip6tables -w -S BANPIPE": "-N BANPIPE\n",
-            "conntrack -D -s 203.0.113.8": subprocess.CompletedProcess(
-                [], 1, "", "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n"
-            ),
+            "conntrack -L": CONNTRACK_L,
+            "conntrack -D -s 2001:db8:66::8": CT_NONE,  # gone meanwhile: exit 1 is fine
         },
         conntrack_flush=True,
     )
     with caplog.at_level(logging.WARNING, "banpipe.firewall"):
-        fw.block(["203.0.113.7", "203.0.113.8", "2001:db8:66::8"])
-    assert r.argvs[-2:] == [
+        # .7 is already blocked, .9 and ::9 have no flows.
+        fw.block(["203.0.113.7", "203.0.113.8", "203.0.113.9", "2001:db8:66::8", "2001:db8:66::9"])
+    assert r.argvs[4:] == [
+        ["conntrack", "-L"],
         ["conntrack", "-D", "-s", "203.0.113.8"],
         ["conntrack", "-D", "-s", "2001:db8:66::8"],
     ]
@@ -706,8 +727,25 @@ def test_conntrack_missing_warns_once_and_does_not_fail(caplog):
     with caplog.at_level(logging.WARNING, "banpipe.firewall"):
         fw.block(["203.0.113.7", "203.0.113.8"])
         fw.block(["203.0.113.9"])
-    assert [a for a in r.argvs if a[0] == "conntrack"] == [["conntrack", "-D", "-s", "203.0.113.7"]]
+    assert [a for a in r.argvs if a[0] == "conntrack"] == [["conntrack", "-L"]]
     assert len([rec for rec in caplog.records if "conntrack not found" in rec.message]) == 1
+
+
+def test_conntrack_failures_warn_but_do_not_fail(caplog):
+    broken = subprocess.CompletedProcess([], 2, "", "conntrack: Operation failed: denied\n")
+    fw, _ = backend(
+        "ipset",
+        {"conntrack -L": CONNTRACK_L, "conntrack -D -s 203.0.113.8": broken},
+        conntrack_flush=True,
+    )
+    fw2, _ = backend("ipset", {"conntrack -L": broken}, conntrack_flush=True)
+    with caplog.at_level(logging.WARNING, "banpipe.firewall"):
+        fw.block(["203.0.113.8"])
+        fw2.block(["203.0.113.8"])
+    assert [rec.getMessage().split(":")[0] for rec in caplog.records] == [
+        "conntrack -D failed for 1 address(es), first 203.0.113.8",
+        "conntrack -L failed",
+    ]
 
 
 @pytest.mark.parametrize("name", ["ipset", "nftables"])
@@ -720,13 +758,18 @@ def test_conntrack_off_means_no_listing_before_block(name):
 def test_ipset_conntrack_flush_reads_set_first():
     fw, r = backend(
         "ipset",
-        {"ipset save banpipe4": IPSET_SAVE_V4, "ipset save banpipe6": IPSET_SAVE_V6},
+        {
+            "ipset save banpipe4": IPSET_SAVE_V4,
+            "ipset save banpipe6": IPSET_SAVE_V6,
+            "conntrack -L": CONNTRACK_L,
+        },
         conntrack_flush=True,
     )
     fw.block(["203.0.113.7", "203.0.113.8"])
     assert r.argvs == [
         ["ipset", "save", "banpipe4"],
         ["ipset", "restore"],
+        ["conntrack", "-L"],
         ["conntrack", "-D", "-s", "203.0.113.8"],
     ]
 
@@ -735,11 +778,16 @@ def test_nftables_conntrack_flush_reads_set_first():
     listing = json.dumps(
         {"nftables": [{"set": {"name": "v6", "type": "ipv6_addr", "elem": ["2001:db8:66::7"]}}]}
     )
-    fw, r = backend("nftables", {"nft -j list set inet banpipe v6": listing}, conntrack_flush=True)
+    fw, r = backend(
+        "nftables",
+        {"nft -j list set inet banpipe v6": listing, "conntrack -L": CONNTRACK_L},
+        conntrack_flush=True,
+    )
     fw.block(["2001:db8:66::7", "2001:db8:66::8"])
     assert r.argvs == [
         ["nft", "-j", "list", "set", "inet", "banpipe", "v6"],
         ["nft", "-f", "-"],
+        ["conntrack", "-L"],
         ["conntrack", "-D", "-s", "2001:db8:66::8"],
     ]
 

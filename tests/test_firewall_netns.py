@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend
+from banpipe.firewall import FirewallSettings, SubprocessRunner, conntrack_sources, make_backend
 from netns import NetnsPair, skip_unless_root
 
 pytestmark = [pytest.mark.root, skip_unless_root]
@@ -225,7 +225,41 @@ def test_log_rules_and_hook_changes(pair, name):
     assert_dropped(pair, "203.0.113.7")
     if name != "iptables":  # iptables keeps per-address LOG rules until release
         assert "bp-test" not in listing(pair, name)
+    if name == "nftables":
+        assert "chain forward" not in listing(pair, name)
+    else:
+        assert "-A FORWARD -j BANPIPE" not in pair.gateway.run(["iptables", "-w", "-S"]).stdout
+        assert "-A INPUT -j BANPIPE" in pair.gateway.run(["ip6tables", "-w", "-S"]).stdout
     fw2.close()
+
+
+# Connection tracking is per namespace and stays off until a rule uses it.
+TRACKING = """\
+table inet bptrack {
+    chain c {
+        type filter hook input priority 0;
+        ct state new accept
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_conntrack_flush_removes_flows_of_new_bans_only(pair, name):
+    gw = pair.gateway
+    gw.run(["nft", "-f", "-"], input=TRACKING)
+    for src in ("203.0.113.7", "203.0.113.8", "2001:db8:66::7"):
+        assert pair.ping(src)
+    flows = conntrack_sources(gw.run(["conntrack", "-L"]).stdout)
+    assert {"203.0.113.7", "203.0.113.8", "2001:db8:66::7"} <= flows
+    fw = firewall(pair, name, conntrack_flush=True)
+    fw.init()
+    fw.block(["203.0.113.7", "2001:db8:66::7"])
+    flows = conntrack_sources(gw.run(["conntrack", "-L"]).stdout)
+    assert "203.0.113.7" not in flows and "2001:db8:66::7" not in flows
+    assert "203.0.113.8" in flows
+    fw.close()
+    gw.run(["nft", "delete", "table", "inet", "bptrack"])
 
 
 def test_netns_pair_cleans_up():

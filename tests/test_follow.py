@@ -131,8 +131,7 @@ def test_resuming_at_the_committed_offset_loses_and_repeats_nothing():
         assert lineno == MIXED[:offset].count(b"\n")
         after, _ = feed_all(MIXED[offset:], [])
         resumed = [
-            (x.lineno + lineno, x.reason) if type(x) is not dict else x["sid"]
-            for x in after
+            (x.lineno + lineno, x.reason) if type(x) is not dict else x["sid"] for x in after
         ]
         emitted = summary([x for x in before])
         assert emitted + resumed == summary(whole), seed
@@ -182,7 +181,12 @@ def test_corpus_files_read_the_same_in_small_chunks(corpus_dir):
 def test_position_round_trip_and_rejects():
     pos = Position("/x/alert", 5, 6, 100, 3, 256, "ab" * 32, 120)
     assert Position.from_json(json.loads(json.dumps(pos.to_json()))) == pos
-    for bad in ({}, {"version": 2}, dict(pos.to_json(), offset=-1), dict(pos.to_json(), fp_len=999)):
+    for bad in (
+        {},
+        {"version": 2},
+        dict(pos.to_json(), offset=-1),
+        dict(pos.to_json(), fp_len=999),
+    ):
         with pytest.raises(ValueError):
             Position.from_json(bad)
 

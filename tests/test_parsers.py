@@ -725,3 +725,46 @@ def test_render_parse_round_trip(fmt, ts, ids, msg, cls, prio, proto, v6, addrs,
     assert (a["gid"], a["sid"], a["rev"]) == ids
     assert (a["msg"], a["classification"], a["priority"], a["proto"]) == (msg, cls, prio, proto)
     assert (a["src"], a["sport"], a["dst"], a["dport"]) == (src, sport, dst, dport)
+
+
+_LINES = [
+    S2,
+    SURI,
+    BLOCK[0],
+    BLOCK[1],
+    BLOCK[2],
+    BLOCK[3],
+    BLOCK[5],
+    "",
+    "#x",
+    "Sep  5 16:05:26 dev snort: [1:2:3] m [Priority: 3] {UDP} 192.0.2.1:5 -> 192.0.2.2:6",
+]
+
+
+@st.composite
+def _mutated_lines(draw):
+    base = draw(st.sampled_from(_LINES))
+    pos = draw(st.integers(0, len(base)))
+    cut = draw(st.integers(0, 5))
+    ins = draw(st.text(max_size=4))
+    return base[:pos] + ins + base[pos + cut :]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_mutated_lines(), st.text(max_size=80)), max_size=12))
+def test_garbage_never_raises_and_alerts_stay_valid(lines):
+    from banpipe.alert import problem
+
+    parsers._MIDDLES.clear()
+    cold = run(lines)
+    assert run(lines) == cold  # the cached fast path agrees with the full parse
+    for item in cold:
+        if isinstance(item, dict):
+            assert problem(item) is None, item
+            for key in ("src", "dst"):
+                if item[key] is not None:
+                    assert str(parsers.ipaddress.ip_address(item[key])) == item[key]
+            for key in ("sport", "dport"):
+                assert item[key] is None or 0 <= item[key] <= 65535
+        else:
+            assert isinstance(item, ParseError) and item.reason.startswith(REASONS)

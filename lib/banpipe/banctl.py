@@ -5,22 +5,32 @@ offender once, extends its ban on new violations and lifts it when it expires.
 The admin commands (``list``, ``show``, ``ban``, ``unban``, ``pin``, ``restore``,
 ``teardown``, ``check``, ``expire``) work while ``apply`` runs.
 
-How the pieces stay consistent (see docs in ``banctl --help`` and the module):
+How the pieces stay consistent:
 
 * Every change is committed to the ledger first, then applied to the firewall, both
-  under the ledger's cross-process lock (``<ledger>.lock``): whichever process
-  changes a ban also changes the firewall, in commit order. Backends are
-  idempotent, so doing a change twice is harmless.
-* The running daemon keeps no ban state of its own: it asks the ledger for the next
-  due expiry whenever it wakes. It wakes on input, on the next expiry, on the
-  periodic check, and on inotify events for the ledger's ``-wal`` file (every commit
-  by an admin command writes it) and the WAN state file. ``PRAGMA data_version``
-  tells it whether someone else committed. So ``banctl ban --for 1m`` or ``unban``
-  takes effect at once (they touch the firewall themselves) and the daemon's
-  schedule follows within milliseconds, without pidfiles or signals.
-* ``check`` compares the ledger's active bans with the live firewall; the daemon
-  runs it every ``[banctl] check_interval`` and repairs (an external ``iptables -F``
-  or ``nft flush ruleset``), as does ``banctl check --repair``.
+  under the ledger's cross-process lock (``<ledger>.lock``, flock): whichever process
+  changes a ban also changes the firewall, in commit order. Backends are idempotent,
+  so doing a change twice is harmless, and a crash between commit and firewall is
+  repaired by the next start (or check).
+* Controlling the running daemon needs no pidfile and no signal. The daemon keeps no
+  ban state of its own: it asks the ledger for the next due expiry whenever it wakes.
+  It wakes on input, at the next expiry, at the periodic check, and on inotify events
+  for the ledger's ``-wal`` file (every commit by an admin command writes it) and the
+  WAN state file; ``PRAGMA data_version`` tells it whether another process committed.
+  So ``banctl ban --for 1m`` or ``unban`` takes effect at once (the command touches
+  the firewall itself) and the daemon's schedule follows within milliseconds.
+* ``check`` compares the ledger's active bans with the live firewall; the daemon runs
+  it every ``[banctl] check_interval`` and repairs (an external ``iptables -F`` or
+  ``nft flush ruleset``), as does ``banctl check --repair``.
+* Start: firewall ``init()``, lapsed bans lifted, bans of our own WAN addresses lifted,
+  then one bulk ``block()`` of everything missing. Stop (SIGTERM, SIGINT or end of
+  input, whichever comes first; idempotent): with ``[ban] on_stop = "remove"`` the
+  automated entries leave the firewall (all of banpipe's structure when no manual ban
+  is left), manual bans stay; ``banctl teardown`` does the same from outside.
+* Spoof brake: more than ``[ban] spoof_max`` new automated bans within
+  ``spoof_window`` (counted from the ledger, so a restart does not reset it) stops new
+  bans; violations are still recorded and existing bans still extended.
+  ``spoof_max = 0`` turns the brake off.
 """
 
 from __future__ import annotations
@@ -103,7 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pin", help="make an automated ban manual and permanent")
     s.add_argument("addr", metavar="ADDR")
     sub.add_parser("restore", help="create our firewall structure and put every active ban in")
-    sub.add_parser("teardown", help="remove all of banpipe's firewall entries (ledger intact)")
+    s = sub.add_parser(
+        "teardown",
+        help="remove automated entries from the firewall (ledger intact)",
+        description=(
+            "Remove the automated bans' firewall entries and any entry the ledger does not "
+            "know; manual bans stay. With no manual ban left, banpipe's chain, sets or "
+            "table go too. This is what `banctl apply` does when it stops with [ban] "
+            'on_stop = "remove" (safe as ExecStopPost, safe to run twice). The ledger '
+            "is not changed: `banctl restore` puts every active ban back."
+        ),
+    )
+    s.add_argument(
+        "--all", action="store_true", help="remove manual bans' entries and our structure too"
+    )
     s = sub.add_parser(
         "check",
         help="compare ledger and firewall; exit 1 on drift",
@@ -331,6 +354,28 @@ def restore(env: Env, ledger: Ledger, fw: Any) -> tuple[list[str], list[str], Dr
     return lapsed, wan, drift
 
 
+def remove_automated(ledger: Ledger, fw: Any, *, thorough: bool) -> tuple[int, int]:
+    """Take the automated bans out of the firewall, keep the manual ones.
+
+    Returns (entries removed, manual bans kept). With no manual ban, all of banpipe's
+    firewall part goes (``close(teardown=True)``: no empty chain, sets or table left).
+    ``thorough`` also removes entries the ledger does not know, at the cost of reading
+    the firewall. The caller holds ``ledger.locked()``. The ledger is not changed.
+    """
+    automated = ledger.active_addresses(automated_only=True)
+    manual = ledger.active_addresses() - automated
+    if not manual:
+        fw.close(teardown=True)
+        return len(automated), 0
+    drop = set(automated)
+    if thorough:
+        drop |= fw.check().entries - manual
+    if drop:
+        fw.release(sorted(drop))
+    fw.close(teardown=False)
+    return len(drop), len(manual)
+
+
 def lift_wan_bans(
     env: Env, ledger: Ledger, fw: Any, wan: Iterable[str], *, release: bool = True
 ) -> list[str]:
@@ -481,15 +526,7 @@ class Daemon:
         removed = 0
         if self.env.config.ban.on_stop == "remove":
             with self.ledger.locked():
-                automated = self.ledger.active_addresses(automated_only=True)
-                removed = len(automated)
-                if self.ledger.active_addresses() - automated:
-                    if automated:
-                        self.fw.release(sorted(automated))
-                    self.fw.close(teardown=False)
-                else:
-                    # Nothing manual to keep: remove all of ours in one go (no empty chain).
-                    self.fw.close(teardown=True)
+                removed, _manual = remove_automated(self.ledger, self.fw, thorough=False)
         else:
             self.fw.close(teardown=False)
         c = self.counts
@@ -936,10 +973,15 @@ def cmd_restore(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 def cmd_teardown(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger, fw = env.ledger(), env.firewall()
     with ledger.locked():
-        fw.close(teardown=True)
+        if args.all:
+            fw.close(teardown=True)
+            what = "all of banpipe's firewall entries and structure removed"
+        else:
+            removed, manual = remove_automated(ledger, fw, thorough=True)
+            what = f"{removed} automated entries removed, {manual} manual bans kept"
     env.stdout.write(
-        f"teardown: banpipe's firewall entries removed; {ledger.count_active()} active bans "
-        "kept in the ledger (banctl restore puts them back)\n"
+        f"teardown: {what}; {ledger.count_active()} active bans stay in the ledger "
+        "(banctl restore puts them back)\n"
     )
     return cli.EX_OK
 

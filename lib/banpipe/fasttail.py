@@ -59,9 +59,7 @@ def build_parser() -> cli.ArgumentParser:
         choices=FORMATS,
         help="accept only this format (default: detect per line/block)",
     )
-    ap.add_argument(
-        "--from-start", action="store_true", help="read what FILE already holds first"
-    )
+    ap.add_argument("--from-start", action="store_true", help="read what FILE already holds first")
     ap.add_argument(
         "--once",
         action="store_true",
@@ -72,9 +70,7 @@ def build_parser() -> cli.ArgumentParser:
         metavar="FILE",
         help="save the read position here and resume from it (survives restarts and rotation)",
     )
-    ap.add_argument(
-        "--year", type=int, metavar="YYYY", help="year for time stamps that carry none"
-    )
+    ap.add_argument("--year", type=int, metavar="YYYY", help="year for time stamps that carry none")
     ap.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     ap.add_argument("file", metavar="FILE", help="alert file to follow ('-': standard input)")
     return ap
@@ -113,9 +109,7 @@ class JsonOutput:
             self.reporter.say(name, f"{n} {'line' if n == 1 else 'lines'} skipped ({what})")
 
 
-def _parse_args(
-    argv: list[str] | None, out: IO[Any], err: IO[str]
-) -> tuple[Any, int | None]:
+def _parse_args(argv: list[str] | None, out: IO[Any], err: IO[str]) -> tuple[Any, int | None]:
     """argparse with its messages sent to our streams; (args, None) or (None, exit code)."""
     ap = build_parser()
     text_out, text_err = StringIO(), StringIO()

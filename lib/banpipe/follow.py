@@ -49,7 +49,7 @@ from .watch import InotifyWatcher
 
 CHUNK = 1 << 16  # bytes per read: bursts are parsed and written in batches (~300 alerts)
 FP_BYTES = 256  # fingerprint: sha256 of the first FP_BYTES bytes (fewer in a shorter file)
-HEADER = "[**] ["  # an alert_full block header starts with this
+HEADER_B = b"[**] ["  # an alert_full block header starts with this
 DIR_EVENTS = (
     pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
 )
@@ -137,55 +137,50 @@ class Cursor:
         lines = text.split("\n")
         # Lines longer than max_line *bytes* are too long, however they arrived (whole in
         # one chunk or cut off in the partial buffer): padded so the parser says so.
-        # ``padded`` keeps their true byte lengths for the offset arithmetic.
-        padded: dict[int, int] = {}
         if dropped:
-            nl = data.find(b"\n")
-            padded[0] = (nl if nl >= 0 else len(data)) + dropped
             lines[0] = self._pad(lines[0])
         if len(text) != len(data):  # non-ASCII: characters and bytes differ
             limit = self.max_line
             for i, ln in enumerate(lines):
-                if limit // 4 < len(ln) <= limit and i not in padded:
-                    n = len(ln.encode("utf-8", "surrogateescape"))
-                    if n > limit:
-                        padded[i] = n
-                        lines[i] = self._pad(ln)
+                if (
+                    limit // 4 < len(ln) <= limit
+                    and (i or not dropped)
+                    and len(ln.encode("utf-8", "surrogateescape")) > limit
+                ):
+                    lines[i] = self._pad(ln)
         first = self.lineno + 1
         self.lineno += len(lines)
-        if not text.startswith(HEADER) and "\n" + HEADER not in text:
-            # Fast path (alert_fast and friends): no block can open in this batch.
-            return list(chain.from_iterable(map(self.parser.feed, lines, count(first))))
-        return self._feed_blocks(lines, first, start, padded)
-
-    def _feed_blocks(
-        self, lines: list[str], first: int, start: int, padded: dict[int, int]
-    ) -> list:
-        """Line by line, remembering where each alert_full block starts."""
         feed = self.parser.feed
-        pending = self.parser.pending
+        if not data.startswith(HEADER_B) and b"\n" + HEADER_B not in data:
+            # Fast path (alert_fast and friends): no block can open in this batch.
+            return list(chain.from_iterable(map(feed, lines, count(first))))
+        # alert_full: header lines are found in the bytes (C speed), which also gives their
+        # file offsets; the lines between them go through the same map() as above.
         out: list = []
-        pos = start  # file offset of line ``done``; advanced only up to header lines
-        done = 0
-        for i, line in enumerate(lines):
-            if line.startswith(HEADER):
-                while done < i:
-                    n = padded.get(done)
-                    if n is None:
-                        n = len(lines[done].encode("utf-8", "surrogateescape"))
-                    pos += n + 1
-                    done += 1
-                was = pending()
-                res = feed(line, first + i)
-                if pending() and (res or not was):
-                    self.block_pos = pos
-                    self.block_lineno = first + i - 1
-                if res:
-                    out.extend(res)
-            else:
-                res = feed(line, first + i)
-                if res:
-                    out.extend(res)
+        pending = self.parser.pending
+        heads = [0] if data.startswith(HEADER_B) else []
+        o = data.find(b"\n" + HEADER_B)
+        while o >= 0:
+            heads.append(o + 1)
+            o = data.find(b"\n" + HEADER_B, o + 1)
+        fed = 0  # lines fed so far
+        known, at = 0, 0  # a line index and the byte offset in data where it starts
+        for o in heads:
+            k = known + data.count(b"\n", at, o)  # index of the header line
+            if k > fed:
+                out.extend(chain.from_iterable(map(feed, lines[fed:k], count(first + fed))))
+            was = pending()
+            res = feed(lines[k], first + k)
+            if pending() and (res or not was):
+                # The first line may be longer in the file than in data (cut: dropped).
+                self.block_pos = start + o + (dropped if o else 0)
+                self.block_lineno = first + k - 1
+            if res:
+                out.extend(res)
+            fed = k + 1
+            known, at = k, o
+        if fed < len(lines):
+            out.extend(chain.from_iterable(map(feed, lines[fed:], count(first + fed))))
         return out
 
     def _grow_partial(self, piece: bytes) -> None:
@@ -317,6 +312,11 @@ class Position:
         if pos.offset < 0 or pos.lineno < 0 or not 0 <= pos.fp_len <= FP_BYTES:
             raise ValueError("bad state: negative offset or bad fingerprint length")
         return pos
+
+
+def _key(pos: Position) -> tuple:
+    """What makes two positions the same place (size and line count follow from it)."""
+    return pos.inode, pos.device, pos.offset, pos.fp_len, pos.fingerprint
 
 
 def matches(fd: int, pos: Position, *, same_inode: bool) -> bool:
@@ -672,12 +672,7 @@ class Follower:
         pos = self.position()
         if pos is None:
             return
-        old = self.saved
-        if (
-            old is not None
-            and (old.inode, old.device, old.offset, old.fp_len, old.fingerprint)
-            == (pos.inode, pos.device, pos.offset, pos.fp_len, pos.fingerprint)
-        ):
+        if self.saved is not None and _key(self.saved) == _key(pos):
             return
         self.save(pos)
         self.saved = pos

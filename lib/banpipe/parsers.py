@@ -80,10 +80,20 @@ R_NOT_ALERT = "not an alert"
 R_BINARY = "binary data"
 R_TOO_LONG = "line too long"
 R_MALFORMED = "malformed alert"
+R_EXTRA = "extra text ignored"
 R_FRAGMENT = "fragment without alert header"
 R_INCOMPLETE = "incomplete alert block"
 R_FORCED = "not the forced format"
-REASONS = (R_NOT_ALERT, R_BINARY, R_TOO_LONG, R_MALFORMED, R_FRAGMENT, R_INCOMPLETE, R_FORCED)
+REASONS = (
+    R_NOT_ALERT,
+    R_BINARY,
+    R_TOO_LONG,
+    R_MALFORMED,
+    R_FRAGMENT,
+    R_INCOMPLETE,
+    R_FORCED,
+    R_EXTRA,
+)
 
 # Longest text kept in ParseError.text: enough to recognise the line in a report.
 _TEXT_MAX = 200
@@ -128,6 +138,18 @@ _FAST = re.compile(
     rf"|( \[\*\*\] \[Raw pkt:[0-9A-Fa-f ]*\](?: \[pcap file packet: \d+\])?))? *\Z",
     re.ASCII,
 )
+# A line that is an alert_fast line in every field but carries text Snort never prints
+# between its tags or after its addresses (hand-edited files, concatenated writers).  The
+# fields are all where they belong, so the alert is kept and the extra text reported.
+_LENIENT = re.compile(
+    rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
+    rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
+    rf"([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) \[\*\*\]"
+    rf"([{_TXT}]*?) \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)( [{_TXT}]*)?\Z",
+    re.ASCII,
+)
+_LENIENT_CLS = re.compile(rf"\[Classification: ({_CLS}*)\]")
+_LENIENT_PRIO = re.compile(r"\[Priority: (\d{1,10})\]")
 _FULL_HEADER = re.compile(
     r"\[\*\*\] \[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (?: <[^<> ]+> )?(.*?) \[\*\*\] *\Z", re.ASCII
 )
@@ -194,6 +216,18 @@ def _port_proto(proto: str) -> bool:
     if p.startswith("PROTO:"):
         p = p[6:]
     return p.isdigit() and p.isascii() and int(p) in (6, 17)
+
+
+class _Groups:
+    """Stands in for a match of _FAST when the groups come from elsewhere."""
+
+    __slots__ = ("_groups",)
+
+    def __init__(self, groups: tuple) -> None:
+        self._groups = groups
+
+    def groups(self) -> tuple:
+        return self._groups
 
 
 class _BadAddress(ValueError):
@@ -546,7 +580,29 @@ class AlertParser:
                 head = _short(line[:start])
                 err = ParseError(lineno, R_MALFORMED + ": torn line, text before alert", head)
                 return [err, self._fast(m, None, line, lineno)]
+        lenient = self._lenient(line, lineno)
+        if lenient is not None:
+            return lenient
         return [ParseError(lineno, R_MALFORMED, _short(line))]
+
+    def _lenient(self, line: str, lineno: int) -> list | None:
+        m = _LENIENT.match(line)
+        if m is None:
+            return None
+        dtok, time, spaces, action, ids, msg, tags, proto, src, dst, tail = m.groups()
+        cls = _LENIENT_CLS.search(tags)
+        prio = _LENIENT_PRIO.search(tags)
+        extra = _LENIENT_CLS.sub("", _LENIENT_PRIO.sub("", tags)).strip()
+        extra = " ".join(t for t in (extra, (tail or "").strip()) if t)
+        groups = (
+            dtok, time, spaces, action, ids, msg,
+            cls.group(1) if cls else None, prio.group(1) if prio else None,
+            proto, src, dst, None,
+        )  # fmt: skip
+        alert = self._fast(_Groups(groups), None, line, lineno)
+        if isinstance(alert, ParseError):
+            return [alert]
+        return [ParseError(lineno, f"{R_EXTRA}: {extra!r}", _short(line)), alert]
 
     def _bad_line(self, line: str, lineno: int, reason: str) -> list:
         block = self._block

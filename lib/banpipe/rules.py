@@ -23,8 +23,9 @@ IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry, in alerts 
 the config alike (``::ffff:10.0.0.0/104`` protects 10.0.0.0/8).
 
 Hot-path costs are per distinct value, not per alert: ignore matches are cached per
-``(gid, sid)``, address judgements per address string, in dicts bounded by
-:data:`CACHE_MAX` (cleared when full; a reload compiles a new RuleSet with empty caches).
+``(gid, sid)``, address judgements per address string, in :class:`GenerationCache`
+memos of at most 2 x :data:`CACHE_MAX` entries (memory stays flat; a reload compiles a
+new RuleSet with empty caches). No regular expression runs per alert.
 """
 
 from __future__ import annotations
@@ -304,6 +305,8 @@ class RuleSet:
     ) -> None:
         self.protection = protection
         self.ignore = IgnoreMatcher(ignore)
+        self._ignoring = bool(self.ignore)
+        self._ignore_cache = self.ignore._cache
         self.priorities: frozenset[int] = frozenset(priorities)
         if no_priority not in ("skip", "act"):
             raise ValueError(f"no_priority must be 'skip' or 'act', got {no_priority!r}")
@@ -390,8 +393,12 @@ class RuleSet:
         else:
             offender, victim, swapped = dst, src, True
 
-        if self.ignore:
-            pattern = self.ignore.match(alert["gid"], alert["sid"])
+        if self._ignoring:
+            key = (alert["gid"], alert["sid"])
+            cache = self._ignore_cache
+            pattern = cache.young.get(key, cache)
+            if pattern is cache:
+                pattern = cache.lookup(key, self.ignore._lookup)
             if pattern is not None:
                 rule = f"{alert['gid']}:{alert['sid']}"
                 why = f"rule {rule} ignored" + ("" if pattern == rule else f" by {pattern}")

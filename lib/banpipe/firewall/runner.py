@@ -84,8 +84,8 @@ class SubprocessRunner:
             )
         except FileNotFoundError:
             raise CommandNotFound(f"{full[0]}: command not found")
-        except PermissionError as exc:
-            raise FirewallError(f"{full[0]}: {exc.strerror}")
+        except OSError as exc:  # not executable, too many processes, ...
+            raise FirewallError(f"{full[0]}: {exc.strerror or exc}")
         except subprocess.TimeoutExpired:
             raise FirewallError(f"{_describe(argv)}: timed out after {self.timeout} s")
         # `ip netns exec` reports a missing program itself (exit 1), not as an OSError.

@@ -9,6 +9,7 @@ a negative control without the drop-in (order reversed), then boot/ban/poweroff 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -378,3 +379,38 @@ def test_repeated_boot_ban_poweroff_cycles_leave_nothing_behind(gateway):
     ledger = ledger_addresses(gw)
     missing = [a for a in addresses if a not in ledger]
     assert not missing, f"not in the ledger: {missing}"
+
+
+def test_switching_to_the_nftables_backend_redeploys_and_bans_there(gateway, wheelhouse):
+    """A configuration change on a running gateway: the role rewrites banpipe.toml, the
+    handler restarts banpipe, and the sandboxed banctl now drives nftables."""
+    gw = gateway
+    gw.require("off-again")
+    ct = gw.boot()
+    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "bans restored at start")
+    assert gw.inventory is not None
+    inventory = json.loads(gw.inventory.read_text())
+    hostvars = inventory["banpipe"]["hosts"][gw.name]
+    hostvars["ansible_nsenter_pid"] = ct.leader
+    hostvars["banpipe_firewall_backend"] = "nftables"
+    gw.inventory.write_text(json.dumps(inventory))
+    start = time.monotonic()
+    result = ansible_playbook(gw.inventory, gw.work)
+    gw.timings["ansible-nftables"] = time.monotonic() - start
+    assert_play_ok(result)
+    assert "banpipe : Write banpipe.toml and check it with banpipe's own config loader" in (
+        result.changed_tasks
+    )
+    assert "banpipe : Restart banpipe" in result.changed_tasks
+
+    def in_nft_set() -> bool:
+        out = in_netns_chroot(gw.netns, gw.root, "nft", "list", "ruleset", check=False).stdout
+        return "table inet banpipe" in out and OFFENDER in out
+
+    wait_for(in_nft_set, BAN_TIMEOUT, 0.1, f"{OFFENDER} in nftables set")
+    assert "BANPIPE" not in firewall(gw), "the iptables chain outlived the backend switch"
+    entries = poweroff_and_read_journal(gw)
+    stopped, net_target, networking = stop_order(entries)
+    assert stopped < net_target and stopped < networking
+    ruleset = in_netns_chroot(gw.netns, gw.root, "nft", "list", "ruleset").stdout
+    assert "banpipe" not in ruleset, ruleset
