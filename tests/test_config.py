@@ -99,5 +99,6 @@ def test_every_section_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for section, keys in section_keys().items():
         assert f"[{section}]" in readme, section
+        body = readme.split(f"\n[{section}]", 1)[1].split("\n[", 1)[0]
         for key in keys:
-            assert key in readme, f"[{section}] {key} not in README"
+            assert f"\n{key} = " in body, f"[{section}] {key} not documented in README"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from banpipe.follow import Cursor, Position, find_rotated, rotation_siblings
+from banpipe.follow import Cursor, Position, bytes_before, find_rotated, rotation_siblings
 from banpipe.parsers import AlertParser
 from toolpaths import BIN
 
@@ -561,3 +561,98 @@ def test_closed_pipe_ends_quietly(tmp_path, tool_env):
     p.wait(timeout=10)
     assert err == b""
     assert p.returncode in (0, -signal.SIGPIPE)
+
+
+def test_a_sibling_that_only_starts_the_same_is_not_the_rotated_file(tmp_path):
+    banner = "Commencing packet processing\n" * 20  # > FP_BYTES of identical start
+    f = tmp_path / "alert"
+    f.write_text(banner + line(1))
+    fd = os.open(f, os.O_RDONLY)
+    c = Cursor(parser(), name="x", fd=fd)
+    st = os.fstat(fd)
+    offset = st.st_size
+    pos = Position(
+        str(f), st.st_ino, st.st_dev, offset, 21, c.fp_len, c.fp, offset, bytes_before(fd, offset)
+    )
+    os.close(fd)
+    f.unlink()  # gone for good: not rotated
+    (tmp_path / "alert.1").write_text(banner + line(2) + line(3))  # an older run's file
+    f.write_text(banner)
+    assert find_rotated(str(f), pos) is None
+
+
+# -- Follower with an injected clock (no inotify, no sleeping) ---------------------------
+
+
+class ListOutput:
+    def __init__(self):
+        self.items: list = []
+        self.flushes = 0
+
+    def emit(self, items, name):
+        self.items += items
+
+    def flush(self):
+        self.flushes += 1
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def follower(path, out, clock, **kw):
+    from banpipe.follow import Follower
+
+    return Follower(
+        str(path), new_parser=parser, output=out, note=lambda s: None, clock=clock, **kw
+    )
+
+
+def test_a_stale_open_block_is_flushed_after_the_pending_timeout(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(block(9).rstrip("\n") + "\n")  # no blank line: the block stays open
+    out, clock = ListOutput(), FakeClock()
+    fo = follower(f, out, clock, pending_timeout=2.0)
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    fo._stale_block()
+    assert out.items == [] and fo.cur.parser.pending()
+    assert fo._timeout() == 2.0
+    clock.t += 1.5
+    fo._stale_block()
+    assert out.items == [] and fo._timeout() == pytest.approx(0.5)
+    clock.t += 0.5
+    fo._stale_block()
+    assert summary(out.items) == [9]
+    assert fo.cur.committed() == (f.stat().st_size, 6)
+
+
+def test_parsers_get_a_new_year_anchor_now_and_then(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out, clock = ListOutput(), FakeClock()
+    renewed = []
+    fo = follower(f, out, clock, renew=renewed.append, renew_every=60.0)
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    assert renewed == []
+    clock.t += 60
+    fo.step()
+    assert renewed == [fo.cur.parser]
+
+
+def test_checkpoint_flushes_before_it_saves(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(line(1) + line(2))
+    out, clock = ListOutput(), FakeClock()
+    saves = []
+    fo = follower(f, out, clock, save=lambda pos: saves.append((out.flushes, pos.offset)))
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    fo.checkpoint()
+    fo.checkpoint()  # nothing moved: no second save
+    assert saves == [(1, f.stat().st_size)]

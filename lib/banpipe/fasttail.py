@@ -178,7 +178,7 @@ def main(
                 _read_stream(pipe.binary_stream(in_), new_parser(), output, stop)
                 output.flush()
             else:
-                _follow(args, new_parser, output, reporter, stop, wake_fd)
+                _follow(args, now, new_parser, output, reporter, stop, wake_fd)
         output.summary("<stdin>" if args.file == "-" else args.file)
         return cli.EX_OK
 
@@ -200,6 +200,7 @@ def _read_stream(stream: IO[bytes], parser: AlertParser, output: JsonOutput, sto
 
 def _follow(
     args: Any,
+    now: Callable[[], datetime],
     new_parser: Callable[[], AlertParser],
     output: JsonOutput,
     reporter: cli.Reporter,
@@ -226,6 +227,7 @@ def _follow(
         stop=lambda: stop.stop,
         wake_fd=wake_fd,
         max_line=MAX_LINE,
+        renew=lambda parser: parser.set_now(now()),
     )
     try:
         follower.start(saved=saved, from_start=args.from_start or args.once)

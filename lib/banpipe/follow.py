@@ -105,7 +105,7 @@ class Cursor:
         # The file's first bytes as we read them (at most FP_BYTES): compared with the
         # file now to notice copytruncate, hashed into the saved fingerprint.
         self.head = b""
-        self.last_data = 0.0  # monotonic time of the last non-empty read
+        self.last_data = 0.0  # Follower.clock() at the last non-empty read
         if fd is not None:
             st = os.fstat(fd)
             self.ino, self.dev = st.st_ino, st.st_dev
@@ -222,10 +222,7 @@ class Cursor:
     def read(self, size: int = CHUNK) -> bytes:
         """The next bytes of the file (not fed yet); see also extend_head()."""
         assert self.fd is not None
-        chunk = os.pread(self.fd, size, self.read_pos)
-        if chunk:
-            self.last_data = time.monotonic()
-        return chunk
+        return os.pread(self.fd, size, self.read_pos)
 
     def extend_head(self, chunk: bytes) -> None:
         """Grow ``head`` with a chunk read at read_pos (call once it is known valid)."""
@@ -286,6 +283,9 @@ class Position:
     fp_len: int
     fingerprint: str
     size: int
+    # sha256 of the (up to FP_BYTES) bytes just before ``offset``: with the head
+    # fingerprint, tells a copy of our file from another file that starts the same way.
+    before: str = ""
     version: int = 1
 
     def to_json(self) -> dict[str, Any]:
@@ -306,6 +306,7 @@ class Position:
                 fp_len=int(obj["fp_len"]),
                 fingerprint=str(obj["fingerprint"]),
                 size=int(obj["size"]),
+                before=str(obj.get("before", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad state: {exc}") from None
@@ -327,7 +328,15 @@ def matches(fd: int, pos: Position, *, same_inode: bool) -> bool:
     if st.st_size < pos.offset:
         return False
     head = os.pread(fd, pos.fp_len, 0)
-    return len(head) == pos.fp_len and hashlib.sha256(head).hexdigest() == pos.fingerprint
+    if len(head) != pos.fp_len or hashlib.sha256(head).hexdigest() != pos.fingerprint:
+        return False
+    return not pos.before or bytes_before(fd, pos.offset) == pos.before
+
+
+def bytes_before(fd: int, offset: int) -> str:
+    """sha256 (hex) of the up to FP_BYTES bytes before ``offset``."""
+    lo = max(0, offset - FP_BYTES)
+    return hashlib.sha256(os.pread(fd, offset - lo, lo)).hexdigest()
 
 
 _ROTATED = re.compile(r"[.-_].+")
@@ -436,6 +445,8 @@ class Follower:
         recheck: float = 2.0,
         save_every: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        renew: Callable[[Any], None] | None = None,
+        renew_every: float = 60.0,
     ) -> None:
         self.path = path
         self.abspath = os.path.abspath(path)
@@ -450,6 +461,11 @@ class Follower:
         self.recheck = recheck
         self.save_every = save_every
         self.clock = clock
+        # Called with each parser now and then: a long run moves the year-inference
+        # anchor (AlertParser.set_now) so yearless stamps stay right across New Year.
+        self.renew = renew
+        self.renew_every = renew_every
+        self.last_renew = clock()
         self.cur: Cursor | None = None  # the file being read
         self.next: Cursor | None = None  # a new file at the name, read once cur is done
         self.saved: Position | None = None
@@ -538,6 +554,7 @@ class Follower:
             chunk = cur.read()
             if not chunk:
                 return True
+            cur.last_data = self.clock()
             # Checked after the read: a chunk read before a truncation is old content
             # (fed), one read after it is new content (dropped; read again from 0).
             if self._truncated(cur):
@@ -566,6 +583,11 @@ class Follower:
 
     def step(self, *, once: bool = False) -> bool:
         """Read what is there and follow the name; False when stopped."""
+        if self.renew is not None and self.clock() - self.last_renew >= self.renew_every:
+            self.last_renew = self.clock()
+            for c in (self.cur, self.next):
+                if c is not None:
+                    self.renew(c.parser)
         try:
             st: os.stat_result | None = os.stat(self.path)
         except OSError:
@@ -661,6 +683,7 @@ class Follower:
             fp_len=cur.fp_len,
             fingerprint=cur.fp,
             size=cur.size(),
+            before=bytes_before(cur.fd, offset),
         )
 
     def checkpoint(self) -> None:

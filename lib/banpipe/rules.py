@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from banpipe.config import Config, ConfigError
 from banpipe.protect import Protection, canonical
 
-CACHE_MAX = 1 << 14
+CACHE_MAX = 1 << 15
 
 # Decision kinds: the summary counts per kind; the reason string says the details.
 BAN = "ban"

@@ -133,12 +133,18 @@ def ledger_addresses(gw: Gateway) -> str:
 
 
 def poweroff_and_read_journal(gw: Gateway) -> list[dict]:
+    """Power off and return the journal entries of the shutdown only: earlier stops (the
+    handler's restart, Restart=on-failure) must not stand in for the shutdown's."""
     assert gw.container is not None
     boot_id = gw.container.boot_id
+    since = int(time.time() * 1_000_000)
     gw.timings[f"poweroff{gw.boots}"] = gw.container.poweroff()
     gw.container = None
     assert boot_id
-    return journal(gw.root, boot_id)
+    entries = journal(gw.root, boot_id)
+    shutdown = [e for e in entries if int(e["__REALTIME_TIMESTAMP"]) >= since]
+    assert shutdown, "no journal entries after the poweroff request"
+    return shutdown
 
 
 def stop_order(entries: list[dict]) -> tuple[int, int, int]:
@@ -314,7 +320,7 @@ def test_poweroff_stops_banpipe_before_the_network_and_removes_its_rules(gateway
     assert_clean_after_poweroff(gw, [OFFENDER])
     assert OFFENDER in ledger_addresses(gw), "the ban is not in the ledger after poweroff"
     stopped, net_target, networking = stop_order(entries)
-    assert stopped < net_target and stopped < networking, messages(entries[stopped - 30 :])
+    assert stopped < net_target and stopped < networking, messages(entries[max(0, stopped - 30) :])
     gw.stage = "off"
 
 
@@ -329,7 +335,7 @@ def test_reboot_restores_the_ban_and_the_order_holds_with_a_slow_stop(gateway):
     entries = poweroff_and_read_journal(gw)
     assert_clean_after_poweroff(gw, [OFFENDER])
     stopped, net_target, networking = stop_order(entries)
-    assert stopped < net_target and stopped < networking, messages(entries[stopped - 30 :])
+    assert stopped < net_target and stopped < networking, messages(entries[max(0, stopped - 30) :])
     gw.stage = "off-slow"
 
 
@@ -356,7 +362,7 @@ def test_negative_control_without_the_drop_in_the_network_goes_first(gateway):
         dropin.write_text(saved)
         (gw.root / SLOW_STOP).unlink(missing_ok=True)
     stopped, net_target, networking = stop_order(entries)
-    assert networking < stopped, messages(entries[networking - 5 : stopped + 5])
+    assert networking < stopped, messages(entries[max(0, networking - 5) : stopped + 5])
     gw.stage = "off-again"
 
 
