@@ -13,9 +13,13 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from banpipe import config as configmod
 from banpipe.alertfilter import main
+from test_rules import alerts as alert_strategy
+from test_rules import configs, protected_by_oracle
 from toolpaths import BIN
 
 WAN = "198.51.100.8"
@@ -608,3 +612,43 @@ def _write_quietly(stream, data):
         stream.close()
     except BrokenPipeError:
         pass
+
+
+# --- the property, end to end: nothing protected ever comes out of main() ------------------
+
+
+def _toml_list(items):
+    return "[" + ", ".join(json.dumps(x) for x in items) + "]"
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(config=configs(), batch=st.lists(alert_strategy, min_size=1, max_size=20))
+def test_main_never_emits_a_protected_offender(tmp_path, config, batch):
+    net, flt = config.network, config.filter
+    cfg = tmp_path / "prop.toml"
+    cfg.write_text(
+        "[network]\n"
+        f"wan = {_toml_list(net.wan)}\n"
+        f'wan_state = "{tmp_path / "absent-wan.json"}"\n'
+        f"networks = {_toml_list(net.networks)}\n"
+        f"gateways = {_toml_list(net.gateways)}\n"
+        "[filter]\n"
+        f"whitelist = {_toml_list(flt.whitelist)}\n"
+        f"ignore = {_toml_list(flt.ignore)}\n"
+        f"priorities = {_toml_list(flt.priorities)}\n"
+        f'no_priority = "{flt.no_priority}"\n'
+        f"reverse_markers = {_toml_list(flt.reverse_markers)}\n"
+        f"require_ours = {'true' if flt.require_ours else 'false'}\n"
+    )
+    rc, out, err = run(["--config", str(cfg)], b"".join(map(line, batch)))
+    assert rc == 0, err
+    bans = [json.loads(x) for x in out.splitlines()]
+    event(f"bans emitted: {'some' if bans else 'none'}")
+    for ban in bans:
+        assert not protected_by_oracle(ban["offender"], config, (), ()), ban
+        raw = ban["dst"] if ban["reversed"] else ban["src"]
+        assert not protected_by_oracle(raw, config, (), ()), ban

@@ -156,7 +156,8 @@ def test_apply_bans_new_offenders_in_one_block_call(cfg, fw):
     with ledger_of(cfg) as led:
         o = led.get("203.0.113.7")
         assert o.active and not o.manual and o.violations == 2 and o.expires == NOW + 3600
-        assert [h.sig for h in led.history("203.0.113.7")] == ["1:2003:8", "1:2003:8"]
+        # two identical violations in one burst: one history row that counts both
+        assert [(h.sig, h.count) for h in led.history("203.0.113.7")] == [("1:2003:8", 2)]
 
 
 def test_apply_bad_lines_one_error_each_with_line_number(cfg, fw):
@@ -500,13 +501,11 @@ def test_check_and_repair(cfg, fw):
 def test_check_repairs_structure_and_duplicates(cfg, fw, monkeypatch):
     args = cfg('[ban]\non_stop = "keep"\n')
     run([*args, "apply"], lines(alert("203.0.113.7")))
-    states = iter(
-        [
-            FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, False, ["chain gone"]),
-            FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, True, []),
-            FirewallState({"203.0.113.7"}, {}, True, []),
-        ]
-    )
+    broken = FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, False, ["chain gone"])
+    dup = FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, True, [])
+    clean = FirewallState({"203.0.113.7"}, {}, True, [])
+    # every drift is confirmed by a second listing
+    states = iter([broken, broken, dup, dup, clean])
     monkeypatch.setattr(fw, "check", lambda: next(states))
     rc, out, _ = run([*args, "check", "--repair"])
     assert rc == 0
@@ -516,6 +515,20 @@ def test_check_repairs_structure_and_duplicates(cfg, fw, monkeypatch):
         ("release", ("203.0.113.7",)),
         ("block", ("203.0.113.7",)),
     ]
+
+
+def test_check_confirms_drift_with_a_second_listing(cfg, fw, monkeypatch):
+    """A partial listing (seen with big nftables sets) is not drift; real drift is."""
+    args = cfg('[ban]\non_stop = "keep"\n')
+    run([*args, "apply"], lines(alert("203.0.113.7"), alert("203.0.113.8")))
+    partial = FirewallState({"203.0.113.7"}, {}, True, [])
+    full = FirewallState({"203.0.113.7", "203.0.113.8"}, {}, True, [])
+    listings = iter([partial, full])
+    monkeypatch.setattr(fw, "check", lambda: next(listings))
+    assert run([*args, "check"])[:2] == (0, "consistent: 2 active bans\n")
+    listings = iter([partial, partial])
+    rc, out, _ = run([*args, "check"])
+    assert rc == 1 and out.startswith("missing 203.0.113.8\n")
 
 
 def test_restore_and_teardown(cfg, fw):

@@ -242,6 +242,14 @@ def test_unreadable_file_is_66(tmp_path):
     assert (code, objs, err) == (66, [], f"fasttail: {tmp_path}: Is a directory\n")
 
 
+def test_a_fifo_is_not_followed_as_a_file(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, objs, err = run("--once", fifo)
+    assert (code, objs) == (66, [])
+    assert err == f"fasttail: {fifo}: not a regular file (use - for a pipe)\n"
+
+
 def test_unwritable_state_is_73(alert_file, tmp_path):
     f = alert_file(SNORT2)
     blocker = tmp_path / "plain-file"

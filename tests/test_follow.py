@@ -656,3 +656,77 @@ def test_checkpoint_flushes_before_it_saves(tmp_path):
     fo.checkpoint()
     fo.checkpoint()  # nothing moved: no second save
     assert saves == [(1, f.stat().st_size)]
+
+
+def test_starting_at_the_end_reads_an_alert_being_written_whole(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(line(1) + line(2) + line(3)[:40])
+    out = ListOutput()
+    fo = follower(f, out, FakeClock())
+    fo.start(saved=None, from_start=False)
+    fo.step()
+    assert out.items == []
+    append(f, line(3)[40:] + "garbage\n")
+    fo.step()
+    assert summary(out.items) == [3, (4, "not an alert")]  # line numbers true to the file
+
+
+def test_file_in_a_directory_that_does_not_exist_yet(tmp_path, tails):
+    d = tmp_path / "later"
+    f = d / "alert"
+    t = tails(f)
+    t.wait_stderr("waiting for it")
+    d.mkdir()
+    f.write_text(line(1))  # found by the periodic re-check (no directory to watch yet)
+    assert t.sids(1) == [1]
+    append(f, line(2))  # from now on through inotify
+    assert t.sids(1) == [2]
+    assert t.stop() == 0
+
+
+def test_an_old_file_left_quiet_is_given_up_for_an_empty_new_one(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out, clock = ListOutput(), FakeClock()
+    fo = follower(f, out, clock, switch_after=10.0)
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    f.unlink()  # delete-and-recreate; the writer has not written to the new file yet
+    f.write_text("")
+    fo.step()
+    assert fo.cur.ino != f.stat().st_ino  # still on the old file: it may get more
+    clock.t += 10
+    fo.step()
+    assert fo.cur.ino == f.stat().st_ino and fo.next is None
+    append(f, line(2))
+    fo.step()
+    assert summary(out.items) == [1, 2]
+
+
+def test_sigterm_while_waiting_for_the_file_exits_at_once(tmp_path, tails):
+    t = tails(tmp_path / "alert")
+    t.wait_stderr("waiting for it")
+    started = time.monotonic()
+    assert t.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 1.5  # woken by the signal, not by the 2 s re-check
+
+
+def test_stopped_between_rename_and_reopen_resumes_in_the_old_file(tmp_path, tails):
+    f, state = tmp_path / "alert", tmp_path / "pos.json"
+    f.write_text("")
+    t = tails("--from-start", "--state", state, f)
+    with open(f, "a", buffering=1) as ids_fd:
+        ids_fd.write(line(1))
+        assert t.sids(1) == [1]
+        os.rename(f, tmp_path / "alert.1")
+        f.write_text("")
+        ids_fd.write(line(2))
+        assert t.sids(1) == [2]
+        assert t.stop() == 0  # saved: the old file (now alert.1), after alert 2
+        ids_fd.write(line(3))
+    append(f, line(4))
+    t2 = tails("--state", state, f)
+    assert t2.sids(2) == [3, 4]
+    t2.quiet()
+    assert t2.stop() == 0
+    assert t2.rest() == []

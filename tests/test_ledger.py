@@ -67,22 +67,34 @@ def test_pragmas_wal_and_full_sync(ledger):
     assert ledger.db.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
 
 
+def test_v1_ledger_migrates_to_counted_history(path):
+    with Ledger.open(path, migrations=MIGRATIONS[:1]) as led:
+        assert led.version == 1
+        led.db.execute(
+            "INSERT INTO violations (addr, ts, sig) VALUES ('203.0.113.1', 1.0, '1:2:3')"
+        )
+    with Ledger.open(path) as led:
+        assert led.version == len(MIGRATIONS) >= 2
+        (h,) = led.history("203.0.113.1")
+        assert (h.sig, h.count) == ("1:2:3", 1)
+
+
 def test_migrations_apply_in_order_and_keep_data(path):
     with Ledger.open(path) as led:
         led.ban("203.0.113.1", NOW, expires=None, reason="x")
 
-    def v2(db):
+    def add_note(db):
         db.execute("ALTER TABLE offenders ADD COLUMN note TEXT")
 
-    def v3(db):
+    def fill_note(db):
         db.execute("UPDATE offenders SET note = 'migrated'")
 
-    with Ledger.open(path, migrations=(*MIGRATIONS, v2, v3)) as led:
-        assert led.version == 3
+    with Ledger.open(path, migrations=(*MIGRATIONS, add_note, fill_note)) as led:
+        assert led.version == len(MIGRATIONS) + 2
         assert led.db.execute("SELECT addr, note FROM offenders").fetchall() == [
             ("203.0.113.1", "migrated")
         ]
-        assert led.migrate((*MIGRATIONS, v2, v3)) == 0  # idempotent
+        assert led.migrate((*MIGRATIONS, add_note, fill_note)) == 0  # idempotent
 
 
 def test_failed_migration_rolls_back_and_keeps_version(path):
@@ -185,7 +197,7 @@ def test_budget_holds_new_bans_but_records_and_extends(ledger):
     assert out.extended == ["203.0.113.1"]
     held = ledger.get("203.0.113.3")
     assert not held.active and held.violations == 2
-    assert len(ledger.history("203.0.113.3")) == 2
+    assert sum(h.count for h in ledger.history("203.0.113.3")) == 2
 
 
 def test_history_keeps_every_field(ledger):
@@ -216,7 +228,24 @@ def test_history_keeps_every_field(ledger):
         "victim": "198.51.100.8",
         "reversed": True,
         "reason": "prio 2",
+        "count": 1,
     }
+
+
+def test_identical_violations_in_one_transaction_share_a_counted_row(ledger):
+    a = "203.0.113.7"
+    burst = [v(a, sig="1:1:1", alert_ts=f"t{i}") for i in range(5)]
+    burst += [v(a, sig="1:2:1"), v(a, sig="1:1:1", victim="198.51.100.9")]
+    ledger.record(burst, NOW, POLICY, Low())
+    ledger.record([v(a, sig="1:1:1")], NOW + 1, POLICY, Low())
+    rows = [(h.ts, h.sig, h.victim, h.count, h.alert_ts) for h in ledger.history(a)]
+    assert rows == [
+        (NOW, "1:1:1", None, 5, "t0"),
+        (NOW, "1:2:1", None, 1, None),
+        (NOW, "1:1:1", "198.51.100.9", 1, None),
+        (NOW + 1, "1:1:1", None, 1, None),
+    ]
+    assert ledger.get(a).violations == 8  # every violation counts
 
 
 # -- manual bans, unban, pin, expiry -------------------------------------------------------
@@ -268,6 +297,7 @@ def test_active_addresses_automated_only(ledger):
     ledger.ban("203.0.113.2", NOW, expires=None, reason="m")
     assert ledger.active_addresses(automated_only=True) == {"203.0.113.1"}
     assert ledger.active_addresses() == {"203.0.113.1", "203.0.113.2"}
+    assert (ledger.count_active(), ledger.count_active(manual_only=True)) == (2, 1)
 
 
 # -- retention -----------------------------------------------------------------------

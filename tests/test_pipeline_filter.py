@@ -1,4 +1,4 @@
-"""Real processes: ``bin/fasttail --once <corpus file> | bin/alertfilter ...``.
+"""Real processes: ``bin/fasttail --once --from-start <corpus file> | bin/alertfilter ...``.
 
 The two tools are joined by an OS pipe exactly as in production. Each test checks the
 plumbing (every alert fasttail emits gets exactly one verdict, nothing is lost or
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.corpus
 
 def fasttail_json(path, env):
     r = subprocess.run(
-        [sys.executable, str(BIN / "fasttail"), "--once", str(path)],
+        [sys.executable, str(BIN / "fasttail"), "--once", "--from-start", str(path)],
         capture_output=True,
         env=env,
         timeout=120,
@@ -33,9 +33,9 @@ def fasttail_json(path, env):
 
 
 def pipeline(path, config, env, *args):
-    """``fasttail --once path | alertfilter --config config args``: (stdout, stderr)."""
+    """``fasttail --once --from-start path | alertfilter --config config args``."""
     tail = subprocess.Popen(
-        [sys.executable, str(BIN / "fasttail"), "--once", str(path)],
+        [sys.executable, str(BIN / "fasttail"), "--once", "--from-start", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -206,3 +206,36 @@ def test_reverse_marker_on_real_alerts(corpus_dir, tmp_path, tool_env):
     assert outbound
     assert all(b.endswith("(reversed)") for b in bans if "OUTBOUND" in b)
     assert summary.startswith(f"summary: {len(alerts)} alerts: {len(bans)} ban, ")
+
+
+@pytest.mark.parametrize(
+    ("relpath", "ours", "min_bans"),
+    [
+        # alert_full blocks with Xref lines: refs must pass through untouched.
+        (
+            "snort2-full/dveleztx_Week-9-HoneyPot-Project_mhn-snort_alert.full.txt",
+            ["10.128.0.4"],
+            2000,
+        ),
+        # IPv6 link-local sources and ff02:: destinations next to IPv4 traffic.
+        ("suricata-fast/KAKAUsafe_IDS_fast-ipv6.log", ["192.168.219.0/24", "2405:204::/32"], 1),
+    ],
+)
+def test_json_pipeline_keeps_every_alert_field(
+    corpus_dir, tmp_path, tool_env, relpath, ours, min_bans
+):
+    path = corpus_dir / relpath
+    alerts = fasttail_json(path, tool_env)
+    cfg = write_config(tmp_path, ours, "require_ours = false\n")
+    out, err = pipeline(path, cfg, tool_env)
+    got = [json.loads(x) for x in out]
+    assert len(got) >= min_bans
+    assert err[-1].startswith(f"alertfilter: summary: {len(alerts)} alerts: {len(got)} ban")
+    assert err[:-1] == []
+    # Bans come out in input order, each the alert unchanged plus the ban keys.
+    remaining = iter(alerts)
+    for ban in got:
+        alert = next(a for a in remaining if a["ts"] == ban["ts"] and a["src"] == ban["src"])
+        assert {k: v for k, v in ban.items() if k not in BAN_KEYS} == alert
+        assert ban["offender"] == alert["src"] and ban["reversed"] is False
+    assert_never_protected([f"BAN {b['offender']}" for b in got], ours)

@@ -9,21 +9,30 @@ fasttail is idle; a burst is written in batches.
 Where it starts: at the end of FILE (like ``tail -F -n 0``); ``--from-start`` reads
 what is already there first; ``--once`` reads to the current end and exits; with
 ``--state`` a saved position wins over both. FILE ``-`` reads standard input to its end.
+Starting "at the end" means after the last complete line, so an alert being written at
+that moment is read whole. With ``--once`` an unterminated last line counts as a line
+(files without a final newline are common) and an open alert_full block is completed.
 
-``--state`` guarantee (also in bench/README.md and the README):
-  * The position is written (atomically and durably, banpipe.statefile) only after the
-    alerts before it were written and flushed to stdout. It points at the first byte not
-    yet turned into output: never inside a partial line or a pending alert_full block.
-  * It is written before every wait for new data, at most every 0.25 s during a long burst,
-    and on exit. SIGTERM/SIGINT: flush, save, exit 0, so a restart repeats nothing and
-    loses nothing, also across rotation (while running or while stopped: the old file is
-    found again among its rotation siblings by inode, then by fingerprint).
-  * After SIGKILL or a power cut, nothing is lost; alerts written after the last save are
-    written again: at most the alerts of the last 0.25 s of a continuous burst, and, when
-    alerts arrive with pauses, at most those of the one batch being saved at that instant
-    (the window between the flush and the rename of the state file, about one fsync).
-  * Known limits: alerts written to a file that is deleted (not rotated) while fasttail is
-    down are gone; with SIGPIPE (reader gone) fasttail exits without saving.
+``--state`` guarantee (also in bench/README.md):
+  * The saved position is the first byte not yet turned into output: never inside a
+    partial line or a pending alert_full block. It is handed to the state writer only
+    after the alerts before it were written and flushed to stdout, and written atomically
+    and durably (banpipe.statefile: temporary file, fsync, rename, fsync of the directory).
+  * When: at start-up, whenever fasttail is about to wait for new data, at most every
+    0.25 s during a long burst, and on exit. In follow mode a background thread does the
+    writing (newest position wins), so an fsync never delays an alert.
+  * SIGTERM/SIGINT, or --once reaching the end: flush, save, exit 0. A restart then
+    repeats nothing and loses nothing, also across rotation, truncation and rotation
+    while fasttail was stopped (the old file is found among its rotation siblings by
+    inode, then by a fingerprint of its first 256 bytes and of the 256 bytes before the
+    saved offset, and drained from there before the new file is read from its start).
+  * SIGKILL, OOM kill, power cut: nothing is lost; the alerts written since the last
+    saved position are written again after the restart (at least once). That is at
+    most the alerts of the last 0.25 s of a continuous burst plus one batch, and with
+    alerts arriving in pauses usually just the last batch (the alerts read in one go).
+    The reader may also see the last line before the kill cut short.
+  * Not covered: alerts in a file deleted (not rotated) while fasttail was stopped; a
+    closed stdout (SIGPIPE) ends fasttail without a last save.
 """
 
 from __future__ import annotations
@@ -208,22 +217,14 @@ def _follow(
     wake_fd: int | None,
 ) -> None:
     state = args.state
-
-    def save(pos: Position) -> None:
-        try:
-            statefile.write_json_atomic(state, pos.to_json())
-        except OSError as exc:
-            raise cli.ToolError(
-                f"{state}: cannot write state: {exc.strerror or exc}", cli.EX_CANTCREAT
-            )
-
+    saver = StateSaver(state) if state else None
     saved = load_state(state, reporter) if state else None
     follower = Follower(
         args.file,
         new_parser=new_parser,
         output=output,
         note=lambda text: reporter.say(None, text),
-        save=save if state else None,
+        save=saver,
         stop=lambda: stop.stop,
         wake_fd=wake_fd,
         max_line=MAX_LINE,
@@ -235,15 +236,90 @@ def _follow(
         raise cli.ToolError(f"{args.file}: {exc.strerror or exc}", cli.EX_NOINPUT)
     if args.once and follower.cur is None:
         raise cli.ToolError(f"{args.file}: No such file or directory", cli.EX_NOINPUT)
-    if state:
+    if saver is not None:
         if follower.cur is not None:
-            follower.checkpoint()  # fails early (73) when the state cannot be written
+            follower.checkpoint()  # written at once: fails early (73) if it cannot be
         elif not os.access(os.path.dirname(os.path.abspath(state)) or ".", os.W_OK):
             raise cli.ToolError(f"{state}: cannot write state: Permission denied", 73)
     if args.once:
         follower.run_once()
-    else:
+        return
+    if saver is not None:
+        saver.start()
+    try:
         follower.run()
+    finally:
+        if saver is not None:
+            saver.close()
+
+
+class StateSaver:
+    """Writes positions to the state file; in the background once ``start()`` ran.
+
+    The follower hands over a position only after flushing stdout, so any position
+    written is covered by delivered output, whoever writes it. In follow mode a thread
+    does the writing, so an fsync (milliseconds, more on a busy disk) never delays the
+    next alert; only the newest waiting position is written. ``close()`` writes what is
+    still waiting before returning, so a stop by SIGTERM/SIGINT saves the last position.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.cond = threading.Condition()
+        self.waiting: Position | None = None
+        self.error: cli.ToolError | None = None
+        self.thread: threading.Thread | None = None
+        self.closing = False
+
+    def write(self, pos: Position) -> None:
+        try:
+            statefile.write_json_atomic(self.path, pos.to_json())
+        except OSError as exc:
+            raise cli.ToolError(
+                f"{self.path}: cannot write state: {exc.strerror or exc}", cli.EX_CANTCREAT
+            )
+
+    def __call__(self, pos: Position) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.thread is None:
+            self.write(pos)
+            return
+        with self.cond:
+            self.waiting = pos
+            self.cond.notify()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="fasttail-state", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.waiting is None and not self.closing:
+                    self.cond.wait()
+                pos, self.waiting = self.waiting, None
+                if pos is None:
+                    return
+            try:
+                self.write(pos)
+            except cli.ToolError as exc:
+                self.error = exc
+                return
+
+    def close(self) -> None:
+        """Stop the thread after it wrote the last position; raise a write error."""
+        if self.thread is not None:
+            with self.cond:
+                self.closing = True
+                self.cond.notify()
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            raise self.error
+        if self.waiting is not None:  # handed over after the thread stopped
+            pos, self.waiting = self.waiting, None
+            self.write(pos)
 
 
 class _signals:

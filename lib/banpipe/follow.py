@@ -9,18 +9,19 @@ Three layers, each usable alone:
     turned into emitted output (never inside a pending alert_full block or a partial line).
 
 ``Position`` and ``find_rotated``
-    What ``--state`` saves (path, inode, device, committed offset and line number, a
-    fingerprint of the first bytes, size) and how a saved position is found again, also in
-    a rotation sibling (``alert.1``, ``alert-20261128``) when the file was rotated while
-    nobody was reading.
+    What ``--state`` saves (path, inode, device, committed offset and line number,
+    fingerprints of the first 256 bytes and of the 256 before the offset, size) and how a
+    saved position is found again, also in a rotation sibling (``alert.1``,
+    ``alert-20261128``) when the file was rotated while nobody was reading.
 
 ``Follower``
     The loop: inotify (pyinotify, through banpipe.watch.InotifyWatcher) on the directory
     for the name and on the open file itself; follows by name across rename rotation (the
-    old file is drained to its end, and kept until the new file has data), copytruncate
-    (size or fingerprint shows it; restart at 0 with a note), delete-and-recreate and a
-    file that does not exist yet. A select() timeout re-checks the name now and then as a
-    safety net only.
+    old file is drained to its end, and kept until the new file has data or the old one
+    has been quiet for ``switch_after`` seconds), copytruncate (size or fingerprint shows
+    it; restart at 0 with a note), delete-and-recreate and a file that does not exist yet.
+    A select() timeout (2 s) re-checks the name as a safety net only, and finds a file
+    whose directory did not exist yet.
 
 Stale blocks: Snort ends every alert_full block with an empty line, so a block is held
 until that line arrives. An odd writer that leaves the last block open would hold it
@@ -34,7 +35,6 @@ import errno
 import hashlib
 import logging
 import os
-import re
 import select
 import stat
 import time
@@ -47,7 +47,11 @@ import pyinotify
 
 from .watch import InotifyWatcher
 
-CHUNK = 1 << 16  # bytes per read: bursts are parsed and written in batches (~300 alerts)
+# Bytes per read: a burst is parsed and written in batches of about 80 alerts. Bigger reads
+# are slower here: each batch's garbage then outgrows pymalloc's arenas, which are unmapped
+# and mapped again every batch (1 << 16: ~1 page fault per alert, +50% system time; see
+# bench/README.md).
+CHUNK = 1 << 14
 FP_BYTES = 256  # fingerprint: sha256 of the first FP_BYTES bytes (fewer in a shorter file)
 HEADER_B = b"[**] ["  # an alert_full block header starts with this
 DIR_EVENTS = (
@@ -339,9 +343,6 @@ def bytes_before(fd: int, offset: int) -> str:
     return hashlib.sha256(os.pread(fd, offset - lo, lo)).hexdigest()
 
 
-_ROTATED = re.compile(r"[.-_].+")
-
-
 def rotation_siblings(path: str) -> list[str]:
     """Files next to ``path`` named like its rotated copies: name.1, name.0, name-20261128."""
     directory, base = os.path.split(os.path.abspath(path))
@@ -444,6 +445,7 @@ class Follower:
         pending_timeout: float = 2.0,
         recheck: float = 2.0,
         save_every: float = 0.25,
+        switch_after: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         renew: Callable[[Any], None] | None = None,
         renew_every: float = 60.0,
@@ -460,6 +462,7 @@ class Follower:
         self.pending_timeout = pending_timeout
         self.recheck = recheck
         self.save_every = save_every
+        self.switch_after = switch_after
         self.clock = clock
         # Called with each parser now and then: a long run moves the year-inference
         # anchor (AlertParser.set_now) so yearless stamps stay right across New Year.
@@ -482,9 +485,13 @@ class Follower:
         """Open ``path`` as a Cursor; raises OSError."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-            return Cursor(
+            if not stat.S_ISREG(mode):
+                # Positions, rotation and truncation only mean something for files.
+                raise OSError(errno.EINVAL, "not a regular file (use - for a pipe)", path)
+            cur = Cursor(
                 self.new_parser(),
                 name=name,
                 offset=offset,
@@ -492,6 +499,8 @@ class Follower:
                 max_line=self.max_line,
                 fd=fd,
             )
+            cur.last_data = self.clock()
+            return cur
         except BaseException:
             os.close(fd)
             raise
@@ -616,9 +625,11 @@ class Follower:
             if once:
                 self._finish(cur)
             return True
-        if nxt.size() == 0 and not once:
+        if nxt.size() == 0 and not once and self.clock() - cur.last_data < self.switch_after:
             # The writer may still append to the old file until it reopens the name;
-            # once the new file has data, the old one gets no more.
+            # once the new file has data, the old one gets no more. A writer that stays
+            # quiet for switch_after seconds has let go of it (and a deleted file's
+            # space is freed once we close it).
             return True
         if not self.drain(cur):
             return False

@@ -8,7 +8,8 @@ Promises:
   (repaired at the next start) but never a ban that the ledger forgot.
 * **One row per offender** (``offenders``, keyed by the canonical address), however
   often it offends or is banned; ``violations`` keeps every violation for
-  ``retention`` seconds (kept after unban, for recidive decisions and ``banctl
+  ``retention`` seconds (identical ones recorded in one transaction, as in a flood,
+  share a row with a ``count``; kept after unban, for recidive decisions and ``banctl
   show``; ``retention = 0`` deletes an address's violations when its ban ends);
   ``bans`` keeps one row per ban period, used to count recent bans (recidive).
 * **Concurrent**: the daemon and admin commands each open their own connection;
@@ -30,6 +31,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
 
@@ -88,8 +90,14 @@ def _v1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX bans_start ON bans(start)")
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    # Identical violations recorded in one transaction (a flood: same source, rule and
+    # victim) become one history row with a count; all of them stay accounted for.
+    db.execute("ALTER TABLE violations ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+
+
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 
 
 class LedgerError(Exception):
@@ -156,9 +164,8 @@ def _offender_row(o: Offender) -> tuple:
     )
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One alert against ``addr`` as banctl records it."""
+class Violation(NamedTuple):
+    """One alert against ``addr`` as banctl records it (a tuple: cheap on the hot path)."""
 
     addr: str
     sig: str | None = None
@@ -172,6 +179,9 @@ class Violation:
 
 @dataclass(frozen=True)
 class ViolationRecord:
+    """A history row: ``count`` identical violations recorded together at ``ts``
+    (``alert_ts`` is the first one's own timestamp)."""
+
     ts: float
     alert_ts: str | None
     sig: str | None
@@ -180,6 +190,7 @@ class ViolationRecord:
     victim: str | None
     reversed: bool
     reason: str | None
+    count: int = 1
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -191,6 +202,7 @@ class ViolationRecord:
             "victim": self.victim,
             "reversed": self.reversed,
             "reason": self.reason,
+            "count": self.count,
         }
 
 
@@ -357,8 +369,11 @@ class Ledger:
             sql += " AND manual = 0"
         return {r[0] for r in self.db.execute(sql)}
 
-    def count_active(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM offenders WHERE active = 1").fetchone()[0])
+    def count_active(self, *, manual_only: bool = False) -> int:
+        sql = "SELECT count(*) FROM offenders WHERE active = 1"
+        if manual_only:
+            sql += " AND manual = 1"
+        return int(self.db.execute(sql).fetchone()[0])
 
     def next_expiry(self) -> float | None:
         """Earliest expiry among active timed bans (None: nothing scheduled)."""
@@ -369,11 +384,14 @@ class Ledger:
 
     def history(self, addr: str) -> list[ViolationRecord]:
         rows = self.db.execute(
-            "SELECT ts, alert_ts, sig, msg, priority, victim, reversed, reason "
+            "SELECT ts, alert_ts, sig, msg, priority, victim, reversed, reason, count "
             "FROM violations WHERE addr = ? ORDER BY ts, id",
             (addr,),
         )
-        return [ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+        return [
+            ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8])
+            for r in rows
+        ]
 
     def recent_bans(self, addr: str, since: float) -> int:
         """Ban periods of ``addr`` that started at or after ``since``."""
@@ -414,7 +432,7 @@ class Ledger:
         with self.transaction() as db:
             rows = self._load([v.addr for v in items])
             touched: dict[str, Offender] = {}
-            history = []
+            history: dict[tuple, list] = {}
             ban_rows = []
             new_set: set[str] = set()
             extended_set: set[str] = set()
@@ -428,19 +446,12 @@ class Ledger:
                 o.violations += 1
                 o.reason = v.reason or o.reason
                 touched[v.addr] = o
-                history.append(
-                    (
-                        v.addr,
-                        now,
-                        v.alert_ts,
-                        v.sig,
-                        v.msg,
-                        v.priority,
-                        v.victim,
-                        int(v.reversed),
-                        v.reason,
-                    )
-                )
+                key = v[:7]  # every field but the alert's own timestamp
+                group = history.get(key)
+                if group is None:
+                    history[key] = [v.alert_ts, 1]
+                else:
+                    group[1] += 1
                 if o.active:
                     if v.addr in new_set:
                         continue  # same burst as its ban: the ban itself is fresh
@@ -471,13 +482,16 @@ class Ledger:
             )
             db.executemany(
                 "INSERT INTO violations (addr, ts, alert_ts, sig, msg, priority, victim, "
-                "reversed, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                history,
+                "reversed, reason, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (k[0], now, ts, k[1], k[2], k[3], k[4], int(k[5]), k[6], n)
+                    for k, (ts, n) in history.items()
+                ],
             )
             db.executemany(
                 "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)", ban_rows
             )
-            out.recorded = len(history)
+            out.recorded = len(items)
         return out
 
     def _load(self, addrs: Sequence[str]) -> dict[str, Offender]:

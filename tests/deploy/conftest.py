@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from deploy_harness import (
     cached_rootfs,
     find_tool,
     python_version,
-    require,
     require_root,
 )
 
@@ -30,7 +28,8 @@ def deploy_work() -> Path:
     if os.environ.get("BANPIPE_DEPLOY_KEEP"):
         print(f"\nkept deploy work directory {path}")
     else:
-        shutil.rmtree(path, ignore_errors=True)
+        # rm is several times faster than shutil.rmtree on ~20,000 files per rootfs copy.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +41,4 @@ def base_rootfs(deploy_work) -> Path:
 
 @pytest.fixture(scope="session")
 def wheelhouse(deploy_work, base_rootfs) -> Path:
-    here = "{}.{}".format(*sys.version_info[:2])
-    target = python_version(base_rootfs)
-    require(
-        here == target,
-        f"the wheelhouse needs the target's Python {target} (binary wheels), this is {here}",
-    )
-    return build_wheelhouse(deploy_work / "wheelhouse")
+    return build_wheelhouse(deploy_work / "wheelhouse", python_version(base_rootfs))

@@ -151,6 +151,7 @@ def test_chroot_run_installs_tools_units_and_config(static_root):
         link = root / "usr/local/bin" / tool
         assert link.is_symlink() and os.readlink(link) == f"/opt/banpipe/bin/{tool}"
         run(["chroot", str(root), f"/usr/local/bin/{tool}", "--help"])
+    run(["chroot", str(root), "bash", "-n", "/usr/local/libexec/banpipe/pipeline"])
     for unit in ("banpipe.service", "wanwatch.service"):
         assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
     assert (root / "etc/systemd/system/banpipe.service.d/10-shutdown-order.conf").is_file()
@@ -207,14 +208,14 @@ def test_systemd_analyze_verify_check_can_fail(static_root, deploy_work):
     root, _, _ = static_root
     unit = (root / "etc/systemd/system/banpipe.service").read_text()
     broken = root / "etc/systemd/system/banpipe-typo.service"
-    broken.write_text(unit.replace("KillMode=control-group", "KillMode=control-grup"))
+    broken.write_text(unit.replace("KillMode=mixed", "KillMode=mixd"))
     try:
         proc = run(
             ["systemd-analyze", "verify", f"--root={root}", "banpipe-typo.service"], check=False
         )
     finally:
         broken.unlink()
-    assert "control-grup" in proc.stderr, proc.stdout + proc.stderr
+    assert "mixd" in proc.stderr, proc.stdout + proc.stderr
 
 
 def _unit_dump(root: Path, unit: str) -> str:
@@ -264,7 +265,7 @@ def test_systemd_merges_the_shutdown_drop_in(static_root):
         "After: wanwatch.service",
         "RequiresMountsFor: /var/lib/banpipe",
         "RequiresMountsFor: /var/log/snort",
-        "KillMode: control-group",
+        "KillMode: mixed",
     ):
         assert expected in dump, f"{expected!r} missing:\n{dump}"
     wan = _unit_dump(root, "wanwatch.service")

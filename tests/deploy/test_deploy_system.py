@@ -144,6 +144,10 @@ def poweroff_and_read_journal(gw: Gateway) -> list[dict]:
     entries = journal(gw.root, boot_id)
     shutdown = [e for e in entries if int(e["__REALTIME_TIMESTAMP"]) >= since]
     assert shutdown, "no journal entries after the poweroff request"
+    # banctl finished its own stop, and none of its firewall commands was killed under it.
+    text = messages(shutdown)
+    assert "banctl: stopped (" in text, text[-3000:]
+    assert "exit -15" not in text and "exit -9" not in text, text[-3000:]
     return shutdown
 
 
@@ -247,7 +251,7 @@ def test_services_run_hardened_with_the_drop_in_merged(gateway):
         "cap_net_raw",
         "cap_dac_read_search",
     }
-    assert props["KillMode"] == "control-group" and props["Restart"] == "on-failure"
+    assert props["KillMode"] == "mixed" and props["Restart"] == "on-failure"
     assert "banctl" in props["ExecStopPost"] and "teardown" in props["ExecStopPost"]
     # The runner and the three stages run in the unit's cgroup.
     procs = " ".join(unit_processes(ct, "banpipe.service").values())
@@ -387,9 +391,11 @@ def test_repeated_boot_ban_poweroff_cycles_leave_nothing_behind(gateway):
     assert not missing, f"not in the ledger: {missing}"
 
 
-def test_switching_to_the_nftables_backend_redeploys_and_bans_there(gateway, wheelhouse):
-    """A configuration change on a running gateway: the role rewrites banpipe.toml, the
-    handler restarts banpipe, and the sandboxed banctl now drives nftables."""
+def test_reconfiguring_a_running_gateway_nftables_keep_and_a_static_wan(gateway, wheelhouse):
+    """The role's other branches on a running gateway: backend nftables, on_stop = "keep"
+    (no ExecStopPost teardown; entries survive the stop) and a static WAN address instead
+    of wanwatch (its unit stopped, disabled and removed). Handlers restart banpipe; a
+    second run changes nothing."""
     gw = gateway
     gw.require("off-again")
     ct = gw.boot()
@@ -397,26 +403,50 @@ def test_switching_to_the_nftables_backend_redeploys_and_bans_there(gateway, whe
     assert gw.inventory is not None
     inventory = json.loads(gw.inventory.read_text())
     hostvars = inventory["banpipe"]["hosts"][gw.name]
-    hostvars["ansible_nsenter_pid"] = ct.leader
-    hostvars["banpipe_firewall_backend"] = "nftables"
+    hostvars.update(
+        ansible_nsenter_pid=ct.leader,
+        banpipe_firewall_backend="nftables",
+        banpipe_ban_on_stop="keep",
+        banpipe_wan_interface=None,
+        banpipe_network_wan=[WAN_ADDR],
+    )
     gw.inventory.write_text(json.dumps(inventory))
     start = time.monotonic()
-    result = ansible_playbook(gw.inventory, gw.work)
-    gw.timings["ansible-nftables"] = time.monotonic() - start
-    assert_play_ok(result)
-    assert "banpipe : Write banpipe.toml and check it with banpipe's own config loader" in (
-        result.changed_tasks
+    first = ansible_playbook(gw.inventory, gw.work)
+    gw.timings["ansible-reconfigure"] = time.monotonic() - start
+    assert_play_ok(first)
+    for task in (
+        "banpipe : Write banpipe.toml and check it with banpipe's own config loader",
+        "banpipe : Stop and disable wanwatch.service when no WAN interface is set",
+        "banpipe : Remove wanwatch.service when no WAN interface is set",
+        "banpipe : Restart banpipe",
+    ):
+        assert task in first.changed_tasks, (task, first.changed_tasks)
+    again = ansible_playbook(gw.inventory, gw.work)
+    assert_play_ok(again)
+    assert again.changed == 0, f"changed on the second run: {again.changed_tasks}"
+
+    assert ct.run("systemctl", "is-active", "wanwatch.service", check=False).stdout.strip() in (
+        "inactive",
+        "unknown",
     )
-    assert "banpipe : Restart banpipe" in result.changed_tasks
+    assert not (gw.root / "etc/systemd/system/wanwatch.service").exists()
+    stop_post = ct.run("systemctl", "show", "banpipe.service", "-p", "ExecStopPost", "--value")
+    assert "teardown" not in stop_post.stdout
 
-    def in_nft_set() -> bool:
+    def in_nft_set(addr: str) -> bool:
         out = in_netns_chroot(gw.netns, gw.root, "nft", "list", "ruleset", check=False).stdout
-        return "table inet banpipe" in out and OFFENDER in out
+        return "table inet banpipe" in out and addr in out
 
-    wait_for(in_nft_set, BAN_TIMEOUT, 0.1, f"{OFFENDER} in nftables set")
+    wait_for(lambda: in_nft_set(OFFENDER), BAN_TIMEOUT, 0.1, f"{OFFENDER} in the nftables set")
     assert "BANPIPE" not in firewall(gw), "the iptables chain outlived the backend switch"
+    # The static WAN address alone makes an alert "ours".
+    addr = "203.0.113.99"
+    append_alert(gw, alert_line(addr, WAN_ADDR))
+    wait_for(lambda: in_nft_set(addr), BAN_TIMEOUT, 0.1, f"{addr} in the nftables set")
+
     entries = poweroff_and_read_journal(gw)
     stopped, net_target, networking = stop_order(entries)
     assert stopped < net_target and stopped < networking
     ruleset = in_netns_chroot(gw.netns, gw.root, "nft", "list", "ruleset").stdout
-    assert "banpipe" not in ruleset, ruleset
+    assert OFFENDER in ruleset and addr in ruleset, f"on_stop = keep lost entries:\n{ruleset}"

@@ -1,0 +1,262 @@
+"""The whole pipe, measured: `fasttail | alertfilter | banctl apply` as real processes.
+
+Two figures (targets from issue 4, recorded in bench/README.md "## Whole pipe"):
+
+* throughput: 1,000,000 alert_fast lines from 500 sources through
+  `fasttail --once --from-start | alertfilter | banctl --backend null apply`, wall time
+  from start to the last process exiting, and each stage's peak RSS (wait4).
+* latency (root): the pipe following a live alert file, banctl in a throwaway network
+  namespace with a real backend; one alert from a new offender appended at a time, time
+  from the append returning to the kernel reporting the firewall change. For nftables
+  and iptables (iptables-nft) the change is seen by `nft monitor` in the namespace, an
+  event, not a poll; ipset has no change events, so its figure comes from polling
+  `ipset test` (about 1-2 ms per poll: an upper bound).
+
+    .venv/bin/python bench/bench_pipeline.py [--count 1000000] [--latency 200]
+        [--backends nftables,iptables,ipset] [--skip-throughput] [--skip-latency]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / "bin"
+PY = sys.executable
+WAN = "198.51.100.2"
+
+
+def sources(n: int) -> list[str]:
+    v4 = [f"203.0.113.{i}" for i in range(1, 255)] + [f"192.0.2.{i}" for i in range(1, 255)]
+    out = v4[: min(n, 400)]
+    out += [f"2001:db8:bad::{i:x}" for i in range(1, n - len(out) + 1)]
+    return out[:n]
+
+
+def fast_line(i: int, src: str) -> str:
+    sec, usec = divmod(i, 1000)
+    hh, rest = divmod(sec % 86400, 3600)
+    mm, ss = divmod(rest, 60)
+    if ":" in src:
+        return (
+            f"11/28/2026-{hh:02d}:{mm:02d}:{ss:02d}.{usec:06d}  [**] [1:2001219:20] ET SCAN "
+            f"Potential SSH Scan [**] [Classification: Attempted Information Leak] "
+            f"[Priority: 2] {{TCP}} {src}:{40000 + i % 20000} -> 2001:db8:1::2:22\n"
+        )
+    return (
+        f"11/28-{hh:02d}:{mm:02d}:{ss:02d}.{usec:06d}  [**] [1:2003:8] SQL Worm propagation "
+        f"attempt [**] [Classification: Misc Attack] [Priority: 2] {{UDP}} "
+        f"{src}:{1024 + i % 60000} -> {WAN}:1434\n"
+    )
+
+
+def write_config(path: Path, backend: str, ledger: Path, state_dir: Path) -> None:
+    path.write_text(
+        f"""[network]
+wan = ["{WAN}"]
+networks = ["2001:db8:1::/48"]
+wan_state = "{state_dir}/wan.json"
+[ban]
+spoof_max = 0
+[firewall]
+backend = "{backend}"
+[banctl]
+ledger = "{ledger}"
+"""
+    )
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT / "lib")
+    return e
+
+
+def throughput(count: int, n_sources: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bp-bench-pipe-") as tmp:
+        t = Path(tmp)
+        alert, cfg, ledger = t / "alert", t / "banpipe.toml", t / "ledger.sqlite3"
+        srcs = sources(n_sources)
+        with open(alert, "w") as f:
+            buf = []
+            for i in range(count):
+                buf.append(fast_line(i, srcs[i % len(srcs)]))
+                if len(buf) == 10000:
+                    f.write("".join(buf))
+                    buf.clear()
+            f.write("".join(buf))
+        write_config(cfg, "null", ledger, t)
+        start = time.perf_counter()
+        ft = subprocess.Popen(
+            [PY, str(BIN / "fasttail"), "--once", "--from-start", str(alert)],
+            stdout=subprocess.PIPE, env=env(),
+        )  # fmt: skip
+        af = subprocess.Popen(
+            [PY, str(BIN / "alertfilter"), "--config", str(cfg)],
+            stdin=ft.stdout, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env(),
+        )  # fmt: skip
+        bc = subprocess.Popen(
+            [PY, str(BIN / "banctl"), "--config", str(cfg), "apply"],
+            stdin=af.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+        )  # fmt: skip
+        ft.stdout.close()
+        af.stdout.close()
+        rss = {}
+        for name, p in (("fasttail", ft), ("alertfilter", af), ("banctl", bc)):
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            rss[name] = usage.ru_maxrss / 1024
+        wall = time.perf_counter() - start
+        codes = {n: p.returncode for n, p in (("fasttail", ft), ("alertfilter", af), ("banctl", bc))}
+        print(f"throughput: {count:,} alerts from {n_sources} sources, null backend")
+        print(f"  wall {wall:.2f} s -> {count / wall:,.0f} alerts/s (target >= 150,000)")
+        print("  peak RSS MiB: " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
+        print(f"  exit codes: {codes}")
+
+
+class Watch:
+    """Firewall changes in the namespace: `nft monitor` lines, read in a thread."""
+
+    def __init__(self, ns: str) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "nft", "monitor"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        )  # fmt: skip
+        self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put((time.perf_counter(), line))
+
+    def wait_for(self, text: str, timeout: float = 5.0) -> float:
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(text)
+            t, line = self.lines.get(timeout=left)
+            if text in line:
+                return t
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def ipset_wait(ns: str, addr: str, timeout: float = 5.0) -> float:
+    setname = "banpipe6" if ":" in addr else "banpipe4"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, "ipset", "test", setname, addr],
+            capture_output=True,
+        )
+        if r.returncode == 0:
+            return time.perf_counter()
+    raise TimeoutError(addr)
+
+
+def latency(backend: str, n: int) -> None:
+    ns = f"bpbenchpipe{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    procs: list[subprocess.Popen] = []
+    watch = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="bp-bench-lat-") as tmp:
+            t = Path(tmp)
+            alert, cfg, ledger = t / "alert", t / "banpipe.toml", t / "ledger.sqlite3"
+            alert.write_text("")
+            write_config(cfg, backend, ledger, t)
+            if backend != "ipset":
+                watch = Watch(ns)
+            ft = subprocess.Popen(
+                [PY, str(BIN / "fasttail"), "--from-start", str(alert)],
+                stdout=subprocess.PIPE, env=env(),
+            )  # fmt: skip
+            af = subprocess.Popen(
+                [PY, str(BIN / "alertfilter"), "--config", str(cfg)],
+                stdin=ft.stdout, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env(),
+            )  # fmt: skip
+            bc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, PY, str(BIN / "banctl"), "--config", str(cfg),
+                 "apply"],
+                stdin=af.stdout, stderr=subprocess.PIPE, text=True, env=env(),
+            )  # fmt: skip
+            procs += [ft, af, bc]
+            ft.stdout.close()
+            af.stdout.close()
+            started = bc.stderr.readline()
+            if "started" not in started:
+                raise RuntimeError(f"banctl did not start: {started}")
+            threading.Thread(target=lambda: bc.stderr.read(), daemon=True).start()
+            srcs = sources(n + 1)[1:]
+            samples = []
+            with open(alert, "a", buffering=1) as f:
+                # One warm-up alert (first import paths, first transaction).
+                f.write(fast_line(0, sources(1)[0]))
+                if watch:
+                    watch.wait_for(sources(1)[0])
+                else:
+                    ipset_wait(ns, sources(1)[0])
+                for i, src in enumerate(srcs, 1):
+                    time.sleep(0.02)
+                    line = fast_line(i, src)
+                    t0 = time.perf_counter()
+                    f.write(line)
+                    f.flush()
+                    t1 = watch.wait_for(src) if watch else ipset_wait(ns, src)
+                    samples.append((t1 - t0) * 1000)
+            samples.sort()
+            p50 = statistics.median(samples)
+            p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+            how = "nft monitor event" if watch else "ipset test polling"
+            print(
+                f"latency {backend:9} n={len(samples)}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+                f"max {samples[-1]:.2f} ms ({how}; targets p50 <= 5, p99 <= 20)"
+            )
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if watch:
+            watch.close()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=1_000_000)
+    ap.add_argument("--sources", type=int, default=500)
+    ap.add_argument("--latency", type=int, default=200, help="alerts per backend")
+    ap.add_argument("--backends", default="nftables,iptables,ipset")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_throughput:
+        throughput(args.count, args.sources)
+    if not args.skip_latency:
+        if os.geteuid() != 0:
+            print("latency: needs root (network namespace); skipped")
+        else:
+            for backend in args.backends.split(","):
+                latency(backend, args.latency)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
