@@ -453,8 +453,8 @@ class Ledger:
                 else:
                     group[1] += 1
                 if o.active:
-                    if v.addr in new_set:
-                        continue  # same burst as its ban: the ban itself is fresh
+                    # Every violation after the one that banned extends, also within
+                    # one burst: the outcome must not depend on how the pipe was chunked.
                     later = extended_expiry(policy, o.expires, now, rng)
                     if later != o.expires:
                         o.expires = later

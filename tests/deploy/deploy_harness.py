@@ -1,4 +1,4 @@
-"""Machinery for the deploy tests (see /work/shared/deploy-testing.md, section 5).
+"""Machinery for the deploy tests (ansible/README.md, "Testing").
 
 A cached Debian rootfs built with mmdebstrap, copied per scenario; Ansible runs into it
 through the chroot connection (static checks) or into a booted systemd-nspawn container
@@ -382,7 +382,7 @@ class Container:
     def boot(self, timeout: float = 60) -> Container:
         env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
         with open(self.log, "ab") as log:
-            # timeout -k: a hung nspawn still ends (deploy-testing.md section 0).
+            # timeout -k: a hung nspawn still ends (timeout alone may never kill it).
             self.proc = subprocess.Popen(
                 [
                     "timeout",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,23 @@ def test_chroot_rerun_changes_nothing(static_root, deploy_work):
     again = ansible_playbook(inventory, deploy_work)
     assert_play_ok(again)
     assert again.changed == 0, f"changed on rerun: {again.changed_tasks}"
+
+
+@pytest.mark.root
+def test_a_rerun_repairs_a_broken_installation(static_root, deploy_work):
+    """banpipe gone from the virtualenv (or another version there): the role reinstalls
+    exactly the wheelhouse's wheel, and only then reports a change."""
+    root, inventory, _ = static_root
+    site = next((root / "opt/banpipe/lib").glob("python3*/site-packages"))
+    for path in site.glob("banpipe*"):
+        shutil.rmtree(path)
+    assert run(["chroot", str(root), "/usr/local/bin/banctl", "--help"], check=False).returncode
+    repaired = ansible_playbook(inventory, deploy_work)
+    assert_play_ok(repaired)
+    assert "banpipe : Install banpipe and its dependencies from the wheelhouse" in (
+        repaired.changed_tasks
+    )
+    run(["chroot", str(root), "/usr/local/bin/banctl", "--help"])
 
 
 @pytest.mark.root

@@ -1,5 +1,5 @@
 """The role against a booted Debian gateway: real systemd as PID 1 in systemd-nspawn, in a
-network namespace this test owns (deploy-testing.md section 5).
+network namespace this test owns (ansible/README.md, "Testing").
 
 The tests run in order and share one gateway: deploy twice (idempotence), drive the real
 pipeline until an alert becomes an iptables rule, power off and look from outside (rules
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -370,8 +371,60 @@ def test_negative_control_without_the_drop_in_the_network_goes_first(gateway):
     gw.stage = "off-again"
 
 
+def test_state_on_a_netdev_mount_is_there_from_start_to_stop(gateway):
+    """RequiresMountsFor= at run time: /var/lib/banpipe as a `_netdev` bind mount (remote
+    storage stands in), which default dependencies do not order before banpipe. The ledger
+    lives only on the mount, so bans restored at start prove it was mounted first; the
+    journal shows it unmounted only after banpipe stopped; the new ban is on the mount."""
+    gw = gateway
+    gw.require("off-again")
+    state, store = gw.root / "var/lib/banpipe", gw.root / "srv/banpipe-state"
+    fstab = gw.root / "etc/fstab"
+    saved_fstab = fstab.read_text()
+    store.mkdir(parents=True, mode=0o750)
+    for f in state.iterdir():
+        shutil.move(f, store / f.name)
+    fstab.write_text(saved_fstab + "/srv/banpipe-state /var/lib/banpipe none bind,_netdev 0 0\n")
+    try:
+        ct = gw.boot()
+        boot_id = ct.boot_id
+        wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "bans restored from the mount")
+        addr = "203.0.113.77"
+        append_alert(gw, alert_line(addr, WAN_ADDR))
+        wait_for(lambda: banned(gw, addr), BAN_TIMEOUT, 0.1, f"a DROP rule for {addr}")
+        shutdown = poweroff_and_read_journal(gw)
+        assert boot_id
+        boot = journal(gw.root, boot_id)
+        mounted = first_index(boot, "Mounted var-lib-banpipe.mount", unit="var-lib-banpipe.mount")
+        started = first_index(boot, "Started banpipe.service", unit="banpipe.service")
+        assert mounted < started, messages(boot[mounted : started + 1])
+        stopped = first_index(shutdown, "Stopped banpipe.service", unit="banpipe.service")
+        unmounting = first_index(shutdown, "Unmounting var-lib-banpipe.mount")
+        assert stopped < unmounting, messages(shutdown[unmounting : stopped + 1])
+        assert_clean_after_poweroff(gw, [OFFENDER, addr])
+        on_mount = in_netns_chroot(
+            gw.netns,
+            gw.root,
+            "/usr/local/bin/banctl",
+            "--config",
+            "/etc/banpipe/banpipe.toml",
+            "--ledger",
+            "/srv/banpipe-state/ledger.sqlite3",
+            "list",
+            "--all",
+            "--json",
+        ).stdout
+        assert addr in on_mount and OFFENDER in on_mount, on_mount
+        assert not list(state.iterdir()), "banpipe wrote under the mount point"
+    finally:
+        fstab.write_text(saved_fstab)
+        if gw.container is None:
+            for f in store.iterdir():
+                shutil.move(f, state / f.name)
+
+
 def test_repeated_boot_ban_poweroff_cycles_leave_nothing_behind(gateway):
-    """Fast stops race SIGTERM against end of input in banctl (deploy-testing.md 1.6)."""
+    """Fast stops race SIGTERM against end of input in banctl; repeat to catch it."""
     gw = gateway
     gw.require("off-again")
     addresses = [OFFENDER]
