@@ -110,16 +110,23 @@ def throughput(count: int, n_sources: int) -> None:
         )  # fmt: skip
         ft.stdout.close()
         af.stdout.close()
-        rss = {}
+        rss, cpu = {}, {}
         for name, p in (("fasttail", ft), ("alertfilter", af), ("banctl", bc)):
             _, status, usage = os.wait4(p.pid, 0)
             p.returncode = os.waitstatus_to_exitcode(status)
             rss[name] = usage.ru_maxrss / 1024
+            cpu[name] = usage.ru_utime + usage.ru_stime
         wall = time.perf_counter() - start
         codes = {n: p.returncode for n, p in (("fasttail", ft), ("alertfilter", af), ("banctl", bc))}
         print(f"throughput: {count:,} alerts from {n_sources} sources, null backend")
         print(f"  wall {wall:.2f} s -> {count / wall:,.0f} alerts/s (target >= 150,000)")
         print("  peak RSS MiB: " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
+        total = sum(cpu.values())
+        print(
+            "  CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+            + f"; sum {total:.2f} -> at most {count / (total / os.cpu_count()):,.0f} alerts/s"
+            f" on {os.cpu_count()} cores with perfect overlap"
+        )
         print(f"  exit codes: {codes}")
 
 

@@ -463,7 +463,7 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
         name, close_input = args.input, True
     else:
         source, name = pipe.binary_stream(stdin), "<stdin>"
-    out = pipe.binary_stream(stdout)
+    out = pipe.binary_output(stdout)
     filt = Filter(loader, out, reporter, name, dry_run=args.dry_run, explain=args.explain)
 
     from banpipe.watch import PathWatcher  # pyinotify import is not free; only here

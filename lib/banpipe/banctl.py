@@ -60,6 +60,9 @@ from banpipe.protect import Protection, canonical, read_address_file
 TOOL = "banctl"
 BATCH_MAX_BYTES = 8 << 20  # one transaction per burst, but bounded
 BATCH_MAX_LINES = 50_000
+FLOOD_BYTES = 32 << 10  # a burst this big is a flood: batch harder (see _read_burst)
+FLOOD_LINGER = 0.005
+FLOOD_SPAN = 0.1
 CACHE_MAX = 100_000  # per-address caches of the hot path (canonical form, protection)
 EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
 
@@ -810,8 +813,15 @@ class Daemon:
                 self.wan_changed()  # in case /run/banpipe appeared only now
 
     def _read_burst(self, fd: int, reader: PipeReader) -> bool:
-        """Read what is available now (one burst); True at end of input."""
+        """Read what is available now (one burst); True at end of input.
+
+        A single alert is handled at once. In a flood (the burst already holds more
+        than FLOOD_BYTES) banctl lingers up to FLOOD_LINGER for the producer's next
+        write, up to FLOOD_SPAN in all: one durable commit then covers thousands of
+        alerts instead of a few hundred, which is what keeps up with a flood.
+        """
         total = 0
+        started = time.monotonic()
         while True:
             try:
                 chunk = os.read(fd, 1 << 16)
@@ -823,7 +833,11 @@ class Daemon:
             total += len(chunk)
             if total >= BATCH_MAX_BYTES:
                 return False
-            if not select.select([fd], [], [], 0)[0]:
+            if select.select([fd], [], [], 0)[0]:
+                continue
+            if total < FLOOD_BYTES or time.monotonic() - started > FLOOD_SPAN:
+                return False
+            if not select.select([fd], [], [], FLOOD_LINGER)[0]:
                 return False
 
     def _firewall(self, action: Callable[[list[str]], None], addrs: list[str]) -> None:

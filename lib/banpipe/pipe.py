@@ -14,6 +14,7 @@ Encoding and decoding go through jsonlines; orjson, when installed, is plugged i
 
 from __future__ import annotations
 
+import io
 import json
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -202,5 +203,19 @@ class Writer:
 
 
 def binary_stream(stream: Any) -> IO[bytes]:
-    """The byte stream under a text stream (sys.stdout), or the stream itself."""
+    """The byte stream under a text stream (sys.stdin), or the stream itself."""
     return getattr(stream, "buffer", stream)
+
+
+def binary_output(stream: Any) -> IO[bytes]:
+    """A buffered byte stream for pipe output; the tools flush it before they wait.
+
+    Under PYTHONUNBUFFERED (set on some machines, and by some service managers) the
+    byte stream under sys.stdout is raw, which would cost one write() per line; a
+    buffer of our own on the same descriptor (not closing it) keeps batches batched.
+    """
+    out = binary_stream(stream)
+    if isinstance(out, io.RawIOBase):
+        raw = io.FileIO(out.fileno(), "wb", closefd=False)
+        return io.BufferedWriter(raw, 1 << 16)
+    return out

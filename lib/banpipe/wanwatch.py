@@ -67,7 +67,7 @@ from typing import IO, Any
 from banpipe import cli, netlink
 from banpipe.config import ConfigError, load_config, parse_duration
 from banpipe.netlink import Addr, Link, Message, NetlinkOverflow, RouteSocket, RouteTable
-from banpipe.pipe import Writer, binary_stream
+from banpipe.pipe import Writer, binary_output
 from banpipe.wanstate import WanStateError, _sort_key, read_wan_state, write_wan_state
 
 TOOL = "wanwatch"
@@ -754,7 +754,7 @@ def main(
 
     def body() -> int:
         settings = settings_from(args)
-        writer = Writer(binary_stream(out_stream))
+        writer = Writer(binary_output(out_stream))
         return run(settings, writer, err, clock or _utcnow)
 
     return cli.run_tool(TOOL, body, debug=args.debug, stderr=err)
