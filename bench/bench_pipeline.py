@@ -117,13 +117,16 @@ def throughput(count: int, n_sources: int) -> None:
             rss[name] = usage.ru_maxrss / 1024
             cpu[name] = usage.ru_utime + usage.ru_stime
         wall = time.perf_counter() - start
-        codes = {n: p.returncode for n, p in (("fasttail", ft), ("alertfilter", af), ("banctl", bc))}
+        codes = {
+            n: p.returncode for n, p in (("fasttail", ft), ("alertfilter", af), ("banctl", bc))
+        }
         print(f"throughput: {count:,} alerts from {n_sources} sources, null backend")
         print(f"  wall {wall:.2f} s -> {count / wall:,.0f} alerts/s (target >= 150,000)")
         print("  peak RSS MiB: " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
         total = sum(cpu.values())
         print(
-            "  CPU s: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+            "  CPU s: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
             + f"; sum {total:.2f} -> at most {count / (total / os.cpu_count()):,.0f} alerts/s"
             f" on {os.cpu_count()} cores with perfect overlap"
         )

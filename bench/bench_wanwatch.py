@@ -61,9 +61,8 @@ def inside(n: int, state_dir: Path) -> None:
             r, _, _ = select.select([proc.stdout, ino], [], [], 5)
             assert r, "timeout"
             now = time.perf_counter()
-            if ino in r:
-                if any(e.name == "wan.json" for e in ino.events()):
-                    t_file = t_file or now
+            if ino in r and any(e.name == "wan.json" for e in ino.events()):
+                t_file = t_file or now
             if proc.stdout in r:
                 proc.stdout.readline()
                 t_ev = now

@@ -646,7 +646,8 @@ def test_main_never_emits_a_protected_offender(tmp_path, config, batch):
     )
     rc, out, err = run(["--config", str(cfg)], b"".join(map(line, batch)))
     assert rc == 0, err
-    bans = [json.loads(x) for x in out.split("\n") if x]  # not splitlines(): U+2028 is no line end here
+    # not splitlines(): U+2028 in a msg is no line end in JSON lines
+    bans = [json.loads(x) for x in out.split("\n") if x]
     event(f"bans emitted: {'some' if bans else 'none'}")
     for ban in bans:
         assert not protected_by_oracle(ban["offender"], config, (), ()), ban

@@ -273,7 +273,9 @@ def test_corpus_file(path: Path):
     noted = EXTRA_TEXT.get(rel(path), {})
     assert len(got) == count_headers(lines)
     for lineno in noted:
-        assert any(e.lineno == lineno and e.reason.startswith("extra text ignored") for _, e in errs)
+        assert any(
+            e.lineno == lineno and e.reason.startswith("extra text ignored") for _, e in errs
+        )
     for _, a in got:
         assert tuple(a) == ALERT_KEYS
         assert problem(a) is None, a

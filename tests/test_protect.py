@@ -75,3 +75,9 @@ def test_whitelist_file_keeps_good_lines_and_reports_bad_ones(tmp_path):
     nets, errors = read_address_file(f)
     assert nets == ["203.0.113.5/32", "2001:db8:9::/48"]
     assert errors == [(5, "not an IP address or network: 'nonsense'")]
+
+
+def test_ipv4_mapped_config_entries_protect_the_ipv4_addresses():
+    p = Protection(networks=["::ffff:192.168.7.0/120"], whitelist=["::ffff:10.0.0.0/104"])
+    assert p.reason("192.168.7.9") == "our network 192.168.7.0/24"
+    assert p.reason("::ffff:10.9.9.9") == "whitelisted 10.0.0.0/8"

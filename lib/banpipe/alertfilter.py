@@ -143,11 +143,16 @@ class Loader:
     def watch_paths(self) -> list[str]:
         files = [self.config_file, self.config.network.wan_state]
         files += self.config.filter.whitelist_files
-        paths = [os.path.abspath(f) for f in files]
+        paths = {os.path.abspath(f) for f in files}
         # A file whose directory does not exist yet (/run/banpipe before wanwatch ran)
-        # is only noticed if we also watch for the directory to appear.
-        paths += [os.path.dirname(p) for p in paths if not os.path.isdir(os.path.dirname(p))]
-        return sorted(set(paths))
+        # is only noticed if we also watch for that directory, and any missing one
+        # above it, to appear.
+        for path in list(paths):
+            directory = os.path.dirname(path)
+            while not os.path.isdir(directory) and directory != os.path.dirname(directory):
+                paths.add(directory)
+                directory = os.path.dirname(directory)
+        return sorted(paths)
 
     def reload(self, changed: Iterable[str], everything: bool = False) -> bool:
         """Apply changes of the ``changed`` paths (all sources when ``everything``).
@@ -497,13 +502,28 @@ def _loop(
     watch_fd = watcher.fileno()
     read_chunk = getattr(source, "read1", source.read)
 
+    watched = loader.watch_paths()
+
     def reload(changed: set[str]) -> None:
+        nonlocal watched
         everything = stop.hup
         if everything:
             stop.hup = False
             filt.reporter.say(None, "SIGHUP: reloading")
-        if loader.reload(changed, everything=everything):
-            watcher.set_paths(loader.watch_paths())
+        loader.reload(changed, everything=everything)
+        while True:
+            paths = loader.watch_paths()
+            if paths == watched:
+                return
+            # Directories that appeared (their placeholder paths are gone from the
+            # list): watch them afresh, then read what they hold once more, since a
+            # file written there before the watch existed raised no event for us.
+            appeared = set(watched) - set(paths)
+            watcher.set_paths([p for p in paths if os.path.dirname(p) not in appeared])
+            watcher.set_paths(paths)
+            watched = paths
+            if appeared:
+                loader.reload(appeared)
 
     while not stop.stop:
         if fd is not None:

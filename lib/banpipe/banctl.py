@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -63,7 +64,9 @@ BATCH_MAX_LINES = 50_000
 FLOOD_BYTES = 32 << 10  # a burst this big is a flood: batch harder (see _read_burst)
 FLOOD_LINGER = 0.005
 FLOOD_SPAN = 0.1
-CACHE_MAX = 100_000  # per-address caches of the hot path (canonical form, protection)
+READ_SIZE = 1 << 16
+CACHE_MAX = 100_000  # per-address memos of the hot path (canonical form, protection)
+SIG_CACHE = 4096  # per generation: rules that fire at all are few
 EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
 
 Clock = Callable[[], float]
@@ -466,61 +469,88 @@ def canonical_addr(text: str) -> str | None:
     return canonical(text)
 
 
-def violation_from(
-    obj: dict[str, Any], canon: dict[str, str | None] | None = None
-) -> tuple[Violation | None, str | None]:
+def violation_from(obj: dict[str, Any]) -> tuple[Violation | None, str | None]:
     """The violation an alertfilter line describes, or (None, why it is unusable).
 
-    ``canon`` caches raw address text -> canonical form (or None) across calls: a
-    flood comes from few sources, and this is the hot path of ``banctl apply``.
+    The reference for ``Daemon.handle``, which makes the same checks inline, with
+    memos, on its hot path.
     """
     raw = obj.get("offender")
     if type(raw) is not str or not raw:
         return None, "no offender address"
-    if canon is None:
-        addr = canonical_addr(raw.strip())
-    else:
-        addr = canon.get(raw, "")
-        if addr == "":
-            if len(canon) >= CACHE_MAX:
-                canon.clear()
-            addr = canon[raw] = canonical_addr(raw.strip())
+    addr = canonical_addr(raw.strip())
     if addr is None:
-        return None, f"offender is not an IP address: {raw[:64]!r}"
+        return None, _not_an_address(raw)
     get = obj.get
     gid, sid, rev = get("gid"), get("sid"), get("rev")
-    # exact types (True is not a number here); written out: this runs per alert
+    # exact types (True is not a number here)
     if type(gid) is not int or type(sid) is not int:
         sig = None
     elif type(rev) is int:
         sig = f"{gid}:{sid}:{rev}"
     else:
         sig = f"{gid}:{sid}"
-    msg, priority, reason, ts = get("msg"), get("priority"), get("reason"), get("ts")
+    msg, priority, reason = get("msg"), get("priority"), get("reason")
     victim = get("victim")
-    if type(victim) is str:
-        if canon is None:
-            victim = canonical_addr(victim) or victim[:64]
-        else:
-            canonical_victim = canon.get(victim, "")
-            if canonical_victim == "":
-                canonical_victim = canon[victim] = canonical_addr(victim)
-            victim = canonical_victim or victim[:64]
-    else:
-        victim = None
     return (
         Violation(
             addr,
             sig,
             msg[:1000] if type(msg) is str else None,
             priority if type(priority) is int else None,
-            victim,
+            _victim(victim) if type(victim) is str else None,
             get("reversed") is True,
             reason[:1000] if type(reason) is str else None,
-            ts[:64] if type(ts) is str else (str(ts) if type(ts) in (int, float) else None),
+            _alert_ts(get("ts")),
         ),
         None,
     )
+
+
+def _not_an_address(raw: str) -> str:
+    return f"offender is not an IP address: {raw[:64]!r}"
+
+
+def _victim(text: str) -> str:
+    return canonical_addr(text) or text[:64]
+
+
+def _sig(ids: tuple[int, int, int]) -> str:
+    return f"{ids[0]}:{ids[1]}:{ids[2]}"
+
+
+def _alert_ts(ts: Any) -> str | None:
+    if type(ts) is str:
+        return ts[:64]
+    return str(ts) if type(ts) in (int, float) else None
+
+
+class _Memo:
+    """A bounded memo of the hot path: raw text (or another key) -> ``make(text)``.
+
+    Two generations of at most ``size`` entries: when the new one is full it becomes
+    the old one (and the old one is dropped); a hit in the old generation moves back.
+    Memory stays flat, and a steady set of sources never falls off a cliff the way a
+    memo that is cleared when full does. Look up with ``memo.new.get(text)`` (None:
+    ask ``miss(text)``, then look ``new`` up again, it may be a fresh dict).
+    """
+
+    __slots__ = ("make", "new", "old", "size")
+
+    def __init__(self, make: Callable[[Any], Any], size: int) -> None:
+        self.make = make
+        self.size = size
+        self.new: dict[Any, Any] = {}
+        self.old: dict[Any, Any] = {}
+
+    def miss(self, text: Any) -> Any:
+        value = self.old.pop(text, None)
+        if value is None:
+            value = self.make(text)
+        if len(self.new) >= self.size:
+            self.old, self.new = self.new, {}
+        self.new[text] = value
+        return value
 
 
 class Daemon:
@@ -534,8 +564,11 @@ class Daemon:
         self.report = env.report
         self.wan = env.wan_addresses()
         self.protection = env.protection(self.wan)
-        self._protected: dict[str, str | None] = {}  # reset whenever protection changes
-        self._canon: dict[str, str | None] = {}
+        # Raw offender text -> (canonical address or None, why it is refused or None);
+        # a new one whenever the protection changes. Raw victim text -> its stored form.
+        self._offenders = _Memo(self._judge, CACHE_MAX // 2)
+        self._victims = _Memo(_victim, CACHE_MAX // 2)
+        self._sigs = _Memo(_sig, SIG_CACHE)  # (gid, sid, rev) -> "gid:sid:rev"
         ban = env.config.ban
         self.brake = SpoofBrake(int(ban.spoof_max), float(ban.spoof_window))
         self.check_interval = max(1.0, float(env.config.banctl.check_interval))
@@ -582,46 +615,130 @@ class Daemon:
 
     # -- input ---------------------------------------------------------------------
 
-    def handle(self, items: list[tuple[int, dict[str, Any] | PipeError]]) -> None:
-        """One burst: validate, record in one transaction, block new bans in one call."""
-        violations: list[Violation] = []
-        self.counts["lines"] += len(items)
+    def _judge(self, raw: str) -> tuple[str | None, str | None]:
+        """(canonical address, None) for an offender that may be banned; (address, why)
+        for a protected one; (None, "") for text that is no address."""
+        addr = canonical_addr(raw.strip())
+        if addr is None:
+            return None, ""
+        return addr, self.protection.reason(addr)
+
+    def handle(self, items: Iterable[tuple[int, dict[str, Any] | PipeError]]) -> int:
+        """One burst: validate, record in one transaction, block new bans in one call.
+
+        Returns the number of lines consumed.
+        """
+        groups: dict[tuple, list] = {}
+        lines = self.gather(items, groups)
+        self.commit(groups)
+        return lines
+
+    def gather(
+        self, items: Iterable[tuple[int, dict[str, Any] | PipeError]], groups: dict[tuple, list]
+    ) -> int:
+        """Validate lines into ``groups`` (``Violation[:7]`` -> [alert_ts, count, last
+        line], what ``Ledger.record_groups`` takes); bad and refused lines are
+        reported and counted. Returns the number of lines consumed.
+
+        This is the hot path of a flood, so the checks of ``violation_from`` are made
+        inline, with memos for the addresses, and each line is reduced at once to its
+        violation's group: no parsed object outlives its line (a list of them made the
+        cyclic GC walk it again and again).
+        """
+        counts, report = self.counts, self.report
+        offenders, victims = self._offenders, self._victims
+        judged, victim_of = offenders.new.get, victims.new.get
+        sigs = self._sigs
+        sig_of = sigs.new.get
+        lines = 0
         for lineno, obj in items:
+            lines += 1
             if obj.__class__ is PipeError:
-                self.counts["bad"] += 1
-                self.report.error(f"<stdin>:{lineno}", obj.reason, "bad")
+                counts["bad"] += 1
+                report.error(f"<stdin>:{lineno}", obj.reason, "bad")
                 continue
-            v, why = violation_from(obj, self._canon)
-            if v is None:
-                self.counts["bad"] += 1
-                self.report.error(f"<stdin>:{lineno}", str(why), "bad")
+            get = obj.get
+            raw = get("offender")
+            if type(raw) is not str or not raw:
+                counts["bad"] += 1
+                report.error(f"<stdin>:{lineno}", "no offender address", "bad")
                 continue
-            protected = self._protected.get(v.addr, "")
-            if protected == "":
-                if len(self._protected) >= CACHE_MAX:
-                    self._protected.clear()
-                protected = self._protected[v.addr] = self.protection.reason(v.addr)
-            if protected is not None:
-                self.counts["refused"] += 1
-                self.report.error(
-                    f"<stdin>:{lineno}", f"refusing to ban {v.addr}: {protected}", "refused"
-                )
+            verdict = judged(raw)
+            if verdict is None:
+                verdict = offenders.miss(raw)
+                judged = offenders.new.get
+            addr, refused = verdict
+            if refused is not None:
+                if addr is None:
+                    counts["bad"] += 1
+                    report.error(f"<stdin>:{lineno}", _not_an_address(raw), "bad")
+                else:
+                    counts["refused"] += 1
+                    report.error(
+                        f"<stdin>:{lineno}", f"refusing to ban {addr}: {refused}", "refused"
+                    )
                 continue
-            violations.append(v)
-        if not violations:
+            # exact types (True is not a number here), as in violation_from
+            gid, sid, rev = get("gid"), get("sid"), get("rev")
+            if type(gid) is not int or type(sid) is not int:
+                sig = None
+            elif type(rev) is int:
+                sig = sig_of((gid, sid, rev))  # all exact ints: 1 and True never meet here
+                if sig is None:
+                    sig = sigs.miss((gid, sid, rev))
+                    sig_of = sigs.new.get
+            else:
+                sig = f"{gid}:{sid}"
+            msg, priority, victim, reason = (
+                get("msg"),
+                get("priority"),
+                get("victim"),
+                get("reason"),
+            )
+            if type(victim) is str:
+                text = victim
+                victim = victim_of(text)
+                if victim is None:
+                    victim = victims.miss(text)
+                    victim_of = victims.new.get
+            else:
+                victim = None
+            key = (
+                addr,
+                sig,
+                msg[:1000] if type(msg) is str else None,
+                priority if type(priority) is int else None,
+                victim,
+                get("reversed") is True,
+                reason[:1000] if type(reason) is str else None,
+            )
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [_alert_ts(get("ts")), 1, lineno]
+            else:
+                group[1] += 1
+                group[2] = lineno
+        counts["lines"] += lines
+        return lines
+
+    def commit(self, groups: dict[tuple, list]) -> None:
+        """Record gathered violations in one durable transaction, then block the new
+        bans in one firewall call."""
+        if not groups:
             return
+        counts = self.counts
         now = self.env.clock()
         budget = self.brake.budget(self.ledger, now)
         with self.ledger.locked():
-            out = self.ledger.record(
-                violations, now, self.policy, self.env.rng, new_ban_budget=budget
+            out = self.ledger.record_groups(
+                groups, now, self.policy, self.env.rng, new_ban_budget=budget
             )
             if out.new_bans:
                 self._firewall(self.fw.block, out.new_bans)
-        self.counts["banned"] += len(out.new_bans)
-        self.counts["extended"] += len(out.extended)
-        self.counts["held"] += len(out.held)
-        self.log_bans(out.new_bans, violations)
+        counts["banned"] += len(out.new_bans)
+        counts["extended"] += len(out.extended)
+        counts["held"] += len(out.held)
+        self.log_bans(out.new_bans, groups)
         if out.held and not self.brake.engaged:
             self.brake.engaged = True
             self.report.say(
@@ -633,18 +750,18 @@ class Daemon:
         self.brake.held += len(out.held)
         self.data_version = self.ledger.data_version()
 
-    def log_bans(self, new: list[str], violations: list[Violation]) -> None:
+    def log_bans(self, new: list[str], groups: dict[tuple, list]) -> None:
         if not new:
             return
         if len(new) > 20:
             self.report.say(None, f"banned {len(new)} new offenders (first {new[0]})")
             return
-        by_addr: dict[str, Violation] = {}
-        for v in violations:
-            by_addr.setdefault(v.addr, v)  # the violation that caused the ban
+        first: dict[str, tuple] = {}
+        for key in groups:
+            first.setdefault(key[0], key)  # the violation that caused the ban
         for a in new:
-            v = by_addr.get(a)
-            what = f"{v.sig or '?'} {v.msg or ''}".strip() if v else ""
+            k = first.get(a)
+            what = f"{k[1] or '?'} {k[2] or ''}".strip() if k else ""
             o = self.ledger.get(a)
             until = format_expiry(o.expires if o else None, self.env.clock())
             self.report.say(a, f"banned until {until}: {what}")
@@ -711,7 +828,7 @@ class Daemon:
         added = wan - self.wan
         self.wan = wan
         self.protection = self.env.protection(wan)
-        self._protected = {}
+        self._offenders = _Memo(self._judge, CACHE_MAX // 2)
         self.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
         lift_wan_bans(self.env, self.ledger, self.fw, added)
 
@@ -770,13 +887,9 @@ class Daemon:
             data = stdin.read()
             reader.feed(data.encode() if isinstance(data, str) else data)
             reader.finish()
-            batch: list[tuple[int, dict[str, Any] | PipeError]] = []
-            for item in reader.objects():
-                batch.append(item)
-                if len(batch) >= BATCH_MAX_LINES:
-                    self.handle(batch)
-                    batch = []
-            self.handle(batch)
+            objects = reader.objects()
+            while self.handle(itertools.islice(objects, BATCH_MAX_LINES)):
+                pass
             self.expire_due()
             why = "end of input"
         finally:
@@ -800,11 +913,13 @@ class Daemon:
                 # next expiry on every pass.
                 self.ledger_changed()
             if fd in ready:
-                eof = self._read_burst(fd, reader)
-                self.handle(list(reader.objects()))
+                groups: dict[tuple, list] = {}
+                eof = self._read_burst(fd, reader, groups)
                 if eof:
                     reader.finish()
-                    self.handle(list(reader.objects()))
+                    self.gather(reader.objects(), groups)
+                self.commit(groups)
+                if eof:
                     return
             self.expire_due()
             if time.monotonic() >= self.next_check:
@@ -812,24 +927,27 @@ class Daemon:
                 self._guarded(self.periodic)
                 self.wan_changed()  # in case /run/banpipe appeared only now
 
-    def _read_burst(self, fd: int, reader: PipeReader) -> bool:
-        """Read what is available now (one burst); True at end of input.
+    def _read_burst(self, fd: int, reader: PipeReader, groups: dict[tuple, list]) -> bool:
+        """Read and gather what is available now (one burst); True at end of input.
 
         A single alert is handled at once. In a flood (the burst already holds more
         than FLOOD_BYTES) banctl lingers up to FLOOD_LINGER for the producer's next
         write, up to FLOOD_SPAN in all: one durable commit then covers thousands of
-        alerts instead of a few hundred, which is what keeps up with a flood.
+        alerts instead of a few hundred, which is what keeps up with a flood. Each
+        chunk is gathered as soon as it is read, so the producer keeps writing into
+        the pipe while banctl works instead of waiting for the whole burst.
         """
         total = 0
         started = time.monotonic()
         while True:
             try:
-                chunk = os.read(fd, 1 << 16)
+                chunk = os.read(fd, READ_SIZE)
             except BlockingIOError:
                 return False
             if not chunk:
                 return True
             reader.feed(chunk)
+            self.gather(reader.objects(), groups)
             total += len(chunk)
             if total >= BATCH_MAX_BYTES:
                 return False

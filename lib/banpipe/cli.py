@@ -70,9 +70,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="banpipe.toml (default /etc/banpipe/banpipe.toml; missing default is fine)",
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks for internal errors"
-    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
 
 
 def restore_sigpipe() -> None:

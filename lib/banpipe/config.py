@@ -38,7 +38,7 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 def parse_duration(value: Any) -> float:
     """Seconds from 90, 1.5, "90s", "5m", "1h30m", "7d", "2w"."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 3600 or \"1h\"")
+        raise ValueError('expected a duration like 3600 or "1h"')
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("duration must not be negative")
@@ -150,7 +150,7 @@ def parse_rule_pattern(value: Any) -> str:
 def _log_rate(value: Any) -> str:
     text = _str(value)
     if not re.fullmatch(r"\d+/(second|minute|hour|day)", text):
-        raise ValueError(f"expected a rate like \"6/minute\", got {value!r}")
+        raise ValueError(f'expected a rate like "6/minute", got {value!r}')
     return text
 
 

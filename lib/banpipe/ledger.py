@@ -29,11 +29,11 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
+from banpipe.bantime import BanPolicy, Rng, initial_expiry
 
 DEFAULT_PATH = "/var/lib/banpipe/ledger.sqlite3"
 BUSY_TIMEOUT_S = 30.0
@@ -214,6 +214,29 @@ class BatchOutcome:
     extended: list[str] = field(default_factory=list)  # already blocked, later expiry
     held: list[str] = field(default_factory=list)  # would be new bans; budget exhausted
     recorded: int = 0
+
+
+def _extended_n(
+    policy: BanPolicy, expires: float | None, now: float, rng: Rng, n: int
+) -> float | None:
+    """``extended_expiry`` applied ``n`` times at ``now``: one draw per violation.
+
+    Within one ``now`` the steps add up (each counts from the previous expiry) until
+    the cap ``now + max``; past the cap no draw can change anything, so the loop stops
+    there. Same arithmetic, in the same order, as ``n`` calls of ``extended_expiry``.
+    """
+    if expires is None or n <= 0:
+        return expires
+    cap = now + policy.max
+    if expires >= cap:
+        return expires  # a manual --for beyond max: an extension never shortens it
+    later = expires if expires > now else now
+    uniform, lo, hi = rng.uniform, policy.extend_min, policy.extend_max
+    for _ in range(n):
+        later += uniform(lo, hi)
+        if later >= cap:
+            return cap
+    return later
 
 
 class Ledger:
@@ -425,73 +448,98 @@ class Ledger:
         address is listed in ``held`` (the spoof brake). A banned address gets its
         expiry extended (permanent bans stay permanent).
         """
+        groups: dict[tuple, list] = {}
+        for seq, v in enumerate(violations):
+            key = v[:7]  # every field but the alert's own timestamp
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [v.alert_ts, 1, seq]
+            else:
+                group[1] += 1
+                group[2] = seq
+        return self.record_groups(groups, now, policy, rng, new_ban_budget=new_ban_budget)
+
+    def record_groups(
+        self,
+        groups: Mapping[tuple, Sequence],
+        now: float,
+        policy: BanPolicy,
+        rng: Rng,
+        *,
+        new_ban_budget: int | None = None,
+    ) -> BatchOutcome:
+        """``record()`` for violations already grouped, as banctl's hot path gathers them.
+
+        ``groups`` maps ``Violation[:7]`` (every field but ``alert_ts``) to ``(alert_ts
+        of the first, count, position of the last)``, in order of first occurrence;
+        positions only need to grow along the input. The result is the same as
+        recording the violations one by one: an address is banned by its first
+        violation (while the budget lasts) and every later violation of a banned
+        address extends the expiry by one random draw (``extended_expiry`` applied once
+        per violation); its reason is that of its last violation that has one.
+        """
         out = BatchOutcome()
-        items = list(violations)
-        if not items:
+        if not groups:
             return out
+        # Per address, in order of first occurrence: [violations, last reason given, its
+        # position, the first violation's reason (the one that bans)].
+        per_addr: dict[str, list] = {}
+        for key, (_ts, count, last) in groups.items():
+            a = per_addr.get(key[0])
+            if a is None:
+                per_addr[key[0]] = [count, key[6], last if key[6] else -1, key[6]]
+            else:
+                a[0] += count
+                if key[6] and last > a[2]:
+                    a[1], a[2] = key[6], last
         with self.transaction() as db:
-            rows = self._load([v.addr for v in items])
-            touched: dict[str, Offender] = {}
-            history: dict[tuple, list] = {}
+            rows = self._load(list(per_addr))
+            offender_rows = []
             ban_rows = []
-            new_set: set[str] = set()
-            extended_set: set[str] = set()
-            held_set: set[str] = set()
-            for v in items:
-                o = rows.get(v.addr)
+            recorded = 0
+            for addr, (count, reason, _pos, first_reason) in per_addr.items():
+                recorded += count
+                o = rows.get(addr)
                 if o is None:
-                    o = Offender(v.addr, now, now, None, 0, 0, False, False, None, None)
-                    rows[v.addr] = o
+                    o = Offender(addr, now, now, None, 0, 0, False, False, None, None)
                 o.last_seen = max(o.last_seen, now)
-                o.violations += 1
-                o.reason = v.reason or o.reason
-                touched[v.addr] = o
-                key = v[:7]  # every field but the alert's own timestamp
-                group = history.get(key)
-                if group is None:
-                    history[key] = [v.alert_ts, 1]
-                else:
-                    group[1] += 1
-                if o.active:
-                    # Every violation after the one that banned extends, also within
-                    # one burst: the outcome must not depend on how the pipe was chunked.
-                    later = extended_expiry(policy, o.expires, now, rng)
+                o.violations += count
+                o.reason = reason or o.reason
+                extensions = count
+                if not o.active:
+                    if new_ban_budget is not None and len(out.new_bans) >= new_ban_budget:
+                        out.held.append(addr)
+                        extensions = 0
+                    else:
+                        previous = (
+                            self.recent_bans(addr, now - policy.recidive_window) if o.bans else 0
+                        )
+                        o.active, o.manual = True, False
+                        o.expires = initial_expiry(policy, now, previous)
+                        o.bans += 1
+                        o.banned_at = now
+                        ban_rows.append((addr, now, 0, first_reason))
+                        out.new_bans.append(addr)
+                        extensions = count - 1  # every violation after the banning one
+                if extensions:
+                    later = _extended_n(policy, o.expires, now, rng, extensions)
                     if later != o.expires:
                         o.expires = later
-                        if v.addr not in extended_set:
-                            extended_set.add(v.addr)
-                            out.extended.append(v.addr)
-                    continue
-                if new_ban_budget is not None and len(out.new_bans) >= new_ban_budget:
-                    if v.addr not in held_set:
-                        held_set.add(v.addr)
-                        out.held.append(v.addr)
-                    continue
-                previous = self.recent_bans(v.addr, now - policy.recidive_window) if o.bans else 0
-                o.active, o.manual = True, False
-                o.expires = initial_expiry(policy, now, previous)
-                o.bans += 1
-                o.banned_at = now
-                ban_rows.append((v.addr, now, 0, v.reason))
-                new_set.add(v.addr)
-                out.new_bans.append(v.addr)
-            out.held = [a for a in out.held if a not in new_set]
-            db.executemany(
-                _UPSERT_OFFENDER,
-                [_offender_row(o) for o in touched.values()],
-            )
+                        out.extended.append(addr)
+                offender_rows.append(_offender_row(o))
+            db.executemany(_UPSERT_OFFENDER, offender_rows)
             db.executemany(
                 "INSERT INTO violations (addr, ts, alert_ts, sig, msg, priority, victim, "
                 "reversed, reason, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (k[0], now, ts, k[1], k[2], k[3], k[4], int(k[5]), k[6], n)
-                    for k, (ts, n) in history.items()
+                    (k[0], now, g[0], k[1], k[2], k[3], k[4], int(k[5]), k[6], g[1])
+                    for k, g in groups.items()
                 ],
             )
             db.executemany(
                 "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)", ban_rows
             )
-            out.recorded = len(items)
+            out.recorded = recorded
         return out
 
     def _load(self, addrs: Sequence[str]) -> dict[str, Offender]:

@@ -47,8 +47,12 @@ between msg and protocol (``[AppID: x]``) are skipped.
 
 Speed: a well-formed alert_fast line costs one regex that splits it into time stamp,
 "middle" (ids, msg, classification, priority, protocol) and addresses; the middle's parse
-is cached by its text (module-wide), as are IPv4 addresses already validated, IPv6
-canonical forms and ISO date prefixes (per parser, since they depend on ``now``).
+is cached by its text (module-wide) as a template of the alert dict, which is copied and
+completed with the line's time stamp and addresses.  IPv4 addresses are validated by
+inet_pton (checked at import to agree with the rule above), IPv6 canonicalised by
+inet_pton/inet_ntop (ipaddress only for dotted forms) and cached, ISO date prefixes
+cached per parser (they depend on ``now``).  The module-wide caches have two generations
+of a fixed size each, so memory stays bounded whatever the input (bench/README.md).
 """
 
 from __future__ import annotations
@@ -238,8 +242,10 @@ class _TwoGen(dict):
 
 
 # middle text -> (alert template, sel, Snort port mode); see AlertParser._fast.  Few
-# distinct middles occur (hundreds in the corpus), each entry is about 1 KiB.
+# distinct middles occur (hundreds in the corpus, at most 252 characters long); an entry
+# is about 1 KiB, and a longer middle than _MIDDLE_MAX is not cached (bounded memory).
 _MIDDLES = _TwoGen(2048)
+_MIDDLE_MAX = 512
 
 
 def _port_proto(proto: str) -> bool:
@@ -434,7 +440,7 @@ def _snort_mode(proto: str | None) -> int:
     m = _PORT_PROTO.get(proto)
     if m is None:
         m = _port_proto(proto)
-        if len(_PORT_PROTO) < 1024:
+        if len(_PORT_PROTO) < 1024 and len(proto) <= 32:
             _PORT_PROTO[proto] = m
     return _PM_TCPUDP if m else _PM_NONE
 
@@ -586,7 +592,7 @@ class AlertParser:
         """(format, date prefix) for the date token of an alert_fast line, cached."""
         n = len(dtok)
         if n == 10:
-            fmt = "suricata-fast" if spaces == "  " else None
+            fmt = _SURICATA if spaces == "  " else None
         else:
             fmt = "snort3-fast" if spaces == " " else "snort2-fast"
         ent = (fmt, self._date_prefix(dtok, fmt == "snort3-fast") if fmt else None)
@@ -648,7 +654,7 @@ class AlertParser:
                                     sp = int(sp)
                                     dp = int(dp)
                                     ok = _V4_PTON and sp <= 65535 and dp <= 65535
-                                elif not d and fmt is not _SURICATA:
+                                elif not d and fmt != _SURICATA:
                                     _PTON(_AF4, sp)
                                     _PTON(_AF4, dp)
                                     s, sp, d, dp = sp, None, dp, None
@@ -657,7 +663,7 @@ class AlertParser:
                                 pass
                         elif ":" in d:
                             # IPv6 (two or more colons on both sides: _side's IPv6 branch)
-                            mode = _PM_ALWAYS if fmt is _SURICATA else ent[2]
+                            mode = _PM_ALWAYS if fmt == _SURICATA else ent[2]
                             try:
                                 if mode == _PM_NONE:
                                     s = _V6_CANON.get(src) or _v6(src)
@@ -670,7 +676,7 @@ class AlertParser:
                                     sp = int(sp)
                                     dp = int(dp)
                                     ok = sp <= 65535 and dp <= 65535
-                            except _BadAddress:
+                            except ValueError:  # _BadAddress included
                                 pass
                         if ok:
                             a = ent[0].copy()
@@ -815,7 +821,7 @@ class AlertParser:
                 return ParseError(lineno, R_MALFORMED + ": Raw pkt outside Suricata", _short(line))
         if proto is None:
             src = dst = None
-        elif q is not None and q.end(3) == m.start(10):
+        elif q is not None and q.end(3) == m.start(10) and len(q[3]) <= _MIDDLE_MAX:
             # _QUICK split this line where _FAST did: its middle stands for this parse.
             _MIDDLES.put(q[3], ent)
         return self._alert(ent, dtok, time, src, dst, line, lineno)

@@ -107,6 +107,26 @@ def canonical(text: str) -> str | None:
     return str(ip) if ip is not None else None
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def unmap_network(text: str) -> str:
+    """``::ffff:a.b.c.d/n`` (n >= 96) as the IPv4 network it covers; others unchanged."""
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return text
+    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        v4 = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+        return str(v4)
+    return text
+
+
+def unmap_address(text: str) -> str:
+    """An IPv4-mapped address as its IPv4 address; others canonical (or unchanged)."""
+    return canonical(text) or text
+
+
 def read_address_file(path: str | Path) -> tuple[list[str], list[tuple[int, str]]]:
     """Networks listed in a whitelist file (one address/CIDR a line, ``#`` comments).
 
@@ -145,7 +165,13 @@ class Protection:
         networks: Iterable[str] = (),
         whitelist: Iterable[str] = (),
     ) -> None:
+        # IPv4-mapped entries are judged as the IPv4 address or network they carry,
+        # as alert addresses are (parse_ip): otherwise ::ffff:10.0.0.0/104 would
+        # protect nothing.
         wan_t = tuple(dict.fromkeys(c for c in map(canonical, wan) if c))
+        gateways = [unmap_address(g) for g in gateways]
+        networks = [unmap_network(n) for n in networks]
+        whitelist = [unmap_network(w) for w in whitelist]
         self.ours_list = Ours(wan_t, tuple(gateways), tuple(networks))
         ours_entries = [(parse_network(a), f"our WAN address {a}") for a in wan_t]
         ours_entries += [(parse_network(g), f"our gateway {g}") for g in gateways]

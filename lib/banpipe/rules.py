@@ -31,13 +31,12 @@ new RuleSet with empty caches). No regular expression runs per alert.
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Any, NamedTuple
 
 from banpipe.config import Config, ConfigError
-from banpipe.protect import Protection, canonical
+from banpipe.protect import Protection, canonical, unmap_address, unmap_network  # noqa: F401
 
 CACHE_MAX = 1 << 15
 
@@ -226,29 +225,6 @@ class IgnoreMatcher:
 
 
 # --- IPv4-mapped normalisation of the config --------------------------------------------
-
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-def unmap_network(text: str) -> str:
-    """``::ffff:a.b.c.d/n`` (n >= 96) as the IPv4 network it covers; others unchanged.
-
-    Alert addresses are judged as the IPv4 address a mapped address carries, so a
-    mapped network in the config has to be an IPv4 network too, or it would protect
-    nothing.
-    """
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return text
-    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
-        v4 = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
-        return str(v4)
-    return text
-
-
-def unmap_address(text: str) -> str:
-    return canonical(text) or text
 
 
 def _canonical(text: str) -> str:

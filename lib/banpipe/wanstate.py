@@ -50,8 +50,10 @@ def read_wan_state(path: str | Path) -> set[str]:
         return set()
     except (OSError, ValueError) as exc:
         raise WanStateError(f"cannot read: {exc}") from None
-    if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(
-        data.get("addresses"), list
+    if (
+        not isinstance(data, dict)
+        or data.get("v") != 1
+        or not isinstance(data.get("addresses"), list)
     ):
         raise WanStateError("not a version-1 WAN state object")
     out: set[str] = set()
