@@ -64,7 +64,6 @@ BATCH_MAX_LINES = 50_000
 FLOOD_BYTES = 32 << 10  # a burst this big is a flood: batch harder (see _read_burst)
 FLOOD_LINGER = 0.005
 FLOOD_SPAN = 0.1
-READ_SIZE = 1 << 16
 CACHE_MAX = 100_000  # per-address memos of the hot path (canonical form, protection)
 SIG_CACHE = 4096  # per generation: rules that fire at all are few
 EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
@@ -941,7 +940,7 @@ class Daemon:
         started = time.monotonic()
         while True:
             try:
-                chunk = os.read(fd, READ_SIZE)
+                chunk = os.read(fd, 1 << 16)
             except BlockingIOError:
                 return False
             if not chunk:

@@ -476,7 +476,12 @@ class Ledger:
         recording the violations one by one: an address is banned by its first
         violation (while the budget lasts) and every later violation of a banned
         address extends the expiry by one random draw (``extended_expiry`` applied once
-        per violation); its reason is that of its last violation that has one.
+        per violation), also within one burst: the outcome must not depend on how the
+        pipe was chunked. Its reason is that of its last violation that has one.
+        Draws are taken address by address (in order of first occurrence), and none
+        once an expiry has reached the cap, so with a seeded rng the values can differ
+        from a line-by-line loop; their distribution does not. ``extended`` lists the
+        addresses in order of first occurrence.
         """
         out = BatchOutcome()
         if not groups:
