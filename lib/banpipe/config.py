@@ -235,20 +235,12 @@ class FirewallConfig:
 
     def settings(self) -> Any:
         """The backend-facing settings (banpipe.firewall.FirewallSettings)."""
+        from dataclasses import fields as dataclass_fields
+
         from banpipe.firewall import FirewallSettings
 
-        return FirewallSettings(
-            chain=self.chain,
-            hooks=self.hooks,
-            set_v4=self.set_v4,
-            set_v6=self.set_v6,
-            table=self.table,
-            log=self.log,
-            log_prefix=self.log_prefix,
-            log_rate=self.log_rate,
-            conntrack_flush=self.conntrack_flush,
-            ipv6=self.ipv6,
-        )
+        names = [f.name for f in dataclass_fields(FirewallSettings)]
+        return FirewallSettings(**{name: getattr(self, name) for name in names})
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ import socket
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from banpipe.alert import FORMATS
+
 __all__ = [
     "FORMATS",
     "REASONS",
@@ -71,14 +73,6 @@ __all__ = [
     "parse_line",
 ]
 
-FORMATS = (
-    "snort2-fast",
-    "snort3-fast",
-    "suricata-fast",
-    "snort2-full",
-    "snort3-full",
-    "snort-syslog",
-)
 _FULL_FORMATS = ("snort2-full", "snort3-full")
 
 R_NOT_ALERT = "not an alert"
