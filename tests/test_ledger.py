@@ -401,3 +401,20 @@ def test_locked_is_exclusive_across_connections(path, ledger):
         order.append("first")
     t.join(10)
     assert order == ["first", "second"]
+
+
+def test_the_outcome_does_not_depend_on_how_the_pipe_was_chunked(tmp_path):
+    """Violations recorded as one burst or one by one give the same ledger."""
+    items = [v("203.0.113.7", sig="1:2003:8"), v("2001:db8::7"), v("203.0.113.7", sig="1:2003:8"),
+             v("203.0.113.7", sig="1:9:1"), v("2001:db8::7")]  # fmt: skip
+    with Ledger.open(str(tmp_path / "a.sqlite3")) as burst:
+        burst.record(items, NOW, POLICY, Low())
+        at_once = {a: burst.get(a) for a in ("203.0.113.7", "2001:db8::7")}
+    with Ledger.open(str(tmp_path / "b.sqlite3")) as single:
+        for item in items:
+            single.record([item], NOW, POLICY, Low())
+        one_by_one = {a: single.get(a) for a in ("203.0.113.7", "2001:db8::7")}
+    assert at_once == one_by_one
+    first = at_once["203.0.113.7"]
+    assert first.violations == 3
+    assert first.expires == NOW + 3600 + 2 * 60  # two extensions after the banning one
