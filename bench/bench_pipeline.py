@@ -38,7 +38,7 @@ WAN = "198.51.100.2"
 def sources(n: int) -> list[str]:
     v4 = [f"203.0.113.{i}" for i in range(1, 255)] + [f"192.0.2.{i}" for i in range(1, 255)]
     out = v4[: min(n, 400)]
-    out += [f"2001:db8:bad::{i:x}" for i in range(1, n - len(out) + 1)]
+    out += [f"2001:db8:bad::{i // 65536:x}:{i % 65536:x}" for i in range(1, n - len(out) + 1)]
     return out[:n]
 
 
