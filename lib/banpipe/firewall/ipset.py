@@ -23,7 +23,7 @@ from . import (
     canonical,
     validate_addresses,
 )
-from .iptables import V4, Family, Xt, families, short_rate
+from .iptables import V4, Family, Xt, drop_rules, families
 from .runner import finish
 
 MAXELEM = 1_048_576
@@ -48,16 +48,7 @@ class IpsetBackend:
 
     def chain_rules(self, fam: Family) -> list[str]:
         """Our chain's exact contents for one family, spelled as ``iptables -S`` prints."""
-        s = self.settings
-        match = f"-m set --match-set {self._set(fam)} src"
-        rules = []
-        if s.log:
-            rules.append(
-                f"{match} -m limit --limit {short_rate(s.log_rate)} -j LOG "
-                f'--log-prefix "{s.log_prefix}"'
-            )
-        rules.append(f"{match} -j DROP")
-        return rules
+        return drop_rules(f"-m set --match-set {self._set(fam)} src", self.settings)
 
     def _creates(self) -> list[str]:
         return [

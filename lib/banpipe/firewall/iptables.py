@@ -46,6 +46,19 @@ def short_rate(rate: str) -> str:
     return f"{n}/{_RATE_UNIT[unit]}"
 
 
+def drop_rules(match: str, settings: FirewallSettings) -> list[str]:
+    """The DROP rule for ``match`` (``-s ADDR/32``, ``-m set ...``), after its LOG rule
+    when logging is on, spelled as ``iptables -S`` prints them."""
+    rules = []
+    if settings.log:
+        rules.append(
+            f"{match} -m limit --limit {short_rate(settings.log_rate)} -j LOG "
+            f'--log-prefix "{settings.log_prefix}"'
+        )
+    rules.append(f"{match} -j DROP")
+    return rules
+
+
 def families(settings: FirewallSettings) -> tuple[Family, ...]:
     return (V4, V6) if settings.ipv6 else (V4,)
 
@@ -186,16 +199,7 @@ class IptablesBackend:
         self.conntrack = ConntrackFlusher(runner)
 
     def _addr_rules(self, fam: Family, addr: str) -> list[str]:
-        s = self.settings
-        src = f"-s {addr}/{fam.hostlen}"
-        rules = []
-        if s.log:
-            rules.append(
-                f"{src} -m limit --limit {short_rate(s.log_rate)} -j LOG "
-                f'--log-prefix "{s.log_prefix}"'
-            )
-        rules.append(f"{src} -j DROP")
-        return rules
+        return drop_rules(f"-s {addr}/{fam.hostlen}", self.settings)
 
     def _by_family(self, addrs: Iterable[str]) -> list[tuple[Family, list[str]]]:
         v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
