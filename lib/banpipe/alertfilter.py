@@ -49,6 +49,7 @@ from banpipe.cli import (
     EX_IOERR,
     EX_NOINPUT,
     EX_OK,
+    WARNING,
     ArgumentParser,
     Reporter,
     StopFlag,
@@ -167,13 +168,17 @@ class Loader:
                 # Removed (or mid-way through an editor's save): never fall back to the
                 # defaults, which would drop the whitelist and our own addresses.
                 self.reporter.say(
-                    self.config_file, "no such file; keeping the previous configuration"
+                    self.config_file,
+                    "no such file; keeping the previous configuration",
+                    level=WARNING,
                 )
             else:
                 try:
                     config = load_config(self.explicit)
                 except ConfigError as exc:
-                    self.reporter.say(None, f"{exc}; keeping the previous configuration")
+                    self.reporter.say(
+                        None, f"{exc}; keeping the previous configuration", level=WARNING
+                    )
         result = self._attempt(config, changed, everything)
         if result is None and config is not self.config:
             result = self._attempt(self.config, changed, everything)
@@ -215,11 +220,13 @@ class Loader:
                         name,
                         f"cannot read whitelist file: {_strerror(exc)}; "
                         "keeping the previous configuration",
+                        level=WARNING,
                     )
                     return None
                 self.reporter.say(
                     name,
                     f"cannot read whitelist file: {_strerror(exc)}; keeping the previous list",
+                    level=WARNING,
                 )
                 lists[name] = self.lists[name]
 
@@ -231,19 +238,21 @@ class Loader:
                 shown = ", ".join(sorted(wan)) or "none"
                 notes.append((wan_path, f"WAN addresses now {shown}"))
             except WanStateError as exc:
-                self.reporter.say(wan_path, f"{exc}; keeping the previous WAN addresses")
+                self.reporter.say(
+                    wan_path, f"{exc}; keeping the previous WAN addresses", level=WARNING
+                )
 
         try:
             rules = self._compile(config, lists, wan)
         except ConfigError as exc:
-            self.reporter.say(None, f"{exc}; keeping the previous configuration")
+            self.reporter.say(None, f"{exc}; keeping the previous configuration", level=WARNING)
             return None
         return config, lists, wan, rules, notes
 
     def _read_list(self, name: str) -> tuple[str, ...]:
         networks, errors = read_address_file(name)
         for lineno, reason in errors:
-            self.reporter.say(f"{name}:{lineno}", reason)
+            self.reporter.say(f"{name}:{lineno}", reason, level=WARNING)
         return tuple(networks)
 
     @staticmethod

@@ -55,6 +55,7 @@ from banpipe import cli
 from banpipe.bantime import BanPolicy, format_expiry, parse_duration
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.ledger import Ledger, LedgerError, Violation
+from banpipe.monitor import Monitor
 from banpipe.pipe import PipeError, PipeReader
 from banpipe.protect import Protection, canonical, read_address_file
 
@@ -114,10 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--permanent", action="store_true", help="until unbanned (default)")
     s.add_argument("--reason", metavar="TEXT", help="why (shown by list/show)")
     s.add_argument("--force", action="store_true", help="ban even our own/whitelisted addresses")
+    _json_flag(s)
     s = sub.add_parser("unban", help="lift a ban now")
     s.add_argument("addr", metavar="ADDR")
+    _json_flag(s)
     s = sub.add_parser("pin", help="make an automated ban manual and permanent")
     s.add_argument("addr", metavar="ADDR")
+    _json_flag(s)
     sub.add_parser("restore", help="create our firewall structure and put every active ban in")
     s = sub.add_parser(
         "teardown",
@@ -146,8 +150,37 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     s.add_argument("--repair", action="store_true", help="add missing, remove orphans")
-    sub.add_parser("expire", help="lift bans that are due now, prune old history")
+    _json_flag(s)
+    s = sub.add_parser("expire", help="lift bans that are due now, prune old history")
+    _json_flag(s)
+    s = sub.add_parser(
+        "status",
+        help="daemon, backend, bans, last alert, spoof brake, firewall vs ledger",
+        description=(
+            "Is `banctl apply` running, which backend, the ledger and its size, active bans "
+            "by family and kind, bans added/extended/lifted in the last hour and day, the "
+            "last alert, the spoof brake, the last drift repair, and whether the firewall "
+            "holds exactly the ledger's bans (read live; the daemon's last check when the "
+            "firewall cannot be read)."
+        ),
+    )
+    _json_flag(s, "one JSON object (keys documented in README.md)")
+    s = sub.add_parser(
+        "report",
+        help="write static HTML pages and tracker files from the ledger",
+        description=(
+            "Write the ban board (index.html, paged), one page per offender (o/ADDR.html) "
+            "and the tracker files (tracker/ADDR.txt) into DIR; IPv6 colons are written "
+            "as '-' in file names. Only offenders that changed since the last run are "
+            "rewritten. `banctl apply` does this by itself with [pages] dir."
+        ),
+    )
+    s.add_argument("--html", metavar="DIR", required=True, help="directory for the pages")
     return p
+
+
+def _json_flag(parser: argparse.ArgumentParser, text: str = "one JSON object") -> None:
+    parser.add_argument("--json", action="store_true", help=text)
 
 
 @dataclass
@@ -413,7 +446,7 @@ def lift_wan_bans(
         if release and lifted:
             fw.release(lifted)
     for a in lifted:
-        env.report.say(a, "ban lifted: it is our WAN address now")
+        env.report.say(a, "ban lifted: it is our WAN address now", level=cli.WARNING)
     return lifted
 
 
@@ -576,6 +609,8 @@ class Daemon:
         self.data_version = 0
         self.started = False
         self.stopped = False
+        self.monitor = Monitor(env, ledger, self.counts, self.brake)
+        self.fw = self.monitor.firewall(fw)
 
     # -- start and stop ----------------------------------------------------------
 
@@ -587,7 +622,9 @@ class Daemon:
             None,
             f"started: {active} active bans in the firewall ({len(drift.missing)} restored), "
             f"{len(lapsed)} lapsed lifted, backend {self.fw.name}",
+            level=cli.NOTICE,
         )
+        self.monitor.started(self.fw.name, drift)
         self.prune()
         self.next_check = time.monotonic() + self.check_interval
         self.data_version = self.ledger.data_version()
@@ -610,7 +647,9 @@ class Daemon:
             f"{c['expired']} expired, {c['bad']} bad, {c['refused']} refused, "
             f"{c['held']} held by the spoof brake; "
             + (f"{removed} automated entries removed" if removed else "firewall entries kept"),
+            level=cli.NOTICE,
         )
+        self.monitor.stopped()
 
     # -- input ---------------------------------------------------------------------
 
@@ -718,6 +757,8 @@ class Daemon:
                 group[1] += 1
                 group[2] = lineno
         counts["lines"] += lines
+        if lines:
+            self.monitor.input_seen()
         return lines
 
     def commit(self, groups: dict[tuple, list]) -> None:
@@ -745,9 +786,12 @@ class Daemon:
                 f"SPOOF BRAKE: more than {self.brake.limit} new bans within "
                 f"{self.brake.window:g} s; not adding new bans (still recording violations "
                 f"and extending existing bans); first held: {out.held[0]}",
+                level=cli.WARNING,
             )
+            self.monitor.brake_tripped()
         self.brake.held += len(out.held)
         self.data_version = self.ledger.data_version()
+        self.monitor.changed()
 
     def log_bans(self, new: list[str], groups: dict[tuple, list]) -> None:
         if not new:
@@ -769,7 +813,9 @@ class Daemon:
         if self.brake.engaged and self.brake.budget(self.ledger, now):
             self.brake.engaged = False
             self.report.say(
-                None, f"spoof brake released: {self.brake.held} new bans were held back"
+                None,
+                f"spoof brake released: {self.brake.held} new bans were held back",
+                level=cli.NOTICE,
             )
             self.brake.held = 0
 
@@ -791,13 +837,15 @@ class Daemon:
         elif due:
             self.report.say(None, f"{len(due)} bans expired, lifted")
         self.data_version = self.ledger.data_version()
+        self.monitor.changed()
 
     def periodic(self) -> None:
         """Drift check and repair (an external flush), then history pruning."""
         with self.ledger.locked():
             drift = reconcile(self.ledger, self.fw)
+        self.monitor.checked(drift)
         if not drift.clean:
-            self.report.say(None, f"firewall drift repaired: {drift.summary()}")
+            self.report.say(None, f"firewall drift repaired: {drift.summary()}", level=cli.WARNING)
         self.prune()
 
     def prune(self) -> None:
@@ -818,6 +866,9 @@ class Daemon:
         clears = self.brake.clears_at()
         if clears is not None:
             deadlines.append(clears - now)
+        writes = self.monitor.deadline()
+        if writes is not None:
+            deadlines.append(writes)
         return min(max(0.0, d) for d in deadlines)
 
     def wan_changed(self) -> None:
@@ -830,12 +881,15 @@ class Daemon:
         self._offenders = _Memo(self._judge, CACHE_MAX // 2)
         self.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
         lift_wan_bans(self.env, self.ledger, self.fw, added)
+        self.monitor.changed()
 
     def ledger_changed(self) -> bool:
         """True when another process committed (an admin command) since we last looked."""
         version = self.ledger.data_version()
         changed = version != self.data_version
         self.data_version = version
+        if changed:
+            self.monitor.changed()
         return changed
 
     # -- the loop ------------------------------------------------------------------
@@ -925,6 +979,7 @@ class Daemon:
                 self.next_check = time.monotonic() + self.check_interval
                 self._guarded(self.periodic)
                 self.wan_changed()  # in case /run/banpipe appeared only now
+            self.monitor.tick()
 
     def _read_burst(self, fd: int, reader: PipeReader, groups: dict[tuple, list]) -> bool:
         """Read and gather what is available now (one burst); True at end of input.
@@ -1109,6 +1164,16 @@ def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         fresh = ledger.ban(addr, now, expires=expires, reason=args.reason or "manual ban")
         fw.init()
         fw.block([addr])
+    if args.json:
+        return _json(
+            env,
+            {
+                "addr": addr,
+                "result": "banned" if fresh else "changed",
+                "expires": expires,
+                "manual": True,
+            },
+        )
     verb = "banned" if fresh else "ban changed to manual"
     env.stdout.write(f"{addr}: {verb} until {format_expiry(expires, now)}\n")
     return cli.EX_OK
@@ -1120,6 +1185,8 @@ def cmd_unban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     with ledger.locked():
         ended = ledger.unban([addr], env.clock(), retention=env.retention)
         fw.release([addr])  # also clears a stray entry the ledger did not know
+    if args.json:
+        return _json(env, {"addr": addr, "result": "unbanned" if ended else "not_banned"})
     env.stdout.write(f"{addr}: {'unbanned' if ended else 'was not banned'}\n")
     return cli.EX_OK
 
@@ -1132,6 +1199,8 @@ def cmd_pin(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
             raise cli.ToolError(f"{addr}: not banned", cli.EX_DATAERR)
         fw.init()
         fw.block([addr])
+    if args.json:
+        return _json(env, {"addr": addr, "result": "pinned", "expires": None, "manual": True})
     env.stdout.write(f"{addr}: pinned (manual, permanent)\n")
     return cli.EX_OK
 
@@ -1168,6 +1237,9 @@ def cmd_check(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     with ledger.locked():
         drift = reconcile(ledger, fw) if args.repair else compare(ledger, fw)
         after = compare(ledger, fw) if args.repair else drift
+    if args.json:
+        _json(env, _check_json(drift, after, ledger.count_active(), args.repair))
+        return cli.EX_OK if after.clean else EX_DRIFT
     for a in sorted(drift.missing):
         out.write(f"missing {a}\n")
     for a in sorted(drift.orphans):
@@ -1198,11 +1270,74 @@ def cmd_expire(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     pruned = ledger.prune(
         now, retention=float(ban.retention), recidive_window=float(ban.recidive_window)
     )
+    if args.json:
+        return _json(env, {"expired": due, "pruned": pruned})
     for a in due:
         env.stdout.write(f"expired {a}\n")
     env.stdout.write(
         f"{len(due)} expired; pruned {pruned['violations']} violations, "
         f"{pruned['offenders']} offenders\n"
+    )
+    return cli.EX_OK
+
+
+def _json(env: Env, obj: dict[str, Any]) -> int:
+    """One JSON object on stdout (the --json form of a command's result)."""
+    env.stdout.write(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
+    return cli.EX_OK
+
+
+def _check_json(drift: Drift, after: Drift, active: int, repair: bool) -> dict[str, Any]:
+    return {
+        "active": active,
+        "consistent": drift.clean,
+        "missing": sorted(drift.missing),
+        "orphans": sorted(drift.orphans),
+        "duplicates": dict(sorted(drift.duplicates.items())),
+        "problems": list(drift.problems),
+        "repaired": bool(repair and not drift.clean and after.clean),
+    }
+
+
+def cmd_status(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    from banpipe import status
+
+    ledger = env.ledger()
+    live = None
+    try:
+        with ledger.locked():
+            drift = compare(ledger, env.firewall())
+        entries = ledger.count_active() - len(drift.missing) + len(drift.orphans)
+        live = {"entries": entries, "missing": len(drift.missing), "orphans": len(drift.orphans)}
+    except (cli.ToolError, _firewall_error()):
+        pass  # no access to the firewall (not root): the daemon's last check stands in
+    ban = env.config.ban
+    now = env.clock()
+    result = status.collect(
+        ledger,
+        now,
+        backend=env.backend,
+        spoof_max=int(ban.spoof_max),
+        spoof_window=float(ban.spoof_window),
+        firewall=live,
+    )
+    if args.json:
+        return _json(env, result)
+    env.stdout.write(status.format_status(result, now))
+    return cli.EX_OK
+
+
+def cmd_report(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    from banpipe.report import write_pages
+
+    try:
+        done = write_pages(env.ledger(), args.html, env.clock())
+    except OSError as exc:
+        raise cli.ToolError(f"{args.html}: {exc.strerror or exc}", cli.EX_CANTCREAT)
+    env.stdout.write(
+        f"{args.html}: {done.index_pages} index pages, {done.offender_pages} offender pages "
+        f"and {done.tracker_files} tracker files written, {done.unchanged} unchanged, "
+        f"{done.removed} files removed\n"
     )
     return cli.EX_OK
 
@@ -1218,6 +1353,8 @@ COMMANDS: dict[str, Callable[[Env, argparse.Namespace, IO[Any]], int]] = {
     "teardown": cmd_teardown,
     "check": cmd_check,
     "expire": cmd_expire,
+    "status": cmd_status,
+    "report": cmd_report,
 }
 
 

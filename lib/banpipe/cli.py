@@ -35,20 +35,49 @@ class ToolError(Exception):
         self.code = code
 
 
-class Reporter:
-    """Writes ``tool: place: reason`` lines and counts them by kind."""
+# syslog severities, as sd-daemon(3) prefixes read by journald: `journalctl -p warning`
+ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+#: Reporter.error() kinds that are warnings (input skipped, a problem worked around);
+#: every other kind is an error.
+WARNING_KINDS = frozenset({"warning", "bad", "refused", "held"})
 
-    def __init__(self, tool: str, stream: IO[str] | None = None) -> None:
+
+def stream_is_journal(stream: IO[str], environ: dict[str, str] | None = None) -> bool:
+    """True when ``stream`` is the journal stream systemd connected (``JOURNAL_STREAM``
+    names its device and inode); a redirect or pipe of ours gets plain lines."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class Reporter:
+    """Writes ``tool: place: reason`` lines and counts them by kind.
+
+    Every line has a severity; when stderr is the journal (see ``stream_is_journal``)
+    it is written as an sd-daemon ``<N>`` prefix, so ``journalctl -p warning`` finds the
+    warnings and errors; elsewhere lines stay plain.
+    """
+
+    def __init__(
+        self, tool: str, stream: IO[str] | None = None, *, journal: bool | None = None
+    ) -> None:
         self.tool = tool
         self.stream = stream if stream is not None else sys.stderr
         self.counts: Counter[str] = Counter()
+        self.journal = stream_is_journal(self.stream) if journal is None else journal
 
     def error(self, place: str | None, reason: str, kind: str = "error") -> None:
         self.counts[kind] += 1
-        self.say(place, reason)
+        self.say(place, reason, level=WARNING if kind in WARNING_KINDS else ERR)
 
-    def say(self, place: str | None, reason: str) -> None:
+    def say(self, place: str | None, reason: str, *, level: int = INFO) -> None:
         line = f"{self.tool}: {place}: {reason}" if place else f"{self.tool}: {reason}"
+        if self.journal:
+            line = f"<{level}>{line}"
         try:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -119,7 +148,7 @@ def run_tool(
     try:
         return body()
     except ToolError as exc:
-        Reporter(tool, err).say(None, str(exc))
+        Reporter(tool, err).say(None, str(exc), level=ERR)
         return exc.code
     except BrokenPipeError:
         # Reader went away (`| head`): quiet exit; stop Python's own flush complaint.
@@ -130,7 +159,7 @@ def run_tool(
     except Exception as exc:  # noqa: BLE001 - last-resort guard, see --debug
         if debug:
             raise
-        Reporter(tool, err).say(None, f"internal error: {type(exc).__name__}: {exc}")
+        Reporter(tool, err).say(None, f"internal error: {type(exc).__name__}: {exc}", level=ERR)
         return EX_SOFTWARE
 
 

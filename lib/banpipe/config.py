@@ -250,6 +250,22 @@ class BanctlConfig:
 
 
 @dataclass(frozen=True)
+class PagesConfig:
+    """banctl apply keeps static HTML pages in ``dir`` current (None: no pages)."""
+
+    dir: str | None = None
+    interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus textfile for node_exporter (None: no metrics)."""
+
+    textfile: str | None = None
+    interval: float = 15.0
+
+
+@dataclass(frozen=True)
 class WanwatchConfig:
     interface: str | None = None
     exec: tuple[str, ...] = ()
@@ -315,6 +331,8 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         WanwatchConfig,
         {"interface": _str, "exec": _list_of(_str)},
     ),
+    "pages": (PagesConfig, {"dir": _str, "interval": parse_duration}),
+    "metrics": (MetricsConfig, {"textfile": _str, "interval": parse_duration}),
 }
 
 
@@ -326,6 +344,8 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     banctl: BanctlConfig = field(default_factory=BanctlConfig)
     wanwatch: WanwatchConfig = field(default_factory=WanwatchConfig)
+    pages: PagesConfig = field(default_factory=PagesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     path: str | None = None
 
 

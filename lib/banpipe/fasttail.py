@@ -113,7 +113,7 @@ class JsonOutput:
                 if type(x) is not dict:
                     kind = x.reason.split(":", 1)[0]
                     self.skipped[kind] += 1
-                    self.reporter.say(f"{name}:{x.lineno}", x.reason)
+                    self.reporter.say(f"{name}:{x.lineno}", x.reason, level=cli.WARNING)
 
     def flush(self) -> None:
         self.stream.flush()
@@ -122,7 +122,8 @@ class JsonOutput:
         n = sum(self.skipped.values())
         if n:
             what = cli.format_counts(self.skipped, REASONS)
-            self.reporter.say(name, f"{n} {'line' if n == 1 else 'lines'} skipped ({what})")
+            lines = "line" if n == 1 else "lines"
+            self.reporter.say(name, f"{n} {lines} skipped ({what})", level=cli.WARNING)
 
 
 def _parse_args(argv: list[str] | None, out: IO[Any], err: IO[str]) -> tuple[Any, int | None]:
@@ -162,7 +163,7 @@ def load_state(path: str, reporter: cli.Reporter) -> Position | None:
     except OSError as exc:
         raise cli.ToolError(f"{path}: cannot read state: {exc.strerror}", cli.EX_CANTCREAT)
     except ValueError as exc:
-        reporter.say(path, f"not a saved position ({exc}); starting afresh")
+        reporter.say(path, f"not a saved position ({exc}); starting afresh", level=cli.WARNING)
         return None
 
 
