@@ -43,7 +43,7 @@ from itertools import chain
 from typing import IO, Any
 
 from banpipe import config as configmod
-from banpipe import pipe
+from banpipe import metrics, pipe
 from banpipe.cli import (
     EX_CONFIG,
     EX_IOERR,
@@ -91,6 +91,11 @@ def build_parser() -> ArgumentParser:
         "--explain",
         action="store_true",
         help="with --dry-run (implied), also print a line per skipped alert and why",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="the summary as one JSON object (keys: alerts, ban, skipped, bad_lines)",
     )
     add_common_arguments(parser)
     return parser
@@ -374,6 +379,38 @@ class Filter:
             text += f"; {self.bad} bad input line{'s' if self.bad != 1 else ''}"
         return text
 
+    def summary_json(self) -> dict[str, Any]:
+        """The summary with stable keys: ``alerts``, ``ban``, ``skipped`` (per reason,
+        every reason present), ``bad_lines``."""
+        return {
+            "alerts": sum(self.counts.values()),
+            "ban": self.counts[BAN],
+            "skipped": {k: self.counts[k] for k in SKIP_KINDS},
+            "bad_lines": self.bad,
+        }
+
+    def metrics(self) -> list[Any]:
+        """The counters as Prometheus families (banpipe.metrics)."""
+        return [
+            metrics.counter(
+                "banpipe_alertfilter_alerts_passed_total",
+                "Alerts passed on to banctl (a ban requested).",
+                self.counts[BAN],
+            ),
+            metrics.by_label(
+                "banpipe_alertfilter_alerts_skipped_total",
+                "counter",
+                "Alerts not passed on, by reason.",
+                "reason",
+                {k: self.counts[k] for k in SKIP_KINDS},
+            ),
+            metrics.counter(
+                "banpipe_alertfilter_bad_lines_total",
+                "Input lines that were not valid alerts.",
+                self.bad,
+            ),
+        ]
+
 
 def _pipe_reason(raw: bytes) -> str:
     """Why a line is no pipe object, in the words of pipe.PipeReader (the slow path)."""
@@ -493,13 +530,28 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
         watcher.close()
         if close_input:
             source.close()
-    summary = filt.summary()
+    _write_metrics(filt, loader, reporter)
+    summary = pipe.dumps(filt.summary_json()).decode() if args.json else filt.summary()
     if filt.dry_run:
         out.write(summary.encode() + b"\n")
         out.flush()
+    elif args.json:
+        reporter.emit(summary)
     else:
         reporter.say(None, summary)
     return EX_OK
+
+
+def _write_metrics(filt: Filter, loader: Loader, reporter: Reporter) -> None:
+    """alertfilter's counters beside banctl's textfile (``[metrics] textfile``)."""
+    textfile = loader.config.metrics.textfile
+    if not textfile:
+        return
+    path = metrics.sibling(textfile, TOOL)
+    try:
+        metrics.write_textfile(path, filt.metrics())
+    except OSError as exc:
+        reporter.error(path, f"cannot write metrics: {_strerror(exc)}", "warning")
 
 
 def _loop(
@@ -507,6 +559,7 @@ def _loop(
 ) -> None:
     lines = _Lines()
     stop = signals.flag
+    throttle = metrics.Throttle(loader.config.metrics.interval)
     fd = _fileno(source)
     watch_fd = watcher.fileno()
     read_chunk = getattr(source, "read1", source.read)
@@ -564,6 +617,8 @@ def _loop(
         if isinstance(chunk, str):
             chunk = chunk.encode("utf-8", "surrogateescape")
         filt.process(*lines.feed(chunk))
+        if loader.config.metrics.textfile and throttle.due():
+            _write_metrics(filt, loader, filt.reporter)
 
 
 def main(

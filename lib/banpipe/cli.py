@@ -75,7 +75,10 @@ class Reporter:
         self.say(place, reason, level=WARNING if kind in WARNING_KINDS else ERR)
 
     def say(self, place: str | None, reason: str, *, level: int = INFO) -> None:
-        line = f"{self.tool}: {place}: {reason}" if place else f"{self.tool}: {reason}"
+        self.emit(f"{self.tool}: {place}: {reason}" if place else f"{self.tool}: {reason}", level)
+
+    def emit(self, line: str, level: int = INFO) -> None:
+        """Write ``line`` as it is (no tool prefix), e.g. a JSON summary."""
         if self.journal:
             line = f"<{level}>{line}"
         try:

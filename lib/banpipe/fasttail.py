@@ -48,11 +48,12 @@ from datetime import datetime
 from io import StringIO
 from typing import IO, Any
 
-from . import cli, pipe, statefile
+from . import cli, metrics, pipe, statefile
 from .follow import CHUNK, Cursor, Follower, Position
 from .parsers import FORMATS, REASONS, AlertParser
 
 TOOL = "fasttail"
+METRICS_EVERY = 15.0  # seconds between textfile writes while alerts flow
 MAX_LINE = 65536
 # The parser's alerts have string keys only, so plain orjson.dumps writes exactly the bytes
 # of pipe.dumps (which tries that call first) without its per-alert wrapper call.
@@ -83,6 +84,11 @@ def build_parser() -> cli.ArgumentParser:
         help="save the read position here and resume from it (survives restarts and rotation)",
     )
     ap.add_argument("--year", type=int, metavar="YYYY", help="year for time stamps that carry none")
+    ap.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="write counters to this Prometheus textfile (e.g. DIR/banpipe-fasttail.prom)",
+    )
     ap.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     ap.add_argument("file", metavar="FILE", help="alert file to follow ('-': standard input)")
     return ap
@@ -91,11 +97,15 @@ def build_parser() -> cli.ArgumentParser:
 class JsonOutput:
     """Alerts to the pipe, parse errors to stderr (counted by reason)."""
 
-    def __init__(self, stream: IO[bytes], reporter: cli.Reporter) -> None:
+    def __init__(
+        self, stream: IO[bytes], reporter: cli.Reporter, metrics_path: str | None = None
+    ) -> None:
         self.stream = stream
         self.reporter = reporter
         self.count = 0
         self.skipped: Counter[str] = Counter()
+        self.metrics_path = metrics_path
+        self.throttle = metrics.Throttle(METRICS_EVERY)
 
     def emit(self, items: list, name: str) -> None:
         alerts = [x for x in items if type(x) is dict]
@@ -114,11 +124,35 @@ class JsonOutput:
                     kind = x.reason.split(":", 1)[0]
                     self.skipped[kind] += 1
                     self.reporter.say(f"{name}:{x.lineno}", x.reason, level=cli.WARNING)
+        if self.metrics_path and self.throttle.due():
+            self.write_metrics()
+
+    def write_metrics(self) -> None:
+        """The counters to ``--metrics FILE`` (atomically); a failure is a warning."""
+        if not self.metrics_path:
+            return
+        families = [
+            metrics.counter(
+                "banpipe_fasttail_alerts_read_total", "Alerts read and emitted.", self.count
+            ),
+            metrics.by_label(
+                "banpipe_fasttail_parse_errors_total",
+                "counter",
+                "Lines skipped as not alerts, by reason.",
+                "reason",
+                {**dict.fromkeys(REASONS, 0), **self.skipped},
+            ),
+        ]
+        try:
+            metrics.write_textfile(self.metrics_path, families)
+        except OSError as exc:
+            self.reporter.error(self.metrics_path, f"cannot write metrics: {exc}", "warning")
 
     def flush(self) -> None:
         self.stream.flush()
 
     def summary(self, name: str) -> None:
+        self.write_metrics()
         n = sum(self.skipped.values())
         if n:
             what = cli.format_counts(self.skipped, REASONS)
@@ -183,7 +217,7 @@ def main(
     if real:
         cli.restore_sigpipe()
     reporter = cli.Reporter(TOOL, err)
-    output = JsonOutput(pipe.binary_output(out), reporter)
+    output = JsonOutput(pipe.binary_output(out), reporter, args.metrics)
     stop = cli.StopFlag()
 
     def new_parser() -> AlertParser:
