@@ -56,10 +56,10 @@ color:#222;background:#fff}
 h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}
 .t{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:.2rem .4rem;border-bottom:1px solid #ddd;vertical-align:top}
-td.n,th.n{text-align:right}code{word-break:break-all}
+td.n,th.n{text-align:right}td code{white-space:nowrap}
 .k{display:flex;flex-wrap:wrap;gap:.5rem}.k div{border:1px solid #ccc;padding:.3rem .6rem}
 nav a{margin-right:.5rem}svg{max-width:100%;height:auto}
-.msg{word-break:break-word}
+.msg{display:inline-block;min-width:14rem;word-break:break-word}
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 

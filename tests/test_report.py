@@ -1,0 +1,257 @@
+"""banctl report --html: pages and tracker files from ledgers built through the real pipe.
+
+The ledgers come from the real processes ``fasttail | alertfilter | banctl apply``
+(null backend) fed an alert file with hostile msg text and IPv6 offenders; the pages
+are checked as text and, when Debian's chromium is installed, in a real headless
+browser: loads with no console errors, the right rows shown, hostile text inert, a
+screenshot kept (its path is printed).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from banpipe import banctl, report
+from banpipe.ledger import Ledger
+from toolpaths import BIN
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & "quoted"'
+WAN = "198.51.100.2"
+V6 = ["2001:db8:bad::7", "2001:db8:bad::8"]
+V4 = ["203.0.113.7", "203.0.113.9"]
+
+
+def fast_line(sec: int, sid: int, msg: str, src: str, dst: str, prio: int = 2) -> str:
+    """A Snort 2 alert_fast line (IPv6: ICMPv6, no ports to glue on)."""
+    where = f"{{IPV6-ICMP}} {src} -> {dst}" if ":" in src else f"{{TCP}} {src}:4444 -> {dst}:80"
+    return (
+        f"11/28-10:{sec // 60:02d}:{sec % 60:02d}.000001  [**] [1:{sid}:3] {msg} [**] "
+        f"[Classification: Misc Attack] [Priority: {prio}] {where}\n"
+    )
+
+
+def write_config(tmp: Path, extra: str = "") -> Path:
+    cfg = tmp / "banpipe.toml"
+    cfg.write_text(
+        "[network]\n"
+        f'wan = ["{WAN}"]\n'
+        'networks = ["2001:db8:1::/64"]\n'
+        f'wan_state = "{tmp / "wan.json"}"\n'
+        "[ban]\nspoof_max = 0\n"
+        '[firewall]\nbackend = "null"\n'
+        f'[banctl]\nledger = "{tmp / "ledger.sqlite3"}"\n' + extra
+    )
+    return cfg
+
+
+def run_pipe(tmp: Path, alert_text: str, tool_env: dict, cfg: Path) -> None:
+    """fasttail --once | alertfilter | banctl apply, as real processes."""
+    alert = tmp / "alert.fast"
+    alert.write_text(alert_text)
+    py = sys.executable
+    ft = subprocess.Popen(
+        [py, BIN / "fasttail", "--once", "--from-start", "--year", "2026", alert],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=tool_env,
+    )  # fmt: skip
+    af = subprocess.Popen(
+        [py, BIN / "alertfilter", "--config", cfg], stdin=ft.stdout, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, env=tool_env,
+    )  # fmt: skip
+    ft.stdout.close()
+    bc = subprocess.run(
+        [py, BIN / "banctl", "--config", cfg, "apply"], stdin=af.stdout,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=tool_env, timeout=600,
+    )  # fmt: skip
+    af.stdout.close()
+    assert ft.wait() == 0 and af.wait() == 0 and bc.returncode == 0, bc.stderr[-2000:]
+
+
+def hostile_text() -> str:
+    lines = [fast_line(i, 1000 + i, HOSTILE, V4[0], WAN) for i in range(3)]
+    lines.append(fast_line(5, 2003, "plain worm", V4[1], WAN))
+    lines += [fast_line(10 + i, 2001219, f"ET SCAN v6 {HOSTILE}", a, "2001:db8:1::2")
+              for i, a in enumerate(V6)]  # fmt: skip
+    return "".join(lines)
+
+
+@pytest.fixture
+def hostile(tmp_path, tool_env):
+    cfg = write_config(tmp_path)
+    run_pipe(tmp_path, hostile_text(), tool_env, cfg)
+    return tmp_path, cfg
+
+
+def banctl_run(cfg: Path, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = banctl.main(["--config", str(cfg), *argv], stdout=out, stderr=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_safe_names_for_ipv4_and_ipv6():
+    assert report.safe_name("203.0.113.7") == "203.0.113.7"
+    assert report.safe_name("2001:db8::7") == "2001-db8--7"
+    assert report.safe_name("fe80::1") == "fe80--1"  # no "fe80:" URL scheme in a link
+    assert report.safe_name("../etc/passwd").startswith("x")
+    assert "/" not in report.safe_name("a/b") and ":" not in report.safe_name("::")
+
+
+def test_pages_escape_every_text_and_name_files_safely(hostile):
+    tmp, cfg = hostile
+    out = tmp / "pages"
+    rc, text, err = banctl_run(cfg, "report", "--html", str(out))
+    assert rc == 0, err
+    assert "4 offender pages and 4 tracker files written" in text
+    index = (out / "index.html").read_text()
+    assert "<script" not in index.lower() and "onerror=alert" not in index.replace(
+        "onerror=alert(1)&gt;", ""
+    )
+    assert html.escape(HOSTILE) in index
+    for addr in V4 + V6:
+        assert f'href="o/{report.safe_name(addr)}.html"' in index
+        page = (out / "o" / f"{report.safe_name(addr)}.html").read_text()
+        assert "<script" not in page.lower()
+        assert f"banctl unban {addr}" in page and f"banctl pin {addr}" in page
+    page = (out / "o" / "203.0.113.7.html").read_text()
+    assert page.count("<tr>") == 1 + 3 + 1 + 1  # headers, 3 violations, 1 ban period
+    for sid in (1000, 1001, 1002):
+        assert f"1:{sid}:3" in page
+    assert sorted(p.name for p in (out / "o").iterdir()) == sorted(
+        f"{report.safe_name(a)}.html" for a in V4 + V6
+    )
+    tracker = (out / "tracker" / "2001-db8-bad--7.txt").read_text().splitlines()
+    assert len(tracker) == 1
+    fields = tracker[0].split("\t")
+    assert fields[1] == "1:2001219:3" and fields[3] == "2001:db8:bad::7 -> 2001:db8:1::2"
+    assert json.loads(fields[4]) == f"ET SCAN v6 {HOSTILE}"
+    assert len((out / "tracker" / "203.0.113.7.txt").read_text().splitlines()) == 3
+
+
+def test_only_changed_offenders_are_rewritten_and_retention_removes_trackers(hostile):
+    tmp, cfg = hostile
+    out = tmp / "pages"
+    assert banctl_run(cfg, "report", "--html", str(out))[0] == 0
+    rc, text, _ = banctl_run(cfg, "report", "--html", str(out))
+    assert "0 offender pages" in text and "4 unchanged" in text
+    # retention = 0: the violations go when the ban ends, and with them the tracker file
+    cfg.write_text(cfg.read_text().replace("spoof_max = 0", "spoof_max = 0\nretention = 0"))
+    assert banctl_run(cfg, "unban", V6[0])[0] == 0
+    rc, text, _ = banctl_run(cfg, "report", "--html", str(out))
+    assert "1 offender pages and 0 tracker files written, 3 unchanged, 1 files removed" in text
+    assert not (out / "tracker" / "2001-db8-bad--7.txt").exists()
+    assert "not banned now" in (out / "o" / "2001-db8-bad--7.html").read_text()
+
+
+def test_apply_keeps_pages_current(tmp_path, tool_env):
+    pages = tmp_path / "www"
+    cfg = write_config(tmp_path, f'[pages]\ndir = "{pages}"\ninterval = 1\n')
+    run_pipe(tmp_path, hostile_text(), tool_env, cfg)
+    index = (pages / "index.html").read_text()
+    assert "Active bans (4)" in index
+    assert (pages / "tracker" / "203.0.113.9.txt").exists()
+    assert not [p for p in pages.rglob(".*tmp*")]  # no temporary file left behind
+
+
+def test_index_is_paged(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "PAGE_ROWS", 2)
+    led = Ledger.open(str(tmp_path / "l.sqlite3"))
+    for i, a in enumerate(V4 + V6):
+        led.ban(a, 1000.0 + i, expires=None, reason="<b>x</b>")
+    done = report.write_pages(led, tmp_path / "p", 2000.0)
+    assert done.index_pages == 2
+    assert "bans-2.html" in (tmp_path / "p" / "index.html").read_text()
+    second = (tmp_path / "p" / "bans-2.html").read_text()
+    assert second.count("<tr>") == 3 and "&lt;b&gt;" not in second  # reason not listed here
+    led.unban(V6, 3000.0)
+    report.write_pages(led, tmp_path / "p", 3001.0)
+    assert not (tmp_path / "p" / "bans-2.html").exists()
+
+
+# -- in a real browser -------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-extensions", "--enable-logging=stderr", "--v=0",
+        f"--user-data-dir={profile}", *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def console_errors(stderr: str) -> list[str]:
+    return [
+        line
+        for line in stderr.splitlines()
+        if "CONSOLE" in line or "Uncaught" in line or "Refused to" in line
+    ]
+
+
+def browse(page: Path, tmp: Path, shot_name: str) -> str:
+    """The DOM chromium builds for ``page``; fails on console errors; keeps a screenshot."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed")
+    dom = chromium("--dump-dom", page.as_uri(), profile=tmp / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert console_errors(dom.stderr) == []
+    keep = Path(os.environ.get("BANPIPE_ARTIFACTS") or tempfile.gettempdir()) / shot_name
+    shot = chromium(
+        f"--screenshot={keep}", "--window-size=412,915", page.as_uri(),
+        profile=tmp / "profile-shot",
+    )  # fmt: skip
+    assert shot.returncode == 0 and keep.stat().st_size > 1000, shot.stderr[-2000:]
+    assert console_errors(shot.stderr) == []
+    print(f"screenshot of {page.name}: {keep}")
+    return dom.stdout
+
+
+def test_pages_in_headless_chromium(hostile):
+    tmp, cfg = hostile
+    out = tmp / "pages"
+    assert banctl_run(cfg, "report", "--html", str(out))[0] == 0
+    dom = browse(out / "index.html", tmp, "banpipe-report-index.png")
+    assert "<script" not in dom.lower()  # the hostile msg stayed text
+    assert html.escape(HOSTILE, quote=False) in dom
+    rows = re.findall(r'<a href="o/([^"]+)\.html"><code>([^<]+)</code>', dom)
+    assert {addr for _, addr in rows} == set(V4 + V6)
+    assert "<svg" in dom and "Active bans (4)" in dom
+    dom = browse(out / "o" / "2001-db8-bad--7.html", tmp, "banpipe-report-offender.png")
+    assert "banctl unban 2001:db8:bad::7" in dom and "<script" not in dom.lower()
+
+
+def test_100000_bans_through_the_pipe_in_chromium(tmp_path, tool_env):
+    n = 100_000
+    text = "".join(
+        fast_line(i % 3600, 2001219, "ET SCAN <i>mass</i>", f"2001:db8:ba::{i:x}", "2001:db8:1::2")
+        if i < 65536
+        else fast_line(
+            i % 3600, 2001219, "ET SCAN <i>mass</i>", f"2001:db8:bb::{i:x}", "2001:db8:1::2"
+        )  # fmt: skip
+        for i in range(n)
+    )
+    cfg = write_config(tmp_path)
+    run_pipe(tmp_path, text, tool_env, cfg)
+    with Ledger.open(str(tmp_path / "ledger.sqlite3")) as led:
+        assert led.count_active() == n
+    out = tmp_path / "pages"
+    rc, summary, err = banctl_run(cfg, "report", "--html", str(out))
+    assert rc == 0, err
+    assert f"{n} offender pages and {n} tracker files written" in summary
+    assert (out / "bans-200.html").exists() and not (out / "bans-201.html").exists()
+    dom = browse(out / "index.html", tmp_path, "banpipe-report-100k-index.png")
+    assert "Active bans (100000)" in dom and dom.count('<a href="o/') >= 500
+    dom = browse(out / "bans-200.html", tmp_path, "banpipe-report-100k-last.png")
+    assert dom.count("<tr>") == 501 and "&lt;i&gt;mass&lt;/i&gt;" in dom
