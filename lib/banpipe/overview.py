@@ -114,15 +114,18 @@ def ban_events(ledger: Ledger, since: float) -> dict[str, int]:
     """Ban periods ``added`` and ``lifted`` since ``since``, and bans ``extended``.
 
     The ledger keeps no extension events; a ban counts as extended when a violation
-    was recorded against it after it began (every such violation extends it, up to
-    ``[ban] max``; a permanent ban stays permanent).
+    other than the one that banned was recorded during it (every such violation
+    extends it, up to ``[ban] max``; a permanent ban stays permanent).
     """
     db = ledger.db
     added = db.execute("SELECT count(*) FROM bans WHERE start >= ?", (since,)).fetchone()[0]
     lifted = db.execute("SELECT count(*) FROM bans WHERE end >= ?", (since,)).fetchone()[0]
+    # Violations recorded during a ban period (the banning one shares its start time;
+    # any other, also in the same burst, extended it).
     extended = db.execute(
-        "SELECT count(DISTINCT b.id) FROM violations v JOIN bans b ON b.addr = v.addr "
-        "AND v.ts > b.start AND (b.end IS NULL OR v.ts <= b.end) WHERE v.ts >= ?",
+        "SELECT count(*) FROM (SELECT b.id FROM violations v JOIN bans b ON b.addr = v.addr "
+        "AND v.ts >= b.start AND (b.end IS NULL OR v.ts <= b.end) WHERE v.ts >= ? "
+        "GROUP BY b.id HAVING sum(v.count) > 1 OR min(v.ts) > b.start)",
         (since,),
     ).fetchone()[0]
     return {"added": int(added), "extended": int(extended), "lifted": int(lifted)}
