@@ -408,7 +408,7 @@ class PagesResult:
     files: list[str] = field(default_factory=list)
 
 
-def _signature(o: overview.OffenderRow, kept: tuple[int, int], periods: int) -> str:
+def _signature(o: overview.OffenderRow, kept: tuple, periods: int) -> str:
     return (
         f"{o.last_seen}|{o.active}|{o.expires}|{o.violations}|{o.bans}|{o.manual}|"
         f"{o.origin}|{o.reason}|{kept[0]}|{kept[1]}|{periods}"
@@ -432,7 +432,7 @@ def write_pages(
     for sub in (OFFENDER_DIR, TRACKER_DIR):
         (root / sub).mkdir(parents=True, exist_ok=True)
     pages_dir, trackers_dir = str(root / OFFENDER_DIR), str(root / TRACKER_DIR)
-    kept = overview.kept_violations(ledger)
+    kept = overview.last_violations(ledger)
     rows = overview.offenders(ledger, kept=kept)
     active = [o for o in rows if o.active]
     for name, page in render_index(ledger, active, now).items():
