@@ -10,6 +10,7 @@ import io
 import json
 import os
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -257,3 +258,11 @@ def test_daemon_lines_carry_their_severity(cfg, monkeypatch):
     assert any(x.startswith("<4>banctl: SPOOF BRAKE") for x in lines)
     assert any(x.startswith("<6>banctl: 203.0.113.1: banned until") for x in lines)
     assert any(x.startswith("<5>banctl: started") for x in lines)
+
+
+def test_readme_status_example_has_the_real_lines(cfg):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("$ banctl status\n", 1)[1].split("```", 1)[0].splitlines()
+    run(cfg, "apply", stdin=line("203.0.113.7") + "\n")
+    real = run(cfg, "status")[1].splitlines()
+    assert [x[:13] for x in example] == [x[:13] for x in real]
