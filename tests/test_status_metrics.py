@@ -10,6 +10,7 @@ import io
 import json
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from banpipe import alertfilter, banctl, cli, fasttail, metrics
-from banpipe.config import load_config
+from banpipe.config import PagesConfig, load_config
 from banpipe.ledger import Ledger
 from banpipe.monitor import Monitor
 
@@ -266,3 +267,29 @@ def test_readme_status_example_has_the_real_lines(cfg):
     run(cfg, "apply", stdin=line("203.0.113.7") + "\n")
     real = run(cfg, "status")[1].splitlines()
     assert [x[:13] for x in example] == [x[:13] for x in real]
+
+
+def test_slow_pages_are_written_less_often(cfg, tmp_path):
+    t = [0.0]
+    env = SimpleNamespace(
+        report=cli.Reporter("t", io.StringIO()),
+        clock=lambda: 5.0,
+        config=replace(load_config(str(cfg)), pages=PagesConfig(str(tmp_path / "p"), 1.0)),
+    )
+    led = Ledger.open(str(tmp_path / "l.sqlite3"))
+    mon = Monitor(env, led, Counter(), banctl.SpoofBrake(0, 1), mono=lambda: t[0])
+    calls = []
+
+    def slow():
+        calls.append(t[0])
+        t[0] += 2.0  # a page run that takes 2 s
+
+    mon._write_pages = slow
+    mon.tick(force=True)
+    mon.changed()
+    t[0] = 10.0
+    mon.tick()
+    assert calls == [0.0]  # due at 0 + 10 x 2 s, not at 0 + 1 s
+    t[0] = 20.0
+    mon.tick()
+    assert calls == [0.0, 20.0]
