@@ -213,12 +213,22 @@ def _bans_page_name(n: int) -> str:
 
 
 def _pager(n: int, pages: int) -> str:
+    """Links to the first, previous, nearby, next and last pages (200 links would fill
+    a phone's screen)."""
     if pages <= 1:
         return ""
-    links = []
-    for i in range(1, pages + 1):
+    shown = sorted({1, pages, *range(max(1, n - 2), min(pages, n + 2) + 1)})
+    links, last = [], 0
+    if n > 1:
+        links.append(f'<a href="{_bans_page_name(n - 1)}">previous</a>')
+    for i in shown:
+        if i - last > 1:
+            links.append("…")
         links.append(f"<b>{i}</b>" if i == n else f'<a href="{_bans_page_name(i)}">{i}</a>')
-    return f"<nav>pages of active bans: {' '.join(links)}</nav>"
+        last = i
+    if n < pages:
+        links.append(f'<a href="{_bans_page_name(n + 1)}">next</a>')
+    return f"<nav>pages of active bans ({PAGE_ROWS} a page): {' '.join(links)}</nav>"
 
 
 def render_index(
