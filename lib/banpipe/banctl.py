@@ -3,7 +3,9 @@
 ``... | alertfilter | banctl apply`` records every violation in the ledger, bans each
 offender once, extends its ban on new violations and lifts it when it expires.
 The admin commands (``list``, ``show``, ``ban``, ``unban``, ``pin``, ``restore``,
-``teardown``, ``check``, ``expire``) work while ``apply`` runs.
+``teardown``, ``check``, ``expire``, ``status``, ``report``) work while ``apply`` runs;
+what people and monitoring see (status, pages, metrics) lives in ``status.py``,
+``report.py``, ``metrics.py`` and ``monitor.py``.
 
 How the pieces stay consistent:
 
