@@ -55,6 +55,7 @@ from banpipe.cli import (
     ToolError,
     add_common_arguments,
     format_counts,
+    parse_args,
     resolve_streams,
     restore_sigpipe,
     run_tool,
@@ -565,10 +566,9 @@ def main(
 ) -> int:
     real_process = stdin is None and stdout is None
     stdin_, stdout_, stderr_ = resolve_streams(stdin, stdout, stderr)
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EX_OK
+    args, code = parse_args(build_parser(), argv, stdout_, stderr_)
+    if args is None:
+        return code
     if real_process:
         restore_sigpipe()
     reporter = Reporter(TOOL, stderr_)

@@ -91,14 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
             "78 config error."
         ),
     )
-    cli.add_common_arguments(p)
-    p.add_argument("--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)")
-    p.add_argument(
-        "--backend",
-        choices=("iptables", "ipset", "nftables", "null"),
-        help="firewall backend (default from [firewall] backend)",
-    )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli.ArgumentParser)
+    _add_global_options(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
     sub.required = True
     sub.add_parser("apply", help="read alertfilter's JSON lines on stdin and ban (daemon)")
     s = sub.add_parser("list", help="active bans: address, expiry, violations, reason")
@@ -148,6 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repair", action="store_true", help="add missing, remove orphans")
     sub.add_parser("expire", help="lift bans that are due now, prune old history")
     return p
+
+
+def _add_global_options(p: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """banctl's global options; ``again`` on each subcommand, so that ``banctl list
+    --backend null`` works as well as ``banctl --backend null list``."""
+    cli.add_common_arguments(p, again=again)
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
+    p.add_argument(
+        "--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)", **extra
+    )
+    p.add_argument(
+        "--backend",
+        choices=("iptables", "ipset", "nftables", "null"),
+        help="firewall backend (default from [firewall] backend)",
+        **extra,
+    )
+
+
+class _SubParser(cli.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, again=True)
 
 
 @dataclass
@@ -243,7 +259,9 @@ def main(
 ) -> int:
     """Run banctl; ``clock``, ``rng`` and ``runner`` are for tests (defaults: real ones)."""
     stdin, stdout, stderr = cli.resolve_streams(stdin, stdout, stderr)
-    args = build_parser().parse_args(argv)
+    args, code = cli.parse_args(build_parser(), argv, stdout, stderr)
+    if args is None:
+        return code
     if args.command != "apply" and stdout is sys.stdout:
         cli.restore_sigpipe()  # `banctl list | head`; apply must never die of SIGPIPE
 

@@ -43,9 +43,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime
-from io import StringIO
 from typing import IO, Any
 
 from . import cli, pipe, statefile
@@ -125,33 +123,14 @@ class JsonOutput:
             self.reporter.say(name, f"{n} {'line' if n == 1 else 'lines'} skipped ({what})")
 
 
-def _parse_args(argv: list[str] | None, out: IO[Any], err: IO[str]) -> tuple[Any, int | None]:
-    """argparse with its messages sent to our streams; (args, None) or (None, exit code)."""
-    ap = build_parser()
-    text_out, text_err = StringIO(), StringIO()
-    try:
-        with redirect_stdout(text_out), redirect_stderr(text_err):
-            args = ap.parse_args(argv)
-            if args.year is not None and not 1 <= args.year <= 9999:
-                ap.error(f"argument --year: {args.year} is not a year")
-            if args.file == "-" and args.state:
-                ap.error("--state needs a file, not standard input")
-    except SystemExit as exc:
-        if text_out.getvalue():
-            _write_text(out, text_out.getvalue())
-        if text_err.getvalue():
-            err.write(text_err.getvalue())
-            err.flush()
-        return None, exc.code if isinstance(exc.code, int) else cli.EX_USAGE
-    return args, None
+def _check_args(ap: cli.ArgumentParser) -> Callable[[Any], None]:
+    def check(args: Any) -> None:
+        if args.year is not None and not 1 <= args.year <= 9999:
+            ap.error(f"argument --year: {args.year} is not a year")
+        if args.file == "-" and args.state:
+            ap.error("--state needs a file, not standard input")
 
-
-def _write_text(stream: IO[Any], text: str) -> None:
-    try:
-        stream.write(text)
-    except TypeError:
-        stream.write(text.encode())
-    stream.flush()
+    return check
 
 
 def load_state(path: str, reporter: cli.Reporter) -> Position | None:
@@ -176,9 +155,10 @@ def main(
 ) -> int:
     real = stdout is None
     in_, out, err = cli.resolve_streams(stdin, stdout, stderr)
-    args, code = _parse_args(argv, out, err)
+    ap = build_parser()
+    args, code = cli.parse_args(ap, argv, out, err, check=_check_args(ap))
     if args is None:
-        return code if code is not None else cli.EX_USAGE
+        return code
     if real:
         cli.restore_sigpipe()
     reporter = cli.Reporter(TOOL, err)
