@@ -654,3 +654,26 @@ def test_main_never_emits_a_protected_offender(tmp_path, config, batch):
         assert not protected_by_oracle(ban["offender"], config, (), ()), ban
         raw = ban["dst"] if ban["reversed"] else ban["src"]
         assert not protected_by_oracle(raw, config, (), ()), ban
+
+
+def test_without_anything_of_ours_the_summary_says_what_to_set(tmp_path):
+    cfg = tmp_path / "empty.toml"
+    cfg.write_text("")
+    out, err = io.BytesIO(), io.StringIO()
+    data = (json.dumps(alert(dst="203.0.113.50")) + "\n").encode()
+    assert main(["--config", str(cfg)], stdin=io.BytesIO(data), stdout=out, stderr=err) == 0
+    lines = err.getvalue().splitlines()
+    assert lines[0] == (
+        f"alertfilter: {cfg}: no address is ours, so 1 alert was skipped as 'victim not "
+        "ours': set [network] wan, networks or gateways (or run wanwatch), or [filter] "
+        "require_ours = false"
+    )
+    assert lines[1].startswith("alertfilter: summary: 1 alert: 1 victim not ours")
+
+
+def test_no_hint_when_something_is_ours(tmp_path):
+    out, err = io.BytesIO(), io.StringIO()
+    data = (json.dumps(alert(dst="203.0.113.50")) + "\n").encode()
+    cfg = make_config(tmp_path)
+    assert main(["--config", str(cfg)], stdin=io.BytesIO(data), stdout=out, stderr=err) == 0
+    assert "no address is ours" not in err.getvalue()

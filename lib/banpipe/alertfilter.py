@@ -62,7 +62,7 @@ from banpipe.cli import (
 )
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.protect import read_address_file
-from banpipe.rules import BAN, SKIP_KINDS, RuleSet, check_alert
+from banpipe.rules import BAN, K_NOT_OURS, SKIP_KINDS, RuleSet, check_alert
 from banpipe.wanstate import WanStateError, read_wan_state
 
 TOOL = "alertfilter"
@@ -367,6 +367,19 @@ class Filter:
         return text
 
 
+def nothing_ours_hint(rules: RuleSet, not_ours: int) -> str | None:
+    """What to set when ``require_ours`` skipped alerts because nothing is ours at all
+    (a fresh install: no [network] section, no wanwatch yet); None otherwise."""
+    ours = rules.protection.ours_list
+    if not not_ours or not rules.require_ours or ours.wan or ours.gateways or ours.networks:
+        return None
+    return (
+        f"no address is ours, so {not_ours} alert{'s were' if not_ours != 1 else ' was'} "
+        "skipped as 'victim not ours': set [network] wan, networks or gateways "
+        "(or run wanwatch), or [filter] require_ours = false"
+    )
+
+
 def _pipe_reason(raw: bytes) -> str:
     """Why a line is no pipe object, in the words of pipe.PipeReader (the slow path)."""
     reader = pipe.PipeReader()
@@ -486,6 +499,9 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
         if close_input:
             source.close()
     summary = filt.summary()
+    hint = nothing_ours_hint(loader.rules, filt.counts.get(K_NOT_OURS, 0))
+    if hint:
+        reporter.say(loader.config.path or loader.config_file, hint)
     if filt.dry_run:
         out.write(summary.encode() + b"\n")
         out.flush()

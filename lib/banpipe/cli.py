@@ -220,6 +220,11 @@ def resolve_streams(
     )
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 line``, ``2 lines``, ``0 lines`` (``nouns`` for irregular plurals)."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
+
+
 def format_counts(counts: Counter[str] | dict[str, int], order: Sequence[str] = ()) -> str:
     keys = [k for k in order if counts.get(k)] + sorted(k for k in counts if k not in order)
     return ", ".join(f"{counts[k]} {k}" for k in keys if counts[k]) or "nothing"

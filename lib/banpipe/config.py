@@ -7,6 +7,7 @@ role agree. Unknown keys and wrong types are errors that name the file, line and
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -383,10 +384,23 @@ def parse_config(text: str, name: str = "<config>") -> Config:
 
 
 def _close_match(key: str, keys: dict[str, Any]) -> str:
+    """`` (did you mean 'K'?)`` for the known key ``key`` is most likely a typo of.
+
+    Plain difflib ranks ``no_priority`` above ``priorities`` for ``priorty``; a typo
+    keeps the start of the word far more often than it drops a prefix, so a shared
+    start counts extra.
+    """
     import difflib
 
-    close = difflib.get_close_matches(key, list(keys), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    def score(known: str) -> float:
+        ratio = difflib.SequenceMatcher(None, key, known).ratio()
+        prefix = len(os.path.commonprefix([key, known]))
+        return ratio + 0.2 * prefix / max(len(key), 1)
+
+    ranked = sorted(keys, key=score, reverse=True)
+    if not ranked or difflib.SequenceMatcher(None, key, ranked[0]).ratio() < 0.6:
+        return ""
+    return f" (did you mean '{ranked[0]}'?)"
 
 
 def load_config(path: str | Path | None = None) -> Config:
