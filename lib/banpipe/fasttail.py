@@ -46,9 +46,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any
 
-from . import cli, pipe, statefile
+from . import cli, pipe, progress, statefile
 from .follow import CHUNK, Cursor, Follower, Position
 from .parsers import FORMATS, REASONS, AlertParser
+from .progress import Progress
 
 TOOL = "fasttail"
 MAX_LINE = 65536
@@ -94,6 +95,7 @@ class JsonOutput:
         self.reporter = reporter
         self.count = 0
         self.skipped: Counter[str] = Counter()
+        self.on_batch: Callable[[], None] | None = None  # progress display, if any
 
     def emit(self, items: list, name: str) -> None:
         alerts = [x for x in items if type(x) is dict]
@@ -106,6 +108,8 @@ class JsonOutput:
                 data = b"\n".join(map(pipe.dumps, alerts))
             self.stream.write(data + b"\n")
             self.count += len(alerts)
+            if self.on_batch is not None:
+                self.on_batch()
         if len(alerts) != len(items):
             for x in items:
                 if type(x) is not dict:
@@ -229,7 +233,12 @@ def _follow(
         elif not os.access(os.path.dirname(os.path.abspath(state)) or ".", os.W_OK):
             raise cli.ToolError(f"{state}: cannot write state: Permission denied", 73)
     if args.once:
-        follower.run_once()
+        shown = _progress(follower, output, reporter.stream)
+        try:
+            follower.run_once()
+        finally:
+            if shown is not None:
+                shown.clear()
         return
     if saver is not None:
         saver.start()
@@ -238,6 +247,22 @@ def _follow(
     finally:
         if saver is not None:
             saver.close()
+
+
+def _progress(follower: Follower, output: JsonOutput, stream: IO[str]) -> Progress | None:
+    """Progress and rate of a ``--once`` replay on stderr, when that is a terminal."""
+    cur = follower.cur
+    if cur is None or cur.fd is None or not progress.wanted(stream):
+        return None
+    total = os.fstat(cur.fd).st_size
+    shown = Progress(TOOL, stream, total)
+
+    def update() -> None:
+        now = follower.cur
+        shown.update(now.read_pos if now is not None else total, output.count)
+
+    output.on_batch = update
+    return shown
 
 
 class StateSaver:
