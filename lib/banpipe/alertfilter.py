@@ -1,7 +1,7 @@
 """alertfilter: pass on only the alerts that should lead to a ban, each saying whom to ban.
 
     fasttail /var/log/snort/alert | alertfilter | banctl apply
-    fasttail --once --from-start alert | alertfilter --dry-run --explain
+    fasttail --once alert | alertfilter --dry-run --explain
 
 Reads pipe-contract alert objects (JSON lines, ``"v": 1``) from stdin or FILE and writes
 each alert that leads to a ban unchanged (unknown keys included, in order) plus
