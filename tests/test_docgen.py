@@ -77,3 +77,4 @@ def test_write_all_writes_one_file_per_tool(tmp_path):
     )
     assert docgen.main(["completions", str(tmp_path / "c")]) == 0
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted(docgen.TOOLS)
+    assert docgen.write_all("man", tmp_path / "man1") == []  # a rerun changes nothing

@@ -223,7 +223,8 @@ def bash_completion(tool: str, parser: argparse.ArgumentParser | None = None) ->
 
 
 def write_all(kind: str, directory: Path) -> list[Path]:
-    """Write every tool's man page (``TOOL.1``) or completion file (``TOOL``)."""
+    """Write every tool's man page (``TOOL.1``) or completion file (``TOOL``); returns
+    the files that changed (none on a rerun: the Ansible role reports that as ok)."""
     make: Callable[[str], str] = man_page if kind == "man" else bash_completion
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -232,7 +233,8 @@ def write_all(kind: str, directory: Path) -> list[Path]:
         text = make(tool)
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
-        written.append(path)
+            path.chmod(0o644)
+            written.append(path)
     return written
 
 
