@@ -36,7 +36,8 @@ ROLE = ANSIBLE_DIR / "roles" / "banpipe"
 SUITE = "bookworm"
 # What a Debian gateway managed by Ansible has: systemd as init, ifupdown (its
 # networking.service really takes the network down on stop), the firewall tools,
-# python3-venv for the role's virtualenv and python3-apt for Ansible's apt module.
+# python3-venv for the role's virtualenv and python3-apt for Ansible's apt module;
+# openssh-server and sudo for the way most people run Ansible (test_deploy_ssh.py).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -49,6 +50,8 @@ PACKAGES = (
     "python3-venv",
     "python3-apt",
     "ifupdown",
+    "openssh-server",
+    "sudo",
 )
 CACHE = Path(os.environ.get("BANPIPE_ROOTFS_CACHE", "/var/tmp/banpipe-rootfs-cache"))
 
@@ -266,9 +269,14 @@ class PlayResult:
 _RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
-def ansible_playbook(inventory: Path, work: Path, *extra: str, timeout: float = 300) -> PlayResult:
+def ansible_playbook(
+    inventory: Path, work: Path, *extra: str, timeout: float = 300, netns: str | None = None
+) -> PlayResult:
+    """Run site.yml; with ``netns``, from inside that network namespace (over SSH to a
+    container whose network it is)."""
+    inside = ["ip", "netns", "exec", netns] if netns else []
     proc = run(
-        [find_tool("ansible-playbook"), "-i", str(inventory), str(SITE), *extra],
+        [*inside, find_tool("ansible-playbook"), "-i", str(inventory), str(SITE), *extra],
         check=False,
         timeout=timeout,
         env=ansible_env(work),
