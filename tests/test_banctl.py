@@ -888,3 +888,15 @@ def test_long_reason_is_whole_when_piped(cfg, fw):
     reason = "x" * 70 + " the end"
     assert run([*args, "ban", "203.0.113.7", "--reason", reason])[0] == 0
     assert reason in run([*args, "list"])[1]
+
+
+def test_stop_line_says_what_happened_to_the_firewall(cfg, fw):
+    rc, _, err = run([*cfg(), "apply"], lines(alert("203.0.113.7")))
+    assert rc == 0
+    assert err.splitlines()[-1].endswith(
+        "stopped (end of input): 1 line, 1 ban, 0 extended, 0 expired, 0 bad, 0 refused, "
+        "0 held by the spoof brake; 1 automated entry removed, with banpipe's "
+        "chain/sets/table (no manual ban left)"
+    )
+    rc, _, err = run([*cfg('[ban]\non_stop = "keep"\n'), "apply"], lines(alert("203.0.113.8")))
+    assert rc == 0 and err.splitlines()[-1].endswith('firewall entries kept (on_stop = "keep")')

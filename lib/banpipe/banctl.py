@@ -627,8 +627,13 @@ class Daemon:
         if self.env.config.ban.on_stop == "remove":
             with self.ledger.locked():
                 removed, manual = remove_automated(self.ledger, self.fw, thorough=False)
-            firewall = f"{cli.plural(removed, 'automated entry', 'automated entries')} removed" + (
-                f", {cli.plural(manual, 'manual ban')} kept" if manual else ""
+            kept = (
+                f", {cli.plural(manual, 'manual ban')} kept"
+                if manual
+                else ", with banpipe's chain/sets/table (no manual ban left)"
+            )
+            firewall = (
+                f"{cli.plural(removed, 'automated entry', 'automated entries')} removed{kept}"
             )
         else:
             self.fw.close(teardown=False)
