@@ -900,3 +900,16 @@ def test_stop_line_says_what_happened_to_the_firewall(cfg, fw):
     )
     rc, _, err = run([*cfg('[ban]\non_stop = "keep"\n'), "apply"], lines(alert("203.0.113.8")))
     assert rc == 0 and err.splitlines()[-1].endswith('firewall entries kept (on_stop = "keep")')
+
+
+@pytest.mark.parametrize(
+    ("failure", "hint"),
+    [
+        ("iptables: No such file or directory", "(install it, or choose another [firewall]"),
+        ("iptables -w -S: exit 4: Permission denied (you must be root)", "(changing the "),
+    ],
+)
+def test_firewall_failures_say_what_to_do(cfg, failure, hint):
+    runner = RecordingRunner(lambda argv, inp: FirewallError(failure))
+    rc, _, err = run([*cfg(), "--backend", "iptables", "ban", "203.0.113.5"], runner=runner)
+    assert rc == 69 and err.startswith(f"banctl: firewall: {failure} {hint}")

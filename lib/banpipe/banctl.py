@@ -293,13 +293,22 @@ def main(
         try:
             return COMMANDS[args.command](env, args, stdin)
         except _firewall_error() as exc:
-            raise cli.ToolError(f"firewall: {exc}", cli.EX_UNAVAILABLE)
+            raise cli.ToolError(f"firewall: {exc}{firewall_hint(str(exc))}", cli.EX_UNAVAILABLE)
         except LedgerError as exc:
             raise cli.ToolError(str(exc), cli.EX_CANTCREAT)
         finally:
             env.close()
 
     return cli.run_tool(TOOL, body, debug=args.debug, stderr=stderr)
+
+
+def firewall_hint(message: str) -> str:
+    """What to do next after a firewall command failed, when the message tells."""
+    if "No such file or directory" in message:
+        return " (install it, or choose another [firewall] backend; --backend null only prints)"
+    if "Permission denied" in message or "Operation not permitted" in message:
+        return " (changing the firewall needs root)"
+    return ""
 
 
 def _firewall_error() -> type[Exception]:
