@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from banpipe import banctl
+from banpipe import banctl, term
 from banpipe.firewall import FirewallError, FirewallState, RecordingRunner
 from banpipe.firewall.null import NullBackend
 from banpipe.ledger import Ledger
@@ -878,9 +878,10 @@ def test_show_gives_the_alert_time_not_the_processing_time(cfg, fw):
 
 def test_list_keeps_the_whole_reason_in_a_pipe_and_cuts_with_an_ellipsis_on_a_terminal():
     line = "203.0.113.7  permanent  0  1  manual  " + "r" * 100
-    assert banctl._fit(line, None) == line
-    assert banctl._fit(line, 80) == line[:79] + "…"
-    assert len(banctl._fit(line, 80)) == 80
+    assert term.fit(line, None) == line
+    assert term.fit(line, 80) == line[:79] + "…"
+    assert len(term.fit(line, 80)) == 80
+    assert term.width(io.StringIO()) is None  # a pipe or file: no width, nothing cut
 
 
 def test_long_reason_is_whole_when_piped(cfg, fw):

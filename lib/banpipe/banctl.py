@@ -51,8 +51,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from banpipe import cli
-from banpipe.bantime import BanPolicy, format_expiry, parse_duration
+from banpipe import cli, term
+from banpipe.bantime import BanPolicy, format_expiry, format_until, parse_duration
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.ledger import Ledger, LedgerError, Violation
 from banpipe.pipe import PipeError, PipeReader
@@ -1066,7 +1066,7 @@ def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     now = env.clock()
     rows = ledger.offenders(active_only=not args.all) if ledger is not None else []
     out = env.stdout
-    width = _terminal_width(out)
+    width = term.width(out)
     if args.json:
         for o in rows:
             out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
@@ -1084,7 +1084,7 @@ def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         cells = [
             r[i].ljust(widths[i]) if i in (0, 1, 4) else r[i].rjust(widths[i]) for i in range(5)
         ]
-        out.write(_fit("  ".join(cells) + "  " + r[5], width) + "\n")
+        out.write(term.fit("  ".join(cells) + "  " + r[5], width) + "\n")
     active = sum(1 for o in rows if o.active)
     out.write(f"{cli.plural(active, 'active ban')}\n")
     return cli.EX_OK
@@ -1106,14 +1106,14 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
             out.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
         return cli.EX_OK
     state = (
-        f"banned ({'manual' if o.manual else 'auto'}) {_until(o.expires, now)}"
+        f"banned ({'manual' if o.manual else 'auto'}) {format_until(o.expires, now)}"
         if o.active
         else "not banned"
     )
     out.write(f"{o.addr}: {state}\n")
     out.write(
         f"  first seen {_stamp(o.first_seen)}, last seen {_stamp(o.last_seen)}, "
-        f"{cli.plural(o.violations, 'violation')}, banned {_times(o.bans)}\n"
+        f"{cli.plural(o.violations, 'violation')}, banned {cli.times(o.bans)}\n"
     )
     if o.reason:
         out.write(f"  last reason: {o.reason}\n")
@@ -1141,33 +1141,6 @@ def _alert_time(v: Violation) -> str:
     return _stamp(v.ts)
 
 
-def _until(expires: float | None, now: float) -> str:
-    """``until 2026-11-28 14:05:00 (in 3h05m)`` or ``permanently``."""
-    return "permanently" if expires is None else f"until {format_expiry(expires, now)}"
-
-
-def _times(n: int) -> str:
-    return {1: "once", 2: "twice"}.get(n, f"{n} times")
-
-
-def _terminal_width(stream: IO[str]) -> int | None:
-    """Columns of the terminal ``stream`` writes to; None for a pipe or file."""
-    try:
-        if not stream.isatty():
-            return None
-        return os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _fit(line: str, width: int | None) -> str:
-    """Cut ``line`` to a terminal's width with an ellipsis; whole for pipes and files
-    (``banctl list | grep`` must see the whole reason)."""
-    if width is None or len(line) <= width:
-        return line
-    return line[: max(width - 1, 0)] + "…"
-
-
 def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     addr = _address(env, args.addr)
     if not args.force:
@@ -1191,7 +1164,7 @@ def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         fw.init()
         fw.block([addr])
     verb = "banned" if fresh else "ban changed to manual"
-    env.stdout.write(f"{addr}: {verb} {_until(expires, now)}\n")
+    env.stdout.write(f"{addr}: {verb} {format_until(expires, now)}\n")
     return cli.EX_OK
 
 
