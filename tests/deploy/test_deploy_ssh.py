@@ -29,7 +29,9 @@ from deploy_harness import (
     write_inventory,
 )
 
-pytestmark = [pytest.mark.deploy, pytest.mark.root]
+# The first deploy module to run: its first test may build the cached rootfs (mmdebstrap,
+# 295 s over a slow mirror here) and the wheelhouse, more than the default 300 s.
+pytestmark = [pytest.mark.deploy, pytest.mark.root, pytest.mark.timeout(1200)]
 
 
 class SshGateway:
