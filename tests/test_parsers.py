@@ -190,18 +190,20 @@ def test_cached_and_uncached_parse_agree():
     ],
 )
 def test_snort_ipv6_port_split(proto, src, want):
+    # A 5-digit port is no IPv6 group: the destination reads one way only.
     line = (
         f"04/11-00:36:01.316702  [**] [1:1000009:1] m [**] [Priority: 0] {{{proto}}} "
-        f"{src} -> ff02::1{':9' if want[1] is not None else ''}"
+        f"{src} -> ff02::1{':50000' if want[1] is not None else ''}"
     )
     a = one(line)
     assert (a["src"], a["sport"]) == want
     assert a["proto"] == proto
 
 
-def test_snort_ipv6_tcp_without_port_is_an_error():
-    e = err("04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {UDP} :: -> ff02::1")
-    assert e.reason.startswith("malformed alert: invalid address")
+def test_snort_ipv6_udp_fragment_without_ports():
+    # Snort prints no ports for fragments (LogIpAddrs: p->frag_flag), whatever the protocol.
+    a = one("04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {UDP} :: -> ff02::1")
+    assert (a["src"], a["sport"], a["dst"], a["dport"]) == ("::", None, "ff02::1", None)
 
 
 def test_suricata_always_has_ports_and_expanded_ipv6_is_compressed():
@@ -279,8 +281,12 @@ def test_year_override_and_set_now():
 
 def test_leap_day_without_year():
     assert _ts("02/29-10:00:00.000000", datetime(2025, 3, 1)) == "2024-02-29T10:00:00.000000"
+    # an older leap year's 29 February: the last leap year (issue 10)
+    assert _ts("02/29-10:00:00.000000", datetime(2026, 3, 1)) == "2024-02-29T10:00:00.000000"
+    assert _ts("02/29-10:00:00.000000", datetime(2028, 2, 28, 12)) == "2028-02-29T10:00:00.000000"
+    assert _ts("02/29-10:00:00.000000", datetime(2103, 1, 1)) == "2096-02-29T10:00:00.000000"
     e = err(
-        "02/29-10:00:00.000000  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2",
+        "02/30-10:00:00.000000  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2",
         now=datetime(2026, 3, 1),
     )
     assert e.reason == "malformed alert: invalid date"
@@ -571,11 +577,11 @@ def test_full_ipv6_split_needs_the_protocol():
     head = [
         "[**] [1:5:1] m [**]",
         "[Priority: 0] ",
-        "01/19-15:53:27.000001 2001:db8::6011:b29b:80 -> 2001:db8::1:5000",
+        "01/19-15:53:27.000001 2001:db8::6011:b29b:80 -> 2001:db8::1:50000",
     ]
     (a,) = run(head + ["TCP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
     assert (a["src"], a["sport"]) == ("2001:db8::6011:b29b", 80)
-    (b,) = run(head + ["IPV6-ICMP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
+    (b,) = run(head[:2] + [head[2][:-1], "IPV6-ICMP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
     assert (b["src"], b["sport"]) == ("2001:db8::6011:b29b:80", None)
     (c,) = run(head)  # cut before the IP header line: no guessing
     assert isinstance(c, ParseError) and "split unknown" in c.reason
@@ -606,16 +612,21 @@ def test_fast_line_right_after_a_block():
 
 @pytest.mark.parametrize(
     "bad",
-    [S2[:40] + "\x00" + S2[40:], S2[:40] + "\udcff" + S2[40:], S2 + "\x1b[0m", "\x00\x01\x02\x03"],
+    [
+        S2[:40] + "\x00" + S2[40:],
+        S2[:40] + "\udcff\x01" + S2[40:],
+        S2 + "\x1b[0m",
+        "\x00\x01\x02\x03",
+    ],
 )
 def test_binary_lines(bad):
     e = err(bad)
     assert e.reason == "binary data" and e.lineno == 1
-    assert "\x00" not in e.text and "\udcff" not in e.text
+    assert "\x00" not in e.text and "\udcff" not in e.text and "\x01" not in e.text
 
 
 def test_binary_from_bytes():
-    data = S2.encode() + b"\n" + S2.encode()[:30] + b"\xff\xfe" + S2.encode()[30:] + b"\n"
+    data = S2.encode() + b"\n" + S2.encode()[:30] + b"\xff\x02" + S2.encode()[30:] + b"\n"
     out = run(split_lines(data))
     assert isinstance(out[0], dict)
     assert out[1].reason == "binary data" and out[1].lineno == 2
@@ -719,6 +730,10 @@ def test_render_parse_round_trip(fmt, ts, ids, msg, cls, prio, proto, v6, addrs,
         mid = f"{shown} [**] " + (f"[Classification: {cls}] " if cls else "")
     line = f"{stamp}[**] [{ids[0]}:{ids[1]}:{ids[2]}] {mid}[Priority: {prio}] {{{proto}}} "
     line += f"{side(src, sport)} -> {side(dst, dport)}"
+    if v6 and fmt != "suricata-fast" and sport is not None and _bare_too(src, sport, dst, dport):
+        # Snort's text also reads as a fragment's (no ports): an error, never a guess.
+        assert "ambiguous" in err(line).reason
+        return
     a = one(line)
     assert a["format"] == fmt
     assert a["ts"] == ts.isoformat(timespec="microseconds")
@@ -739,6 +754,18 @@ _LINES = [
     "#x",
     "Sep  5 16:05:26 dev snort: [1:2:3] m [Priority: 3] {UDP} 192.0.2.1:5 -> 192.0.2.2:6",
 ]
+
+
+def _bare_too(src: str, sport: int, dst: str, dport: int) -> bool:
+    """Whether "src:sport -> dst:dport" also reads as two bare IPv6 addresses."""
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(f"{src}:{sport}")
+        ipaddress.IPv6Address(f"{dst}:{dport}")
+    except ValueError:
+        return False
+    return True
 
 
 @st.composite
