@@ -795,3 +795,51 @@ def test_garbage_never_raises_and_alerts_stay_valid(lines):
                 assert item[key] is None or 0 <= item[key] <= 65535
         else:
             assert isinstance(item, ParseError) and item.reason.startswith(REASONS)
+
+
+# -- issue 10: what the IDS source prints (more in samples/ids_source.txt) -----------------
+
+
+def test_year_after_new_year_read_on_new_years_eve():
+    # A stamp a few seconds ahead of a clock (or of an anchor refreshed every 60 s) on
+    # 31 December is next year's, not last year's.
+    assert _ts("01/01-00:00:20.000000", datetime(2026, 12, 31, 23, 59, 30)) == (
+        "2027-01-01T00:00:20.000000"
+    )
+    assert _ts("12/31-23:59:50.000000", datetime(2027, 1, 1, 0, 0, 10)) == (
+        "2026-12-31T23:59:50.000000"
+    )
+    p = AlertParser(now=datetime(2026, 12, 31, 23, 59, 30))
+    line = "01/01-00:00:20.000000  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2"
+    assert p.feed(line, 1)[0]["ts"].startswith("2027-")
+    p.set_now(datetime(2027, 1, 1, 0, 1))
+    assert p.feed(line, 2)[0]["ts"].startswith("2027-")
+
+
+def test_relay_tags_are_configurable():
+    line = "Sep  5 16:05:26 gw ids-eth0[4]: [1:2:3] m [Priority: 3] {TCP} 198.51.100.9:1 -> 192.0.2.1:2"
+    assert err(line).reason == "not an alert"
+    a = one(line, relay_tags=["IDS-eth0"])
+    assert (a["src"], a["format"]) == ("198.51.100.9", "snort-syslog")
+    # the defaults go when the list is given: only what it names counts
+    assert err(line.replace("ids-eth0[4]", "snort[4]"), relay_tags=["ids-eth0"]).reason == (
+        "not an alert"
+    )
+
+
+def test_forged_alert_inside_another_programs_message_is_never_an_alert():
+    forged = "2026-10-10T16:08:06+00:00 web app[7]: login failed for user 10/10-16:08:05.297269  [**] [1:1:1] x [**] [Priority: 1] {TCP} 198.51.100.99:1 -> 10.0.0.1:22"
+    assert alerts(run([forged])) == []
+    # the same text as a torn line of an alert file: the text before it is no cut alert
+    assert alerts(run([forged[forged.index("login") :]])) == []
+    # a real torn line still keeps its alert
+    assert len(alerts(run(["07/07-17:40:59.92" + S2]))) == 1
+
+
+def test_cut_syslog_line_is_an_error():
+    e = err(
+        "Sep  5 16:05:26 dev snort: [1:1000017:0] UDP Connection [Classification: Misc activity] [Priority: 3] {UDP} 10.150.10.44:55776 -> 10.25.10.2"
+    )
+    assert e.reason == (
+        "malformed alert: port on one side only (line cut?): 10.150.10.44:55776 -> 10.25.10.2"
+    )

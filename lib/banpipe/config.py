@@ -250,6 +250,12 @@ class BanctlConfig:
 
 
 @dataclass(frozen=True)
+class FasttailConfig:
+    # Syslog program tags whose messages may be alerts (banpipe.syslog.RELAY_TAGS).
+    relay_tags: tuple[str, ...] = ("snort", "suricata", "barnyard2", "sagan")
+
+
+@dataclass(frozen=True)
 class WanwatchConfig:
     interface: str | None = None
     exec: tuple[str, ...] = ()
@@ -311,6 +317,10 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         BanctlConfig,
         {"ledger": _str, "check_interval": parse_duration},
     ),
+    "fasttail": (
+        FasttailConfig,
+        {"relay_tags": _list_of(_str)},
+    ),
     "wanwatch": (
         WanwatchConfig,
         {"interface": _str, "exec": _list_of(_str)},
@@ -326,6 +336,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     banctl: BanctlConfig = field(default_factory=BanctlConfig)
     wanwatch: WanwatchConfig = field(default_factory=WanwatchConfig)
+    fasttail: FasttailConfig = field(default_factory=FasttailConfig)
     path: str | None = None
 
 

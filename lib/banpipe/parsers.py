@@ -475,10 +475,11 @@ def _snort_ports(src: str, dst: str) -> tuple:
         return sw[0], sw[1], dw[0], dw[1]  # type: ignore[index]
     if bare:
         return sb, None, db, None
-    if (sw or sb) is None:
-        raise _BadAddress(src)
-    if (dw or db) is None:
-        raise _BadAddress(dst)
+    for tok, ok in ((src, sw or sb), (dst, dw or db)):
+        if ok is None:
+            # Name the bad part: an IPv4 address, or the whole text (a bad port, IPv6).
+            a = tok.partition(":")[0]
+            raise _BadAddress(a if tok.count(":") == 1 and _V4_MATCH(a) is None else tok)
     raise _OnePort(f"{src} -> {dst}")
 
 
