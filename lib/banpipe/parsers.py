@@ -64,7 +64,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from banpipe import syslog
+from banpipe import eve, pipe, syslog
 from banpipe.alert import FORMATS
 
 __all__ = [
@@ -392,6 +392,11 @@ def _v6(a: str) -> str:
             c = _v6_canon(a)
             _V6_CANON.put(a, c)
     return c
+
+
+def _canon(a: str) -> str:
+    """The canonical text of an IPv4 or IPv6 address; raises _BadAddress (a ValueError)."""
+    return _v6(a) if ":" in a else _v4(a)
 
 
 def _port(p: str) -> int:
@@ -779,6 +784,8 @@ class AlertParser:
 
     def _slow(self, line: str, lineno: int) -> list:
         c = line[:1]
+        if c == "{" and self._block is None and len(line) <= self._max_line:
+            return self._eve(line, lineno)
         if (c == "\ufeff" or c == "\x00") and self._block is None:
             # A byte-order mark (a file saved by an editor) or the NULs of a sparse hole
             # (a writer that kept its offset across a copytruncate) before the text.
@@ -1049,6 +1056,24 @@ class AlertParser:
             "refs": [],
             "format": "snort-syslog",
         }
+
+    def _eve(self, line: str, lineno: int) -> list:
+        """A Suricata EVE JSON record: an alert, nothing (other event types), or an error."""
+        force = self._force
+        if force is not None and force != eve.FORMAT:
+            return [ParseError(lineno, f"{R_FORCED}: looks like {eve.FORMAT}", _short(line))]
+        self._fragment = False
+        if eve.skip(line):
+            return []  # flow, dns, http, stats...: told from the text, never decoded
+        try:
+            obj = pipe.loads(line)
+        except ValueError:
+            return [ParseError(lineno, R_MALFORMED + ": not JSON", _short(line))]
+        try:
+            a = eve.alert(obj, _canon)
+        except eve.EveError as e:
+            return [ParseError(lineno, f"{R_MALFORMED}: {e}", _short(line))]
+        return [] if a is None else [a]
 
     def _other(self, line: str, lineno: int) -> ParseError:
         if "[**]" in line:
