@@ -196,6 +196,7 @@ class FilterConfig:
     no_priority: str = "skip"
     reverse_markers: tuple[str, ...] = ("BLOCKED DESTINATION",)
     require_ours: bool = True
+    flow_window: float = 0.0  # drop repeat bans of one flow_id within this; 0: off
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "no_priority": _choice("skip", "act"),
             "reverse_markers": _list_of(_str),
             "require_ours": _bool,
+            "flow_window": parse_duration,
         },
     ),
     "ban": (
