@@ -5,12 +5,14 @@ gets back alerts (plain dicts, the pipe contract ``"v": 1``) and :class:`ParseEr
 
 API
 ---
-``AlertParser(*, now, year=None, force=None, max_line=65536)``
+``AlertParser(*, now, year=None, force=None, max_line=65536, relay_tags=RELAY_TAGS)``
     Incremental parser.  ``now`` (a naive local ``datetime``) anchors the year of yearless
-    time stamps (Snort without ``-y``, syslog stamps): the year of ``now``, or the year before
-    when that would put the alert more than one day after ``now``.  ``year`` overrides that
-    inference.  ``force`` is one of :data:`FORMATS` and rejects everything else; without it
-    the format is detected per line (per block for the full formats).
+    time stamps (Snort without ``-y``, syslog stamps): the latest year that does not put
+    the alert more than one day after ``now``.  ``year`` overrides that inference.
+    ``force`` is one of :data:`FORMATS` and rejects everything else; without it the format
+    is detected per line (per block for the full formats; a line starting with ``{`` is a
+    Suricata EVE record, :mod:`banpipe.eve`).  ``relay_tags``: the syslog program tags
+    whose messages may be alerts (:mod:`banpipe.syslog`); other programs' never are.
 ``AlertParser.feed(line, lineno) -> list[dict | ParseError]``
     One input line (a trailing ``"\\n"`` / ``"\\r\\n"`` is removed).  One-line formats are
     returned at once; an alert_full block is returned when it is complete: at the empty line
@@ -40,10 +42,17 @@ fragment) as an error for the torn text plus the complete alert after it.
 
 Decisions that matter for bans (see ../shared/formats.md for the formats): addresses are
 validated (IPv4: four decimal octets 0-255 without leading zeros; IPv6 through
-:mod:`ipaddress`) and canonicalised; an IPv6 address/port split that cannot be decided is
-an error, never a guess; free text where Snort prints none (between the msg and the
-addresses, after the addresses) makes the line an error.  Unknown ``[Key: value]`` tags
-between msg and protocol (``[AppID: x]``) are skipped.
+:mod:`ipaddress`) and canonicalised.  Snort prints ports for TCP/UDP only, and not for
+fragments (Snort 2 LogIpAddrs ``p->frag_flag``, Snort 3 ``DECODE_FRAG``), so a TCP/UDP
+pair reads either with both ports or with none: the one reading that fits is taken, and
+text that fits both (``2001:db8::a:443 -> 2001:db8::1:22``) or neither (a port on one
+side only: a line cut short) is an error, never a guess; so is any IPv6 split that
+cannot be decided.  Free text where Snort prints none (between the msg and the
+addresses, after the addresses) makes the line an error, and so does a second ``[**]``
+or address pair there (a msg holding ``[**]`` reads two ways).  Torn-line recovery
+keeps the alert after a cut alert only, and syslog lines count only from IDS program
+tags (or relayed without a tag): no other program's message is read as an alert.
+Unknown ``[Key: value]`` tags between msg and protocol (``[AppID: x]``) are skipped.
 
 Speed: a well-formed alert_fast line costs one regex that splits it into time stamp,
 "middle" (ids, msg, classification, priority, protocol) and addresses; the middle's parse
