@@ -758,14 +758,19 @@ _LINES = [
 
 
 def _bare_too(src: str, sport: int, dst: str, dport: int) -> bool:
-    """Whether "src:sport -> dst:dport" also reads as two bare IPv6 addresses."""
+    """Whether "src:sport -> dst:dport" also reads as two bare IPv6 addresses.
+
+    Only as inet_ntop prints them: with "::", the text must be the compressed form.
+    """
     import ipaddress
 
-    try:
-        ipaddress.IPv6Address(f"{src}:{sport}")
-        ipaddress.IPv6Address(f"{dst}:{dport}")
-    except ValueError:
-        return False
+    for text in (f"{src}:{sport}", f"{dst}:{dport}"):
+        try:
+            compressed = ipaddress.IPv6Address(text).compressed
+        except ValueError:
+            return False
+        if "::" in text and text.lower() != compressed:
+            return False
     return True
 
 
@@ -844,3 +849,24 @@ def test_cut_syslog_line_is_an_error():
     assert e.reason == (
         "malformed alert: port on one side only (line cut?): 10.150.10.44:55776 -> 10.25.10.2"
     )
+
+
+def test_a_reading_inet_ntop_cannot_print_is_not_a_reading():
+    # Snort prints IPv6 with inet_ntop: "::" never stands for one zero group (RFC 5952
+    # 4.2.2), so "2001:db8::a1b2:c3d4:e5f6:789a:1234" is no bare address Snort printed.
+    a = one(
+        "04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {TCP} "
+        "2001:db8::a1b2:c3d4:e5f6:789a:1234 -> 2001:db8:ffff::1:22"
+    )
+    assert (a["src"], a["sport"], a["dst"], a["dport"]) == (
+        "2001:db8::a1b2:c3d4:e5f6:789a",
+        1234,
+        "2001:db8:ffff::1",
+        22,
+    )
+    # both texts canonical either way: still two readings, still an error
+    e = err(
+        "04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {TCP} "
+        "2001:db8:5::a:443 -> 2001:db8:ffff::1:22"
+    )
+    assert "ambiguous" in e.reason

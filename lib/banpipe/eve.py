@@ -39,7 +39,6 @@ _TS = re.compile(
     r"(?:Z|([+-])([01]\d):?([0-5]\d))\Z",
     re.ASCII,
 )
-_ACTIONS = {"allowed": None, "blocked": "drop"}
 
 
 class EveError(ValueError):
@@ -57,20 +56,25 @@ def skip(line: str) -> bool:
     return _ALERT_MARK not in line and _OTHER_MARK in line
 
 
-def _int(obj: dict, key: str, lo: int = 0, hi: int = 2**32 - 1) -> int:
-    v = obj.get(key)
-    if type(v) is not int or not lo <= v <= hi:
-        raise EveError(f"alert.{key} missing or not an integer")
-    return v
+_U32 = 2**32 - 1
+_IDS = ("gid", "signature_id", "rev")
 
 
-def _port(obj: dict, key: str) -> int | None:
-    v = obj.get(key)
-    if v is None:
-        return None
-    if type(v) is not int or not 0 <= v <= 65535:
-        raise EveError(f"bad {key} {v!r}")
-    return v
+def _bad_id(a: dict) -> str:
+    """The error for an alert object whose gid/signature_id/rev is not a uint32."""
+    for key in _IDS:
+        v = a.get(key)
+        if type(v) is not int or not 0 <= v <= _U32:
+            return f"alert.{key} missing or not an integer"
+    return "alert.severity not an integer"
+
+
+def _bad_port(obj: dict) -> str:
+    for key in ("src_port", "dest_port"):
+        v = obj.get(key)
+        if v is not None and (type(v) is not int or not 0 <= v <= 65535):
+            return f"bad {key} {v!r}"
+    return "bad port"  # pragma: no cover - only called when one is bad
 
 
 def timestamp(text: Any) -> str:
@@ -79,6 +83,8 @@ def timestamp(text: Any) -> str:
     if m is None:
         raise EveError(f"bad timestamp {text!r}")
     base, frac, sign, hh, mm = m.groups()
+    if sign is not None and frac is not None and len(frac) == 6:
+        return f"{base}.{frac}{sign}{hh}:{mm}"  # what Suricata writes
     zone = "+00:00" if sign is None else f"{sign}{hh}:{mm}"
     return f"{base}.{(frac or '').ljust(6, '0')}{zone}"
 
@@ -91,75 +97,93 @@ def alert(obj: Any, canon: Callable[[str], str]) -> dict[str, Any] | None:
     """
     if type(obj) is not dict:
         raise EveError("not a JSON object")
-    if obj.get("event_type") != "alert":
+    get = obj.get
+    if get("event_type") != "alert":
         return None
-    a = obj.get("alert")
+    a = get("alert")
     if type(a) is not dict:
         raise EveError("no alert object")
-    msg = a.get("signature")
+    aget = a.get
+    gid, sid, rev, sev = aget("gid"), aget("signature_id"), aget("rev"), aget("severity")
+    if not (
+        type(gid) is int
+        and type(sid) is int
+        and type(rev) is int
+        and 0 <= gid <= _U32
+        and 0 <= sid <= _U32
+        and 0 <= rev <= _U32
+        and (sev is None or type(sev) is int)
+    ):
+        raise EveError(_bad_id(a))
+    msg = aget("signature")
     if type(msg) is not str:
         raise EveError("alert.signature missing")
-    cls = a.get("category")
+    cls = aget("category")
     if cls is not None and type(cls) is not str:
         raise EveError("bad alert.category")
-    proto = obj.get("proto")
-    if proto is not None:
-        proto = str(proto) if type(proto) is int else proto
-        if type(proto) is not str:
+    proto = get("proto")
+    if type(proto) is not str and proto is not None:
+        if type(proto) is not int:
             raise EveError("bad proto")
-    src, dst = obj.get("src_ip"), obj.get("dest_ip")
+        proto = str(proto)
+    src, dst = get("src_ip"), get("dest_ip")
     try:
         s = None if src is None else canon(src)
         d = None if dst is None else canon(dst)
     except (TypeError, ValueError) as e:
         raise EveError(f"invalid address {e}") from None
-    if (s is None) != (d is None):
+    if (s is None) is not (d is None):
         raise EveError("one address missing")
-    action = a.get("action")
+    sp, dp = get("src_port"), get("dest_port")
+    if (sp is not None and (type(sp) is not int or not 0 <= sp <= 65535)) or (
+        dp is not None and (type(dp) is not int or not 0 <= dp <= 65535)
+    ):
+        raise EveError(_bad_port(obj))
+    action = aget("action")
+    if action == "allowed":
+        action = None
+    elif action == "blocked":
+        action = "drop"
+    elif action is not None:
+        if type(action) is not str:
+            raise EveError("bad alert.action")
+        action = action.lower()
     out: dict[str, Any] = {
         "v": 1,
-        "ts": timestamp(obj.get("timestamp")),
-        "gid": _int(a, "gid"),
-        "sid": _int(a, "signature_id"),
-        "rev": _int(a, "rev"),
+        "ts": timestamp(get("timestamp")),
+        "gid": gid,
+        "sid": sid,
+        "rev": rev,
         "msg": msg,
         "classification": cls or None,
-        "priority": _int(a, "severity", -(2**31), 2**31 - 1) if "severity" in a else None,
+        "priority": sev,
         "proto": proto,
         "src": s,
-        "sport": _port(obj, "src_port"),
+        "sport": sp,
         "dst": d,
-        "dport": _port(obj, "dest_port"),
-        "action": _ACTIONS[action] if action in _ACTIONS else _lower(action),
+        "dport": dp,
+        "action": action,
         "refs": [],
         "format": FORMAT,
     }
-    iface = obj.get("in_iface")
+    iface = get("in_iface")
     if type(iface) is str:
         out["iface"] = iface
-    flow_id = obj.get("flow_id")
+    flow_id = get("flow_id")
     if type(flow_id) is int:
         out["flow_id"] = flow_id
-    direction = obj.get("direction")
+    direction = get("direction")
     if type(direction) is str:
         out["direction"] = direction
-    target = a.get("target")
+    target = aget("target")
     if target is not None:
         ip = target.get("ip") if type(target) is dict else None
         try:
             t = canon(ip) if type(ip) is str else None
         except ValueError:
             t = None
-        if t is None or t not in (s, d):
+        if t is None or (t != s and t != d):
             # A target that is neither end of the packet cannot choose the offender.
             raise EveError(f"alert.target {target!r} is not an address of the alert")
         out["target"] = t
     return out
-
-
-def _lower(action: Any) -> str | None:
-    if action is None:
-        return None
-    if type(action) is not str:
-        raise EveError("bad alert.action")
-    return action.lower()

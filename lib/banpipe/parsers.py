@@ -405,7 +405,11 @@ def _v6(a: str) -> str:
 
 def _canon(a: str) -> str:
     """The canonical text of an IPv4 or IPv6 address; raises _BadAddress (a ValueError)."""
-    return _v6(a) if ":" in a else _v4(a)
+    if ":" in a:
+        return _v6(a)  # cached
+    if _V4_MATCH(a) is None:
+        raise _BadAddress(a)
+    return a
 
 
 def _port(p: str) -> int:
@@ -454,21 +458,31 @@ def _readings(tok: str) -> tuple[tuple[str, int] | None, str | None]:
     Each is None where the text cannot be it.  Snort prints ``addr:port`` for TCP/UDP but
     the bare address for fragments (``p->frag_flag`` in Snort 2's LogIpAddrs, the same
     test in Snort 3's log_text.cc), and an IPv6 address with a port glued on can read
-    either way (``2001:db8::a:443``).
+    either way (``2001:db8::a:443``).  Snort writes IPv6 with inet_ntop, which never uses
+    ``::`` for a single zero group (RFC 5952 4.2.2) nor leaves a longer run uncompressed:
+    a reading whose ``::`` text is not that canonical form is not Snort's output.
     """
     a, colon, p = tok.rpartition(":")
     with_port = None
     if colon and p.isascii() and p.isdigit() and len(p) <= 5 and int(p) <= 65535:
         try:
-            with_port = (_v4(a) if ":" not in a else _v6(a), int(p))
+            with_port = (_v4(a) if ":" not in a else _v6_printed(a), int(p))
         except _BadAddress:
             pass
     bare = None
     try:
-        bare = _v6(tok) if ":" in tok else _v4(tok)
+        bare = _v6_printed(tok) if ":" in tok else _v4(tok)
     except _BadAddress:
         pass
     return with_port, bare
+
+
+def _v6_printed(a: str) -> str:
+    """_v6(a), for text that inet_ntop could have written; raises _BadAddress."""
+    c = _v6(a)
+    if "::" in a and a.lower() != c:
+        raise _BadAddress(a)
+    return c
 
 
 def _snort_ports(src: str, dst: str) -> tuple:
