@@ -172,6 +172,15 @@ def test_cached_and_uncached_parse_agree():
     # Same middle with an invalid address: still an error.
     e = err(S2.replace("203.0.113.143:80", "203.0.113.443:80"))
     assert e.reason.startswith("malformed alert: invalid address")
+    # IPv6 with ports: the inline path and the full one read alike (cold, then warm).
+    for pair in (
+        "2001:db8::0:1:51443 -> 2001:db8::2:22",
+        "2001:db8::a:443 -> 2001:db8::1:22",
+        "2001:db8::a:51443 -> 2001:db8::1:22",
+    ):
+        line = S2.replace("203.0.113.143:80 -> 192.0.2.15:49645", pair)
+        parsers._MIDDLES.clear()
+        assert run([line]) == run([line])
 
 
 @pytest.mark.parametrize(

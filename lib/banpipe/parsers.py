@@ -460,13 +460,15 @@ def _readings(tok: str) -> tuple[tuple[str, int] | None, str | None]:
     test in Snort 3's log_text.cc), and an IPv6 address with a port glued on can read
     either way (``2001:db8::a:443``).  Snort writes IPv6 with inet_ntop, which never uses
     ``::`` for a single zero group (RFC 5952 4.2.2) nor leaves a longer run uncompressed:
-    a reading whose ``::`` text is not that canonical form is not Snort's output.
+    a bare reading whose ``::`` text is not that canonical form is not Snort's output.
+    (Only the bare reading is held to that, as the fast path in AlertParser.feed takes
+    an address with a 5-digit port as it is.)
     """
     a, colon, p = tok.rpartition(":")
     with_port = None
     if colon and p.isascii() and p.isdigit() and len(p) <= 5 and int(p) <= 65535:
         try:
-            with_port = (_v4(a) if ":" not in a else _v6_printed(a), int(p))
+            with_port = (_v4(a) if ":" not in a else _v6(a), int(p))
         except _BadAddress:
             pass
     bare = None
