@@ -2,7 +2,10 @@
 
 Records follow what Suricata 7/8 write (src/output-json.c CreateEveHeader,
 src/output-json-alert.c AlertJsonHeader); the interleaved sample with its expected parse
-is tests/samples/suricata_eve.txt/.json (run by test_parsers.test_sample).
+is tests/samples/suricata_eve.txt/.json (run by test_parsers.test_sample).  Its first
+alert (and ALERT below) is the eve.json line Wazuh's Suricata documentation shows as
+captured from a sensor (ET POLICY curl User-Agent Outbound), with documentation addresses
+and the ``direction``/``flow`` keys Suricata 7 adds.
 """
 
 # EVE records are test data and read best unbroken.
