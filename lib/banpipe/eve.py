@@ -39,6 +39,7 @@ _TS = re.compile(
     r"(?:Z|([+-])([01]\d):?([0-5]\d))\Z",
     re.ASCII,
 )
+_TS_MATCH = _TS.match
 
 
 class EveError(ValueError):
@@ -148,9 +149,16 @@ def alert(obj: Any, canon: Callable[[str], str]) -> dict[str, Any] | None:
         if type(action) is not str:
             raise EveError("bad alert.action")
         action = action.lower()
+    ts = get("timestamp")
+    m = _TS_MATCH(ts) if type(ts) is str else None
+    if m is not None and m.end(2) == 26 and m.end() == 31:
+        # Suricata's own form, 2026-11-28T09:58:01.104233+0100: no regrouping needed.
+        ts = f"{ts[:29]}:{ts[29:]}"
+    else:
+        ts = timestamp(ts)
     out: dict[str, Any] = {
         "v": 1,
-        "ts": timestamp(get("timestamp")),
+        "ts": ts,
         "gid": gid,
         "sid": sid,
         "rev": rev,

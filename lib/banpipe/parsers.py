@@ -801,6 +801,8 @@ class AlertParser:
                             a["format"] = fmt
                             return [a]
                     return [self._alert(ent, dtok, time, src, dst, line, lineno)]
+            elif line[:1] == "{":
+                return self._eve(line, lineno)  # Suricata EVE JSON: no text regex fits
             m = _FAST_MATCH(line)
             if m is not None:
                 self._fragment = False
@@ -815,8 +817,14 @@ class AlertParser:
             # A byte-order mark (a file saved by an editor) or the NULs of a sparse hole
             # (a writer that kept its offset across a copytruncate) before the text.
             rest = line.lstrip("\ufeff\x00")
-            if rest or "\x00" not in line:
+            if "\x00" not in line:
                 return self.feed(rest, lineno)
+            if rest:
+                out = self.feed(rest, lineno)
+                if self._block is not None or any(type(x) is dict for x in out):
+                    return out
+                # Not an alert after the NULs: the line is what it looks like, binary.
+                return [ParseError(lineno, R_BINARY, _short(_BINARY.sub("\ufffd", line)))]
         bad = None
         if len(line) > self._max_line:
             bad = R_TOO_LONG
