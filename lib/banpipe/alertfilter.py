@@ -38,7 +38,8 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import IO, Any
 
@@ -61,8 +62,9 @@ from banpipe.cli import (
     run_tool,
 )
 from banpipe.config import Config, ConfigError, load_config
+from banpipe.flows import FlowWindow
 from banpipe.protect import read_address_file
-from banpipe.rules import BAN, K_NOT_OURS, SKIP_KINDS, RuleSet, check_alert
+from banpipe.rules import BAN, K_NOT_OURS, K_REPEAT, SKIP_KINDS, RuleSet, check_alert
 from banpipe.wanstate import WanStateError, read_wan_state
 
 TOOL = "alertfilter"
@@ -286,6 +288,7 @@ class Filter:
         *,
         dry_run: bool,
         explain: bool,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loader = loader
         self.out = out
@@ -295,6 +298,8 @@ class Filter:
         self.explain = explain
         self.counts: dict[str, int] = dict.fromkeys((BAN, *SKIP_KINDS), 0)
         self.bad = 0
+        self.clock = clock
+        self.flows: FlowWindow | None = None
 
     def bad_line(self, lineno: int, reason: str) -> None:
         self.bad += 1
@@ -308,6 +313,7 @@ class Filter:
         """
         decide = self.loader.rules.decide
         counts = self.counts
+        flows = self._flows()
         # pipe.encode straight into the buffered stream: the bytes pipe.Writer would
         # write, without its per-line overhead (about a tenth of the run time); the
         # stream is flushed before every wait for input.
@@ -343,6 +349,12 @@ class Filter:
                 self.bad_line(lineno, pipe.check_object(alert) or check_alert(alert) or "?")
                 continue
             d = decide(alert)
+            if d.ban and flows is not None and self._repeat(flows, alert):
+                d = d._replace(
+                    ban=False,
+                    reason=f"repeat of flow {alert['flow_id']} within {flows.window:g}s",
+                    kind=K_REPEAT,
+                )
             counts[d.kind] += 1
             if d.ban:
                 if dry_run:
@@ -357,6 +369,21 @@ class Filter:
             elif explain:
                 line = f"skip {d.offender or '-'}: {d.reason}"
                 out_write(_printable(line).encode("utf-8", "surrogateescape") + b"\n")
+
+    def _flows(self) -> FlowWindow | None:
+        """The flow window of the current config (a reload may change or end it)."""
+        window = self.loader.config.filter.flow_window
+        if window <= 0:
+            self.flows = None
+        elif self.flows is None or self.flows.window != window:
+            self.flows = FlowWindow(window)
+        return self.flows
+
+    def _repeat(self, flows: FlowWindow, alert: dict[str, Any]) -> bool:
+        flow_id = alert.get("flow_id")
+        if type(flow_id) is not int:
+            return False  # no flow (text formats): every alert counts
+        return flows.repeat(flow_id, self.clock())
 
     def summary(self) -> str:
         total = sum(self.counts.values())

@@ -197,6 +197,7 @@ class FilterConfig:
     no_priority: str = "skip"
     reverse_markers: tuple[str, ...] = ("BLOCKED DESTINATION",)
     require_ours: bool = True
+    flow_window: float = 0.0  # drop repeat bans of one flow_id within this; 0: off
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,12 @@ class BanctlConfig:
 
 
 @dataclass(frozen=True)
+class FasttailConfig:
+    # Syslog program tags whose messages may be alerts (banpipe.syslog.RELAY_TAGS).
+    relay_tags: tuple[str, ...] = ("snort", "suricata", "barnyard2", "sagan")
+
+
+@dataclass(frozen=True)
 class WanwatchConfig:
     interface: str | None = None
     exec: tuple[str, ...] = ()
@@ -276,6 +283,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "no_priority": _choice("skip", "act"),
             "reverse_markers": _list_of(_str),
             "require_ours": _bool,
+            "flow_window": parse_duration,
         },
     ),
     "ban": (
@@ -312,6 +320,10 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         BanctlConfig,
         {"ledger": _str, "check_interval": parse_duration},
     ),
+    "fasttail": (
+        FasttailConfig,
+        {"relay_tags": _list_of(_str)},
+    ),
     "wanwatch": (
         WanwatchConfig,
         {"interface": _str, "exec": _list_of(_str)},
@@ -327,6 +339,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     banctl: BanctlConfig = field(default_factory=BanctlConfig)
     wanwatch: WanwatchConfig = field(default_factory=WanwatchConfig)
+    fasttail: FasttailConfig = field(default_factory=FasttailConfig)
     path: str | None = None
 
 

@@ -1,6 +1,7 @@
 """fasttail: follow a Snort/Suricata alert file, write one JSON line per alert.
 
-    fasttail [--format F] [--from-start] [--once] [--state FILE] [--year YYYY] [--debug] FILE
+    fasttail [--format F] [--from-start] [--once] [--state FILE] [--year YYYY] [--config FILE]
+             [--debug] FILE
 
 Output is the pipe contract (banpipe.pipe, docs/pipe-format.md): one JSON object per
 line, flushed whenever fasttail is about to wait, so a line never sits in a buffer while
@@ -47,6 +48,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from . import cli, pipe, progress, statefile
+from .config import ConfigError, load_config
 from .follow import CHUNK, Cursor, Follower, Position
 from .parsers import FORMATS, REASONS, AlertParser
 from .progress import Progress
@@ -63,7 +65,7 @@ def build_parser() -> cli.ArgumentParser:
         prog=TOOL,
         description="Follow a Snort/Suricata alert file and write one JSON line per alert.",
         epilog="Exit codes: 0 ok, 64 usage, 66 FILE missing (--once) or unreadable, "
-        "70 internal error, 73 cannot write the state file.",
+        "70 internal error, 73 cannot write the state file, 78 bad config.",
     )
     ap.add_argument(
         "--format",
@@ -82,6 +84,11 @@ def build_parser() -> cli.ArgumentParser:
         help="save the read position here and resume from it (survives restarts and rotation)",
     )
     ap.add_argument("--year", type=int, metavar="YYYY", help="year for time stamps that carry none")
+    ap.add_argument(
+        "--config",
+        metavar="FILE",
+        help="banpipe config ([fasttail] relay_tags; default /etc/banpipe/banpipe.toml if present)",
+    )
     ap.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     ap.add_argument("file", metavar="FILE", help="alert file to follow ('-': standard input)")
     return ap
@@ -169,10 +176,23 @@ def main(
     output = JsonOutput(pipe.binary_output(out), reporter)
     stop = cli.StopFlag()
 
+    relay_tags: tuple[str, ...] = ()
+
     def new_parser() -> AlertParser:
-        return AlertParser(now=now(), year=args.year, force=args.format, max_line=MAX_LINE)
+        return AlertParser(
+            now=now(),
+            year=args.year,
+            force=args.format,
+            max_line=MAX_LINE,
+            relay_tags=relay_tags,
+        )
 
     def body() -> int:
+        nonlocal relay_tags
+        try:
+            relay_tags = load_config(args.config).fasttail.relay_tags
+        except ConfigError as exc:
+            raise cli.ToolError(str(exc), cli.EX_CONFIG) from None
         with _signals(stop) as wake_fd:
             if args.file == "-":
                 _read_stream(pipe.binary_stream(in_), new_parser(), output, stop)
