@@ -78,7 +78,7 @@ def test_exit_codes_match_help(tool):
 
 def test_common_options_are_described_truthfully():
     # "every tool has --help, --version, --debug; these take --config FILE"
-    m = re.search(r"Every tool has `--help`.*?Exit codes are listed below", README, re.S)
+    m = re.search(r"Every tool has `--help`.*?Exit codes are\s+listed below", README, re.S)
     assert m
     text = m.group(0)
     for tool in TOOLS:
