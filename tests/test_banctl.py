@@ -914,3 +914,15 @@ def test_firewall_failures_say_what_to_do(cfg, failure, hint):
     runner = RecordingRunner(lambda argv, inp: FirewallError(failure))
     rc, _, err = run([*cfg(), "--backend", "iptables", "ban", "203.0.113.5"], runner=runner)
     assert rc == 69 and err.startswith(f"banctl: firewall: {failure} {hint}")
+
+
+def test_called_with_argv_keeps_the_callers_sigpipe(tmp_path, monkeypatch, capsys):
+    """Only banctl as a program dies of SIGPIPE: an in-process caller keeps its handler."""
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    before = signal.getsignal(signal.SIGPIPE)
+    try:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        banctl.main(["--ledger", str(tmp_path / "l.sqlite3"), "--backend", "null", "list"])
+        assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGPIPE, before)

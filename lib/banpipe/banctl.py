@@ -305,8 +305,10 @@ def main(
     args, code = cli.parse_args(build_parser(), argv, stdout, stderr)
     if args is None:
         return code
-    if args.command != "apply" and stdout is sys.stdout:
-        cli.restore_sigpipe()  # `banctl list | head`; apply must never die of SIGPIPE
+    if args.command != "apply" and argv is None and stdout is sys.stdout:
+        # `banctl list | head` as a program; apply must never die of SIGPIPE, and a
+        # caller that passes argv (a test, a script) keeps its own SIGPIPE handling.
+        cli.restore_sigpipe()
 
     def body() -> int:
         try:
