@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -250,22 +251,58 @@ def test_firewall_failure_in_apply_is_reported_and_not_fatal(cfg, fw, monkeypatc
         assert led.active_addresses() == {"203.0.113.7"}
 
 
-def test_stop_on_eof_removes_automated_keeps_manual(cfg, fw):
+def run_until_sigterm(argv, text, until):
+    """apply on a real pipe that stays open; SIGTERM (an orderly stop) once ``until()``."""
+    r, w = os.pipe()
+    os.write(w, text.encode())
+
+    def stopper():
+        _wait_for(until)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    err = io.StringIO()
+    try:
+        with os.fdopen(r, "rb") as stdin:
+            rc = banctl.main(
+                argv, stdin=stdin, stdout=io.StringIO(), stderr=err, clock=lambda: NOW, rng=Low()
+            )
+    finally:
+        thread.join()
+        os.close(w)
+    return rc, err.getvalue()
+
+
+def test_sigterm_removes_automated_keeps_manual(cfg, fw):
     args = cfg()
     assert run([*args, "ban", "198.51.100.50"])[0] == 0
-    rc, _, err = run([*args, "apply"], lines(alert("203.0.113.7")))
+    rc, err = run_until_sigterm(
+        [*args, "apply"], lines(alert("203.0.113.7")), lambda: "203.0.113.7" in fw.entries
+    )
     assert rc == 0
     assert ("release", ("203.0.113.7",)) in fw.calls
     assert fw.entries == {"198.51.100.50"}
-    assert "stopped (end of input)" in err and "1 automated entries removed" in err
+    assert "stopped (signal SIGTERM)" in err and "1 automated entries removed" in err
     with ledger_of(cfg) as led:  # the ledger is intact either way
         assert led.active_addresses() == {"198.51.100.50", "203.0.113.7"}
 
 
-def test_stop_without_manual_bans_tears_down(cfg, fw):
-    run([*cfg(), "apply"], lines(alert("203.0.113.7")))
+def test_sigterm_without_manual_bans_tears_down(cfg, fw):
+    run_until_sigterm(
+        [*cfg(), "apply"], lines(alert("203.0.113.7")), lambda: "203.0.113.7" in fw.entries
+    )
     assert fw.calls[-1] == ("close", ("True",))
     assert fw.entries == set()
+
+
+def test_end_of_input_keeps_entries_whatever_on_stop(cfg, fw):
+    """End of input is also what a crash of fasttail or alertfilter looks like."""
+    args = cfg()  # on_stop = "remove"
+    rc, _, err = run([*args, "apply"], lines(alert("203.0.113.7")))
+    assert rc == 0
+    assert fw.named("release") == [] and fw.entries == {"203.0.113.7"}
+    assert "stopped (end of input)" in err and "firewall entries kept" in err
 
 
 def test_stop_keep_leaves_entries(cfg, fw):

@@ -44,6 +44,7 @@ import random
 import select
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -51,7 +52,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from banpipe import cli
+from banpipe import cli, pipe, positions
 from banpipe.bantime import BanPolicy, format_expiry, parse_duration
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.ledger import Ledger, LedgerError, Violation
@@ -67,6 +68,9 @@ FLOOD_SPAN = 0.1
 CACHE_MAX = 100_000  # per-address memos of the hot path (canonical form, protection)
 SIG_CACHE = 4096  # per generation: rules that fire at all are few
 EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
+POSITION_EVERY = 1.0  # s: positions of filtered-out alerts need no fsync each
+STALL_RETRY = 1.0  # s: how often a ledger that cannot be written is tried again
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 Clock = Callable[[], float]
 
@@ -506,6 +510,11 @@ def violation_from(obj: dict[str, Any]) -> tuple[Violation | None, str | None]:
     )
 
 
+def _ledger_reason(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[1] if isinstance(exc, LedgerError) and ": " in text else text
+
+
 def _not_an_address(raw: str) -> str:
     return f"offender is not an IP address: {raw[:64]!r}"
 
@@ -572,6 +581,12 @@ class Daemon:
         self.brake = SpoofBrake(int(ban.spoof_max), float(ban.spoof_window))
         self.check_interval = max(1.0, float(env.config.banctl.check_interval))
         self.counts: Counter[str] = Counter()
+        self.recorded = positions.Recorded(ledger.recorded_positions())
+        self.positional = False  # the input carries position records
+        self.unit: dict[tuple, list] = {}  # violations of the open unit
+        self.last_pos_commit = time.monotonic()
+        self.stalled: dict[tuple, list] | None = None  # a batch the ledger did not take
+        self.watcher: Any = None
         self.next_check = 0.0
         self.data_version = 0
         self.started = False
@@ -592,13 +607,20 @@ class Daemon:
         self.next_check = time.monotonic() + self.check_interval
         self.data_version = self.ledger.data_version()
 
-    def stop(self, why: str) -> None:
-        """Idempotent: by ``[ban] on_stop`` remove automated entries or keep them."""
+    def stop(self, why: str, *, orderly: bool = False) -> None:
+        """Idempotent: after an orderly stop (SIGTERM/SIGINT) remove automated entries
+        or keep them by ``[ban] on_stop``; after anything else keep them.
+
+        End of input is not an orderly stop: it is also what a crash of fasttail or
+        alertfilter looks like from here, and the bans must outlive that.
+        """
         if self.stopped or not self.started:
             return
         self.stopped = True
         removed = 0
-        if self.env.config.ban.on_stop == "remove":
+        if self.stalled is None:
+            self.commit({}, force=True)  # positions still waiting
+        if orderly and self.env.config.ban.on_stop == "remove":
             with self.ledger.locked():
                 removed, _manual = remove_automated(self.ledger, self.fw, thorough=False)
         else:
@@ -649,6 +671,8 @@ class Daemon:
         judged, victim_of = offenders.new.get, victims.new.get
         sigs = self._sigs
         sig_of = sigs.new.get
+        # A positional stream's alerts wait in the open unit until its position arrives.
+        target = self.unit if self.positional else groups
         lines = 0
         for lineno, obj in items:
             lines += 1
@@ -659,6 +683,9 @@ class Daemon:
             get = obj.get
             raw = get("offender")
             if type(raw) is not str or not raw:
+                if get("type") == pipe.POSITION and get("v") == pipe.VERSION:
+                    target = self.close_unit(obj, lineno, groups)
+                    continue
                 counts["bad"] += 1
                 report.error(f"<stdin>:{lineno}", "no offender address", "bad")
                 continue
@@ -694,6 +721,10 @@ class Daemon:
                 get("victim"),
                 get("reason"),
             )
+            if type(priority) is int and not _INT64_MIN <= priority <= _INT64_MAX:
+                counts["bad"] += 1  # SQLite stores 64 bits: this line's error, not the batch's
+                report.error(f"<stdin>:{lineno}", f"priority out of range: {priority}", "bad")
+                continue
             if type(victim) is str:
                 text = victim
                 victim = victim_of(text)
@@ -711,29 +742,82 @@ class Daemon:
                 get("reversed") is True,
                 reason[:1000] if type(reason) is str else None,
             )
-            group = groups.get(key)
+            group = target.get(key)
             if group is None:
-                groups[key] = [_alert_ts(get("ts")), 1, lineno]
+                target[key] = [_alert_ts(get("ts")), 1, lineno]
             else:
                 group[1] += 1
                 group[2] = lineno
         counts["lines"] += lines
         return lines
 
-    def commit(self, groups: dict[tuple, list]) -> None:
-        """Record gathered violations in one durable transaction, then block the new
-        bans in one firewall call."""
-        if not groups:
-            return
+    def close_unit(self, obj: dict[str, Any], lineno: int, groups: dict[tuple, list]) -> dict:
+        """A position record closes the open unit: its violations join ``groups`` (to
+        be recorded with the position) unless the ledger already holds them. Returns
+        the new open unit."""
+        self.positional = True
+        try:
+            pos = positions.parse(obj)
+        except ValueError as exc:
+            self.counts["bad"] += 1
+            self.report.error(f"<stdin>:{lineno}", f"bad position: {exc}", "bad")
+            return self.unit  # the unit stays open until a valid position closes it
+        if pos is None or self.recorded.is_new(pos):
+            positions.merge(groups, self.unit)
+            if pos is not None:
+                self.recorded.advance(pos)
+        else:
+            self.counts["repeated"] += sum(g[1] for g in self.unit.values())
+        self.unit = {}
+        return self.unit
+
+    def drop_open_unit(self) -> None:
+        """End of input inside a unit: its alerts come again when fasttail resumes."""
+        n = sum(g[1] for g in self.unit.values())
+        if n:
+            self.report.say(
+                None,
+                f"end of input after {n} violations without their position: not "
+                "recorded (they come again from the recorded position)",
+            )
+        self.unit = {}
+
+    def commit(self, groups: dict[tuple, list], *, force: bool = False) -> bool:
+        """Record gathered violations and the positions of their units in one durable
+        transaction, then block the new bans in one firewall call.
+
+        Positions without violations (every alert of their units was filtered out)
+        are recorded at most every POSITION_EVERY seconds, unless ``force``. When the
+        ledger cannot be written (disk full, read-only), nothing is lost: the batch is
+        kept in ``self.stalled`` and input is not read until a retry succeeds; the
+        firewall keeps enforcing what the ledger holds. Returns False while stalled.
+        """
+        rows = self.recorded.rows() if self.recorded.pending else []
+        if not groups and (
+            not rows or not force and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+        ):
+            return True
         counts = self.counts
         now = self.env.clock()
-        budget = self.brake.budget(self.ledger, now)
-        with self.ledger.locked():
-            out = self.ledger.record_groups(
-                groups, now, self.policy, self.env.rng, new_ban_budget=budget
-            )
-            if out.new_bans:
-                self._firewall(self.fw.block, out.new_bans)
+        try:
+            budget = self.brake.budget(self.ledger, now)
+            with self.ledger.locked():
+                with self.ledger.transaction():
+                    out = self.ledger.record_groups(
+                        groups, now, self.policy, self.env.rng, new_ban_budget=budget
+                    )
+                    if rows:
+                        self.ledger.record_positions(rows)
+                self.recorded.pending.clear()
+                self.last_pos_commit = time.monotonic()
+                if out.new_bans:
+                    self._firewall(self.fw.block, out.new_bans)
+        except (LedgerError, sqlite3.Error) as exc:
+            self.stall(groups, exc)
+            return False
+        if self.stalled is not None:
+            self.stalled = None
+            self.report.say(None, "the ledger is writable again; reading input again")
         counts["banned"] += len(out.new_bans)
         counts["extended"] += len(out.extended)
         counts["held"] += len(out.held)
@@ -748,6 +832,18 @@ class Daemon:
             )
         self.brake.held += len(out.held)
         self.data_version = self.ledger.data_version()
+        return True
+
+    def stall(self, groups: dict[tuple, list], exc: Exception) -> None:
+        """The ledger cannot be written: keep the batch, stop reading, say so once."""
+        if self.stalled is None:
+            self.report.say(
+                self.ledger.path,
+                f"cannot write the ledger ({_ledger_reason(exc)}): not reading input "
+                f"until it can; the firewall keeps enforcing {self.ledger.count_active()} "
+                f"active bans; retrying every {STALL_RETRY:g} s",
+            )
+        self.stalled = groups
 
     def log_bans(self, new: list[str], groups: dict[tuple, list]) -> None:
         if not new:
@@ -780,10 +876,13 @@ class Daemon:
         nxt = self.ledger.next_expiry()
         if nxt is None or nxt > now:
             return
-        with self.ledger.locked():
-            due = self.ledger.expire(now, retention=self.env.retention)
-            if due:
-                self._firewall(self.fw.release, due)
+        try:
+            with self.ledger.locked():
+                due = self.ledger.expire(now, retention=self.env.retention)
+                if due:
+                    self._firewall(self.fw.release, due)
+        except (LedgerError, sqlite3.Error):
+            return  # cannot write: the bans stay, in the ledger and the firewall alike
         self.counts["expired"] += len(due)
         if 0 < len(due) <= 20:
             for a in due:
@@ -802,11 +901,12 @@ class Daemon:
 
     def prune(self) -> None:
         ban = self.env.config.ban
-        self.ledger.prune(
-            self.env.clock(),
-            retention=float(ban.retention),
-            recidive_window=float(ban.recidive_window),
-        )
+        with contextlib.suppress(LedgerError, sqlite3.Error):  # a full disk: next time
+            self.ledger.prune(
+                self.env.clock(),
+                retention=float(ban.retention),
+                recidive_window=float(ban.recidive_window),
+            )
 
     def timeout(self) -> float:
         """Seconds until something is due: next expiry, periodic check, brake release."""
@@ -818,7 +918,22 @@ class Daemon:
         clears = self.brake.clears_at()
         if clears is not None:
             deadlines.append(clears - now)
+        if self.stalled is not None:
+            deadlines.append(STALL_RETRY)
+        elif self.recorded.pending:
+            deadlines.append(self.last_pos_commit + POSITION_EVERY - mono)
         return min(max(0.0, d) for d in deadlines)
+
+    def wan_first(self) -> None:
+        """Apply a WAN change that happened before the input just read (an alert that
+        names the new address must meet the new protection, not the old one)."""
+        watcher = self.watcher
+        if watcher is None or not self.env.config.network.wan_state:
+            return
+        if select.select([watcher], [], [], 0)[0]:
+            wan = os.path.abspath(self.env.config.network.wan_state)
+            if wan in watcher.changed():
+                self.wan_changed()
 
     def wan_changed(self) -> None:
         wan = self.env.wan_addresses()
@@ -863,13 +978,14 @@ class Daemon:
             wan_path = self.env.config.network.wan_state
             watched = [self.ledger.path + "-wal", self.ledger.path]
             watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
+            self.watcher = watcher
             self._loop(fd, flag, wake_r, watcher)
             why = "end of input"
             if flag.stop:
                 why = "signal " + signal.Signals(flag.signals[0]).name
         finally:
             try:
-                self.stop(why)
+                self.stop(why, orderly=flag.stop)
             finally:
                 if watcher is not None:
                     watcher.close()
@@ -889,6 +1005,8 @@ class Daemon:
             objects = reader.objects()
             while self.handle(itertools.islice(objects, BATCH_MAX_LINES)):
                 pass
+            self.drop_open_unit()
+            self.commit({}, force=True)
             self.expire_due()
             why = "end of input"
         finally:
@@ -900,7 +1018,10 @@ class Daemon:
         reader = PipeReader()
         while not flag.stop:
             self.brake_tick(self.env.clock())
-            ready, _, _ = select.select([fd, watcher, wake_r], [], [], self.timeout())
+            # While the ledger cannot take a batch, input waits in the pipe: upstream
+            # blocks and nothing is read past what is recorded.
+            inputs = [fd] if self.stalled is None else []
+            ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
             if wake_r in ready:
                 _drain(wake_r)
             if flag.stop:
@@ -911,15 +1032,20 @@ class Daemon:
                 # An admin commit needs nothing else: timeout() asks the ledger for the
                 # next expiry on every pass.
                 self.ledger_changed()
-            if fd in ready:
+            if self.stalled is not None:
+                self.commit(self.stalled, force=True)
+            elif fd in ready:
                 groups: dict[tuple, list] = {}
                 eof = self._read_burst(fd, reader, groups)
                 if eof:
                     reader.finish()
                     self.gather(reader.objects(), groups)
-                self.commit(groups)
+                    self.drop_open_unit()
+                self.commit(groups, force=eof)
                 if eof:
                     return
+            else:
+                self.commit({})  # positions of filtered-out alerts, when due
             self.expire_due()
             if time.monotonic() >= self.next_check:
                 self.next_check = time.monotonic() + self.check_interval
@@ -946,6 +1072,7 @@ class Daemon:
             if not chunk:
                 return True
             reader.feed(chunk)
+            self.wan_first()
             self.gather(reader.objects(), groups)
             total += len(chunk)
             if total >= BATCH_MAX_BYTES:

@@ -50,6 +50,7 @@ from typing import IO, Any
 
 from . import cli, pipe, statefile
 from .follow import CHUNK, Cursor, Follower, Position
+from .ledger import LedgerError, resume_position
 from .parsers import FORMATS, REASONS, AlertParser
 
 TOOL = "fasttail"
@@ -81,6 +82,12 @@ def build_parser() -> cli.ArgumentParser:
         "--state",
         metavar="FILE",
         help="save the read position here and resume from it (survives restarts and rotation)",
+    )
+    ap.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="resume from the position `banctl apply` recorded in its ledger FILE and put "
+        "position records into the output (exactly once from FILE to the ledger)",
     )
     ap.add_argument("--year", type=int, metavar="YYYY", help="year for time stamps that carry none")
     ap.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
@@ -115,6 +122,11 @@ class JsonOutput:
                     self.skipped[kind] += 1
                     self.reporter.say(f"{name}:{x.lineno}", x.reason)
 
+    def position(self, pos: Position | None) -> None:
+        """A position record after the alerts it covers (docs/pipe-format.md)."""
+        record = pipe.position_record(pos.to_json() if pos is not None else None)
+        self.stream.write(pipe.encode(record))
+
     def flush(self) -> None:
         self.stream.flush()
 
@@ -134,8 +146,11 @@ def _parse_args(argv: list[str] | None, out: IO[Any], err: IO[str]) -> tuple[Any
             args = ap.parse_args(argv)
             if args.year is not None and not 1 <= args.year <= 9999:
                 ap.error(f"argument --year: {args.year} is not a year")
-            if args.file == "-" and args.state:
-                ap.error("--state needs a file, not standard input")
+            for opt, given in (("--state", args.state), ("--ledger", args.ledger)):
+                if args.file == "-" and given:
+                    ap.error(f"{opt} needs a file, not standard input")
+            if args.state and args.ledger:
+                ap.error("--state and --ledger exclude each other")
     except SystemExit as exc:
         if text_out.getvalue():
             _write_text(out, text_out.getvalue())
@@ -163,6 +178,21 @@ def load_state(path: str, reporter: cli.Reporter) -> Position | None:
         raise cli.ToolError(f"{path}: cannot read state: {exc.strerror}", cli.EX_CANTCREAT)
     except ValueError as exc:
         reporter.say(path, f"not a saved position ({exc}); starting afresh")
+        return None
+
+
+def load_recorded(ledger: str, followed: str, reporter: cli.Reporter) -> Position | None:
+    """The position banctl recorded last for ``followed`` in ``ledger``, if any."""
+    try:
+        text = resume_position(ledger, os.path.abspath(followed))
+    except LedgerError as exc:
+        raise cli.ToolError(f"cannot read the recorded position: {exc}", cli.EX_NOINPUT)
+    if text is None:
+        return None
+    try:
+        return Position.from_json(pipe.loads(text))
+    except ValueError as exc:
+        reporter.say(ledger, f"not a recorded position ({exc}); starting afresh")
         return None
 
 
@@ -226,6 +256,8 @@ def _follow(
     state = args.state
     saver = StateSaver(state) if state else None
     saved = load_state(state, reporter) if state else None
+    if args.ledger:
+        saved = load_recorded(args.ledger, args.file, reporter)
     follower = Follower(
         args.file,
         new_parser=new_parser,
@@ -236,6 +268,7 @@ def _follow(
         wake_fd=wake_fd,
         max_line=MAX_LINE,
         renew=lambda parser: parser.set_now(now()),
+        mark=output.position if args.ledger else None,
     )
     try:
         follower.start(saved=saved, from_start=args.from_start or args.once)
@@ -248,6 +281,7 @@ def _follow(
             follower.checkpoint()  # written at once: fails early (73) if it cannot be
         elif not os.access(os.path.dirname(os.path.abspath(state)) or ".", os.W_OK):
             raise cli.ToolError(f"{state}: cannot write state: Permission denied", 73)
+    follower.checkpoint()  # positional output opens with the position it starts from
     if args.once:
         follower.run_once()
         return

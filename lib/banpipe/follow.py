@@ -449,6 +449,7 @@ class Follower:
         clock: Callable[[], float] = time.monotonic,
         renew: Callable[[Any], None] | None = None,
         renew_every: float = 60.0,
+        mark: Callable[[Position | None], None] | None = None,
     ) -> None:
         self.path = path
         self.abspath = os.path.abspath(path)
@@ -478,6 +479,11 @@ class Follower:
         self.cur_wd: int | None = None
         self.next_wd: int | None = None
         self.said_unreadable: set[str] = set()
+        # Positional output: ``mark(position)`` goes into the output stream after the
+        # alerts it covers, whenever the committed position moved (see mark()).
+        self.mark_out = mark
+        self.marked: tuple | None = None
+        self.mark_opened = False
 
     # -- opening -----------------------------------------------------------------------
 
@@ -572,6 +578,8 @@ class Follower:
             items = cur.feed(chunk)
             if items:
                 self.output.emit(items, cur.name)
+            if self.mark_out is not None:
+                self.mark()
             if self.save is not None and self.clock() - self.last_save >= self.save_every:
                 self.checkpoint()
 
@@ -697,8 +705,29 @@ class Follower:
             before=bytes_before(cur.fd, offset),
         )
 
+    def mark(self) -> None:
+        """Put the committed position into the output when it moved since the last mark.
+
+        Every alert before the position was emitted before the mark, none after it, so
+        the alerts between two marks form a unit that a consumer records together with
+        the closing mark; resuming at a recorded mark repeats and skips nothing. The
+        first call marks even without a file (position None): the stream is positional.
+        """
+        if self.mark_out is None:
+            return
+        pos = self.position()
+        key = _key(pos) if pos is not None else None
+        if self.mark_opened and key == self.marked:
+            return
+        if pos is None and self.mark_opened:
+            return
+        self.mark_opened = True
+        self.marked = key
+        self.mark_out(pos)
+
     def checkpoint(self) -> None:
-        """Flush the output, then save the position if it moved."""
+        """Mark and flush the output, then save the position if it moved."""
+        self.mark()
         self.output.flush()
         self.last_save = self.clock()
         if self.save is None:
