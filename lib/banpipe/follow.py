@@ -35,6 +35,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import select
 import stat
 import time
@@ -343,6 +344,14 @@ def bytes_before(fd: int, offset: int) -> str:
     return hashlib.sha256(os.pread(fd, offset - lo, lo)).hexdigest()
 
 
+def _same_file(path: str, cur: Cursor) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
+
+
 def rotation_siblings(path: str) -> list[str]:
     """Files next to ``path`` named like its rotated copies: name.1, name.0, name-20261128."""
     directory, base = os.path.split(os.path.abspath(path))
@@ -358,6 +367,73 @@ def rotation_siblings(path: str) -> list[str]:
             out.append(os.path.join(directory, n))
     # Newest rotation first: name.1 before name.2, most recent date first.
     return sorted(out, key=lambda p: (-_mtime(p), p))
+
+
+COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z")
+# What logrotate calls a rotated copy: a number (alert.1) or a date (alert-20261128,
+# dateformat variants with - _ . or T), optionally compressed.
+_ROTATED = re.compile(r"[.\-_](\d[\d\-_.T]*?)(\.(?:gz|xz|bz2|zst|lz4|Z))?")
+
+
+def rotated_since(path: str, old: str) -> tuple[list[str], list[str]]:
+    """Rotated copies of ``path`` written after its sibling ``old``, oldest first.
+
+    Returns (readable files, compressed files). Only logrotate's names count here
+    (numbered or dated), since these are read from their start: a neighbour such as
+    ``alert_full`` is not a rotation of ``alert``. Order: modification time, then the
+    name (a higher number is older, an earlier date is older).
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+        old_st = os.stat(old)
+    except OSError:
+        return [], []
+    found = []
+    for n in names:
+        m = _ROTATED.fullmatch(n[len(base) :]) if n.startswith(base) else None
+        if m is None:
+            continue
+        p = os.path.join(directory, n)
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_dev) == (old_st.st_ino, old_st.st_dev):
+            continue
+        stamp = m.group(1)
+        rank = -int(stamp) if stamp.isdigit() and len(stamp) <= 4 else 0
+        found.append(((st.st_mtime_ns, rank, stamp), p))
+    old_key = (old_st.st_mtime_ns, 0, "")
+    m = _ROTATED.fullmatch(os.path.basename(old)[len(base) :])
+    if m is not None:
+        stamp = m.group(1)
+        old_key = (
+            old_st.st_mtime_ns,
+            -int(stamp) if stamp.isdigit() and len(stamp) <= 4 else 0,
+            stamp,
+        )
+    newer = [p for key, p in sorted(found) if key > old_key]
+    return (
+        [p for p in newer if not p.endswith(COMPRESSED)],
+        [p for p in newer if p.endswith(COMPRESSED)],
+    )
+
+
+def compressed_siblings(path: str) -> list[str]:
+    """Compressed rotated copies of ``path`` (logrotate's names), by name."""
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(
+        os.path.join(directory, n)
+        for n in names
+        if n.startswith(base)
+        and n.endswith(COMPRESSED)
+        and _ROTATED.fullmatch(n[len(base) :]) is not None
+    )
 
 
 def _mtime(p: str) -> float:
@@ -479,6 +555,8 @@ class Follower:
         self.cur_wd: int | None = None
         self.next_wd: int | None = None
         self.said_unreadable: set[str] = set()
+        # Rotated files written after the one being read, read before the name's file.
+        self.queue: list[str] = []
         # Positional output: ``mark(position)`` goes into the output stream after the
         # alerts it covers, whenever the committed position moved (see mark()).
         self.mark_out = mark
@@ -545,7 +623,17 @@ class Follower:
                 self._seek(oc, saved)
                 self.cur = oc
                 self.next = cur
+                readable, compressed = rotated_since(self.path, old)
+                if cur is not None:
+                    readable = [p for p in readable if not _same_file(p, cur)]
+                self.queue = readable
+                for p in readable:
+                    self.note(f"{p}: rotated while nobody was reading; reading it too")
+                for p in compressed:
+                    self.note(f"{p}: rotated while nobody was reading, but compressed: not read")
                 return
+        for p in compressed_siblings(self.path):
+            self.note(f"{p}: compressed rotation, may hold the saved position: not read")
         if cur is not None:
             st = os.fstat(cur.fd)  # type: ignore[arg-type]
             if (st.st_ino, st.st_dev) == (saved.inode, saved.device):
@@ -628,6 +716,10 @@ class Follower:
         # The name no longer leads to our file: rotated, deleted or replaced.
         if not self.drain(cur):
             return False
+        if self.queue:
+            self._finish(cur)
+            self._next_in_queue()
+            return self.step(once=once)
         nxt = self._next_at_name(st)
         if nxt is None:
             if once:
@@ -672,6 +764,22 @@ class Follower:
         self.next = None
         self.cur = nxt
         self.note(f"{self.path}: file replaced (rotated); reading the new file")
+
+    def _next_in_queue(self) -> None:
+        """Go on with the oldest rotated file not read yet (start-up after rotations)."""
+        path = self.queue.pop(0)
+        try:
+            nxt = self._open(path, path)
+        except OSError as exc:
+            self.note(f"{path}: {exc.strerror or exc}; not read")
+            return
+        if self.cur_wd is not None and self.watcher is not None:
+            self.watcher.remove(self.cur_wd)
+            self.cur_wd = None
+        if self.cur is not None:
+            self.cur.close()
+        self.cur = nxt
+        self._watch_cur()
 
     def _drop_next(self) -> None:
         if self.next is not None:
