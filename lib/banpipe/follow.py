@@ -110,6 +110,9 @@ class Cursor:
         # The file's first bytes as we read them (at most FP_BYTES): compared with the
         # file now to notice copytruncate, hashed into the saved fingerprint.
         self.head = b""
+        # The last bytes fed (at most FP_BYTES): where a copy of this file must agree
+        # with it before its rest is read (copytruncate).
+        self.recent = b""
         self.last_data = 0.0  # Follower.clock() at the last non-empty read
         if fd is not None:
             st = os.fstat(fd)
@@ -129,6 +132,9 @@ class Cursor:
             return []
         start = self.read_pos - self.partial_len  # file offset of the first line
         self.read_pos += len(chunk)
+        self.recent = (
+            (self.recent + chunk)[-FP_BYTES:] if len(chunk) < FP_BYTES else chunk[-FP_BYTES:]
+        )
         cut = chunk.rfind(b"\n")
         if cut < 0:
             self._grow_partial(chunk)
@@ -242,7 +248,7 @@ class Cursor:
         self.read_pos = self.lineno = self.block_pos = self.block_lineno = 0
         self.partial = b""
         self.partial_len = 0
-        self.head = b""
+        self.head = self.recent = b""
         return out
 
     @property
@@ -675,11 +681,50 @@ class Follower:
         """Restart ``cur`` at 0 when it shrank below our position or its head changed."""
         if cur.size() >= cur.read_pos and cur.head_holds():
             return False
+        self._rest_from_copy(cur)
         self.note(f"{cur.name}: file truncated; reading from the start")
         items = cur.restart(self.new_parser())
         if items:
             self.output.emit(items, cur.name)
         return True
+
+    def _rest_from_copy(self, cur: Cursor) -> None:
+        """copytruncate: read what we had not read yet from the copy, if there is one.
+
+        The copy is the rotation sibling (another inode) that starts with the bytes this
+        file started with and holds, just before our read offset, the bytes we read
+        last; it is read from there to its end with the same parser state.
+        """
+        if cur.read_pos == 0 or not cur.head or cur.fd is None:
+            return
+        for p in rotation_siblings(self.path):
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if (
+                    (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
+                    or not stat.S_ISREG(st.st_mode)
+                    or st.st_size < cur.read_pos
+                    or os.pread(fd, len(cur.head), 0) != cur.head
+                    or os.pread(fd, len(cur.recent), cur.read_pos - len(cur.recent)) != cur.recent
+                ):
+                    continue
+                if st.st_size > cur.read_pos:
+                    self.note(f"{cur.name}: copied to {p}; reading the rest of the copy")
+                own, cur.fd = cur.fd, fd
+                try:
+                    while chunk := cur.read():
+                        items = cur.feed(chunk)
+                        if items:
+                            self.output.emit(items, cur.name)
+                finally:
+                    cur.fd = own
+                return
+            finally:
+                os.close(fd)
 
     def _finish(self, cur: Cursor) -> None:
         items = cur.end()
