@@ -587,6 +587,7 @@ class Daemon:
         self.last_pos_commit = time.monotonic()
         self.stalled: dict[tuple, list] | None = None  # a batch the ledger did not take
         self.watcher: Any = None
+        self.events: Any = None  # fwevents.FirewallEvents, when the kernel has them
         self.next_check = 0.0
         self.data_version = 0
         self.started = False
@@ -893,11 +894,42 @@ class Daemon:
 
     def periodic(self) -> None:
         """Drift check and repair (an external flush), then history pruning."""
+        self.repair("firewall drift repaired")
+        self.prune()
+
+    def repair(self, said: str) -> None:
         with self.ledger.locked():
             drift = reconcile(self.ledger, self.fw)
+        self.own_events()
         if not drift.clean:
-            self.report.say(None, f"firewall drift repaired: {drift.summary()}")
-        self.prune()
+            self.report.say(None, f"{said}: {drift.summary()}")
+
+    def open_events(self) -> None:
+        """Listen for our part of the firewall being taken away (banpipe.fwevents)."""
+        if self.fw.name not in ("iptables", "ipset", "nftables"):
+            return
+        from banpipe.fwevents import Concern, FirewallEvents
+
+        s = self.env.config.firewall.settings()
+        try:
+            self.events = FirewallEvents(Concern(self.fw.name, s.table, s.chain, s.hooks))
+        except OSError as exc:
+            self.report.say(
+                None,
+                f"no firewall change events ({exc.strerror or exc}); drift is repaired "
+                "at the periodic check only",
+            )
+
+    def own_events(self) -> None:
+        """Forget the notifications of our own changes (they were queued before the
+        change returned): only changes by others should trigger a repair."""
+        if self.events is not None:
+            self.events.read()
+
+    def firewall_changed(self) -> None:
+        """A notification: something of ours vanished (flush, reload). Repair now."""
+        if self.events is not None and self.events.read():
+            self._guarded(lambda: self.repair("firewall changed from outside; repaired"))
 
     def prune(self) -> None:
         ban = self.env.config.ban
@@ -974,7 +1006,9 @@ class Daemon:
         watcher = None
         why = "error"
         try:
+            self.open_events()  # before the restore: a flush from now on is noticed
             self.start()
+            self.own_events()
             wan_path = self.env.config.network.wan_state
             watched = [self.ledger.path + "-wal", self.ledger.path]
             watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
@@ -989,6 +1023,8 @@ class Daemon:
             finally:
                 if watcher is not None:
                     watcher.close()
+                if self.events is not None:
+                    self.events.close()
                 _restore_signals(old)
                 os.close(wake_r)
                 os.close(wake_w)
@@ -1021,11 +1057,15 @@ class Daemon:
             # While the ledger cannot take a batch, input waits in the pipe: upstream
             # blocks and nothing is read past what is recorded.
             inputs = [fd] if self.stalled is None else []
+            if self.events is not None:
+                inputs.append(self.events)
             ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
             if wake_r in ready:
                 _drain(wake_r)
             if flag.stop:
                 return
+            if self.events is not None and self.events in ready:
+                self.firewall_changed()
             if watcher in ready:
                 if wan_abs and wan_abs in watcher.changed():
                     self.wan_changed()
@@ -1092,6 +1132,7 @@ class Daemon:
         except _firewall_error() as exc:
             self.report.error("firewall", f"{exc}; repairing at the next check", "firewall")
             self.next_check = min(self.next_check, time.monotonic() + 2.0)
+        self.own_events()
 
     def _guarded(self, action: Callable[[], None]) -> None:
         """Run a periodic action; a firewall hiccup is reported and retried soon."""
