@@ -795,7 +795,9 @@ class Daemon:
         """
         rows = self.recorded.rows() if self.recorded.pending else []
         if not groups and (
-            not rows or not force and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+            not rows
+            or not (force or self.recorded.urgent)
+            and time.monotonic() - self.last_pos_commit < POSITION_EVERY
         ):
             return True
         counts = self.counts
@@ -810,6 +812,7 @@ class Daemon:
                     if rows:
                         self.ledger.record_positions(rows)
                 self.recorded.pending.clear()
+                self.recorded.urgent = False
                 self.last_pos_commit = time.monotonic()
                 if out.new_bans:
                     self._firewall(self.fw.block, out.new_bans)

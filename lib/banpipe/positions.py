@@ -46,6 +46,9 @@ class Recorded:
     def __init__(self, known: Mapping[tuple[str, str], int]) -> None:
         self.known: dict[tuple[str, str], int] = dict(known)
         self.pending: dict[tuple[str, str], Position] = {}
+        # A pending position for a file never recorded before: the first point a
+        # restart can resume from, worth recording at once.
+        self.urgent = False
 
     def is_new(self, pos: Position) -> bool:
         return pos.offset > self.known.get((pos.path, ident(pos)), -1)
@@ -53,6 +56,7 @@ class Recorded:
     def advance(self, pos: Position) -> None:
         """``pos`` closes a unit that goes into the next commit."""
         key = (pos.path, ident(pos))
+        self.urgent = self.urgent or key not in self.known
         self.known[key] = pos.offset
         self.pending.pop(key, None)  # keep commit order: newest last
         self.pending[key] = pos
