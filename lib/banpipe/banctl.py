@@ -322,7 +322,8 @@ def compare(ledger: Ledger, fw: Any) -> Drift:
     """
     want = ledger.active_addresses()
     drift = _drift(want, fw.check())
-    if not drift.clean:
+    # A missing table, chain or set is no artefact of a partial listing: no second one.
+    if not drift.clean and drift.structure_ok:
         again = _drift(want, fw.check())
         drift.missing &= again.missing
         drift.orphans &= again.orphans
@@ -354,7 +355,10 @@ def reconcile(ledger: Ledger, fw: Any) -> Drift:
     drift = compare(ledger, fw)
     if not drift.structure_ok:
         fw.init()
-        drift_after_init = compare(ledger, fw)
+        # One listing: a partial one could only make entries look missing, and
+        # block() of a present entry changes nothing (a firewall reload is repaired
+        # in the time of one listing less).
+        drift_after_init = _drift(ledger.active_addresses(), fw.check())
         drift_after_init.structure_ok = False
         drift_after_init.problems = drift.problems
         drift = drift_after_init
