@@ -23,10 +23,18 @@ How the pieces stay consistent:
   it every ``[banctl] check_interval`` and repairs (an external ``iptables -F`` or
   ``nft flush ruleset``), as does ``banctl check --repair``.
 * Start: firewall ``init()``, lapsed bans lifted, bans of our own WAN addresses lifted,
-  then one bulk ``block()`` of everything missing. Stop (SIGTERM, SIGINT or end of
-  input, whichever comes first; idempotent): with ``[ban] on_stop = "remove"`` the
-  automated entries leave the firewall (all of banpipe's structure when no manual ban
-  is left), manual bans stay; ``banctl teardown`` does the same from outside.
+  then one bulk ``block()`` of everything missing. Orderly stop (SIGTERM, SIGINT;
+  idempotent): with ``[ban] on_stop = "remove"`` the automated entries leave the
+  firewall (all of banpipe's structure when no manual ban is left), manual bans stay;
+  ``banctl teardown`` does the same from outside. End of input (also what a crash
+  upstream looks like), an error or a full disk never takes an entry out.
+* Positions (``fasttail --ledger``): the alerts between two position records are
+  recorded with the closing position in one transaction, or not at all; what the
+  ledger already holds is ignored (banpipe.positions).
+* The ledger cannot be written (disk full, read-only): the batch is kept, input is not
+  read, the firewall stays as it is; retried every STALL_RETRY seconds.
+* Firewall change events (banpipe.fwevents): our structure vanishing is repaired at
+  once, not at the next periodic check.
 * Spoof brake: more than ``[ban] spoof_max`` new automated bans within
   ``spoof_window`` (counted from the ledger, so a restart does not reset it) stops new
   bans; violations are still recorded and existing bans still extended.

@@ -1,6 +1,7 @@
 """fasttail: follow a Snort/Suricata alert file, write one JSON line per alert.
 
-    fasttail [--format F] [--from-start] [--once] [--state FILE] [--year YYYY] [--debug] FILE
+    fasttail [--format F] [--from-start] [--once] [--state FILE | --ledger FILE] [--year YYYY]
+             [--debug] FILE
 
 Output is the pipe contract (banpipe.pipe, docs/pipe-format.md): one JSON object per
 line, flushed whenever fasttail is about to wait, so a line never sits in a buffer while
@@ -12,6 +13,16 @@ what is already there first; ``--once`` reads to the current end and exits; with
 Starting "at the end" means after the last complete line, so an alert being written at
 that moment is read whole. With ``--once`` an unterminated last line counts as a line
 (files without a final newline are common) and an open alert_full block is completed.
+
+``--ledger LEDGER``: the resume point is what ``banctl apply`` durably recorded, not what
+fasttail wrote. fasttail reads the position banctl recorded last for FILE from the
+ledger (read only) and starts there; its output carries position records after the
+alerts they cover (docs/pipe-format.md, "Positions"), which banctl records in the same
+transaction as those alerts' violations. A crash of any stage at any moment then loses
+no alert and records none twice (bench/soak.py). fasttail itself saves nothing.
+
+On resume (either option) every rotated copy written since the saved position is read,
+oldest first, before FILE; compressed ones are reported as not read.
 
 ``--state`` guarantee (also in bench/README.md):
   * The saved position is the first byte not yet turned into output: never inside a
