@@ -838,3 +838,22 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
         assert canonical(addr) == addr
         assert protection.reason(addr) is None, addr
     env.close()
+
+
+@pytest.mark.parametrize(
+    ("result", "removed"),
+    [(None, True), ("success", True), ("exit-code", False), ("signal", False)],
+)
+def test_teardown_orderly_only_after_a_clean_stop(cfg, fw, monkeypatch, result, removed):
+    """ExecStopPost runs after failures too: a crash must not take the bans down."""
+    args = cfg()
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    if result is None:
+        monkeypatch.delenv("SERVICE_RESULT", raising=False)
+    else:
+        monkeypatch.setenv("SERVICE_RESULT", result)
+    rc, out, _ = run([*args, "teardown", "--orderly"])
+    assert rc == 0
+    assert (fw.entries == set()) is removed
+    if not removed:
+        assert out == f"teardown skipped: the service ended with {result}; entries stay\n"

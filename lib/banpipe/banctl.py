@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--all", action="store_true", help="remove manual bans' entries and our structure too"
     )
+    s.add_argument(
+        "--orderly",
+        action="store_true",
+        help="only after an orderly stop: do nothing when systemd's $SERVICE_RESULT says the "
+        "service failed (for ExecStopPost=; an error must not take bans down)",
+    )
     s = sub.add_parser(
         "check",
         help="compare ledger and firewall; exit 1 on drift",
@@ -1330,6 +1336,10 @@ def cmd_restore(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 
 
 def cmd_teardown(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    result = os.environ.get("SERVICE_RESULT")
+    if args.orderly and result not in (None, "success"):
+        env.stdout.write(f"teardown skipped: the service ended with {result}; entries stay\n")
+        return cli.EX_OK
     ledger, fw = env.ledger(), env.firewall()
     with ledger.locked():
         if args.all:
