@@ -50,4 +50,4 @@ def test_full_and_read_only_ledger_keep_the_firewall_and_lose_nothing(tmp_path, 
     assert verdict["entries_lost_while_full"] == 0, verdict
     assert verdict["entries_lost_while_read_only"] == 0, verdict
     assert verdict["banctl_status_read_only"] == 73, verdict
-    assert verdict["full_said_once"] == 1, verdict
+    assert verdict["said_full"] == 1, verdict

@@ -337,11 +337,26 @@ def test_reboot_restores_the_ban_and_the_order_holds_with_a_slow_stop(gateway):
     slow.write_text("[Service]\nExecStop=/bin/sleep 2\n")
     gw.boot()
     wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored at start")
+    assert_restored_before_the_network(gw)
     entries = poweroff_and_read_journal(gw)
     assert_clean_after_poweroff(gw, [OFFENDER])
     stopped, net_target, networking = stop_order(entries)
     assert stopped < net_target and stopped < networking, messages(entries[max(0, stopped - 30) :])
     gw.stage = "off-slow"
+
+
+def assert_restored_before_the_network(gw: Gateway) -> None:
+    """banpipe-restore.service put the bans in before any interface came up: the banned
+    source is dropped from the first packet after boot (on_stop = "remove" took them out
+    at the poweroff before)."""
+    assert gw.container is not None
+    entries = journal(gw.root, gw.container.boot_id)
+    restored = first_index(entries, "Finished banpipe-restore.service", "banpipe-restore.service")
+    text = messages(entries[restored - 5 : restored + 1])
+    pre = first_index(entries, "Reached target network-pre.target", "network-pre.target")
+    ifup = first_index(entries, "Starting networking.service", "networking.service")
+    assert restored < pre < ifup, messages(entries[: ifup + 1])[-4000:]
+    assert "restored: " in messages(entries[:restored]), text
 
 
 def test_negative_control_without_the_drop_in_the_network_goes_first(gateway):
