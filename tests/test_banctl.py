@@ -857,3 +857,32 @@ def test_teardown_orderly_only_after_a_clean_stop(cfg, fw, monkeypatch, result, 
     assert (fw.entries == set()) is removed
     if not removed:
         assert out == f"teardown skipped: the service ended with {result}; entries stay\n"
+
+
+def test_wan_change_applies_to_the_next_alert_read_even_inside_a_burst(cfg, tool_env, tmp_path):
+    """The WAN state changes while banctl is busy with a flood; the alert naming the new
+    address, written after the change, must meet the new protection: never banned."""
+    log = tmp_path / "stderr"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(BIN), *cfg("[ban]\nspoof_max = 0\n"), "apply"],
+            stdin=subprocess.PIPE,
+            stderr=err,
+            env=tool_env,
+            text=True,
+        )
+    try:
+        assert _wait_for(lambda: "started" in log.read_text())
+        flood = lines(*(alert(f"2001:db8:f::{i:x}") for i in range(1, 3000)))
+        proc.stdin.write(flood)  # more than FLOOD_BYTES: banctl lingers for more
+        cfg.wan.write_text(json.dumps({"v": 1, "type": "wan", "addresses": ["198.51.100.77"]}))
+        proc.stdin.write(lines(alert("198.51.100.77")))
+        proc.stdin.flush()
+        assert _wait_for(lambda: len(_active(cfg)) == 2999, timeout=30)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "refusing to ban 198.51.100.77: our WAN address 198.51.100.77" in text
+    assert "198.51.100.77" not in _active(cfg)
+    assert "ban lifted" not in text
