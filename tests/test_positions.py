@@ -177,3 +177,41 @@ def test_fasttail_ledger_resumes_from_the_recorded_position(cfg, fw, tmp_path):
     again = tail()
     assert again[0]["position"] == first[-1]["position"] | {"size": log.stat().st_size}
     assert [o["src"] for o in again if "src" in o] == ["203.0.113.7"]
+
+
+def test_a_stalled_ledger_is_retried_now_and_then_not_in_a_loop(cfg, fw, monkeypatch):
+    """Each failed write touches the -wal file, whose inotify event wakes banctl: the
+    retry must still wait for its time (a loop on that event burnt a CPU)."""
+    args = [*cfg(), "apply"]
+    run(args, "")
+    monkeypatch.setattr(banctl, "STALL_RETRY", 0.25)
+    real = Ledger.record_groups
+    attempts = {"n": 0, "full": True}
+
+    def full(self, *a, **kw):
+        attempts["n"] += 1
+        with open(self.path + "-wal", "ab"):  # as a failed write does: an inotify event
+            pass
+        if attempts["full"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Ledger, "record_groups", full)
+    r, w = os.pipe()
+    os.write(w, lines(alert("203.0.113.2")).encode())
+
+    def later():
+        _wait_for(lambda: attempts["n"] >= 1)
+        threading.Event().wait(1.0)  # a second of stall
+        attempts["stalled"] = attempts["n"]
+        attempts["full"] = False
+        _wait_for(lambda: violations(cfg, "203.0.113.2") == 1)
+        os.close(w)
+
+    t = threading.Thread(target=later)
+    t.start()
+    with os.fdopen(r, "rb") as stdin:
+        rc = banctl.main(args, stdin=stdin, stdout=io.StringIO(), stderr=io.StringIO(), rng=Low())
+    t.join()
+    assert rc == 0
+    assert attempts["stalled"] <= 8, attempts  # about one per STALL_RETRY, not thousands

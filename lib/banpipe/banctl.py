@@ -604,6 +604,7 @@ class Daemon:
         self.unit: dict[tuple, list] = {}  # violations of the open unit
         self.last_pos_commit = time.monotonic()
         self.stalled: dict[tuple, list] | None = None  # a batch the ledger did not take
+        self.retry_at = 0.0  # when to try the stalled batch again
         self.watcher: Any = None
         self.events: Any = None  # fwevents.FirewallEvents, when the kernel has them
         self.next_check = 0.0
@@ -858,6 +859,7 @@ class Daemon:
 
     def stall(self, groups: dict[tuple, list], exc: Exception) -> None:
         """The ledger cannot be written: keep the batch, stop reading, say so once."""
+        self.retry_at = time.monotonic() + STALL_RETRY
         if self.stalled is None:
             self.report.say(
                 self.ledger.path,
@@ -972,7 +974,7 @@ class Daemon:
         if clears is not None:
             deadlines.append(clears - now)
         if self.stalled is not None:
-            deadlines.append(STALL_RETRY)
+            deadlines.append(self.retry_at - mono)
         elif self.recorded.pending:
             deadlines.append(self.last_pos_commit + POSITION_EVERY - mono)
         return min(max(0.0, d) for d in deadlines)
@@ -1094,7 +1096,10 @@ class Daemon:
                 # next expiry on every pass.
                 self.ledger_changed()
             if self.stalled is not None:
-                self.commit(self.stalled, force=True)
+                # Not on every wake-up: a failed write touches the -wal file, whose
+                # inotify event would wake us again at once.
+                if time.monotonic() >= self.retry_at:
+                    self.commit(self.stalled, force=True)
             elif fd in ready:
                 groups: dict[tuple, list] = {}
                 eof = self._read_burst(fd, reader, groups)
