@@ -295,7 +295,9 @@ def _rotate(soak: Soak, writer: Writer, kind: str, n: int) -> None:
     f = soak.alerts
     with writer.lock:
         if kind == "rename":
-            for k in range(6, 0, -1):
+            # Every rotated file is kept (logrotate's `rotate N` deletes the oldest: a file
+            # deleted before it was read is lost by definition, not a finding).
+            for k in range(n + 1, 0, -1):
                 old = Path(f"{f}.{k}")
                 if old.exists():
                     old.rename(f"{f}.{k + 1}")
