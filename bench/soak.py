@@ -342,7 +342,7 @@ def disk_soak(directory: Path, netns: Netns, *, rate: int, backend: str) -> dict
     write access come back. Firewall entries must not change meanwhile."""
     mnt = directory / "state"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "soak", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "soak", str(mnt)], check=True)
     try:
         soak = Soak(directory, backend, netns)
         writer = Writer(soak.alerts, rate).start()

@@ -147,7 +147,10 @@ def poweroff_and_read_journal(gw: Gateway) -> list[dict]:
     assert shutdown, "no journal entries after the poweroff request"
     # banctl finished its own stop, and none of its firewall commands was killed under it.
     text = messages(shutdown)
-    assert "banctl: stopped (" in text, text[-3000:]
+    ours = "\n".join(
+        line for line in messages(entries).splitlines() if "banpipe" in line or "banctl" in line
+    )
+    assert "banctl: stopped (" in text, ours[-4000:]
     assert "exit -15" not in text and "exit -9" not in text, text[-3000:]
     return shutdown
 
