@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from banpipe.banctl import reconcile, remove_automated  # noqa: E402
 from banpipe.bantime import BanPolicy  # noqa: E402
+from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend  # noqa: E402
 from banpipe.ledger import Ledger  # noqa: E402
 from bench_firewall import addresses  # noqa: E402
 
@@ -169,14 +171,31 @@ def _wait_line(lines: queue.Queue, text: str, timeout: float = 30.0) -> float:
 
 
 def stop_restore(backend: str, size: int, repeat: int) -> dict[str, list[float]]:
+    """In process (banctl's own code, what `apply` does at an orderly stop and at start)
+    and as `banctl teardown` / `banctl restore` processes."""
     ns = Namespace()
-    out: dict[str, list[float]] = {"teardown": [], "restore": []}
+    out: dict[str, list[float]] = {k: [] for k in ("stop", "start", "teardown", "restore")}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
             cfg = write_config(d, backend)
-            fill_ledger(d / "ledger.sqlite3", addresses(size), addresses(100, offset=size))
-            banctl(ns, cfg, "restore")
+            ledger = d / "ledger.sqlite3"
+            fill_ledger(ledger, addresses(size), addresses(100, offset=size))
+            fw = make_backend(backend, FirewallSettings(), SubprocessRunner(ns.prefix))
+            with Ledger.open(str(ledger)) as led:
+                fw.init()
+                reconcile(led, fw)
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    with led.locked():
+                        removed, manual = remove_automated(led, fw, thorough=False)
+                    out["stop"].append(time.perf_counter() - t0)
+                    assert (removed, manual) == (size, 100), (removed, manual)
+                    t0 = time.perf_counter()
+                    with led.locked():
+                        fw.init()
+                        reconcile(led, fw)
+                    out["start"].append(time.perf_counter() - t0)
             for _ in range(repeat):
                 out["teardown"].append(banctl(ns, cfg, "teardown"))
                 out["restore"].append(banctl(ns, cfg, "restore"))
@@ -203,15 +222,19 @@ def main() -> int:
                 ms = [t * 1000 for t in times]
                 print(f"| {b} | {label} | {statistics.median(ms):.0f} / {max(ms):.0f} |")
     if not args.skip_stop:
-        print("| backend | automated + 100 manual | teardown (median / max, s) | restore (same) |")
+        print(
+            "| backend | automated + 100 manual | stop: remove automated | start: restore all "
+            "| `banctl teardown` process | `banctl restore` process |"
+        )
+        print("|---|---:|---|---|---|---|")
         for b in backends:
             for n in map(int, args.sizes.split(",")):
                 r = stop_restore(b, n, args.repeat)
-                t, s = r["teardown"], r["restore"]
-                print(
-                    f"| {b} | {n:,} | {statistics.median(t):.2f} / {max(t):.2f} | "
-                    f"{statistics.median(s):.2f} / {max(s):.2f} |"
+                cells = " | ".join(
+                    f"{statistics.median(r[k]):.2f} / {max(r[k]):.2f} s"
+                    for k in ("stop", "start", "teardown", "restore")
                 )
+                print(f"| {b} | {n:,} | {cells} |")
     print(f"load average at end: {os.getloadavg()}")
     return 0
 

@@ -13,10 +13,12 @@ banctl's last commit) is a repeat and is dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banpipe import pipe
-from banpipe.follow import Position
+
+if TYPE_CHECKING:  # banpipe.follow imports pyinotify: not for every banctl command
+    from banpipe.follow import Position
 
 
 def ident(pos: Position) -> str:
@@ -29,6 +31,8 @@ def parse(obj: Any) -> Position | None:
 
     Raises ValueError when the record's position is malformed.
     """
+    from banpipe.follow import Position
+
     value = obj.get("position")
     if value is None:
         return None
