@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -215,3 +216,8 @@ def test_a_stalled_ledger_is_retried_now_and_then_not_in_a_loop(cfg, fw, monkeyp
     t.join()
     assert rc == 0
     assert attempts["stalled"] <= 8, attempts  # about one per STALL_RETRY, not thousands
+
+
+def test_position_to_json_holds_every_field():
+    p = Position(PATH, 1, 2, 3, 4, 5, "f", 6, "b")
+    assert p.to_json() == dataclasses.asdict(p)

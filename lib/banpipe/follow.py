@@ -40,7 +40,7 @@ import select
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import chain, count
 from typing import Any, Protocol
 
@@ -113,6 +113,7 @@ class Cursor:
         # The last bytes fed (at most FP_BYTES): where a copy of this file must agree
         # with it before its rest is read (copytruncate).
         self.recent = b""
+        self._fp: tuple[bytes, str] = (b"", hashlib.sha256(b"").hexdigest())
         self.last_data = 0.0  # Follower.clock() at the last non-empty read
         if fd is not None:
             st = os.fstat(fd)
@@ -257,7 +258,10 @@ class Cursor:
 
     @property
     def fp(self) -> str:
-        return hashlib.sha256(self.head).hexdigest()
+        # Asked for every position record (fasttail --ledger): hashed once per head.
+        if self._fp[0] != self.head:
+            self._fp = (self.head, hashlib.sha256(self.head).hexdigest())
+        return self._fp[1]
 
     def head_holds(self) -> bool:
         """Whether the file still starts with ``head`` (no copytruncate, no rewrite)."""
@@ -300,7 +304,20 @@ class Position:
     version: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out: asdict() copies recursively, and this runs for every position
+        # record fasttail --ledger writes.
+        return {
+            "path": self.path,
+            "inode": self.inode,
+            "device": self.device,
+            "offset": self.offset,
+            "lineno": self.lineno,
+            "fp_len": self.fp_len,
+            "fingerprint": self.fingerprint,
+            "size": self.size,
+            "before": self.before,
+            "version": self.version,
+        }
 
     @classmethod
     def from_json(cls, obj: Any) -> Position:
