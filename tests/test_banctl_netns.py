@@ -357,7 +357,13 @@ def test_stop_leaves_no_trace_and_teardown_is_idempotent(tmp_path, pair, backend
     b = Banctl(pair, write_config(tmp_path, backend))
     rc, _, err = b("apply", stdin=f"{alert(V4)}\n{alert(V6)}\n")
     assert rc == 0, err
-    assert no_trace(pair) == []  # on_stop = remove, nothing manual: all gone
+    # End of input is what a crash upstream looks like: no orderly stop, entries stay.
+    assert not pair.ping(V4, timeout=0.5)
+    b.assert_consistent()
+    for _ in range(2):  # on_stop = remove, nothing manual: all gone; safe twice
+        rc, out, err = b("teardown")
+        assert rc == 0, err
+        assert no_trace(pair) == []
     assert pair.ping(V4)
     assert b.active() == {V4, V6}  # the ledger is intact
     rc, _, _ = b("restore")
