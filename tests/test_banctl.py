@@ -978,15 +978,23 @@ def test_long_reason_is_whole_when_piped(cfg, fw):
 
 
 def test_stop_line_says_what_happened_to_the_firewall(cfg, fw):
-    rc, _, err = run([*cfg(), "apply"], lines(alert("203.0.113.7")))
+    rc, err = run_until_sigterm(
+        [*cfg(), "apply"], lines(alert("203.0.113.7")), lambda: "203.0.113.7" in fw.entries
+    )
     assert rc == 0
     assert err.splitlines()[-1].endswith(
-        "stopped (end of input): 1 line, 1 ban, 0 extended, 0 expired, 0 bad, 0 refused, "
+        "stopped (signal SIGTERM): 1 line, 1 ban, 0 extended, 0 expired, 0 bad, 0 refused, "
         "0 held by the spoof brake; 1 automated entry removed, with banpipe's "
         "chain/sets/table (no manual ban left)"
     )
-    rc, _, err = run([*cfg('[ban]\non_stop = "keep"\n'), "apply"], lines(alert("203.0.113.8")))
+    rc, err = run_until_sigterm(
+        [*cfg('[ban]\non_stop = "keep"\n'), "apply"],
+        lines(alert("203.0.113.8")),
+        lambda: "203.0.113.8" in fw.entries,
+    )
     assert rc == 0 and err.splitlines()[-1].endswith('firewall entries kept (on_stop = "keep")')
+    rc, _, err = run([*cfg(), "apply"], lines(alert("203.0.113.9")))
+    assert rc == 0 and err.splitlines()[-1].endswith("firewall entries kept (no orderly stop)")
 
 
 @pytest.mark.parametrize(
