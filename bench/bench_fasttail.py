@@ -149,6 +149,16 @@ def throughput(path: Path, lines: int, repeat: int) -> dict[str, tuple[float, in
     runs = {
         "naive floor (regex + json.dumps)": [sys.executable, "-c", NAIVE, str(path)],
         "fasttail (orjson)": [sys.executable, str(FASTTAIL), "--once", "--from-start", str(path)],
+        # Position records after every 16 KiB read (docs/pipe-format.md, "Positions").
+        "fasttail --ledger (positions)": [
+            sys.executable,
+            str(FASTTAIL),
+            "--once",
+            "--from-start",
+            "--ledger",
+            str(path.parent / "no-ledger.sqlite3"),
+            str(path),
+        ],
         "fasttail (json, orjson hidden)": [
             sys.executable,
             "-c",

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -250,22 +251,59 @@ def test_firewall_failure_in_apply_is_reported_and_not_fatal(cfg, fw, monkeypatc
         assert led.active_addresses() == {"203.0.113.7"}
 
 
-def test_stop_on_eof_removes_automated_keeps_manual(cfg, fw):
+def run_until_sigterm(argv, text, until):
+    """apply on a real pipe that stays open; SIGTERM (an orderly stop) once ``until()``."""
+    r, w = os.pipe()
+    os.write(w, text.encode())
+
+    def stopper():
+        _wait_for(until)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    err = io.StringIO()
+    try:
+        with os.fdopen(r, "rb") as stdin:
+            rc = banctl.main(
+                argv, stdin=stdin, stdout=io.StringIO(), stderr=err, clock=lambda: NOW, rng=Low()
+            )
+    finally:
+        thread.join()
+        os.close(w)
+    return rc, err.getvalue()
+
+
+def test_sigterm_removes_automated_keeps_manual(cfg, fw):
     args = cfg()
     assert run([*args, "ban", "198.51.100.50"])[0] == 0
-    rc, _, err = run([*args, "apply"], lines(alert("203.0.113.7")))
+    rc, err = run_until_sigterm(
+        [*args, "apply"], lines(alert("203.0.113.7")), lambda: "203.0.113.7" in fw.entries
+    )
     assert rc == 0
     assert ("release", ("203.0.113.7",)) in fw.calls
     assert fw.entries == {"198.51.100.50"}
-    assert "stopped (end of input)" in err and "1 automated entry removed, 1 manual ban kept" in err
+    assert "stopped (signal SIGTERM)" in err
+    assert "1 automated entry removed, 1 manual ban kept" in err
     with ledger_of(cfg) as led:  # the ledger is intact either way
         assert led.active_addresses() == {"198.51.100.50", "203.0.113.7"}
 
 
-def test_stop_without_manual_bans_tears_down(cfg, fw):
-    run([*cfg(), "apply"], lines(alert("203.0.113.7")))
+def test_sigterm_without_manual_bans_tears_down(cfg, fw):
+    run_until_sigterm(
+        [*cfg(), "apply"], lines(alert("203.0.113.7")), lambda: "203.0.113.7" in fw.entries
+    )
     assert fw.calls[-1] == ("close", ("True",))
     assert fw.entries == set()
+
+
+def test_end_of_input_keeps_entries_whatever_on_stop(cfg, fw):
+    """End of input is also what a crash of fasttail or alertfilter looks like."""
+    args = cfg()  # on_stop = "remove"
+    rc, _, err = run([*args, "apply"], lines(alert("203.0.113.7")))
+    assert rc == 0
+    assert fw.named("release") == [] and fw.entries == {"203.0.113.7"}
+    assert "stopped (end of input)" in err and "firewall entries kept" in err
 
 
 def test_stop_keep_leaves_entries(cfg, fw):
@@ -505,8 +543,8 @@ def test_check_repairs_structure_and_duplicates(cfg, fw, monkeypatch):
     broken = FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, False, ["chain gone"])
     dup = FirewallState({"203.0.113.7"}, {"203.0.113.7": 2}, True, [])
     clean = FirewallState({"203.0.113.7"}, {}, True, [])
-    # every drift is confirmed by a second listing
-    states = iter([broken, broken, dup, dup, clean])
+    # a missing structure needs no second listing, nor does the listing after init()
+    states = iter([broken, dup, clean])
     monkeypatch.setattr(fw, "check", lambda: next(states))
     rc, out, _ = run([*args, "check", "--repair"])
     assert rc == 0
@@ -811,6 +849,54 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
     env.close()
 
 
+@pytest.mark.parametrize(
+    ("result", "removed"),
+    [(None, True), ("success", True), ("exit-code", False), ("signal", False)],
+)
+def test_teardown_orderly_only_after_a_clean_stop(cfg, fw, monkeypatch, result, removed):
+    """ExecStopPost runs after failures too: a crash must not take the bans down."""
+    args = cfg()
+    run([*args, "apply"], lines(alert("203.0.113.7")))
+    if result is None:
+        monkeypatch.delenv("SERVICE_RESULT", raising=False)
+    else:
+        monkeypatch.setenv("SERVICE_RESULT", result)
+    rc, out, _ = run([*args, "teardown", "--orderly"])
+    assert rc == 0
+    assert (fw.entries == set()) is removed
+    if not removed:
+        assert out == f"teardown skipped: the service ended with {result}; entries stay\n"
+
+
+def test_wan_change_applies_to_the_next_alert_read_even_inside_a_burst(cfg, tool_env, tmp_path):
+    """The WAN state changes while banctl is busy with a flood; the alert naming the new
+    address, written after the change, must meet the new protection: never banned."""
+    log = tmp_path / "stderr"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(BIN), *cfg("[ban]\nspoof_max = 0\n"), "apply"],
+            stdin=subprocess.PIPE,
+            stderr=err,
+            env=tool_env,
+            text=True,
+        )
+    try:
+        assert _wait_for(lambda: "started" in log.read_text())
+        flood = lines(*(alert(f"2001:db8:f::{i:x}") for i in range(1, 3000)))
+        proc.stdin.write(flood)  # more than FLOOD_BYTES: banctl lingers for more
+        cfg.wan.write_text(json.dumps({"v": 1, "type": "wan", "addresses": ["198.51.100.77"]}))
+        proc.stdin.write(lines(alert("198.51.100.77")))
+        proc.stdin.flush()
+        assert _wait_for(lambda: len(_active(cfg)) == 2999, timeout=30)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "refusing to ban 198.51.100.77: our WAN address 198.51.100.77" in text
+    assert "198.51.100.77" not in _active(cfg)
+    assert "ban lifted" not in text
+
+
 # -- the first hour: read-only commands create nothing, answers instead of errors --------
 
 
@@ -892,15 +978,23 @@ def test_long_reason_is_whole_when_piped(cfg, fw):
 
 
 def test_stop_line_says_what_happened_to_the_firewall(cfg, fw):
-    rc, _, err = run([*cfg(), "apply"], lines(alert("203.0.113.7")))
+    rc, err = run_until_sigterm(
+        [*cfg(), "apply"], lines(alert("203.0.113.7")), lambda: "203.0.113.7" in fw.entries
+    )
     assert rc == 0
     assert err.splitlines()[-1].endswith(
-        "stopped (end of input): 1 line, 1 ban, 0 extended, 0 expired, 0 bad, 0 refused, "
+        "stopped (signal SIGTERM): 1 line, 1 ban, 0 extended, 0 expired, 0 bad, 0 refused, "
         "0 held by the spoof brake; 1 automated entry removed, with banpipe's "
         "chain/sets/table (no manual ban left)"
     )
-    rc, _, err = run([*cfg('[ban]\non_stop = "keep"\n'), "apply"], lines(alert("203.0.113.8")))
+    rc, err = run_until_sigterm(
+        [*cfg('[ban]\non_stop = "keep"\n'), "apply"],
+        lines(alert("203.0.113.8")),
+        lambda: "203.0.113.8" in fw.entries,
+    )
     assert rc == 0 and err.splitlines()[-1].endswith('firewall entries kept (on_stop = "keep")')
+    rc, _, err = run([*cfg(), "apply"], lines(alert("203.0.113.9")))
+    assert rc == 0 and err.splitlines()[-1].endswith("firewall entries kept (no orderly stop)")
 
 
 @pytest.mark.parametrize(

@@ -274,7 +274,41 @@ def test_external_flush_repaired_by_check_and_by_daemon(tmp_path, pair, backend)
         assert not pair.ping(V4)
     finally:
         err = stop(proc)
-    assert "firewall drift repaired" in err
+    assert "repaired" in err
+    b.assert_consistent()
+
+
+# What takes our part away, per backend, that the kernel announces (fwevents).
+WIPE = {
+    "iptables": [
+        [["iptables", "-F", "BANPIPE"]],
+        [["iptables", "-F"], ["ip6tables", "-F"]],
+        [["iptables", "-D", "INPUT", "-j", "BANPIPE"]],
+    ],
+    "ipset": [[["iptables", "-F"], ["ip6tables", "-F"]]],
+    "nftables": [[["nft", "flush", "ruleset"]], [["nft", "delete", "table", "inet", "banpipe"]]],
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_firewall_wiped_is_repaired_at_once_without_waiting_for_the_check(tmp_path, pair, backend):
+    """The periodic check is an hour away: only the kernel's notification can repair."""
+    cfg = write_config(tmp_path, backend, 'check_interval = "1h"\n[ban]\non_stop = "keep"\n')
+    b = Banctl(pair, cfg)
+    proc = b.spawn()
+    try:
+        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
+        proc.stdin.write(f"{alert(V4)}\n{alert(V6)}\n")
+        proc.stdin.flush()
+        assert wait_for(lambda: b.firewall().entries == {V4, V6})
+        for wipe in WIPE[backend]:
+            for argv in wipe:
+                pair.gateway.run(argv)
+            assert wait_for(lambda: b("check")[0] == 0, timeout=10), wipe
+            assert not pair.ping(V4, timeout=0.5) and not pair.ping(V6, timeout=0.5)
+    finally:
+        err = stop(proc)
+    assert "firewall changed from outside; repaired" in err
     b.assert_consistent()
 
 
@@ -323,7 +357,13 @@ def test_stop_leaves_no_trace_and_teardown_is_idempotent(tmp_path, pair, backend
     b = Banctl(pair, write_config(tmp_path, backend))
     rc, _, err = b("apply", stdin=f"{alert(V4)}\n{alert(V6)}\n")
     assert rc == 0, err
-    assert no_trace(pair) == []  # on_stop = remove, nothing manual: all gone
+    # End of input is what a crash upstream looks like: no orderly stop, entries stay.
+    assert not pair.ping(V4, timeout=0.5)
+    b.assert_consistent()
+    for _ in range(2):  # on_stop = remove, nothing manual: all gone; safe twice
+        rc, out, err = b("teardown")
+        assert rc == 0, err
+        assert no_trace(pair) == []
     assert pair.ping(V4)
     assert b.active() == {V4, V6}  # the ledger is intact
     rc, _, _ = b("restore")

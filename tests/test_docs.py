@@ -25,14 +25,26 @@ def run_pipe(tool_env, *, filtered: bool, source: str = "alert.fast") -> list[st
 
 
 def test_boundary_examples_are_real_output(tool_env):
-    assert len(EXAMPLES) == 4
+    assert len(EXAMPLES) == 5
     assert EXAMPLES[0] == run_pipe(tool_env, filtered=False)[0]
     assert EXAMPLES[1] == run_pipe(tool_env, filtered=False, source="eve.json")[0]
     assert EXAMPLES[2] == run_pipe(tool_env, filtered=True)[2]
 
 
+def test_position_example_has_the_shape_fasttail_writes(tool_env, tmp_path):
+    example = json.loads(EXAMPLES[3])
+    cmd = [sys.executable, str(BIN / "fasttail"), "--once", "--from-start", "--ledger",
+           str(tmp_path / "ledger"), str(ROOT / "examples" / "alert.fast")]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, env=tool_env, check=True).stdout
+    real = [json.loads(x) for x in out.splitlines()]
+    positions = [o for o in real if o.get("type") == "position"]
+    assert positions[0] == real[0] and positions[-1] == real[-1]
+    assert list(example) == list(real[0]) == ["v", "type", "position"]
+    assert list(example["position"]) == list(real[0]["position"])
+
+
 def test_wan_example_has_the_documented_shape():
-    event = json.loads(EXAMPLES[3])
+    event = json.loads(EXAMPLES[4])
     assert list(event) == ["v", "type", "interface", "added", "removed", "addresses", "ts"]
 
 

@@ -348,3 +348,69 @@ def test_copytruncate_while_stopped_finds_the_copy_by_fingerprint(alert_file, tm
         fh.write(line(3))
     code, objs, err = run("--once", "--state", state, f)
     assert [o["sid"] for o in objs] == [2, 3]
+
+
+def _rotate_numbered(f, keep: int = 5, compress_from: int | None = None) -> None:
+    """logrotate's rename scheme: alert.4 -> alert.5, ..., alert -> alert.1."""
+    d, base = os.path.split(f)
+    for n in range(keep, 0, -1):
+        for suffix in ("", ".gz"):
+            src = os.path.join(d, f"{base}.{n}{suffix}")
+            if os.path.exists(src):
+                os.rename(src, os.path.join(d, f"{base}.{n + 1}{suffix}"))
+    os.rename(f, f"{f}.1")
+    if compress_from is not None:
+        for n in range(compress_from, keep + 2):
+            plain = os.path.join(d, f"{base}.{n}")
+            if os.path.exists(plain):
+                os.rename(plain, plain + ".gz")  # the bytes do not matter here
+
+
+@pytest.mark.parametrize("rotations", [2, 3, 5])
+def test_several_rotations_while_stopped_read_every_file_oldest_first(
+    alert_file, tmp_path, rotations
+):
+    f = alert_file(line(1))
+    state = tmp_path / "pos.json"
+    run("--once", "--state", state, f)
+    with open(f, "a") as fh:
+        fh.write(line(2))
+    for r in range(rotations):
+        _rotate_numbered(str(f))
+        alert_file(line(10 + r))
+    code, objs, err = run("--once", "--state", state, f)
+    assert code == 0, err
+    assert [o["sid"] for o in objs] == [2, *range(10, 10 + rotations)]
+    assert run("--once", "--state", state, f)[1] == []
+
+
+def test_dated_rotations_while_stopped_are_read_oldest_first(alert_file, tmp_path):
+    f = alert_file(line(1))
+    state = tmp_path / "pos.json"
+    run("--once", "--state", state, f)
+    os.rename(f, tmp_path / "alert-20261126")
+    for day, sid in ((27, 5), (28, 6)):
+        alert_file(line(sid))
+        os.utime(f, ns=(day * 10**9, day * 10**9))
+        os.rename(f, tmp_path / f"alert-202611{day}")
+    alert_file(line(7))
+    (tmp_path / "alert_full").write_text(line(99))  # a neighbour, not a rotation
+    os.utime(tmp_path / "alert-20261126", ns=(26 * 10**9, 26 * 10**9))
+    code, objs, err = run("--once", "--state", state, f)
+    assert [o["sid"] for o in objs] == [5, 6, 7], err
+
+
+def test_compressed_rotations_while_stopped_are_reported(alert_file, tmp_path):
+    f = alert_file(line(1))
+    state = tmp_path / "pos.json"
+    run("--once", "--state", state, f)
+    with open(f, "a") as fh:
+        fh.write(line(2))
+    for r in range(3):
+        _rotate_numbered(str(f), compress_from=2)
+        alert_file(line(10 + r))
+    # alert.1 (sid 11), alert.2.gz (sid 10), alert.3.gz (the saved file, compressed away)
+    code, objs, err = run("--once", "--state", state, f)
+    assert code == 0
+    assert f"fasttail: {f}.3.gz: compressed rotation, may hold the saved position: not read" in err
+    assert f"fasttail: {f}.2.gz: compressed rotation, may hold the saved position: not read" in err

@@ -269,3 +269,21 @@ def test_netns_pair_cleans_up():
         assert all(n in listed for n in names)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(n in listed.split() for n in names)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_bulk_release_keeps_manual_bans_and_foreign_order(pair, name):
+    """Releasing thousands with other entries present: exactly those go, in one change."""
+    fw = firewall(pair, name, log=True)
+    fw.init()
+    many = [f"2001:db8:5::{i:x}" for i in range(1, 1500)]
+    many += [f"{net}.{i}" for net in ("198.51.100", "192.0.2") for i in range(1, 255)]
+    manual = ["203.0.113.7", "2001:db8:66::7"]
+    fw.block(many[:1000] + manual[:1] + many[1000:] + manual[1:])
+    fw.release(many)
+    state = fw.check()
+    assert state.entries == set(manual)
+    assert state.structure_ok and not state.duplicates and not state.problems
+    assert_dropped(pair, "203.0.113.7")
+    assert_passes(pair, "203.0.113.8")
+    fw.close()

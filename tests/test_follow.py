@@ -416,6 +416,29 @@ def test_copytruncate_restarts_at_zero_and_says_so(tmp_path, tails):
     assert t.stop() == 0
 
 
+def test_copytruncate_recovers_the_unread_tail_from_the_copy(tmp_path, tails):
+    f = tmp_path / "alert"
+    f.write_text("")
+    t = tails("--from-start", f)
+    append(f, line(1))
+    assert t.sids(1) == [1]
+    # Appended and copied away, then truncated, before fasttail had a look (it is
+    # stopped meanwhile so that it cannot read them from the original).
+    t.proc.send_signal(signal.SIGSTOP)
+    append(f, line(2) + line(3))
+    (tmp_path / "alert.1").write_bytes(f.read_bytes())
+    with open(f, "r+") as fh:
+        fh.truncate(0)
+    append(f, line(4))
+    t.proc.send_signal(signal.SIGCONT)
+    assert t.sids(3) == [2, 3, 4]
+    assert t.err == [
+        f"fasttail: {f}: copied to {tmp_path / 'alert.1'}; reading the rest of the copy",
+        f"fasttail: {f}: file truncated; reading from the start",
+    ]
+    assert t.stop() == 0
+
+
 def test_truncate_and_rewrite_past_the_old_size_is_noticed_by_fingerprint(tmp_path, tails):
     f = tmp_path / "alert"
     f.write_text("")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from banpipe.protect import AddressTable, Protection, canonical, read_address_file
 
@@ -27,6 +31,19 @@ P = Protection(
         ("::1", "loopback"),
         ("::ffff:127.0.0.1", "loopback"),
         ("::ffff:198.51.100.2", "our WAN address 198.51.100.2"),
+        # every IPv4-embedding spelling of ours is ours
+        ("::c633:6402", "our WAN address 198.51.100.2"),  # IPv4-compatible
+        ("::198.51.100.2", "our WAN address 198.51.100.2"),
+        ("::ffff:0:c633:6402", "our WAN address 198.51.100.2"),  # IPv4-translated
+        ("64:ff9b::c633:6402", "our WAN address 198.51.100.2"),  # NAT64
+        ("64:ff9b::192.168.1.7", "our network 192.168.1.0/24"),
+        ("::c0a8:107", "our network 192.168.1.0/24"),
+        ("64:ff9b::cb00:7109", "whitelisted 203.0.113.8/29"),
+        ("64:ff9b::7f00:1", "loopback"),
+        # reserved and "this network" sources
+        ("0.1.2.3", '"this network" (0.0.0.0/8), never a source'),
+        ("240.0.0.1", "reserved (240.0.0.0/4)"),
+        ("254.255.255.255", "reserved (240.0.0.0/4)"),
         ("169.254.1.1", "link-local"),
         ("fe80::1", "link-local"),
         ("224.0.0.22", "multicast"),
@@ -81,3 +98,27 @@ def test_ipv4_mapped_config_entries_protect_the_ipv4_addresses():
     p = Protection(networks=["::ffff:192.168.7.0/120"], whitelist=["::ffff:10.0.0.0/104"])
     assert p.reason("192.168.7.9") == "our network 192.168.7.0/24"
     assert p.reason("::ffff:10.9.9.9") == "whitelisted 10.0.0.0/8"
+
+
+def test_embedded_spellings_of_ours_are_ours_for_require_ours():
+    assert P.ours("64:ff9b::c0a8:107") == "our network 192.168.1.0/24"
+    assert P.ours("::ffff:0:c633:6402") == "our WAN address 198.51.100.2"
+    assert P.ours("64:ff9b::808:808") is None
+
+
+@pytest.mark.parametrize("addr", ["64:ff9b::808:808", "::ffff:0:808:808", "64:ff9b:1::c633:6402"])
+def test_embedded_spellings_of_others_are_bannable(addr):
+    assert P.reason(addr) is None
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(network="192.168.1.0/24"),
+        st.ip_addresses(network="203.0.113.0/28"),
+        st.just(ipaddress.IPv4Address("198.51.100.2")),
+    ),
+    st.sampled_from(["::{}", "::ffff:{}", "::ffff:0:{}", "64:ff9b::{}"]),
+)
+def test_every_spelling_of_a_protected_ipv4_address_is_protected(v4, spelling):
+    text = str(ipaddress.IPv6Address(spelling.format(v4)))  # compressed, hex groups
+    assert P.reason(text) == P.reason(str(v4)) is not None

@@ -360,6 +360,12 @@ class Filter:
             except (KeyError, TypeError, IndexError):
                 valid = False
             if not valid:
+                if pipe.is_position(alert):
+                    # Passed on after the bans it follows: banctl records the position
+                    # with them, also when every alert before it was skipped here.
+                    if not dry_run:
+                        out_write(raw + b"\n")
+                    continue
                 self.bad_line(lineno, pipe.check_object(alert) or check_alert(alert) or "?")
                 continue
             d = decide(alert)

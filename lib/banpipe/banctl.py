@@ -25,10 +25,18 @@ How the pieces stay consistent:
   it every ``[banctl] check_interval`` and repairs (an external ``iptables -F`` or
   ``nft flush ruleset``), as does ``banctl check --repair``.
 * Start: firewall ``init()``, lapsed bans lifted, bans of our own WAN addresses lifted,
-  then one bulk ``block()`` of everything missing. Stop (SIGTERM, SIGINT or end of
-  input, whichever comes first; idempotent): with ``[ban] on_stop = "remove"`` the
-  automated entries leave the firewall (all of banpipe's structure when no manual ban
-  is left), manual bans stay; ``banctl teardown`` does the same from outside.
+  then one bulk ``block()`` of everything missing. Orderly stop (SIGTERM, SIGINT;
+  idempotent): with ``[ban] on_stop = "remove"`` the automated entries leave the
+  firewall (all of banpipe's structure when no manual ban is left), manual bans stay;
+  ``banctl teardown`` does the same from outside. End of input (also what a crash
+  upstream looks like), an error or a full disk never takes an entry out.
+* Positions (``fasttail --ledger``): the alerts between two position records are
+  recorded with the closing position in one transaction, or not at all; what the
+  ledger already holds is ignored (banpipe.positions).
+* The ledger cannot be written (disk full, read-only): the batch is kept, input is not
+  read, the firewall stays as it is; retried every STALL_RETRY seconds.
+* Firewall change events (banpipe.fwevents): our structure vanishing is repaired at
+  once, not at the next periodic check.
 * Spoof brake: more than ``[ban] spoof_max`` new automated bans within
   ``spoof_window`` (counted from the ledger, so a restart does not reset it) stops new
   bans; violations are still recorded and existing bans still extended.
@@ -46,6 +54,7 @@ import random
 import select
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -53,7 +62,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from banpipe import cli, term
+from banpipe import cli, pipe, positions, term
 from banpipe.bantime import BanPolicy, format_expiry, format_until, parse_duration
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.ledger import Ledger, LedgerError, Violation
@@ -71,6 +80,9 @@ CACHE_MAX = 100_000  # per-address memos of the hot path (canonical form, protec
 SIG_CACHE = 4096  # per generation: rules that fire at all are few
 EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
 EX_NOT_FOUND = 1  # `banctl show`: address not in the ledger (like grep without a match)
+POSITION_EVERY = 1.0  # s: positions of filtered-out alerts need no fsync each
+STALL_RETRY = 1.0  # s: how often a ledger that cannot be written is tried again
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 Clock = Callable[[], float]
 
@@ -133,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--all", action="store_true", help="remove manual bans' entries and our structure too"
+    )
+    s.add_argument(
+        "--orderly",
+        action="store_true",
+        help="only after an orderly stop: do nothing when systemd's $SERVICE_RESULT says the "
+        "service failed (for ExecStopPost=; an error must not take bans down)",
     )
     s = sub.add_parser(
         "check",
@@ -390,7 +408,8 @@ def compare(ledger: Ledger, fw: Any) -> Drift:
     """
     want = ledger.active_addresses()
     drift = _drift(want, fw.check())
-    if not drift.clean:
+    # A missing table, chain or set is no artefact of a partial listing: no second one.
+    if not drift.clean and drift.structure_ok:
         again = _drift(want, fw.check())
         drift.missing &= again.missing
         drift.orphans &= again.orphans
@@ -422,7 +441,10 @@ def reconcile(ledger: Ledger, fw: Any) -> Drift:
     drift = compare(ledger, fw)
     if not drift.structure_ok:
         fw.init()
-        drift_after_init = compare(ledger, fw)
+        # One listing: a partial one could only make entries look missing, and
+        # block() of a present entry changes nothing (a firewall reload is repaired
+        # in the time of one listing less).
+        drift_after_init = _drift(ledger.active_addresses(), fw.check())
         drift_after_init.structure_ok = False
         drift_after_init.problems = drift.problems
         drift = drift_after_init
@@ -578,6 +600,11 @@ def violation_from(obj: dict[str, Any]) -> tuple[Violation | None, str | None]:
     )
 
 
+def _ledger_reason(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[1] if isinstance(exc, LedgerError) and ": " in text else text
+
+
 def _not_an_address(raw: str) -> str:
     return f"offender is not an IP address: {raw[:64]!r}"
 
@@ -644,6 +671,14 @@ class Daemon:
         self.brake = SpoofBrake(int(ban.spoof_max), float(ban.spoof_window))
         self.check_interval = max(1.0, float(env.config.banctl.check_interval))
         self.counts: Counter[str] = Counter()
+        self.recorded = positions.Recorded(ledger.recorded_positions())
+        self.positional = False  # the input carries position records
+        self.unit: dict[tuple, list] = {}  # violations of the open unit
+        self.last_pos_commit = time.monotonic()
+        self.stalled: dict[tuple, list] | None = None  # a batch the ledger did not take
+        self.retry_at = 0.0  # when to try the stalled batch again
+        self.watcher: Any = None
+        self.events: Any = None  # fwevents.FirewallEvents, when the kernel has them
         self.next_check = 0.0
         self.data_version = 0
         self.started = False
@@ -669,12 +704,19 @@ class Daemon:
         self.next_check = time.monotonic() + self.check_interval
         self.data_version = self.ledger.data_version()
 
-    def stop(self, why: str) -> None:
-        """Idempotent: by ``[ban] on_stop`` remove automated entries or keep them."""
+    def stop(self, why: str, *, orderly: bool = False) -> None:
+        """Idempotent: after an orderly stop (SIGTERM/SIGINT) remove automated entries
+        or keep them by ``[ban] on_stop``; after anything else keep them.
+
+        End of input is not an orderly stop: it is also what a crash of fasttail or
+        alertfilter looks like from here, and the bans must outlive that.
+        """
         if self.stopped or not self.started:
             return
         self.stopped = True
-        if self.env.config.ban.on_stop == "remove":
+        if self.stalled is None:
+            self.commit({}, force=True)  # positions still waiting
+        if orderly and self.env.config.ban.on_stop == "remove":
             with self.ledger.locked():
                 removed, manual = remove_automated(self.ledger, self.fw, thorough=False)
             kept = (
@@ -687,7 +729,11 @@ class Daemon:
             )
         else:
             self.fw.close(teardown=False)
-            firewall = 'firewall entries kept (on_stop = "keep")'
+            firewall = (
+                'firewall entries kept (on_stop = "keep")'
+                if orderly
+                else "firewall entries kept (no orderly stop)"
+            )
         c = self.counts
         self.report.say(
             None,
@@ -735,6 +781,8 @@ class Daemon:
         judged, victim_of = offenders.new.get, victims.new.get
         sigs = self._sigs
         sig_of = sigs.new.get
+        # A positional stream's alerts wait in the open unit until its position arrives.
+        target = self.unit if self.positional else groups
         lines = 0
         for lineno, obj in items:
             lines += 1
@@ -745,6 +793,9 @@ class Daemon:
             get = obj.get
             raw = get("offender")
             if type(raw) is not str or not raw:
+                if get("type") == pipe.POSITION and get("v") == pipe.VERSION:
+                    target = self.close_unit(obj, lineno, groups)
+                    continue
                 counts["bad"] += 1
                 report.error(f"<stdin>:{lineno}", "no offender address", "bad")
                 continue
@@ -780,6 +831,10 @@ class Daemon:
                 get("victim"),
                 get("reason"),
             )
+            if type(priority) is int and not _INT64_MIN <= priority <= _INT64_MAX:
+                counts["bad"] += 1  # SQLite stores 64 bits: this line's error, not the batch's
+                report.error(f"<stdin>:{lineno}", f"priority out of range: {priority}", "bad")
+                continue
             if type(victim) is str:
                 text = victim
                 victim = victim_of(text)
@@ -797,9 +852,9 @@ class Daemon:
                 get("reversed") is True,
                 reason[:1000] if type(reason) is str else None,
             )
-            group = groups.get(key)
+            group = target.get(key)
             if group is None:
-                groups[key] = [_alert_ts(get("ts")), 1, lineno]
+                target[key] = [_alert_ts(get("ts")), 1, lineno]
             else:
                 group[1] += 1
                 group[2] = lineno
@@ -808,20 +863,76 @@ class Daemon:
             self.monitor.input_seen()
         return lines
 
-    def commit(self, groups: dict[tuple, list]) -> None:
-        """Record gathered violations in one durable transaction, then block the new
-        bans in one firewall call."""
-        if not groups:
-            return
+    def close_unit(self, obj: dict[str, Any], lineno: int, groups: dict[tuple, list]) -> dict:
+        """A position record closes the open unit: its violations join ``groups`` (to
+        be recorded with the position) unless the ledger already holds them. Returns
+        the new open unit."""
+        self.positional = True
+        try:
+            pos = positions.parse(obj)
+        except ValueError as exc:
+            self.counts["bad"] += 1
+            self.report.error(f"<stdin>:{lineno}", f"bad position: {exc}", "bad")
+            return self.unit  # the unit stays open until a valid position closes it
+        if pos is None or self.recorded.is_new(pos):
+            positions.merge(groups, self.unit)
+            if pos is not None:
+                self.recorded.advance(pos)
+        else:
+            self.counts["repeated"] += sum(g[1] for g in self.unit.values())
+        self.unit = {}
+        return self.unit
+
+    def drop_open_unit(self) -> None:
+        """End of input inside a unit: its alerts come again when fasttail resumes."""
+        n = sum(g[1] for g in self.unit.values())
+        if n:
+            self.report.say(
+                None,
+                f"end of input after {n} violations without their position: not "
+                "recorded (they come again from the recorded position)",
+            )
+        self.unit = {}
+
+    def commit(self, groups: dict[tuple, list], *, force: bool = False) -> bool:
+        """Record gathered violations and the positions of their units in one durable
+        transaction, then block the new bans in one firewall call.
+
+        Positions without violations (every alert of their units was filtered out)
+        are recorded at most every POSITION_EVERY seconds, unless ``force``. When the
+        ledger cannot be written (disk full, read-only), nothing is lost: the batch is
+        kept in ``self.stalled`` and input is not read until a retry succeeds; the
+        firewall keeps enforcing what the ledger holds. Returns False while stalled.
+        """
+        rows = self.recorded.rows() if self.recorded.pending else []
+        if not groups and (
+            not rows
+            or not (force or self.recorded.urgent)
+            and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+        ):
+            return True
         counts = self.counts
         now = self.env.clock()
-        budget = self.brake.budget(self.ledger, now)
-        with self.ledger.locked():
-            out = self.ledger.record_groups(
-                groups, now, self.policy, self.env.rng, new_ban_budget=budget
-            )
-            if out.new_bans:
-                self._firewall(self.fw.block, out.new_bans)
+        try:
+            budget = self.brake.budget(self.ledger, now)
+            with self.ledger.locked():
+                with self.ledger.transaction():
+                    out = self.ledger.record_groups(
+                        groups, now, self.policy, self.env.rng, new_ban_budget=budget
+                    )
+                    if rows:
+                        self.ledger.record_positions(rows)
+                self.recorded.pending.clear()
+                self.recorded.urgent = False
+                self.last_pos_commit = time.monotonic()
+                if out.new_bans:
+                    self._firewall(self.fw.block, out.new_bans)
+        except (LedgerError, sqlite3.Error) as exc:
+            self.stall(groups, exc)
+            return False
+        if self.stalled is not None:
+            self.stalled = None
+            self.report.say(None, "the ledger is writable again; reading input again")
         counts["banned"] += len(out.new_bans)
         counts["extended"] += len(out.extended)
         counts["held"] += len(out.held)
@@ -839,6 +950,20 @@ class Daemon:
         self.brake.held += len(out.held)
         self.data_version = self.ledger.data_version()
         self.monitor.changed()
+        return True
+
+    def stall(self, groups: dict[tuple, list], exc: Exception) -> None:
+        """The ledger cannot be written: keep the batch, stop reading, say so once."""
+        self.retry_at = time.monotonic() + STALL_RETRY
+        if self.stalled is None:
+            self.report.say(
+                self.ledger.path,
+                f"cannot write the ledger ({_ledger_reason(exc)}): not reading input "
+                f"until it can; the firewall keeps enforcing {self.ledger.count_active()} "
+                f"active bans; retrying every {STALL_RETRY:g} s",
+                level=cli.ERR,
+            )
+        self.stalled = groups
 
     def log_bans(self, new: list[str], groups: dict[tuple, list]) -> None:
         if not new:
@@ -873,10 +998,13 @@ class Daemon:
         nxt = self.ledger.next_expiry()
         if nxt is None or nxt > now:
             return
-        with self.ledger.locked():
-            due = self.ledger.expire(now, retention=self.env.retention)
-            if due:
-                self._firewall(self.fw.release, due)
+        try:
+            with self.ledger.locked():
+                due = self.ledger.expire(now, retention=self.env.retention)
+                if due:
+                    self._firewall(self.fw.release, due)
+        except (LedgerError, sqlite3.Error):
+            return  # cannot write: the bans stay, in the ledger and the firewall alike
         self.counts["expired"] += len(due)
         if 0 < len(due) <= 20:
             for a in due:
@@ -888,20 +1016,53 @@ class Daemon:
 
     def periodic(self) -> None:
         """Drift check and repair (an external flush), then history pruning."""
+        self.repair("firewall drift repaired")
+        self.prune()
+
+    def repair(self, said: str) -> None:
         with self.ledger.locked():
             drift = reconcile(self.ledger, self.fw)
         self.monitor.checked(drift)
+        self.own_events()
         if not drift.clean:
-            self.report.say(None, f"firewall drift repaired: {drift.summary()}", level=cli.WARNING)
-        self.prune()
+            self.report.say(None, f"{said}: {drift.summary()}", level=cli.WARNING)
+
+    def open_events(self) -> None:
+        """Listen for our part of the firewall being taken away (banpipe.fwevents)."""
+        if self.fw.name not in ("iptables", "ipset", "nftables"):
+            return
+        from banpipe.fwevents import Concern, FirewallEvents
+
+        s = self.env.config.firewall.settings()
+        try:
+            self.events = FirewallEvents(Concern(self.fw.name, s.table, s.chain, s.hooks))
+        except OSError as exc:
+            self.report.say(
+                None,
+                f"no firewall change events ({exc.strerror or exc}); drift is repaired "
+                "at the periodic check only",
+                level=cli.WARNING,
+            )
+
+    def own_events(self) -> None:
+        """Forget the notifications of our own changes (they were queued before the
+        change returned): only changes by others should trigger a repair."""
+        if self.events is not None:
+            self.events.read()
+
+    def firewall_changed(self) -> None:
+        """A notification: something of ours vanished (flush, reload). Repair now."""
+        if self.events is not None and self.events.read():
+            self._guarded(lambda: self.repair("firewall changed from outside; repaired"))
 
     def prune(self) -> None:
         ban = self.env.config.ban
-        self.ledger.prune(
-            self.env.clock(),
-            retention=float(ban.retention),
-            recidive_window=float(ban.recidive_window),
-        )
+        with contextlib.suppress(LedgerError, sqlite3.Error):  # a full disk: next time
+            self.ledger.prune(
+                self.env.clock(),
+                retention=float(ban.retention),
+                recidive_window=float(ban.recidive_window),
+            )
 
     def timeout(self) -> float:
         """Seconds until something is due: next expiry, periodic check, brake release."""
@@ -916,7 +1077,22 @@ class Daemon:
         writes = self.monitor.deadline()
         if writes is not None:
             deadlines.append(writes)
+        if self.stalled is not None:
+            deadlines.append(self.retry_at - mono)
+        elif self.recorded.pending:
+            deadlines.append(self.last_pos_commit + POSITION_EVERY - mono)
         return min(max(0.0, d) for d in deadlines)
+
+    def wan_first(self) -> None:
+        """Apply a WAN change that happened before the input just read (an alert that
+        names the new address must meet the new protection, not the old one)."""
+        watcher = self.watcher
+        if watcher is None or not self.env.config.network.wan_state:
+            return
+        if select.select([watcher], [], [], 0)[0]:
+            wan = os.path.abspath(self.env.config.network.wan_state)
+            if wan in watcher.changed():
+                self.wan_changed()
 
     def wan_changed(self) -> None:
         wan = self.env.wan_addresses()
@@ -960,20 +1136,25 @@ class Daemon:
         watcher = None
         why = "error"
         try:
+            self.open_events()  # before the restore: a flush from now on is noticed
             self.start()
+            self.own_events()
             wan_path = self.env.config.network.wan_state
             watched = [self.ledger.path + "-wal", self.ledger.path]
             watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
+            self.watcher = watcher
             self._loop(fd, flag, wake_r, watcher)
             why = "end of input"
             if flag.stop:
                 why = "signal " + signal.Signals(flag.signals[0]).name
         finally:
             try:
-                self.stop(why)
+                self.stop(why, orderly=flag.stop)
             finally:
                 if watcher is not None:
                     watcher.close()
+                if self.events is not None:
+                    self.events.close()
                 _restore_signals(old)
                 os.close(wake_r)
                 os.close(wake_w)
@@ -990,6 +1171,8 @@ class Daemon:
             objects = reader.objects()
             while self.handle(itertools.islice(objects, BATCH_MAX_LINES)):
                 pass
+            self.drop_open_unit()
+            self.commit({}, force=True)
             self.expire_due()
             why = "end of input"
         finally:
@@ -1001,26 +1184,41 @@ class Daemon:
         reader = PipeReader()
         while not flag.stop:
             self.brake_tick(self.env.clock())
-            ready, _, _ = select.select([fd, watcher, wake_r], [], [], self.timeout())
+            # While the ledger cannot take a batch, input waits in the pipe: upstream
+            # blocks and nothing is read past what is recorded.
+            inputs = [fd] if self.stalled is None else []
+            if self.events is not None:
+                inputs.append(self.events)
+            ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
             if wake_r in ready:
                 _drain(wake_r)
             if flag.stop:
                 return
+            if self.events is not None and self.events in ready:
+                self.firewall_changed()
             if watcher in ready:
                 if wan_abs and wan_abs in watcher.changed():
                     self.wan_changed()
                 # An admin commit needs nothing else: timeout() asks the ledger for the
                 # next expiry on every pass.
                 self.ledger_changed()
-            if fd in ready:
+            if self.stalled is not None:
+                # Not on every wake-up: a failed write touches the -wal file, whose
+                # inotify event would wake us again at once.
+                if time.monotonic() >= self.retry_at:
+                    self.commit(self.stalled, force=True)
+            elif fd in ready:
                 groups: dict[tuple, list] = {}
                 eof = self._read_burst(fd, reader, groups)
                 if eof:
                     reader.finish()
                     self.gather(reader.objects(), groups)
-                self.commit(groups)
+                    self.drop_open_unit()
+                self.commit(groups, force=eof)
                 if eof:
                     return
+            else:
+                self.commit({})  # positions of filtered-out alerts, when due
             self.expire_due()
             if time.monotonic() >= self.next_check:
                 self.next_check = time.monotonic() + self.check_interval
@@ -1048,6 +1246,7 @@ class Daemon:
             if not chunk:
                 return True
             reader.feed(chunk)
+            self.wan_first()
             self.gather(reader.objects(), groups)
             total += len(chunk)
             if total >= BATCH_MAX_BYTES:
@@ -1067,6 +1266,7 @@ class Daemon:
         except _firewall_error() as exc:
             self.report.error("firewall", f"{exc}; repairing at the next check", "firewall")
             self.next_check = min(self.next_check, time.monotonic() + 2.0)
+        self.own_events()
 
     def _guarded(self, action: Callable[[], None]) -> None:
         """Run a periodic action; a firewall hiccup is reported and retried soon."""
@@ -1286,6 +1486,10 @@ def cmd_restore(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 
 
 def cmd_teardown(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
+    result = os.environ.get("SERVICE_RESULT")
+    if args.orderly and result not in (None, "success"):
+        env.stdout.write(f"teardown skipped: the service ended with {result}; entries stay\n")
+        return cli.EX_OK
     ledger, fw = env.ledger(), env.firewall()
     with ledger.locked():
         if args.all:

@@ -1,7 +1,7 @@
 """fasttail: follow a Snort/Suricata alert file, write one JSON line per alert.
 
-    fasttail [--format F] [--from-start] [--once] [--state FILE] [--year YYYY] [--config FILE]
-             [--debug] FILE
+    fasttail [--format F] [--from-start] [--once] [--state FILE | --ledger FILE] [--year YYYY]
+             [--config FILE] [--debug] FILE
 
 Output is the pipe contract (banpipe.pipe, docs/pipe-format.md): one JSON object per
 line, flushed whenever fasttail is about to wait, so a line never sits in a buffer while
@@ -13,6 +13,16 @@ what is already there first; ``--once`` reads to the current end and exits; with
 Starting "at the end" means after the last complete line, so an alert being written at
 that moment is read whole. With ``--once`` an unterminated last line counts as a line
 (files without a final newline are common) and an open alert_full block is completed.
+
+``--ledger LEDGER``: the resume point is what ``banctl apply`` durably recorded, not what
+fasttail wrote. fasttail reads the position banctl recorded last for FILE from the
+ledger (read only) and starts there; its output carries position records after the
+alerts they cover (docs/pipe-format.md, "Positions"), which banctl records in the same
+transaction as those alerts' violations. A crash of any stage at any moment then loses
+no alert and records none twice (bench/soak.py). fasttail itself saves nothing.
+
+On resume (either option) every rotated copy written since the saved position is read,
+oldest first, before FILE; compressed ones are reported as not read.
 
 ``--state`` guarantee (also in bench/README.md):
   * The saved position is the first byte not yet turned into output: never inside a
@@ -50,6 +60,7 @@ from typing import IO, Any
 from . import cli, metrics, pipe, progress, statefile
 from .config import ConfigError, load_config
 from .follow import CHUNK, Cursor, Follower, Position
+from .ledger import LedgerError, resume_position
 from .parsers import FORMATS, REASONS, AlertParser
 from .progress import Progress
 
@@ -83,6 +94,12 @@ def build_parser() -> cli.ArgumentParser:
         "--state",
         metavar="FILE",
         help="save the read position here and resume from it (survives restarts and rotation)",
+    )
+    ap.add_argument(
+        "--ledger",
+        metavar="FILE",
+        help="resume from the position `banctl apply` recorded in its ledger FILE and put "
+        "position records into the output (exactly once from FILE to the ledger)",
     )
     ap.add_argument("--year", type=int, metavar="YYYY", help="year for time stamps that carry none")
     ap.add_argument(
@@ -157,6 +174,11 @@ class JsonOutput:
         except OSError as exc:
             self.reporter.error(self.metrics_path, f"cannot write metrics: {exc}", "warning")
 
+    def position(self, pos: Position | None) -> None:
+        """A position record after the alerts it covers (docs/pipe-format.md)."""
+        record = pipe.position_record(pos.to_json() if pos is not None else None)
+        self.stream.write(pipe.encode(record))
+
     def flush(self) -> None:
         self.stream.flush()
 
@@ -173,8 +195,11 @@ def _check_args(ap: cli.ArgumentParser) -> Callable[[Any], None]:
     def check(args: Any) -> None:
         if args.year is not None and not 1 <= args.year <= 9999:
             ap.error(f"argument --year: {args.year} is not a year")
-        if args.file == "-" and args.state:
-            ap.error("--state needs a file, not standard input")
+        for opt, given in (("--state", args.state), ("--ledger", args.ledger)):
+            if args.file == "-" and given:
+                ap.error(f"{opt} needs a file, not standard input")
+        if args.state and args.ledger:
+            ap.error("--state and --ledger exclude each other")
 
     return check
 
@@ -188,6 +213,21 @@ def load_state(path: str, reporter: cli.Reporter) -> Position | None:
         raise cli.ToolError(f"{path}: cannot read state: {exc.strerror}", cli.EX_CANTCREAT)
     except ValueError as exc:
         reporter.say(path, f"not a saved position ({exc}); starting afresh", level=cli.WARNING)
+        return None
+
+
+def load_recorded(ledger: str, followed: str, reporter: cli.Reporter) -> Position | None:
+    """The position banctl recorded last for ``followed`` in ``ledger``, if any."""
+    try:
+        text = resume_position(ledger, os.path.abspath(followed))
+    except LedgerError as exc:
+        raise cli.ToolError(f"cannot read the recorded position: {exc}", cli.EX_NOINPUT)
+    if text is None:
+        return None
+    try:
+        return Position.from_json(pipe.loads(text))
+    except ValueError as exc:
+        reporter.say(ledger, f"not a recorded position ({exc}); starting afresh")
         return None
 
 
@@ -265,6 +305,8 @@ def _follow(
     state = args.state
     saver = StateSaver(state) if state else None
     saved = load_state(state, reporter) if state else None
+    if args.ledger:
+        saved = load_recorded(args.ledger, args.file, reporter)
     follower = Follower(
         args.file,
         new_parser=new_parser,
@@ -275,6 +317,7 @@ def _follow(
         wake_fd=wake_fd,
         max_line=MAX_LINE,
         renew=lambda parser: parser.set_now(now()),
+        mark=output.position if args.ledger else None,
     )
     try:
         follower.start(saved=saved, from_start=args.from_start or args.once)
@@ -287,6 +330,7 @@ def _follow(
             follower.checkpoint()  # written at once: fails early (73) if it cannot be
         elif not os.access(os.path.dirname(os.path.abspath(state)) or ".", os.W_OK):
             raise cli.ToolError(f"{state}: cannot write state: Permission denied", 73)
+    follower.checkpoint()  # positional output opens with the position it starts from
     if args.once:
         shown = _progress(follower, output, reporter.stream)
         try:

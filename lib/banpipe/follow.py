@@ -34,11 +34,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import select
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import chain, count
 from typing import Any, Protocol
 
@@ -108,6 +109,10 @@ class Cursor:
         # The file's first bytes as we read them (at most FP_BYTES): compared with the
         # file now to notice copytruncate, hashed into the saved fingerprint.
         self.head = b""
+        # The last bytes fed (at most FP_BYTES): where a copy of this file must agree
+        # with it before its rest is read (copytruncate).
+        self.recent = b""
+        self._fp: tuple[bytes, str] = (b"", hashlib.sha256(b"").hexdigest())
         self.last_data = 0.0  # Follower.clock() at the last non-empty read
         if fd is not None:
             st = os.fstat(fd)
@@ -127,6 +132,9 @@ class Cursor:
             return []
         start = self.read_pos - self.partial_len  # file offset of the first line
         self.read_pos += len(chunk)
+        self.recent = (
+            (self.recent + chunk)[-FP_BYTES:] if len(chunk) < FP_BYTES else chunk[-FP_BYTES:]
+        )
         cut = chunk.rfind(b"\n")
         if cut < 0:
             self._grow_partial(chunk)
@@ -240,7 +248,7 @@ class Cursor:
         self.read_pos = self.lineno = self.block_pos = self.block_lineno = 0
         self.partial = b""
         self.partial_len = 0
-        self.head = b""
+        self.head = self.recent = b""
         return out
 
     @property
@@ -249,7 +257,10 @@ class Cursor:
 
     @property
     def fp(self) -> str:
-        return hashlib.sha256(self.head).hexdigest()
+        # Asked for every position record (fasttail --ledger): hashed once per head.
+        if self._fp[0] != self.head:
+            self._fp = (self.head, hashlib.sha256(self.head).hexdigest())
+        return self._fp[1]
 
     def head_holds(self) -> bool:
         """Whether the file still starts with ``head`` (no copytruncate, no rewrite)."""
@@ -292,7 +303,20 @@ class Position:
     version: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out: asdict() copies recursively, and this runs for every position
+        # record fasttail --ledger writes.
+        return {
+            "path": self.path,
+            "inode": self.inode,
+            "device": self.device,
+            "offset": self.offset,
+            "lineno": self.lineno,
+            "fp_len": self.fp_len,
+            "fingerprint": self.fingerprint,
+            "size": self.size,
+            "before": self.before,
+            "version": self.version,
+        }
 
     @classmethod
     def from_json(cls, obj: Any) -> Position:
@@ -342,6 +366,14 @@ def bytes_before(fd: int, offset: int) -> str:
     return hashlib.sha256(os.pread(fd, offset - lo, lo)).hexdigest()
 
 
+def _same_file(path: str, cur: Cursor) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
+
+
 def rotation_siblings(path: str) -> list[str]:
     """Files next to ``path`` named like its rotated copies: name.1, name.0, name-20261128."""
     directory, base = os.path.split(os.path.abspath(path))
@@ -357,6 +389,73 @@ def rotation_siblings(path: str) -> list[str]:
             out.append(os.path.join(directory, n))
     # Newest rotation first: name.1 before name.2, most recent date first.
     return sorted(out, key=lambda p: (-_mtime(p), p))
+
+
+COMPRESSED = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z")
+# What logrotate calls a rotated copy: a number (alert.1) or a date (alert-20261128,
+# dateformat variants with - _ . or T), optionally compressed.
+_ROTATED = re.compile(r"[.\-_](\d[\d\-_.T]*?)(\.(?:gz|xz|bz2|zst|lz4|Z))?")
+
+
+def rotated_since(path: str, old: str) -> tuple[list[str], list[str]]:
+    """Rotated copies of ``path`` written after its sibling ``old``, oldest first.
+
+    Returns (readable files, compressed files). Only logrotate's names count here
+    (numbered or dated), since these are read from their start: a neighbour such as
+    ``alert_full`` is not a rotation of ``alert``. Order: modification time, then the
+    name (a higher number is older, an earlier date is older).
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+        old_st = os.stat(old)
+    except OSError:
+        return [], []
+    found = []
+    for n in names:
+        m = _ROTATED.fullmatch(n[len(base) :]) if n.startswith(base) else None
+        if m is None:
+            continue
+        p = os.path.join(directory, n)
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_dev) == (old_st.st_ino, old_st.st_dev):
+            continue
+        stamp = m.group(1)
+        rank = -int(stamp) if stamp.isdigit() and len(stamp) <= 4 else 0
+        found.append(((st.st_mtime_ns, rank, stamp), p))
+    old_key = (old_st.st_mtime_ns, 0, "")
+    m = _ROTATED.fullmatch(os.path.basename(old)[len(base) :])
+    if m is not None:
+        stamp = m.group(1)
+        old_key = (
+            old_st.st_mtime_ns,
+            -int(stamp) if stamp.isdigit() and len(stamp) <= 4 else 0,
+            stamp,
+        )
+    newer = [p for key, p in sorted(found) if key > old_key]
+    return (
+        [p for p in newer if not p.endswith(COMPRESSED)],
+        [p for p in newer if p.endswith(COMPRESSED)],
+    )
+
+
+def compressed_siblings(path: str) -> list[str]:
+    """Compressed rotated copies of ``path`` (logrotate's names), by name."""
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(
+        os.path.join(directory, n)
+        for n in names
+        if n.startswith(base)
+        and n.endswith(COMPRESSED)
+        and _ROTATED.fullmatch(n[len(base) :]) is not None
+    )
 
 
 def _mtime(p: str) -> float:
@@ -448,6 +547,7 @@ class Follower:
         clock: Callable[[], float] = time.monotonic,
         renew: Callable[[Any], None] | None = None,
         renew_every: float = 60.0,
+        mark: Callable[[Position | None], None] | None = None,
     ) -> None:
         self.path = path
         self.abspath = os.path.abspath(path)
@@ -477,6 +577,13 @@ class Follower:
         self.cur_wd: int | None = None
         self.next_wd: int | None = None
         self.said_unreadable: set[str] = set()
+        # Rotated files written after the one being read, read before the name's file.
+        self.queue: list[str] = []
+        # Positional output: ``mark(position)`` goes into the output stream after the
+        # alerts it covers, whenever the committed position moved (see mark()).
+        self.mark_out = mark
+        self.marked: tuple | None = None
+        self.mark_opened = False
 
     # -- opening -----------------------------------------------------------------------
 
@@ -538,7 +645,17 @@ class Follower:
                 self._seek(oc, saved)
                 self.cur = oc
                 self.next = cur
+                readable, compressed = rotated_since(self.path, old)
+                if cur is not None:
+                    readable = [p for p in readable if not _same_file(p, cur)]
+                self.queue = readable
+                for p in readable:
+                    self.note(f"{p}: rotated while nobody was reading; reading it too")
+                for p in compressed:
+                    self.note(f"{p}: rotated while nobody was reading, but compressed: not read")
                 return
+        for p in compressed_siblings(self.path):
+            self.note(f"{p}: compressed rotation, may hold the saved position: not read")
         if cur is not None:
             st = os.fstat(cur.fd)  # type: ignore[arg-type]
             if (st.st_ino, st.st_dev) == (saved.inode, saved.device):
@@ -571,6 +688,8 @@ class Follower:
             items = cur.feed(chunk)
             if items:
                 self.output.emit(items, cur.name)
+            if self.mark_out is not None:
+                self.mark()
             if self.save is not None and self.clock() - self.last_save >= self.save_every:
                 self.checkpoint()
 
@@ -578,11 +697,50 @@ class Follower:
         """Restart ``cur`` at 0 when it shrank below our position or its head changed."""
         if cur.size() >= cur.read_pos and cur.head_holds():
             return False
+        self._rest_from_copy(cur)
         self.note(f"{cur.name}: file truncated; reading from the start")
         items = cur.restart(self.new_parser())
         if items:
             self.output.emit(items, cur.name)
         return True
+
+    def _rest_from_copy(self, cur: Cursor) -> None:
+        """copytruncate: read what we had not read yet from the copy, if there is one.
+
+        The copy is the rotation sibling (another inode) that starts with the bytes this
+        file started with and holds, just before our read offset, the bytes we read
+        last; it is read from there to its end with the same parser state.
+        """
+        if cur.read_pos == 0 or not cur.head or cur.fd is None:
+            return
+        for p in rotation_siblings(self.path):
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if (
+                    (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
+                    or not stat.S_ISREG(st.st_mode)
+                    or st.st_size < cur.read_pos
+                    or os.pread(fd, len(cur.head), 0) != cur.head
+                    or os.pread(fd, len(cur.recent), cur.read_pos - len(cur.recent)) != cur.recent
+                ):
+                    continue
+                if st.st_size > cur.read_pos:
+                    self.note(f"{cur.name}: copied to {p}; reading the rest of the copy")
+                own, cur.fd = cur.fd, fd
+                try:
+                    while chunk := cur.read():
+                        items = cur.feed(chunk)
+                        if items:
+                            self.output.emit(items, cur.name)
+                finally:
+                    cur.fd = own
+                return
+            finally:
+                os.close(fd)
 
     def _finish(self, cur: Cursor) -> None:
         items = cur.end()
@@ -619,6 +777,10 @@ class Follower:
         # The name no longer leads to our file: rotated, deleted or replaced.
         if not self.drain(cur):
             return False
+        if self.queue:
+            self._finish(cur)
+            self._next_in_queue()
+            return self.step(once=once)
         nxt = self._next_at_name(st)
         if nxt is None:
             if once:
@@ -664,6 +826,22 @@ class Follower:
         self.cur = nxt
         self.note(f"{self.path}: file replaced (rotated); reading the new file")
 
+    def _next_in_queue(self) -> None:
+        """Go on with the oldest rotated file not read yet (start-up after rotations)."""
+        path = self.queue.pop(0)
+        try:
+            nxt = self._open(path, path)
+        except OSError as exc:
+            self.note(f"{path}: {exc.strerror or exc}; not read")
+            return
+        if self.cur_wd is not None and self.watcher is not None:
+            self.watcher.remove(self.cur_wd)
+            self.cur_wd = None
+        if self.cur is not None:
+            self.cur.close()
+        self.cur = nxt
+        self._watch_cur()
+
     def _drop_next(self) -> None:
         if self.next is not None:
             if self.next_wd is not None and self.watcher is not None:
@@ -696,8 +874,29 @@ class Follower:
             before=bytes_before(cur.fd, offset),
         )
 
+    def mark(self) -> None:
+        """Put the committed position into the output when it moved since the last mark.
+
+        Every alert before the position was emitted before the mark, none after it, so
+        the alerts between two marks form a unit that a consumer records together with
+        the closing mark; resuming at a recorded mark repeats and skips nothing. The
+        first call marks even without a file (position None): the stream is positional.
+        """
+        if self.mark_out is None:
+            return
+        pos = self.position()
+        key = _key(pos) if pos is not None else None
+        if self.mark_opened and key == self.marked:
+            return
+        if pos is None and self.mark_opened:
+            return
+        self.mark_opened = True
+        self.marked = key
+        self.mark_out(pos)
+
     def checkpoint(self) -> None:
-        """Flush the output, then save the position if it moved."""
+        """Mark and flush the output, then save the position if it moved."""
+        self.mark()
         self.output.flush()
         self.last_save = self.clock()
         if self.save is None:

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -96,8 +97,24 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE violations ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    # Read positions in alert files (docs/pipe-format.md, "Positions"), recorded in the
+    # transaction of the violations they cover: what fasttail resumes from.
+    db.execute(
+        """CREATE TABLE positions (
+            path      TEXT NOT NULL,      -- the followed file name (absolute)
+            ident     TEXT NOT NULL,      -- which file was read: inode:device:fp_len:fp
+            offset    INTEGER NOT NULL,   -- first byte not yet recorded
+            position  TEXT NOT NULL,      -- the position object as it crossed the pipe
+            seq       INTEGER NOT NULL,   -- larger: recorded later
+            PRIMARY KEY (path, ident)
+        ) WITHOUT ROWID"""
+    )
+
+
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
+POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings)
 
 
 class LedgerError(Exception):
@@ -547,6 +564,36 @@ class Ledger:
             out.recorded = recorded
         return out
 
+    def record_positions(self, rows: Iterable[tuple[str, str, int, str]]) -> None:
+        """Record read positions ``(path, ident, offset, position JSON)``, in order.
+
+        Called inside the transaction that records the violations read before them,
+        so both are durable together or not at all. Only the ``POSITIONS_KEPT`` most
+        recent files per path are kept.
+        """
+        with self.transaction() as db:
+            seq = int(db.execute("SELECT coalesce(max(seq), 0) FROM positions").fetchone()[0])
+            paths = set()
+            for path, ident, offset, position in rows:
+                seq += 1
+                paths.add(path)
+                db.execute(
+                    "INSERT OR REPLACE INTO positions (path, ident, offset, position, seq) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (path, ident, offset, position, seq),
+                )
+            for path in paths:
+                db.execute(
+                    "DELETE FROM positions WHERE path = ? AND seq NOT IN (SELECT seq FROM "
+                    "positions WHERE path = ? ORDER BY seq DESC LIMIT ?)",
+                    (path, path, POSITIONS_KEPT),
+                )
+
+    def recorded_positions(self) -> dict[tuple[str, str], int]:
+        """``(path, ident) -> offset`` of every recorded position."""
+        rows = self.db.execute("SELECT path, ident, offset FROM positions")
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
     def _load(self, addrs: Sequence[str]) -> dict[str, Offender]:
         found: dict[str, Offender] = {}
         unique = list(dict.fromkeys(addrs))
@@ -678,3 +725,32 @@ class Ledger:
             )
             counts["offenders"] = cur.rowcount
         return counts
+
+
+def resume_position(path: str, followed: str) -> str | None:
+    """The position (JSON text) recorded last for the alert file ``followed`` in the
+    ledger at ``path``, read without writing anything; None when there is none yet.
+
+    Raises LedgerError when the ledger exists but cannot be read.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: {exc}")
+    try:
+        if not db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'positions'"
+        ).fetchone():
+            return None
+        row = db.execute(
+            "SELECT position FROM positions WHERE path = ? ORDER BY seq DESC LIMIT 1",
+            (followed,),
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: {exc}")
+    finally:
+        db.close()
+    return row[0] if row else None

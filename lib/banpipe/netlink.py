@@ -248,16 +248,22 @@ _KINDS = {
 }
 
 
-def parse_messages(data: bytes) -> Iterator[Message]:
-    """Every netlink message in one datagram; malformed trailing bytes are ignored."""
+def raw_messages(data: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """``(type, flags, seq, pid, payload)`` of every netlink message in one datagram;
+    malformed trailing bytes are ignored. Any netlink family."""
     offset = 0
     end = len(data)
     while offset + _NLMSGHDR.size <= end:
         length, mtype, mflags, seq, pid = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size or offset + length > end:
             break
-        payload = data[offset + _NLMSGHDR.size : offset + length]
+        yield mtype, mflags, seq, pid, data[offset + _NLMSGHDR.size : offset + length]
         offset += _align(length)
+
+
+def parse_messages(data: bytes) -> Iterator[Message]:
+    """Every rtnetlink message in one datagram; malformed trailing bytes are ignored."""
+    for mtype, mflags, seq, pid, payload in raw_messages(data):
         if mtype == NLMSG_DONE:
             yield Message("done", seq, mflags, pid)
         elif mtype == NLMSG_ERROR:

@@ -59,6 +59,22 @@ BAN_KEYS: tuple[str, ...] = ("offender", "victim", "reversed", "reason")
 
 MAX_LINE = 1 << 20  # a longer pipe line is garbage, not an alert
 
+#: ``"type"`` of a position record (docs/pipe-format.md, "Positions").
+POSITION = "position"
+
+
+def position_record(position: dict[str, Any] | None) -> dict[str, Any]:
+    """The pipe record saying: every alert read before ``position`` precedes this line.
+
+    ``None`` opens a positional stream before any file was read.
+    """
+    return {"v": VERSION, "type": POSITION, "position": position}
+
+
+def is_position(obj: Any) -> bool:
+    """Whether a decoded pipe object is a position record (not an alert)."""
+    return type(obj) is dict and obj.get("type") == POSITION and obj.get("v") == VERSION
+
 
 def _json_dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

@@ -3,8 +3,10 @@
 Shared by alertfilter (which never emits such a ban) and banctl (which refuses them,
 even from `banctl ban`, unless forced), so both apply exactly the same rules:
 our WAN addresses, gateways and networks, the whitelist, and the special ranges
-(loopback, link-local, multicast, broadcast, unspecified). IPv4-mapped IPv6 addresses
-are judged as the IPv4 address they carry.
+(loopback, link-local, multicast, broadcast, unspecified, "this network" 0.0.0.0/8,
+reserved 240.0.0.0/4). An IPv6 address that embeds an IPv4 address (IPv4-mapped,
+-compatible, -translated, NAT64 64:ff9b::/96) is protected when that IPv4 address is:
+the same host may be named either way (``embedded_ipv4``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from banpipe.config import Config, parse_network
 
 _SPECIAL: tuple[tuple[str, str], ...] = (
     ("0.0.0.0/32", "unspecified address"),
+    ("0.0.0.0/8", '"this network" (0.0.0.0/8), never a source'),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4)"),
     ("::/128", "unspecified address"),
     ("255.255.255.255/32", "broadcast address"),
     ("127.0.0.0/8", "loopback"),
@@ -99,6 +103,26 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+_NAT64 = 0x0064_FF9B << 96  # 64:ff9b::/96, the well-known NAT64 prefix (RFC 6052)
+_TRANSLATED = 0xFFFF_0000 << 32  # ::ffff:0:0/96, IPv4-translated (RFC 2765)
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
+    """The IPv4 address (as an int) an IPv6 address spells, or None.
+
+    IPv4-compatible ``::a.b.c.d`` (not ``::`` or ``::1``), IPv4-translated
+    ``::ffff:0:a.b.c.d`` and NAT64 ``64:ff9b::a.b.c.d``; IPv4-mapped addresses are
+    already IPv4 after ``parse_ip``.
+    """
+    if ip.version != 6:
+        return None
+    value = int(ip)
+    high = value >> 32 << 32
+    if high in (0, _TRANSLATED, _NAT64) and (high or value > 1):
+        return value & 0xFFFF_FFFF
+    return None
 
 
 def canonical(text: str) -> str | None:
@@ -200,7 +224,9 @@ class Protection:
         ip = parse_ip(text)
         if ip is None:
             return None
-        return self._ours.label(ip.version, int(ip))
+        label = self._ours.label(ip.version, int(ip))
+        v4 = embedded_ipv4(ip) if label is None else None
+        return self._ours.label(4, v4) if v4 is not None else label
 
     def reason(self, text: str | None) -> str | None:
         """Why ``text`` must never be banned, or None when banning it is allowed."""
@@ -213,4 +239,9 @@ class Protection:
         for table in (self._special, self._ours, self._whitelist):
             if table.contains(version, value):
                 return table.label(version, value)
+        v4 = embedded_ipv4(ip)
+        if v4 is not None:
+            for table in (self._special, self._ours, self._whitelist):
+                if table.contains(4, v4):
+                    return table.label(4, v4)
         return None

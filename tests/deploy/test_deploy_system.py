@@ -147,7 +147,10 @@ def poweroff_and_read_journal(gw: Gateway) -> list[dict]:
     assert shutdown, "no journal entries after the poweroff request"
     # banctl finished its own stop, and none of its firewall commands was killed under it.
     text = messages(shutdown)
-    assert "banctl: stopped (" in text, text[-3000:]
+    ours = "\n".join(
+        line for line in messages(entries).splitlines() if "banpipe" in line or "banctl" in line
+    )
+    assert "banctl: stopped (" in text, ours[-4000:]
     assert "exit -15" not in text and "exit -9" not in text, text[-3000:]
     return shutdown
 
@@ -313,7 +316,15 @@ def test_a_dead_stage_takes_the_pipeline_down_and_systemd_restarts_it(gateway):
 
     wait_for(restarted, 20, 0.2, "banpipe.service restarted once")
     wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored after restart")
-    log = ct.run("journalctl", "-b", "-u", "banpipe.service", "--no-pager", "-o", "cat").stdout
+
+    def unit_log() -> str:
+        argv = ("journalctl", "-b", "-u", "banpipe.service", "--no-pager", "-o", "cat")
+        return ct.run(*argv).stdout
+
+    # banpipe-restore.service may have put the ban back first: wait for banctl itself.
+    wait_for(lambda: unit_log().count("banctl: started") >= 2, BAN_TIMEOUT, 0.2, "banctl restarted")
+    log = unit_log()
+    assert "firewall entries kept" in log  # end of input is no orderly stop
     assert "alertfilter ended with status 137" in log, log[-3000:]
     assert [p for p, cmd in unit_processes(ct, "banpipe.service").items() if p == victim] == []
 
@@ -337,11 +348,32 @@ def test_reboot_restores_the_ban_and_the_order_holds_with_a_slow_stop(gateway):
     slow.write_text("[Service]\nExecStop=/bin/sleep 2\n")
     gw.boot()
     wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored at start")
+    assert_restored_before_the_network(gw)
     entries = poweroff_and_read_journal(gw)
     assert_clean_after_poweroff(gw, [OFFENDER])
     stopped, net_target, networking = stop_order(entries)
     assert stopped < net_target and stopped < networking, messages(entries[max(0, stopped - 30) :])
     gw.stage = "off-slow"
+
+
+def assert_restored_before_the_network(gw: Gateway) -> None:
+    """banpipe-restore.service put the bans in before any interface came up: the banned
+    source is dropped from the first packet after boot (on_stop = "remove" took them out
+    at the poweroff before). Monotonic timestamps of this boot, from systemd itself."""
+    ct = gw.container
+    assert ct is not None
+
+    def stamp(unit: str, prop: str) -> int:
+        out = ct.run("systemctl", "show", unit, "-p", prop, "--value").stdout.strip()
+        assert out.isdigit() and int(out) > 0, f"{unit} {prop}: {out!r}"
+        return int(out)
+
+    restored = stamp("banpipe-restore.service", "ActiveEnterTimestampMonotonic")
+    pre = stamp("network-pre.target", "ActiveEnterTimestampMonotonic")
+    ifup = stamp("networking.service", "InactiveExitTimestampMonotonic")
+    assert restored <= pre <= ifup, (restored, pre, ifup)
+    log = ct.run("journalctl", "-b", "-u", "banpipe-restore.service", "-o", "cat").stdout
+    assert "restored: " in log, log
 
 
 def test_negative_control_without_the_drop_in_the_network_goes_first(gateway):

@@ -175,11 +175,20 @@ class Entries:
     foreign: list[str] = field(default_factory=list)
 
 
+BULK_DELETE = 64  # rules: above this, release rebuilds the chain instead of deleting
+
+
+def _entry_address(spec: str) -> str | None:
+    """The address a per-address rule is for, or None for any other rule."""
+    m = _ENTRY.match(spec)
+    return canonical(m["src"]) if m else None
+
+
 def parse_entries(specs: Iterable[str]) -> Entries:
     out = Entries()
     for spec in specs:
         m = _ENTRY.match(spec)
-        addr = canonical(m["src"]) if m else None
+        addr = canonical(m["src"]) if m else None  # as _entry_address, keeping m
         if addr is None:
             out.foreign.append(spec)
             continue
@@ -227,15 +236,22 @@ class IptablesBackend:
             self.conntrack(added)
 
     def release(self, addrs: Iterable[str]) -> None:
+        chain = self.xt.chain
         for fam, group in self._by_family(addrs):
-            entries = parse_entries(self.xt.list_chain(fam).rules.get(self.xt.chain, []))
+            specs = self.xt.list_chain(fam).rules.get(chain, [])
+            entries = parse_entries(specs)
             # Delete every rule of the address exactly as listed: duplicates and LOG rules
             # written under other settings go too.
-            lines = [
-                f"-D {self.xt.chain} {spec}" for a in group for spec in entries.rules.get(a, [])
-            ]
-            if lines:
-                self.xt.restore(fam, lines)
+            gone = [spec for a in group for spec in entries.rules.get(a, [])]
+            if len(gone) > BULK_DELETE:
+                # Each -D searches the chain: 10,000 of them took 13.5 s with manual bans
+                # left in the chain. Flushing the chain and adding back what stays is one
+                # transaction of the same atomicity (bench/README.md).
+                drop = set(group)
+                stay = [s for s in specs if _entry_address(s) not in drop]
+                self.xt.restore(fam, [f"-F {chain}", *(f"-A {chain} {s}" for s in stay)])
+            elif gone:
+                self.xt.restore(fam, [f"-D {chain} {spec}" for spec in gone])
 
     def flush(self) -> None:
         for fam in families(self.settings):

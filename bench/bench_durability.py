@@ -1,0 +1,243 @@
+"""Firewall durability figures: repair after a reload, stop and restore with manual bans.
+
+Run as root; everything happens in throwaway network namespaces (`bpdur<pid>`).
+
+* **repair**: `banctl apply` runs with 1,000 active bans and `check_interval = "1h"`, so
+  only the kernel's change notification (banpipe.fwevents) can trigger a repair. Then
+  our part is wiped the way a reload does it: `nft flush ruleset` (what `systemctl
+  reload nftables` runs first), `nft -f` of a ruleset file that starts with `flush
+  ruleset` (the reload itself), `iptables -F`, `iptables-restore` of a saved ruleset
+  without our chain (`netfilter-persistent restart`), and for ipset `iptables -F` then
+  `ipset destroy`. Time from the wiping command's return to banctl's "repaired" line,
+  and `banctl check` must then exit 0.
+* **stop / restore**: a ledger with N automated bans plus 100 manual ones, the firewall
+  holding all of them; `banctl teardown` (what an orderly stop does with on_stop =
+  "remove": automated entries out, manual ones stay) and then `banctl restore` (all
+  back), as processes (Python start-up, about 0.2 s, included).
+
+    python bench/bench_durability.py [--sizes 10000,100000] [--backends nftables,ipset,iptables]
+        [--repeat 5] [--skip-repair] [--skip-stop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from banpipe.banctl import reconcile, remove_automated  # noqa: E402
+from banpipe.bantime import BanPolicy  # noqa: E402
+from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend  # noqa: E402
+from banpipe.ledger import Ledger  # noqa: E402
+from bench_firewall import addresses  # noqa: E402
+
+PY = sys.executable
+BANCTL = str(ROOT / "bin" / "banctl")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "PYTHONUNBUFFERED": "1"}
+
+WIPES = {
+    "nftables": {
+        "nft flush ruleset": ["nft", "flush", "ruleset"],
+        "nft -f (reload)": ["nft", "-f", "{ruleset}"],
+    },
+    "iptables": {
+        "iptables -F": ["iptables", "-F"],
+        "iptables-restore (netfilter-persistent)": ["iptables-restore", "{saved}"],
+    },
+    # The kernel refuses `ipset destroy` while our rules use the sets: taking the rules
+    # away is what comes first, and that is what is noticed.
+    "ipset": {
+        "iptables -F": ["iptables", "-F"],
+        "iptables-restore (netfilter-persistent)": ["iptables-restore", "{saved}"],
+    },
+}
+RULESET = (
+    "flush ruleset\ntable inet admin {\n  chain input { type filter hook input priority 0; }\n}\n"
+)
+SAVED = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+class Namespace:
+    def __init__(self) -> None:
+        self.name = f"bpdur{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.prefix = ["ip", "netns", "exec", self.name]
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.prefix, *argv], capture_output=True, text=True, env=ENV)
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def write_config(d: Path, backend: str) -> Path:
+    cfg = d / "banpipe.toml"
+    cfg.write_text(
+        "[network]\n"
+        f'wan_state = "{d / "wan.json"}"\n'
+        '[ban]\nspoof_max = 0\non_stop = "keep"\n'
+        f'[firewall]\nbackend = "{backend}"\n'
+        f'[banctl]\nledger = "{d / "ledger.sqlite3"}"\ncheck_interval = "1h"\n'
+    )
+    return cfg
+
+
+def fill_ledger(path: Path, automated: list[str], manual: list[str]) -> None:
+    now = time.time()
+    with Ledger.open(str(path)) as led:
+        groups = {
+            (a, "1:1:1", None, 2, None, False, "bench"): [None, 1, i]
+            for i, a in enumerate(automated)
+        }
+        led.record_groups(groups, now, BanPolicy(base=86400.0), random.Random(1))
+        for a in manual:
+            led.ban(a, now, expires=None, reason="manual")
+
+
+def banctl(ns: Namespace, cfg: Path, *argv: str) -> float:
+    t0 = time.perf_counter()
+    r = ns.run([PY, BANCTL, "--config", str(cfg), *argv])
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"banctl {' '.join(argv)}: {r.returncode}: {r.stderr}")
+    return dt
+
+
+def repair(backend: str, repeat: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for label, wipe in WIPES[backend].items():
+        ns = Namespace()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                d = Path(tmp)
+                cfg = write_config(d, backend)
+                (d / "ruleset.nft").write_text(RULESET)
+                (d / "saved.v4").write_text(SAVED)
+                fill_ledger(d / "ledger.sqlite3", addresses(1000), [])
+                proc = subprocess.Popen(
+                    [*ns.prefix, PY, BANCTL, "--config", str(cfg), "apply"],
+                    stdin=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=ENV,
+                )
+                lines: queue.Queue[tuple[float, str]] = queue.Queue()
+
+                def pump(stream=proc.stderr, into=lines) -> None:
+                    for line in stream:
+                        into.put((time.perf_counter(), line))
+
+                threading.Thread(target=pump, daemon=True).start()
+                _wait_line(lines, "banctl: started")
+                times = []
+                for _ in range(repeat):
+                    argv = [a.format(ruleset=d / "ruleset.nft", saved=d / "saved.v4") for a in wipe]
+                    r = ns.run(argv)
+                    assert r.returncode == 0, (argv, r.stderr)
+                    t0 = time.perf_counter()
+                    seen = _wait_line(lines, "repaired")
+                    times.append(seen - t0)
+                    deadline = time.monotonic() + 10
+                    while ns.run([PY, BANCTL, "--config", str(cfg), "check"]).returncode:
+                        assert time.monotonic() < deadline, f"{label}: not repaired"
+                    while not lines.empty():
+                        lines.get()
+                proc.stdin.close()
+                proc.wait(timeout=60)
+                out[label] = times
+        finally:
+            ns.close()
+    return out
+
+
+def _wait_line(lines: queue.Queue, text: str, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        t, line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        if text in line:
+            return t
+
+
+def stop_restore(backend: str, size: int, repeat: int) -> dict[str, list[float]]:
+    """In process (banctl's own code, what `apply` does at an orderly stop and at start)
+    and as `banctl teardown` / `banctl restore` processes."""
+    ns = Namespace()
+    out: dict[str, list[float]] = {k: [] for k in ("stop", "start", "teardown", "restore")}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            cfg = write_config(d, backend)
+            ledger = d / "ledger.sqlite3"
+            fill_ledger(ledger, addresses(size), addresses(100, offset=size))
+            fw = make_backend(backend, FirewallSettings(), SubprocessRunner(ns.prefix))
+            with Ledger.open(str(ledger)) as led:
+                fw.init()
+                reconcile(led, fw)
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    with led.locked():
+                        removed, manual = remove_automated(led, fw, thorough=False)
+                    out["stop"].append(time.perf_counter() - t0)
+                    assert (removed, manual) == (size, 100), (removed, manual)
+                    t0 = time.perf_counter()
+                    with led.locked():
+                        fw.init()
+                        reconcile(led, fw)
+                    out["start"].append(time.perf_counter() - t0)
+            for _ in range(repeat):
+                out["teardown"].append(banctl(ns, cfg, "teardown"))
+                out["restore"].append(banctl(ns, cfg, "restore"))
+            banctl(ns, cfg, "check")
+    finally:
+        ns.close()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--backends", default="nftables,ipset,iptables")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--skip-repair", action="store_true")
+    ap.add_argument("--skip-stop", action="store_true")
+    args = ap.parse_args()
+    backends = args.backends.split(",")
+    print(f"load average at start: {os.getloadavg()}")
+    if not args.skip_repair:
+        print("| backend | wipe | repaired after (median / max, ms) |")
+        for b in backends:
+            for label, times in repair(b, args.repeat).items():
+                ms = [t * 1000 for t in times]
+                print(f"| {b} | {label} | {statistics.median(ms):.0f} / {max(ms):.0f} |")
+    if not args.skip_stop:
+        print(
+            "| backend | automated + 100 manual | stop: remove automated | start: restore all "
+            "| `banctl teardown` process | `banctl restore` process |"
+        )
+        print("|---|---:|---|---|---|---|")
+        for b in backends:
+            for n in map(int, args.sizes.split(",")):
+                r = stop_restore(b, n, args.repeat)
+                cells = " | ".join(
+                    f"{statistics.median(r[k]):.2f} / {max(r[k]):.2f} s"
+                    for k in ("stop", "start", "teardown", "restore")
+                )
+                print(f"| {b} | {n:,} | {cells} |")
+    print(f"load average at end: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
