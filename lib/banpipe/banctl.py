@@ -1128,7 +1128,7 @@ def cmd_pin(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     addr = _address(env, args.addr)
     ledger, fw = env.ledger(), env.firewall()
     with ledger.locked():
-        if not ledger.pin(addr):
+        if not ledger.pin(addr, env.clock()):
             raise cli.ToolError(f"{addr}: not banned", cli.EX_DATAERR)
         fw.init()
         fw.block([addr])
