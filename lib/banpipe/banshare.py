@@ -158,20 +158,21 @@ class Applier:
     def refresh_protection(self) -> None:
         self.protection = self.env.protection()
 
-    def apply(self, bodies: Sequence[bytes]) -> list[str]:
-        """Apply one burst of message bodies; returns the addresses newly banned.
+    def apply(self, messages: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Apply one burst of (place, message body); returns the addresses newly banned.
 
-        Unusable bodies, refused and skipped decisions are reported (refusals one line
-        each: an admin wants to know who tried to ban what of ours) and counted.
+        Unusable bodies (reported at their place, e.g. ``BANPIPE.gw-a:17``, subject and
+        stream sequence), refused and skipped decisions are counted; refusals are
+        reported one line each: an admin wants to know who tried to ban what of ours.
         """
         now = self.env.clock()
         accepted: list[Decision] = []
-        for body in bodies:
+        for place, body in messages:
             try:
                 d = fleet.decode(body)
             except ValueError as exc:
                 self.counts["bad"] += 1
-                self.report.error("message", f"ignored: {exc}", "bad")
+                self.report.error(place, f"ignored: {exc}", "bad")
                 continue
             if d.origin == self.name:
                 continue  # our own, echoed by the stream
@@ -465,7 +466,7 @@ class Share:
             while sub.pending_msgs and len(msgs) < APPLY_BATCH:
                 msgs.append(await sub.next_msg(timeout=None))
             try:
-                self.applier.apply([m.data for m in msgs])
+                self.applier.apply([(_place(m), m.data) for m in msgs])
             except LedgerError as exc:
                 # Not acknowledged: JetStream delivers them again after ack_wait.
                 self.report.error("ledger", f"{exc}; will retry", "ledger")
@@ -473,6 +474,13 @@ class Share:
             for m in msgs:
                 with contextlib.suppress(Exception):
                     await m.ack()
+
+
+def _place(msg: Any) -> str:
+    try:
+        return f"{msg.subject}:{msg.metadata.sequence.stream}"
+    except Exception:  # noqa: BLE001 - not a JetStream message: the subject will do
+        return str(msg.subject)
 
 
 if __name__ == "__main__":  # pragma: no cover
