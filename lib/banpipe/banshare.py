@@ -44,6 +44,7 @@ PUBLISH_BATCH = 500  # decisions published per round of acks
 APPLY_BATCH = 1000  # remote decisions applied per ledger transaction
 CONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between connection attempts
 HEADER_ID = "Nats-Msg-Id"
+SETTLE_S = 2.0  # after a -wal event, how long a commit may take to become visible
 
 Clock = Callable[[], float]
 
@@ -419,21 +420,42 @@ class Share:
     # -- publishing ------------------------------------------------------------------
 
     async def _publisher(self) -> None:
-        """Publish local decisions above the cursor whenever the ledger changes."""
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
+        """Publish local decisions above the cursor whenever the ledger changes.
+
+        The -wal file is written before its commit becomes visible (the fsync of
+        ``synchronous=FULL`` lies between), so a read right after the event can come too
+        early. The publisher reads through its own connection, whose ``data_version``
+        changes once another connection's commit is visible; until it has changed, or
+        the settle time is over, it reads again with growing pauses (1 ms to 50 ms).
+        """
+        reader = Ledger.open(self.ledger.path, create=False)
+        seen = reader.data_version()
+        try:
             while True:
-                await self.online.wait()
-                batch = self.ledger.local_decisions(self.cursor, PUBLISH_BATCH)
-                if not batch:
-                    break
-                if not await self._publish(batch):
-                    # An outage: the callbacks report it; retry once reconnected.
-                    await asyncio.sleep(0.2)
-                    continue
-                self.cursor = batch[-1].id
-                self.published += len(batch)
+                await self.wake.wait()
+                self.wake.clear()
+                delay, deadline = 0.001, time.monotonic() + SETTLE_S
+                while True:
+                    await self.online.wait()
+                    version = reader.data_version()
+                    batch = reader.local_decisions(self.cursor, PUBLISH_BATCH)
+                    if batch:
+                        if not await self._publish(batch):
+                            # An outage: the callbacks report it; retry once reconnected.
+                            await asyncio.sleep(0.2)
+                            continue
+                        self.cursor = batch[-1].id
+                        self.published += len(batch)
+                        continue
+                    if version != seen:
+                        seen = version
+                        break
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+        finally:
+            reader.close()
 
     async def _publish(self, batch: Sequence[Decision]) -> bool:
         """Publish a batch and wait for all acks (published in order, acked together)."""
