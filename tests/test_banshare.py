@@ -217,6 +217,19 @@ def test_outcome_does_not_depend_on_arrival_order(order):
         assert o.active and o.expires is not None and o.expires >= NOW + 400
 
 
+def test_a_burst_reports_each_address_final_state(ledger):
+    ledger.ban("203.0.113.7", NOW, expires=None, reason="here")
+    burst = [
+        remote(1, "unban", ts=NOW + 1, expires=None),
+        remote(2, ts=NOW + 2),
+        remote(3, addr="203.0.113.8", ts=NOW + 1),
+        remote(4, "unban", addr="203.0.113.8", ts=NOW + 2, expires=None),
+    ]
+    out = ledger.apply_remote(burst, NOW + 3)
+    assert out.block == ["203.0.113.7"] and out.release == ["203.0.113.8"]
+    assert ledger.get("203.0.113.7").active and not ledger.get("203.0.113.8").active
+
+
 def test_prune_forgets_old_decisions(ledger):
     ledger.ban("203.0.113.7", NOW, expires=NOW + 1, reason=None)
     later = NOW + 100 * 86400

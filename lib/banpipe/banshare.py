@@ -41,7 +41,10 @@ from banpipe.ledger import Decision, Ledger, LedgerError
 
 TOOL = "banshare"
 PUBLISH_BATCH = 500  # decisions published per round of acks
-APPLY_BATCH = 1000  # remote decisions applied per ledger transaction
+APPLY_BATCH = 2000  # remote decisions applied per ledger transaction
+BURST = 32  # this many at once is a burst: linger for more (see _consumer)
+LINGER_S = 0.02
+LINGER_STEP_S = 0.002
 CONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between connection attempts
 HEADER_ID = "Nats-Msg-Id"
 SETTLE_S = 2.0  # after a -wal event, how long a commit may take to become visible
@@ -481,12 +484,31 @@ class Share:
     # -- applying --------------------------------------------------------------------
 
     async def _consumer(self) -> None:
-        sub = await self.nc.subscribe(self._deliver_subject(), pending_msgs_limit=1_000_000)
+        inbox: list[Any] = []
+        arrived = asyncio.Event()
+
+        async def deliver(msg: Any) -> None:
+            inbox.append(msg)
+            arrived.set()
+
+        await self.nc.subscribe(self._deliver_subject(), cb=deliver, pending_msgs_limit=1_000_000)
         while True:
-            msg = await sub.next_msg(timeout=None)
-            msgs = [msg]
-            while sub.pending_msgs and len(msgs) < APPLY_BATCH:
-                msgs.append(await sub.next_msg(timeout=None))
+            await arrived.wait()
+            arrived.clear()
+            # A single decision goes at once; in a burst (a catch-up, a flood) wait a
+            # moment for more, so that one transaction and one firewall call cover
+            # hundreds instead of a few.
+            lingered, size = 0.0, len(inbox)
+            while BURST <= size < APPLY_BATCH and lingered < LINGER_S:
+                await asyncio.sleep(LINGER_STEP_S)
+                lingered += LINGER_STEP_S
+                if len(inbox) == size:
+                    break
+                size = len(inbox)
+            msgs = inbox[:APPLY_BATCH]
+            del inbox[:APPLY_BATCH]
+            if inbox:
+                arrived.set()
             try:
                 self.applier.apply([(_place(m), m.data) for m in msgs])
             except LedgerError as exc:

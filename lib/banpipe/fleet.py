@@ -20,9 +20,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from banpipe.banctl import canonical_addr
 from banpipe.ledger import DECISION_KINDS, Decision
 from banpipe.pipe import VERSION, dumps, loads
-from banpipe.protect import Protection, canonical
+from banpipe.protect import Protection
 
 REASON_MAX = 1000
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
@@ -83,7 +84,7 @@ def decode(data: bytes) -> Decision:
     if kind not in DECISION_KINDS:
         raise ValueError(f"unknown kind {str(kind)[:20]!r}")
     raw = obj.get("addr")
-    addr = canonical(raw) if type(raw) is str else None
+    addr = canonical_addr(raw) if type(raw) is str else None
     if addr is None:
         raise ValueError(f"not an IP address: {str(raw)[:64]!r}")
     expires = obj.get("expires")
