@@ -230,6 +230,12 @@ def test_a_burst_reports_each_address_final_state(ledger):
     assert ledger.get("203.0.113.7").active and not ledger.get("203.0.113.8").active
 
 
+def test_remote_bans_do_not_engage_the_local_spoof_brake(ledger):
+    ledger.apply_remote([remote(i, addr=f"203.0.113.{i}") for i in range(1, 50)], NOW)
+    ledger.record([Violation("198.51.100.9")], NOW, policy(), Low())
+    assert ledger.bans_started_since(NOW - 10) == [NOW]
+
+
 def test_prune_forgets_old_decisions(ledger):
     ledger.ban("203.0.113.7", NOW, expires=NOW + 1, reason=None)
     later = NOW + 100 * 86400

@@ -119,6 +119,8 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX decisions_ts ON decisions(ts)")
     db.execute("CREATE UNIQUE INDEX decisions_ref ON decisions(ref) WHERE ref IS NOT NULL")
     db.execute("ALTER TABLE offenders ADD COLUMN origin TEXT")  # NULL: banned here
+    # Remote ban periods do not count towards this gateway's spoof brake.
+    db.execute("ALTER TABLE bans ADD COLUMN origin TEXT")
 
 
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
@@ -498,10 +500,11 @@ class Ledger:
         return int(row[0])
 
     def bans_started_since(self, since: float, *, automated_only: bool = True) -> list[float]:
-        """Start times (ascending) of ban periods begun at or after ``since``."""
+        """Start times (ascending) of ban periods begun at or after ``since``
+        (``automated_only``: this gateway's own automated bans, not remote ones)."""
         sql = "SELECT start FROM bans WHERE start >= ?"
         if automated_only:
-            sql += " AND manual = 0"
+            sql += " AND manual = 0 AND origin IS NULL"
         return [r[0] for r in self.db.execute(sql + " ORDER BY start", (since,))]
 
     # -- changes -------------------------------------------------------------------
@@ -832,8 +835,8 @@ class Ledger:
         o.banned_at = now
         o.reason = d.reason or o.reason
         db.execute(
-            "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)",
-            (d.addr, now, int(manual), d.reason),
+            "INSERT INTO bans (addr, start, manual, reason, origin) VALUES (?, ?, ?, ?, ?)",
+            (d.addr, now, int(manual), d.reason, d.origin),
         )
         out.block.append(d.addr)
         return True
