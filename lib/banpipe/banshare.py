@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import os
 import random
 import signal
@@ -257,6 +258,7 @@ class Share:
         self.online: asyncio.Event | None = None
         self.outage = False
         self.closing = False  # an orderly stop: losing the connection is no outage
+        self.attempts = 0  # reconnection attempts in the current outage
         self.published = 0
 
     async def run(self) -> None:
@@ -326,6 +328,8 @@ class Share:
             "reconnected_cb": self._reconnected,
             "error_cb": self._error,
         }
+        if "reconnect_to_server_handler" in inspect.signature(self.nats.connect).parameters:
+            options["reconnect_to_server_handler"] = self._next_server  # nats-py >= 2.16
         tls = _tls(cfg)
         if tls is not None:
             options["tls"] = tls
@@ -386,6 +390,14 @@ class Share:
         except self.nats.js.errors.NotFoundError:
             self.cursor = 0
 
+    def _next_server(self, servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
+        """nats-py's reconnect hook: the servers in turn, the first try at once, then
+        waits growing from 0.5 s to 30 s (with jitter) while the outage lasts."""
+        self.attempts += 1
+        first, longest = CONNECT_BACKOFF
+        wait = 0.0 if self.attempts == 1 else min(first * 2 ** (self.attempts - 2), longest)
+        return servers[self.attempts % len(servers)], wait * random.uniform(0.8, 1.2)
+
     def _deliver_subject(self) -> str:
         return f"_banshare.{self.cfg.stream}.{self.name}"
 
@@ -406,6 +418,7 @@ class Share:
         else:
             self.report.say("nats", f"connected to {where}")
         self.outage = False
+        self.attempts = 0
         self.online.set()
         self.wake.set()
 
