@@ -163,7 +163,7 @@ class Applier:
     def refresh_protection(self) -> None:
         self.protection = self.env.protection()
 
-    def apply(self, messages: Sequence[tuple[str, bytes]]) -> list[str]:
+    def apply(self, messages: Sequence[tuple[object, bytes]]) -> list[str]:
         """Apply one burst of (place, message body); returns the addresses newly banned.
 
         Unusable bodies (reported at their place, e.g. ``BANPIPE.gw-a:17``, subject and
@@ -177,7 +177,7 @@ class Applier:
                 d = fleet.decode(body)
             except ValueError as exc:
                 self.counts["bad"] += 1
-                self.report.error(place, f"ignored: {exc}", "bad")
+                self.report.error(str(place), f"ignored: {exc}", "bad")
                 continue
             if d.origin == self.name:
                 continue  # our own, echoed by the stream
@@ -442,7 +442,7 @@ class Share:
         ``synchronous=FULL`` lies between), so a read right after the event can come too
         early. The publisher reads through its own connection, whose ``data_version``
         changes once another connection's commit is visible; until it has changed, or
-        the settle time is over, it reads again with growing pauses (1 ms to 50 ms).
+        the settle time is over, it reads again with growing pauses (0.5 ms to 50 ms).
         """
         reader = Ledger.open(self.ledger.path, create=False)
         seen = reader.data_version()
@@ -450,7 +450,7 @@ class Share:
             while True:
                 await self.wake.wait()
                 self.wake.clear()
-                delay, deadline = 0.001, time.monotonic() + SETTLE_S
+                delay, deadline = 0.0005, time.monotonic() + SETTLE_S
                 while True:
                     await self.online.wait()
                     version = reader.data_version()
@@ -469,7 +469,7 @@ class Share:
                     if time.monotonic() > deadline:
                         break
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.05)
+                    delay = min(delay * 1.5, 0.05)
         finally:
             reader.close()
 
@@ -522,8 +522,10 @@ class Share:
             del inbox[:APPLY_BATCH]
             if inbox:
                 arrived.set()
+            if not msgs:
+                continue
             try:
-                self.applier.apply([(_place(m), m.data) for m in msgs])
+                self.applier.apply([(_Place(m), m.data) for m in msgs])
             except LedgerError as exc:
                 # Not acknowledged: JetStream delivers them again after ack_wait.
                 self.report.error("ledger", f"{exc}; will retry", "ledger")
@@ -533,11 +535,20 @@ class Share:
                     await m.ack()
 
 
-def _place(msg: Any) -> str:
-    try:
-        return f"{msg.subject}:{msg.metadata.sequence.stream}"
-    except Exception:  # noqa: BLE001 - not a JetStream message: the subject will do
-        return str(msg.subject)
+class _Place:
+    """Where a message came from (``subject:stream sequence``), worked out only when an
+    error line needs it: parsing the metadata of every message costs a catch-up time."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+
+    def __str__(self) -> str:
+        try:
+            return f"{self.msg.subject}:{self.msg.metadata.sequence.stream}"
+        except Exception:  # noqa: BLE001 - not a JetStream message: the subject will do
+            return str(self.msg.subject)
 
 
 if __name__ == "__main__":  # pragma: no cover
