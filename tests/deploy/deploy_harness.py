@@ -225,7 +225,7 @@ def build_wheelhouse(dest: Path, target_python: str) -> Path:
     """
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]
-    run([*pip, "wheel", "--quiet", "-w", str(dest), str(ROOT), "pyasyncore"], timeout=300)
+    run([*pip, "wheel", "--quiet", "-w", str(dest), f"{ROOT}[fleet]", "pyasyncore"], timeout=300)
     if "{}.{}".format(*sys.version_info[:2]) == target_python:
         return dest
     abi = "cp" + target_python.replace(".", "")
