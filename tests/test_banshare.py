@@ -362,6 +362,38 @@ def test_banshare_says_how_to_install_nats_py(tmp_path, tool_env):
     assert "pip install 'banpipe[fleet]'" in proc.stderr
 
 
+def test_no_server_is_an_outage_reported_once_and_sigterm_still_stops(tmp_path, tool_env):
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(
+        f'[banctl]\nledger = "{tmp_path}/l.sqlite3"\n[firewall]\nbackend = "null"\n'
+        f'[network]\nwan_state = ""\n[fleet]\nservers = ["nats://127.0.0.1:{port}"]\n'
+    )
+    err = tmp_path / "err"
+    with open(err, "w") as stream:
+        proc = subprocess.Popen([sys.executable, str(BIN / "banshare"), "--config", str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=stream, env=tool_env)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while "unreachable" not in err.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2.5)  # a few more attempts: still one line
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            proc.kill()
+    lines = err.read_text().splitlines()
+    assert sum("unreachable" in line for line in lines) == 1, lines
+    assert any(line.startswith("banshare: nats: unreachable (") for line in lines), lines
+    assert lines[-1].startswith("banshare: stopped: 0 published"), lines
+
+
 def test_banshare_version(capsys):
     with pytest.raises(SystemExit) as exc:
         banshare.main(["--version"])

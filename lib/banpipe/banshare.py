@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
             "is refused and reported. `banctl unban` of a remote ban unbans it fleet-wide.\n"
             "Needs nats-py: pip install 'banpipe[fleet]'.\n"
             "\n"
-            "Exit status: 0 stopped by SIGTERM/SIGINT, 64 usage, 69 nats-py missing,\n"
-            "70 internal error, 73 cannot open the ledger, 78 config error."
+            "Exit status: 0 stopped by SIGTERM/SIGINT, 64 usage, 69 nats-py missing or\n"
+            "firewall unavailable, 70 internal error, 73 cannot open the ledger, 78 config\n"
+            "error."
         ),
     )
     cli.add_common_arguments(p)
@@ -103,10 +104,14 @@ def main(
         nats = _import_nats()
         env = _env(config, args, stdout, stderr)
         share = Share(env, config.fleet, nats)
+        from banpipe.firewall import FirewallError
+
         try:
             asyncio.run(share.run())
         except LedgerError as exc:
             raise cli.ToolError(str(exc), cli.EX_CANTCREAT)
+        except FirewallError as exc:
+            raise cli.ToolError(f"firewall: {exc}", cli.EX_UNAVAILABLE)
         finally:
             env.close()
         return cli.EX_OK
@@ -338,7 +343,18 @@ class Share:
         wait = CONNECT_BACKOFF[0]
         while not self.stop.is_set():
             try:
-                self.nc = await self.nats.connect(**options)
+                # nats-py keeps trying the servers inside connect() (reporting through
+                # error_cb); a stop must not wait for it.
+                connecting = asyncio.ensure_future(self.nats.connect(**options))
+                stopping = asyncio.ensure_future(self.stop.wait())
+                await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not connecting.done():
+                    connecting.cancel()
+                    with contextlib.suppress(BaseException):
+                        await connecting
+                    return False
+                self.nc = connecting.result()
                 self.js = self.nc.jetstream()
                 await self._setup()
             except Exception as exc:  # noqa: BLE001 - any failure here is an outage
@@ -429,7 +445,10 @@ class Share:
         self._up(self.nc.connected_url if self.nc is not None else None)
 
     async def _error(self, exc: Exception) -> None:
-        # The client reports every failed reconnect attempt; _down() says it once.
+        # The client reports every failed (re)connection attempt; _down() says it once.
+        if self.nc is None:
+            self._down(f"{type(exc).__name__}: {exc}".rstrip(": "))
+            return
         if not self.outage:
             self.report.error("nats", f"{type(exc).__name__}: {exc}", "nats")
 
