@@ -183,14 +183,92 @@ def full_block(rng: random.Random, src: Sources, style: str, t: float, v6: bool)
     return "\n".join(lines) + "\n"
 
 
+_EVE_PROTO = {"TCP": "TCP", "UDP": "UDP", "ICMP": "ICMP"}
+
+
+def eve_alert(rng: random.Random, src: Sources, t: float, v6: bool, flow_id: int) -> str:
+    """One EVE alert record as Suricata 7 writes it (compact JSON, keys in its order)."""
+    gid, sid, rev, msg, cls, prio = rng.choice(RULES)
+    proto = rng.choice(PROTOS)
+    s, d = src.pick(v6)
+    sp, dp = rng.randrange(32768, 61000), rng.choice((22, 23, 80, 443, 445, 3389, 5060, 8080))
+    sec = int(t)
+    day, rem = divmod(sec, 86400)
+    hh, rem = divmod(rem, 3600)
+    mm, ss = divmod(rem, 60)
+    ts = (
+        f"2026-{1 + (day // 28) % 12:02d}-{1 + day % 28:02d}T{hh:02d}:{mm:02d}:{ss:02d}"
+        f".{int((t - sec) * 1e6):06d}+0100"
+    )
+    if proto == "ICMP":
+        p = "IPv6-ICMP" if v6 else "ICMP"
+        ends = f'"src_ip":"{s}","dest_ip":"{d}","proto":"{p}","icmp_type":8,"icmp_code":0'
+        fends = f'"src_ip":"{s}","dest_ip":"{d}"'
+    else:
+        ends = f'"src_ip":"{s}","src_port":{sp},"dest_ip":"{d}","dest_port":{dp},"proto":"{proto}"'
+        fends = f'"src_ip":"{s}","dest_ip":"{d}","src_port":{sp},"dest_port":{dp}'
+    action = "blocked" if rng.random() < 0.05 else "allowed"
+    target = (
+        f',"source":{{"ip":"{s}","port":{sp}}},"target":{{"ip":"{d}","port":{dp}}}'
+        if rng.random() < 0.2
+        else ""
+    )
+    return (
+        f'{{"timestamp":"{ts}","flow_id":{flow_id},"in_iface":"eth0","event_type":"alert",'
+        f'{ends},"pkt_src":"wire/pcap","alert":{{"action":"{action}","gid":{gid},'
+        f'"signature_id":{sid},"rev":{rev},"signature":"{msg}","category":"{cls or ""}",'
+        f'"severity":{prio or 3}{target},"metadata":{{"created_at":["2019_07_26"],'
+        f'"updated_at":["2024_03_01"]}}}},"direction":"to_server","flow":{{"pkts_toserver":'
+        f'{rng.randrange(1, 40)},"pkts_toclient":{rng.randrange(0, 40)},"bytes_toserver":'
+        f'{rng.randrange(60, 9000)},"bytes_toclient":{rng.randrange(0, 90000)},"start":"{ts}",'
+        f"{fends}}}}}"
+    )
+
+
+def eve_other(rng: random.Random, t: float, flow_id: int) -> str:
+    """A non-alert EVE record (flow, dns, stats), as fasttail must skip."""
+    kind = rng.choice(("flow", "flow", "dns", "stats"))
+    ts = f"2026-01-01T00:00:{int(t) % 60:02d}.000000+0100"
+    if kind == "stats":
+        return (
+            f'{{"timestamp":"{ts}","event_type":"stats","stats":{{"uptime":{int(t)},'
+            f'"capture":{{"kernel_packets":{rng.randrange(10**9)},"kernel_drops":0}},'
+            f'"decoder":{{"pkts":{rng.randrange(10**9)},"bytes":{rng.randrange(10**12)}}}}}}}'
+        )
+    if kind == "dns":
+        return (
+            f'{{"timestamp":"{ts}","flow_id":{flow_id},"in_iface":"eth0","event_type":"dns",'
+            f'"src_ip":"192.168.1.53","src_port":41234,"dest_ip":"198.51.100.53",'
+            f'"dest_port":53,"proto":"UDP","dns":{{"version":3,"type":"request","tx_id":0,'
+            f'"id":{rng.randrange(65536)},"rrname":"www.example.com","rrtype":"A"}}}}'
+        )
+    return (
+        f'{{"timestamp":"{ts}","flow_id":{flow_id},"in_iface":"eth0","event_type":"flow",'
+        f'"src_ip":"203.0.113.7","src_port":36162,"dest_ip":"198.51.100.2","dest_port":80,'
+        f'"proto":"TCP","app_proto":"http","flow":{{"pkts_toserver":6,"pkts_toclient":5,'
+        f'"bytes_toserver":486,"bytes_toclient":1722,"start":"{ts}","end":"{ts}","age":0,'
+        f'"state":"closed","reason":"timeout","alerted":false}}}}'
+    )
+
+
 def alerts(count: int, style: str, seed: int, v6_share: float) -> Iterator[str]:
     """``count`` alert texts (a line, or a block ending in an empty line) for ``style``.
 
-    ``style`` is one of FAST_STYLES/FULL_STYLES, or ``fast``/``full``/``mixed`` to mix.
+    ``style`` is one of FAST_STYLES/FULL_STYLES, or ``fast``/``full``/``mixed`` to mix,
+    or ``eve`` (EVE alert records) / ``eve-mixed`` (one alert in four records).
     """
     rng = random.Random(seed)
     src = Sources(rng)
     t = 86400.0 * 30
+    if style in ("eve", "eve-mixed"):
+        # "eve": alert records only; "eve-mixed": three other events to one alert.
+        for i in range(count):
+            t += rng.expovariate(50.0)
+            if style == "eve-mixed" and i % 4:
+                yield eve_other(rng, t, 10**15 + i) + "\n"
+            else:
+                yield eve_alert(rng, src, t, rng.random() < v6_share, 10**15 + i // 3) + "\n"
+        return
     choices = {"fast": FAST_STYLES, "full": FULL_STYLES, "mixed": FAST_STYLES + FULL_STYLES}
     styles = choices.get(style, (style,))
     # Files are mostly one producer; "fast" mixes them in long runs like concatenated logs.
@@ -212,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--style",
         default="fast",
-        choices=("fast", "full", "mixed") + FAST_STYLES + FULL_STYLES,
-        help="fast (Snort 2/3 + Suricata lines), full (blocks), mixed, or one producer",
+        choices=("fast", "full", "mixed", "eve", "eve-mixed") + FAST_STYLES + FULL_STYLES,
+        help="fast (Snort 2/3 + Suricata lines), full (blocks), mixed, eve (Suricata EVE "
+        "alerts), eve-mixed (EVE alerts among other events), or one producer",
     )
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--v6", type=float, default=0.2, help="share of IPv6 alerts (default 0.2)")

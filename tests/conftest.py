@@ -8,11 +8,18 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from toolpaths import BIN, CORPUS, LIB, ROOT  # noqa: F401 - re-exported for fixtures
 
 if str(LIB) not in sys.path:
     sys.path.insert(0, str(LIB))
+
+# Tests never time anything: hypothesis's default 200 ms deadline per example turned a
+# busy machine into failures ("DeadlineExceeded: Test took 339.05ms", banctl's
+# never-bans property, with other test runs and deploy tests on the same 2 cores).
+settings.register_profile("banpipe", deadline=None)
+settings.load_profile("banpipe")
 
 
 @pytest.fixture

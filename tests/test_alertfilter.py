@@ -252,8 +252,9 @@ def test_text_stdin_is_accepted(tmp_path):
 def test_usage_errors(tmp_path, capsys):
     assert main(["--no-such-option"], stdin=io.BytesIO(), stdout=io.BytesIO()) == 64
     assert "alertfilter: unrecognized arguments: --no-such-option" in capsys.readouterr().err
-    assert main(["--help"], stdin=io.BytesIO(), stdout=io.BytesIO()) == 0
-    assert "--dry-run" in capsys.readouterr().out
+    out = io.BytesIO()
+    assert main(["--help"], stdin=io.BytesIO(), stdout=out) == 0
+    assert b"--dry-run" in out.getvalue()
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -296,7 +297,8 @@ def test_missing_default_config_means_defaults(tmp_path, monkeypatch):
     rc, out, err = run([], line(alert()))
     # Defaults: require_ours with nothing declared ours, so nothing is banned.
     assert (rc, out) == (0, "")
-    assert err == "alertfilter: summary: 1 alert: 1 victim not ours\n"
+    assert err.endswith("alertfilter: summary: 1 alert: 1 victim not ours\n")
+    assert "no address is ours" in err.splitlines()[0]  # and what to set
 
 
 def test_whitelist_file_bad_lines_reported_rest_kept(tmp_path):
@@ -653,3 +655,26 @@ def test_main_never_emits_a_protected_offender(tmp_path, config, batch):
         assert not protected_by_oracle(ban["offender"], config, (), ()), ban
         raw = ban["dst"] if ban["reversed"] else ban["src"]
         assert not protected_by_oracle(raw, config, (), ()), ban
+
+
+def test_without_anything_of_ours_the_summary_says_what_to_set(tmp_path):
+    cfg = tmp_path / "empty.toml"
+    cfg.write_text("")
+    out, err = io.BytesIO(), io.StringIO()
+    data = (json.dumps(alert(dst="203.0.113.50")) + "\n").encode()
+    assert main(["--config", str(cfg)], stdin=io.BytesIO(data), stdout=out, stderr=err) == 0
+    lines = err.getvalue().splitlines()
+    assert lines[0] == (
+        f"alertfilter: {cfg}: no address is ours, so 1 alert was skipped as 'victim not "
+        "ours': set [network] wan, networks or gateways (or run wanwatch), or [filter] "
+        "require_ours = false"
+    )
+    assert lines[1].startswith("alertfilter: summary: 1 alert: 1 victim not ours")
+
+
+def test_no_hint_when_something_is_ours(tmp_path):
+    out, err = io.BytesIO(), io.StringIO()
+    data = (json.dumps(alert(dst="203.0.113.50")) + "\n").encode()
+    cfg = make_config(tmp_path)
+    assert main(["--config", str(cfg)], stdin=io.BytesIO(data), stdout=out, stderr=err) == 0
+    assert "no address is ours" not in err.getvalue()

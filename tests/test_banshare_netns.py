@@ -46,7 +46,7 @@ def test_single_node_ban_unban_refusal_catch_up_and_server_restart():
         assert f.wait(lambda: "203.0.113.66" in f.entries("c"))
         assert f.wait(lambda: "203.0.113.66: ban from gw-a refused: whitelisted" in f.stderr("b"))
         assert "203.0.113.66" not in f.entries("b")
-        assert f.banctl("b", "show", "203.0.113.66", check=False).returncode == 65
+        assert "not in the ledger" in f.banctl("b", "show", "203.0.113.66", check=False).stdout
 
         # Pin propagates.
         f.banctl("a", "ban", "203.0.113.51", "--for", "1h")
@@ -65,7 +65,7 @@ def test_single_node_ban_unban_refusal_catch_up_and_server_restart():
         f.start_banshare("b")
         assert f.wait(lambda: {"203.0.113.52", "2001:db8:66::52"} <= f.entries("b"))
         assert "203.0.113.53" not in f.entries("b")
-        assert f.banctl("b", "show", "203.0.113.53", check=False).returncode == 65
+        assert "not in the ledger" in f.banctl("b", "show", "203.0.113.53", check=False).stdout
 
         # Server killed: local banning goes on; after the restart nothing is lost.
         f.kill_server(0)

@@ -102,3 +102,17 @@ def test_every_section_is_documented_in_the_readme():
         body = readme.split(f"\n[{section}]", 1)[1].split("\n[", 1)[0]
         for key in keys:
             assert f"\n{key} = " in body, f"[{section}] {key} not documented in README"
+
+
+@pytest.mark.parametrize(
+    ("text", "near"),
+    [
+        ("[filter]\npriorty = [1]\n", "priorities"),  # the README's own example
+        ("[filter]\npriority = [1]\n", "priorities"),
+        ("[filter]\nno_prio = 'act'\n", "no_priority"),
+        ("[filter]\nwhitelist_file = []\n", "whitelist_files"),
+        ("[ban]\nretension = '1d'\n", "retention"),
+    ],
+)
+def test_typo_hint_prefers_the_key_with_the_same_start(text, near):
+    assert f"(did you mean '{near}'?)" in error_of(text)

@@ -39,7 +39,19 @@ def test_bad_option_is_a_usage_error(tool, tool_env):
     r = run(tool, "--no-such-option", env=tool_env)
     assert r.returncode == 64
     assert r.stdout == b""
-    assert tool.encode() in r.stderr
+    # one line, the tool's own shape, and where to look next
+    err = r.stderr.decode()
+    assert err.startswith(f"{tool}: ") and err.endswith(f" (see {tool} --help)\n")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_version(tool, tool_env):
+    from banpipe import __version__
+
+    r = run(tool, "--version", env=tool_env)
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert r.stdout.decode() == f"{tool} (banpipe) {__version__}\n"
 
 
 def ledger_args(tmp_path):

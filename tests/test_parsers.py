@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from banpipe import parsers
 from banpipe.parsers import FORMATS, REASONS, AlertParser, ParseError, parse_line
+from banpipe.pipe import OPTIONAL_ALERT_KEYS
 
 SAMPLES = Path(__file__).parent / "samples"
 NOW = datetime(2026, 11, 28, 12, 0)
@@ -104,7 +105,7 @@ def test_sample(sample: Path):
     out = run(split_lines(sample.read_bytes()), now=datetime.fromisoformat(doc["now"]))
     got_alerts = alerts(out)
     for a in got_alerts:
-        assert list(a) == KEYS
+        assert list(a) == KEYS + [k for k in OPTIONAL_ALERT_KEYS if k in a]
     assert got_alerts == doc["alerts"]
     assert [[e.lineno, e.reason] for e in errors(out)] == doc["errors"]
     for e in errors(out):
@@ -171,6 +172,15 @@ def test_cached_and_uncached_parse_agree():
     # Same middle with an invalid address: still an error.
     e = err(S2.replace("203.0.113.143:80", "203.0.113.443:80"))
     assert e.reason.startswith("malformed alert: invalid address")
+    # IPv6 with ports: the inline path and the full one read alike (cold, then warm).
+    for pair in (
+        "2001:db8::0:1:51443 -> 2001:db8::2:22",
+        "2001:db8::a:443 -> 2001:db8::1:22",
+        "2001:db8::a:51443 -> 2001:db8::1:22",
+    ):
+        line = S2.replace("203.0.113.143:80 -> 192.0.2.15:49645", pair)
+        parsers._MIDDLES.clear()
+        assert run([line]) == run([line])
 
 
 @pytest.mark.parametrize(
@@ -190,18 +200,20 @@ def test_cached_and_uncached_parse_agree():
     ],
 )
 def test_snort_ipv6_port_split(proto, src, want):
+    # A 5-digit port is no IPv6 group: the destination reads one way only.
     line = (
         f"04/11-00:36:01.316702  [**] [1:1000009:1] m [**] [Priority: 0] {{{proto}}} "
-        f"{src} -> ff02::1{':9' if want[1] is not None else ''}"
+        f"{src} -> ff02::1{':50000' if want[1] is not None else ''}"
     )
     a = one(line)
     assert (a["src"], a["sport"]) == want
     assert a["proto"] == proto
 
 
-def test_snort_ipv6_tcp_without_port_is_an_error():
-    e = err("04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {UDP} :: -> ff02::1")
-    assert e.reason.startswith("malformed alert: invalid address")
+def test_snort_ipv6_udp_fragment_without_ports():
+    # Snort prints no ports for fragments (LogIpAddrs: p->frag_flag), whatever the protocol.
+    a = one("04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {UDP} :: -> ff02::1")
+    assert (a["src"], a["sport"], a["dst"], a["dport"]) == ("::", None, "ff02::1", None)
 
 
 def test_suricata_always_has_ports_and_expanded_ipv6_is_compressed():
@@ -279,8 +291,12 @@ def test_year_override_and_set_now():
 
 def test_leap_day_without_year():
     assert _ts("02/29-10:00:00.000000", datetime(2025, 3, 1)) == "2024-02-29T10:00:00.000000"
+    # an older leap year's 29 February: the last leap year (issue 10)
+    assert _ts("02/29-10:00:00.000000", datetime(2026, 3, 1)) == "2024-02-29T10:00:00.000000"
+    assert _ts("02/29-10:00:00.000000", datetime(2028, 2, 28, 12)) == "2028-02-29T10:00:00.000000"
+    assert _ts("02/29-10:00:00.000000", datetime(2103, 1, 1)) == "2096-02-29T10:00:00.000000"
     e = err(
-        "02/29-10:00:00.000000  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2",
+        "02/30-10:00:00.000000  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2",
         now=datetime(2026, 3, 1),
     )
     assert e.reason == "malformed alert: invalid date"
@@ -571,11 +587,11 @@ def test_full_ipv6_split_needs_the_protocol():
     head = [
         "[**] [1:5:1] m [**]",
         "[Priority: 0] ",
-        "01/19-15:53:27.000001 2001:db8::6011:b29b:80 -> 2001:db8::1:5000",
+        "01/19-15:53:27.000001 2001:db8::6011:b29b:80 -> 2001:db8::1:50000",
     ]
     (a,) = run(head + ["TCP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
     assert (a["src"], a["sport"]) == ("2001:db8::6011:b29b", 80)
-    (b,) = run(head + ["IPV6-ICMP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
+    (b,) = run(head[:2] + [head[2][:-1], "IPV6-ICMP TTL:64 TOS:0x0 ID:0 IpLen:40 DgmLen:60"])
     assert (b["src"], b["sport"]) == ("2001:db8::6011:b29b:80", None)
     (c,) = run(head)  # cut before the IP header line: no guessing
     assert isinstance(c, ParseError) and "split unknown" in c.reason
@@ -606,16 +622,21 @@ def test_fast_line_right_after_a_block():
 
 @pytest.mark.parametrize(
     "bad",
-    [S2[:40] + "\x00" + S2[40:], S2[:40] + "\udcff" + S2[40:], S2 + "\x1b[0m", "\x00\x01\x02\x03"],
+    [
+        S2[:40] + "\x00" + S2[40:],
+        S2[:40] + "\udcff\x01" + S2[40:],
+        S2 + "\x1b[0m",
+        "\x00\x01\x02\x03",
+    ],
 )
 def test_binary_lines(bad):
     e = err(bad)
     assert e.reason == "binary data" and e.lineno == 1
-    assert "\x00" not in e.text and "\udcff" not in e.text
+    assert "\x00" not in e.text and "\udcff" not in e.text and "\x01" not in e.text
 
 
 def test_binary_from_bytes():
-    data = S2.encode() + b"\n" + S2.encode()[:30] + b"\xff\xfe" + S2.encode()[30:] + b"\n"
+    data = S2.encode() + b"\n" + S2.encode()[:30] + b"\xff\x02" + S2.encode()[30:] + b"\n"
     out = run(split_lines(data))
     assert isinstance(out[0], dict)
     assert out[1].reason == "binary data" and out[1].lineno == 2
@@ -719,6 +740,10 @@ def test_render_parse_round_trip(fmt, ts, ids, msg, cls, prio, proto, v6, addrs,
         mid = f"{shown} [**] " + (f"[Classification: {cls}] " if cls else "")
     line = f"{stamp}[**] [{ids[0]}:{ids[1]}:{ids[2]}] {mid}[Priority: {prio}] {{{proto}}} "
     line += f"{side(src, sport)} -> {side(dst, dport)}"
+    if v6 and fmt != "suricata-fast" and sport is not None and _bare_too(src, sport, dst, dport):
+        # Snort's text also reads as a fragment's (no ports): an error, never a guess.
+        assert "ambiguous" in err(line).reason
+        return
     a = one(line)
     assert a["format"] == fmt
     assert a["ts"] == ts.isoformat(timespec="microseconds")
@@ -739,6 +764,23 @@ _LINES = [
     "#x",
     "Sep  5 16:05:26 dev snort: [1:2:3] m [Priority: 3] {UDP} 192.0.2.1:5 -> 192.0.2.2:6",
 ]
+
+
+def _bare_too(src: str, sport: int, dst: str, dport: int) -> bool:
+    """Whether "src:sport -> dst:dport" also reads as two bare IPv6 addresses.
+
+    Only as inet_ntop prints them: with "::", the text must be the compressed form.
+    """
+    import ipaddress
+
+    for text in (f"{src}:{sport}", f"{dst}:{dport}"):
+        try:
+            compressed = ipaddress.IPv6Address(text).compressed
+        except ValueError:
+            return False
+        if "::" in text and text.lower() != compressed:
+            return False
+    return True
 
 
 @st.composite
@@ -768,3 +810,72 @@ def test_garbage_never_raises_and_alerts_stay_valid(lines):
                 assert item[key] is None or 0 <= item[key] <= 65535
         else:
             assert isinstance(item, ParseError) and item.reason.startswith(REASONS)
+
+
+# -- issue 10: what the IDS source prints (more in samples/ids_source.txt) -----------------
+
+
+def test_year_after_new_year_read_on_new_years_eve():
+    # A stamp a few seconds ahead of a clock (or of an anchor refreshed every 60 s) on
+    # 31 December is next year's, not last year's.
+    assert _ts("01/01-00:00:20.000000", datetime(2026, 12, 31, 23, 59, 30)) == (
+        "2027-01-01T00:00:20.000000"
+    )
+    assert _ts("12/31-23:59:50.000000", datetime(2027, 1, 1, 0, 0, 10)) == (
+        "2026-12-31T23:59:50.000000"
+    )
+    p = AlertParser(now=datetime(2026, 12, 31, 23, 59, 30))
+    line = "01/01-00:00:20.000000  [**] [1:1:1] m [**] [Priority: 0] {ICMP} 192.0.2.1 -> 192.0.2.2"
+    assert p.feed(line, 1)[0]["ts"].startswith("2027-")
+    p.set_now(datetime(2027, 1, 1, 0, 1))
+    assert p.feed(line, 2)[0]["ts"].startswith("2027-")
+
+
+def test_relay_tags_are_configurable():
+    line = "Sep  5 16:05:26 gw ids-eth0[4]: [1:2:3] m [Priority: 3] {TCP} 198.51.100.9:1 -> 192.0.2.1:2"
+    assert err(line).reason == "not an alert"
+    a = one(line, relay_tags=["IDS-eth0"])
+    assert (a["src"], a["format"]) == ("198.51.100.9", "snort-syslog")
+    # the defaults go when the list is given: only what it names counts
+    assert err(line.replace("ids-eth0[4]", "snort[4]"), relay_tags=["ids-eth0"]).reason == (
+        "not an alert"
+    )
+
+
+def test_forged_alert_inside_another_programs_message_is_never_an_alert():
+    forged = "2026-10-10T16:08:06+00:00 web app[7]: login failed for user 10/10-16:08:05.297269  [**] [1:1:1] x [**] [Priority: 1] {TCP} 198.51.100.99:1 -> 10.0.0.1:22"
+    assert alerts(run([forged])) == []
+    # the same text as a torn line of an alert file: the text before it is no cut alert
+    assert alerts(run([forged[forged.index("login") :]])) == []
+    # a real torn line still keeps its alert
+    assert len(alerts(run(["07/07-17:40:59.92" + S2]))) == 1
+
+
+def test_cut_syslog_line_is_an_error():
+    e = err(
+        "Sep  5 16:05:26 dev snort: [1:1000017:0] UDP Connection [Classification: Misc activity] [Priority: 3] {UDP} 10.150.10.44:55776 -> 10.25.10.2"
+    )
+    assert e.reason == (
+        "malformed alert: port on one side only (line cut?): 10.150.10.44:55776 -> 10.25.10.2"
+    )
+
+
+def test_a_reading_inet_ntop_cannot_print_is_not_a_reading():
+    # Snort prints IPv6 with inet_ntop: "::" never stands for one zero group (RFC 5952
+    # 4.2.2), so "2001:db8::a1b2:c3d4:e5f6:789a:1234" is no bare address Snort printed.
+    a = one(
+        "04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {TCP} "
+        "2001:db8::a1b2:c3d4:e5f6:789a:1234 -> 2001:db8:ffff::1:22"
+    )
+    assert (a["src"], a["sport"], a["dst"], a["dport"]) == (
+        "2001:db8::a1b2:c3d4:e5f6:789a",
+        1234,
+        "2001:db8:ffff::1",
+        22,
+    )
+    # both texts canonical either way: still two readings, still an error
+    e = err(
+        "04/11-00:36:01.316702  [**] [1:9:1] m [**] [Priority: 0] {TCP} "
+        "2001:db8:5::a:443 -> 2001:db8:ffff::1:22"
+    )
+    assert "ambiguous" in e.reason

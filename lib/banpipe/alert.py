@@ -20,6 +20,7 @@ FORMATS = (
     "snort2-full",
     "snort3-full",
     "snort-syslog",
+    "suricata-eve",
 )
 
 _INT = (int,)

@@ -1,7 +1,7 @@
 """alertfilter: pass on only the alerts that should lead to a ban, each saying whom to ban.
 
     fasttail /var/log/snort/alert | alertfilter | banctl apply
-    fasttail --once --from-start alert | alertfilter --dry-run --explain
+    fasttail --once alert | alertfilter --dry-run --explain
 
 Reads pipe-contract alert objects (JSON lines, ``"v": 1``) from stdin or FILE and writes
 each alert that leads to a ban unchanged (unknown keys included, in order) plus
@@ -38,7 +38,8 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import IO, Any
 
@@ -55,13 +56,15 @@ from banpipe.cli import (
     ToolError,
     add_common_arguments,
     format_counts,
+    parse_args,
     resolve_streams,
     restore_sigpipe,
     run_tool,
 )
 from banpipe.config import Config, ConfigError, load_config
+from banpipe.flows import FlowWindow
 from banpipe.protect import read_address_file
-from banpipe.rules import BAN, SKIP_KINDS, RuleSet, check_alert
+from banpipe.rules import BAN, K_NOT_OURS, K_REPEAT, SKIP_KINDS, RuleSet, check_alert
 from banpipe.wanstate import WanStateError, read_wan_state
 
 TOOL = "alertfilter"
@@ -285,6 +288,7 @@ class Filter:
         *,
         dry_run: bool,
         explain: bool,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loader = loader
         self.out = out
@@ -294,6 +298,8 @@ class Filter:
         self.explain = explain
         self.counts: dict[str, int] = dict.fromkeys((BAN, *SKIP_KINDS), 0)
         self.bad = 0
+        self.clock = clock
+        self.flows: FlowWindow | None = None
 
     def bad_line(self, lineno: int, reason: str) -> None:
         self.bad += 1
@@ -307,6 +313,7 @@ class Filter:
         """
         decide = self.loader.rules.decide
         counts = self.counts
+        flows = self._flows()
         # pipe.encode straight into the buffered stream: the bytes pipe.Writer would
         # write, without its per-line overhead (about a tenth of the run time); the
         # stream is flushed before every wait for input.
@@ -342,6 +349,12 @@ class Filter:
                 self.bad_line(lineno, pipe.check_object(alert) or check_alert(alert) or "?")
                 continue
             d = decide(alert)
+            if d.ban and flows is not None and self._repeat(flows, alert):
+                d = d._replace(
+                    ban=False,
+                    reason=f"repeat of flow {alert['flow_id']} within {flows.window:g}s",
+                    kind=K_REPEAT,
+                )
             counts[d.kind] += 1
             if d.ban:
                 if dry_run:
@@ -357,6 +370,21 @@ class Filter:
                 line = f"skip {d.offender or '-'}: {d.reason}"
                 out_write(_printable(line).encode("utf-8", "surrogateescape") + b"\n")
 
+    def _flows(self) -> FlowWindow | None:
+        """The flow window of the current config (a reload may change or end it)."""
+        window = self.loader.config.filter.flow_window
+        if window <= 0:
+            self.flows = None
+        elif self.flows is None or self.flows.window != window:
+            self.flows = FlowWindow(window)
+        return self.flows
+
+    def _repeat(self, flows: FlowWindow, alert: dict[str, Any]) -> bool:
+        flow_id = alert.get("flow_id")
+        if type(flow_id) is not int:
+            return False  # no flow (text formats): every alert counts
+        return flows.repeat(flow_id, self.clock())
+
     def summary(self) -> str:
         total = sum(self.counts.values())
         text = f"summary: {total} alert{'s' if total != 1 else ''}: "
@@ -364,6 +392,19 @@ class Filter:
         if self.bad:
             text += f"; {self.bad} bad input line{'s' if self.bad != 1 else ''}"
         return text
+
+
+def nothing_ours_hint(rules: RuleSet, not_ours: int) -> str | None:
+    """What to set when ``require_ours`` skipped alerts because nothing is ours at all
+    (a fresh install: no [network] section, no wanwatch yet); None otherwise."""
+    ours = rules.protection.ours_list
+    if not not_ours or not rules.require_ours or ours.wan or ours.gateways or ours.networks:
+        return None
+    return (
+        f"no address is ours, so {not_ours} alert{'s were' if not_ours != 1 else ' was'} "
+        "skipped as 'victim not ours': set [network] wan, networks or gateways "
+        "(or run wanwatch), or [filter] require_ours = false"
+    )
 
 
 def _pipe_reason(raw: bytes) -> str:
@@ -485,6 +526,9 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
         if close_input:
             source.close()
     summary = filt.summary()
+    hint = nothing_ours_hint(loader.rules, filt.counts.get(K_NOT_OURS, 0))
+    if hint:
+        reporter.say(loader.config.path or loader.config_file, hint)
     if filt.dry_run:
         out.write(summary.encode() + b"\n")
         out.flush()
@@ -565,10 +609,9 @@ def main(
 ) -> int:
     real_process = stdin is None and stdout is None
     stdin_, stdout_, stderr_ = resolve_streams(stdin, stdout, stderr)
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EX_OK
+    args, code = parse_args(build_parser(), argv, stdout_, stderr_)
+    if args is None:
+        return code
     if real_process:
         restore_sigpipe()
     reporter = Reporter(TOOL, stderr_)

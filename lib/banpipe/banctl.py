@@ -51,8 +51,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from banpipe import cli
-from banpipe.bantime import BanPolicy, format_expiry, parse_duration
+from banpipe import cli, term
+from banpipe.bantime import BanPolicy, format_expiry, format_until, parse_duration
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.ledger import Ledger, LedgerError, Violation
 from banpipe.pipe import PipeError, PipeReader
@@ -67,6 +67,7 @@ FLOOD_SPAN = 0.1
 CACHE_MAX = 100_000  # per-address memos of the hot path (canonical form, protection)
 SIG_CACHE = 4096  # per generation: rules that fire at all are few
 EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
+EX_NOT_FOUND = 1  # `banctl show`: address not in the ledger (like grep without a match)
 
 Clock = Callable[[], float]
 
@@ -86,19 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
             "it takes effect at once; the daemon watches the ledger's -wal file and\n"
             "picks up new expiries immediately (no pidfile, no signal needed).\n"
             "\n"
-            "Exit status: 0 ok, 1 drift found (check), 64 usage, 65 bad data (bad or\n"
-            "protected address), 69 firewall unavailable, 73 cannot write the ledger,\n"
-            "78 config error."
+            "Exit status: 0 ok, 1 drift found (check) or address not in the ledger\n"
+            "(show), 64 usage, 65 bad data (bad or protected address), 69 firewall\n"
+            "unavailable, 73 cannot write the ledger, 78 config error."
         ),
     )
-    cli.add_common_arguments(p)
-    p.add_argument("--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)")
-    p.add_argument(
-        "--backend",
-        choices=("iptables", "ipset", "nftables", "null"),
-        help="firewall backend (default from [firewall] backend)",
-    )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli.ArgumentParser)
+    _add_global_options(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
     sub.required = True
     sub.add_parser("apply", help="read alertfilter's JSON lines on stdin and ban (daemon)")
     s = sub.add_parser("list", help="active bans: address, expiry, violations, reason")
@@ -150,6 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_global_options(p: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """banctl's global options; ``again`` on each subcommand, so that ``banctl list
+    --backend null`` works as well as ``banctl --backend null list``."""
+    cli.add_common_arguments(p, again=again)
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
+    p.add_argument(
+        "--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)", **extra
+    )
+    p.add_argument(
+        "--backend",
+        choices=("iptables", "ipset", "nftables", "null"),
+        help="firewall backend (default from [firewall] backend)",
+        **extra,
+    )
+
+
+class _SubParser(cli.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, again=True)
+
+
 @dataclass
 class Env:
     """What every command needs; built once per run from config and options."""
@@ -176,6 +193,13 @@ class Env:
     @property
     def retention(self) -> float:
         return float(self.config.ban.retention)
+
+    def existing_ledger(self) -> Ledger | None:
+        """The ledger, or None when there is none yet: a read-only command (list, show,
+        check) on a fresh machine creates nothing."""
+        if self._ledger is None and not os.path.exists(self.ledger_path):
+            return None
+        return self.ledger()
 
     def ledger(self) -> Ledger:
         if self._ledger is None:
@@ -243,7 +267,9 @@ def main(
 ) -> int:
     """Run banctl; ``clock``, ``rng`` and ``runner`` are for tests (defaults: real ones)."""
     stdin, stdout, stderr = cli.resolve_streams(stdin, stdout, stderr)
-    args = build_parser().parse_args(argv)
+    args, code = cli.parse_args(build_parser(), argv, stdout, stderr)
+    if args is None:
+        return code
     if args.command != "apply" and stdout is sys.stdout:
         cli.restore_sigpipe()  # `banctl list | head`; apply must never die of SIGPIPE
 
@@ -267,13 +293,22 @@ def main(
         try:
             return COMMANDS[args.command](env, args, stdin)
         except _firewall_error() as exc:
-            raise cli.ToolError(f"firewall: {exc}", cli.EX_UNAVAILABLE)
+            raise cli.ToolError(f"firewall: {exc}{firewall_hint(str(exc))}", cli.EX_UNAVAILABLE)
         except LedgerError as exc:
             raise cli.ToolError(str(exc), cli.EX_CANTCREAT)
         finally:
             env.close()
 
     return cli.run_tool(TOOL, body, debug=args.debug, stderr=stderr)
+
+
+def firewall_hint(message: str) -> str:
+    """What to do next after a firewall command failed, when the message tells."""
+    if "No such file or directory" in message:
+        return " (install it, or choose another [firewall] backend; --backend null only prints)"
+    if "Permission denied" in message or "Operation not permitted" in message:
+        return " (changing the firewall needs root)"
+    return ""
 
 
 def _firewall_error() -> type[Exception]:
@@ -585,7 +620,8 @@ class Daemon:
         active = self.ledger.count_active()
         self.report.say(
             None,
-            f"started: {active} active bans in the firewall ({len(drift.missing)} restored), "
+            f"started: {cli.plural(active, 'active ban')} in the firewall "
+            f"({len(drift.missing)} restored), "
             f"{len(lapsed)} lapsed lifted, backend {self.fw.name}",
         )
         self.prune()
@@ -597,19 +633,26 @@ class Daemon:
         if self.stopped or not self.started:
             return
         self.stopped = True
-        removed = 0
         if self.env.config.ban.on_stop == "remove":
             with self.ledger.locked():
-                removed, _manual = remove_automated(self.ledger, self.fw, thorough=False)
+                removed, manual = remove_automated(self.ledger, self.fw, thorough=False)
+            kept = (
+                f", {cli.plural(manual, 'manual ban')} kept"
+                if manual
+                else ", with banpipe's chain/sets/table (no manual ban left)"
+            )
+            firewall = (
+                f"{cli.plural(removed, 'automated entry', 'automated entries')} removed{kept}"
+            )
         else:
             self.fw.close(teardown=False)
+            firewall = 'firewall entries kept (on_stop = "keep")'
         c = self.counts
         self.report.say(
             None,
-            f"stopped ({why}): {c['lines']} lines, {c['banned']} bans, {c['extended']} extended, "
-            f"{c['expired']} expired, {c['bad']} bad, {c['refused']} refused, "
-            f"{c['held']} held by the spoof brake; "
-            + (f"{removed} automated entries removed" if removed else "firewall entries kept"),
+            f"stopped ({why}): {cli.plural(c['lines'], 'line')}, {cli.plural(c['banned'], 'ban')}, "
+            f"{c['extended']} extended, {c['expired']} expired, {c['bad']} bad, "
+            f"{c['refused']} refused, {c['held']} held by the spoof brake; {firewall}",
         )
 
     # -- input ---------------------------------------------------------------------
@@ -1019,10 +1062,11 @@ def _address(env: Env, text: str) -> str:
 
 
 def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
-    ledger = env.ledger()
+    ledger = env.existing_ledger()
     now = env.clock()
-    rows = ledger.offenders(active_only=not args.all)
+    rows = ledger.offenders(active_only=not args.all) if ledger is not None else []
     out = env.stdout
+    width = term.width(out)
     if args.json:
         for o in rows:
             out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
@@ -1039,23 +1083,25 @@ def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         kind = ("manual" if o.manual else "auto") if o.active else "-"
         origin = ((o.origin or "local"),) if fleet else ()
         table.append((o.addr, expires, str(o.violations), str(o.bans), kind, *origin))
-        reasons.append((o.reason or "")[:60])
+        reasons.append(o.reason or "")
     n = len(table[0])
     widths = [max(len(r[i]) for r in table) for i in range(n)]
     for r, reason in zip(table, reasons, strict=True):
         cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(n)]
-        out.write("  ".join(cells) + "  " + reason + "\n")
+        out.write(term.fit("  ".join(cells) + "  " + reason, width) + "\n")
     active = sum(1 for o in rows if o.active)
-    out.write(f"{active} active bans\n")
+    out.write(f"{cli.plural(active, 'active ban')}\n")
     return cli.EX_OK
 
 
 def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     addr = _address(env, args.addr)
-    ledger = env.ledger()
-    o = ledger.get(addr)
+    ledger = env.existing_ledger()
+    o = ledger.get(addr) if ledger is not None else None
     if o is None:
-        raise cli.ToolError(f"{addr}: not in the ledger", cli.EX_DATAERR)
+        # A question with the answer "no", like grep without a match: exit 1.
+        env.stdout.write(f"{addr}: not in the ledger (never banned, or history pruned)\n")
+        return EX_NOT_FOUND
     history = ledger.history(addr)
     out, now = env.stdout, env.clock()
     if args.json:
@@ -1064,11 +1110,11 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
             out.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
         return cli.EX_OK
     kind = ("manual" if o.manual else "auto") + (f", from {o.origin}" if o.origin else "")
-    state = f"banned ({kind}) until {format_expiry(o.expires, now)}" if o.active else "not banned"
+    state = f"banned ({kind}) {format_until(o.expires, now)}" if o.active else "not banned"
     out.write(f"{o.addr}: {state}\n")
     out.write(
         f"  first seen {_stamp(o.first_seen)}, last seen {_stamp(o.last_seen)}, "
-        f"{o.violations} violations, banned {o.bans} times\n"
+        f"{cli.plural(o.violations, 'violation')}, banned {cli.times(o.bans)}\n"
     )
     if o.reason:
         out.write(f"  last reason: {o.reason}\n")
@@ -1078,7 +1124,7 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         victim = f" -> {h.victim}" if h.victim else ""
         msg = f" {json.dumps(h.msg, ensure_ascii=False)}" if h.msg else ""
         flag += f" x{h.count}" if h.count > 1 else ""
-        out.write(f"  {_stamp(h.ts)}  {h.sig or '?'}{msg}{prio}{victim}{flag}\n")
+        out.write(f"  {_alert_time(h)}  {h.sig or '?'}{msg}{prio}{victim}{flag}\n")
     if not history:
         out.write("  (no violations kept; see [ban] retention)\n")
     return cli.EX_OK
@@ -1086,6 +1132,14 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 
 def _stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _alert_time(v: Violation) -> str:
+    """When the alert happened (its own time stamp, the IDS's local time), not when
+    banctl recorded it; the record time only for an alert without a usable stamp."""
+    if v.alert_ts:
+        return v.alert_ts.replace("T", " ")[:19]
+    return _stamp(v.ts)
 
 
 def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
@@ -1111,16 +1165,26 @@ def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         fw.init()
         fw.block([addr])
     verb = "banned" if fresh else "ban changed to manual"
-    env.stdout.write(f"{addr}: {verb} until {format_expiry(expires, now)}\n")
+    env.stdout.write(f"{addr}: {verb} {format_until(expires, now)}\n")
     return cli.EX_OK
 
 
 def cmd_unban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     addr = _address(env, args.addr)
-    ledger, fw = env.ledger(), env.firewall()
+    ledger = env.existing_ledger()
+    if ledger is None:  # fresh machine: nothing was ever banned, nothing to create
+        env.stdout.write(f"{addr}: was not banned\n")
+        return cli.EX_OK
+    fw = env.firewall()
     with ledger.locked():
         ended = ledger.unban([addr], env.clock(), retention=env.retention)
-        fw.release([addr])  # also clears a stray entry the ledger did not know
+        try:
+            fw.release([addr])  # also clears a stray entry the ledger did not know
+        except _firewall_error():
+            if ended:
+                raise
+            # Not banned, and our chain/sets/table are not there to hold a stray entry
+            # (nothing was ever applied): the answer stands.
     env.stdout.write(f"{addr}: {'unbanned' if ended else 'was not banned'}\n")
     return cli.EX_OK
 
@@ -1141,7 +1205,7 @@ def cmd_restore(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger, fw = env.ledger(), env.firewall()
     lapsed, wan, drift = restore(env, ledger, fw)
     env.stdout.write(
-        f"restored: {ledger.count_active()} active bans, {len(drift.missing)} added, "
+        f"restored: {cli.plural(ledger.count_active(), 'active ban')}, {len(drift.missing)} added, "
         f"{len(drift.orphans)} orphans removed, {len(lapsed)} lapsed lifted\n"
     )
     return cli.EX_OK
@@ -1155,18 +1219,33 @@ def cmd_teardown(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
             what = "all of banpipe's firewall entries and structure removed"
         else:
             removed, manual = remove_automated(ledger, fw, thorough=True)
-            what = f"{removed} automated entries removed, {manual} manual bans kept"
+            what = (
+                f"{cli.plural(removed, 'automated entry', 'automated entries')} removed, "
+                f"{cli.plural(manual, 'manual ban')} kept"
+            )
+    active = ledger.count_active()
     env.stdout.write(
-        f"teardown: {what}; {ledger.count_active()} active bans stay in the ledger "
-        "(banctl restore puts them back)\n"
+        f"teardown: {what}; {cli.plural(active, 'active ban')} "
+        f"{'stays' if active == 1 else 'stay'} in the ledger "
+        f"(banctl restore puts {'it' if active == 1 else 'them'} back)\n"
     )
     return cli.EX_OK
 
 
 def cmd_check(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
-    ledger, fw = env.ledger(), env.firewall()
+    ledger = env.ledger() if args.repair else env.existing_ledger()
     out = env.stdout
+    if ledger is None:
+        out.write(f"consistent: no ledger yet ({env.ledger_path}), nothing banned\n")
+        return cli.EX_OK
+    fw = env.firewall()
     with ledger.locked():
+        if not args.repair and not ledger.count_active() and _nothing_of_ours(fw):
+            out.write(
+                "consistent: 0 active bans; banpipe's firewall part is not set up yet "
+                "(banctl apply or banctl restore creates it)\n"
+            )
+            return cli.EX_OK
         drift = reconcile(ledger, fw) if args.repair else compare(ledger, fw)
         after = compare(ledger, fw) if args.repair else drift
     for a in sorted(drift.missing):
@@ -1178,7 +1257,7 @@ def cmd_check(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     for p in drift.problems:
         out.write(f"problem {p}\n")
     if drift.clean:
-        out.write(f"consistent: {ledger.count_active()} active bans\n")
+        out.write(f"consistent: {cli.plural(ledger.count_active(), 'active ban')}\n")
         return cli.EX_OK
     if args.repair:
         status = "repaired" if after.clean else f"still drifting ({after.summary()})"
@@ -1186,6 +1265,16 @@ def cmd_check(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         return cli.EX_OK if after.clean else EX_DRIFT
     out.write(f"drift: {drift.summary()} (banctl check --repair fixes it)\n")
     return EX_DRIFT
+
+
+def _nothing_of_ours(fw: Any) -> bool:
+    """True when the firewall holds no entry and none of our structure (a machine where
+    nothing was applied yet, or after a full teardown): no drift to speak of."""
+    try:
+        state = fw.check()
+    except _firewall_error():
+        return False
+    return not state.entries and not state.structure_ok
 
 
 def cmd_expire(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:

@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from banpipe import __version__, cli, fleet
+from banpipe import cli, fleet
 from banpipe.config import Config, ConfigError, FleetConfig, load_config
 from banpipe.ledger import Decision, Ledger, LedgerError
 
@@ -74,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     cli.add_common_arguments(p)
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)")
     p.add_argument(
         "--backend",
@@ -91,7 +90,9 @@ def main(
     stderr: IO[str] | None = None,
 ) -> int:
     _stdin, stdout, stderr = cli.resolve_streams(stdin, stdout, stderr)
-    args = build_parser().parse_args(argv)
+    args, code = cli.parse_args(build_parser(), argv, stdout, stderr)
+    if args is None:
+        return code
 
     def body() -> int:
         try:

@@ -149,3 +149,9 @@ def format_expiry(expires: float | None, now: float, *, tz_local: bool = True) -
     if expires <= now:
         return f"{stamp} (lapsed)"
     return f"{stamp} (in {format_remaining(expires - now)})"
+
+
+def format_until(expires: float | None, now: float) -> str:
+    """``until 2026-11-28 14:05:00 (in 3h05m)`` or ``permanently`` (never "until
+    permanent")."""
+    return "permanently" if expires is None else f"until {format_expiry(expires, now)}"

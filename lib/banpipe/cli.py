@@ -8,12 +8,16 @@ grep them and a test can compare them exactly.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn
+
+from . import __version__
 
 # sysexits.h
 EX_OK = 0
@@ -56,21 +60,85 @@ class Reporter:
             pass  # stderr gone: nothing better to do than keep working
 
 
+class UsageError(Exception):
+    """Bad command line; :func:`parse_args` turns it into one line and exit 64."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that exits with EX_USAGE (64) instead of 2 on bad usage."""
+    """argparse whose usage errors are one line and EX_USAGE (64), never exit 2.
+
+    Every tool's parser gets ``--version``. ``error()`` raises :class:`UsageError`
+    instead of printing the whole usage block: :func:`parse_args` writes the single
+    line ``TOOL: REASON (see TOOL --help)``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Subcommand parsers share the top parser's --version.
+        if not any(a.dest == "version" for a in self._actions) and " " not in self.prog:
+            self.add_argument(
+                "--version",
+                action="version",
+                version=f"%(prog)s (banpipe) {__version__}",
+                help="print the version and exit",
+            )
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EX_USAGE, f"{self.prog}: {message}\n")
+        raise UsageError(message)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def parse_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    stdout: IO[Any] | None = None,
+    stderr: IO[str] | None = None,
+    check: Callable[[argparse.Namespace], None] | None = None,
+) -> tuple[argparse.Namespace | None, int]:
+    """Parse ``argv``; ``(args, 0)``, or ``(None, code)`` when the tool should exit now.
+
+    ``--help`` and ``--version`` print to ``stdout`` and give code 0; a usage error
+    prints one line ``TOOL: REASON (see TOOL --help)`` to ``stderr``: code 64.
+    ``check(args)`` may add rules argparse cannot express by calling ``parser.error``.
+    """
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    text = io.StringIO()
+    tool = parser.prog.split()[0]
+    try:
+        with contextlib.redirect_stdout(text):
+            args = parser.parse_args(argv)
+            if check is not None:
+                check(args)
+            return args, EX_OK
+    except UsageError as exc:
+        Reporter(tool, err).say(None, f"{exc} (see {tool} --help)")
+        return None, EX_USAGE
+    except SystemExit as exc:  # --help, --version
+        _write_text(out, text.getvalue())
+        return None, exc.code if isinstance(exc.code, int) else EX_OK
+
+
+def _write_text(stream: IO[Any], text: str) -> None:
+    try:
+        stream.write(text)
+    except TypeError:  # a binary stream (tests pass BytesIO as stdout)
+        stream.write(text.encode())
+    stream.flush()
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """``--config`` and ``--debug``; ``again=True`` on a subcommand's parser, so both
+    are accepted after the subcommand too without overriding what came before it."""
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
     parser.add_argument(
         "--config",
         metavar="FILE",
         help="banpipe.toml (default /etc/banpipe/banpipe.toml; missing default is fine)",
+        **extra,
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for internal errors", **extra
+    )
 
 
 def restore_sigpipe() -> None:
@@ -150,6 +218,16 @@ def resolve_streams(
         stdout if stdout is not None else sys.stdout,
         stderr if stderr is not None else sys.stderr,
     )
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 line``, ``2 lines``, ``0 lines`` (``nouns`` for irregular plurals)."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
+
+
+def times(n: int) -> str:
+    """``once``, ``twice``, ``3 times``."""
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
 def format_counts(counts: Counter[str] | dict[str, int], order: Sequence[str] = ()) -> str:

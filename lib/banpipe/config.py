@@ -7,6 +7,7 @@ role agree. Unknown keys and wrong types are errors that name the file, line and
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -196,6 +197,7 @@ class FilterConfig:
     no_priority: str = "skip"
     reverse_markers: tuple[str, ...] = ("BLOCKED DESTINATION",)
     require_ours: bool = True
+    flow_window: float = 0.0  # drop repeat bans of one flow_id within this; 0: off
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,12 @@ class FirewallConfig:
 class BanctlConfig:
     ledger: str = "/var/lib/banpipe/ledger.sqlite3"
     check_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class FasttailConfig:
+    # Syslog program tags whose messages may be alerts (banpipe.syslog.RELAY_TAGS).
+    relay_tags: tuple[str, ...] = ("snort", "suricata", "barnyard2", "sagan")
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "no_priority": _choice("skip", "act"),
             "reverse_markers": _list_of(_str),
             "require_ours": _bool,
+            "flow_window": parse_duration,
         },
     ),
     "ban": (
@@ -354,6 +363,10 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         BanctlConfig,
         {"ledger": _str, "check_interval": parse_duration},
     ),
+    "fasttail": (
+        FasttailConfig,
+        {"relay_tags": _list_of(_str)},
+    ),
     "wanwatch": (
         WanwatchConfig,
         {"interface": _str, "exec": _list_of(_str)},
@@ -385,6 +398,7 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     banctl: BanctlConfig = field(default_factory=BanctlConfig)
     wanwatch: WanwatchConfig = field(default_factory=WanwatchConfig)
+    fasttail: FasttailConfig = field(default_factory=FasttailConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     path: str | None = None
 
@@ -443,10 +457,23 @@ def parse_config(text: str, name: str = "<config>") -> Config:
 
 
 def _close_match(key: str, keys: dict[str, Any]) -> str:
+    """`` (did you mean 'K'?)`` for the known key ``key`` is most likely a typo of.
+
+    Plain difflib ranks ``no_priority`` above ``priorities`` for ``priorty``; a typo
+    keeps the start of the word far more often than it drops a prefix, so a shared
+    start counts extra.
+    """
     import difflib
 
-    close = difflib.get_close_matches(key, list(keys), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    def score(known: str) -> float:
+        ratio = difflib.SequenceMatcher(None, key, known).ratio()
+        prefix = len(os.path.commonprefix([key, known]))
+        return ratio + 0.2 * prefix / max(len(key), 1)
+
+    ranked = sorted(keys, key=score, reverse=True)
+    if not ranked or difflib.SequenceMatcher(None, key, ranked[0]).ratio() < 0.6:
+        return ""
+    return f" (did you mean '{ranked[0]}'?)"
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -1,6 +1,7 @@
 """fasttail: follow a Snort/Suricata alert file, write one JSON line per alert.
 
-    fasttail [--format F] [--from-start] [--once] [--state FILE] [--year YYYY] [--debug] FILE
+    fasttail [--format F] [--from-start] [--once] [--state FILE] [--year YYYY] [--config FILE]
+             [--debug] FILE
 
 Output is the pipe contract (banpipe.pipe, docs/pipe-format.md): one JSON object per
 line, flushed whenever fasttail is about to wait, so a line never sits in a buffer while
@@ -43,14 +44,14 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime
-from io import StringIO
 from typing import IO, Any
 
-from . import cli, pipe, statefile
+from . import cli, pipe, progress, statefile
+from .config import ConfigError, load_config
 from .follow import CHUNK, Cursor, Follower, Position
 from .parsers import FORMATS, REASONS, AlertParser
+from .progress import Progress
 
 TOOL = "fasttail"
 MAX_LINE = 65536
@@ -64,7 +65,7 @@ def build_parser() -> cli.ArgumentParser:
         prog=TOOL,
         description="Follow a Snort/Suricata alert file and write one JSON line per alert.",
         epilog="Exit codes: 0 ok, 64 usage, 66 FILE missing (--once) or unreadable, "
-        "70 internal error, 73 cannot write the state file.",
+        "70 internal error, 73 cannot write the state file, 78 bad config.",
     )
     ap.add_argument(
         "--format",
@@ -83,6 +84,11 @@ def build_parser() -> cli.ArgumentParser:
         help="save the read position here and resume from it (survives restarts and rotation)",
     )
     ap.add_argument("--year", type=int, metavar="YYYY", help="year for time stamps that carry none")
+    ap.add_argument(
+        "--config",
+        metavar="FILE",
+        help="banpipe config ([fasttail] relay_tags; default /etc/banpipe/banpipe.toml if present)",
+    )
     ap.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
     ap.add_argument("file", metavar="FILE", help="alert file to follow ('-': standard input)")
     return ap
@@ -96,6 +102,7 @@ class JsonOutput:
         self.reporter = reporter
         self.count = 0
         self.skipped: Counter[str] = Counter()
+        self.on_batch: Callable[[], None] | None = None  # progress display, if any
 
     def emit(self, items: list, name: str) -> None:
         alerts = [x for x in items if type(x) is dict]
@@ -108,6 +115,8 @@ class JsonOutput:
                 data = b"\n".join(map(pipe.dumps, alerts))
             self.stream.write(data + b"\n")
             self.count += len(alerts)
+            if self.on_batch is not None:
+                self.on_batch()
         if len(alerts) != len(items):
             for x in items:
                 if type(x) is not dict:
@@ -125,33 +134,14 @@ class JsonOutput:
             self.reporter.say(name, f"{n} {'line' if n == 1 else 'lines'} skipped ({what})")
 
 
-def _parse_args(argv: list[str] | None, out: IO[Any], err: IO[str]) -> tuple[Any, int | None]:
-    """argparse with its messages sent to our streams; (args, None) or (None, exit code)."""
-    ap = build_parser()
-    text_out, text_err = StringIO(), StringIO()
-    try:
-        with redirect_stdout(text_out), redirect_stderr(text_err):
-            args = ap.parse_args(argv)
-            if args.year is not None and not 1 <= args.year <= 9999:
-                ap.error(f"argument --year: {args.year} is not a year")
-            if args.file == "-" and args.state:
-                ap.error("--state needs a file, not standard input")
-    except SystemExit as exc:
-        if text_out.getvalue():
-            _write_text(out, text_out.getvalue())
-        if text_err.getvalue():
-            err.write(text_err.getvalue())
-            err.flush()
-        return None, exc.code if isinstance(exc.code, int) else cli.EX_USAGE
-    return args, None
+def _check_args(ap: cli.ArgumentParser) -> Callable[[Any], None]:
+    def check(args: Any) -> None:
+        if args.year is not None and not 1 <= args.year <= 9999:
+            ap.error(f"argument --year: {args.year} is not a year")
+        if args.file == "-" and args.state:
+            ap.error("--state needs a file, not standard input")
 
-
-def _write_text(stream: IO[Any], text: str) -> None:
-    try:
-        stream.write(text)
-    except TypeError:
-        stream.write(text.encode())
-    stream.flush()
+    return check
 
 
 def load_state(path: str, reporter: cli.Reporter) -> Position | None:
@@ -176,19 +166,33 @@ def main(
 ) -> int:
     real = stdout is None
     in_, out, err = cli.resolve_streams(stdin, stdout, stderr)
-    args, code = _parse_args(argv, out, err)
+    ap = build_parser()
+    args, code = cli.parse_args(ap, argv, out, err, check=_check_args(ap))
     if args is None:
-        return code if code is not None else cli.EX_USAGE
+        return code
     if real:
         cli.restore_sigpipe()
     reporter = cli.Reporter(TOOL, err)
     output = JsonOutput(pipe.binary_output(out), reporter)
     stop = cli.StopFlag()
 
+    relay_tags: tuple[str, ...] = ()
+
     def new_parser() -> AlertParser:
-        return AlertParser(now=now(), year=args.year, force=args.format, max_line=MAX_LINE)
+        return AlertParser(
+            now=now(),
+            year=args.year,
+            force=args.format,
+            max_line=MAX_LINE,
+            relay_tags=relay_tags,
+        )
 
     def body() -> int:
+        nonlocal relay_tags
+        try:
+            relay_tags = load_config(args.config).fasttail.relay_tags
+        except ConfigError as exc:
+            raise cli.ToolError(str(exc), cli.EX_CONFIG) from None
         with _signals(stop) as wake_fd:
             if args.file == "-":
                 _read_stream(pipe.binary_stream(in_), new_parser(), output, stop)
@@ -249,7 +253,12 @@ def _follow(
         elif not os.access(os.path.dirname(os.path.abspath(state)) or ".", os.W_OK):
             raise cli.ToolError(f"{state}: cannot write state: Permission denied", 73)
     if args.once:
-        follower.run_once()
+        shown = _progress(follower, output, reporter.stream)
+        try:
+            follower.run_once()
+        finally:
+            if shown is not None:
+                shown.clear()
         return
     if saver is not None:
         saver.start()
@@ -258,6 +267,22 @@ def _follow(
     finally:
         if saver is not None:
             saver.close()
+
+
+def _progress(follower: Follower, output: JsonOutput, stream: IO[str]) -> Progress | None:
+    """Progress and rate of a ``--once`` replay on stderr, when that is a terminal."""
+    cur = follower.cur
+    if cur is None or cur.fd is None or not progress.wanted(stream):
+        return None
+    total = os.fstat(cur.fd).st_size
+    shown = Progress(TOOL, stream, total)
+
+    def update() -> None:
+        now = follower.cur
+        shown.update(now.read_pos if now is not None else total, output.count)
+
+    output.on_batch = update
+    return shown
 
 
 class StateSaver:

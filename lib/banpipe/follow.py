@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import select
 import stat
@@ -61,9 +60,9 @@ FILE_EVENTS = (
     pyinotify.IN_MODIFY | pyinotify.IN_MOVE_SELF | pyinotify.IN_DELETE_SELF | pyinotify.IN_ATTRIB
 )
 
-# pyinotify logs an ERROR when a watched file moves out of a watched directory (we watch
-# open files through /proc/self/fd/N, whose "directory" is never watched). Expected here.
-logging.getLogger("pyinotify").setLevel(logging.CRITICAL)
+# pyinotify's logger is silenced in banpipe.watch: it logs an ERROR when a watched file
+# moves out of a watched directory (we watch open files through /proc/self/fd/N, whose
+# "directory" is never watched). Expected here.
 
 
 class Parser(Protocol):

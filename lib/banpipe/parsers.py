@@ -5,12 +5,14 @@ gets back alerts (plain dicts, the pipe contract ``"v": 1``) and :class:`ParseEr
 
 API
 ---
-``AlertParser(*, now, year=None, force=None, max_line=65536)``
+``AlertParser(*, now, year=None, force=None, max_line=65536, relay_tags=RELAY_TAGS)``
     Incremental parser.  ``now`` (a naive local ``datetime``) anchors the year of yearless
-    time stamps (Snort without ``-y``, syslog stamps): the year of ``now``, or the year before
-    when that would put the alert more than one day after ``now``.  ``year`` overrides that
-    inference.  ``force`` is one of :data:`FORMATS` and rejects everything else; without it
-    the format is detected per line (per block for the full formats).
+    time stamps (Snort without ``-y``, syslog stamps): the latest year that does not put
+    the alert more than one day after ``now``.  ``year`` overrides that inference.
+    ``force`` is one of :data:`FORMATS` and rejects everything else; without it the format
+    is detected per line (per block for the full formats; a line starting with ``{`` is a
+    Suricata EVE record, :mod:`banpipe.eve`).  ``relay_tags``: the syslog program tags
+    whose messages may be alerts (:mod:`banpipe.syslog`); other programs' never are.
 ``AlertParser.feed(line, lineno) -> list[dict | ParseError]``
     One input line (a trailing ``"\\n"`` / ``"\\r\\n"`` is removed).  One-line formats are
     returned at once; an alert_full block is returned when it is complete: at the empty line
@@ -40,10 +42,17 @@ fragment) as an error for the torn text plus the complete alert after it.
 
 Decisions that matter for bans (see ../shared/formats.md for the formats): addresses are
 validated (IPv4: four decimal octets 0-255 without leading zeros; IPv6 through
-:mod:`ipaddress`) and canonicalised; an IPv6 address/port split that cannot be decided is
-an error, never a guess; free text where Snort prints none (between the msg and the
-addresses, after the addresses) makes the line an error.  Unknown ``[Key: value]`` tags
-between msg and protocol (``[AppID: x]``) are skipped.
+:mod:`ipaddress`) and canonicalised.  Snort prints ports for TCP/UDP only, and not for
+fragments (Snort 2 LogIpAddrs ``p->frag_flag``, Snort 3 ``DECODE_FRAG``), so a TCP/UDP
+pair reads either with both ports or with none: the one reading that fits is taken, and
+text that fits both (``2001:db8::a:443 -> 2001:db8::1:22``) or neither (a port on one
+side only: a line cut short) is an error, never a guess; so is any IPv6 split that
+cannot be decided.  Free text where Snort prints none (between the msg and the
+addresses, after the addresses) makes the line an error, and so does a second ``[**]``
+or address pair there (a msg holding ``[**]`` reads two ways).  Torn-line recovery
+keeps the alert after a cut alert only, and syslog lines count only from IDS program
+tags (or relayed without a tag): no other program's message is read as an alert.
+Unknown ``[Key: value]`` tags between msg and protocol (``[AppID: x]``) are skipped.
 
 Speed: a well-formed alert_fast line costs one regex that splits it into time stamp,
 "middle" (ids, msg, classification, priority, protocol) and addresses; the middle's parse
@@ -60,9 +69,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from banpipe import eve, pipe, syslog
 from banpipe.alert import FORMATS
 
 __all__ = [
@@ -120,6 +131,12 @@ _TXT = "\\t\\x20-\\x7e\\xa0-\\ud7ff\\ue000-\\U0010ffff"
 _TXT_NB = "\\t\\x20-\\x5a\\x5c-\\x7e\\xa0-\\ud7ff\\ue000-\\U0010ffff"  # without "["
 _CLS = r"[^\]\x00-\x1f\x7f-\x9f\ud800-\udfff]"
 _BINARY = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+# Undecodable bytes as surrogateescape left them, and binary other than those.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_BINARY_UTF8 = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udc7f\udd00-\udfff]")
+# Each undecodable byte as Windows-1252 reads it (Latin-1 plus printable 0x80-0x9f),
+# U+FFFD for the five bytes it leaves undefined.
+_CP1252 = {0xDC00 + b: bytes([b]).decode("cp1252", "replace") for b in range(0x80, 0x100)}
 
 # The one-line alert_fast grammar of Snort 2, Snort 3 and Suricata in one expression.
 # Groups: date, time, spaces, action, ids, msg, class, prio, proto, src, dst, raw.
@@ -130,9 +147,9 @@ _BINARY = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 _FAST = re.compile(
     rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
     rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
-    rf"([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) \[\*\*\]"
-    rf"(?: \[(?:Classification: ({_CLS}*)|Priority: (\d{{1,10}})"
-    rf"|[A-Za-z][\w ]{{0,40}}: {_CLS}*)\])*"
+    rf"(?:([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) )?\[\*\*\]"
+    rf"(?: \[(?:Classification: ({_CLS}*)|Priority: (-?\d{{1,10}})"
+    rf"|(?!Classification: |Priority: )[A-Za-z][\w ]{{0,40}}: {_CLS}*)\])*"
     rf"(?: \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)"
     rf"|( \[\*\*\] \[Raw pkt:[0-9A-Fa-f ]*\](?: \[pcap file packet: \d+\])?))? *\Z",
     re.ASCII,
@@ -143,30 +160,25 @@ _FAST = re.compile(
 _LENIENT = re.compile(
     rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
     rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
-    rf"([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) \[\*\*\]"
+    rf"(?:([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) )?\[\*\*\]"
     rf"([{_TXT}]*?) \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)( [{_TXT}]*)?\Z",
     re.ASCII,
 )
 _LENIENT_CLS = re.compile(rf"\[Classification: ({_CLS}*)\]")
-_LENIENT_PRIO = re.compile(r"\[Priority: (\d{1,10})\]")
+_LENIENT_PRIO = re.compile(r"\[Priority: (-?\d{1,10})\]")
 _FULL_HEADER = re.compile(
-    r"\[\*\*\] \[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (?: <[^<> ]+> )?(.*?) \[\*\*\] *\Z", re.ASCII
+    r"\[\*\*\] \[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (?: <[^<> ]+> )?(?:(.*?) )?\[\*\*\] *\Z",
+    re.ASCII,
 )
-_FULL_PRIO = re.compile(r"(?:\[Classification: ([^\]]*)\] )?\[Priority: (\d{1,10})\]", re.ASCII)
+_FULL_PRIO = re.compile(r"(?:\[Classification: ([^\]]*)\] )?\[Priority: (-?\d{1,10})\]", re.ASCII)
 _FULL_TS = re.compile(rf"({_DATE})-({_TIME})(?: (.*))?\Z", re.ASCII)
 _ADDRS = re.compile(r"(\S*) -> (\S*) *\Z")
 _MAC_ADDRS = re.compile(r"\S+ -> \S+ type:0x[0-9A-Fa-f]+ len:0x[0-9A-Fa-f]+ *\Z")
 _IP_HEADER = re.compile(r"(?:(\S+) -> (\S+) )?(\S+) TTL:\d+ ")
 _XREF = re.compile(r"\[Xref => (.*?)\](?=\[Xref => | *\Z)")
-_SYSLOG = re.compile(
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([ 0-3]\d) "
-    r"((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d) (\S+) (.*)\Z",
-    re.ASCII | re.DOTALL,
-)
-_SYSLOG_TAG = re.compile(r"([A-Za-z][\w.-]*)(?:\[\d+\])?: ", re.ASCII)
 _SYSLOG_ALERT = re.compile(
     r"\[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (.*?)(?: \[Classification: ([^\]]*)\])?"
-    r"(?: \[Priority: (\d{1,10})\])?:?(?: <[^<> ]+>)?(?: \{([^{}]*)\} (\S*) -> (\S*))? *\Z",
+    r"(?: \[Priority: (-?\d{1,10})\])?:?(?: <[^<> ]+>)?(?: \{([^{}]*)\} (\S*) -> (\S*))? *\Z",
     re.ASCII,
 )
 # Lines that belong inside an alert_full block; seen without a header they are a fragment.
@@ -176,13 +188,9 @@ _BODY_LIKE = re.compile(
     re.ASCII,
 )
 _TS_INSIDE = re.compile(rf"{_DATE}-{_TIME} ", re.ASCII)
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
-    )
-}
-
+# The start of an alert_fast line, cut anywhere: a piece of its time stamp, or the whole
+# stamp and then its spaces and whatever of the alert followed.
+_CUT_ALERT = re.compile(rf"(?:[\d/]+(?:-[\d:.]*)?|{_DATE}-{_TIME} {{1,2}}(?:\[.*)?)\Z", re.ASCII)
 
 _FAST_MATCH = _FAST.match
 # An IPv4 address as _v4 accepts it: four decimal octets 0-255 without leading zeros.
@@ -265,7 +273,24 @@ class _Groups:
 
 
 class _BadAddress(ValueError):
-    pass
+    """Address text that gives no address; ``str()`` is the reason's detail."""
+
+    def __str__(self) -> str:
+        return f"invalid address {self.args[0]}"
+
+
+class _OnePort(_BadAddress):
+    """TCP/UDP text with a port on one side only: Snort prints both or neither."""
+
+    def __str__(self) -> str:
+        return f"port on one side only (line cut?): {self.args[0]}"
+
+
+class _Ambiguous(_BadAddress):
+    """Address text that reads two ways (never guessed: the wrong reading bans another)."""
+
+    def __str__(self) -> str:
+        return f"address/port split ambiguous: {self.args[0]}"
 
 
 # IPv6 text -> canonical form, shared by all parsers: the answer depends only on the text.
@@ -378,6 +403,15 @@ def _v6(a: str) -> str:
     return c
 
 
+def _canon(a: str) -> str:
+    """The canonical text of an IPv4 or IPv6 address; raises _BadAddress (a ValueError)."""
+    if ":" in a:
+        return _v6(a)  # cached
+    if _V4_MATCH(a) is None:
+        raise _BadAddress(a)
+    return a
+
+
 def _port(p: str) -> int:
     if not (p.isascii() and p.isdigit()) or len(p) > 5:
         raise _BadAddress(p)
@@ -418,13 +452,76 @@ def _side(tok: str, mode: int) -> tuple[str | None, int | None]:
     raise _BadAddress(tok + " (address/port split unknown without protocol)")
 
 
+def _readings(tok: str) -> tuple[tuple[str, int] | None, str | None]:
+    """Both readings of one side of a Snort TCP/UDP line: (address, port) and bare address.
+
+    Each is None where the text cannot be it.  Snort prints ``addr:port`` for TCP/UDP but
+    the bare address for fragments (``p->frag_flag`` in Snort 2's LogIpAddrs, the same
+    test in Snort 3's log_text.cc), and an IPv6 address with a port glued on can read
+    either way (``2001:db8::a:443``).  Snort writes IPv6 with inet_ntop, which never uses
+    ``::`` for a single zero group (RFC 5952 4.2.2) nor leaves a longer run uncompressed:
+    a bare reading whose ``::`` text is not that canonical form is not Snort's output.
+    (Only the bare reading is held to that, as the fast path in AlertParser.feed takes
+    an address with a 5-digit port as it is.)
+    """
+    a, colon, p = tok.rpartition(":")
+    with_port = None
+    if colon and p.isascii() and p.isdigit() and len(p) <= 5 and int(p) <= 65535:
+        try:
+            with_port = (_v4(a) if ":" not in a else _v6(a), int(p))
+        except _BadAddress:
+            pass
+    bare = None
+    try:
+        bare = _v6_printed(tok) if ":" in tok else _v4(tok)
+    except _BadAddress:
+        pass
+    return with_port, bare
+
+
+def _v6_printed(a: str) -> str:
+    """_v6(a), for text that inet_ntop could have written; raises _BadAddress."""
+    c = _v6(a)
+    if "::" in a and a.lower() != c:
+        raise _BadAddress(a)
+    return c
+
+
+def _snort_ports(src: str, dst: str) -> tuple:
+    """(src, sport, dst, dport) of a Snort TCP/UDP line: both ports or neither.
+
+    The one reading that fits both sides is taken; a line that fits both readings is an
+    error, never a guess (the wrong one bans another address), and so is a line with a
+    port on one side only (Snort never prints that: the line was cut, as alert_syslog
+    does at 1024 bytes).
+    """
+    sw, sb = _readings(src)
+    dw, db = _readings(dst)
+    ported = sw is not None and dw is not None
+    bare = sb is not None and db is not None
+    if ported and bare:
+        raise _Ambiguous(f"{src} -> {dst} (a fragment without ports, or with ports)")
+    if ported:
+        return sw[0], sw[1], dw[0], dw[1]  # type: ignore[index]
+    if bare:
+        return sb, None, db, None
+    for tok, ok in ((src, sw or sb), (dst, dw or db)):
+        if ok is None:
+            # Name the bad part: an IPv4 address, or the whole text (a bad port, IPv6).
+            a = tok.partition(":")[0]
+            raise _BadAddress(a if tok.count(":") == 1 and _V4_MATCH(a) is None else tok)
+    raise _OnePort(f"{src} -> {dst}")
+
+
 def _addresses(src: str, dst: str, mode: int) -> tuple:
     if not src and not dst:
         return None, None, None, None
+    if not src or not dst:
+        raise _BadAddress("one side empty")
+    if mode == _PM_TCPUDP:
+        return _snort_ports(src, dst)
     s, sp = _side(src, mode)
     d, dp = _side(dst, mode)
-    if s is None or d is None:
-        raise _BadAddress("one side empty")
     return s, sp, d, dp
 
 
@@ -479,7 +576,8 @@ class _Block:
         self.fmt = fmt
         if m is not None:
             self.gid, self.sid, self.rev = int(m[1]), int(m[2]), int(m[3])
-            self.msg = _unquote(m[4]) if fmt == "snort3-full" else m[4]
+            msg = m[4] or ""  # a rule without msg: "[**] [1:2:3] [**]"
+            self.msg = _unquote(msg) if fmt == "snort3-full" else msg
         self.classification: str | None = None
         self.priority: int | None = None
         self.date: str | None = None
@@ -505,15 +603,17 @@ class AlertParser:
         year: int | None = None,
         force: str | None = None,
         max_line: int = 65536,
+        relay_tags: Iterable[str] = syslog.RELAY_TAGS,
     ) -> None:
         if force is not None and force not in FORMATS:
             raise ValueError(f"unknown format {force!r}; expected one of {', '.join(FORMATS)}")
         self._year = year
         self._force = force
         self._max_line = max_line
+        self._relay_tags = frozenset(t.lower() for t in relay_tags)
         self._block: _Block | None = None
         self._fragment = False
-        self._dates: dict[str, object] = {}
+        self._dates: dict[object, object] = {}
         # date token -> (format, ISO date prefix), for one and for two spaces after the time
         self._fd: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
         # The same for the tokens that need no second look: a valid date with a plain
@@ -534,20 +634,31 @@ class AlertParser:
             cache.clear()
 
     def _yearless(self, month: int, day: int) -> object:
-        """ISO date prefix for a yearless stamp, or (current, previous) on the boundary day."""
+        """ISO date prefix for a yearless stamp, or (later, earlier) on the boundary day.
+
+        The year is the latest one that does not put the stamp more than a day after
+        ``now``: next year's 1 January read on 31 December (a clock ahead of ours, an
+        anchor a minute old) is next year's, 29 February is the last leap year's.  On the
+        boundary day the time decides between that year and the one before it.
+        """
         if self._year is not None:
             return _iso_date(self._year, month, day)
-        y = self._now.year
-        try:
-            d = date(y, month, day)
-        except ValueError:
-            # 29 February outside a leap year: only the year before can be meant.
-            return _iso_date(y - 1, month, day)
-        if d < self._limit_date:
-            return _iso_date(y, month, day)
-        if d > self._limit_date:
-            return _iso_date(y - 1, month, day)
-        return (_iso_date(y, month, day), _iso_date(y - 1, month, day))
+        limit = self._limit_date
+        found: list[str] = []
+        # Leap years are at most 8 years apart (1896, 1904): 9 candidates always hold one.
+        for y in range(self._now.year + 1, self._now.year - 8, -1):
+            try:
+                d = date(y, month, day)
+            except ValueError:
+                continue
+            if d > limit:
+                continue
+            found.append(_iso_date(y, month, day))
+            if d < limit or len(found) == 2:
+                break
+        if not found:
+            raise ValueError(f"no date {month:02d}/{day:02d}")
+        return found[0] if len(found) == 1 else tuple(found)
 
     def _date_prefix(self, tok: str, year_first: bool) -> object:
         """Cached ISO "YYYY-MM-DDT" for a date token; None when invalid."""
@@ -664,7 +775,14 @@ class AlertParser:
                                     d = _V6_CANON.get(dst) or _v6(dst)
                                     sp = dp = None
                                     ok = True
-                                elif sp.isdigit() and dp.isdigit() and len(sp) <= 5 >= len(dp):
+                                elif (
+                                    sp.isdigit()
+                                    and dp.isdigit()
+                                    and len(sp) <= 5 >= len(dp)
+                                    # A 5-digit port is no IPv6 group: no bare reading.
+                                    # Otherwise Snort's text may be a fragment's (_alert).
+                                    and (mode == _PM_ALWAYS or len(sp) == 5 or len(dp) == 5)
+                                ):
                                     s = _V6_CANON.get(s) or _v6(s)
                                     d = _V6_CANON.get(d) or _v6(d)
                                     sp = int(sp)
@@ -683,6 +801,8 @@ class AlertParser:
                             a["format"] = fmt
                             return [a]
                     return [self._alert(ent, dtok, time, src, dst, line, lineno)]
+            elif line[:1] == "{":
+                return self._eve(line, lineno)  # Suricata EVE JSON: no text regex fits
             m = _FAST_MATCH(line)
             if m is not None:
                 self._fragment = False
@@ -690,10 +810,30 @@ class AlertParser:
         return self._slow(line, lineno)
 
     def _slow(self, line: str, lineno: int) -> list:
+        c = line[:1]
+        if c == "{" and self._block is None and len(line) <= self._max_line:
+            return self._eve(line, lineno)
+        if (c == "\ufeff" or c == "\x00") and self._block is None:
+            # A byte-order mark (a file saved by an editor) or the NULs of a sparse hole
+            # (a writer that kept its offset across a copytruncate) before the text.
+            rest = line.lstrip("\ufeff\x00")
+            if "\x00" not in line:
+                return self.feed(rest, lineno)
+            if rest:
+                out = self.feed(rest, lineno)
+                if self._block is not None or any(type(x) is dict for x in out):
+                    return out
+                # Not an alert after the NULs: the line is what it looks like, binary.
+                return [ParseError(lineno, R_BINARY, _short(_BINARY.sub("\ufffd", line)))]
         bad = None
         if len(line) > self._max_line:
             bad = R_TOO_LONG
         elif not line.isprintable() and _BINARY.search(line):
+            if _NOT_UTF8.search(line) and not _BINARY_UTF8.search(line):
+                # Bytes that are not UTF-8 (lines decoded with surrogateescape), and no
+                # other binary: local rules saved in Latin-1/Windows-1252.  Read them as
+                # that; addresses are ASCII, so this only ever changes msg text.
+                return self.feed(line.translate(_CP1252), lineno)
             bad = R_BINARY
         if bad is not None:
             return self._bad_line(line, lineno, bad)
@@ -709,11 +849,11 @@ class AlertParser:
         if c == "[" and line.startswith("[**] ["):
             self._fragment = False
             return self._open_block(line, lineno)
-        if c in "JFMASOND":
-            m = _SYSLOG.match(line)
-            if m is not None:
+        if syslog.looks_like(line):
+            env = syslog.envelope(line)
+            if env is not None:
                 self._fragment = False
-                return [self._syslog(m, line, lineno)]
+                return [self._syslog(env, line, lineno)]
         if "[**]" in line:
             self._fragment = False
             return self._torn(line, lineno)
@@ -738,6 +878,10 @@ class AlertParser:
             # cut inside "17/07/06-..."), not a stamp of its own: no alert with a made-up date.
             if line[start - 1] == "/":
                 continue
+            # Only a cut alert can be torn: any other text before a stamp (another
+            # program's message quoting an alert) makes the line no alert at all.
+            if _CUT_ALERT.match(line, 0, start) is None:
+                break
             m = _FAST.match(line, start)
             if m is not None:
                 head = _short(line[:start])
@@ -753,6 +897,10 @@ class AlertParser:
         if m is None:
             return None
         dtok, time, spaces, action, ids, msg, tags, proto, src, dst, tail = m.groups()
+        if "[**]" in tags or (tail and ("[**]" in tail or " -> " in tail)):
+            # A second alert marker or address pair: the msg itself holds "[**]" (Suricata
+            # prints msg verbatim) and the line reads two ways.
+            return [ParseError(lineno, f"{R_MALFORMED}: '[**]' inside the msg", _short(line))]
         cls = _LENIENT_CLS.search(tags)
         prio = _LENIENT_PRIO.search(tags)
         extra = _LENIENT_CLS.sub("", _LENIENT_PRIO.sub("", tags)).strip()
@@ -785,7 +933,9 @@ class AlertParser:
         """Full parse of an alert_fast line (q: its _QUICK match, to fill the cache)."""
         dtok, time, spaces, action, ids, msg, cls, prio, proto, src, dst, raw = m.groups()
         sel = len(spaces) - 1
-        if sel == 0 and msg[:1] == '"' and msg[-1:] == '"' and len(msg) > 1:
+        if msg is None:
+            msg = ""  # a rule without msg: Snort prints "[1:2:3] [**]"
+        elif sel == 0 and msg[:1] == '"' and msg[-1:] == '"' and len(msg) > 1:
             msg = msg[1:-1]  # Snort 3 (one space) quotes the msg
         gid, sid, rev = ids.split(":")
         # Everything the middle of the line determines, in output order; ts, addresses,
@@ -847,29 +997,12 @@ class AlertParser:
             return ParseError(lineno, f"{R_FORCED}: looks like {fmt}", _short(line))
         if src is not None:
             mode = _PM_ALWAYS if fmt == _SURICATA else snort_mode
-            try:
-                # "a.b.c.d:port" with a valid address: the port is read as int() reads it
-                # and a bad one reported with the whole text (as since the first release).
-                a, _, p = src.rpartition(":")
-                if _V4_MATCH(a) is not None:
-                    s = a
-                    sp = int(p)
-                    if sp > 65535:
-                        raise _BadAddress(src)
-                else:
-                    s, sp = _side(src, mode)
-                a, _, p = dst.rpartition(":")
-                if _V4_MATCH(a) is not None:
-                    d = a
-                    dp = int(p)
-                    if dp > 65535:
-                        raise _BadAddress(dst)
-                else:
-                    d, dp = _side(dst, mode)
-            except (_BadAddress, ValueError) as e:
-                return ParseError(lineno, f"{R_MALFORMED}: invalid address {e}", _short(line))
-            if (s is None or d is None) and s is not d:
+            if (not src or not dst) and src != dst:
                 return ParseError(lineno, f"{R_MALFORMED}: one address missing", _short(line))
+            try:
+                s, sp, d, dp = _addresses(src, dst, mode)
+            except _BadAddress as e:
+                return ParseError(lineno, f"{R_MALFORMED}: {e}", _short(line))
         else:
             s = sp = d = dp = None
         a = template.copy()
@@ -882,21 +1015,21 @@ class AlertParser:
         a["format"] = fmt
         return a
 
-    def _syslog(self, m: re.Match, line: str, lineno: int) -> dict | ParseError:
-        mon, day, hms, _host, rest = m.groups()
-        if rest[:1].isdigit():
-            inner = _FAST.match(rest)
-            if inner is not None:
-                return self._fast(inner, None, line, lineno)
-        t = _SYSLOG_TAG.match(rest)
-        if t is None:
-            return self._other(line, lineno)
-        body = rest[t.end() :]
+    def _syslog(self, env: syslog.Envelope, line: str, lineno: int) -> dict | ParseError:
+        """An alert relayed through syslog: an alert_fast line or an alert_syslog message.
+
+        Only messages without a tag (a syslog daemon relaying the alert file) or under one
+        of the IDS tags (``relay_tags``) are read; another program's message is never an
+        alert, whatever text it carries.
+        """
+        tag, body = env.tag, env.body
+        if tag is not None and tag.lower() not in self._relay_tags:
+            return ParseError(lineno, R_NOT_ALERT, _short(line))
         if body[:1].isdigit():
             inner = _FAST.match(body)
             if inner is not None:
                 return self._fast(inner, None, line, lineno)
-        if not t[1].lower().startswith("snort"):
+        if tag is None:
             return self._other(line, lineno)
         a = _SYSLOG_ALERT.match(body)
         if a is None:
@@ -904,26 +1037,38 @@ class AlertParser:
         if self._force is not None and self._force != "snort-syslog":
             return ParseError(lineno, f"{R_FORCED}: looks like snort-syslog", _short(line))
         gid, sid, rev, msg, cls, prio, proto, src, dst = a.groups()
-        if proto is None and ("[Priority: " in msg or " -> " in msg):
-            # The tail did not parse and the lazy msg took it: not a no-IP alert.
+        if proto is None and ("[Priority: " in msg or "[Classification: " in msg or " -> " in msg):
+            # The tail did not parse and the lazy msg took it (a line cut inside the tail,
+            # as Snort 2's alert_syslog does at 1024 bytes): not a no-IP alert.
             return ParseError(lineno, R_MALFORMED, _short(line))
-        key = f"{mon} {day}"
-        v = self._dates.get(key, False)
-        if v is False:
+        # Snort 3's alert_syslog prints the msg in quotes as its alert_fast does.
+        msg = _unquote(msg)
+        if env.date is not None:
             try:
-                v = self._yearless(_MONTHS[mon], int(day))
+                _iso_date(int(env.date[:4]), int(env.date[5:7]), int(env.date[8:10]))
             except ValueError:
-                v = None
-            self._dates[key] = v
-        if v is None:
-            return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
-        time = hms + ".000000"
-        ts = v + time if type(v) is str else (v[1] if time > self._limit_time else v[0]) + time
+                return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
+            ts = f"{env.date}T{env.time}{env.offset}"
+        else:
+            key = (env.month, env.day)
+            v = self._dates.get(key, False)
+            if v is False:
+                try:
+                    v = self._yearless(env.month, env.day)
+                except ValueError:
+                    v = None
+                self._dates[key] = v
+            if v is None:
+                return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
+            time = env.time
+            ts = v + time if type(v) is str else (v[1] if time > self._limit_time else v[0]) + time
+        # Suricata's alert-syslog output prints ports for every protocol, as its fast.log.
+        mode = _PM_ALWAYS if tag.lower() == "suricata" else _snort_mode(proto)
         if proto is not None:
             try:
-                s, sp, d, dp = _addresses(src, dst, _snort_mode(proto))
+                s, sp, d, dp = _addresses(src, dst, mode)
             except _BadAddress as e:
-                return ParseError(lineno, f"{R_MALFORMED}: invalid address {e}", _short(line))
+                return ParseError(lineno, f"{R_MALFORMED}: {e}", _short(line))
         else:
             s = sp = d = dp = None
         return {
@@ -945,6 +1090,24 @@ class AlertParser:
             "format": "snort-syslog",
         }
 
+    def _eve(self, line: str, lineno: int) -> list:
+        """A Suricata EVE JSON record: an alert, nothing (other event types), or an error."""
+        force = self._force
+        if force is not None and force != eve.FORMAT:
+            return [ParseError(lineno, f"{R_FORCED}: looks like {eve.FORMAT}", _short(line))]
+        self._fragment = False
+        if eve.skip(line):
+            return []  # flow, dns, http, stats...: told from the text, never decoded
+        try:
+            obj = pipe.loads(line)
+        except ValueError:
+            return [ParseError(lineno, R_MALFORMED + ": not JSON", _short(line))]
+        try:
+            a = eve.alert(obj, _canon)
+        except eve.EveError as e:
+            return [ParseError(lineno, f"{R_MALFORMED}: {e}", _short(line))]
+        return [] if a is None else [a]
+
     def _other(self, line: str, lineno: int) -> ParseError:
         if "[**]" in line:
             return ParseError(lineno, R_MALFORMED, _short(line))
@@ -963,7 +1126,7 @@ class AlertParser:
         if force in _FULL_FORMATS:
             fmt = force
         else:
-            msg = m[4]
+            msg = m[4] or ""
             quoted = len(msg) >= 2 and msg[0] == '"' and msg[-1] == '"'
             fmt = "snort3-full" if quoted else "snort2-full"
         b = self._block = _Block(lineno, line, m, fmt)
@@ -1056,7 +1219,7 @@ class AlertParser:
             try:
                 s, sp, d, dp = _addresses(b.src, b.dst, _snort_mode(b.proto))
             except _BadAddress as e:
-                return ParseError(b.lineno, f"{R_MALFORMED}: invalid address {e}", text)
+                return ParseError(b.lineno, f"{R_MALFORMED}: {e}", text)
         else:
             s = sp = d = dp = None
         cls = b.classification

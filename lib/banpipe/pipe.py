@@ -50,6 +50,10 @@ ALERT_KEYS: tuple[str, ...] = (
     "format",
 )
 
+#: Keys a producer adds to an alert when its input has them, after ALERT_KEYS in this
+#: order (fasttail from Suricata EVE; docs/pipe-format.md): optional, no version change.
+OPTIONAL_ALERT_KEYS: tuple[str, ...] = ("iface", "flow_id", "direction", "target")
+
 #: Keys alertfilter adds to an alert it forwards.
 BAN_KEYS: tuple[str, ...] = ("offender", "victim", "reversed", "reason")
 

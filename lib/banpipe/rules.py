@@ -50,6 +50,7 @@ K_SPECIAL = "special address"
 K_OURS = "ours"
 K_WHITELISTED = "whitelisted"
 K_NOT_OURS = "victim not ours"
+K_REPEAT = "repeated flow"  # alertfilter's [filter] flow_window (banpipe.flows)
 #: Skip kinds in check order (the summary lists them in this order).
 SKIP_KINDS: tuple[str, ...] = (
     K_IGNORED,
@@ -60,6 +61,7 @@ SKIP_KINDS: tuple[str, ...] = (
     K_OURS,
     K_WHITELISTED,
     K_NOT_OURS,
+    K_REPEAT,
 )
 
 #: Keys decide() needs, with the JSON types each may have (None = null allowed).
@@ -358,16 +360,29 @@ class RuleSet:
         """Judge one alert that passed :func:`check_alert`."""
         src = alert["src"]
         dst = alert["dst"]
-        msg = alert["msg"]
         marker = None
-        for m in self.markers:
-            if m in msg:
-                marker = m
-                break
-        if marker is None:
-            offender, victim, swapped = src, dst, False
+        target = alert.get("target")
+        if target is not None:
+            # The rule names its target (Suricata "target:", EVE alert.target): that
+            # settles who attacked whom, before and instead of any reverse marker.
+            side = _target_side(target, src, dst)
+            if side is None:
+                why = f"target {target!r} is neither src nor dst"
+                return Decision(False, None, None, False, why, K_NO_OFFENDER)
+            if side == "src":
+                offender, victim, swapped = dst, src, True
+            else:
+                offender, victim, swapped = src, dst, False
         else:
-            offender, victim, swapped = dst, src, True
+            msg = alert["msg"]
+            for m in self.markers:
+                if m in msg:
+                    marker = m
+                    break
+            if marker is None:
+                offender, victim, swapped = src, dst, False
+            else:
+                offender, victim, swapped = dst, src, True
 
         if self._ignoring:
             key = (alert["gid"], alert["sid"])
@@ -416,9 +431,28 @@ class RuleSet:
         against = label or victim or "no victim address"
         prio = "none" if priority is None else priority
         why = f"{rule} prio {prio} against {against}"
-        if swapped:
+        if target is not None:
+            why += f" (rule target {target})"
+        elif swapped:
             why += f" (reversed by {marker!r})"
         return Decision(True, offender, victim, swapped, why, BAN)
+
+
+def _target_side(target: Any, src: Any, dst: Any) -> str | None:
+    """Which end of the alert ``target`` names: "src", "dst", or None (neither, or bad)."""
+    if type(target) is not str or not target:
+        return None
+    for side, addr in (("dst", dst), ("src", src)):
+        if target == addr:
+            return side
+    try:
+        t = _canonical(target)
+        for side, addr in (("dst", dst), ("src", src)):
+            if type(addr) is str and addr and t == _canonical(addr):
+                return side
+    except ValueError:
+        pass
+    return None
 
 
 def decide(alert: Mapping[str, Any], rules: RuleSet) -> Decision:

@@ -576,12 +576,13 @@ def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(
         prog=TOOL,
         usage="%(prog)s [--config FILE] [--interface IFACE] [--state FILE] [--once] "
-        "[--debug] [--exec-timeout SECONDS] [--exec CMD [ARG...]]",
+        "[--debug] [--version] [--exec-timeout SECONDS] [--exec CMD [ARG...]]",
         description="Follow the WAN interface's global addresses via netlink; write "
         "the state file and print one JSON line per change.",
         epilog="Hook call: CMD ARG... --old A,B --new C (comma-separated, empty for none), "
         "environment BANPIPE_WAN_INTERFACE/_OLD/_NEW/_ADDED/_REMOVED. Exit codes: 0 ok "
-        "(also SIGTERM), 64 usage, 73 state not writable, 78 config.",
+        "(also SIGTERM), 64 usage, 66 no such interface (--once), 69 no netlink, "
+        "73 state not writable, 78 config.",
     )
     cli.add_common_arguments(p)
     p.add_argument(
@@ -697,7 +698,14 @@ def run(
         with sock:
             watcher = Watcher(s.interface, s.state, out, report, hooks, clock, debug=s.debug)
             previous = read_previous(s.state, report)
-            watcher.start(fresh_dump(sock, report, stop), previous)
+            table = fresh_dump(sock, report, stop)
+            if s.once and table.find(s.interface) is None:
+                # Following waits for it to appear; a one-shot answer cannot.
+                raise cli.ToolError(
+                    f"{s.interface}: no such interface (`ip -br link` lists them)",
+                    cli.EX_NOINPUT,
+                )
+            watcher.start(table, previous)
             if s.once:
                 hooks.wait()
                 return cli.EX_OK
@@ -748,7 +756,9 @@ def main(
 ) -> int:
     """Run wanwatch; ``clock`` is for tests (default: the real UTC time)."""
     _stdin, out_stream, err = cli.resolve_streams(stdin, stdout, stderr)
-    args = build_parser().parse_args(argv)
+    args, code = cli.parse_args(build_parser(), argv, out_stream, err)
+    if args is None:
+        return code
     if out_stream is sys.stdout:
         cli.restore_sigpipe()
 

@@ -36,7 +36,8 @@ ROLE = ANSIBLE_DIR / "roles" / "banpipe"
 SUITE = "bookworm"
 # What a Debian gateway managed by Ansible has: systemd as init, ifupdown (its
 # networking.service really takes the network down on stop), the firewall tools,
-# python3-venv for the role's virtualenv and python3-apt for Ansible's apt module.
+# python3-venv for the role's virtualenv and python3-apt for Ansible's apt module;
+# openssh-server and sudo for the way most people run Ansible (test_deploy_ssh.py).
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -49,6 +50,8 @@ PACKAGES = (
     "python3-venv",
     "python3-apt",
     "ifupdown",
+    "openssh-server",
+    "sudo",
 )
 CACHE = Path(os.environ.get("BANPIPE_ROOTFS_CACHE", "/var/tmp/banpipe-rootfs-cache"))
 
@@ -217,46 +220,13 @@ def python_version(root: Path) -> str:
 
 
 def build_wheelhouse(dest: Path, target_python: str) -> Path:
-    """banpipe and every dependency as wheels, built here (the target has no network).
-
-    pyasyncore is added whatever this Python is, so a 3.12+ target works too. Binary
-    wheels (orjson) built for this Python are replaced by the same release for the
-    target's Python when the two differ (CI's venv need not be Debian's 3.11).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip"]
-    run([*pip, "wheel", "--quiet", "-w", str(dest), f"{ROOT}[fleet]", "pyasyncore"], timeout=300)
-    if "{}.{}".format(*sys.version_info[:2]) == target_python:
-        return dest
-    abi = "cp" + target_python.replace(".", "")
-    arch = platform.machine()
-    for wheel in dest.glob("*.whl"):
-        if wheel.name.endswith("-none-any.whl"):
-            continue
-        name, version = wheel.name.split("-")[:2]
-        wheel.unlink()
-        run(
-            [
-                *pip,
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--python-version",
-                target_python,
-                "--implementation",
-                "cp",
-                "--abi",
-                abi,
-                f"--platform=manylinux_2_17_{arch}",
-                f"--platform=manylinux2014_{arch}",
-                f"--platform=manylinux_2_28_{arch}",
-                "-d",
-                str(dest),
-                f"{name}=={version}",
-            ],  # fmt: skip
-            timeout=300,
-        )
+    """banpipe and every dependency as wheels for the target's Python, built here (the
+    target has no network) by the script the README tells users to run."""
+    run(
+        [sys.executable, str(ANSIBLE_DIR / "build-wheelhouse"), "--python", target_python,
+         "--machine", platform.machine(), "-o", str(dest)],
+        timeout=600,
+    )  # fmt: skip
     return dest
 
 
@@ -299,9 +269,14 @@ class PlayResult:
 _RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
-def ansible_playbook(inventory: Path, work: Path, *extra: str, timeout: float = 300) -> PlayResult:
+def ansible_playbook(
+    inventory: Path, work: Path, *extra: str, timeout: float = 300, netns: str | None = None
+) -> PlayResult:
+    """Run site.yml; with ``netns``, from inside that network namespace (over SSH to a
+    container whose network it is)."""
+    inside = ["ip", "netns", "exec", netns] if netns else []
     proc = run(
-        [find_tool("ansible-playbook"), "-i", str(inventory), str(SITE), *extra],
+        [*inside, find_tool("ansible-playbook"), "-i", str(inventory), str(SITE), *extra],
         check=False,
         timeout=timeout,
         env=ansible_env(work),

@@ -120,6 +120,53 @@ def test_preflight_refuses_a_path_that_would_need_quoting(tmp_path):
     assert "must be an absolute path" in result.output
 
 
+def _bool_variables() -> set[str]:
+    specs = load_yaml(ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    return {name for name, spec in specs.items() if spec.get("type") == "bool"}
+
+
+def _conditions(node):
+    """Every `when:` expression and Jinja expression string in a task tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "when":
+                yield from (value if isinstance(value, list) else [value])
+            else:
+                yield from _conditions(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _conditions(item)
+    elif isinstance(node, str):
+        yield from re.findall(r"\{\{(.*?)\}\}", node, re.S)
+
+
+def test_boolean_variables_always_go_through_the_bool_filter():
+    """`-e banpipe_shutdown_ordering=false` is the string "false": a bare `when:` on it
+    fails (or is true). Every use of a bool variable must convert it."""
+    bools = _bool_variables()
+    assert "banpipe_shutdown_ordering" in bools
+    unsafe = []
+    files = [*ROLE.glob("tasks/*.yml"), *ROLE.glob("handlers/*.yml"), *ROLE.glob("vars/*.yml")]
+    for path in files:
+        for expr in _conditions(load_yaml(path)):
+            for name in bools:
+                for m in re.finditer(rf"\b{name}\b(?!\s*\|\s*bool)", str(expr)):
+                    unsafe.append(f"{path.name}: {expr!r}")
+    for path in ROLE.glob("templates/*.j2"):
+        for name in bools:
+            for expr in re.findall(r"\{[{%](.*?)[%}]\}", path.read_text(), re.S):
+                if re.search(rf"\b{name}\b(?!\s*\|\s*bool)", expr):
+                    unsafe.append(f"{path.name}: {expr.strip()}")
+    assert not unsafe, "\n".join(unsafe)
+
+
+def test_meta_main_names_the_platforms_and_the_ansible_version():
+    meta = load_yaml(ROLE / "meta" / "main.yml")["galaxy_info"]
+    assert meta["min_ansible_version"]
+    names = {p["name"]: p["versions"] for p in meta["platforms"]}
+    assert "bullseye" not in names["Debian"]  # Debian 11's Python 3.9 < requires-python
+
+
 # --- into a rootfs through chroot --------------------------------------------------------
 
 
@@ -145,6 +192,48 @@ def static_root(deploy_work, base_rootfs, wheelhouse):
     return root, inventory, first
 
 
+def task_status(output: str, task: str) -> str:
+    """The first word after the task's header: ok, changed, skipping, fatal."""
+    m = re.search(rf"TASK \[banpipe : {re.escape(task)}\][^\n]*\n(\w+)", output)
+    assert m, f"task {task!r} not in the output"
+    return m.group(1)
+
+
+@pytest.mark.root
+def test_check_mode_on_a_fresh_host_passes_and_changes_nothing(
+    deploy_work, base_rootfs, wheelhouse
+):
+    """`ansible-playbook --check` on a host banpipe was never on (the handler used to fail:
+    "Could not find the requested service wanwatch.service"), with a boolean given as
+    the string "false" on the command line, as `-e` does."""
+    root = copy_rootfs(base_rootfs, deploy_work / "fresh-check")
+    provision_gateway(root, "bp-check")
+    inventory = write_inventory(
+        deploy_work / "fresh-check-inventory.json",
+        "bp-check",
+        {
+            "ansible_connection": "community.general.chroot",
+            "ansible_host": str(root),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_become": False,
+            "banpipe_wheelhouse": str(wheelhouse),
+            "banpipe_wan_interface": WAN_IFACE,
+        },
+    )
+    result = ansible_playbook(
+        inventory, deploy_work, "--check", "-e", "banpipe_shutdown_ordering=false"
+    )
+    assert_play_ok(result)
+    assert result.changed > 0  # it says what it would do...
+    assert not (root / "opt" / "banpipe").exists()  # ...and does nothing
+    assert not (root / "etc" / "systemd" / "system" / "banpipe.service").exists()
+    assert task_status(result.output, "Install the shutdown-ordering drop-in") == "skipping"
+    assert (
+        task_status(result.output, "Remove the shutdown-ordering drop-in when it is not wanted")
+        == "ok"
+    )
+
+
 @pytest.mark.root
 def test_chroot_run_installs_tools_units_and_config(static_root):
     root, _, _ = static_root
@@ -155,6 +244,11 @@ def test_chroot_run_installs_tools_units_and_config(static_root):
     run(["chroot", str(root), "bash", "-n", "/usr/local/libexec/banpipe/pipeline"])
     for unit in ("banpipe.service", "wanwatch.service"):
         assert (root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
+    for tool in ("fasttail", "alertfilter", "banctl", "wanwatch"):
+        page = root / "usr/local/share/man/man1" / f"{tool}.1"
+        assert page.read_text().startswith(f".TH {tool.upper()} 1 ")
+        completion = root / "usr/local/share/bash-completion/completions" / tool
+        assert f"complete -F _banpipe_{tool} {tool}" in completion.read_text()
     assert (root / "etc/systemd/system/banpipe.service.d/10-shutdown-order.conf").is_file()
     head = (root / "etc/banpipe/banpipe.toml").read_text().splitlines()[:3]
     assert head == ["#", "# Ansible managed", "#"]
