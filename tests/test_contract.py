@@ -14,7 +14,7 @@ import pytest
 
 from toolpaths import BIN
 
-TOOLS = ["fasttail", "alertfilter", "banctl", "wanwatch"]
+TOOLS = ["fasttail", "alertfilter", "banctl", "wanwatch", "banshare"]
 
 
 def run(tool, *args, input=b"", env=None, timeout=30):

@@ -1333,17 +1333,21 @@ def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     if not rows:
         out.write("no active bans\n" if not args.all else "no offenders\n")
         return cli.EX_OK
-    table = [("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", "REASON")]
+    # ORIGIN (the gateway whose decision banned it, through banshare) only in a fleet.
+    fleet = any(o.origin for o in rows)
+    table = [("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", *(("ORIGIN",) if fleet else ()))]
+    reasons = ["REASON"]
     for o in rows:
         expires = format_expiry(o.expires, now) if o.active else "not banned"
         kind = ("manual" if o.manual else "auto") if o.active else "-"
-        table.append((o.addr, expires, str(o.violations), str(o.bans), kind, o.reason or ""))
-    widths = [max(len(r[i]) for r in table) for i in range(5)]
-    for r in table:
-        cells = [
-            r[i].ljust(widths[i]) if i in (0, 1, 4) else r[i].rjust(widths[i]) for i in range(5)
-        ]
-        out.write(term.fit("  ".join(cells) + "  " + r[5], width) + "\n")
+        origin = ((o.origin or "local"),) if fleet else ()
+        table.append((o.addr, expires, str(o.violations), str(o.bans), kind, *origin))
+        reasons.append(o.reason or "")
+    n = len(table[0])
+    widths = [max(len(r[i]) for r in table) for i in range(n)]
+    for r, reason in zip(table, reasons, strict=True):
+        cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(n)]
+        out.write(term.fit("  ".join(cells) + "  " + reason, width) + "\n")
     active = sum(1 for o in rows if o.active)
     out.write(f"{cli.plural(active, 'active ban')}\n")
     return cli.EX_OK
@@ -1364,11 +1368,8 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         for h in history:
             out.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
         return cli.EX_OK
-    state = (
-        f"banned ({'manual' if o.manual else 'auto'}) {format_until(o.expires, now)}"
-        if o.active
-        else "not banned"
-    )
+    kind = ("manual" if o.manual else "auto") + (f", from {o.origin}" if o.origin else "")
+    state = f"banned ({kind}) {format_until(o.expires, now)}" if o.active else "not banned"
     out.write(f"{o.addr}: {state}\n")
     out.write(
         f"  first seen {_stamp(o.first_seen)}, last seen {_stamp(o.last_seen)}, "
@@ -1465,7 +1466,7 @@ def cmd_pin(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     addr = _address(env, args.addr)
     ledger, fw = env.ledger(), env.firewall()
     with ledger.locked():
-        if not ledger.pin(addr):
+        if not ledger.pin(addr, env.clock()):
             raise cli.ToolError(f"{addr}: not banned", cli.EX_DATAERR)
         fw.init()
         fw.block([addr])

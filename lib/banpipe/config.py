@@ -279,6 +279,49 @@ class WanwatchConfig:
     exec: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class FleetConfig:
+    """banshare: share ban decisions with other gateways through NATS JetStream."""
+
+    servers: tuple[str, ...] = ()
+    name: str = ""  # this gateway in the fleet; "" = the short hostname
+    stream: str = "BANPIPE"
+    accept: tuple[str, ...] = ("automated", "manual")  # remote ban kinds applied here
+    max_duration: float = 0.0  # cap on a remote ban's duration here; 0 = no cap
+    keep: float = 30 * 86400.0  # the stream keeps decisions this long (new gateways replay)
+    replicas: int = 1  # stream replicas in a JetStream cluster (3 for a 3-node cluster)
+    credentials: str = ""  # NATS .creds file
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+def _nats_url(value: Any) -> str:
+    text = _str(value).strip()
+    if not re.fullmatch(r"(nats|tls)://[^\s/]+", text):
+        raise ValueError(f"expected a URL like nats://host:4222 or tls://host:4222, got {value!r}")
+    return text
+
+
+def _token(value: Any) -> str:
+    # One NATS subject token and durable name: no dots, spaces or wildcards.
+    text = _str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise ValueError(f"expected letters, digits, '_' or '-' (at most 64), got {value!r}")
+    return text
+
+
+def _gateway_name(value: Any) -> str:
+    return "" if value == "" else _token(value)
+
+
+def _replicas(value: Any) -> int:
+    n = _int(value)
+    if not 1 <= n <= 5:
+        raise ValueError(f"expected 1 to 5, got {n}")
+    return n
+
+
 SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "network": (
         NetworkConfig,
@@ -346,6 +389,22 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     ),
     "pages": (PagesConfig, {"dir": _str, "interval": parse_duration}),
     "metrics": (MetricsConfig, {"textfile": _str, "interval": parse_duration}),
+    "fleet": (
+        FleetConfig,
+        {
+            "servers": _list_of(_nats_url),
+            "name": _gateway_name,
+            "stream": _token,
+            "accept": _list_of(_choice("automated", "manual")),
+            "max_duration": parse_duration,
+            "keep": parse_duration,
+            "replicas": _replicas,
+            "credentials": _str,
+            "tls_ca": _str,
+            "tls_cert": _str,
+            "tls_key": _str,
+        },
+    ),
 }
 
 
@@ -360,6 +419,7 @@ class Config:
     pages: PagesConfig = field(default_factory=PagesConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     fasttail: FasttailConfig = field(default_factory=FasttailConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     path: str | None = None
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from . import __version__
 
-TOOLS = ("fasttail", "alertfilter", "banctl", "wanwatch")
+TOOLS = ("fasttail", "alertfilter", "banctl", "wanwatch", "banshare")
 SUMMARY = {
     "fasttail": "follow a Snort/Suricata alert file, write one JSON line per alert",
     "alertfilter": "pass on only the alerts that should lead to a ban, and whom to ban",
     "banctl": "the ban ledger and the firewall: ban, extend, expire, restore, list",
     "wanwatch": "follow the WAN interface's addresses, write them where banpipe looks",
+    "banshare": "share ban decisions with other gateways through NATS JetStream",
 }
 
 

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,8 +113,34 @@ def _v3(db: sqlite3.Connection) -> None:
     )
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    # Fleet sharing (banshare): every ban decision gets an id in the transaction that
+    # makes it, so banshare finds new local decisions with one indexed query after an
+    # inotify event on the -wal file instead of polling; remote decisions are kept with
+    # their origin and reference (origin:id) for idempotence and ordering.
+    db.execute(
+        """CREATE TABLE decisions (
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts      REAL NOT NULL,          -- when decided (at the origin, for remote ones)
+            kind    TEXT NOT NULL,          -- ban, extend, unban, pin
+            addr    TEXT NOT NULL,
+            expires REAL,                   -- ban/extend: NULL = permanent
+            manual  INTEGER NOT NULL DEFAULT 0,
+            reason  TEXT,
+            origin  TEXT,                   -- NULL: this gateway; else the gateway's name
+            ref     TEXT                    -- remote: "origin:id", unique
+        )"""
+    )
+    db.execute("CREATE INDEX decisions_addr ON decisions(addr, ts)")
+    db.execute("CREATE INDEX decisions_ts ON decisions(ts)")
+    db.execute("CREATE UNIQUE INDEX decisions_ref ON decisions(ref) WHERE ref IS NOT NULL")
+    db.execute("ALTER TABLE offenders ADD COLUMN origin TEXT")  # NULL: banned here
+    # Remote ban periods do not count towards this gateway's spoof brake.
+    db.execute("ALTER TABLE bans ADD COLUMN origin TEXT")
+
+
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
 POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings)
 
 
@@ -133,6 +160,7 @@ class Offender:
     active: bool
     reason: str | None
     banned_at: float | None
+    origin: str | None = None  # the gateway whose decision banned it; None: this one
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -146,23 +174,38 @@ class Offender:
             "violations": self.violations,
             "bans": self.bans,
             "reason": self.reason,
+            "origin": self.origin,
         }
 
 
 # Fixed SQL text (no outside input is ever pasted into a statement).
 _SELECT_OFFENDERS = (
     "SELECT addr, first_seen, last_seen, expires, violations, bans, manual, active, reason, "
-    "banned_at FROM offenders "
+    "banned_at, origin FROM offenders "
 )
 _UPSERT_OFFENDER = (
     "INSERT OR REPLACE INTO offenders (addr, first_seen, last_seen, expires, violations, bans, "
-    "manual, active, reason, banned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "manual, active, reason, banned_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_DECISION = (
+    "INSERT INTO decisions (ts, kind, addr, expires, manual, reason, origin, ref) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 def _offender(row: Sequence) -> Offender:
     return Offender(
-        row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), bool(row[7]), row[8], row[9]
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        bool(row[6]),
+        bool(row[7]),
+        row[8],
+        row[9],
+        row[10],
     )
 
 
@@ -178,6 +221,7 @@ def _offender_row(o: Offender) -> tuple:
         int(o.active),
         o.reason,
         o.banned_at,
+        o.origin,
     )
 
 
@@ -221,6 +265,38 @@ class ViolationRecord:
             "reason": self.reason,
             "count": self.count,
         }
+
+
+class Decision(NamedTuple):
+    """One ban decision as the fleet shares it (see banpipe.fleet for the wire form).
+
+    ``id`` is the decision's number in its origin's ledger; ``ts`` when it was made
+    there; ``kind`` one of ``DECISION_KINDS``; ``expires`` None means permanent (ban,
+    extend, pin) or does not apply (unban); ``origin`` None means this gateway.
+    """
+
+    id: int
+    ts: float
+    kind: str
+    addr: str
+    expires: float | None = None
+    manual: bool = False
+    reason: str | None = None
+    origin: str | None = None
+
+
+DECISION_KINDS = ("ban", "extend", "unban", "pin")
+
+
+@dataclass
+class RemoteOutcome:
+    """What one ``apply_remote()`` call changed; banshare turns it into firewall calls."""
+
+    block: list[str] = field(default_factory=list)  # newly banned here
+    release: list[str] = field(default_factory=list)  # unbanned here
+    changed: int = 0  # applied to an existing ban (expiry, manual)
+    duplicate: int = 0  # seen before (same origin and id): nothing done
+    stale: int = 0  # older than what this ledger decided since: nothing done
 
 
 @dataclass
@@ -441,10 +517,11 @@ class Ledger:
         return int(row[0])
 
     def bans_started_since(self, since: float, *, automated_only: bool = True) -> list[float]:
-        """Start times (ascending) of ban periods begun at or after ``since``."""
+        """Start times (ascending) of ban periods begun at or after ``since``
+        (``automated_only``: this gateway's own automated bans, not remote ones)."""
         sql = "SELECT start FROM bans WHERE start >= ?"
         if automated_only:
-            sql += " AND manual = 0"
+            sql += " AND manual = 0 AND origin IS NULL"
         return [r[0] for r in self.db.execute(sql + " ORDER BY start", (since,))]
 
     # -- changes -------------------------------------------------------------------
@@ -518,6 +595,7 @@ class Ledger:
             rows = self._load(list(per_addr))
             offender_rows = []
             ban_rows = []
+            decisions: list[tuple] = []  # one per address banned or extended (banshare)
             recorded = 0
             for addr, (count, reason, _pos, first_reason) in per_addr.items():
                 recorded += count
@@ -528,6 +606,7 @@ class Ledger:
                 o.violations += count
                 o.reason = reason or o.reason
                 extensions = count
+                fresh = False
                 if not o.active:
                     if new_ban_budget is not None and len(out.new_bans) >= new_ban_budget:
                         out.held.append(addr)
@@ -536,18 +615,23 @@ class Ledger:
                         previous = (
                             self.recent_bans(addr, now - policy.recidive_window) if o.bans else 0
                         )
-                        o.active, o.manual = True, False
+                        o.active, o.manual, o.origin = True, False, None
                         o.expires = initial_expiry(policy, now, previous)
                         o.bans += 1
                         o.banned_at = now
                         ban_rows.append((addr, now, 0, first_reason))
                         out.new_bans.append(addr)
+                        fresh = True
                         extensions = count - 1  # every violation after the banning one
                 if extensions:
                     later = _extended_n(policy, o.expires, now, rng, extensions)
                     if later != o.expires:
                         o.expires = later
                         out.extended.append(addr)
+                        if not fresh:
+                            decisions.append((now, "extend", addr, o.expires, 0, None, None, None))
+                if fresh:
+                    decisions.append((now, "ban", addr, o.expires, 0, first_reason, None, None))
                 offender_rows.append(_offender_row(o))
             db.executemany(_UPSERT_OFFENDER, offender_rows)
             db.executemany(
@@ -561,6 +645,7 @@ class Ledger:
             db.executemany(
                 "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)", ban_rows
             )
+            db.executemany(_INSERT_DECISION, decisions)
             out.recorded = recorded
         return out
 
@@ -637,11 +722,14 @@ class Ledger:
                     "WHERE addr = ? AND end IS NULL",
                     (int(manual), reason, addr),
                 )
-            o.active, o.manual, o.expires = True, manual, expires
+            o.active, o.manual, o.expires, o.origin = True, manual, expires, None
             o.reason = reason or o.reason
             db.execute(
                 _UPSERT_OFFENDER,
                 _offender_row(o),
+            )
+            db.execute(
+                _INSERT_DECISION, (now, "ban", addr, expires, int(manual), reason, None, None)
             )
         return fresh
 
@@ -661,6 +749,9 @@ class Ledger:
                 if cur.rowcount:
                     ended.append(addr)
             self._close_bans(ended, now, retention)
+            db.executemany(
+                _INSERT_DECISION, [(now, "unban", a, None, 0, None, None, None) for a in ended]
+            )
         return ended
 
     def expire(self, now: float, *, retention: float | None = None) -> list[str]:
@@ -684,7 +775,120 @@ class Ledger:
         if retention is not None and retention <= 0:
             self.db.executemany("DELETE FROM violations WHERE addr = ?", [(a,) for a in addrs])
 
-    def pin(self, addr: str) -> bool:
+    # -- fleet decisions (banshare) --------------------------------------------------
+
+    def local_decisions(self, after: int, limit: int = 1000) -> list[Decision]:
+        """This gateway's own decisions with an id above ``after``, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, ts, kind, addr, expires, manual, reason FROM decisions "
+            "WHERE id > ? AND origin IS NULL ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [Decision(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+
+    def apply_remote(
+        self, decisions: Iterable[Decision], now: float, *, retention: float | None = None
+    ) -> RemoteOutcome:
+        """Apply other gateways' decisions in one transaction; the caller has judged
+        them already (protection, accepted kinds, expiry, cap).
+
+        Promises: a decision already applied (same ``origin`` and ``id``) changes
+        nothing; a decision older (``ts``) than the newest one this ledger holds for the
+        address, local or remote, changes nothing (a late unban never lifts a newer
+        ban, a late ban never revives an address unbanned since); a ban on an address
+        banned already only lengthens it (permanent wins) and never shortens it. A new
+        ban records its origin, shown by ``banctl list``. ``block`` and ``release`` give
+        each address's final state after the whole burst.
+        """
+        out = RemoteOutcome()
+        batch = list(decisions)
+        if not batch:
+            return out
+        refs = [f"{d.origin}:{d.id}" for d in batch]
+        addrs = list(dict.fromkeys(d.addr for d in batch))
+        with self.transaction() as db:
+            # Three bulk reads instead of three per decision (a catch-up brings 10,000).
+            seen = set(self._column_in("SELECT ref FROM decisions WHERE ref IN ", refs))
+            newest: dict[str, float] = dict(
+                self._column_in(
+                    "SELECT addr, max(ts) FROM decisions WHERE addr IN ", addrs, "GROUP BY addr"
+                )
+            )
+            rows = self._load(addrs)
+            dirty: dict[str, Offender] = {}
+            decision_rows = []
+            for d, ref in zip(batch, refs, strict=True):
+                if ref in seen:
+                    out.duplicate += 1
+                    continue
+                seen.add(ref)
+                decision_rows.append(
+                    (d.ts, d.kind, d.addr, d.expires, int(d.manual), d.reason, d.origin, ref)
+                )
+                last = newest.get(d.addr)
+                if last is not None and last > d.ts:
+                    out.stale += 1
+                    continue
+                newest[d.addr] = d.ts
+                o = rows.get(d.addr)
+                if o is None:
+                    o = rows[d.addr] = Offender(
+                        d.addr, now, now, None, 0, 0, False, False, None, None
+                    )
+                if self._apply_one(d, o, now, out, retention):
+                    dirty[d.addr] = o
+            db.executemany(_UPSERT_OFFENDER, [_offender_row(o) for o in dirty.values()])
+            db.executemany(_INSERT_DECISION, decision_rows)
+        out.block = [a for a in dict.fromkeys(out.block) if rows[a].active]
+        out.release = [a for a in dict.fromkeys(out.release) if not rows[a].active]
+        return out
+
+    def _column_in(self, head: str, values: Sequence[str], tail: str = "") -> list:
+        """Rows of ``head (?, ?, ...) tail`` over ``values``, in chunks under SQLite's
+        parameter limit (``head`` and ``tail`` are fixed SQL text of this module)."""
+        found: list = []
+        for i in range(0, len(values), 500):
+            chunk = values[i : i + 500]
+            sql = head + "(" + ",".join("?" * len(chunk)) + ") " + tail
+            found += [r if len(r) > 1 else r[0] for r in self.db.execute(sql, chunk)]
+        return found
+
+    def _apply_one(
+        self, d: Decision, o: Offender, now: float, out: RemoteOutcome, retention: float | None
+    ) -> bool:
+        """One judged, new and newest decision on ``o`` (changed in place; ban periods
+        written at once, in order). True when ``o`` changed."""
+        db = self.db
+        if d.kind == "unban":
+            if not o.active:
+                return False
+            o.active = False
+            self._close_bans([d.addr], now, retention)
+            out.release.append(d.addr)
+            return True
+        manual = d.manual or d.kind == "pin"
+        if o.active:
+            # Permanent wins; otherwise the later expiry: order-insensitive, idempotent.
+            expires = None if o.expires is None or d.expires is None else max(o.expires, d.expires)
+            if expires == o.expires and (o.manual or not manual):
+                return False
+            o.expires, o.manual = expires, o.manual or manual
+            if manual:
+                db.execute("UPDATE bans SET manual = 1 WHERE addr = ? AND end IS NULL", (d.addr,))
+            out.changed += 1
+            return True
+        o.active, o.manual, o.expires, o.origin = True, manual, d.expires, d.origin
+        o.bans += 1
+        o.banned_at = now
+        o.reason = d.reason or o.reason
+        db.execute(
+            "INSERT INTO bans (addr, start, manual, reason, origin) VALUES (?, ?, ?, ?, ?)",
+            (d.addr, now, int(manual), d.reason, d.origin),
+        )
+        out.block.append(d.addr)
+        return True
+
+    def pin(self, addr: str, now: float | None = None) -> bool:
         """Make an active ban manual and permanent; False when not banned."""
         with self.transaction() as db:
             cur = db.execute(
@@ -693,6 +897,8 @@ class Ledger:
             )
             if cur.rowcount:
                 db.execute("UPDATE bans SET manual = 1 WHERE addr = ? AND end IS NULL", (addr,))
+                ts = time.time() if now is None else now
+                db.execute(_INSERT_DECISION, (ts, "pin", addr, None, 1, None, None, None))
             return bool(cur.rowcount)
 
     def prune(self, now: float, *, retention: float, recidive_window: float) -> dict[str, int]:
@@ -716,6 +922,8 @@ class Ledger:
             counts["violations"] = cur.rowcount
             cur = db.execute("DELETE FROM bans WHERE end IS NOT NULL AND end < ?", (horizon,))
             counts["bans"] = cur.rowcount
+            cur = db.execute("DELETE FROM decisions WHERE ts < ?", (horizon,))
+            counts["decisions"] = cur.rowcount
             cur = db.execute(
                 "DELETE FROM offenders WHERE active = 0 AND last_seen < ? "
                 "AND coalesce(expires, 0) < ? "

@@ -535,3 +535,65 @@ def test_reconfiguring_a_running_gateway_nftables_keep_and_a_static_wan(gateway,
     assert stopped < net_target and stopped < networking
     ruleset = in_netns_chroot(gw.netns, gw.root, "nft", "list", "ruleset").stdout
     assert OFFENDER in ruleset and addr in ruleset, f"on_stop = keep lost entries:\n{ruleset}"
+
+
+def test_fleet_servers_install_a_hardened_banshare_after_banpipe(gateway, wheelhouse):
+    """banpipe_fleet_servers set: nats-py installed from the wheelhouse, banshare.service
+    installed, hardened, ordered after banpipe and running; with no NATS server there it
+    reports the outage once and keeps retrying while local banning goes on."""
+    gw = gateway
+    gw.require("off-again")
+    ct = gw.boot()
+    assert gw.inventory is not None
+    inventory = json.loads(gw.inventory.read_text())
+    hostvars = inventory["banpipe"]["hosts"][gw.name]
+    hostvars.update(
+        ansible_nsenter_pid=ct.leader,
+        banpipe_fleet_servers=["nats://127.0.0.1:4222"],
+        banpipe_fleet_name="edge-1",
+    )
+    gw.inventory.write_text(json.dumps(inventory))
+    first = ansible_playbook(gw.inventory, gw.work)
+    assert_play_ok(first)
+    for task in (
+        "banpipe : Install nats-py for banshare from the wheelhouse",
+        "banpipe : Install banshare.service when fleet servers are set",
+    ):
+        assert task in first.changed_tasks, (task, first.changed_tasks)
+    again = ansible_playbook(gw.inventory, gw.work)
+    assert_play_ok(again)
+    assert again.changed == 0, f"changed on the second run: {again.changed_tasks}"
+
+    wait_for(
+        lambda: unit_state(ct, "banshare.service").get("ActiveState") == "active",
+        BAN_TIMEOUT, 0.2, "banshare.service active",
+    )  # fmt: skip
+    props = dict(
+        line.split("=", 1)
+        for line in ct.run(
+            "systemctl", "show", "banshare.service", "-p",
+            "After,ProtectSystem,NoNewPrivileges,CapabilityBoundingSet,Restart",
+        ).stdout.splitlines()
+        if "=" in line
+    )  # fmt: skip
+    assert "banpipe.service" in props["After"].split()
+    assert props["ProtectSystem"] == "strict" and props["NoNewPrivileges"] == "yes"
+    assert set(props["CapabilityBoundingSet"].split()) == {"cap_net_admin", "cap_net_raw"}
+    assert props["Restart"] == "on-failure"
+
+    def outage_reported() -> bool:
+        out = ct.run("journalctl", "-u", "banshare.service", "--no-pager", check=False).stdout
+        return "banshare: nats: unreachable" in out
+
+    wait_for(outage_reported, BAN_TIMEOUT, 0.2, "banshare reports the missing server")
+    addr = "203.0.113.98"  # local banning goes on without the engine
+    append_alert(gw, alert_line(addr, WAN_ADDR))
+
+    def in_nft_set() -> bool:
+        out = in_netns_chroot(gw.netns, gw.root, "nft", "list", "ruleset", check=False).stdout
+        return addr in out
+
+    wait_for(in_nft_set, BAN_TIMEOUT, 0.2, f"{addr} banned while NATS is unreachable")
+    log = ct.run("journalctl", "-u", "banshare.service", "--no-pager", check=False).stdout
+    assert log.count("banshare: nats: unreachable") == 1, log[-2000:]
+    poweroff_and_read_journal(gw)
