@@ -532,12 +532,17 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path, tails):
         done.set()
 
     t = tails("--from-start", "--state", state, f)
+    deadline = time.monotonic() + 30
+    while not state.exists():  # saved at start-up: fasttail is reading, not starting
+        assert time.monotonic() < deadline, "fasttail did not start"
+        time.sleep(0.01)
     threading.Thread(target=writer, daemon=True).start()
     first = t.sids(700)
     t.proc.kill()
     t.proc.wait()
     first += [sid for sid in iter_rest(t)]
     assert done.wait(30)
+    saved = json.loads(state.read_text())["lineno"]  # the last save before the kill
     t2 = tails("--state", state, f)
     seen_last = first[-1]
     second: list[int] = []
@@ -556,9 +561,11 @@ def test_kill_9_mid_stream_loses_nothing(tmp_path, tails):
     assert t2.stop() == 0
     torn = " (its last line cut short)" if t.torn else ""
     print(f"kill -9 after {seen_last} alerts{torn}: {repeats} repeated after restart")
-    # Bounded by the save cadence (fasttail.py): saved before every wait, and every
-    # 0.25 s while a burst keeps it busy (0.25 s at 2,000/s = 500 alerts) + one batch.
-    assert repeats <= 600
+    # Run 2 resumes exactly at the last saved position: it repeats what run 1 wrote after
+    # that save and nothing else. How many that is depends on the save cadence (every
+    # 0.25 s in a burst, fasttail.py) and on how busy the machine is, so it is measured in
+    # bench/, not asserted here.
+    assert repeats == seen_last - saved
 
 
 def iter_rest(t: Tail):
