@@ -30,7 +30,9 @@ LINE6 = (
 )
 
 
-def wait_until(predicate, timeout=10.0, step=0.05):
+# Generous: three Python processes start under `ip netns exec` first, which takes
+# seconds on a loaded 2-core CI machine. Only a failure waits this long.
+def wait_until(predicate, timeout=30.0, step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -130,8 +132,8 @@ def test_alert_to_drop_and_back(backend, tmp_path, pipe_env):
             listing = pipe.banctl_cmd("list").stdout
             assert bad4 in listing and bad6 in listing
             # Expiry lifts the bans (base 3 s, no extension) without any new input.
-            assert wait_until(lambda: pair.ping(bad4, timeout=0.3), timeout=15), "not expired"
-            assert wait_until(lambda: pair.ping(bad6, timeout=0.3), timeout=15)
+            assert wait_until(lambda: pair.ping(bad4, timeout=0.3), timeout=30), "not expired"
+            assert wait_until(lambda: pair.ping(bad6, timeout=0.3), timeout=30)
             # A new violation bans again; stopping the pipe removes our entries.
             pipe.append(bad4)
             assert wait_until(lambda: not pair.ping(bad4, timeout=0.3))
