@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
@@ -221,6 +222,7 @@ def test_history_keeps_every_field(ledger):
     (h,) = ledger.history("203.0.113.7")
     assert h.as_dict() == {
         "ts": NOW,
+        "alert_time": datetime(2026, 11, 28, 10, 0, 0).timestamp(),
         "alert_ts": "2026-11-28T10:00:00",
         "sig": "1:2003:8",
         "msg": "MS-SQL Worm propagation attempt",
@@ -418,3 +420,12 @@ def test_the_outcome_does_not_depend_on_how_the_pipe_was_chunked(tmp_path):
     first = at_once["203.0.113.7"]
     assert first.violations == 3
     assert first.expires == NOW + 3600 + 2 * 60  # two extensions after the banning one
+
+
+def test_history_json_gives_the_alert_time_as_epoch_seconds_too(ledger):
+    ledger.record(
+        [v("203.0.113.7", alert_ts="2026-11-28T10:00:00.500000+02:00")], NOW, POLICY, Low()
+    )
+    (h,) = ledger.history("203.0.113.7")
+    assert h.as_dict()["alert_time"] == 1795852800.5  # 08:00:00.5 UTC
+    assert h.as_dict()["alert_ts"] == "2026-11-28T10:00:00.500000+02:00"

@@ -33,6 +33,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple
 
 from banpipe.bantime import BanPolicy, Rng, initial_expiry
@@ -253,9 +254,23 @@ class ViolationRecord:
     reason: str | None
     count: int = 1
 
+    @property
+    def alert_time(self) -> float | None:
+        """``alert_ts`` as epoch seconds (a time without an offset is this machine's local
+        time, as the IDS wrote it); None when there is none or it is not ISO 8601."""
+        if not self.alert_ts:
+            return None
+        try:
+            return datetime.fromisoformat(self.alert_ts).timestamp()
+        except ValueError:
+            return None
+
     def as_dict(self) -> dict[str, object]:
+        # Every time is epoch seconds, as in the other JSON output; alert_ts stays beside
+        # alert_time as the text that came through the pipe.
         return {
             "ts": self.ts,
+            "alert_time": self.alert_time,
             "alert_ts": self.alert_ts,
             "sig": self.sig,
             "msg": self.msg,
