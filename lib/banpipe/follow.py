@@ -578,7 +578,12 @@ class Follower:
         self.next_wd: int | None = None
         self.said_unreadable: set[str] = set()
         # Rotated files written after the one being read, read before the name's file.
-        self.queue: list[str] = []
+        # Opened when found: a rename rotation meanwhile moves names (alert.1 becomes
+        # alert.2), not the files we hold.
+        self.queue: list[Cursor] = []
+        # (inode, device) of every file queued: read whole, so never again as the copy
+        # of a truncated file (a copytruncate while start() looked for rotated files).
+        self.queued: set[tuple[int, int]] = set()
         # Positional output: ``mark(position)`` goes into the output stream after the
         # alerts it covers, whenever the committed position moved (see mark()).
         self.mark_out = mark
@@ -648,8 +653,15 @@ class Follower:
                 readable, compressed = rotated_since(self.path, old)
                 if cur is not None:
                     readable = [p for p in readable if not _same_file(p, cur)]
-                self.queue = readable
+                self.queue = []
                 for p in readable:
+                    try:
+                        qc = self._open(p, p)
+                    except OSError as exc:
+                        self.note(f"{p}: {exc.strerror or exc}; not read")
+                        continue
+                    self.queue.append(qc)
+                    self.queued.add((qc.ino, qc.dev))
                     self.note(f"{p}: rotated while nobody was reading; reading it too")
                 for p in compressed:
                     self.note(f"{p}: rotated while nobody was reading, but compressed: not read")
@@ -710,8 +722,13 @@ class Follower:
         The copy is the rotation sibling (another inode) that starts with the bytes this
         file started with and holds, just before our read offset, the bytes we read
         last; it is read from there to its end with the same parser state.
+
+        That includes a file not read at all yet (offset 0): its head was taken when it
+        was opened, and all of it may be in the copy only. A restart that resumes in a
+        rotated file opens the file at the name at once but reads it last, so a
+        copytruncate in between must not cost everything written to it since.
         """
-        if cur.read_pos == 0 or not cur.head or cur.fd is None:
+        if not cur.head or cur.fd is None:
             return
         for p in rotation_siblings(self.path):
             try:
@@ -722,6 +739,7 @@ class Follower:
                 st = os.fstat(fd)
                 if (
                     (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
+                    or (st.st_ino, st.st_dev) in self.queued
                     or not stat.S_ISREG(st.st_mode)
                     or st.st_size < cur.read_pos
                     or os.pread(fd, len(cur.head), 0) != cur.head
@@ -799,13 +817,14 @@ class Follower:
         return self.step(once=once)
 
     def _next_at_name(self, st: os.stat_result | None) -> Cursor | None:
-        if st is None:
-            self._drop_next()
-            return None
         nxt = self.next
-        if nxt is not None and (st.st_ino, st.st_dev) == (nxt.ino, nxt.dev):
+        if nxt is not None:
+            # Opened at the name after ours; a rotation may have moved it on since (a
+            # restart reads the files rotated while it was down first). Whatever is at
+            # the name now was written after it: it is read before, never dropped.
             return nxt
-        self._drop_next()
+        if st is None:
+            return None
         try:
             nxt = self._open(self.path, self.path)
         except OSError as exc:
@@ -828,12 +847,7 @@ class Follower:
 
     def _next_in_queue(self) -> None:
         """Go on with the oldest rotated file not read yet (start-up after rotations)."""
-        path = self.queue.pop(0)
-        try:
-            nxt = self._open(path, path)
-        except OSError as exc:
-            self.note(f"{path}: {exc.strerror or exc}; not read")
-            return
+        nxt = self.queue.pop(0)
         if self.cur_wd is not None and self.watcher is not None:
             self.watcher.remove(self.cur_wd)
             self.cur_wd = None

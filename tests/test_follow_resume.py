@@ -1,0 +1,173 @@
+"""banpipe.follow.Follower stepped by hand: rotations between opening a file and reading it.
+
+No inotify, no processes, no sleeping: every file operation happens between two
+``step()`` calls, so the order of events is exactly the one written here.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from banpipe.follow import Follower
+from banpipe.parsers import AlertParser
+
+NOW = datetime(2026, 11, 28, 12, 0, 0)
+
+
+def line(n: int) -> str:
+    return (
+        f"11/17-10:46:59.{n % 1000000:06d}  [**] [1:{n}:1] test alert {n} [**] "
+        f"[Priority: 2] {{TCP}} 192.0.2.1:1234 -> 198.51.100.2:80\n"
+    )
+
+
+class ListOutput:
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def emit(self, items, name) -> None:
+        self.items += items
+
+    def flush(self) -> None:
+        pass
+
+
+def follower(path: Path, out: ListOutput, notes: list[str]) -> Follower:
+    return Follower(
+        str(path),
+        new_parser=lambda: AlertParser(now=NOW),
+        output=out,
+        note=notes.append,
+        clock=lambda: 1000.0,
+    )
+
+
+def sids(out: ListOutput) -> list[int]:
+    return [x["sid"] for x in out.items]
+
+
+def copytruncate(f: Path, copy: Path) -> None:
+    copy.write_bytes(f.read_bytes())
+    with open(f, "r+") as fh:
+        fh.truncate(0)
+
+
+def test_copytruncate_of_a_file_opened_but_not_read_yet_reads_it_from_the_copy(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(line(1) + line(2))
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=None, from_start=True)  # opened: nothing read yet
+    copytruncate(f, tmp_path / "alert-20261128")
+    with open(f, "a") as fh:
+        fh.write(line(3))
+    fo.step()
+    assert sids(out) == [1, 2, 3]
+    assert notes == [
+        f"{f}: copied to {tmp_path / 'alert-20261128'}; reading the rest of the copy",
+        f"{f}: file truncated; reading from the start",
+    ]
+
+
+def test_restart_in_a_rotated_file_then_copytruncate_of_the_new_one_loses_nothing(tmp_path):
+    """The soak's sequence (bench/soak.py rotate): stopped, dated rotation, restart; the
+    restart resumes in the rotated file and opens the new file at the name, which is
+    copied and truncated before fasttail gets to it."""
+    f = tmp_path / "alert"
+    f.write_text(line(1) + line(2))
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    saved = fo.position()
+    assert saved is not None and sids(out) == [1, 2]
+    with open(f, "a") as fh:  # written after the last recorded position
+        fh.write(line(3))
+    fo.cur.close()
+    f.rename(tmp_path / "alert-20261127")
+    f.write_text(line(4) + line(5))
+
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=saved, from_start=True)
+    assert fo.cur.name == str(tmp_path / "alert-20261127") and fo.next is not None
+    copytruncate(f, tmp_path / "alert-20261128")
+    with open(f, "a") as fh:
+        fh.write(line(6))
+    fo.step()
+    assert sids(out) == [3, 4, 5, 6]
+    assert f"{f}: copied to {tmp_path / 'alert-20261128'}; reading the rest of the copy" in notes
+
+
+def test_rename_rotation_after_a_restart_moves_no_queued_file_out_of_reach(tmp_path):
+    """A restart queues the files rotated while it was down (alert.1 here) and opens the
+    file at the name; a rename rotation before they are read renames alert.1 to alert.2
+    and the name's file to alert.1. The queued file is still the one read (not whatever
+    is called alert.1 by then), and so is the file that was at the name."""
+    f = tmp_path / "alert"
+    f.write_text(line(1) + line(2))
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    saved = fo.position()
+    with open(f, "a") as fh:
+        fh.write(line(3))
+    fo.cur.close()
+    dated = tmp_path / "alert-20261127"
+    f.rename(dated)
+    f.write_text(line(4) + line(5))
+    f.rename(tmp_path / "alert.1")
+    f.write_text(line(6))
+    os.utime(dated, (1_000_000_000, 1_000_000_000))  # rotated in this order
+    os.utime(tmp_path / "alert.1", (1_000_000_010, 1_000_000_010))
+
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=saved, from_start=True)
+    assert notes[-1] == f"{tmp_path / 'alert.1'}: rotated while nobody was reading; reading it too"
+    (tmp_path / "alert.1").rename(tmp_path / "alert.2")
+    f.rename(tmp_path / "alert.1")
+    f.write_text(line(7))
+    fo.step()
+    assert sids(out) == [3, 4, 5, 6, 7]
+
+
+def test_copytruncate_while_a_restart_looks_for_rotated_files_reads_the_copy_once(
+    tmp_path, monkeypatch
+):
+    """The file at the name is opened first, then its rotated siblings are listed: a
+    copytruncate in between queues the copy (read whole) and truncates the file opened
+    with the copy's head. The copy must not be read a second time as "the rest"."""
+    from banpipe import follow as follow_mod
+
+    f = tmp_path / "alert"
+    f.write_text(line(1) + line(2))
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    saved = fo.position()
+    fo.cur.close()
+    dated = tmp_path / "alert-20261127"
+    f.rename(dated)
+    f.write_text(line(3) + line(4))
+    os.utime(dated, (1_000_000_000, 1_000_000_000))
+    listing = follow_mod.rotated_since
+
+    def copytruncate_first(path, old):
+        copy = tmp_path / "alert-20261128"
+        copytruncate(f, copy)
+        os.utime(copy, (1_000_000_010, 1_000_000_010))
+        with open(f, "a") as fh:
+            fh.write(line(5))
+        return listing(path, old)
+
+    monkeypatch.setattr(follow_mod, "rotated_since", copytruncate_first)
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=saved, from_start=True)
+    fo.step()
+    assert sids(out) == [3, 4, 5]
