@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -87,3 +88,19 @@ def test_adhoc_pipe_in_a_fresh_clone_prints_only_our_own_lines(fresh_clone):
     if not os.path.exists("/etc/banpipe/banpipe.toml"):
         # nothing configured: it says why nothing is banned, and what to set
         assert "no address is ours" in r.stderr and "set [network] wan" in r.stderr
+
+
+def test_pip_install_leaves_the_checkout_as_it_was(fresh_clone, tmp_path):
+    """README's `pip install .`: building the package writes nothing into the checkout."""
+
+    def tree():
+        return sorted(str(p.relative_to(fresh_clone)) for p in fresh_clone.rglob("*"))
+
+    before = tree()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path),
+         str(fresh_clone)],
+        check=True, capture_output=True, env=clean_env(),
+    )  # fmt: skip
+    assert [w.name.split("-")[0] for w in tmp_path.glob("*.whl")] == ["banpipe"]
+    assert tree() == before
