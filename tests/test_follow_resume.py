@@ -171,3 +171,24 @@ def test_copytruncate_while_a_restart_looks_for_rotated_files_reads_the_copy_onc
     fo.start(saved=saved, from_start=True)
     fo.step()
     assert sids(out) == [3, 4, 5]
+
+
+def test_copytruncate_of_a_file_opened_empty_before_its_first_read_reads_the_copy(tmp_path):
+    """Rotated, the new file opened while still empty (no head to know a copy by); then
+    written, copied and truncated before fasttail reads it (a slow reader)."""
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out, notes = ListOutput(), []
+    fo = follower(f, out, notes)
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    f.rename(tmp_path / "alert-20261127")
+    f.write_text("")
+    fo.step()  # the old file drained; the new one opened, empty: waiting for data
+    assert fo.next is not None and fo.next.head == b""
+    f.write_text(line(2) + line(3))
+    copytruncate(f, tmp_path / "alert-20261128")
+    with open(f, "a") as fh:
+        fh.write(line(4))
+    fo.step()
+    assert sids(out) == [1, 2, 3, 4]

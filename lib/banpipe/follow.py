@@ -114,6 +114,9 @@ class Cursor:
         self.recent = b""
         self._fp: tuple[bytes, str] = (b"", hashlib.sha256(b"").hexdigest())
         self.last_data = 0.0  # Follower.clock() at the last non-empty read
+        # Opened empty: the rotation siblings there were then, (inode, device). A sibling
+        # that appears before our first read may be a copytruncate copy (Follower).
+        self.siblings: set[tuple[int, int]] | None = None
         if fd is not None:
             st = os.fstat(fd)
             self.ino, self.dev = st.st_ino, st.st_dev
@@ -611,6 +614,8 @@ class Follower:
                 fd=fd,
             )
             cur.last_data = self.clock()
+            if not cur.head:
+                cur.siblings = self._sibling_ids()
             return cur
         except BaseException:
             os.close(fd)
@@ -696,6 +701,8 @@ class Follower:
             # (fed), one read after it is new content (dropped; read again from 0).
             if self._truncated(cur):
                 continue
+            if cur.siblings is not None and self._copied_before_read(cur):
+                continue
             cur.extend_head(chunk)
             items = cur.feed(chunk)
             if items:
@@ -759,6 +766,68 @@ class Follower:
                 return
             finally:
                 os.close(fd)
+
+    def _sibling_ids(self) -> set[tuple[int, int]]:
+        ids = set()
+        for p in rotation_siblings(self.path):
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            ids.add((st.st_ino, st.st_dev))
+        return ids
+
+    def _copied_before_read(self, cur: Cursor) -> bool:
+        """copytruncate of a file opened empty, before its first read: read the copies.
+
+        With no head there is nothing to recognise the copy by, so a rotation sibling
+        that appeared since the file was opened (not one of ours) and that the file
+        does not start with any more is taken for it. True when copies were read (the
+        file is then read again from 0).
+        """
+        known, cur.siblings = cur.siblings or set(), None
+        if cur.read_pos or cur.head or cur.fd is None:
+            return False
+        ours = {(c.ino, c.dev) for c in (self.cur, self.next, *self.queue) if c is not None}
+        found = []
+        for p in rotation_siblings(self.path):
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            key = (st.st_ino, st.st_dev)
+            head = os.pread(fd, FP_BYTES, 0)
+            if (
+                key in known
+                or key in ours
+                or key in self.queued
+                or not stat.S_ISREG(st.st_mode)
+                or not head
+                or os.pread(cur.fd, len(head), 0) == head  # a copy of what is still here
+            ):
+                os.close(fd)
+                continue
+            found.append((st.st_mtime_ns, p, fd))
+        if not found:
+            return False
+        for _, p, fd in sorted(found):
+            self.note(f"{cur.name}: copied to {p} before it was read; reading the copy")
+            own, cur.fd = cur.fd, fd
+            try:
+                while chunk := cur.read():
+                    items = cur.feed(chunk)
+                    if items:
+                        self.output.emit(items, cur.name)
+                items = cur.end()
+                if items:
+                    self.output.emit(items, cur.name)
+            finally:
+                cur.fd = own
+                os.close(fd)
+            cur.restart(self.new_parser())
+        self.note(f"{cur.name}: file truncated; reading from the start")
+        return True
 
     def _finish(self, cur: Cursor) -> None:
         items = cur.end()
