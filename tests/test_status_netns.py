@@ -66,10 +66,15 @@ def test_status_json_against_a_running_apply(tmp_path, pair, backend):
         assert s["firewall"]["checked"] == "live" and s["firewall"]["matches"] is True
         assert s["firewall"]["entries"] == 2
         assert s["spoof_brake"]["engaged"] is False and s["ledger"]["offenders"] == 2
+        assert s["last_drift_repair"] is None
         for cmd in FLUSH[backend]:
             pair.gateway.run(cmd, check=True)
+        # The running apply hears the kernel announce the flush and repairs at once
+        # (banpipe.fwevents); status shows the repair and the firewall whole again.
+        assert wait_for(lambda: status(b)["last_drift_repair"] is not None)
         s = status(b)
-        assert s["firewall"]["matches"] is False and s["firewall"]["missing"] == 2
+        assert "2 missing" in s["last_drift_repair"]["summary"], s["last_drift_repair"]
+        assert s["firewall"]["matches"] is True and s["firewall"]["entries"] == 2
         rc, _, err = b("check", "--repair")
         assert rc == 0, err
         assert wait_for(lambda: prom.exists())
