@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from banpipe.protect import AddressTable, Protection, canonical, read_address_file
+from banpipe.protect import AddressTable, Protection, read_address_file
 
 P = Protection(
     wan=["198.51.100.2"],
@@ -78,12 +78,6 @@ def test_table_edges():
     assert t.label(4, int.from_bytes(bytes([192, 0, 2, 7]), "big")) == "b"
     assert not t.contains(4, int.from_bytes(bytes([192, 0, 2, 8]), "big"))
     assert not t.contains(6, 1)
-
-
-def test_canonical():
-    assert canonical("2001:0DB8:0000::0001") == "2001:db8::1"
-    assert canonical("::ffff:203.0.113.5") == "203.0.113.5"
-    assert canonical("300.1.1.1") is None
 
 
 def test_whitelist_file_keeps_good_lines_and_reports_bad_ones(tmp_path):

@@ -27,7 +27,6 @@ from banpipe.rules import (
     RuleSet,
     check_alert,
     decide,
-    unmap_network,
 )
 
 BASE = """
@@ -621,21 +620,6 @@ def test_check_alert(over, expected):
     assert check_alert(alert(**over)) == expected
 
 
-@pytest.mark.parametrize(
-    ("network", "expected"),
-    [
-        ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
-        ("::ffff:203.0.113.7/128", "203.0.113.7/32"),
-        ("::ffff:0:0/96", "0.0.0.0/0"),
-        ("2001:db8::/32", "2001:db8::/32"),
-        ("::/0", "::/0"),
-        ("10.0.0.0/8", "10.0.0.0/8"),
-    ],
-)
-def test_unmap_network(network, expected):
-    assert unmap_network(network) == expected
-
-
 # --- the property: no ban for a protected address, whatever the input --------------------
 
 SPECIAL_NETS = [
@@ -837,12 +821,3 @@ def test_protection_label_is_the_most_specific_entry(nets, address):
         if inside and (best is None or net.num_addresses < best[0]):
             best = (net.num_addresses, label)
     assert table.label(ip.version, int(ip)) == (best[1] if best else None)
-
-
-@settings(max_examples=500, deadline=None)
-@given(text=st.one_of(any_address, v6_addr.map(lambda a: ipaddress.ip_address(a).exploded)))
-def test_fast_canonical_agrees_with_protect_canonical(text):
-    from banpipe.protect import canonical
-    from banpipe.rules import _canonical
-
-    assert _canonical(text) == (canonical(text) or text)

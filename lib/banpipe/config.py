@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import netaddr
+from banpipe import address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -108,27 +108,16 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 
 
 def parse_address(value: Any) -> str:
-    """A single IPv4/IPv6 address in canonical text form."""
-    text = _str(value).strip()
-    try:
-        return str(netaddr.IPAddress(text, flags=netaddr.INET_PTON))
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise ValueError(f"not an IP address: {value!r}") from None
+    """A single IPv4/IPv6 address in canonical text form (banpipe.address)."""
+    addr = address.canonical(_str(value).strip())
+    if addr is None:
+        raise ValueError(f"not an IP address: {value!r}")
+    return addr
 
 
 def parse_network(value: Any) -> str:
     """An address or CIDR network in canonical text form (host bits are cleared)."""
-    text = _str(value).strip()
-    try:
-        if "/" in text:
-            addr, _, plen = text.partition("/")
-            netaddr.IPAddress(addr, flags=netaddr.INET_PTON)  # strict dotted quads
-            if not plen.isdigit():
-                raise ValueError
-            return str(netaddr.IPNetwork(text).cidr)
-        return str(netaddr.IPNetwork(str(netaddr.IPAddress(text, flags=netaddr.INET_PTON))))
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise ValueError(f"not an IP address or network: {value!r}") from None
+    return address.network(_str(value))
 
 
 _RULE_RE = re.compile(r"^(\d+):(\*|\d+(?:-\d+)?)$")

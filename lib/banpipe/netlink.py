@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from banpipe.address import from_packed as _ip
+
 # <linux/netlink.h>
 NLMSG_NOOP = 1
 NLMSG_ERROR = 2
@@ -175,18 +177,6 @@ def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
 
 def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-def _ip(family: int, raw: bytes) -> str | None:
-    try:
-        if family == socket.AF_INET and len(raw) == 4:
-            return str(ipaddress.IPv4Address(raw))
-        if family == socket.AF_INET6 and len(raw) == 16:
-            ip6 = ipaddress.IPv6Address(raw)
-            return str(ip6.ipv4_mapped or ip6)
-    except ValueError:
-        pass
-    return None
 
 
 def parse_addr(payload: bytes) -> Addr | None:

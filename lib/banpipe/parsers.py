@@ -41,8 +41,8 @@ closed it, or a torn line (a writer died mid-line and the next alert was appende
 fragment) as an error for the torn text plus the complete alert after it.
 
 Decisions that matter for bans (see ../shared/formats.md for the formats): addresses are
-validated (IPv4: four decimal octets 0-255 without leading zeros; IPv6 through
-:mod:`ipaddress`) and canonicalised.  Snort prints ports for TCP/UDP only, and not for
+validated and canonicalised by :mod:`banpipe.address` (an IPv4-mapped IPv6 address is
+its IPv4 address).  Snort prints ports for TCP/UDP only, and not for
 fragments (Snort 2 LogIpAddrs ``p->frag_flag``, Snort 3 ``DECODE_FRAG``), so a TCP/UDP
 pair reads either with both ports or with none: the one reading that fits is taken, and
 text that fits both (``2001:db8::a:443 -> 2001:db8::1:22``) or neither (a port on one
@@ -58,23 +58,23 @@ Speed: a well-formed alert_fast line costs one regex that splits it into time st
 "middle" (ids, msg, classification, priority, protocol) and addresses; the middle's parse
 is cached by its text (module-wide) as a template of the alert dict, which is copied and
 completed with the line's time stamp and addresses.  IPv4 addresses are validated by
-inet_pton (checked at import to agree with the rule above), IPv6 canonicalised by
-inet_pton/inet_ntop (ipaddress only for dotted forms) and cached, ISO date prefixes
+inet_pton inline (:data:`banpipe.address.V4_PTON`: checked at import to agree with the
+rule), IPv6 looked up in :data:`banpipe.address.V6_MEMO` first, ISO date prefixes
 cached per parser (they depend on ``now``).  The module-wide caches have two generations
 of a fixed size each, so memory stays bounded whatever the input (bench/README.md).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from banpipe import eve, pipe, syslog
+from banpipe import address, eve, pipe, syslog
 from banpipe.alert import FORMATS
+from banpipe.memo import TwoGen
 
 __all__ = [
     "FORMATS",
@@ -193,9 +193,6 @@ _TS_INSIDE = re.compile(rf"{_DATE}-{_TIME} ", re.ASCII)
 _CUT_ALERT = re.compile(rf"(?:[\d/]+(?:-[\d:.]*)?|{_DATE}-{_TIME} {{1,2}}(?:\[.*)?)\Z", re.ASCII)
 
 _FAST_MATCH = _FAST.match
-# An IPv4 address as _v4 accepts it: four decimal octets 0-255 without leading zeros.
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_V4_MATCH = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}\Z", re.ASCII).match
 # The same line as three parts: time stamp, the "middle" up to "{proto} ", the addresses.
 # The middle (everything but time and addresses) repeats from alert to alert; its parse by
 # _FAST is cached in _MIDDLES, keyed by its text.  Only text that _FAST accepted is ever a
@@ -209,44 +206,10 @@ _QUICK_MATCH = _QUICK.match
 _SURICATA = "suricata-fast"
 
 
-class _TwoGen(dict):
-    """A bounded cache in two generations (the current one is the dict itself).
-
-    When the current generation is full it becomes the old one and a new one starts; a
-    key found only in the old generation is copied into the current one.  So at most
-    ``2 * size`` entries are held, and what is still in use survives a turnover (a cache
-    that is simply cleared when full misses everything at once when the working set
-    outgrows it).  The hot path calls ``get`` (dict's own) and ``recall`` on a miss.
-    """
-
-    __slots__ = ("old", "size")
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.old: dict = {}
-        self.size = size
-
-    def recall(self, key: object) -> object:
-        value = self.old.get(key)
-        if value is not None:
-            self.put(key, value)
-        return value
-
-    def put(self, key: object, value: object) -> None:
-        if len(self) >= self.size:
-            self.old = dict(self)
-            dict.clear(self)
-        self[key] = value
-
-    def clear(self) -> None:
-        dict.clear(self)
-        self.old.clear()
-
-
 # middle text -> (alert template, sel, Snort port mode); see AlertParser._fast.  Few
 # distinct middles occur (hundreds in the corpus, at most 252 characters long); an entry
 # is about 1 KiB, and a longer middle than _MIDDLE_MAX is not cached (bounded memory).
-_MIDDLES = _TwoGen(2048)
+_MIDDLES = TwoGen(2048)
 _MIDDLE_MAX = 512
 
 
@@ -293,123 +256,34 @@ class _Ambiguous(_BadAddress):
         return f"address/port split ambiguous: {self.args[0]}"
 
 
-# IPv6 text -> canonical form, shared by all parsers: the answer depends only on the text.
-# About 200 bytes an entry.
-_V6_CANON = _TwoGen(4096)
 _PORT_PROTO: dict[str, bool] = {}
 _AF4 = socket.AF_INET
-_AF6 = socket.AF_INET6
 _PTON = socket.inet_pton
-_NTOP = socket.inet_ntop
+_V6_MEMO = address.V6_MEMO
+_V4_PTON = address.V4_PTON  # inet_pton alone decides IPv4 text on the inline path
 
 
 def _v4(a: str) -> str:
-    if _V4_MATCH(a) is None:
+    """IPv4 text (no ":" in ``a``) as it is; raises _BadAddress."""
+    if address.canonical(a) is None:
         raise _BadAddress(a)
     return a
 
 
-def _v6_slow(a: str) -> str:
-    if not a.isascii() or "%" in a or "/" in a:
-        raise _BadAddress(a)
-    try:
-        return ipaddress.IPv6Address(a).compressed
-    except ValueError:
-        raise _BadAddress(a)
-
-
-def _v6_libc(a: str) -> str:
-    """Canonical IPv6 text through inet_pton/inet_ntop (C, 20 times faster than ipaddress).
-
-    For hex-and-colon text both accept the same addresses (1-4 hex digits a group, one
-    "::" standing for at least one group) and inet_ntop compresses as ipaddress does
-    (lower case, longest run of two or more zero groups, the first of equal runs).  They
-    differ only in dotted forms (input with ".", or output such as "::ffff:1.2.3.4"), and
-    those, like everything inet_pton rejects, go to ipaddress.
-    """
-    if "." in a:
-        return _v6_slow(a)
-    try:
-        c = _NTOP(_AF6, _PTON(_AF6, a))
-    except (OSError, ValueError):
-        return _v6_slow(a)
-    if "." in c:
-        return _v6_slow(a)
-    return c
-
-
-def _v6_libc_agrees() -> bool:
-    """Whether this libc's inet_ntop writes what ipaddress writes (checked once)."""
-    samples = (
-        "2001:0DB8:0000:0000:0000:0000:0000:0001",
-        "0:0:1:0:0:0:0:1",
-        "1:0:0:2:0:0:0:3",
-        "1:0:0:0:2:0:0:3",
-        "1:0:2:3:4:5:6:7",
-        "::1",
-        "1::",
-        "::",
-        "fe80::0abc:0",
-        "0:0:0:0:0:0:0:2",
-    )
-    try:
-        return all(_v6_libc(a) == _v6_slow(a) for a in samples)
-    except (_BadAddress, OSError, ValueError):
-        return False
-
-
-_V6_LIBC = _v6_libc_agrees()
-_v6_canon = _v6_libc if _V6_LIBC else _v6_slow
-
-
-def _v4_pton_agrees() -> bool:
-    """Whether this libc's inet_pton accepts exactly the IPv4 text _v4 accepts."""
-    samples = (
-        "0.0.0.0",  # noqa: S104 - text, not a bind address
-        "255.255.255.255",
-        "192.0.2.1",
-        "01.2.3.4",
-        "1.2.3.04",
-        "1.2.3.256",
-        "1.2.3",
-        "1.2.3.4.5",
-        "1..2.3",
-        "1.2.3.4 ",
-        "",
-        "1.2.3.00",
-        "300.1.1.1",
-    )
-    for a in samples:
-        try:
-            _PTON(_AF4, a)
-            ok = True
-        except OSError:
-            ok = False
-        if ok != (_V4_MATCH(a) is not None):
-            return False
-    return True
-
-
-_V4_PTON = _v4_pton_agrees()
-
-
 def _v6(a: str) -> str:
-    c = _V6_CANON.get(a)
+    """The canonical text of IPv6 text (an IPv4-mapped one is IPv4); raises _BadAddress."""
+    c = _V6_MEMO.get(a) or address.canonical(a)
     if c is None:
-        c = _V6_CANON.recall(a)
-        if c is None:
-            c = _v6_canon(a)
-            _V6_CANON.put(a, c)
+        raise _BadAddress(a)
     return c
 
 
 def _canon(a: str) -> str:
     """The canonical text of an IPv4 or IPv6 address; raises _BadAddress (a ValueError)."""
-    if ":" in a:
-        return _v6(a)  # cached
-    if _V4_MATCH(a) is None:
+    c = address.canonical(a)
+    if c is None:
         raise _BadAddress(a)
-    return a
+    return c
 
 
 def _port(p: str) -> int:
@@ -482,7 +356,9 @@ def _readings(tok: str) -> tuple[tuple[str, int] | None, str | None]:
 def _v6_printed(a: str) -> str:
     """_v6(a), for text that inet_ntop could have written; raises _BadAddress."""
     c = _v6(a)
-    if "::" in a and a.lower() != c:
+    # An IPv4-mapped address (canonical: IPv4) is not held to it: inet_ntop writes it
+    # "::ffff:a.b.c.d", ipaddress before Python 3.13 "::ffff:a0b:c0d".
+    if "::" in a and ":" in c and a.lower() != c:
         raise _BadAddress(a)
     return c
 
@@ -509,7 +385,7 @@ def _snort_ports(src: str, dst: str) -> tuple:
         if ok is None:
             # Name the bad part: an IPv4 address, or the whole text (a bad port, IPv6).
             a = tok.partition(":")[0]
-            raise _BadAddress(a if tok.count(":") == 1 and _V4_MATCH(a) is None else tok)
+            raise _BadAddress(a if tok.count(":") == 1 and address.canonical(a) is None else tok)
     raise _OnePort(f"{src} -> {dst}")
 
 
@@ -771,8 +647,8 @@ class AlertParser:
                             mode = _PM_ALWAYS if fmt == _SURICATA else ent[2]
                             try:
                                 if mode == _PM_NONE:
-                                    s = _V6_CANON.get(src) or _v6(src)
-                                    d = _V6_CANON.get(dst) or _v6(dst)
+                                    s = _V6_MEMO.get(src) or _v6(src)
+                                    d = _V6_MEMO.get(dst) or _v6(dst)
                                     sp = dp = None
                                     ok = True
                                 elif (
@@ -783,8 +659,8 @@ class AlertParser:
                                     # Otherwise Snort's text may be a fragment's (_alert).
                                     and (mode == _PM_ALWAYS or len(sp) == 5 or len(dp) == 5)
                                 ):
-                                    s = _V6_CANON.get(s) or _v6(s)
-                                    d = _V6_CANON.get(d) or _v6(d)
+                                    s = _V6_MEMO.get(s) or _v6(s)
+                                    d = _V6_MEMO.get(d) or _v6(d)
                                     sp = int(sp)
                                     dp = int(dp)
                                     ok = sp <= 65535 and dp <= 65535

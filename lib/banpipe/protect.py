@@ -6,7 +6,7 @@ our WAN addresses, gateways and networks, the whitelist, and the special ranges
 (loopback, link-local, multicast, broadcast, unspecified, "this network" 0.0.0.0/8,
 reserved 240.0.0.0/4). An IPv6 address that embeds an IPv4 address (IPv4-mapped,
 -compatible, -translated, NAT64 64:ff9b::/96) is protected when that IPv4 address is:
-the same host may be named either way (``embedded_ipv4``).
+the same host may be named either way (:mod:`banpipe.address` has the rule).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import netaddr
-
-from banpipe.config import Config, parse_network
+from banpipe.address import canonical, embedded_ipv4, network, parse
+from banpipe.config import Config
 
 _SPECIAL: tuple[tuple[str, str], ...] = (
     ("0.0.0.0/32", "unspecified address"),
@@ -48,9 +47,9 @@ class AddressTable:
         ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
         # Longest-prefix index for label(): (version, prefixlen, first) -> first label.
         self._by_prefix: dict[tuple[int, int, int], str] = {}
-        for network, label in entries:
-            net = netaddr.IPNetwork(network)
-            first, last = int(net.first), int(net.last)
+        for net_text, label in entries:
+            net = ipaddress.ip_network(net_text)
+            first, last = int(net.network_address), int(net.broadcast_address)
             self._labelled.append((net.version, first, last, label))
             ranges[net.version].append((first, last))
             self._by_prefix.setdefault((net.version, net.prefixlen, first), label)
@@ -92,65 +91,6 @@ class AddressTable:
         return None
 
 
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A strictly parsed address (no scope ids, no leading zeros), or None."""
-    if not isinstance(text, str) or "%" in text or "/" in text:
-        return None
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-_NAT64 = 0x0064_FF9B << 96  # 64:ff9b::/96, the well-known NAT64 prefix (RFC 6052)
-_TRANSLATED = 0xFFFF_0000 << 32  # ::ffff:0:0/96, IPv4-translated (RFC 2765)
-
-
-def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int | None:
-    """The IPv4 address (as an int) an IPv6 address spells, or None.
-
-    IPv4-compatible ``::a.b.c.d`` (not ``::`` or ``::1``), IPv4-translated
-    ``::ffff:0:a.b.c.d`` and NAT64 ``64:ff9b::a.b.c.d``; IPv4-mapped addresses are
-    already IPv4 after ``parse_ip``.
-    """
-    if ip.version != 6:
-        return None
-    value = int(ip)
-    high = value >> 32 << 32
-    if high in (0, _TRANSLATED, _NAT64) and (high or value > 1):
-        return value & 0xFFFF_FFFF
-    return None
-
-
-def canonical(text: str) -> str | None:
-    """Canonical text form of an address (IPv4-mapped IPv6 becomes IPv4), or None."""
-    ip = parse_ip(text)
-    return str(ip) if ip is not None else None
-
-
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-def unmap_network(text: str) -> str:
-    """``::ffff:a.b.c.d/n`` (n >= 96) as the IPv4 network it covers; others unchanged."""
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return text
-    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
-        v4 = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
-        return str(v4)
-    return text
-
-
-def unmap_address(text: str) -> str:
-    """An IPv4-mapped address as its IPv4 address; others canonical (or unchanged)."""
-    return canonical(text) or text
-
-
 def read_address_file(path: str | Path) -> tuple[list[str], list[tuple[int, str]]]:
     """Networks listed in a whitelist file (one address/CIDR a line, ``#`` comments).
 
@@ -165,7 +105,7 @@ def read_address_file(path: str | Path) -> tuple[list[str], list[tuple[int, str]
         if not line:
             continue
         try:
-            networks.append(parse_network(line))
+            networks.append(network(line))
         except ValueError as exc:
             errors.append((n, str(exc)))
     return networks, errors
@@ -189,19 +129,19 @@ class Protection:
         networks: Iterable[str] = (),
         whitelist: Iterable[str] = (),
     ) -> None:
-        # IPv4-mapped entries are judged as the IPv4 address or network they carry,
-        # as alert addresses are (parse_ip): otherwise ::ffff:10.0.0.0/104 would
-        # protect nothing.
+        # Entries in canonical form: IPv4-mapped ones are the IPv4 address or network
+        # they carry, as alert addresses are (otherwise ::ffff:10.0.0.0/104 would protect
+        # nothing). A bad entry raises ValueError.
         wan_t = tuple(dict.fromkeys(c for c in map(canonical, wan) if c))
-        gateways = [unmap_address(g) for g in gateways]
-        networks = [unmap_network(n) for n in networks]
-        whitelist = [unmap_network(w) for w in whitelist]
+        gateways = [canonical(g) or g for g in gateways]
+        networks = [network(n) for n in networks]
+        whitelist = [network(w) for w in whitelist]
         self.ours_list = Ours(wan_t, tuple(gateways), tuple(networks))
-        ours_entries = [(parse_network(a), f"our WAN address {a}") for a in wan_t]
-        ours_entries += [(parse_network(g), f"our gateway {g}") for g in gateways]
-        ours_entries += [(parse_network(n), f"our network {n}") for n in networks]
+        ours_entries = [(network(a), f"our WAN address {a}") for a in wan_t]
+        ours_entries += [(network(g), f"our gateway {g}") for g in gateways]
+        ours_entries += [(n, f"our network {n}") for n in networks]
         self._ours = AddressTable(ours_entries)
-        self._whitelist = AddressTable((parse_network(w), f"whitelisted {w}") for w in whitelist)
+        self._whitelist = AddressTable((w, f"whitelisted {w}") for w in whitelist)
         self._special = AddressTable(_SPECIAL)
 
     @classmethod
@@ -221,7 +161,7 @@ class Protection:
 
     def ours(self, text: str) -> str | None:
         """Label (e.g. ``our network 192.168.1.0/24``) if the address is ours, else None."""
-        ip = parse_ip(text)
+        ip = parse(text)
         if ip is None:
             return None
         label = self._ours.label(ip.version, int(ip))
@@ -232,7 +172,7 @@ class Protection:
         """Why ``text`` must never be banned, or None when banning it is allowed."""
         if text is None or text == "":
             return "no offender address"
-        ip = parse_ip(text)
+        ip = parse(text)
         if ip is None:
             return f"not an IP address: {text!r}"
         version, value = ip.version, int(ip)

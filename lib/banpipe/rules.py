@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping
-from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Any, NamedTuple
 
+from banpipe.address import canonical
 from banpipe.config import Config, ConfigError
-from banpipe.protect import Protection, canonical, unmap_address, unmap_network  # noqa: F401
+from banpipe.protect import Protection
 
 CACHE_MAX = 1 << 15
 
@@ -226,32 +226,6 @@ class IgnoreMatcher:
         return min(hits, key=order.__getitem__)
 
 
-# --- IPv4-mapped normalisation of the config --------------------------------------------
-
-
-def _canonical(text: str) -> str:
-    """protect.canonical(text), or text itself when it does not parse.
-
-    fasttail already writes canonical addresses; recognising those with inet_pton/ntop
-    costs a fraction of an ipaddress parse, which matters on a cache miss. Anything
-    else (IPv4-mapped and embedded-IPv4 forms, zone ids, non-canonical spellings) takes
-    the ipaddress path. Validity is not decided here: Protection.reason does that.
-    """
-    try:
-        if ":" not in text:
-            if inet_ntop(AF_INET, inet_pton(AF_INET, text)) == text:
-                return text
-        elif (
-            "." not in text
-            and "%" not in text
-            and inet_ntop(AF_INET6, inet_pton(AF_INET6, text)) == text
-        ):
-            return text
-    except (OSError, ValueError):
-        pass
-    return canonical(text) or text
-
-
 # --- the rule set ----------------------------------------------------------------------
 
 
@@ -312,13 +286,8 @@ class RuleSet:
 
         Raises ConfigError for a filter setting that is valid TOML but unusable.
         """
-        net, flt = config.network, config.filter
-        protection = Protection(
-            wan=[unmap_address(a) for a in (*net.wan, *wan_addresses)],
-            gateways=[unmap_address(g) for g in net.gateways],
-            networks=[unmap_network(n) for n in net.networks],
-            whitelist=[unmap_network(w) for w in (*flt.whitelist, *whitelist_extra)],
-        )
+        flt = config.filter
+        protection = Protection.from_config(config, wan_addresses, whitelist_extra)
         try:
             return cls(
                 protection=protection,
@@ -336,10 +305,10 @@ class RuleSet:
     def _judge_offender(self, text: str) -> tuple[str, str | None, str]:
         reason = self.protection.reason(text)
         kind = _protection_kind(reason) if reason is not None else BAN
-        return (_canonical(text), reason, kind)
+        return (canonical(text) or text, reason, kind)
 
     def _judge_victim(self, text: str) -> tuple[str, str | None]:
-        return (_canonical(text), self.protection.ours(text))
+        return (canonical(text) or text, self.protection.ours(text))
 
     def _priority_skip(self, priority: int | None) -> str | None:
         """Why ``priority`` is not acted on, or None when it is."""
@@ -445,13 +414,10 @@ def _target_side(target: Any, src: Any, dst: Any) -> str | None:
     for side, addr in (("dst", dst), ("src", src)):
         if target == addr:
             return side
-    try:
-        t = _canonical(target)
-        for side, addr in (("dst", dst), ("src", src)):
-            if type(addr) is str and addr and t == _canonical(addr):
-                return side
-    except ValueError:
-        pass
+    t = canonical(target) or target
+    for side, addr in (("dst", dst), ("src", src)):
+        if type(addr) is str and addr and t == (canonical(addr) or addr):
+            return side
     return None
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from banpipe.protect import canonical
+from banpipe.address import canonical
 from banpipe.statefile import read_json, write_json_atomic
 
 

@@ -48,7 +48,6 @@ next change), 78 config. A closed stdout ends it quietly (SIGPIPE), like any fil
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import re
 import select
@@ -64,7 +63,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from banpipe import cli, netlink
+from banpipe import address, cli, netlink
 from banpipe.config import ConfigError, load_config, parse_duration
 from banpipe.netlink import Addr, Link, Message, NetlinkOverflow, RouteSocket, RouteTable
 from banpipe.pipe import Writer, binary_output
@@ -97,9 +96,8 @@ def why_not_wan(addr: Addr) -> str | None:
     if addr.flags & netlink.IFA_F_TENTATIVE:
         # Optimistic addresses (RFC 4429) are tentative too: not ours until DAD passes.
         return "tentative"
-    try:
-        ip = ipaddress.ip_address(addr.address)
-    except ValueError:
+    ip = address.parse(addr.address)
+    if ip is None:
         return "not an address"
     # The kernel's scope is set by whoever added the address; the value itself decides
     # for ranges that are never a WAN address whatever the scope says.
