@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from banpipe.banctl import reconcile, remove_automated  # noqa: E402
 from banpipe.bantime import BanPolicy  # noqa: E402
-from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend  # noqa: E402
+from banpipe.firewall import FirewallConfig, SubprocessRunner, make_backend  # noqa: E402
 from banpipe.ledger import Ledger  # noqa: E402
 from bench_firewall import addresses  # noqa: E402
 
@@ -181,7 +181,7 @@ def stop_restore(backend: str, size: int, repeat: int) -> dict[str, list[float]]
             cfg = write_config(d, backend)
             ledger = d / "ledger.sqlite3"
             fill_ledger(ledger, addresses(size), addresses(100, offset=size))
-            fw = make_backend(backend, FirewallSettings(), SubprocessRunner(ns.prefix))
+            fw = make_backend(backend, FirewallConfig(), SubprocessRunner(ns.prefix))
             with Ledger.open(str(ledger)) as led:
                 fw.init()
                 reconcile(led, fw)

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend
+from banpipe.firewall import FirewallConfig, SubprocessRunner, make_backend
 
 V4_NETS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
 V6_NET = ipaddress.ip_network("2001:db8:ba::/48")
@@ -52,7 +52,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def bench_backend(name: str, ns: str, burst: int, restore: int) -> dict[str, float]:
     runner = SubprocessRunner(["ip", "netns", "exec", ns])
-    backend = make_backend(name, FirewallSettings(), runner)
+    backend = make_backend(name, FirewallConfig(), runner)
     out: dict[str, float] = {}
     try:
         backend.init()

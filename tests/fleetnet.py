@@ -160,9 +160,9 @@ class Fleet:
     def entries(self, g: str) -> set[str]:
         """The addresses in gateway ``g``'s nftables sets, read from the kernel by the
         backend's own ``check()``."""
-        from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend
+        from banpipe.firewall import FirewallConfig, SubprocessRunner, make_backend
 
-        fw = make_backend("nftables", FirewallSettings(), SubprocessRunner(self.ns[g].prefix))
+        fw = make_backend("nftables", FirewallConfig(), SubprocessRunner(self.ns[g].prefix))
         return set(fw.check().entries)
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:

@@ -123,7 +123,7 @@ class Banctl:
         )
 
     def firewall(self):
-        fw = make_backend(self.cfg.firewall.backend, self.cfg.firewall.settings(), self.runner)
+        fw = make_backend(self.cfg.firewall.backend, self.cfg.firewall, self.runner)
         return fw.check()
 
     def active(self) -> set[str]:

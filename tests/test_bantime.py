@@ -16,7 +16,6 @@ from banpipe.bantime import (
     format_remaining,
     initial_expiry,
     is_due,
-    parse_duration,
 )
 
 NOW = 1_800_000_000.0
@@ -129,21 +128,6 @@ def test_from_config_uses_the_ban_section():
     cfg = parse_config('[ban]\nbase = "10m"\nextend = ["1m", "2m"]\nmax = "1d"\n')
     p = BanPolicy.from_config(cfg.ban)
     assert (p.base, p.extend_min, p.extend_max, p.max) == (600, 60, 120, 86400)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("1d12h", 129600), ("1w", 604800),
-     ("1.5h", 5400), (" 2 h ", 7200)],
-)  # fmt: skip
-def test_parse_duration(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "h", "2x", "-5", "0", "1h-", "m5", "nan", "inf"])
-def test_parse_duration_refuses(text):
-    with pytest.raises(ValueError):
-        parse_duration(text)
 
 
 @pytest.mark.parametrize(

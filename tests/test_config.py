@@ -9,6 +9,7 @@ import pytest
 from banpipe.config import (
     Config,
     ConfigError,
+    FirewallConfig,
     load_config,
     parse_config,
     parse_duration,
@@ -50,6 +51,21 @@ def test_empty_config_means_defaults():
         ("[firewall]\nbackend = 'pf'\n", "b.toml:2: [firewall] backend: expected one of"),
         ("[firewall]\nchain = 'a b'\n", "b.toml:2: [firewall] chain: not a usable"),
         ("[ban]\nbase = \n", "b.toml:2: not valid TOML"),
+        # What the firewall backends or the ban policy would refuse later is refused here,
+        # at load, with its line: one declaration of each setting (issue 8).
+        ("[firewall]\n\nlog_rate = '0/minute'\n", "b.toml:3: [firewall] log_rate: expected"),
+        ("[firewall]\nlog_prefix = 'a\"b'\n", "b.toml:2: [firewall] log_prefix: expected"),
+        ("[firewall]\nchain = 'INPUT'\n", "b.toml:2: [firewall] chain: 'INPUT' is a built-in"),
+        ("[firewall]\nhooks = []\n", "b.toml:2: [firewall] hooks: at least one hook"),
+        ("[firewall]\nhooks = ['INPUT', 'INPUT']\n", "b.toml:2: [firewall] hooks: a hook is"),
+        ("[firewall]\nset_v4 = 'x'\nset_v6 = 'x'\n", "b.toml:3: [firewall] set_v6: must differ"),
+        ("[ban]\nbase = 0\n", "b.toml:2: [ban] base: must be more than 0"),
+        ("[ban]\nbase = '2d'\nmax = '1d'\n", "b.toml:3: [ban] max: must not be less than base"),
+        ("[ban]\nmax = '1h'\nbase = '2h'\n", "b.toml:2: [ban] max: must not be less than base"),
+        ("[ban]\nrecidive_factor = 0.5\n", "b.toml:2: [ban] recidive_factor: must be at least"),
+        ("[ban]\nrecidive_factor = nan\n", "b.toml:2: [ban] recidive_factor: expected a number"),
+        ("[ban]\nretention = inf\n", "b.toml:2: [ban] retention: duration must not be"),
+        ("[ban]\n\nmax = '30m'\n", "b.toml:3: [ban] max: must not be less than base"),
     ],
 )
 def test_errors_name_file_line_and_key(text, message):
@@ -81,6 +97,36 @@ def test_durations(value, seconds):
 def test_bad_durations(value):
     with pytest.raises(ValueError):
         parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("1d12h", 129600), ("1w", 604800),
+     ("1.5h", 5400), (" 2 h ", 7200)],
+)  # fmt: skip
+def test_command_line_durations(text, seconds):
+    # The same syntax as in the file; a command line (banctl ban --for) wants more than 0.
+    assert parse_duration(text, positive=True) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "2x", "-5", "0", "1h-", "m5", "nan", "inf"])
+def test_command_line_durations_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text, positive=True)
+
+
+def test_durations_in_the_file_follow_the_command_line_rules():
+    # `banctl ban --for 1H` always worked; `base = "1H"` was an error.
+    cfg = parse_config('[ban]\nbase = "1H"\nmax = "2D 12h"\n')
+    assert (cfg.ban.base, cfg.ban.max) == (3600, 216000)
+
+
+def test_the_firewall_section_is_what_the_backends_take():
+    from banpipe.firewall import FirewallConfig as Backends
+
+    cfg = parse_config("[firewall]\nhooks = ['INPUT', 'OUTPUT']\nlog_rate = '2/second'\n")
+    assert Backends is FirewallConfig and isinstance(cfg.firewall, FirewallConfig)
+    assert cfg.firewall.hooks == ("INPUT", "OUTPUT")
 
 
 def test_networks_are_canonical():

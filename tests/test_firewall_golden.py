@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from banpipe.firewall import (
     CommandNotFound,
+    FirewallConfig,
     FirewallError,
-    FirewallSettings,
     RecordingRunner,
     SubprocessRunner,
     canonical,
@@ -344,7 +344,7 @@ def calls(runner: RecordingRunner) -> list[tuple[tuple[str, ...], str | None]]:
 
 def backend(name, responses=None, **kw):
     runner = RecordingRunner(responses if responses is not None else {})
-    return make_backend(name, FirewallSettings(**kw), runner), runner
+    return make_backend(name, FirewallConfig(**kw), runner), runner
 
 
 # --- runners ------------------------------------------------------------------------------
@@ -468,16 +468,16 @@ def test_ipv6_disabled_rejects_v6_and_touches_only_v4(name):
 )
 def test_bad_settings_are_refused(kw):
     with pytest.raises(ValueError):
-        FirewallSettings(**kw)
+        FirewallConfig(**kw)
 
 
 def test_settings_accept_a_list_of_hooks():
-    assert FirewallSettings(hooks=["INPUT"]).hooks == ("INPUT",)
+    assert FirewallConfig(hooks=["INPUT"]).hooks == ("INPUT",)
 
 
 def test_unknown_backend():
     with pytest.raises(FirewallError, match="unknown firewall backend 'pf'"):
-        make_backend("pf", FirewallSettings(), RecordingRunner())
+        make_backend("pf", FirewallConfig(), RecordingRunner())
 
 
 # --- null ---------------------------------------------------------------------------------
@@ -485,7 +485,7 @@ def test_unknown_backend():
 
 def test_null_prints_each_action_and_keeps_state():
     out = io.StringIO()
-    fw = make_backend("null", FirewallSettings(), RecordingRunner(), stream=out)
+    fw = make_backend("null", FirewallConfig(), RecordingRunner(), stream=out)
     assert fw.check().structure_ok is False
     fw.init()
     fw.block(["203.0.113.7", "2001:db8:66::7", "203.0.113.7"])

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from banpipe.firewall import FirewallSettings, SubprocessRunner, conntrack_sources, make_backend
+from banpipe.firewall import FirewallConfig, SubprocessRunner, conntrack_sources, make_backend
 from netns import NetnsPair, skip_unless_root
 
 pytestmark = [pytest.mark.root, skip_unless_root]
@@ -31,7 +31,7 @@ def pair():
 
 def firewall(pair, name, **settings):
     runner = SubprocessRunner(pair.gateway.prefix)
-    return make_backend(name, FirewallSettings(**settings), runner)
+    return make_backend(name, FirewallConfig(**settings), runner)
 
 
 def assert_dropped(pair, src):

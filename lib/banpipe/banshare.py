@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from banpipe import cli, fleet
-from banpipe.config import Config, ConfigError, FleetConfig, load_config
+from banpipe.config import BACKENDS, Config, ConfigError, FleetConfig, load_config
 from banpipe.ledger import Decision, Ledger, LedgerError
 
 TOOL = "banshare"
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)")
     p.add_argument(
         "--backend",
-        choices=("iptables", "ipset", "nftables", "null"),
+        choices=BACKENDS,
         help="firewall backend (default from [firewall] backend)",
     )
     return p

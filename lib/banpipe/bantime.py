@@ -17,10 +17,11 @@ The rules (issue 4):
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from banpipe.config import ban_problems, parse_duration  # noqa: F401 - banctl, until h8core
 
 
 class Rng(Protocol):
@@ -37,19 +38,13 @@ class BanPolicy:
     recidive_factor: float = 2.0
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.base > 0:
-            problems.append("base must be > 0")
-        if self.extend_min < 0 or self.extend_max < self.extend_min:
-            problems.append("need 0 <= extend_min <= extend_max")
-        if self.max < self.base:
-            problems.append("max must be >= base")
+        # The [ban] section's rules (config.ban_problems), for a policy made in code.
+        extend = (self.extend_min, self.extend_max)
+        problems = ban_problems(self.base, extend, self.max, self.recidive_factor)
         if self.recidive_window < 0:
-            problems.append("recidive_window must be >= 0")
-        if self.recidive_factor < 1:
-            problems.append("recidive_factor must be >= 1")
+            problems.append(("recidive_window", "must not be negative"))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(f"{k} {why}" for k, why in problems))
 
     @classmethod
     def from_config(cls, ban: Any) -> BanPolicy:
@@ -96,36 +91,6 @@ def extended_expiry(policy: BanPolicy, expires: float | None, now: float, rng: R
 def is_due(expires: float | None, now: float) -> bool:
     """True when a ban ending at ``expires`` has lapsed at ``now``."""
     return expires is not None and expires <= now
-
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text``: ``90``, ``90s``, ``15m``, ``2h``, ``1d12h``, ``1w``.
-
-    Raises ValueError with a short reason for anything else (negative, empty, units
-    out of this list).
-    """
-    s = text.strip().lower().replace(" ", "")
-    if not s:
-        raise ValueError("empty duration")
-    try:
-        value = float(s)
-    except ValueError:
-        pos, total = 0, 0.0
-        for m in _PART.finditer(s):
-            if m.start() != pos:
-                break
-            total += float(m.group(1)) * _UNITS[m.group(2)]
-            pos = m.end()
-        if pos != len(s) or pos == 0:
-            raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 2h, 1d)")
-        value = total
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return value
 
 
 def format_remaining(seconds: float) -> str:

@@ -7,6 +7,7 @@ role agree. Unknown keys and wrong types are errors that name the file, line and
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -29,34 +30,53 @@ class ConfigError(Exception):
     """A config problem; the message is complete (file, line, key, reason)."""
 
 
-# --- value converters: each takes the TOML value and returns the typed value or raises
-# ValueError with the reason. --------------------------------------------------------
+class SettingError(ValueError):
+    """A bad value for the key ``key``; ``reason`` says why (config adds file:line)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+# --- value converters: each takes the TOML value (or its own output again) and returns
+# the typed value or raises ValueError with the reason. ---------------------------------
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_DURATION_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from 90, 1.5, "90s", "5m", "1h30m", "7d", "2w"."""
-    if isinstance(value, bool):
-        raise ValueError('expected a duration like 3600 or "1h"')
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("duration must not be negative")
-        return float(value)
+def parse_duration(value: Any, *, positive: bool = False) -> float:
+    """Seconds from 90, 1.5, "90", "90s", "5m", "1h30m", "1H", "7d", "2w" (spaces ignored).
+
+    The one duration syntax, in the config file and on every command line. Negative,
+    infinite and NaN values are refused, and 0 too when ``positive``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f'expected a duration like 3600 or "1h", got {value!r}')
     if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if text.isdigit():
-            return float(text)
-        pos, total = 0, 0.0
-        for m in _DURATION_RE.finditer(text):
-            if m.start() != pos:
-                break
-            total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-            pos = m.end()
-        if text and pos == len(text):
-            return total
-    raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '90s', '5m', '1h', '7d')")
+        text = value.strip().replace(" ", "").lower()
+        if _DURATION_NUMBER.match(text):
+            seconds = float(text)
+        else:
+            pos, seconds = 0, 0.0
+            for m in _DURATION_PART.finditer(text):
+                if m.start() != pos:
+                    break
+                seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+                pos = m.end()
+            if not text or pos != len(text):
+                raise ValueError(
+                    f"not a duration: {value!r} (use seconds or e.g. '90s', '5m', '1h', '7d')"
+                )
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"duration must not be negative or infinite: {value!r}")
+    if positive and seconds == 0:
+        raise ValueError(f"duration must be positive: {value!r}")
+    return seconds
 
 
 def _str(value: Any) -> str:
@@ -78,14 +98,14 @@ def _int(value: Any) -> int:
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"expected a number, got {value!r}")
     return float(value)
 
 
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     def convert(value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {type(value).__name__}")
         out = []
         for i, v in enumerate(value):
@@ -105,6 +125,23 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
         return value
 
     return convert
+
+
+def _matching(pattern: str, reason: str) -> Callable[[Any], str]:
+    """A converter for strings that match ``pattern`` whole; ``reason.format(value)``
+    says what else is expected."""
+    fits = re.compile(pattern + r"\Z").match
+
+    def convert(value: Any) -> str:
+        if not fits(_str(value)):
+            raise ValueError(reason.format(value))
+        return value
+
+    return convert
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
 
 
 def parse_address(value: Any) -> str:
@@ -137,26 +174,8 @@ def parse_rule_pattern(value: Any) -> str:
     return text
 
 
-def _log_rate(value: Any) -> str:
-    text = _str(value)
-    if not re.fullmatch(r"\d+/(second|minute|hour|day)", text):
-        raise ValueError(f'expected a rate like "6/minute", got {value!r}')
-    return text
-
-
-def _chain_name(value: Any) -> str:
-    text = _str(value)
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,27}", text):
-        raise ValueError(f"not a usable chain/set/table name: {value!r}")
-    return text
-
-
-def _hook(value: Any) -> str:
-    return _choice("INPUT", "FORWARD")(value)
-
-
 def _duration_pair(value: Any) -> tuple[float, float]:
-    if not isinstance(value, list) or len(value) != 2:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError("expected [MIN, MAX] durations")
     lo, hi = parse_duration(value[0]), parse_duration(value[1])
     if lo > hi:
@@ -164,140 +183,39 @@ def _duration_pair(value: Any) -> tuple[float, float]:
     return (lo, hi)
 
 
-# --- sections --------------------------------------------------------------------------
+# The firewall backends, each a module of banpipe.firewall (banpipe.firewall.make_backend).
+BACKENDS = ("iptables", "ipset", "nftables", "null")
+# iptables filter-table built-in chains we may hook, and their nftables hook names.
+HOOKS = {"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output"}
+
+_name = _matching(r"[A-Za-z][A-Za-z0-9_-]{0,27}", "not a usable chain/set/table name: {!r}")
+_nats_url_text = _matching(
+    r"(nats|tls)://[^\s/]+", "expected a URL like nats://host:4222 or tls://host:4222, got {!r}"
+)
+# One NATS subject token and durable name: no dots, spaces or wildcards.
+_token = _matching(
+    r"[A-Za-z0-9_-]{1,64}", "expected letters, digits, '_' or '-' (at most 64), got {!r}"
+)
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
-    """Who "we" are: never banned; with require_ours, only alerts against us count."""
-
-    wan: tuple[str, ...] = ()
-    wan_state: str = "/run/banpipe/wan.json"
-    networks: tuple[str, ...] = ()
-    gateways: tuple[str, ...] = ()
+def _chain(value: Any) -> str:
+    text = _name(value)
+    if text in HOOKS or text in ("PREROUTING", "POSTROUTING"):
+        raise ValueError(f"{text!r} is a built-in chain")
+    return text
 
 
-@dataclass(frozen=True)
-class FilterConfig:
-    whitelist: tuple[str, ...] = ()
-    whitelist_files: tuple[str, ...] = ()
-    ignore: tuple[str, ...] = ()
-    priorities: tuple[int, ...] = ()  # empty: every priority
-    no_priority: str = "skip"
-    reverse_markers: tuple[str, ...] = ("BLOCKED DESTINATION",)
-    require_ours: bool = True
-    flow_window: float = 0.0  # drop repeat bans of one flow_id within this; 0: off
-
-
-@dataclass(frozen=True)
-class BanConfig:
-    base: float = 3600.0
-    extend: tuple[float, float] = (300.0, 1800.0)
-    max: float = 7 * 86400.0
-    recidive_window: float = 30 * 86400.0
-    recidive_factor: float = 2.0
-    retention: float = 30 * 86400.0
-    on_stop: str = "remove"
-    spoof_max: int = 500
-    spoof_window: float = 10.0
-
-    @property
-    def extend_min(self) -> float:
-        return self.extend[0]
-
-    @property
-    def extend_max(self) -> float:
-        return self.extend[1]
-
-
-@dataclass(frozen=True)
-class FirewallConfig:
-    backend: str = "iptables"
-    hooks: tuple[str, ...] = ("INPUT", "FORWARD")
-    chain: str = "BANPIPE"
-    set_v4: str = "banpipe4"
-    set_v6: str = "banpipe6"
-    table: str = "banpipe"
-    log: bool = False
-    log_prefix: str = "banpipe: "
-    log_rate: str = "6/minute"
-    conntrack_flush: bool = False
-    ipv6: bool = True
-
-    def settings(self) -> Any:
-        """The backend-facing settings (banpipe.firewall.FirewallSettings)."""
-        from dataclasses import fields as dataclass_fields
-
-        from banpipe.firewall import FirewallSettings
-
-        names = [f.name for f in dataclass_fields(FirewallSettings)]
-        return FirewallSettings(**{name: getattr(self, name) for name in names})
-
-
-@dataclass(frozen=True)
-class BanctlConfig:
-    ledger: str = "/var/lib/banpipe/ledger.sqlite3"
-    check_interval: float = 60.0
-
-
-@dataclass(frozen=True)
-class PagesConfig:
-    """banctl apply keeps static HTML pages in ``dir`` current (None: no pages)."""
-
-    dir: str | None = None
-    interval: float = 10.0
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """Prometheus textfile for node_exporter (None: no metrics)."""
-
-    textfile: str | None = None
-    interval: float = 15.0
-
-
-@dataclass(frozen=True)
-class FasttailConfig:
-    # Syslog program tags whose messages may be alerts (banpipe.syslog.RELAY_TAGS).
-    relay_tags: tuple[str, ...] = ("snort", "suricata", "barnyard2", "sagan")
-
-
-@dataclass(frozen=True)
-class WanwatchConfig:
-    interface: str | None = None
-    exec: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class FleetConfig:
-    """banshare: share ban decisions with other gateways through NATS JetStream."""
-
-    servers: tuple[str, ...] = ()
-    name: str = ""  # this gateway in the fleet; "" = the short hostname
-    stream: str = "BANPIPE"
-    accept: tuple[str, ...] = ("automated", "manual")  # remote ban kinds applied here
-    max_duration: float = 0.0  # cap on a remote ban's duration here; 0 = no cap
-    keep: float = 30 * 86400.0  # the stream keeps decisions this long (new gateways replay)
-    replicas: int = 1  # stream replicas in a JetStream cluster (3 for a 3-node cluster)
-    credentials: str = ""  # NATS .creds file
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
+def _hooks(value: Any) -> tuple[str, ...]:
+    hooks = _list_of(_choice(*HOOKS))(value)
+    if not hooks:
+        raise ValueError("at least one hook is needed")
+    if len(set(hooks)) != len(hooks):
+        raise ValueError("a hook is listed twice")
+    return hooks
 
 
 def _nats_url(value: Any) -> str:
-    text = _str(value).strip()
-    if not re.fullmatch(r"(nats|tls)://[^\s/]+", text):
-        raise ValueError(f"expected a URL like nats://host:4222 or tls://host:4222, got {value!r}")
-    return text
-
-
-def _token(value: Any) -> str:
-    # One NATS subject token and durable name: no dots, spaces or wildcards.
-    text = _str(value)
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
-        raise ValueError(f"expected letters, digits, '_' or '-' (at most 64), got {value!r}")
-    return text
+    return _nats_url_text(_str(value).strip())
 
 
 def _gateway_name(value: Any) -> str:
@@ -311,89 +229,204 @@ def _replicas(value: Any) -> int:
     return n
 
 
+# --- sections: each key declared once, with its default and its converter ---------------
+
+
+def setting(default: Any, convert: Callable[[Any], Any]) -> Any:
+    """A section key: its default and the converter every value passes, at load time."""
+    return field(default=default, metadata={"convert": convert})
+
+
+class _Section:
+    """Converts every key on construction (so a section is valid however it is made)
+    and raises SettingError naming the key; :meth:`_check` adds rules across keys."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if type(value) is type(f.default) and value == f.default:
+                continue  # defaults are valid (and None may stand for "off")
+            try:
+                value = f.metadata["convert"](value)
+            except ValueError as exc:
+                raise SettingError(f.name, str(exc)) from None
+            object.__setattr__(self, f.name, value)
+        self._check()
+
+    def _check(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class NetworkConfig(_Section):
+    """Who "we" are: never banned; with require_ours, only alerts against us count."""
+
+    wan: tuple[str, ...] = setting((), _list_of(parse_address))
+    wan_state: str = setting("/run/banpipe/wan.json", _str)
+    networks: tuple[str, ...] = setting((), _list_of(parse_network))
+    gateways: tuple[str, ...] = setting((), _list_of(parse_address))
+
+
+@dataclass(frozen=True)
+class FilterConfig(_Section):
+    whitelist: tuple[str, ...] = setting((), _list_of(parse_network))
+    whitelist_files: tuple[str, ...] = setting((), _list_of(_str))
+    ignore: tuple[str, ...] = setting((), _list_of(parse_rule_pattern))
+    priorities: tuple[int, ...] = setting((), _list_of(_int))  # empty: every priority
+    no_priority: str = setting("skip", _choice("skip", "act"))
+    reverse_markers: tuple[str, ...] = setting(("BLOCKED DESTINATION",), _list_of(_str))
+    require_ours: bool = setting(True, _bool)
+    # drop repeat bans of one flow_id within this; 0: off
+    flow_window: float = setting(0.0, parse_duration)
+
+
+def ban_problems(
+    base: float, extend: tuple[float, float], max: float, recidive_factor: float
+) -> list[tuple[str, str]]:
+    """(key, reason) for each rule across the [ban] durations that the values break."""
+    problems = []
+    if not base > 0:
+        problems.append(("base", "must be more than 0"))
+    if not 0 <= extend[0] <= extend[1]:
+        problems.append(("extend", "need 0 <= MIN <= MAX"))
+    if max < base:
+        problems.append(("max", "must not be less than base"))
+    if not recidive_factor >= 1:
+        problems.append(("recidive_factor", "must be at least 1"))
+    return problems
+
+
+@dataclass(frozen=True)
+class BanConfig(_Section):
+    base: float = setting(3600.0, parse_duration)
+    extend: tuple[float, float] = setting((300.0, 1800.0), _duration_pair)
+    max: float = setting(7 * 86400.0, parse_duration)
+    recidive_window: float = setting(30 * 86400.0, parse_duration)
+    recidive_factor: float = setting(2.0, _number)
+    retention: float = setting(30 * 86400.0, parse_duration)
+    on_stop: str = setting("remove", _choice("remove", "keep"))
+    spoof_max: int = setting(500, _int)
+    spoof_window: float = setting(10.0, parse_duration)
+
+    def _check(self) -> None:
+        for name, reason in ban_problems(self.base, self.extend, self.max, self.recidive_factor):
+            raise SettingError(name, reason)
+
+    @property
+    def extend_min(self) -> float:
+        return self.extend[0]
+
+    @property
+    def extend_max(self) -> float:
+        return self.extend[1]
+
+
+@dataclass(frozen=True)
+class FirewallConfig(_Section):
+    """The backend and what it creates; the backends take this section as it is."""
+
+    backend: str = setting("iptables", _choice(*BACKENDS))
+    hooks: tuple[str, ...] = setting(("INPUT", "FORWARD"), _hooks)
+    chain: str = setting("BANPIPE", _chain)
+    set_v4: str = setting("banpipe4", _name)
+    set_v6: str = setting("banpipe6", _name)
+    table: str = setting("banpipe", _name)
+    log: bool = setting(False, _bool)
+    # iptables limits LOG prefixes to 29 characters; quotes, backslashes and control
+    # characters would break the restore/nft script quoting, so they are refused outright.
+    log_prefix: str = setting(
+        "banpipe: ",
+        _matching(
+            r"[A-Za-z0-9 _.:=+,/@#%-]{0,29}",
+            "expected at most 29 letters, digits, spaces or _.:=+,/@#%-, got {!r}",
+        ),
+    )
+    log_rate: str = setting(
+        "6/minute",
+        _matching(
+            r"[1-9][0-9]{0,5}/(second|minute|hour|day)", 'expected a rate like "6/minute", got {!r}'
+        ),
+    )
+    conntrack_flush: bool = setting(False, _bool)
+    ipv6: bool = setting(True, _bool)
+
+    def _check(self) -> None:
+        if self.set_v4 == self.set_v6:
+            raise SettingError("set_v6", f"must differ from set_v4 ({self.set_v4!r})")
+
+
+@dataclass(frozen=True)
+class BanctlConfig(_Section):
+    ledger: str = setting("/var/lib/banpipe/ledger.sqlite3", _str)
+    check_interval: float = setting(60.0, parse_duration)
+
+
+@dataclass(frozen=True)
+class PagesConfig(_Section):
+    """banctl apply keeps static HTML pages in ``dir`` current (None: no pages)."""
+
+    dir: str | None = setting(None, _optional(_str))
+    interval: float = setting(10.0, parse_duration)
+
+
+@dataclass(frozen=True)
+class MetricsConfig(_Section):
+    """Prometheus textfile for node_exporter (None: no metrics)."""
+
+    textfile: str | None = setting(None, _optional(_str))
+    interval: float = setting(15.0, parse_duration)
+
+
+@dataclass(frozen=True)
+class FasttailConfig(_Section):
+    # Syslog program tags whose messages may be alerts (banpipe.syslog.RELAY_TAGS).
+    relay_tags: tuple[str, ...] = setting(
+        ("snort", "suricata", "barnyard2", "sagan"), _list_of(_str)
+    )
+
+
+@dataclass(frozen=True)
+class WanwatchConfig(_Section):
+    interface: str | None = setting(None, _optional(_str))
+    exec: tuple[str, ...] = setting((), _list_of(_str))
+
+
+@dataclass(frozen=True)
+class FleetConfig(_Section):
+    """banshare: share ban decisions with other gateways through NATS JetStream."""
+
+    servers: tuple[str, ...] = setting((), _list_of(_nats_url))
+    name: str = setting("", _gateway_name)  # this gateway in the fleet; "" = the short hostname
+    stream: str = setting("BANPIPE", _token)
+    # remote ban kinds applied here
+    accept: tuple[str, ...] = setting(
+        ("automated", "manual"), _list_of(_choice("automated", "manual"))
+    )
+    max_duration: float = setting(0.0, parse_duration)  # cap on a remote ban here; 0 = no cap
+    keep: float = setting(30 * 86400.0, parse_duration)  # the stream keeps decisions this long
+    replicas: int = setting(1, _replicas)  # stream replicas in a JetStream cluster (3 for 3 nodes)
+    credentials: str = setting("", _str)  # NATS .creds file
+    tls_ca: str = setting("", _str)
+    tls_cert: str = setting("", _str)
+    tls_key: str = setting("", _str)
+
+
+SECTIONS: dict[str, type] = {
+    "network": NetworkConfig,
+    "filter": FilterConfig,
+    "ban": BanConfig,
+    "firewall": FirewallConfig,
+    "banctl": BanctlConfig,
+    "fasttail": FasttailConfig,
+    "wanwatch": WanwatchConfig,
+    "pages": PagesConfig,
+    "metrics": MetricsConfig,
+    "fleet": FleetConfig,
+}
+# Section -> (class, key -> converter), derived from the declarations above.
 SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
-    "network": (
-        NetworkConfig,
-        {
-            "wan": _list_of(parse_address),
-            "wan_state": _str,
-            "networks": _list_of(parse_network),
-            "gateways": _list_of(parse_address),
-        },
-    ),
-    "filter": (
-        FilterConfig,
-        {
-            "whitelist": _list_of(parse_network),
-            "whitelist_files": _list_of(_str),
-            "ignore": _list_of(parse_rule_pattern),
-            "priorities": _list_of(_int),
-            "no_priority": _choice("skip", "act"),
-            "reverse_markers": _list_of(_str),
-            "require_ours": _bool,
-            "flow_window": parse_duration,
-        },
-    ),
-    "ban": (
-        BanConfig,
-        {
-            "base": parse_duration,
-            "extend": _duration_pair,
-            "max": parse_duration,
-            "recidive_window": parse_duration,
-            "recidive_factor": _number,
-            "retention": parse_duration,
-            "on_stop": _choice("remove", "keep"),
-            "spoof_max": _int,
-            "spoof_window": parse_duration,
-        },
-    ),
-    "firewall": (
-        FirewallConfig,
-        {
-            "backend": _choice("iptables", "ipset", "nftables", "null"),
-            "hooks": _list_of(_hook),
-            "chain": _chain_name,
-            "set_v4": _chain_name,
-            "set_v6": _chain_name,
-            "table": _chain_name,
-            "log": _bool,
-            "log_prefix": _str,
-            "log_rate": _log_rate,
-            "conntrack_flush": _bool,
-            "ipv6": _bool,
-        },
-    ),
-    "banctl": (
-        BanctlConfig,
-        {"ledger": _str, "check_interval": parse_duration},
-    ),
-    "fasttail": (
-        FasttailConfig,
-        {"relay_tags": _list_of(_str)},
-    ),
-    "wanwatch": (
-        WanwatchConfig,
-        {"interface": _str, "exec": _list_of(_str)},
-    ),
-    "pages": (PagesConfig, {"dir": _str, "interval": parse_duration}),
-    "metrics": (MetricsConfig, {"textfile": _str, "interval": parse_duration}),
-    "fleet": (
-        FleetConfig,
-        {
-            "servers": _list_of(_nats_url),
-            "name": _gateway_name,
-            "stream": _token,
-            "accept": _list_of(_choice("automated", "manual")),
-            "max_duration": parse_duration,
-            "keep": parse_duration,
-            "replicas": _replicas,
-            "credentials": _str,
-            "tls_ca": _str,
-            "tls_cert": _str,
-            "tls_key": _str,
-        },
-    ),
+    name: (cls, {f.name: f.metadata["convert"] for f in fields(cls)})
+    for name, cls in SECTIONS.items()
 }
 
 
@@ -450,18 +483,22 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: '{section}' must be a [section] table")
         cls, keys = SCHEMA[section]
-        converted: dict[str, Any] = {}
-        for key, raw in value.items():
-            kline = lines.get((section, key))
-            kwhere = f"{name}:{kline}" if kline else name
-            if key not in keys:
-                hint = _close_match(key, keys)
-                raise ConfigError(f"{kwhere}: [{section}] unknown key '{key}'{hint}")
-            try:
-                converted[key] = keys[key](raw)
-            except ValueError as exc:
-                raise ConfigError(f"{kwhere}: [{section}] {key}: {exc}") from None
-        sections[section] = cls(**converted)
+
+        def at(k: str, section: str = section) -> str:
+            kline = lines.get((section, k))
+            return f"{name}:{kline}" if kline else name
+
+        for k in value:
+            if k not in keys:
+                hint = _close_match(k, keys)
+                raise ConfigError(f"{at(k)}: [{section}] unknown key '{k}'{hint}")
+        try:
+            sections[section] = cls(**value)
+        except SettingError as exc:
+            # A rule across keys names the key it is about; a key the file leaves out
+            # (its default) is placed at the section header.
+            place = at(exc.key) if exc.key in value else at("")
+            raise ConfigError(f"{place}: [{section}] {exc.key}: {exc.reason}") from None
     return Config(**sections, path=name)
 
 

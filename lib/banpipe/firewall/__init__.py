@@ -14,14 +14,15 @@ IPv4 or IPv6 address raises FirewallError before any command runs.
 
 from __future__ import annotations
 
+import importlib
 import logging
-import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from banpipe import address
+from banpipe.config import BACKENDS, HOOKS, FirewallConfig
 
 from .runner import (
     Call,
@@ -38,8 +39,9 @@ __all__ = [
     "Call",
     "CommandNotFound",
     "FirewallError",
-    "FirewallSettings",
+    "FirewallConfig",
     "FirewallState",
+    "HOOKS",
     "RecordingRunner",
     "Runner",
     "SubprocessRunner",
@@ -50,56 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("banpipe.firewall")
-
-BACKENDS = ("iptables", "ipset", "nftables", "null")
-
-# iptables filter-table built-in chains we may hook, and their nftables hook names.
-HOOKS = {"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output"}
-
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,27}\Z")
-_RATE = re.compile(r"[1-9][0-9]{0,5}/(second|minute|hour|day)\Z")
-# iptables limits LOG prefixes to 29 characters; quotes, backslashes and control characters
-# would break the restore/nft script quoting, so they are refused outright.
-_PREFIX = re.compile(r"[A-Za-z0-9 _.:=+,/@#%-]{0,29}\Z")
-
-
-@dataclass(frozen=True)
-class FirewallSettings:
-    """What the backends create. Invalid values raise ValueError (a config error)."""
-
-    chain: str = "BANPIPE"
-    hooks: tuple[str, ...] = ("INPUT", "FORWARD")
-    set_v4: str = "banpipe4"
-    set_v6: str = "banpipe6"
-    table: str = "banpipe"
-    log: bool = False
-    log_prefix: str = "banpipe: "
-    log_rate: str = "6/minute"
-    conntrack_flush: bool = False
-    ipv6: bool = True
-
-    def __post_init__(self) -> None:
-        # Accept a list from TOML but keep the frozen dataclass hashable.
-        object.__setattr__(self, "hooks", tuple(self.hooks))
-        for what in ("chain", "set_v4", "set_v6", "table"):
-            value = getattr(self, what)
-            if not isinstance(value, str) or not _NAME.match(value):
-                raise ValueError(f"firewall {what}: invalid name {value!r}")
-        if self.chain in HOOKS or self.chain in ("PREROUTING", "POSTROUTING"):
-            raise ValueError(f"firewall chain: {self.chain!r} is a built-in chain")
-        if self.set_v4 == self.set_v6:
-            raise ValueError("firewall set_v4 and set_v6 must differ")
-        if not self.hooks:
-            raise ValueError("firewall hooks: at least one hook is needed")
-        for hook in self.hooks:
-            if hook not in HOOKS:
-                raise ValueError(f"firewall hooks: unknown hook {hook!r} (INPUT, FORWARD, OUTPUT)")
-        if len(set(self.hooks)) != len(self.hooks):
-            raise ValueError("firewall hooks: listed twice")
-        if not isinstance(self.log_prefix, str) or not _PREFIX.match(self.log_prefix):
-            raise ValueError(f"firewall log_prefix: invalid {self.log_prefix!r}")
-        if not isinstance(self.log_rate, str) or not _RATE.match(self.log_rate):
-            raise ValueError(f"firewall log_rate: invalid {self.log_rate!r} (e.g. 6/minute)")
 
 
 @dataclass
@@ -239,32 +191,22 @@ def conntrack_sources(text: str) -> set[str]:
 
 def make_backend(
     name: str,
-    settings: FirewallSettings | None = None,
+    settings: FirewallConfig | None = None,
     runner: Runner | None = None,
     *,
     stream: TextIO | None = None,
 ) -> Backend:
-    """Return the backend called ``name`` (one of BACKENDS).
+    """Return the backend called ``name`` (one of BACKENDS: the module of that name here,
+    whose ``BACKEND`` is the class).
 
     ``runner`` defaults to a plain SubprocessRunner; ``stream`` is where the null backend
     prints (default stderr). Unknown names raise FirewallError.
     """
-    settings = settings if settings is not None else FirewallSettings()
+    if name not in BACKENDS:
+        raise FirewallError(f"unknown firewall backend {name!r} (one of {', '.join(BACKENDS)})")
+    settings = settings if settings is not None else FirewallConfig()
     runner = runner if runner is not None else SubprocessRunner()
-    if name == "iptables":
-        from .iptables import IptablesBackend
-
-        return IptablesBackend(settings, runner)
-    if name == "ipset":
-        from .ipset import IpsetBackend
-
-        return IpsetBackend(settings, runner)
-    if name == "nftables":
-        from .nftables import NftablesBackend
-
-        return NftablesBackend(settings, runner)
+    cls = importlib.import_module(f"{__name__}.{name}").BACKEND
     if name == "null":
-        from .null import NullBackend
-
-        return NullBackend(settings, runner, stream=stream if stream is not None else sys.stderr)
-    raise FirewallError(f"unknown firewall backend {name!r} (one of {', '.join(BACKENDS)})")
+        return cls(settings, runner, stream=stream if stream is not None else sys.stderr)
+    return cls(settings, runner)

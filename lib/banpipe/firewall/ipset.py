@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 from . import (
     ConntrackFlusher,
+    FirewallConfig,
     FirewallError,
-    FirewallSettings,
     FirewallState,
     Runner,
     canonical,
@@ -34,7 +34,7 @@ HASHSIZE = 65_536
 class IpsetBackend:
     name = "ipset"
 
-    def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
+    def __init__(self, settings: FirewallConfig, runner: Runner) -> None:
         self.settings = settings
         self.runner = runner
         self.xt = Xt(settings, runner)
@@ -153,3 +153,6 @@ class IpsetBackend:
         self.xt.teardown()
         existing = set(self.runner(["ipset", "list", "-n"]).stdout.split())
         self._restore([f"destroy {name}" for _, name, _ in self._sets() if name in existing])
+
+
+BACKEND = IpsetBackend

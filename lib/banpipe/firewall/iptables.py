@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from . import (
     HOOKS,
     ConntrackFlusher,
-    FirewallSettings,
+    FirewallConfig,
     FirewallState,
     Runner,
     canonical,
@@ -46,7 +46,7 @@ def short_rate(rate: str) -> str:
     return f"{n}/{_RATE_UNIT[unit]}"
 
 
-def drop_rules(match: str, settings: FirewallSettings) -> list[str]:
+def drop_rules(match: str, settings: FirewallConfig) -> list[str]:
     """The DROP rule for ``match`` (``-s ADDR/32``, ``-m set ...``), after its LOG rule
     when logging is on, spelled as ``iptables -S`` prints them."""
     rules = []
@@ -59,7 +59,7 @@ def drop_rules(match: str, settings: FirewallSettings) -> list[str]:
     return rules
 
 
-def families(settings: FirewallSettings) -> tuple[Family, ...]:
+def families(settings: FirewallConfig) -> tuple[Family, ...]:
     return (V4, V6) if settings.ipv6 else (V4,)
 
 
@@ -90,7 +90,7 @@ def _targets(spec: str, chain: str) -> bool:
 class Xt:
     """iptables/ip6tables plumbing: our chain, the hook jumps, restore and teardown."""
 
-    def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
+    def __init__(self, settings: FirewallConfig, runner: Runner) -> None:
         self.settings = settings
         self.runner = runner
         self.chain = settings.chain
@@ -201,7 +201,7 @@ def parse_entries(specs: Iterable[str]) -> Entries:
 class IptablesBackend:
     name = "iptables"
 
-    def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
+    def __init__(self, settings: FirewallConfig, runner: Runner) -> None:
         self.settings = settings
         self.runner = runner
         self.xt = Xt(settings, runner)
@@ -281,3 +281,6 @@ class IptablesBackend:
     def close(self, teardown: bool = True) -> None:
         if teardown:
             self.xt.teardown()
+
+
+BACKEND = IptablesBackend

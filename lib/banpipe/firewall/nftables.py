@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from . import (
     HOOKS,
     ConntrackFlusher,
+    FirewallConfig,
     FirewallError,
-    FirewallSettings,
     FirewallState,
     Runner,
     canonical,
@@ -36,7 +36,7 @@ BULK_RELEASE = 1000  # addresses: above this, release rebuilds the set instead
 class NftablesBackend:
     name = "nftables"
 
-    def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
+    def __init__(self, settings: FirewallConfig, runner: Runner) -> None:
         self.settings = settings
         self.runner = runner
         self.table = f"inet {settings.table}"
@@ -225,3 +225,6 @@ def _rule_text(rule: dict) -> str:
         else:
             parts.append("?")
     return " ".join(parts)
+
+
+BACKEND = NftablesBackend

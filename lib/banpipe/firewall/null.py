@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from . import FirewallSettings, FirewallState, Runner, validate_addresses
+from . import FirewallConfig, FirewallState, Runner, validate_addresses
 
 
 class NullBackend:
@@ -18,7 +18,7 @@ class NullBackend:
 
     def __init__(
         self,
-        settings: FirewallSettings,
+        settings: FirewallConfig,
         runner: Runner | None = None,
         *,
         stream: TextIO | None = None,
@@ -63,3 +63,6 @@ class NullBackend:
             self._say(f"teardown chain {self.settings.chain}")
             self.entries.clear()
             self.ready = False
+
+
+BACKEND = NullBackend
