@@ -17,10 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from banpipe import banctl, term
+from banpipe.address import canonical
+from banpipe.daemon import Daemon
 from banpipe.firewall import FirewallError, FirewallState, RecordingRunner
 from banpipe.firewall.null import NullBackend
 from banpipe.ledger import Ledger
-from banpipe.protect import canonical
 
 NOW = 1_800_000_000.0
 BIN = Path(__file__).resolve().parents[1] / "bin" / "banctl"
@@ -751,42 +752,6 @@ def test_daemon_lifts_ban_when_address_becomes_our_wan(cfg, tool_env):
     assert "refusing to ban 198.51.100.77: our WAN address 198.51.100.77" in err
 
 
-# -- the fast address path agrees with protect.canonical --------------------------------------
-
-
-def _spellings(ip):
-    text = str(ip)
-    out = [text, text.upper()]
-    if ip.version == 6:
-        out.append(ip.exploded)
-        out.append(ip.exploded.upper())
-    return out
-
-
-@given(st.ip_addresses())
-def test_canonical_addr_matches_protect_for_addresses(ip):
-    for text in _spellings(ip):
-        assert banctl.canonical_addr(text) == canonical(text)
-
-
-@given(st.ip_addresses(v=4))
-def test_canonical_addr_maps_ipv4_in_ipv6(ip):
-    for text in (f"::ffff:{ip}", f"::FFFF:{ip}", f"::ffff:{int(ip) >> 16:x}:{int(ip) & 0xFFFF:x}"):
-        assert banctl.canonical_addr(text) == canonical(text) == str(ip)
-
-
-@given(st.text(max_size=45))
-def test_canonical_addr_matches_protect_for_any_text(text):
-    assert banctl.canonical_addr(text) == canonical(text)
-
-
-@pytest.mark.parametrize(
-    "text", ["1.2.3.4/32", "fe80::1%eth0", "01.2.3.4", "1.2.3", "::1.2.3.4", "1.2.3.4 ", ""]
-)
-def test_canonical_addr_edge_cases(text):
-    assert banctl.canonical_addr(text) == canonical(text)
-
-
 def test_every_command_is_documented(capsys):
     assert banctl.main(["--help"]) == 0
     text = capsys.readouterr().out
@@ -837,7 +802,7 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
     )
     fake = FakeFirewall()
     ledger = env.ledger()
-    daemon = banctl.Daemon(env, ledger, fake)
+    daemon = Daemon(env, ledger, fake)
     daemon.start()
     reader = PipeReader()
     reader.feed("".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode())

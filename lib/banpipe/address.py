@@ -28,7 +28,7 @@ import ipaddress
 import socket
 from typing import Any
 
-from banpipe.memo import TwoGen
+from banpipe.memo import Memo
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -136,7 +136,7 @@ _v6_canonical = _v6_by_libc if _libc_v6_agrees() else _by_ipaddress
 # IPv6 text -> canonical text ("" for no address): the answer depends only on the text.
 # About 200 bytes an entry.  A hot path may look up ``V6_MEMO.get(text)`` itself and
 # call canonical() on a miss (or on "").
-V6_MEMO = TwoGen(4096)
+V6_MEMO = Memo(4096)
 
 
 def _v6_miss(text: str) -> str:

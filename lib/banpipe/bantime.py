@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from banpipe.config import ban_problems, parse_duration  # noqa: F401 - banctl, until h8core
+from banpipe.config import ban_problems
 
 
 class Rng(Protocol):

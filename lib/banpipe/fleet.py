@@ -20,7 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from banpipe.banctl import canonical_addr
+from banpipe.address import canonical
 from banpipe.ledger import DECISION_KINDS, Decision
 from banpipe.pipe import VERSION, dumps, loads
 from banpipe.protect import Protection
@@ -84,7 +84,7 @@ def decode(data: bytes) -> Decision:
     if kind not in DECISION_KINDS:
         raise ValueError(f"unknown kind {str(kind)[:20]!r}")
     raw = obj.get("addr")
-    addr = canonical_addr(raw) if type(raw) is str else None
+    addr = canonical(raw)
     if addr is None:
         raise ValueError(f"not an IP address: {str(raw)[:64]!r}")
     expires = obj.get("expires")

@@ -1,41 +1,71 @@
-"""Bounded memos for hot paths.
+"""The one bounded memo of banpipe's hot paths: two generations of a dict.
 
-Moved here from parsers.py so that address.py (below parsers) can use it too: one memo
-type in one place.
+Used wherever a value is computed per distinct text or key (address judgements, rule
+ids, parser templates, canonical addresses) while the stream of keys is unbounded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 
-class TwoGen(dict):
-    """A bounded cache in two generations (the current one is the dict itself).
+_MISSING: Any = object()
 
-    When the current generation is full it becomes the old one and a new one starts; a
-    key found only in the old generation is copied into the current one.  So at most
-    ``2 * size`` entries are held, and what is still in use survives a turnover (a cache
-    that is simply cleared when full misses everything at once when the working set
-    outgrows it).  The hot path calls ``get`` (dict's own: the dict keeps its identity, so
-    a caller may hold it) and ``recall`` on a miss.  Values must not be None.
+
+class Memo(dict):
+    """A bounded memo: a young generation (the dict itself) and an old one.
+
+    When the young generation holds ``size`` entries it becomes the old one and the
+    previous old one is dropped; a key found in the old generation moves back to the
+    young one. So at most ``2 * size`` entries are held, and hot keys (the few noisy
+    scanners, the few line shapes) survive a turnover, unlike a cache that is simply
+    cleared when full and then misses everything at once (bench/README.md, alertfilter).
+
+    The hot path is dict's own ``get`` (one C call, no Python frame); only on a miss
+    does a caller call :meth:`lookup` (compute with ``make`` when the old generation
+    does not have it either) or :meth:`recall` plus :meth:`put` (when the value is made
+    elsewhere). Values may be None; ``get(key, default)`` with a sentinel tells a
+    stored None from a miss.
     """
 
-    __slots__ = ("old", "size")
+    __slots__ = ("old", "size", "make")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, make: Callable[[Any], Any] | None = None) -> None:
         super().__init__()
-        self.old: dict = {}
+        self.old: dict[Any, Any] = {}
         self.size = size
+        self.make = make
 
-    def recall(self, key: object) -> object:
-        value = self.old.get(key)
-        if value is not None:
-            self.put(key, value)
-        return value
+    def __len__(self) -> int:
+        """Entries held in both generations (the memory bound is ``2 * size``)."""
+        return dict.__len__(self) + len(self.old)
 
-    def put(self, key: object, value: object) -> None:
-        if len(self) >= self.size:
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def put(self, key: Any, value: Any) -> None:
+        """Store ``value`` in the young generation, turning it over when full."""
+        if dict.__len__(self) >= self.size:
             self.old = dict(self)
             dict.clear(self)
         self[key] = value
+
+    def recall(self, key: Any) -> Any:
+        """The old generation's value for ``key`` moved back to the young one, or None."""
+        value = self.old.pop(key, _MISSING)
+        if value is _MISSING:
+            return None
+        self.put(key, value)
+        return value
+
+    def lookup(self, key: Any, make: Callable[[Any], Any] | None = None) -> Any:
+        """The value for ``key`` after a miss of ``get``: from the old generation, else
+        computed by ``make`` (default: the one given at construction) and kept."""
+        value = self.old.pop(key, _MISSING)
+        if value is _MISSING:
+            value = (make or self.make)(key)  # type: ignore[misc]
+        self.put(key, value)
+        return value
 
     def clear(self) -> None:
         dict.clear(self)

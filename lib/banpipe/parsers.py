@@ -74,7 +74,7 @@ from datetime import date, datetime, timedelta
 
 from banpipe import address, eve, pipe, syslog
 from banpipe.alert import FORMATS
-from banpipe.memo import TwoGen
+from banpipe.memo import Memo
 
 __all__ = [
     "FORMATS",
@@ -209,7 +209,7 @@ _SURICATA = "suricata-fast"
 # middle text -> (alert template, sel, Snort port mode); see AlertParser._fast.  Few
 # distinct middles occur (hundreds in the corpus, at most 252 characters long); an entry
 # is about 1 KiB, and a longer middle than _MIDDLE_MAX is not cached (bounded memory).
-_MIDDLES = TwoGen(2048)
+_MIDDLES = Memo(2048)
 _MIDDLE_MAX = 512
 
 
