@@ -14,15 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import (
-    ConntrackFlusher,
-    FirewallConfig,
-    FirewallError,
-    FirewallState,
-    Runner,
-    canonical,
-    validate_addresses,
-)
+from banpipe.config import FirewallConfig
+
+from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
 from .iptables import V4, Family, Xt, drop_rules, families
 from .runner import finish
 

@@ -15,15 +15,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from . import (
-    HOOKS,
-    ConntrackFlusher,
-    FirewallConfig,
-    FirewallState,
-    Runner,
-    canonical,
-    validate_addresses,
-)
+from banpipe.config import HOOKS, FirewallConfig
+
+from . import ConntrackFlusher, FirewallState, Runner, canonical, validate_addresses
 
 
 @dataclass(frozen=True)

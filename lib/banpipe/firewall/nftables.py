@@ -13,16 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from . import (
-    HOOKS,
-    ConntrackFlusher,
-    FirewallConfig,
-    FirewallError,
-    FirewallState,
-    Runner,
-    canonical,
-    validate_addresses,
-)
+from banpipe.config import HOOKS, FirewallConfig
+
+from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
 from .runner import finish
 
 # Set name, element type, match protocol per family.

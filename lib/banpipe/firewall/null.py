@@ -10,7 +10,9 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from . import FirewallConfig, FirewallState, Runner, validate_addresses
+from banpipe.config import FirewallConfig
+
+from . import FirewallState, Runner, validate_addresses
 
 
 class NullBackend:
