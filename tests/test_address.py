@@ -93,7 +93,7 @@ def test_canonical_of_what_is_no_address_text(value):
 def test_libc_fast_paths_are_on():
     # glibc is as strict as the rule; elsewhere ipaddress judges (correct, slower).
     assert address.V4_PTON
-    assert address._v6_canonical is address._v6_by_libc
+    assert address.V6_LIBC
 
 
 def test_memory_stays_bounded():

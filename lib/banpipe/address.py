@@ -61,28 +61,15 @@ def _by_ipaddress(text: str) -> str:
     return "" if ip is None else str(ip)
 
 
-def _v6_by_libc(text: str) -> str:
-    """Canonical IPv6 text through inet_pton/inet_ntop; "" when no address.
+def _libc_v6_agrees() -> bool:
+    """Whether this libc's inet_ntop writes what ipaddress writes (checked once).
 
     For hex-and-colon text both accept the same addresses (1-4 hex digits a group, one
     "::" standing for at least one group) and inet_ntop compresses as ipaddress does
     (lower case, longest run of two or more zero groups, the first of equal runs).  They
     differ only in dotted forms (input with ".", or output such as "::ffff:1.2.3.4"), and
-    those, like everything inet_pton refuses, go to ipaddress.
+    those, like everything inet_pton refuses, go to ipaddress (:func:`canonical`).
     """
-    if "." in text:
-        return _by_ipaddress(text)
-    try:
-        c = _NTOP(_AF6, _PTON(_AF6, text))
-    except (OSError, ValueError):
-        return _by_ipaddress(text)
-    if "." in c:
-        return _by_ipaddress(text)
-    return c
-
-
-def _libc_v6_agrees() -> bool:
-    """Whether this libc's inet_ntop writes what ipaddress writes (checked once)."""
     samples = (
         "2001:0DB8:0000:0000:0000:0000:0000:0001",
         "0:0:1:0:0:0:0:1",
@@ -96,7 +83,7 @@ def _libc_v6_agrees() -> bool:
         "0:0:0:0:0:0:0:2",
     )
     try:
-        return all(_v6_by_libc(a) == _by_ipaddress(a) for a in samples)
+        return all(_NTOP(_AF6, _PTON(_AF6, a)) == _by_ipaddress(a) for a in samples)
     except (OSError, ValueError):
         return False
 
@@ -131,20 +118,16 @@ def _libc_v4_agrees() -> bool:
 
 # Whether inet_pton(AF_INET) alone decides IPv4 text (a hot path may call it inline).
 V4_PTON: bool = _libc_v4_agrees()
-_v6_canonical = _v6_by_libc if _libc_v6_agrees() else _by_ipaddress
+V6_LIBC: bool = _libc_v6_agrees()
 
 # IPv6 text -> canonical text ("" for no address): the answer depends only on the text.
 # About 200 bytes an entry.  A hot path may look up ``V6_MEMO.get(text)`` itself and
-# call canonical() on a miss (or on "").
+# call canonical() on a miss (or on "").  A miss recomputes rather than asks the old
+# generation: inet_pton/inet_ntop cost no more than the lookup.
 V6_MEMO = Memo(4096)
-
-
-def _v6_miss(text: str) -> str:
-    c = V6_MEMO.recall(text)
-    if c is None:
-        c = _v6_canonical(text) if len(text) <= _LONGEST else ""
-        V6_MEMO.put(text, c)
-    return c  # type: ignore[return-value]
+_v6_get = V6_MEMO.get  # the memo is a dict that keeps its identity
+_v6_size = V6_MEMO.size
+_young_len = dict.__len__
 
 
 def canonical(text: Any) -> str | None:
@@ -152,9 +135,19 @@ def canonical(text: Any) -> str | None:
     if type(text) is not str:
         return None
     if ":" in text:
-        c = V6_MEMO.get(text)
+        c = _v6_get(text)
         if c is None:
-            c = _v6_miss(text)
+            if V6_LIBC and "." not in text:
+                try:
+                    c = _NTOP(_AF6, _PTON(_AF6, text))
+                except (OSError, ValueError):
+                    c = ""
+            if not c or "." in c:  # refused by libc, or a dotted form: ipaddress judges
+                c = _by_ipaddress(text) if len(text) <= _LONGEST else ""
+            if _young_len(V6_MEMO) < _v6_size:
+                V6_MEMO[text] = c
+            else:
+                V6_MEMO.put(text, c)
         return c or None
     if V4_PTON:
         try:
