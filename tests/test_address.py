@@ -140,10 +140,10 @@ def test_parse_and_embedded_ipv4():
 
 
 def test_from_packed():
-    assert from_packed(socket.AF_INET, bytes([192, 0, 2, 1])) == "192.0.2.1"
+    assert from_packed(bytes([192, 0, 2, 1])) == "192.0.2.1"
+    assert from_packed(bytes([192, 0, 2, 1]), socket.AF_INET) == "192.0.2.1"
     mapped = ipaddress.IPv6Address("::ffff:192.0.2.1").packed
-    assert from_packed(socket.AF_INET6, mapped) == "192.0.2.1"
-    assert from_packed(socket.AF_INET6, ipaddress.IPv6Address("2001:db8::1").packed) == (
-        "2001:db8::1"
-    )
-    assert from_packed(socket.AF_INET, b"\0" * 16) is None
+    assert from_packed(mapped, socket.AF_INET6) == "192.0.2.1"
+    assert from_packed(ipaddress.IPv6Address("2001:db8::1").packed) == "2001:db8::1"
+    assert from_packed(b"\0" * 16, socket.AF_INET) is None
+    assert from_packed(b"\0" * 5) is None

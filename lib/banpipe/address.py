@@ -194,8 +194,10 @@ def embedded_ipv4(ip: IP) -> int | None:
     return None
 
 
-def from_packed(family: int, raw: bytes) -> str | None:
-    """The canonical text of a packed address (as the kernel sends it), or None."""
-    if (family == _AF4 and len(raw) == 4) or (family == _AF6 and len(raw) == 16):
-        return canonical(_NTOP(family, raw))
-    return None
+def from_packed(raw: bytes, family: int | None = None) -> str | None:
+    """The canonical text of a packed address (4 or 16 bytes, as the kernel sends it), or
+    None; ``family`` (AF_INET, AF_INET6), when given, must fit the length."""
+    fam = _AF4 if len(raw) == 4 else _AF6 if len(raw) == 16 else None
+    if fam is None or (family is not None and family != fam):
+        return None
+    return canonical(_NTOP(fam, raw))

@@ -12,6 +12,7 @@ part that touches the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -22,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from banpipe.address import from_packed as _ip
+from banpipe.address import from_packed
 
 # <linux/netlink.h>
 NLMSG_NOOP = 1
@@ -190,10 +191,10 @@ def parse_addr(payload: bytes) -> Addr | None:
     local_raw = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS))
     if local_raw is None:
         return None
-    local = _ip(family, local_raw)
+    local = from_packed(local_raw, family)
     if local is None:
         return None
-    peer = _ip(family, attrs[IFA_ADDRESS]) if IFA_ADDRESS in attrs else None
+    peer = from_packed(attrs[IFA_ADDRESS], family) if IFA_ADDRESS in attrs else None
     flags = flags8
     if len(attrs.get(IFA_FLAGS, b"")) >= 4:
         (flags,) = struct.unpack_from("=I", attrs[IFA_FLAGS])
@@ -352,6 +353,20 @@ class RouteTable:
 MAX_RCVBUF = 64 << 20
 
 
+def grow_buffer(sock: socket.socket, opt: int, nbytes: int) -> int:
+    """Ask for a send (SO_SNDBUF) or receive (SO_RCVBUF) buffer of ``nbytes``; returns
+    what the kernel granted. The *FORCE variants pass the rmem_max/wmem_max cap as root,
+    the plain option is the fallback."""
+    force = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32}[opt]  # SO_RCVBUFFORCE/SNDBUFFORCE
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, nbytes)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, nbytes)
+    # The kernel reports twice the requested size (bookkeeping overhead included).
+    return sock.getsockopt(socket.SOL_SOCKET, opt) // 2
+
+
 class NetlinkOverflow(Exception):
     """Notifications were lost (ENOBUFS or a truncated datagram): dump again.
 
@@ -396,14 +411,7 @@ class RouteSocket:
         A burst (hundreds of addresses flushed at once) must not overflow the queue;
         SO_RCVBUFFORCE passes the rmem_max cap as root, plain SO_RCVBUF otherwise.
         """
-        force = getattr(socket, "SO_RCVBUFFORCE", 33)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, force, nbytes)
-        except OSError:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
-            except OSError:
-                pass
+        grow_buffer(self.sock, socket.SO_RCVBUF, nbytes)
         return self.buffer_size()
 
     def buffer_size(self) -> int:

@@ -209,4 +209,6 @@ def make_backend(
     cls = importlib.import_module(f"{__name__}.{name}").BACKEND
     if name == "null":
         return cls(settings, runner, stream=stream if stream is not None else sys.stderr)
-    return cls(settings, runner)
+    from .nfnl import channel_for
+
+    return cls(settings, runner, channel_for(runner))
