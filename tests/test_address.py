@@ -99,7 +99,9 @@ def test_libc_fast_paths_are_on():
 def test_memory_stays_bounded():
     for n in range(3 * address.V6_MEMO.size):
         canonical(f"2001:db8::{n:x}")
+        assert canonical(f"{n}:" * 100) is None
     assert len(address.V6_MEMO) <= 2 * address.V6_MEMO.size  # both generations
+    assert max(map(len, address.V6_MEMO)) <= 45  # long garbage is not kept
 
 
 @pytest.mark.parametrize(

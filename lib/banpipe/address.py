@@ -137,13 +137,15 @@ def canonical(text: Any) -> str | None:
     if ":" in text:
         c = _v6_get(text)
         if c is None:
+            if len(text) > _LONGEST:
+                return None  # no address, and not kept: the memo holds short keys only
             if V6_LIBC and "." not in text:
                 try:
                     c = _NTOP(_AF6, _PTON(_AF6, text))
                 except (OSError, ValueError):
                     c = ""
             if not c or "." in c:  # refused by libc, or a dotted form: ipaddress judges
-                c = _by_ipaddress(text) if len(text) <= _LONGEST else ""
+                c = _by_ipaddress(text)
             if _young_len(V6_MEMO) < _v6_size:
                 V6_MEMO[text] = c
             else:
