@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from banpipe.address import packed
 from banpipe.firewall import FirewallConfig, SubprocessRunner, make_backend
 from banpipe.firewall.nfnl import (
     NFPROTO_IPV4,
@@ -19,7 +20,6 @@ from banpipe.firewall.nfnl import (
     _rule_payload,
     channel_for,
     ipset_payload,
-    packed,
     parse_answers,
     parse_rule,
     setelem_payload,

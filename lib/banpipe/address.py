@@ -196,6 +196,11 @@ def embedded_ipv4(ip: IP) -> int | None:
     return None
 
 
+def packed(addr: str) -> bytes:
+    """The 4 or 16 bytes of an address text (raises OSError for one libc refuses)."""
+    return _PTON(_AF6 if ":" in addr else _AF4, addr)
+
+
 def from_packed(raw: bytes, family: int | None = None) -> str | None:
     """The canonical text of a packed address (4 or 16 bytes, as the kernel sends it), or
     None; ``family`` (AF_INET, AF_INET6), when given, must fit the length."""

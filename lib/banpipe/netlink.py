@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
 import select
 import socket
@@ -23,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from banpipe.address import from_packed
+from banpipe.address import from_packed, packed
 
 # <linux/netlink.h>
 NLMSG_NOOP = 1
@@ -297,16 +296,16 @@ def pack_addr_payload(
 ) -> bytes:
     """An ifaddrmsg as the kernel sends it (IPv4: IFA_LOCAL + IFA_ADDRESS; IPv6:
     IFA_ADDRESS) with a 32-bit IFA_FLAGS; for tests and tools, not for requests."""
-    packed = ipaddress.ip_address(address).packed
+    local = packed(address)
     out = _IFADDRMSG.pack(family, prefixlen, flags & 0xFF, scope, index)
     if family == socket.AF_INET:
-        peer_packed = ipaddress.ip_address(peer).packed if peer else packed
-        out += pack_attr(IFA_ADDRESS, peer_packed) + pack_attr(IFA_LOCAL, packed)
+        out += pack_attr(IFA_ADDRESS, packed(peer) if peer else local)
+        out += pack_attr(IFA_LOCAL, local)
     elif peer:
-        out += pack_attr(IFA_ADDRESS, ipaddress.ip_address(peer).packed)
-        out += pack_attr(IFA_LOCAL, packed)
+        out += pack_attr(IFA_ADDRESS, packed(peer))
+        out += pack_attr(IFA_LOCAL, local)
     else:
-        out += pack_attr(IFA_ADDRESS, packed)
+        out += pack_attr(IFA_ADDRESS, local)
     if label is not None:
         out += pack_attr(IFA_LABEL, label.encode() + b"\0")
     out += pack_attr(IFA_FLAGS, struct.pack("=I", flags))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable
 
+from banpipe.address import packed
 from banpipe.config import FirewallConfig
 
 from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
@@ -29,7 +30,6 @@ from .nfnl import (
     ChannelError,
     ipset_payload,
     ipset_type,
-    packed,
 )
 from .runner import finish
 

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from banpipe.address import from_packed
+from banpipe.address import from_packed, packed
 from banpipe.config import HOOKS, FirewallConfig
 
 from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
@@ -51,7 +51,6 @@ from .nfnl import (
     XtLog,
     delrule_payload,
     nft_type,
-    packed,
     parse_rule,
     rule_filter,
     xt_rule_payload,

@@ -121,11 +121,6 @@ def _nfgen(family: int, res_id: int = 0) -> bytes:
     return _NFGENMSG.pack(family, 0, socket.htons(res_id))
 
 
-def packed(addr: str) -> bytes:
-    """The 4 or 16 bytes of a (validated, canonical) address."""
-    return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-
-
 # -- nf_tables --------------------------------------------------------------------------
 def nft_type(msg: int) -> int:
     return NFNL_SUBSYS_NFTABLES << 8 | msg

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from banpipe.address import packed
 from banpipe.config import HOOKS, FirewallConfig
 
 from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
@@ -27,7 +28,6 @@ from .nfnl import (
     Channel,
     Message,
     nft_type,
-    packed,
     setelem_payload,
 )
 from .runner import finish
