@@ -187,6 +187,7 @@ def _duration_pair(value: Any) -> tuple[float, float]:
 BACKENDS = ("iptables", "ipset", "nftables", "null")
 # iptables filter-table built-in chains we may hook, and their nftables hook names.
 HOOKS = {"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output"}
+MAX_ENTRIES = 1 << 28  # ipset's maxelem is 32 bits; 268 million is beyond any gateway
 
 _name = _matching(r"[A-Za-z][A-Za-z0-9_-]{0,27}", "not a usable chain/set/table name: {!r}")
 _nats_url_text = _matching(
@@ -218,15 +219,18 @@ def _nats_url(value: Any) -> str:
     return _nats_url_text(_str(value).strip())
 
 
+def _int_between(lo: int, hi: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        n = _int(value)
+        if not lo <= n <= hi:
+            raise ValueError(f"expected {lo:,} to {hi:,}, got {n:,}")
+        return n
+
+    return convert
+
+
 def _gateway_name(value: Any) -> str:
     return "" if value == "" else _token(value)
-
-
-def _replicas(value: Any) -> int:
-    n = _int(value)
-    if not 1 <= n <= 5:
-        raise ValueError(f"expected 1 to 5, got {n}")
-    return n
 
 
 # --- sections: each key declared once, with its default and its converter ---------------
@@ -349,6 +353,8 @@ class FirewallConfig(_Section):
     )
     conntrack_flush: bool = setting(False, _bool)
     ipv6: bool = setting(True, _bool)
+    # Entries per set (per address family): ipset's maxelem, the nftables sets' size.
+    max_entries: int = setting(1_048_576, _int_between(1, MAX_ENTRIES))
 
     def _check(self) -> None:
         if self.set_v4 == self.set_v6:
@@ -404,7 +410,9 @@ class FleetConfig(_Section):
     )
     max_duration: float = setting(0.0, parse_duration)  # cap on a remote ban here; 0 = no cap
     keep: float = setting(30 * 86400.0, parse_duration)  # the stream keeps decisions this long
-    replicas: int = setting(1, _replicas)  # stream replicas in a JetStream cluster (3 for 3 nodes)
+    replicas: int = setting(
+        1, _int_between(1, 5)
+    )  # stream replicas in a JetStream cluster (3 for 3 nodes)
     credentials: str = setting("", _str)  # NATS .creds file
     tls_ca: str = setting("", _str)
     tls_cert: str = setting("", _str)
