@@ -59,6 +59,7 @@ def test_empty_config_means_defaults():
         ("[firewall]\nhooks = []\n", "b.toml:2: [firewall] hooks: at least one hook"),
         ("[firewall]\nhooks = ['INPUT', 'INPUT']\n", "b.toml:2: [firewall] hooks: a hook is"),
         ("[firewall]\nset_v4 = 'x'\nset_v6 = 'x'\n", "b.toml:3: [firewall] set_v6: must differ"),
+        ("[firewall]\nmax_entries = 0\n", "b.toml:2: [firewall] max_entries: expected 1 to"),
         ("[ban]\nbase = 0\n", "b.toml:2: [ban] base: must be more than 0"),
         ("[ban]\nbase = '2d'\nmax = '1d'\n", "b.toml:3: [ban] max: must not be less than base"),
         ("[ban]\nmax = '1h'\nbase = '2h'\n", "b.toml:2: [ban] max: must not be less than base"),
