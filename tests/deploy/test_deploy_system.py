@@ -92,7 +92,7 @@ def gateway(deploy_work, base_rootfs):
 
 
 def alert_line(src: str, dst: str, sid: int = 2001219) -> str:
-    """A Snort 2 alert_fast line (formats.md section 1), stamped now."""
+    """A Snort 2 alert_fast line (docs/formats.md), stamped now."""
     ts = datetime.now().strftime("%m/%d-%H:%M:%S.%f")
     return (
         f"{ts}  [**] [1:{sid}:20] ET SCAN Potential SSH Scan [**] "
