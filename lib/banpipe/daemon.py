@@ -57,7 +57,14 @@ from banpipe.memo import Memo
 from banpipe.monitor import Monitor
 from banpipe.pipe import PipeError, PipeReader
 from banpipe.protect import canonical_addr
-from banpipe.reconcile import firewall_error, lift_wan_bans, reconcile, remove_automated, restore
+from banpipe.reconcile import (
+    block,
+    firewall_error,
+    lift_wan_bans,
+    reconcile,
+    remove_automated,
+    restore,
+)
 
 BATCH_MAX_BYTES = 8 << 20  # one transaction per burst, but bounded
 BATCH_MAX_LINES = 50_000
@@ -394,7 +401,7 @@ class Daemon:
                 self.recorded.urgent = False
                 self.last_pos_commit = time.monotonic()
                 if out.new_bans:
-                    self._firewall(self.fw.block, out.new_bans)
+                    self._firewall(self._block, out.new_bans)
         except (LedgerError, sqlite3.Error) as exc:
             self.stall(groups, exc)
             return False
@@ -489,7 +496,7 @@ class Daemon:
 
     def repair(self, said: str) -> None:
         with self.ledger.locked():
-            drift = reconcile(self.ledger, self.fw)
+            drift = reconcile(self.ledger, self.fw, self.env)
         self.monitor.checked(drift)
         self.own_events()
         if not drift.clean:
@@ -725,6 +732,11 @@ class Daemon:
                 return False
             if not select.select([fd], [], [], FLOOD_LINGER)[0]:
                 return False
+
+    def _block(self, addrs: list[str]) -> None:
+        """New bans into the firewall; a full set makes room (reconcile.block)."""
+        evicted = block(self.env, self.ledger, self.fw, addrs)
+        self.counts["evicted"] += len(evicted)
 
     def _firewall(self, action: Callable[[list[str]], None], addrs: list[str]) -> None:
         """A firewall change after its ledger commit. On failure the ledger already
