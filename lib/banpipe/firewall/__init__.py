@@ -275,18 +275,20 @@ def make_backend(
     """
     settings = settings if settings is not None else FirewallSettings()
     runner = runner if runner is not None else SubprocessRunner()
+    from .nfnl import channel_for
+
     if name == "iptables":
         from .iptables import IptablesBackend
 
-        return IptablesBackend(settings, runner)
+        return IptablesBackend(settings, runner, channel_for(runner))
     if name == "ipset":
         from .ipset import IpsetBackend
 
-        return IpsetBackend(settings, runner)
+        return IpsetBackend(settings, runner, channel_for(runner))
     if name == "nftables":
         from .nftables import NftablesBackend
 
-        return NftablesBackend(settings, runner)
+        return NftablesBackend(settings, runner, channel_for(runner))
     if name == "null":
         from .null import NullBackend
 
