@@ -20,7 +20,14 @@ from typing import Any
 from banpipe import cli
 from banpipe.ctlenv import Env
 from banpipe.ledger import Ledger, LedgerError
-from banpipe.reconcile import Drift, firewall_error, lift_wan_bans, reconcile, remove_automated
+from banpipe.reconcile import (
+    Drift,
+    firewall_error,
+    lift_wan_bans,
+    reconcile,
+    remove_automated,
+)
+from banpipe.reconcile import block as block_making_room
 from banpipe.reconcile import restore as restore_firewall
 
 
@@ -79,7 +86,13 @@ class Enforcer:
         self.own_events()
 
     def block(self, addrs: list[str]) -> None:
-        self.apply(self.fw.block, addrs)
+        """New bans into the firewall, after their commit (under the ledger's lock)."""
+        self.apply(self._block, addrs)
+
+    def _block(self, addrs: list[str]) -> None:
+        """A full set makes room (reconcile.block)."""
+        evicted = block_making_room(self.env, self.ledger, self.fw, addrs)
+        self.counts["evicted"] += len(evicted)
 
     def guarded(self, action: Callable[[], None]) -> None:
         """Run a periodic action; a firewall hiccup is reported and retried soon."""
@@ -124,7 +137,7 @@ class Enforcer:
 
     def repair(self, said: str) -> None:
         with self.ledger.locked():
-            drift = reconcile(self.ledger, self.fw)
+            drift = reconcile(self.ledger, self.fw, self.env)
         self.monitor.checked(drift)
         self.own_events()
         if not drift.clean:
