@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend
+from banpipe.firewall import FirewallFull, FirewallSettings, SubprocessRunner, make_backend
 from banpipe.firewall.nfnl import (
     NFPROTO_IPV4,
     NFPROTO_IPV6,
@@ -213,3 +213,24 @@ def test_iptables_bulk_block_then_release_finds_the_handles(ns):
     fw.block(many)
     fw.release(many[:10])
     assert fw.check().entries == set(many[10:])
+
+
+@pytest.mark.root
+@skip_unless_root
+@pytest.mark.parametrize("name", ["ipset", "nftables"])
+def test_max_entries_sizes_the_sets_and_a_change_keeps_the_entries(ns, name):
+    runner = SubprocessRunner(ns.prefix)
+    fw = make_backend(name, FirewallSettings(max_entries=3, ipv6=False), runner)
+    fw.init()
+    fw.block(["192.0.2.1", "192.0.2.2"])
+    with pytest.raises(FirewallFull) as full:
+        fw.block(["192.0.2.3", "192.0.2.4"])
+    assert "192.0.2.4" in full.value.addresses
+    bigger = make_backend(name, FirewallSettings(max_entries=10, ipv6=False), runner)
+    bigger.init()
+    bigger.block(["192.0.2.5", "192.0.2.6", "192.0.2.7"])
+    assert {"192.0.2.1", "192.0.2.2", "192.0.2.5"} <= bigger.check().entries
+    if name == "ipset":
+        assert "maxelem 10" in ns.run(["ipset", "list", "-t", "banpipe4"]).stdout
+    else:
+        assert "size 10" in ns.run(["nft", "list", "set", "inet", "banpipe", "v4"]).stdout

@@ -43,6 +43,7 @@ from .rotation import (
     read_copies_of_unread,
     read_rest_from_copy,
     rotated_since,
+    rotation_siblings,
     sibling_ids,
 )
 from .watch import FollowWatches
@@ -121,8 +122,8 @@ class Follower:
         # Opened when found: a rename rotation meanwhile moves names (alert.1 becomes
         # alert.2), not the files we hold.
         self.queue: list[Cursor] = []
-        # (inode, device) of every file queued: read whole, so never again as the copy
-        # of a truncated file (a copytruncate while start() looked for rotated files).
+        # (inode, device) of every file queued (read whole) and of every copytruncate
+        # copy read: never read again, as a copy or as a file rotated before we looked.
         self.queued: set[tuple[int, int]] = set()
         # Positional output: ``mark(position)`` goes into the output stream after the
         # alerts it covers, whenever the committed position moved (see mark()).
@@ -192,21 +193,8 @@ class Follower:
                 self._seek(oc, saved)
                 self.cur = oc
                 self.next = cur
-                readable, compressed = rotated_since(self.path, old)
-                if cur is not None:
-                    readable = [p for p in readable if not _same_file(p, cur)]
                 self.queue = []
-                for p in readable:
-                    try:
-                        qc = self._open(p, p)
-                    except OSError as exc:
-                        self.note(f"{p}: {exc.strerror or exc}; not read")
-                        continue
-                    self.queue.append(qc)
-                    self.queued.add((qc.ino, qc.dev))
-                    self.note(f"{p}: rotated while nobody was reading; reading it too")
-                for p in compressed:
-                    self.note(f"{p}: rotated while nobody was reading, but compressed: not read")
+                self._queue_rotated_after(old, cur, "while nobody was reading")
                 return
         for p in compressed_siblings(self.path):
             self.note(f"{p}: compressed rotation, may hold the saved position: not read")
@@ -218,6 +206,31 @@ class Follower:
                 why = "replaced since the saved position and the old file was not found"
             self.note(f"{self.path}: {why}; reading from the start")
         self.cur = cur
+
+    def _queue_rotated_after(self, old: str, name_file: Cursor | None, when: str) -> None:
+        """Queue, oldest first, the rotated copies written after ``old`` (our file's
+        name now) that are not the name's file: files that came and went by rotation
+        before we got to them."""
+        readable, compressed = rotated_since(self.path, old)
+        for p in readable:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if (st.st_ino, st.st_dev) in self.queued or (
+                name_file is not None and (st.st_ino, st.st_dev) == (name_file.ino, name_file.dev)
+            ):
+                continue
+            try:
+                qc = self._open(p, p)
+            except OSError as exc:
+                self.note(f"{p}: {exc.strerror or exc}; not read")
+                continue
+            self.queue.append(qc)
+            self.queued.add((qc.ino, qc.dev))
+            self.note(f"{p}: rotated {when}; reading it too")
+        for p in compressed:
+            self.note(f"{p}: rotated {when}, but compressed: not read")
 
     def _seek(self, cur: Cursor, pos: Position) -> None:
         cur.read_pos = cur.block_pos = pos.offset
@@ -265,7 +278,9 @@ class Follower:
 
     def _rest_from_copy(self, cur: Cursor) -> None:
         """copytruncate: read what we had not read yet from the copy (banpipe.rotation)."""
-        read_rest_from_copy(self.path, cur, self.queued, self._emitter(cur), self.note)
+        read_rest_from_copy(
+            self.path, cur, self.queued, self._emitter(cur), self.note, read=self.queued
+        )
 
     def _copied_before_read(self, cur: Cursor) -> bool:
         """copytruncate of a file opened empty, before its first read (banpipe.rotation)."""
@@ -280,6 +295,7 @@ class Follower:
             self._emitter(cur),
             self.note,
             self.new_parser,
+            read=self.queued,
         )
 
     def _finish(self, cur: Cursor) -> None:
@@ -322,6 +338,10 @@ class Follower:
             self._next_in_queue()
             return self.step(once=once)
         nxt = self._next_at_name(st)
+        if self.queue:  # files rotated away before we looked: read them first
+            self._finish(cur)
+            self._next_in_queue()
+            return self.step(once=once)
         if nxt is None:
             if once:
                 self._finish(cur)
@@ -354,7 +374,21 @@ class Follower:
             return None
         self.next = nxt
         self._watch()
+        # Several rotations between two of our looks leave files that were at the name
+        # only meanwhile (soak, bench/README.md): they come after ours, before this one.
+        old = self._rotated_name_of(self.cur)
+        if old is not None:
+            self._queue_rotated_after(old, nxt, "before it was read")
         return nxt
+
+    def _rotated_name_of(self, cur: Cursor | None) -> str | None:
+        """The rotated copy's name our file has now, if it has one."""
+        if cur is None:
+            return None
+        for p in rotation_siblings(self.path):
+            if _same_file(p, cur):
+                return p
+        return None
 
     def _switch(self, nxt: Cursor) -> None:
         old = self.cur

@@ -39,8 +39,8 @@ from .nfnl import (
 )
 from .runner import finish
 
-MAXELEM = 1_048_576
-# Start big enough that a 100,000-address restore does not spend its time rehashing.
+# Start big enough that a 100,000-address restore does not spend its time rehashing
+# (smaller when max_entries is smaller). maxelem is [firewall] max_entries.
 HASHSIZE = 65_536
 BATCH = 50_000  # messages per datagram on the netlink channel (about 3 MB)
 
@@ -67,11 +67,34 @@ class IpsetBackend:
         """Our chain's exact contents for one family, spelled as ``iptables -S`` prints."""
         return drop_rules(f"-m set --match-set {self._set(fam)} src", self.settings)
 
+    def _create(self, name: str, family: str) -> str:
+        n = self.settings.max_entries
+        hashsize = min(HASHSIZE, max(64, 1 << (n - 1).bit_length()))
+        return f"{name} hash:ip family {family} hashsize {hashsize} maxelem {n}"
+
     def _creates(self) -> list[str]:
-        return [
-            f"create -exist {name} hash:ip family {family} hashsize {HASHSIZE} maxelem {MAXELEM}"
-            for _, name, family in self._sets()
-        ]
+        return [f"create -exist {self._create(name, family)}" for _, name, family in self._sets()]
+
+    def _resize(self) -> None:
+        """A set made under another max_entries: ipset cannot change maxelem in place,
+        so a new set is filled with the members and swapped in (rules referencing the
+        set keep working: swap exchanges the contents under the names)."""
+        for _, name, family in self._sets():
+            members, problems = self._members(name, family)
+            if members is None or problems:
+                raise FirewallError(f"ipset: {name} cannot be resized: {'; '.join(problems)}")
+            tmp = f"{name[:26]}-new"
+            keep = sorted(members)[: self.settings.max_entries]
+            self._restore(
+                [
+                    f"create -exist {tmp} hash:ip family {family}",
+                    f"destroy {tmp}",
+                    f"create {self._create(tmp, family)}",
+                    *(f"add {tmp} {a}" for a in keep),
+                    f"swap {tmp} {name}",
+                    f"destroy {tmp}",
+                ]
+            )
 
     def _restore(self, lines: list[str]) -> None:
         if lines:
@@ -109,7 +132,12 @@ class IpsetBackend:
         return members, problems
 
     def init(self) -> None:
-        self._restore(self._creates())
+        try:
+            self._restore(self._creates())
+        except FirewallError as exc:
+            if "already exists" not in str(exc):
+                raise
+            self._resize()
         for fam in families(self.settings):
             lines = self.xt.structure_lines(self.xt.list_table(fam), self.chain_rules(fam))
             if lines:

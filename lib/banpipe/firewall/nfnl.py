@@ -43,7 +43,7 @@ from banpipe.netlink import (
     raw_messages,
 )
 
-from .runner import FirewallError
+from .runner import FirewallError, FirewallFull
 
 # <linux/netlink.h>
 NETLINK_NETFILTER = 12
@@ -96,7 +96,7 @@ IPSET_ERRORS = {
     4103: "element already exists",  # IPSET_ERR_EXIST (only with NLM_F_EXCL)
     4104: "invalid CIDR",
     4107: "timeout given but the set has none",
-    4352: "set is full (maxelem reached)",  # IPSET_ERR_HASH_FULL
+    4352: "set is full (max_entries reached)",  # IPSET_ERR_HASH_FULL
     4353: "invalid element",
 }
 
@@ -435,6 +435,17 @@ class ChannelError(FirewallError):
         self.addresses = list(addresses)
 
 
+class SetFull(ChannelError, FirewallFull):
+    """The set is at its size (nf_tables: ENFILE; ipset: IPSET_ERR_HASH_FULL)."""
+
+
+FULL = (errno.ENFILE, 4352)
+
+
+def _refused(message: str, code: int, addresses: Sequence[str]) -> ChannelError:
+    return (SetFull if code in FULL else ChannelError)(message, code, addresses)
+
+
 @dataclass(frozen=True)
 class Message:
     """One request: netlink type, payload, extra flags, what it is about (for errors)."""
@@ -629,7 +640,7 @@ class Channel:
                 else:
                     reasons.append(f"{m.where if m else 'batch'}: {what}")
             more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
-            raise ChannelError("; ".join(reasons[:3]) + more, errors[0].error, failed)
+            raise _refused("; ".join(reasons[:3]) + more, errors[0].error, failed)
         return others
 
     def each(self, mtype: int, items: Sequence[tuple[bytes, str]], where: str) -> None:
@@ -656,7 +667,7 @@ class Channel:
             shown = ", ".join(failed[:3]) + (
                 f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
             )
-            raise ChannelError(f"{where}: {shown}: {what}", errors[0].error, failed)
+            raise _refused(f"{where}: {shown}: {what}", errors[0].error, failed)
 
     def dump(self, mtype: int, payload: bytes) -> list[bytes]:
         """The payloads of a dump request's answers."""

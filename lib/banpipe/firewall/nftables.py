@@ -85,7 +85,11 @@ class NftablesBackend:
     def init(self) -> None:
         t = self.table
         lines = [f"add table {t}"]
-        lines += [f"add set {t} {name} {{ type {typ}; }}" for name, typ, _ in self._families()]
+        # `add set` of an existing set with another size changes the size (kernel 6.x),
+        # keeping the elements.
+        size = self.settings.max_entries
+        for name, typ, _ in self._families():
+            lines.append(f"add set {t} {name} {{ type {typ}; size {size}; }}")
         for hook in HOOKS.values():
             lines += [f"add chain {t} {hook} {self._chain_spec(hook)}", f"flush chain {t} {hook}"]
             if hook in (HOOKS[h] for h in self.settings.hooks):
