@@ -1,7 +1,7 @@
 """Tests for banpipe.parsers: sample files with expected output, then focused cases.
 
 Each tests/samples/NAME.txt is a hand-written input (documentation addresses, variants from
-../shared/formats.md incl. the *(source)* ones no real file shows); NAME.json holds the
+docs/formats.md incl. the "source only" ones no real file shows); NAME.json holds the
 expected alerts, in order, and the expected errors as [lineno, reason].
 """
 

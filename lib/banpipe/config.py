@@ -385,7 +385,7 @@ class MetricsConfig(_Section):
 
 @dataclass(frozen=True)
 class FasttailConfig(_Section):
-    # Syslog program tags whose messages may be alerts (banpipe.syslog.RELAY_TAGS).
+    # Syslog program tags whose messages may be alerts (banpipe.parsers.syslog.RELAY_TAGS).
     relay_tags: tuple[str, ...] = setting(
         ("snort", "suricata", "barnyard2", "sagan"), _list_of(_str)
     )
