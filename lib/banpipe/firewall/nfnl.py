@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import ipaddress
 import logging
 import os
 import socket
@@ -73,7 +74,7 @@ NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
 
 # <linux/netfilter/nf_tables.h>
 NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 6, 7, 8
-NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM = 12, 13, 14
 NFT_MSG_GETGEN = 16
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
@@ -88,7 +89,9 @@ NFTA_GEN_ID = 1
 # <linux/netfilter/ipset/ip_set.h>
 IPSET_PROTOCOL = 7
 IPSET_CMD_ADD, IPSET_CMD_DEL, IPSET_CMD_TEST = 9, 10, 11
-IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_DATA = 1, 2, 7
+IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_DATA, IPSET_ATTR_ADT = 1, 2, 7, 8
+IPSET_CMD_LIST = 7
+IPSET_ATTR_TYPENAME, IPSET_ATTR_FAMILY = 3, 5
 IPSET_ATTR_IP, IPSET_ATTR_CIDR = 1, 3
 IPSET_ATTR_IPADDR_IPV4, IPSET_ATTR_IPADDR_IPV6 = 1, 2
 # ipset's own error numbers (the kernel returns them negated, like errnos).
@@ -359,6 +362,71 @@ def _list(data: bytes) -> Iterator[bytes]:
         offset += (length + 3) & ~3
 
 
+def setelem_filter(family: int, table: str, setname: str) -> bytes:
+    """GETSETELEM dump payload: the elements of one set."""
+    return (
+        _nfgen(family)
+        + _str(NFTA_SET_ELEM_LIST_TABLE, table)
+        + _str(NFTA_SET_ELEM_LIST_SET, setname)
+    )
+
+
+def element_keys(bodies: Iterable[bytes], list_attr: int, key_path: tuple[int, ...]) -> list[bytes]:
+    """The keys in dumped set messages: ``list_attr`` is the attribute holding the
+    elements (nf_tables NFTA_SET_ELEM_LIST_ELEMENTS, ipset IPSET_ATTR_ADT), each element
+    a nested attribute in which ``key_path`` leads to the key's bytes.
+
+    A million elements: the common layout (the key path first in each element) is read
+    at fixed offsets, anything else through parse_attrs.
+    """
+    out: list[bytes] = []
+    unpack = struct.unpack_from
+    for body in bodies:
+        blob = parse_attrs(body, _NFGENMSG.size).get(list_attr)
+        if not blob:
+            continue
+        off, end = 0, len(blob)
+        while off + 4 <= end:
+            length = unpack("=H", blob, off)[0]
+            if length < 4 or off + length > end:
+                break
+            elem = off + 4
+            ok = True
+            pos = elem
+            last_len = 4
+            for kind in key_path:
+                alen, akind = unpack("=HH", blob, pos)
+                if akind & 0x3FFF != kind:
+                    ok = False
+                    break
+                last_len = alen
+                pos += 4
+            if ok:
+                out.append(blob[pos : pos + last_len - 4])
+            else:
+                attrs = parse_attrs(blob[elem : off + length])
+                for kind in key_path:
+                    raw = attrs.get(kind)
+                    if raw is None:
+                        break
+                    attrs = parse_attrs(raw) if kind != key_path[-1] else {kind: raw}
+                else:
+                    out.append(attrs[key_path[-1]])
+            off += (length + 3) & ~3
+    return out
+
+
+def key_text(key: bytes) -> str | None:
+    """A set key as the canonical address text (None: not 4 or 16 bytes)."""
+    if len(key) == 4:
+        return socket.inet_ntop(socket.AF_INET, key)
+    if len(key) == 16:
+        text = socket.inet_ntop(socket.AF_INET6, key)
+        # Dotted forms (::ffff:1.2.3.4) are spelled differently by libc and Python.
+        return str(ipaddress.IPv6Address(key)) if "." in text else text
+    return None
+
+
 # -- ipset ------------------------------------------------------------------------------
 def ipset_payload(setname: str, key: bytes, cidr: int | None = None) -> bytes:
     """IPSET_CMD_ADD/DEL payload for one address (or network with ``cidr``)."""
@@ -383,6 +451,25 @@ def _ipset_head(setname: str, keylen: int, cidr: int | None) -> bytes:
         + struct.pack("=HH", ip_len, IPSET_ATTR_IP | NLA_F_NESTED)
         + struct.pack("=HH", 4 + keylen, kind)
     )
+
+
+def ipset_list_payload(setname: str) -> bytes:
+    """IPSET_CMD_LIST (dump) payload for one set."""
+    return (
+        _nfgen(socket.AF_INET)
+        + pack_attr(IPSET_ATTR_PROTOCOL, bytes([IPSET_PROTOCOL]))
+        + _str(IPSET_ATTR_SETNAME, setname)
+    )
+
+
+def ipset_header(bodies: Sequence[bytes]) -> tuple[str, int]:
+    """(type name, NFPROTO family) of a dumped set."""
+    for body in bodies:
+        attrs = parse_attrs(body, _NFGENMSG.size)
+        if IPSET_ATTR_TYPENAME in attrs:
+            family = attrs.get(IPSET_ATTR_FAMILY, b"\0")[0]
+            return attrs[IPSET_ATTR_TYPENAME].split(b"\0", 1)[0].decode(), family
+    return "", 0
 
 
 def ipset_type(cmd: int) -> int:
