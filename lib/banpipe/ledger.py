@@ -496,9 +496,12 @@ class Ledger:
         the expiry index and the permanent ones from the (active, addr) index, so
         nothing is sorted before the first row (a million bans: the whole ORDER BY
         took 2 s before a row came out)."""
+        # The planner picks offenders_active and sorts everything (0.45 s at 100,000
+        # bans before the first row); offenders_due is already in (expires, addr) order.
         parts = [
+            "INDEXED BY offenders_due "
             "WHERE active = 1 AND expires IS NOT NULL ORDER BY expires, addr",
-            "WHERE active = 1 AND expires IS NULL ORDER BY addr",
+            "INDEXED BY offenders_active WHERE active = 1 AND expires IS NULL ORDER BY addr",
         ]
         if not active_only:
             parts.append("WHERE active = 0 ORDER BY expires IS NULL, expires, addr")
