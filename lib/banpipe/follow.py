@@ -12,7 +12,7 @@ Three layers, each usable alone, each in its module:
     reading; banpipe.rotation holds the one rule for which names are rotated copies.
 
 ``Follower`` (here)
-    The loop: inotify (pyinotify, through banpipe.watch.InotifyWatcher) on the directory
+    The loop: inotify (pyinotify, through banpipe.watch.FollowWatches) on the directory
     for the name and on the open file itself; follows by name across rename rotation (the
     old file is drained to its end, and kept until the new file has data or the old one
     has been quiet for ``switch_after`` seconds), copytruncate (size or fingerprint shows
@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-
-import pyinotify
 
 from .cursor import Cursor, Parser
 from .positions import Position, bytes_before, count_lines, matches, place, start_of_last_line
@@ -46,20 +43,10 @@ from .rotation import (
     read_copies_of_unread,
     read_rest_from_copy,
     rotated_since,
+    rotation_siblings,
     sibling_ids,
 )
-from .watch import InotifyWatcher
-
-DIR_EVENTS = (
-    pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
-)
-FILE_EVENTS = (
-    pyinotify.IN_MODIFY | pyinotify.IN_MOVE_SELF | pyinotify.IN_DELETE_SELF | pyinotify.IN_ATTRIB
-)
-
-# pyinotify's logger is silenced in banpipe.watch: it logs an ERROR when a watched file
-# moves out of a watched directory (we watch open files through /proc/self/fd/N, whose
-# "directory" is never watched). Expected here.
+from .watch import FollowWatches
 
 
 def _same_file(path: str, cur: Cursor) -> bool:
@@ -129,17 +116,14 @@ class Follower:
         self.next: Cursor | None = None  # a new file at the name, read once cur is done
         self.saved: Position | None = None
         self.last_save = clock()
-        self.watcher: InotifyWatcher | None = None
-        self.dir_wd: int | None = None
-        self.cur_wd: int | None = None
-        self.next_wd: int | None = None
+        self.watches: FollowWatches | None = None  # while run() runs
         self.said_unreadable: set[str] = set()
         # Rotated files written after the one being read, read before the name's file.
         # Opened when found: a rename rotation meanwhile moves names (alert.1 becomes
         # alert.2), not the files we hold.
         self.queue: list[Cursor] = []
-        # (inode, device) of every file queued: read whole, so never again as the copy
-        # of a truncated file (a copytruncate while start() looked for rotated files).
+        # (inode, device) of every file queued (read whole) and of every copytruncate
+        # copy read: never read again, as a copy or as a file rotated before we looked.
         self.queued: set[tuple[int, int]] = set()
         # Positional output: ``mark(position)`` goes into the output stream after the
         # alerts it covers, whenever the committed position moved (see mark()).
@@ -209,21 +193,8 @@ class Follower:
                 self._seek(oc, saved)
                 self.cur = oc
                 self.next = cur
-                readable, compressed = rotated_since(self.path, old)
-                if cur is not None:
-                    readable = [p for p in readable if not _same_file(p, cur)]
                 self.queue = []
-                for p in readable:
-                    try:
-                        qc = self._open(p, p)
-                    except OSError as exc:
-                        self.note(f"{p}: {exc.strerror or exc}; not read")
-                        continue
-                    self.queue.append(qc)
-                    self.queued.add((qc.ino, qc.dev))
-                    self.note(f"{p}: rotated while nobody was reading; reading it too")
-                for p in compressed:
-                    self.note(f"{p}: rotated while nobody was reading, but compressed: not read")
+                self._queue_rotated_after(old, cur, "while nobody was reading")
                 return
         for p in compressed_siblings(self.path):
             self.note(f"{p}: compressed rotation, may hold the saved position: not read")
@@ -235,6 +206,31 @@ class Follower:
                 why = "replaced since the saved position and the old file was not found"
             self.note(f"{self.path}: {why}; reading from the start")
         self.cur = cur
+
+    def _queue_rotated_after(self, old: str, name_file: Cursor | None, when: str) -> None:
+        """Queue, oldest first, the rotated copies written after ``old`` (our file's
+        name now) that are not the name's file: files that came and went by rotation
+        before we got to them."""
+        readable, compressed = rotated_since(self.path, old)
+        for p in readable:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if (st.st_ino, st.st_dev) in self.queued or (
+                name_file is not None and (st.st_ino, st.st_dev) == (name_file.ino, name_file.dev)
+            ):
+                continue
+            try:
+                qc = self._open(p, p)
+            except OSError as exc:
+                self.note(f"{p}: {exc.strerror or exc}; not read")
+                continue
+            self.queue.append(qc)
+            self.queued.add((qc.ino, qc.dev))
+            self.note(f"{p}: rotated {when}; reading it too")
+        for p in compressed:
+            self.note(f"{p}: rotated {when}, but compressed: not read")
 
     def _seek(self, cur: Cursor, pos: Position) -> None:
         cur.read_pos = cur.block_pos = pos.offset
@@ -282,7 +278,9 @@ class Follower:
 
     def _rest_from_copy(self, cur: Cursor) -> None:
         """copytruncate: read what we had not read yet from the copy (banpipe.rotation)."""
-        read_rest_from_copy(self.path, cur, self.queued, self._emitter(cur), self.note)
+        read_rest_from_copy(
+            self.path, cur, self.queued, self._emitter(cur), self.note, read=self.queued
+        )
 
     def _copied_before_read(self, cur: Cursor) -> bool:
         """copytruncate of a file opened empty, before its first read (banpipe.rotation)."""
@@ -297,6 +295,7 @@ class Follower:
             self._emitter(cur),
             self.note,
             self.new_parser,
+            read=self.queued,
         )
 
     def _finish(self, cur: Cursor) -> None:
@@ -324,7 +323,7 @@ class Follower:
             except OSError as exc:
                 self._unreadable(self.path, exc)
                 return True
-            self._watch_cur()
+            self._watch()
         same = st is not None and (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
         if same:
             if self.next is not None:
@@ -339,6 +338,10 @@ class Follower:
             self._next_in_queue()
             return self.step(once=once)
         nxt = self._next_at_name(st)
+        if self.queue:  # files rotated away before we looked: read them first
+            self._finish(cur)
+            self._next_in_queue()
+            return self.step(once=once)
         if nxt is None:
             if once:
                 self._finish(cur)
@@ -370,14 +373,27 @@ class Follower:
             self._unreadable(self.path, exc)
             return None
         self.next = nxt
-        self.next_wd = self._watch_fd(nxt)
+        self._watch()
+        # Several rotations between two of our looks leave files that were at the name
+        # only meanwhile (soak, bench/README.md): they come after ours, before this one.
+        old = self._rotated_name_of(self.cur)
+        if old is not None:
+            self._queue_rotated_after(old, nxt, "before it was read")
         return nxt
+
+    def _rotated_name_of(self, cur: Cursor | None) -> str | None:
+        """The rotated copy's name our file has now, if it has one."""
+        if cur is None:
+            return None
+        for p in rotation_siblings(self.path):
+            if _same_file(p, cur):
+                return p
+        return None
 
     def _switch(self, nxt: Cursor) -> None:
         old = self.cur
-        if self.cur_wd is not None and self.watcher is not None:
-            self.watcher.remove(self.cur_wd)
-        self.cur_wd, self.next_wd = self.next_wd, None
+        if self.watches is not None:
+            self.watches.promote_next()
         if old is not None:
             old.close()
         self.next = None
@@ -387,19 +403,17 @@ class Follower:
     def _next_in_queue(self) -> None:
         """Go on with the oldest rotated file not read yet (start-up after rotations)."""
         nxt = self.queue.pop(0)
-        if self.cur_wd is not None and self.watcher is not None:
-            self.watcher.remove(self.cur_wd)
-            self.cur_wd = None
+        if self.watches is not None:
+            self.watches.drop_cur()
         if self.cur is not None:
             self.cur.close()
         self.cur = nxt
-        self._watch_cur()
+        self._watch()
 
     def _drop_next(self) -> None:
         if self.next is not None:
-            if self.next_wd is not None and self.watcher is not None:
-                self.watcher.remove(self.next_wd)
-            self.next_wd = None
+            if self.watches is not None:
+                self.watches.drop_next()  # before the close: the watch is by descriptor
             self.next.close()
             self.next = None
 
@@ -478,12 +492,9 @@ class Follower:
         An exception (a closed pipe, a state file that cannot be written) ends the run
         without a last save: the saved position then only covers delivered alerts.
         """
-        self.watcher = InotifyWatcher()
+        self.watches = FollowWatches(os.path.dirname(self.abspath))
         try:
-            self._watch_dir()
-            self._watch_cur()
-            if self.next is not None and self.next_wd is None:
-                self.next_wd = self._watch_fd(self.next)
+            self._watch()
             if self.cur is None:
                 self.note(f"{self.path}: No such file or directory; waiting for it")
             while not self.stop():
@@ -496,7 +507,8 @@ class Follower:
                 self._wait(self._timeout())
             self.checkpoint()
         finally:
-            self.watcher.close()
+            self.watches.close()
+            self.watches = None
 
     def _stale_block(self) -> None:
         cur = self.cur
@@ -516,35 +528,12 @@ class Follower:
         return timeout
 
     def _wait(self, timeout: float) -> None:
-        assert self.watcher is not None
-        fds = [self.watcher.fileno()]
-        if self.wake_fd is not None:
-            fds.append(self.wake_fd)
-        ready, _, _ = select.select(fds, [], [], timeout)
-        if self.wake_fd is not None and self.wake_fd in ready:
-            try:
-                while os.read(self.wake_fd, 512):
-                    pass
-            except (BlockingIOError, InterruptedError):
-                pass
-        if self.watcher.fileno() in ready:
-            self.watcher.events(0)  # only to empty the queue: step() looks at the files
-        if self.dir_wd is None:
-            self._watch_dir()
-        if self.cur is not None and self.cur_wd is None:
-            self._watch_cur()
+        assert self.watches is not None
+        self.watches.wait(timeout, self.wake_fd)
+        self._watch()  # a directory that did not exist yet, a file opened meanwhile
 
-    def _watch_dir(self) -> None:
-        if self.watcher is None:
-            return
-        self.dir_wd = self.watcher.add(os.path.dirname(self.abspath), DIR_EVENTS)
-
-    def _watch_fd(self, cur: Cursor) -> int | None:
-        if self.watcher is None or cur.fd is None:
-            return None
-        # Through /proc the watch is on the inode we hold open, even if the name moved on.
-        return self.watcher.add(f"/proc/self/fd/{cur.fd}", FILE_EVENTS)
-
-    def _watch_cur(self) -> None:
-        if self.cur is not None and self.cur_wd is None:
-            self.cur_wd = self._watch_fd(self.cur)
+    def _watch(self) -> None:
+        """Watch what is not watched yet (while run() runs)."""
+        if self.watches is not None:
+            cur, nxt = self.cur, self.next
+            self.watches.watch(cur and cur.fd, nxt and nxt.fd)

@@ -135,7 +135,12 @@ def sibling_ids(path: str) -> set[tuple[int, int]]:
 
 
 def read_rest_from_copy(
-    path: str, cur: Cursor, skip: Collection[tuple[int, int]], emit: Emit, note: Note
+    path: str,
+    cur: Cursor,
+    skip: Collection[tuple[int, int]],
+    emit: Emit,
+    note: Note,
+    read: set[tuple[int, int]],
 ) -> None:
     """copytruncate: read what we had not read yet from the copy, if there is one.
 
@@ -147,7 +152,8 @@ def read_rest_from_copy(
     was opened, and all of it may be in the copy only. A restart that resumes in a
     rotated file opens the file at the name at once but reads it last, so a
     copytruncate in between must not cost everything written to it since. Copies whose
-    (inode, device) is in ``skip`` (files read whole anyway) are not considered.
+    (inode, device) is in ``skip`` (files read whole anyway) are not considered; the
+    copy read is added to ``read``.
     """
     if not cur.head or cur.fd is None:
         return
@@ -170,6 +176,7 @@ def read_rest_from_copy(
             if st.st_size > cur.read_pos:
                 note(f"{cur.name}: copied to {p}; reading the rest of the copy")
             _read_copy(cur, fd, emit)
+            read.add((st.st_ino, st.st_dev))
             return
         finally:
             os.close(fd)
@@ -182,6 +189,7 @@ def read_copies_of_unread(
     emit: Emit,
     note: Note,
     new_parser: Callable[[], Any],
+    read: set[tuple[int, int]],
 ) -> bool:
     """copytruncate of a file opened empty, before its first read: read the copies.
 
@@ -189,7 +197,7 @@ def read_copies_of_unread(
     that appeared since the file was opened (not one of ours) and that the file
     does not start with any more is taken for it (not one in ``skip``: the siblings
     there were when it was opened, the files being followed and queued). True when
-    copies were read (the file is then read again from 0).
+    copies were read (the file is then read again from 0); they are added to ``read``.
     """
     if cur.read_pos or cur.head or cur.fd is None:
         return False
@@ -210,15 +218,16 @@ def read_copies_of_unread(
         ):
             os.close(fd)
             continue
-        found.append((st.st_mtime_ns, p, fd))
+        found.append((st.st_mtime_ns, p, fd, key))
     if not found:
         return False
-    for _, p, fd in sorted(found):
+    for _, p, fd, key in sorted(found):
         note(f"{cur.name}: copied to {p} before it was read; reading the copy")
         try:
             _read_copy(cur, fd, emit)
         finally:
             os.close(fd)
+        read.add(key)
         items = cur.end()
         if items:
             emit(items)
