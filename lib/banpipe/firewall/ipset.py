@@ -211,11 +211,10 @@ class IpsetBackend:
         verb = "add" if cmd == IPSET_CMD_ADD else "del"
         try:
             for name, _, group in groups:
-                items = [(ipset_payload(name, packed(a)), a) for a in group]
-                for i in range(0, len(items), BATCH):
-                    self.channel.each(
-                        ipset_type(cmd), items[i : i + BATCH], f"ipset: {verb} {name}"
-                    )
+                # Built a batch at a time: a million messages at once held 130 MiB.
+                for i in range(0, len(group), BATCH):
+                    items = [(ipset_payload(name, packed(a)), a) for a in group[i : i + BATCH]]
+                    self.channel.each(ipset_type(cmd), items, f"ipset: {verb} {name}")
         except ChannelError as exc:
             if exc.errno != errno.ENOENT:
                 raise
