@@ -364,8 +364,7 @@ class Filter:
 def nothing_ours_hint(rules: RuleSet, not_ours: int) -> str | None:
     """What to set when ``require_ours`` skipped alerts because nothing is ours at all
     (a fresh install: no [network] section, no wanwatch yet); None otherwise."""
-    ours = rules.protection.ours_list
-    if not not_ours or not rules.require_ours or ours.wan or ours.gateways or ours.networks:
+    if not not_ours or not rules.require_ours or rules.protection.has_ours():
         return None
     return (
         f"no address is ours, so {not_ours} alert{'s were' if not_ours != 1 else ' was'} "
