@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from banpipe.bantime import BanPolicy, Rng, initial_expiry
+from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
 
 DEFAULT_PATH = "/var/lib/banpipe/ledger.sqlite3"
 BUSY_TIMEOUT_S = 30.0
@@ -324,29 +324,6 @@ class BatchOutcome:
     recorded: int = 0
 
 
-def _extended_n(
-    policy: BanPolicy, expires: float | None, now: float, rng: Rng, n: int
-) -> float | None:
-    """``extended_expiry`` applied ``n`` times at ``now``: one draw per violation.
-
-    Within one ``now`` the steps add up (each counts from the previous expiry) until
-    the cap ``now + max``; past the cap no draw can change anything, so the loop stops
-    there. Same arithmetic, in the same order, as ``n`` calls of ``extended_expiry``.
-    """
-    if expires is None or n <= 0:
-        return expires
-    cap = now + policy.max
-    if expires >= cap:
-        return expires  # a manual --for beyond max: an extension never shortens it
-    later = expires if expires > now else now
-    uniform, lo, hi = rng.uniform, policy.extend_min, policy.extend_max
-    for _ in range(n):
-        later += uniform(lo, hi)
-        if later >= cap:
-            return cap
-    return later
-
-
 class Ledger:
     """A connection to the ledger; not shared between threads or processes."""
 
@@ -489,10 +466,31 @@ class Ledger:
 
     def offenders(self, *, active_only: bool = True) -> list[Offender]:
         """Offenders ordered by expiry (soonest first, permanent last), then address."""
-        order = "ORDER BY active DESC, expires IS NULL, expires, addr"
-        where = "WHERE active = 1 " if active_only else ""
-        rows = self.db.execute(_SELECT_OFFENDERS + where + order)
-        return [_offender(r) for r in rows]
+        return list(self.iter_offenders(active_only=active_only))
+
+    def iter_offenders(self, *, active_only: bool = True) -> Iterator[Offender]:
+        """``offenders()`` one at a time, the first at once: the timed bans come from
+        the expiry index and the permanent ones from the (active, addr) index, so
+        nothing is sorted before the first row (a million bans: the whole ORDER BY
+        took 2 s before a row came out)."""
+        # The planner picks offenders_active and sorts everything (0.45 s at 100,000
+        # bans before the first row); offenders_due is already in (expires, addr) order.
+        parts = [
+            "INDEXED BY offenders_due "
+            "WHERE active = 1 AND expires IS NOT NULL ORDER BY expires, addr",
+            "INDEXED BY offenders_active WHERE active = 1 AND expires IS NULL ORDER BY addr",
+        ]
+        if not active_only:
+            parts.append("WHERE active = 0 ORDER BY expires IS NULL, expires, addr")
+        for part in parts:
+            for row in self.db.execute(_SELECT_OFFENDERS + part):
+                yield _offender(row)
+
+    def any_origin(self, *, active_only: bool = True) -> bool:
+        """Whether any offender's ban came from another gateway (banshare)."""
+        where = "AND active = 1 " if active_only else ""
+        sql = f"SELECT 1 FROM offenders WHERE origin IS NOT NULL {where}LIMIT 1"  # noqa: S608
+        return self.db.execute(sql).fetchone() is not None
 
     def active_addresses(self, *, automated_only: bool = False) -> set[str]:
         sql = "SELECT addr FROM offenders WHERE active = 1"
@@ -557,33 +555,6 @@ class Ledger:
 
     # -- changes -------------------------------------------------------------------
 
-    def record(
-        self,
-        violations: Iterable[Violation],
-        now: float,
-        policy: BanPolicy,
-        rng: Rng,
-        *,
-        new_ban_budget: int | None = None,
-    ) -> BatchOutcome:
-        """Record a batch of violations in one transaction; ban or extend as due.
-
-        An address not yet banned gets a new automated ban while ``new_ban_budget``
-        (None: unlimited) lasts; past it the violation is still recorded and the
-        address is listed in ``held`` (the spoof brake). A banned address gets its
-        expiry extended (permanent bans stay permanent).
-        """
-        groups: dict[tuple, list] = {}
-        for seq, v in enumerate(violations):
-            key = v[:7]  # every field but the alert's own timestamp
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [v.alert_ts, 1, seq]
-            else:
-                group[1] += 1
-                group[2] = seq
-        return self.record_groups(groups, now, policy, rng, new_ban_budget=new_ban_budget)
-
     def record_groups(
         self,
         groups: Mapping[tuple, Sequence],
@@ -593,7 +564,13 @@ class Ledger:
         *,
         new_ban_budget: int | None = None,
     ) -> BatchOutcome:
-        """``record()`` for violations already grouped, as banctl's hot path gathers them.
+        """Record a burst of violations, grouped as banctl's intake gathers them, in one
+        transaction; ban or extend as due.
+
+        An address not yet banned gets a new automated ban while ``new_ban_budget``
+        (None: unlimited) lasts; past it the violation is still recorded and the
+        address is listed in ``held`` (the spoof brake). A banned address gets its
+        expiry extended (permanent bans stay permanent).
 
         ``groups`` maps ``Violation[:7]`` (every field but ``alert_ts``) to ``(alert_ts
         of the first, count, position of the last)``, in order of first occurrence;
@@ -655,7 +632,7 @@ class Ledger:
                         fresh = True
                         extensions = count - 1  # every violation after the banning one
                 if extensions:
-                    later = _extended_n(policy, o.expires, now, rng, extensions)
+                    later = extended_expiry(policy, o.expires, now, rng, extensions)
                     if later != o.expires:
                         o.expires = later
                         out.extended.append(addr)
