@@ -50,7 +50,6 @@ CONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between connection attem
 HEADER_ID = "Nats-Msg-Id"
 SETTLE_S = 2.0  # after a -wal event, how long a commit may take to become visible
 
-Clock = Callable[[], float]
 
 
 def build_parser() -> argparse.ArgumentParser:

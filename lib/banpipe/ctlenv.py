@@ -8,7 +8,7 @@ on a fresh machine creates nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -18,7 +18,7 @@ from banpipe.config import Config
 from banpipe.ledger import Ledger, LedgerError
 from banpipe.protect import Protection
 
-Clock = Callable[[], float]
+Clock = cli.Clock
 
 
 @dataclass
