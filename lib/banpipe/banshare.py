@@ -51,7 +51,6 @@ HEADER_ID = "Nats-Msg-Id"
 SETTLE_S = 2.0  # after a -wal event, how long a commit may take to become visible
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(
         prog=TOOL,
