@@ -16,18 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
-import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from banpipe import cli, term
-from banpipe.bantime import format_expiry, format_until, parse_duration
+from banpipe import cli, listing, term
+from banpipe.bantime import format_until, parse_duration
 from banpipe.config import ConfigError, load_config
-from banpipe.ctlenv import Clock, Env
+from banpipe.ctlenv import Clock, Env, add_options
 from banpipe.daemon import Daemon
-from banpipe.ledger import LedgerError, Violation
+from banpipe.ledger import LedgerError
 from banpipe.protect import canonical
 from banpipe.reconcile import (
     Drift,
@@ -159,16 +157,7 @@ def _add_global_options(p: argparse.ArgumentParser, *, again: bool = False) -> N
     """banctl's global options; ``again`` on each subcommand, so that ``banctl list
     --backend null`` works as well as ``banctl --backend null list``."""
     cli.add_common_arguments(p, again=again)
-    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
-    p.add_argument(
-        "--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)", **extra
-    )
-    p.add_argument(
-        "--backend",
-        choices=("iptables", "ipset", "nftables", "null"),
-        help="firewall backend (default from [firewall] backend)",
-        **extra,
-    )
+    add_options(p, again=again)
 
 
 class _SubParser(cli.ArgumentParser):
@@ -202,17 +191,8 @@ def main(
             config = load_config(args.config)
         except ConfigError as exc:
             raise cli.ToolError(str(exc), cli.EX_CONFIG)
-        env = Env(
-            config=config,
-            ledger_path=args.ledger or config.banctl.ledger,
-            backend=args.backend or config.firewall.backend,
-            stdout=stdout,
-            stderr=stderr,
-            clock=clock or time.time,
-            # Seeded from os.urandom once; per-draw urandom cost 2 us per alert in a flood.
-            rng=rng if rng is not None else random.Random(),
-            runner=runner,
-            report=cli.Reporter(TOOL, stderr),
+        env = Env.build(
+            config, args, stdout, stderr, tool=TOOL, clock=clock, rng=rng, runner=runner
         )
         try:
             return COMMANDS[args.command](env, args, stdin)
@@ -254,34 +234,13 @@ def _address(env: Env, text: str) -> str:
 
 def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger = env.existing_ledger()
-    now = env.clock()
     rows = ledger.offenders(active_only=not args.all) if ledger is not None else []
     out = env.stdout
-    width = term.width(out)
     if args.json:
         for o in rows:
             out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
         return cli.EX_OK
-    if not rows:
-        out.write("no active bans\n" if not args.all else "no offenders\n")
-        return cli.EX_OK
-    # ORIGIN (the gateway whose decision banned it, through banshare) only in a fleet.
-    fleet = any(o.origin for o in rows)
-    table = [("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", *(("ORIGIN",) if fleet else ()))]
-    reasons = ["REASON"]
-    for o in rows:
-        expires = format_expiry(o.expires, now) if o.active else "not banned"
-        kind = ("manual" if o.manual else "auto") if o.active else "-"
-        origin = ((o.origin or "local"),) if fleet else ()
-        table.append((o.addr, expires, str(o.violations), str(o.bans), kind, *origin))
-        reasons.append(o.reason or "")
-    n = len(table[0])
-    widths = [max(len(r[i]) for r in table) for i in range(n)]
-    for r, reason in zip(table, reasons, strict=True):
-        cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(n)]
-        out.write(term.fit("  ".join(cells) + "  " + reason, width) + "\n")
-    active = sum(1 for o in rows if o.active)
-    out.write(f"{cli.plural(active, 'active ban')}\n")
+    out.write(listing.offenders(rows, env.clock(), term.width(out), every=args.all))
     return cli.EX_OK
 
 
@@ -294,43 +253,14 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         env.stdout.write(f"{addr}: not in the ledger (never banned, or history pruned)\n")
         return EX_NOT_FOUND
     history = ledger.history(addr)
-    out, now = env.stdout, env.clock()
+    out = env.stdout
     if args.json:
         out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
         for h in history:
             out.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
         return cli.EX_OK
-    kind = ("manual" if o.manual else "auto") + (f", from {o.origin}" if o.origin else "")
-    state = f"banned ({kind}) {format_until(o.expires, now)}" if o.active else "not banned"
-    out.write(f"{o.addr}: {state}\n")
-    out.write(
-        f"  first seen {_stamp(o.first_seen)}, last seen {_stamp(o.last_seen)}, "
-        f"{cli.plural(o.violations, 'violation')}, banned {cli.times(o.bans)}\n"
-    )
-    if o.reason:
-        out.write(f"  last reason: {o.reason}\n")
-    for h in history:
-        flag = " (reversed)" if h.reversed else ""
-        prio = f" prio {h.priority}" if h.priority is not None else ""
-        victim = f" -> {h.victim}" if h.victim else ""
-        msg = f" {json.dumps(h.msg, ensure_ascii=False)}" if h.msg else ""
-        flag += f" x{h.count}" if h.count > 1 else ""
-        out.write(f"  {_alert_time(h)}  {h.sig or '?'}{msg}{prio}{victim}{flag}\n")
-    if not history:
-        out.write("  (no violations kept; see [ban] retention)\n")
+    out.write(listing.offender(o, history, env.clock()))
     return cli.EX_OK
-
-
-def _stamp(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _alert_time(v: Violation) -> str:
-    """When the alert happened (its own time stamp, the IDS's local time), not when
-    banctl recorded it; the record time only for an alert without a usable stamp."""
-    if v.alert_ts:
-        return v.alert_ts.replace("T", " ")[:19]
-    return _stamp(v.ts)
 
 
 def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:

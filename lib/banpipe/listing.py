@@ -1,0 +1,76 @@
+"""``banctl list`` and ``banctl show`` for people: ledger rows worded as text.
+
+Pure functions of the rows and ``now`` (the ``--json`` forms are the rows' own
+``as_dict()``); banpipe.banctl only reads the ledger and writes what these return.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from banpipe import cli, term
+from banpipe.bantime import format_expiry, format_until
+from banpipe.ledger import Violation
+
+
+def offenders(rows: Sequence[Any], now: float, width: int, *, every: bool) -> str:
+    """The table of ``banctl list`` (``every``: ``--all``, offenders not banned too)."""
+    if not rows:
+        return "no offenders\n" if every else "no active bans\n"
+    # ORIGIN (the gateway whose decision banned it, through banshare) only in a fleet.
+    fleet = any(o.origin for o in rows)
+    table = [("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", *(("ORIGIN",) if fleet else ()))]
+    reasons = ["REASON"]
+    for o in rows:
+        expires = format_expiry(o.expires, now) if o.active else "not banned"
+        kind = ("manual" if o.manual else "auto") if o.active else "-"
+        origin = ((o.origin or "local"),) if fleet else ()
+        table.append((o.addr, expires, str(o.violations), str(o.bans), kind, *origin))
+        reasons.append(o.reason or "")
+    n = len(table[0])
+    widths = [max(len(r[i]) for r in table) for i in range(n)]
+    lines = []
+    for r, reason in zip(table, reasons, strict=True):
+        cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(n)]
+        lines.append(term.fit("  ".join(cells) + "  " + reason, width) + "\n")
+    active = sum(1 for o in rows if o.active)
+    lines.append(f"{cli.plural(active, 'active ban')}\n")
+    return "".join(lines)
+
+
+def offender(o: Any, history: Sequence[Violation], now: float) -> str:
+    """``banctl show ADDR``: the offender and every violation kept for it."""
+    kind = ("manual" if o.manual else "auto") + (f", from {o.origin}" if o.origin else "")
+    state = f"banned ({kind}) {format_until(o.expires, now)}" if o.active else "not banned"
+    lines = [
+        f"{o.addr}: {state}\n",
+        f"  first seen {_stamp(o.first_seen)}, last seen {_stamp(o.last_seen)}, "
+        f"{cli.plural(o.violations, 'violation')}, banned {cli.times(o.bans)}\n",
+    ]
+    if o.reason:
+        lines.append(f"  last reason: {o.reason}\n")
+    for h in history:
+        flag = " (reversed)" if h.reversed else ""
+        prio = f" prio {h.priority}" if h.priority is not None else ""
+        victim = f" -> {h.victim}" if h.victim else ""
+        msg = f" {json.dumps(h.msg, ensure_ascii=False)}" if h.msg else ""
+        flag += f" x{h.count}" if h.count > 1 else ""
+        lines.append(f"  {_alert_time(h)}  {h.sig or '?'}{msg}{prio}{victim}{flag}\n")
+    if not history:
+        lines.append("  (no violations kept; see [ban] retention)\n")
+    return "".join(lines)
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _alert_time(v: Violation) -> str:
+    """When the alert happened (its own time stamp, the IDS's local time), not when
+    banctl recorded it; the record time only for an alert without a usable stamp."""
+    if v.alert_ts:
+        return v.alert_ts.replace("T", " ")[:19]
+    return _stamp(v.ts)
