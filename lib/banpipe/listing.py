@@ -1,4 +1,4 @@
-"""``banctl list`` and ``banctl show`` for people: ledger rows worded as text.
+"""``banctl show`` for people: an offender and its history worded as text.
 
 Pure functions of the rows and ``now`` (the ``--json`` forms are the rows' own
 ``as_dict()``); banpipe.banctl only reads the ledger and writes what these return.
@@ -11,34 +11,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from banpipe import cli, term
-from banpipe.bantime import format_expiry, format_until
+from banpipe import cli
+from banpipe.bantime import format_until
 from banpipe.ledger import Violation
-
-
-def offenders(rows: Sequence[Any], now: float, width: int, *, every: bool) -> str:
-    """The table of ``banctl list`` (``every``: ``--all``, offenders not banned too)."""
-    if not rows:
-        return "no offenders\n" if every else "no active bans\n"
-    # ORIGIN (the gateway whose decision banned it, through banshare) only in a fleet.
-    fleet = any(o.origin for o in rows)
-    table = [("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", *(("ORIGIN",) if fleet else ()))]
-    reasons = ["REASON"]
-    for o in rows:
-        expires = format_expiry(o.expires, now) if o.active else "not banned"
-        kind = ("manual" if o.manual else "auto") if o.active else "-"
-        origin = ((o.origin or "local"),) if fleet else ()
-        table.append((o.addr, expires, str(o.violations), str(o.bans), kind, *origin))
-        reasons.append(o.reason or "")
-    n = len(table[0])
-    widths = [max(len(r[i]) for r in table) for i in range(n)]
-    lines = []
-    for r, reason in zip(table, reasons, strict=True):
-        cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(n)]
-        lines.append(term.fit("  ".join(cells) + "  " + reason, width) + "\n")
-    active = sum(1 for o in rows if o.active)
-    lines.append(f"{cli.plural(active, 'active ban')}\n")
-    return "".join(lines)
 
 
 def offender(o: Any, history: Sequence[Violation], now: float) -> str:
