@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from banpipe.bantime import BanPolicy
-from banpipe.ledger import MIGRATIONS, Ledger, LedgerError, Violation
+from banpipe.ledger import BUCKET_S, MIGRATIONS, Ledger, LedgerError, Violation
 
 NOW = 1_800_000_000.0
 POLICY = BanPolicy(
@@ -51,6 +51,9 @@ def rows(led, table):
     return led.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
+rows_of = rows
+
+
 # -- schema and migrations ------------------------------------------------------------
 
 
@@ -59,7 +62,10 @@ def test_new_ledger_is_migrated_from_version_0(path):
     with Ledger.open(path) as led:
         assert led.version == len(MIGRATIONS)
         names = {r[0] for r in led.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"offenders", "violations", "bans"} <= names
+        assert {"offenders", "hits", "texts", "bans"} <= names
+        # the history keeps its old name and columns, as a view over hits and texts
+        views = {r[0] for r in led.db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+        assert "violations" in views
 
 
 def test_pragmas_wal_and_full_sync(ledger):
@@ -231,23 +237,94 @@ def test_history_keeps_every_field(ledger):
         "reversed": True,
         "reason": "prio 2",
         "count": 1,
+        "last_ts": NOW,  # a single violation: its first time is its last
+        "alert_last_time": datetime(2026, 11, 28, 10, 0, 0).timestamp(),
+        "alert_last": "2026-11-28T10:00:00",
     }
 
 
-def test_identical_violations_in_one_transaction_share_a_counted_row(ledger):
+def test_identical_violations_in_one_bucket_share_a_counted_row(ledger):
     a = "203.0.113.7"
     burst = [v(a, sig="1:1:1", alert_ts=f"t{i}") for i in range(5)]
     burst += [v(a, sig="1:2:1"), v(a, sig="1:1:1", victim="198.51.100.9")]
     ledger.record(burst, NOW, POLICY, Low())
-    ledger.record([v(a, sig="1:1:1")], NOW + 1, POLICY, Low())
-    rows = [(h.ts, h.sig, h.victim, h.count, h.alert_ts) for h in ledger.history(a)]
-    assert rows == [
-        (NOW, "1:1:1", None, 5, "t0"),
-        (NOW, "1:2:1", None, 1, None),
-        (NOW, "1:1:1", "198.51.100.9", 1, None),
-        (NOW + 1, "1:1:1", None, 1, None),
+    # a later transaction in the same bucket adds to the row; the next bucket starts one
+    ledger.record([v(a, sig="1:1:1", alert_ts="t5")], NOW + 1, POLICY, Low())
+    ledger.record([v(a, sig="1:1:1", alert_ts="t6")], NOW + BUCKET_S, POLICY, Low())
+    rows = [
+        (h.ts, h.last, h.sig, h.victim, h.count, h.alert_ts, h.alert_last_ts)
+        for h in ledger.history(a)
     ]
-    assert ledger.get(a).violations == 8  # every violation counts
+    assert rows == [
+        (NOW, NOW + 1, "1:1:1", None, 6, "t0", "t5"),
+        (NOW, NOW, "1:2:1", None, 1, None, None),
+        (NOW, NOW, "1:1:1", "198.51.100.9", 1, None, None),
+        (NOW + BUCKET_S, NOW + BUCKET_S, "1:1:1", None, 1, "t6", "t6"),
+    ]
+    assert ledger.get(a).violations == 9  # every violation counts
+    # texts are stored once however often they occur
+    assert rows_of(ledger, "texts") == 4  # the address, two rules, one victim
+    assert rows_of(ledger, "hits") == 4
+
+
+def test_bucket_rows_survive_another_connection_pruning_them(path):
+    a = "203.0.113.7"
+    with Ledger.open(path) as one, Ledger.open(path) as other:
+        one.record([v(a, sig="1:1:1")], NOW, POLICY, Low())
+        other.db.execute("DELETE FROM hits")  # what a prune in another process may do
+        one.record([v(a, sig="1:1:1"), v(a, sig="1:1:1")], NOW + 1, POLICY, Low())
+        assert [(h.ts, h.count) for h in one.history(a)] == [(NOW + 1, 2)]
+
+
+def test_a_rolled_back_batch_leaves_no_remembered_row_or_text(ledger):
+    a = "203.0.113.7"
+    ledger.record([v(a, sig="1:1:1")], NOW, POLICY, Low())
+    with pytest.raises(RuntimeError), ledger.transaction():
+        ledger.record([v(a, sig="1:1:1"), v("203.0.113.8", msg="new text")], NOW, POLICY, Low())
+        raise RuntimeError("disk gone")
+    ledger.record([v("203.0.113.8", msg="new text")], NOW, POLICY, Low())
+    ledger.record([v(a, sig="1:1:1")], NOW, POLICY, Low())
+    assert [(h.count, h.msg) for h in ledger.history("203.0.113.8")] == [(1, "new text")]
+    # the rolled-back count is not there; after a rollback the connection no longer
+    # trusts what it remembered, so the next violation starts a row of its own
+    assert [h.count for h in ledger.history(a)] == [1, 1]
+
+
+def test_v4_ledger_converts_to_interned_bucketed_rows(path):
+    with Ledger.open(path, migrations=MIGRATIONS[:4]) as led:
+        assert led.version == 4
+        led.db.executemany(
+            "INSERT INTO violations (addr, ts, alert_ts, sig, msg, priority, victim, reversed, "
+            "reason, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ("203.0.113.1", NOW + 5, "t1", "1:2:3", "m", 2, "198.51.100.8", 1, "r", 3),
+                ("203.0.113.1", NOW, None, None, None, None, None, 0, None, 1),
+                ("2001:db8::1", NOW + 1, "t2", "1:2:3", "m", None, None, 0, "r", 1),
+            ],
+        )
+    with Ledger.open(path) as led:
+        assert led.version == len(MIGRATIONS)
+        h1 = [h.as_dict() for h in led.history("203.0.113.1")]
+        assert [(h["ts"], h["last_ts"], h["count"], h["sig"]) for h in h1] == [
+            (NOW, NOW, 1, None),
+            (NOW + 5, NOW + 5, 3, "1:2:3"),
+        ]
+        assert (h1[1]["alert_ts"], h1[1]["alert_last"], h1[1]["msg"], h1[1]["victim"]) == (
+            "t1",
+            "t1",
+            "m",
+            "198.51.100.8",
+        )
+        assert (h1[1]["priority"], h1[1]["reversed"], h1[1]["reason"]) == (2, True, "r")
+        (h2,) = led.history("2001:db8::1")
+        assert (h2.ts, h2.alert_ts, h2.count) == (NOW + 1, "t2", 1)
+        # ids follow time, so retention cuts a range
+        assert [r[0] for r in led.db.execute("SELECT first FROM hits ORDER BY id")] == [
+            NOW,
+            NOW + 1,
+            NOW + 5,
+        ]
+        assert rows_of(led, "texts") == 6  # 2 addresses, 1:2:3, m, 198.51.100.8, r
 
 
 # -- manual bans, unban, pin, expiry -------------------------------------------------------

@@ -768,7 +768,7 @@ class Daemon:
         self, items: Iterable[tuple[int, dict[str, Any] | PipeError]], groups: dict[tuple, list]
     ) -> int:
         """Validate lines into ``groups`` (``Violation[:7]`` -> [alert_ts, count, last
-        line], what ``Ledger.record_groups`` takes); bad and refused lines are
+        line, last alert_ts], what ``Ledger.record_groups`` takes); bad and refused lines are
         reported and counted. Returns the number of lines consumed.
 
         This is the hot path of a flood, so the checks of ``violation_from`` are made
@@ -852,12 +852,16 @@ class Daemon:
                 get("reversed") is True,
                 reason[:1000] if type(reason) is str else None,
             )
+            ts = get("ts")
+            if type(ts) is not str or len(ts) > 64:
+                ts = _alert_ts(ts)
             group = target.get(key)
             if group is None:
-                target[key] = [_alert_ts(get("ts")), 1, lineno]
+                target[key] = [ts, 1, lineno, ts]
             else:
                 group[1] += 1
                 group[2] = lineno
+                group[3] = ts
         counts["lines"] += lines
         if lines:
             self.monitor.input_seen()
