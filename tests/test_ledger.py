@@ -506,3 +506,35 @@ def test_history_json_gives_the_alert_time_as_epoch_seconds_too(ledger):
     (h,) = ledger.history("203.0.113.7")
     assert h.as_dict()["alert_time"] == 1795852800.5  # 08:00:00.5 UTC
     assert h.as_dict()["alert_ts"] == "2026-11-28T10:00:00.500000+02:00"
+
+
+def test_alert_time_stamps_come_back_exactly_whatever_their_form(ledger):
+    a = "203.0.113.7"
+    stamps = [
+        ("2026-11-28T10:00:00.123456", "2026-11-28T10:00:59.000001"),  # fasttail's form
+        ("2026-11-28T10:00:00.123456+01:00", "2026-11-28T10:00:01.5+01:00"),  # EVE
+        ("2026-02-30T00:00:00.000000", "2026-11-28T10:00:00.000000"),  # no such day
+        ("1969-12-31T23:59:59.999999", "1970-01-01T00:00:00.000000"),
+        ("2026-11-28T10:00:00.000000", "yesterday"),
+    ]
+    for sig, (first, last) in enumerate(stamps):
+        burst = [v(a, sig=str(sig), alert_ts=first), v(a, sig=str(sig), alert_ts=last)]
+        ledger.record(burst, NOW, POLICY, Low())
+    # and across transactions of one bucket
+    ledger.record([v(a, sig="x", alert_ts=stamps[0][0])], NOW, POLICY, Low())
+    ledger.record([v(a, sig="x", alert_ts=stamps[0][1])], NOW + 1, POLICY, Low())
+    ledger.record([v(a, sig="y", alert_ts=stamps[0][0])], NOW, POLICY, Low())
+    ledger.record([v(a, sig="y", alert_ts="later")], NOW + 1, POLICY, Low())
+    got = [(h.alert_ts, h.alert_last_ts) for h in ledger.history(a)]
+    assert got == [*stamps, stamps[0], (stamps[0][0], "later")]
+    # fasttail's form costs an integer, not its 26 characters
+    kinds = ledger.db.execute("SELECT typeof(alert_first) FROM hits ORDER BY id").fetchall()
+    assert [k[0] for k in kinds] == [
+        "integer",
+        "text",
+        "text",
+        "text",
+        "integer",
+        "integer",
+        "integer",
+    ]

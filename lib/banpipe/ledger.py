@@ -32,9 +32,11 @@ Addresses given to this module must already be canonical (``ipaddress`` text for
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import fcntl
 import os
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -153,16 +155,47 @@ def _v4(db: sqlite3.Connection) -> None:
 #: victim instead of a row per alert.
 BUCKET_S = 60.0
 
+# An alert's own time stamp in fasttail's form (naive ISO 8601 with microseconds) is
+# stored as the integer microseconds of those fields read as UTC (8 bytes instead of 26,
+# and exactly the same text back, whatever the time zone); any other text as it is.
+_STAMP_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})\Z")
+_STAMP_SQL = (
+    "strftime('%Y-%m-%dT%H:%M:%S', {0} / 1000000, 'unixepoch') || printf('.%06d', {0} % 1000000)"
+)
+
+
+def _stamp_code(text: str | None) -> int | str | None:
+    """``text`` as stored in ``hits.alert_first`` (see _STAMP_RE)."""
+    m = _STAMP_RE.match(text) if text is not None else None
+    if m is None:
+        return text
+    f = [int(x) for x in m.groups()]
+    try:
+        datetime(*f)  # a real date and time, or stored as text
+    except ValueError:
+        return text
+    code = calendar.timegm((f[0], f[1], f[2], f[3], f[4], f[5])) * 1_000_000 + f[6]
+    return code if code >= 0 else text  # SQLite's integer division rounds towards 0
+
+
+def _stamp_sql(col: str) -> str:
+    return f"CASE typeof({col}) WHEN 'integer' THEN {_STAMP_SQL.format(col)} ELSE {col} END"
+
+
 # The old violations table, over the interned form: readers (pages, status, tests)
-# query it as before. ``ts`` and ``alert_ts`` are the first violation's.
-_VIOLATIONS_VIEW = """CREATE VIEW violations AS SELECT
-    h.id AS id, a.text AS addr, h.first AS ts, h.alert_first AS alert_ts,
+# query it as before. ``ts`` and ``alert_ts`` are the first violation's. An integer
+# ``alert_last`` is microseconds after an integer ``alert_first``.
+_VIOLATIONS_VIEW = f"""CREATE VIEW violations AS SELECT
+    h.id AS id, a.text AS addr, h.first AS ts, {_stamp_sql("h.alert_first")} AS alert_ts,
     s.text AS sig, m.text AS msg, h.priority AS priority, vi.text AS victim,
     h.reversed AS reversed, r.text AS reason, h.count AS count,
-    coalesce(h.last, h.first) AS last_ts, coalesce(h.alert_last, h.alert_first) AS alert_last
+    coalesce(h.last, h.first) AS last_ts,
+    CASE WHEN h.alert_last IS NULL THEN {_stamp_sql("h.alert_first")}
+    WHEN typeof(h.alert_last) = 'integer' THEN {_STAMP_SQL.format("(h.alert_first + h.alert_last)")}
+    ELSE h.alert_last END AS alert_last
     FROM hits h JOIN texts a ON a.id = h.addr
     LEFT JOIN texts s ON s.id = h.sig LEFT JOIN texts m ON m.id = h.msg
-    LEFT JOIN texts vi ON vi.id = h.victim LEFT JOIN texts r ON r.id = h.reason"""
+    LEFT JOIN texts vi ON vi.id = h.victim LEFT JOIN texts r ON r.id = h.reason"""  # noqa: S608 - fixed
 
 
 def _v5(db: sqlite3.Connection) -> None:
@@ -183,8 +216,9 @@ def _v5(db: sqlite3.Connection) -> None:
             victim      INTEGER,              -- texts.id
             reversed    INTEGER NOT NULL,
             reason      INTEGER,              -- texts.id
-            alert_first TEXT,                 -- the first alert's own time stamp, as given
-            alert_last  TEXT                  -- the last one's; NULL: same as alert_first
+            alert_first,                      -- the first alert's own time stamp (_STAMP_RE)
+            alert_last                        -- the last one's (NULL: the same; integer:
+                                              -- microseconds after alert_first)
         )"""
     )
     db.execute(
@@ -193,16 +227,17 @@ def _v5(db: sqlite3.Connection) -> None:
         "SELECT victim FROM violations UNION SELECT reason FROM violations"
     )
     db.execute("DELETE FROM texts WHERE text IS NULL")
+    db.create_function("bp_stamp", 1, _stamp_code, deterministic=True)
     db.execute(
         "INSERT INTO hits (addr, first, count, sig, msg, priority, victim, reversed, reason, "
         "alert_first) SELECT a.id, v.ts, v.count, s.id, m.id, v.priority, vi.id, v.reversed, "
-        "r.id, v.alert_ts FROM violations v JOIN texts a ON a.text = v.addr "
+        "r.id, bp_stamp(v.alert_ts) FROM violations v JOIN texts a ON a.text = v.addr "
         "LEFT JOIN texts s ON s.text = v.sig LEFT JOIN texts m ON m.text = v.msg "
         "LEFT JOIN texts vi ON vi.text = v.victim LEFT JOIN texts r ON r.text = v.reason "
         "ORDER BY v.ts, v.id"
     )
     db.execute("DROP TABLE violations")
-    db.execute("CREATE INDEX hits_addr ON hits(addr, first)")
+    db.execute("CREATE INDEX hits_addr ON hits(addr)")  # rows of an address in time order
     db.execute(_VIOLATIONS_VIEW)
 
 
@@ -805,32 +840,42 @@ class Ledger:
             if row is None:
                 fresh.append((ik, g))
             else:
-                updates.append((g[1], now, g[3], row))
+                last = g[3]
+                code = _stamp_code(last)
+                updates.append((g[1], now, code if code.__class__ is int else None, last, row))
         db = self.db
         if updates:
             changed = db.executemany(
-                "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?",
+                "UPDATE hits SET count = count + ?1, last = ?2, alert_last = CASE WHEN ?3 IS "
+                "NOT NULL AND typeof(alert_first) = 'integer' THEN ?3 - alert_first ELSE ?4 END "
+                "WHERE id = ?5",
                 updates,
             ).rowcount
             if changed != len(updates):  # rows pruned by another connection: new rows
                 there = set(
-                    self._column_in("SELECT id FROM hits WHERE id IN ", [u[3] for u in updates])
+                    self._column_in("SELECT id FROM hits WHERE id IN ", [u[4] for u in updates])
                 )
                 back = {row: ik for ik, row in opened.items()}
                 for u in updates:
-                    if u[3] not in there:
-                        del opened[back[u[3]]]
-                        fresh.append((back[u[3]], (u[2], u[0], None, u[2])))
+                    if u[4] not in there:
+                        del opened[back[u[4]]]
+                        fresh.append((back[u[4]], (u[3], u[0], None, u[3])))
         if not fresh:
             return
         top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
         rows = []
         for n, (ik, g) in enumerate(fresh, top + 1):
             opened[ik] = n
-            many = g[1] > 1
+            first, last = _stamp_code(g[0]), None
+            if g[1] > 1 and g[3] != g[0]:
+                last = _stamp_code(g[3])
+                if first.__class__ is int and last.__class__ is int:
+                    last -= first
+                else:
+                    last = g[3]
             rows.append(
-                (n, ik[0], now, now if many else None, g[1], ik[1], ik[2], ik[3], ik[4],
-                 int(ik[5]), ik[6], g[0], g[3] if many else None)
+                (n, ik[0], now, now if g[1] > 1 else None, g[1], ik[1], ik[2], ik[3], ik[4],
+                 int(ik[5]), ik[6], first, last)
             )  # fmt: skip
         db.executemany(
             "INSERT INTO hits (id, addr, first, last, count, sig, msg, priority, victim, "
