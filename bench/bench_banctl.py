@@ -39,9 +39,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from banpipe import banctl  # noqa: E402
+from banpipe import cli, reconcile  # noqa: E402
 from banpipe.bantime import BanPolicy  # noqa: E402
 from banpipe.config import load_config  # noqa: E402
+from banpipe.ctlenv import Env  # noqa: E402
+from banpipe.daemon import Daemon  # noqa: E402
 from banpipe.firewall import SubprocessRunner  # noqa: E402
 from banpipe.ledger import Ledger, Violation  # noqa: E402
 from banpipe.pipe import PipeReader  # noqa: E402
@@ -106,7 +108,7 @@ class Netns:
         return ["ip", "netns", "exec", self.name]
 
 
-def make_env(workdir: Path, backend: str, ns: Netns) -> banctl.Env:
+def make_env(workdir: Path, backend: str, ns: Netns) -> Env:
     cfg_path = workdir / "banpipe.toml"
     cfg_path.write_text(
         f'[firewall]\nbackend = "{backend}"\n'
@@ -116,7 +118,7 @@ def make_env(workdir: Path, backend: str, ns: Netns) -> banctl.Env:
     )
     config = load_config(cfg_path)
     err = io.StringIO()
-    return banctl.Env(
+    return Env(
         config=config,
         ledger_path=config.banctl.ledger,
         backend=backend,
@@ -125,7 +127,7 @@ def make_env(workdir: Path, backend: str, ns: Netns) -> banctl.Env:
         clock=time.time,
         rng=__import__("random").Random(1),
         runner=SubprocessRunner(prefix=ns.prefix),
-        report=banctl.cli.Reporter("banctl", err),
+        report=cli.Reporter("banctl", err),
     )
 
 
@@ -143,7 +145,7 @@ def bench_burst(backend: str, n: int, ns: Netns) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = make_env(Path(tmp), backend, ns)
         ledger, fw = env.ledger(), env.firewall()
-        daemon = banctl.Daemon(env, ledger, fw)
+        daemon = Daemon(env, ledger, fw)
         daemon.start()
         data = b"".join(alert_line(a) for a in addresses(n))
         t0 = time.perf_counter()
@@ -162,7 +164,7 @@ def bench_single(backend: str, n: int, ns: Netns) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = make_env(Path(tmp), backend, ns)
         ledger, fw = env.ledger(), env.firewall()
-        daemon = banctl.Daemon(env, ledger, fw)
+        daemon = Daemon(env, ledger, fw)
         daemon.start()
         reader = PipeReader()
         times = []
@@ -202,13 +204,13 @@ def bench_restart(backend: str, n: int, ns: Netns) -> tuple[float, float]:
         fill_ledger(env.ledger_path, n)
         ledger, fw = env.ledger(), env.firewall()
         t0 = time.perf_counter()
-        lapsed, _, drift = banctl.restore(env, ledger, fw)
+        lapsed, _, drift = reconcile.restore(env, ledger, fw)
         restore_s = time.perf_counter() - t0
         assert len(drift.missing) == n and not lapsed
         verify(fw, n)
         t0 = time.perf_counter()
         with ledger.locked():  # what `banctl teardown` does (no manual bans here)
-            banctl.remove_automated(ledger, fw, thorough=True)
+            reconcile.remove_automated(ledger, fw, thorough=True)
         teardown_s = time.perf_counter() - t0
         assert not fw.check().entries
         env.close()

@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from banpipe.banctl import reconcile, remove_automated  # noqa: E402
 from banpipe.bantime import BanPolicy  # noqa: E402
 from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend  # noqa: E402
 from banpipe.ledger import Ledger  # noqa: E402
+from banpipe.reconcile import reconcile, remove_automated  # noqa: E402
 from bench_firewall import addresses  # noqa: E402
 
 PY = sys.executable

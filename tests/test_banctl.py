@@ -17,10 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from banpipe import banctl, term
+from banpipe.daemon import Daemon
 from banpipe.firewall import FirewallError, FirewallState, RecordingRunner
 from banpipe.firewall.null import NullBackend
 from banpipe.ledger import Ledger
-from banpipe.protect import canonical
+from banpipe.protect import canonical, canonical_addr
 
 NOW = 1_800_000_000.0
 BIN = Path(__file__).resolve().parents[1] / "bin" / "banctl"
@@ -766,25 +767,25 @@ def _spellings(ip):
 @given(st.ip_addresses())
 def test_canonical_addr_matches_protect_for_addresses(ip):
     for text in _spellings(ip):
-        assert banctl.canonical_addr(text) == canonical(text)
+        assert canonical_addr(text) == canonical(text)
 
 
 @given(st.ip_addresses(v=4))
 def test_canonical_addr_maps_ipv4_in_ipv6(ip):
     for text in (f"::ffff:{ip}", f"::FFFF:{ip}", f"::ffff:{int(ip) >> 16:x}:{int(ip) & 0xFFFF:x}"):
-        assert banctl.canonical_addr(text) == canonical(text) == str(ip)
+        assert canonical_addr(text) == canonical(text) == str(ip)
 
 
 @given(st.text(max_size=45))
 def test_canonical_addr_matches_protect_for_any_text(text):
-    assert banctl.canonical_addr(text) == canonical(text)
+    assert canonical_addr(text) == canonical(text)
 
 
 @pytest.mark.parametrize(
     "text", ["1.2.3.4/32", "fe80::1%eth0", "01.2.3.4", "1.2.3", "::1.2.3.4", "1.2.3.4 ", ""]
 )
 def test_canonical_addr_edge_cases(text):
-    assert banctl.canonical_addr(text) == canonical(text)
+    assert canonical_addr(text) == canonical(text)
 
 
 def test_every_command_is_documented(capsys):
@@ -837,7 +838,7 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
     )
     fake = FakeFirewall()
     ledger = env.ledger()
-    daemon = banctl.Daemon(env, ledger, fake)
+    daemon = Daemon(env, ledger, fake)
     daemon.start()
     reader = PipeReader()
     reader.feed("".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode())

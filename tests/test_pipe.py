@@ -1,17 +1,16 @@
-"""The pipe contract: framing, versioning, pass-through, and the Alert round trip."""
+"""The pipe contract: framing, versioning, pass-through, the alert round trip and validator."""
 
 from __future__ import annotations
 
 import io
 import json
-from datetime import datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from banpipe import pipe
-from banpipe.alert import FORMATS, Alert, AlertError, problem
-from banpipe.pipe import PipeError, PipeReader, Writer, read_objects
+from banpipe.alert import FORMATS, JUDGED, checker, problem
+from banpipe.pipe import Lines, PipeError, PipeReader, Writer
 
 
 def collect(chunks: list[bytes], finish: bool = True) -> list:
@@ -73,12 +72,39 @@ def test_writer_writes_one_utf8_line_per_object_and_keeps_unknown_keys():
     assert json.loads(data) == {"v": 1, "msg": "Dấu hiệu “x”", "future_key": {"nested": [1, None]}}
 
 
-def test_read_objects_reads_a_whole_stream():
-    got = list(read_objects(io.BytesIO(b'{"v":1,"a":1}\n{"v":1,"a":2}')))
+def test_a_whole_stream_is_read_to_its_last_line():
+    got = collect([b'{"v":1,"a":1}\n{"v":1,"a":2}'])
     assert [o["a"] for _, o in got] == [1, 2]
 
 
-# --- Alert -> JSON -> Alert ---------------------------------------------------------
+def test_lines_count_lines_across_chunks_and_cut_a_runaway_line():
+    lines = Lines()
+    assert lines.feed(b"a\nb") == ([b"a"], 0)
+    assert lines.feed(b"c\n\nd") == ([b"bc", b""], 1)
+    assert lines.finish() == ([b"d"], 3)
+    assert lines.finish() == ([], 4)
+    lines.feed(b"x" * (pipe.MAX_LINE + 10))
+    [long], first = lines.feed(b"yyy\n")
+    assert first == 4 and len(long) == pipe.MAX_LINE + 4  # kept MAX_LINE + 1, then 3 more
+
+
+def test_a_reader_stopped_early_hands_out_the_rest_later():
+    reader = PipeReader()
+    reader.feed(b'{"v":1,"a":1}\n{"v":1,"a":2}\n')
+    first = reader.objects()
+    assert next(first) == (1, {"v": 1, "a": 1})
+    assert list(reader.objects()) == [(2, {"v": 1, "a": 2})]
+
+
+def test_encode_batch_writes_the_bytes_of_encode_per_object():
+    objs = [{"v": 1, "msg": "Dấu"}, {"v": 1, "n": None}]
+    assert pipe.encode_batch(objs) == b"".join(map(pipe.encode, objs))
+    odd = [{"v": 1}, {1: "non-string key"}]  # pass-through keys json would accept
+    assert pipe.encode_batch(odd) == b"".join(map(pipe.encode, odd))
+    assert pipe.encode_batch([]) == b""
+
+
+# --- alert -> JSON -> alert, and the one validator ------------------------------------------
 
 addresses = st.one_of(
     st.none(),
@@ -89,8 +115,8 @@ ports = st.one_of(st.none(), st.integers(0, 65535))
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
 
 alerts = st.builds(
-    Alert,
-    ts=st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1)),
+    lambda extra, **keys: {"v": 1, **{k: keys[k] for k in pipe.ALERT_KEYS[1:]}, **extra},
+    ts=st.datetimes().map(lambda t: t.isoformat(timespec="microseconds")),
     gid=st.integers(1, 1 << 20),
     sid=st.integers(0, 1 << 31),
     rev=st.integers(0, 1 << 16),
@@ -103,7 +129,7 @@ alerts = st.builds(
     dst=addresses,
     dport=ports,
     action=st.one_of(st.none(), st.sampled_from(["drop", "wdrop", "would_drop"])),
-    refs=st.lists(text, max_size=3).map(tuple),
+    refs=st.lists(text, max_size=3),
     format=st.sampled_from(FORMATS),
     extra=st.dictionaries(
         st.text(min_size=1, max_size=10).filter(lambda k: k not in pipe.ALERT_KEYS),
@@ -117,65 +143,66 @@ alerts = st.builds(
 def test_alert_survives_json_and_back(alert):
     buf = io.BytesIO()
     w = Writer(buf)
-    w.write(alert.to_dict())
+    w.write(alert)
     w.flush()
-    [(lineno, obj)] = list(read_objects(io.BytesIO(buf.getvalue())))
+    [(lineno, obj)] = collect([buf.getvalue()])
     assert lineno == 1
-    assert Alert.from_dict(obj) == alert
+    assert obj == alert
+    assert list(obj)[: len(pipe.ALERT_KEYS)] == list(pipe.ALERT_KEYS)
+    assert problem(obj) is None
 
 
-def test_alert_keys_come_out_in_contract_order():
-    alert = Alert.from_dict(
-        {
-            "v": 1,
-            "ts": "2026-11-28T09:58:01.104233",
-            "gid": 1,
-            "sid": 2003,
-            "rev": 8,
-            "msg": "m",
-            "classification": None,
-            "priority": 2,
-            "proto": "UDP",
-            "src": "203.0.113.7",
-            "sport": 1090,
-            "dst": "198.51.100.2",
-            "dport": 1434,
-            "action": None,
-            "refs": [],
-            "format": "snort2-fast",
-            "zz": 1,
-        }
-    )
-    assert list(alert.to_dict()) == [*pipe.ALERT_KEYS, "zz"]
+GOOD = {
+    "v": 1,
+    "ts": "2026-01-01T00:00:00.000000",
+    "gid": 1,
+    "sid": 2,
+    "rev": 3,
+    "msg": "m",
+    "classification": None,
+    "priority": 1,
+    "proto": "TCP",
+    "src": "203.0.113.1",
+    "sport": 1,
+    "dst": None,
+    "dport": None,
+    "action": None,
+    "refs": [],
+    "format": "snort2-fast",
+}
 
 
 def test_problem_names_missing_and_mistyped_keys():
-    good = Alert(
-        datetime(2026, 1, 1),
-        1,
-        2,
-        3,
-        "m",
-        None,
-        1,
-        "TCP",
-        "203.0.113.1",
-        1,
-        None,
-        None,
-        None,
-        (),
-        "snort2-fast",
-    ).to_dict()
-    assert problem(good) is None
-    assert problem({k: v for k, v in good.items() if k not in ("sid", "src")}) == (
-        "missing keys sid, src"
+    assert problem(GOOD) is None
+    assert problem({k: v for k, v in GOOD.items() if k not in ("sid", "src")}) == (
+        "missing key 'sid'"
     )
-    assert problem({**good, "priority": "2"}) == "key 'priority' has the wrong type (str)"
-    assert problem({**good, "gid": True}) == "key 'gid' has the wrong type (bool)"
-    try:
-        Alert.from_dict({**good, "ts": "yesterday"})
-    except AlertError as exc:
-        assert "ISO 8601" in str(exc)
-    else:
-        raise AssertionError("bad ts accepted")
+    assert problem({**GOOD, "priority": "2"}) == (
+        "'priority' must be an integer or null, got a string"
+    )
+    assert problem({**GOOD, "gid": True}) == "'gid' must be an integer, got a boolean"
+    assert problem({**GOOD, "refs": ["a", 1]}) == "'refs' must be a list of strings, got a list"
+    assert problem({**GOOD, "v": 2}) == "unsupported pipe version 2 (expected 1)"
+    assert problem([GOOD]) == "not a JSON object"
+    assert problem({"v": 1, "gid": 1}, ("gid",)) is None  # only the keys asked for
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=3),
+    st.lists(st.one_of(st.text(max_size=2), st.integers()), max_size=2),
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from([*pipe.ALERT_KEYS, "x"]), values),
+    st.sampled_from([pipe.ALERT_KEYS, JUDGED, ()]),
+    st.booleans(),
+)
+def test_the_compiled_check_agrees_with_problem(over, keys, start_good):
+    obj = {**GOOD, **over} if start_good else over
+    assert checker(keys)(obj) is (problem(obj, keys) is None)
+    assert checker(keys)(["not", "an", "object"]) is False

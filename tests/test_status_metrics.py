@@ -19,8 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from banpipe import alertfilter, banctl, cli, fasttail, metrics
 from banpipe.config import PagesConfig, load_config
+from banpipe.daemon import SpoofBrake
 from banpipe.ledger import Ledger
 from banpipe.monitor import Monitor
+from banpipe.reconcile import Drift
 
 
 class Low:
@@ -122,13 +124,13 @@ def test_enforcement_gauge_falls_when_the_firewall_lacks_bans(cfg, tmp_path):
     env = SimpleNamespace(
         report=cli.Reporter("t", io.StringIO()), clock=lambda: 5.0, config=load_config(str(cfg))
     )
-    mon = Monitor(env, led, Counter(), banctl.SpoofBrake(0, 1))
-    mon.checked(banctl.Drift(missing={"203.0.113.9"}, orphans={"192.0.2.1"}))
+    mon = Monitor(env, led, Counter(), SpoofBrake(0, 1))
+    mon.checked(Drift(missing={"203.0.113.9"}, orphans={"192.0.2.1"}))
     check = mon.snapshot()["last_check"]
     assert check["enforcement"] == 2 / 4  # 2 of 3 present; 1 entry the ledger lacks
     assert (check["ledger_bans"], check["firewall_entries"]) == (3, 3)
     assert mon.snapshot()["drift_repairs"] == 1
-    mon.checked(banctl.Drift())
+    mon.checked(Drift())
     assert mon.snapshot()["last_check"]["enforcement"] == 1.0
 
 
@@ -277,7 +279,7 @@ def test_slow_pages_are_written_less_often(cfg, tmp_path):
         config=replace(load_config(str(cfg)), pages=PagesConfig(str(tmp_path / "p"), 1.0)),
     )
     led = Ledger.open(str(tmp_path / "l.sqlite3"))
-    mon = Monitor(env, led, Counter(), banctl.SpoofBrake(0, 1), mono=lambda: t[0])
+    mon = Monitor(env, led, Counter(), SpoofBrake(0, 1), mono=lambda: t[0])
     calls = []
 
     def slow():

@@ -45,6 +45,7 @@ from typing import IO, Any
 
 from banpipe import config as configmod
 from banpipe import metrics, pipe
+from banpipe.alert import JUDGED, checker, problem
 from banpipe.cli import (
     EX_CONFIG,
     EX_IOERR,
@@ -65,7 +66,7 @@ from banpipe.cli import (
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.flows import FlowWindow
 from banpipe.protect import read_address_file
-from banpipe.rules import BAN, K_NOT_OURS, K_REPEAT, SKIP_KINDS, RuleSet, check_alert
+from banpipe.rules import BAN, K_NOT_OURS, K_REPEAT, SKIP_KINDS, RuleSet
 from banpipe.wanstate import WanStateError, read_wan_state
 
 TOOL = "alertfilter"
@@ -322,8 +323,8 @@ class Filter:
     def process(self, lines: list[bytes], lineno: int) -> None:
         """Judge raw pipe lines; ``lineno`` is the number of the line before the first.
 
-        The common case (a valid alert) goes through inline checks with no function call
-        besides loads and decide; anything odd is handed to the slow paths that explain.
+        The common case (a valid alert) costs loads, one compiled check (the contract's,
+        banpipe.alert.checker) and decide; anything odd goes to the slow paths that explain.
         """
         decide = self.loader.rules.decide
         counts = self.counts
@@ -336,6 +337,7 @@ class Filter:
         out_write = self.out.write
         loads = pipe.loads
         max_line = pipe.MAX_LINE
+        judgeable = is_judgeable
         for raw in lines:
             lineno += 1
             if len(raw) > max_line:
@@ -345,28 +347,16 @@ class Filter:
                 alert = loads(raw)
             except ValueError:
                 if raw.strip():
-                    self.bad_line(lineno, _pipe_reason(raw))
+                    self.bad_line(lineno, pipe.undecodable(raw))
                 continue  # blank lines carry nothing
-            try:
-                valid = (
-                    alert["v"] == 1
-                    and type(alert["gid"]) is int
-                    and type(alert["sid"]) is int
-                    and type(alert["msg"]) is str
-                    and type(alert["priority"]) in _PRIO_TYPES
-                    and type(alert["src"]) in _ADDR_TYPES
-                    and type(alert["dst"]) in _ADDR_TYPES
-                )
-            except (KeyError, TypeError, IndexError):
-                valid = False
-            if not valid:
+            if not judgeable(alert):
                 if pipe.is_position(alert):
                     # Passed on after the bans it follows: banctl records the position
                     # with them, also when every alert before it was skipped here.
                     if not dry_run:
                         out_write(raw + b"\n")
                     continue
-                self.bad_line(lineno, pipe.check_object(alert) or check_alert(alert) or "?")
+                self.bad_line(lineno, problem(alert, JUDGED) or "?")
                 continue
             d = decide(alert)
             if d.ban and flows is not None and self._repeat(flows, alert):
@@ -459,18 +449,8 @@ def nothing_ours_hint(rules: RuleSet, not_ours: int) -> str | None:
     )
 
 
-def _pipe_reason(raw: bytes) -> str:
-    """Why a line is no pipe object, in the words of pipe.PipeReader (the slow path)."""
-    reader = pipe.PipeReader()
-    reader.feed(raw + b"\n")
-    for _, item in reader.objects():
-        if isinstance(item, pipe.PipeError):
-            return item.reason
-    return "not JSON"
-
-
-_PRIO_TYPES = (int, type(None))
-_ADDR_TYPES = (str, type(None))
+# alert.problem(alert, JUDGED) is None, compiled once: the hot loop's one check.
+is_judgeable = checker(JUDGED)
 
 
 # --- main ------------------------------------------------------------------------------
@@ -481,30 +461,6 @@ def _fileno(stream: Any) -> int | None:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
         return None
-
-
-class _Lines:
-    """Splits input chunks into lines, counting them; keeps the incomplete tail."""
-
-    def __init__(self) -> None:
-        self._tail = b""
-        self.count = 0
-
-    def feed(self, chunk: bytes) -> tuple[list[bytes], int]:
-        data = self._tail + chunk if self._tail else chunk
-        lines = data.split(b"\n")
-        self._tail = lines.pop()
-        if len(self._tail) > pipe.MAX_LINE:
-            self._tail = self._tail[: pipe.MAX_LINE + 1]  # reported as too long; no hoarding
-        first = self.count
-        self.count += len(lines)
-        return lines, first
-
-    def finish(self) -> tuple[list[bytes], int]:
-        lines, self._tail = ([self._tail] if self._tail else []), b""
-        first = self.count
-        self.count += len(lines)
-        return lines, first
 
 
 class _Signals:
@@ -607,7 +563,7 @@ def _write_metrics(filt: Filter, loader: Loader, reporter: Reporter) -> None:
 def _loop(
     source: IO[Any], filt: Filter, loader: Loader, watcher: Any, signals: _Signals, name: str
 ) -> None:
-    lines = _Lines()
+    lines = pipe.Lines()
     stop = signals.flag
     throttle = metrics.Throttle(loader.config.metrics.interval)
     fd = _fileno(source)

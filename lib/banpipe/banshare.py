@@ -134,7 +134,7 @@ def _import_nats() -> Any:
 
 def _env(config: Config, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Any:
     # banctl's Env is the one home of "ledger + firewall + protection from a config".
-    from banpipe.banctl import Env
+    from banpipe.ctlenv import Env
 
     return Env(
         config=config,

@@ -67,9 +67,6 @@ from .progress import Progress
 TOOL = "fasttail"
 METRICS_EVERY = 15.0  # seconds between textfile writes while alerts flow
 MAX_LINE = 65536
-# The parser's alerts have string keys only, so plain orjson.dumps writes exactly the bytes
-# of pipe.dumps (which tries that call first) without its per-alert wrapper call.
-_DUMPS = pipe.orjson.dumps if pipe.dumps is getattr(pipe, "_orjson_dumps", None) else pipe.dumps
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -134,13 +131,7 @@ class JsonOutput:
     def emit(self, items: list, name: str) -> None:
         alerts = [x for x in items if type(x) is dict]
         if alerts:
-            # Same bytes as pipe.Writer (pipe.dumps + "\n"), one write per batch: the
-            # per-object jsonlines call costs ~10% of fasttail's time (bench/README.md).
-            try:
-                data = b"\n".join(map(_DUMPS, alerts))
-            except TypeError:  # not from the parser: pipe.dumps's fallback decides
-                data = b"\n".join(map(pipe.dumps, alerts))
-            self.stream.write(data + b"\n")
+            self.stream.write(pipe.encode_batch(alerts))  # one write per batch
             self.count += len(alerts)
             if self.on_batch is not None:
                 self.on_batch()

@@ -20,10 +20,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from banpipe.banctl import canonical_addr
 from banpipe.ledger import DECISION_KINDS, Decision
 from banpipe.pipe import VERSION, dumps, loads
-from banpipe.protect import Protection
+from banpipe.protect import Protection, canonical_addr
 
 REASON_MAX = 1000
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")

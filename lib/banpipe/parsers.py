@@ -75,6 +75,7 @@ from datetime import date, datetime, timedelta
 
 from banpipe import eve, pipe, syslog
 from banpipe.alert import FORMATS
+from banpipe.memo import Memo
 
 __all__ = [
     "FORMATS",
@@ -209,44 +210,10 @@ _QUICK_MATCH = _QUICK.match
 _SURICATA = "suricata-fast"
 
 
-class _TwoGen(dict):
-    """A bounded cache in two generations (the current one is the dict itself).
-
-    When the current generation is full it becomes the old one and a new one starts; a
-    key found only in the old generation is copied into the current one.  So at most
-    ``2 * size`` entries are held, and what is still in use survives a turnover (a cache
-    that is simply cleared when full misses everything at once when the working set
-    outgrows it).  The hot path calls ``get`` (dict's own) and ``recall`` on a miss.
-    """
-
-    __slots__ = ("old", "size")
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.old: dict = {}
-        self.size = size
-
-    def recall(self, key: object) -> object:
-        value = self.old.get(key)
-        if value is not None:
-            self.put(key, value)
-        return value
-
-    def put(self, key: object, value: object) -> None:
-        if len(self) >= self.size:
-            self.old = dict(self)
-            dict.clear(self)
-        self[key] = value
-
-    def clear(self) -> None:
-        dict.clear(self)
-        self.old.clear()
-
-
 # middle text -> (alert template, sel, Snort port mode); see AlertParser._fast.  Few
 # distinct middles occur (hundreds in the corpus, at most 252 characters long); an entry
 # is about 1 KiB, and a longer middle than _MIDDLE_MAX is not cached (bounded memory).
-_MIDDLES = _TwoGen(2048)
+_MIDDLES = Memo(2048)
 _MIDDLE_MAX = 512
 
 
@@ -295,7 +262,7 @@ class _Ambiguous(_BadAddress):
 
 # IPv6 text -> canonical form, shared by all parsers: the answer depends only on the text.
 # About 200 bytes an entry.
-_V6_CANON = _TwoGen(4096)
+_V6_CANON = Memo(4096)
 _PORT_PROTO: dict[str, bool] = {}
 _AF4 = socket.AF_INET
 _AF6 = socket.AF_INET6

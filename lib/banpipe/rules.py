@@ -23,7 +23,7 @@ IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry, in alerts 
 the config alike (``::ffff:10.0.0.0/104`` protects 10.0.0.0/8).
 
 Hot-path costs are per distinct value, not per alert: ignore matches are cached per
-``(gid, sid)``, address judgements per address string, in :class:`GenerationCache`
+``(gid, sid)``, address judgements per address string, in :class:`banpipe.memo.Memo`
 memos of at most 2 x :data:`CACHE_MAX` entries (memory stays flat; a reload compiles a
 new RuleSet with empty caches). No regular expression runs per alert.
 """
@@ -31,11 +31,12 @@ new RuleSet with empty caches). No regular expression runs per alert.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Any, NamedTuple
 
 from banpipe.config import Config, ConfigError
+from banpipe.memo import Memo
 from banpipe.protect import Protection, canonical, unmap_address, unmap_network  # noqa: F401
 
 CACHE_MAX = 1 << 15
@@ -64,16 +65,6 @@ SKIP_KINDS: tuple[str, ...] = (
     K_REPEAT,
 )
 
-#: Keys decide() needs, with the JSON types each may have (None = null allowed).
-REQUIRED: tuple[tuple[str, str], ...] = (
-    ("gid", "int"),
-    ("sid", "int"),
-    ("msg", "str"),
-    ("priority", "int|null"),
-    ("src", "str|null"),
-    ("dst", "str|null"),
-)
-
 
 class Decision(NamedTuple):
     """The verdict on one alert.
@@ -89,73 +80,6 @@ class Decision(NamedTuple):
     reversed: bool
     reason: str
     kind: str
-
-
-def check_alert(alert: Mapping[str, Any]) -> str | None:
-    """Why ``alert`` cannot be judged (missing or wrong-typed key), or None."""
-    for key, kind in REQUIRED:
-        if key not in alert:
-            return f"missing key '{key}'"
-        value = alert[key]
-        if value is None and kind.endswith("|null"):
-            continue
-        if kind.startswith("int"):
-            ok = type(value) is int
-            want = "an integer"
-        else:
-            ok = type(value) is str
-            want = "a string"
-        if not ok:
-            if kind.endswith("|null"):
-                want += " or null"
-            return f"'{key}' must be {want}, got {_json_type(value)}"
-    return None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
-class GenerationCache:
-    """A bounded memo: two generations of at most ``size`` entries each.
-
-    When the young generation is full it becomes the old one and the previous old one is
-    dropped; a key found in the old generation moves back to the young one. Hot keys
-    (the few noisy scanners) therefore survive a turnover while memory stays bounded,
-    unlike a cache that is simply cleared when full. Callers hit ``young`` directly
-    (one dict lookup) and call :meth:`lookup` only on a miss.
-    """
-
-    __slots__ = ("young", "old", "size")
-
-    def __init__(self, size: int = CACHE_MAX) -> None:
-        self.size = size
-        self.young: dict[Any, Any] = {}
-        self.old: dict[Any, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self.young) + len(self.old)
-
-    def lookup(self, key: Any, compute: Callable[[Any], Any]) -> Any:
-        try:
-            value = self.old[key]
-        except KeyError:
-            value = compute(key)
-        if len(self.young) >= self.size:
-            self.old = self.young
-            self.young = {}
-        self.young[key] = value
-        return value
 
 
 # --- ignore list -----------------------------------------------------------------------
@@ -192,7 +116,7 @@ class IgnoreMatcher:
                     merged.append([lo, hi])
             self._starts[gid] = [m[0] for m in merged]
             self._ends[gid] = [m[1] for m in merged]
-        self._cache = GenerationCache()
+        self._cache = Memo(CACHE_MAX)
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -201,7 +125,7 @@ class IgnoreMatcher:
         """The first listed pattern that matches ``gid:sid``, or None."""
         key = (gid, sid)
         cache = self._cache
-        found = cache.young.get(key, cache)
+        found = cache.get(key, cache)
         if found is cache:
             found = cache.lookup(key, self._lookup)
         return found
@@ -297,9 +221,9 @@ class RuleSet:
         self._prio_listed = f"[{listed}]"
         self._prio_skip: dict[int, str] = {}
         # raw address text -> (canonical or raw, protection reason or None, kind)
-        self._offenders = GenerationCache()
+        self._offenders = Memo(CACHE_MAX)
         # raw address text -> (canonical or raw, "ours" label or None)
-        self._victims = GenerationCache()
+        self._victims = Memo(CACHE_MAX)
 
     @classmethod
     def from_config(
@@ -357,7 +281,7 @@ class RuleSet:
     # -- the decision --
 
     def decide(self, alert: Mapping[str, Any]) -> Decision:
-        """Judge one alert that passed :func:`check_alert`."""
+        """Judge one alert that :func:`banpipe.alert.problem` finds valid for ``JUDGED``."""
         src = alert["src"]
         dst = alert["dst"]
         marker = None
@@ -387,7 +311,7 @@ class RuleSet:
         if self._ignoring:
             key = (alert["gid"], alert["sid"])
             cache = self._ignore_cache
-            pattern = cache.young.get(key, cache)
+            pattern = cache.get(key, cache)
             if pattern is cache:
                 pattern = cache.lookup(key, self.ignore._lookup)
             if pattern is not None:
@@ -403,7 +327,7 @@ class RuleSet:
         if offender is None or offender == "":
             return Decision(False, None, victim, swapped, "no offender address", K_NO_OFFENDER)
         cache = self._offenders
-        entry = cache.young.get(offender)
+        entry = cache.get(offender)
         if entry is None:
             entry = cache.lookup(offender, self._judge_offender)
         offender, why, kind = entry
@@ -414,7 +338,7 @@ class RuleSet:
             victim, label = None, None
         else:
             cache = self._victims
-            entry = cache.young.get(victim)
+            entry = cache.get(victim)
             if entry is None:
                 entry = cache.lookup(victim, self._judge_victim)
             victim, label = entry
@@ -456,5 +380,5 @@ def _target_side(target: Any, src: Any, dst: Any) -> str | None:
 
 
 def decide(alert: Mapping[str, Any], rules: RuleSet) -> Decision:
-    """Judge ``alert`` (validated by :func:`check_alert`) against ``rules``."""
+    """Judge ``alert`` (valid for :data:`banpipe.alert.JUDGED`) against ``rules``."""
     return rules.decide(alert)

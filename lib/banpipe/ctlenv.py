@@ -1,0 +1,109 @@
+"""What banctl's commands and its daemon share: config, ledger, firewall, protection.
+
+One ``Env`` is built per run of ``banctl`` from the config file and the command line;
+the ledger and the firewall backend are opened on first use, so a read-only command
+on a fresh machine creates nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from banpipe import cli
+from banpipe.bantime import BanPolicy
+from banpipe.config import Config
+from banpipe.ledger import Ledger, LedgerError
+from banpipe.protect import Protection, read_address_file
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Env:
+    """What every command needs; built once per run from config and options."""
+
+    config: Config
+    ledger_path: str
+    backend: str
+    stdout: IO[str]
+    stderr: IO[str]
+    clock: Clock
+    rng: Any
+    runner: Any
+    report: cli.Reporter
+    _ledger: Ledger | None = None
+    _fw: Any = None
+
+    @property
+    def policy(self) -> BanPolicy:
+        try:
+            return BanPolicy.from_config(self.config.ban)
+        except ValueError as exc:
+            raise cli.ToolError(f"[ban]: {exc}", cli.EX_CONFIG)
+
+    @property
+    def retention(self) -> float:
+        return float(self.config.ban.retention)
+
+    def existing_ledger(self) -> Ledger | None:
+        """The ledger, or None when there is none yet: a read-only command (list, show,
+        check) on a fresh machine creates nothing."""
+        if self._ledger is None and not os.path.exists(self.ledger_path):
+            return None
+        return self.ledger()
+
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            try:
+                self._ledger = Ledger.open(self.ledger_path)
+            except LedgerError as exc:
+                raise cli.ToolError(str(exc), cli.EX_CANTCREAT)
+        return self._ledger
+
+    def firewall(self) -> Any:
+        if self._fw is None:
+            from banpipe.firewall import FirewallError, make_backend
+
+            try:
+                settings = self.config.firewall.settings()
+            except ValueError as exc:
+                raise cli.ToolError(f"[firewall]: {exc}", cli.EX_CONFIG)
+            try:
+                self._fw = make_backend(self.backend, settings, self.runner, stream=self.stderr)
+            except FirewallError as exc:
+                raise cli.ToolError(f"firewall: {exc}", cli.EX_UNAVAILABLE)
+        return self._fw
+
+    def wan_addresses(self) -> set[str]:
+        from banpipe.wanstate import WanStateError, read_wan_state
+
+        path = self.config.network.wan_state
+        if not path:
+            return set()
+        try:
+            return read_wan_state(path)
+        except WanStateError as exc:
+            self.report.error(path, f"{exc}; using the static [network] wan only", "warning")
+            return set()
+
+    def protection(self, wan: Iterable[str] | None = None) -> Protection:
+        extra: list[str] = []
+        for path in self.config.filter.whitelist_files:
+            try:
+                nets, errors = read_address_file(path)
+            except OSError as exc:
+                self.report.error(path, f"cannot read whitelist: {exc.strerror}", "warning")
+                continue
+            for n, reason in errors:
+                self.report.error(f"{path}:{n}", reason, "warning")
+            extra.extend(nets)
+        wan_now = self.wan_addresses() if wan is None else set(wan)
+        return Protection.from_config(self.config, wan_now, extra)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None

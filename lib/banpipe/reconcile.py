@@ -1,0 +1,161 @@
+"""Ledger versus firewall: drift, repair, restore and removal.
+
+The operations shared by the daemon (``banctl apply``, banpipe.daemon) and the admin
+commands (``banctl check``, ``restore``, ``teardown``). Each caller holds the ledger's
+cross-process lock (``ledger.locked()``) around them, so whichever process changes a
+ban also changes the firewall, in commit order. Backends are idempotent: doing a
+change twice is harmless, and a crash between commit and firewall is repaired by the
+next ``reconcile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from banpipe import cli
+from banpipe.ctlenv import Env
+from banpipe.ledger import Ledger
+
+
+def firewall_error() -> type[Exception]:
+    """The backends' error class (imported late: most commands never load a backend)."""
+    from banpipe.firewall import FirewallError
+
+    return FirewallError
+
+
+@dataclass
+class Drift:
+    missing: set[str] = field(default_factory=set)  # banned in the ledger, not in firewall
+    orphans: set[str] = field(default_factory=set)  # in our firewall part, not banned
+    duplicates: dict[str, int] = field(default_factory=dict)
+    structure_ok: bool = True
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.missing and not self.orphans and not self.duplicates and self.structure_ok
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.missing)} missing",
+            f"{len(self.orphans)} orphans",
+            f"{len(self.duplicates)} duplicates",
+            "structure ok" if self.structure_ok else "structure broken",
+        ]
+        return ", ".join(parts)
+
+
+def compare(ledger: Ledger, fw: Any) -> Drift:
+    """Ledger's active bans versus what the firewall holds for us.
+
+    Drift is confirmed by a second listing: right after a large change the kernel can
+    list a big nftables set partially (seen: 98,115 of 100,000 elements, no error), and
+    a false "missing" must not make ``banctl check`` report drift. Entries count as
+    missing or orphaned only when both listings agree.
+    """
+    want = ledger.active_addresses()
+    drift = _drift(want, fw.check())
+    # A missing table, chain or set is no artefact of a partial listing: no second one.
+    if not drift.clean and drift.structure_ok:
+        again = _drift(want, fw.check())
+        drift.missing &= again.missing
+        drift.orphans &= again.orphans
+        drift.duplicates = {a: n for a, n in drift.duplicates.items() if a in again.duplicates}
+        drift.structure_ok = drift.structure_ok or again.structure_ok
+        if again.structure_ok:
+            drift.problems = again.problems
+    return drift
+
+
+def _drift(want: set[str], state: Any) -> Drift:
+    have = set(state.entries)
+    return Drift(
+        missing=want - have,
+        orphans=have - want,
+        duplicates=dict(state.duplicates),
+        structure_ok=bool(state.structure_ok),
+        problems=list(state.problems),
+    )
+
+
+def reconcile(ledger: Ledger, fw: Any) -> Drift:
+    """Make the firewall match the ledger; returns the drift found before repairing.
+
+    The caller holds ``ledger.locked()``. Missing entries go in with ONE bulk
+    ``block()``; orphans out with one ``release()``. A duplicate is released (all of
+    its copies) and blocked again once.
+    """
+    drift = compare(ledger, fw)
+    if not drift.structure_ok:
+        fw.init()
+        # One listing: a partial one could only make entries look missing, and
+        # block() of a present entry changes nothing (a firewall reload is repaired
+        # in the time of one listing less).
+        drift_after_init = _drift(ledger.active_addresses(), fw.check())
+        drift_after_init.structure_ok = False
+        drift_after_init.problems = drift.problems
+        drift = drift_after_init
+    if drift.duplicates:
+        dups = sorted(drift.duplicates)
+        fw.release(dups)
+        fw.block([a for a in dups if a not in drift.orphans])
+    if drift.missing:
+        fw.block(sorted(drift.missing))
+    if drift.orphans:
+        fw.release(sorted(drift.orphans))
+    return drift
+
+
+def restore(env: Env, ledger: Ledger, fw: Any) -> tuple[list[str], list[str], Drift]:
+    """Start-up: create our structure, lift lapsed bans and our WAN addresses, restore.
+
+    Returns (lapsed, lifted WAN addresses, drift before repair).
+    """
+    now = env.clock()
+    with ledger.locked():
+        fw.init()
+        lapsed = ledger.expire(now, retention=env.retention)
+        wan = lift_wan_bans(env, ledger, fw, env.wan_addresses(), release=False)
+        drift = reconcile(ledger, fw)  # lapsed/WAN entries are orphans here
+    return lapsed, wan, drift
+
+
+def remove_automated(ledger: Ledger, fw: Any, *, thorough: bool) -> tuple[int, int]:
+    """Take the automated bans out of the firewall, keep the manual ones.
+
+    Returns (entries removed, manual bans kept). With no manual ban, all of banpipe's
+    firewall part goes (``close(teardown=True)``: no empty chain, sets or table left).
+    ``thorough`` also removes entries the ledger does not know, at the cost of reading
+    the firewall. The caller holds ``ledger.locked()``. The ledger is not changed.
+    """
+    if not ledger.count_active(manual_only=True):
+        fw.close(teardown=True)  # one bulk removal, no need to list anything
+        return ledger.count_active(), 0
+    automated = ledger.active_addresses(automated_only=True)
+    manual = ledger.active_addresses() - automated
+    drop = set(automated)
+    if thorough:
+        drop |= fw.check().entries - manual
+    if drop:
+        fw.release(sorted(drop))
+    fw.close(teardown=False)
+    return len(drop), len(manual)
+
+
+def lift_wan_bans(
+    env: Env, ledger: Ledger, fw: Any, wan: Iterable[str], *, release: bool = True
+) -> list[str]:
+    """Unban any of ``wan`` (our own addresses now, e.g. a recycled DHCP lease)."""
+    banned = [a for a in sorted(set(wan)) if (o := ledger.get(a)) is not None and o.active]
+    if not banned:
+        return []
+    with ledger.locked():
+        lifted = ledger.unban(banned, env.clock(), retention=env.retention)
+        if release and lifted:
+            fw.release(lifted)
+    for a in lifted:
+        env.report.say(a, "ban lifted: it is our WAN address now", level=cli.WARNING)
+    return lifted
