@@ -158,24 +158,55 @@ BUCKET_S = 60.0
 # An alert's own time stamp in fasttail's form (naive ISO 8601 with microseconds) is
 # stored as the integer microseconds of those fields read as UTC (8 bytes instead of 26,
 # and exactly the same text back, whatever the time zone); any other text as it is.
-_STAMP_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})\Z")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 _STAMP_SQL = (
     "strftime('%Y-%m-%dT%H:%M:%S', {0} / 1000000, 'unixepoch') || printf('.%06d', {0} % 1000000)"
 )
+_days: dict[str, int | None] = {}  # "YYYY-MM-DD" -> its midnight in us, read as UTC
+
+
+def _day(date: str) -> int | None:
+    if len(_days) >= 4096:
+        _days.clear()
+    us = None
+    if _DATE_RE.match(date):
+        y, m, d = int(date[:4]), int(date[5:7]), int(date[8:])
+        try:
+            datetime(y, m, d)
+        except ValueError:
+            pass
+        else:
+            us = calendar.timegm((y, m, d, 0, 0, 0)) * 1_000_000
+            if us < 0:
+                us = None  # before 1970: SQLite's integer division rounds towards 0
+    _days[date] = us
+    return us
 
 
 def _stamp_code(text: str | None) -> int | str | None:
-    """``text`` as stored in ``hits.alert_first`` (see _STAMP_RE)."""
-    m = _STAMP_RE.match(text) if text is not None else None
-    if m is None:
+    """``text`` as stored in ``hits.alert_first``: an integer for fasttail's form
+    ``YYYY-MM-DDTHH:MM:SS.ffffff`` (a real date and time, ASCII digits, from 1970),
+    else the text itself."""
+    if (
+        text is None
+        or len(text) != 26
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+        or text[19] != "."
+    ):
         return text
-    f = [int(x) for x in m.groups()]
-    try:
-        datetime(*f)  # a real date and time, or stored as text
-    except ValueError:
+    date = text[:10]
+    day = _days.get(date, -1)
+    if day == -1:
+        day = _day(date)
+    clock = text[11:13] + text[14:16] + text[17:19] + text[20:]
+    if day is None or not (clock.isascii() and clock.isdigit()):
         return text
-    code = calendar.timegm((f[0], f[1], f[2], f[3], f[4], f[5])) * 1_000_000 + f[6]
-    return code if code >= 0 else text  # SQLite's integer division rounds towards 0
+    h, m, sec = int(clock[:2]), int(clock[2:4]), int(clock[4:6])
+    if h > 23 or m > 59 or sec > 59:
+        return text
+    return day + (h * 3600 + m * 60 + sec) * 1_000_000 + int(clock[6:])
 
 
 def _stamp_sql(col: str) -> str:
@@ -216,7 +247,7 @@ def _v5(db: sqlite3.Connection) -> None:
             victim      INTEGER,              -- texts.id
             reversed    INTEGER NOT NULL,
             reason      INTEGER,              -- texts.id
-            alert_first,                      -- the first alert's own time stamp (_STAMP_RE)
+            alert_first,                      -- the first alert's own time stamp (_stamp_code)
             alert_last                        -- the last one's (NULL: the same; integer:
                                               -- microseconds after alert_first)
         )"""
@@ -830,12 +861,17 @@ class Ledger:
         updates: list[tuple] = []
         fresh: list[tuple[tuple, tuple]] = []
         for k, g in groups.items():
-            ids = []
-            for i in (0, 1, 2, 4, 6):
-                t = k[i]
-                ids.append(None if t is None else (text_ids.get(t) or tid(t)))
             # (addr, sig, msg, priority, victim, reversed, reason), interned
-            ik = (ids[0], ids[1], ids[2], k[3], ids[3], k[5], ids[4])
+            a, sig, msg, prio, victim, rev, why = k
+            ik = (
+                text_ids.get(a) or tid(a),
+                None if sig is None else text_ids.get(sig) or tid(sig),
+                None if msg is None else text_ids.get(msg) or tid(msg),
+                prio,
+                None if victim is None else text_ids.get(victim) or tid(victim),
+                rev,
+                None if why is None else text_ids.get(why) or tid(why),
+            )
             row = opened.get(ik)
             if row is None:
                 fresh.append((ik, g))
