@@ -52,7 +52,6 @@ from banpipe import cli, pipe, positions
 from banpipe.bantime import format_expiry
 from banpipe.ctlenv import Env
 from banpipe.ledger import Ledger, LedgerError
-from banpipe.memo import Memo
 from banpipe.monitor import Monitor
 from banpipe.protect import canonical_addr
 from banpipe.reconcile import firewall_error, lift_wan_bans, reconcile, remove_automated, restore
@@ -164,9 +163,6 @@ class Daemon:
         self._offenders = _Memo(self._judge, CACHE_MAX // 2)
         self._victims = _Memo(_victim, CACHE_MAX // 2)
         self._sigs = _Memo(_sig, SIG_CACHE)  # (gid, sid, rev) -> "gid:sid:rev"
-        # The raw fields of a line (exact types only) -> its violation's group key, for
-        # lines that may be recorded; a new one whenever the protection changes.
-        self._keys = Memo(CACHE_MAX // 2)
         ban = env.config.ban
         self.brake = SpoofBrake(int(ban.spoof_max), float(ban.spoof_window))
         self.check_interval = max(1.0, float(env.config.banctl.check_interval))
@@ -275,16 +271,13 @@ class Daemon:
         violation). Each line is decoded here (no reader or generator between: about a
         microsecond a line) and reduced at once to its violation's group: no parsed
         object outlives its line (a list of them made the cyclic GC walk it again and
-        again). A line whose raw fields were seen before takes its group key from one
-        memo; the checks below run once per distinct set of fields.
+        again).
         """
         counts, report = self.counts, self.report
         offenders, victims = self._offenders, self._victims
         judged, victim_of = offenders.new.get, victims.new.get
         sigs = self._sigs
         sig_of = sigs.new.get
-        keys = self._keys
-        known = keys.get
         loads, max_line, version = pipe.loads, pipe.MAX_LINE, pipe.VERSION
         # A positional stream's alerts wait in the open unit until its position arrives.
         target = self.unit if self.positional else groups
@@ -310,45 +303,6 @@ class Daemon:
                     continue
             get = obj.get
             raw = get("offender")
-            gid, sid, rev, priority = get("gid"), get("sid"), get("rev"), get("priority")
-            # Exact types only (1, 1.0 and True are equal as dict keys, not here).
-            exact = (
-                gid.__class__ is int
-                and sid.__class__ is int
-                and rev.__class__ is int
-                and (priority.__class__ is int or priority is None)
-            )
-            if exact:
-                fields = (
-                    raw,
-                    gid,
-                    sid,
-                    rev,
-                    priority,
-                    get("msg"),
-                    get("victim"),
-                    get("reversed") is True,
-                    get("reason"),
-                )
-                try:
-                    key = known(fields)
-                except TypeError:  # a list where text belongs: the checks below say so
-                    exact, key = False, None
-                else:
-                    if key is None:
-                        key = keys.recall(fields)
-                if key is not None:
-                    ts = get("ts")
-                    if ts.__class__ is not str or len(ts) > 64:
-                        ts = _alert_ts(ts)
-                    group = target.get(key)
-                    if group is None:
-                        target[key] = [ts, 1, lineno, ts]
-                    else:
-                        group[1] += 1
-                        group[2] = lineno
-                        group[3] = ts
-                    continue
             if type(raw) is not str or not raw:
                 if get("type") == pipe.POSITION and get("v") == pipe.VERSION:
                     target = self.close_unit(obj, lineno, groups)
@@ -409,8 +363,6 @@ class Daemon:
                 get("reversed") is True,
                 reason[:1000] if type(reason) is str else None,
             )
-            if exact:
-                keys.put(fields, key)
             ts = get("ts")
             if type(ts) is not str or len(ts) > 64:
                 ts = _alert_ts(ts)
@@ -664,7 +616,6 @@ class Daemon:
         self.wan = wan
         self.protection = self.env.protection(wan)
         self._offenders = _Memo(self._judge, CACHE_MAX // 2)
-        self._keys = Memo(CACHE_MAX // 2)
         self.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
         lift_wan_bans(self.env, self.ledger, self.fw, added)
         self.monitor.changed()

@@ -209,6 +209,20 @@ def _stamp_code(text: str | None) -> int | str | None:
     return day + (h * 3600 + m * 60 + sec) * 1_000_000 + int(clock[6:])
 
 
+def _last_code(first: int | str | None, text: str | None) -> int | str | None:
+    """``hits.alert_last`` for the last one's stamp ``text`` in a row whose
+    ``alert_first`` is ``first``: microseconds after it when both are integers."""
+    if first.__class__ is int:
+        code = _stamp_code(text)
+        if code.__class__ is int:
+            return code - first  # type: ignore[operator]
+    return text
+
+
+def _row_id(update: tuple) -> int:
+    return update[3]
+
+
 def _stamp_sql(col: str) -> str:
     return f"CASE typeof({col}) WHEN 'integer' THEN {_STAMP_SQL.format(col)} ELSE {col} END"
 
@@ -525,7 +539,7 @@ class Ledger:
         # key -> row id). Forgotten on rollback; a row deleted meanwhile by another
         # connection (a prune) is noticed when the update changes nothing.
         self._text_ids: dict[str, int] = {}
-        self._open: dict[tuple, int] = {}
+        self._open: dict[tuple, tuple[int, int | str | None]] = {}  # -> (id, alert_first)
         self._open_bucket = -1
 
     # -- opening -----------------------------------------------------------------
@@ -859,7 +873,8 @@ class Ledger:
         opened, text_ids = self._open, self._text_ids
         tid = self._text_id
         updates: list[tuple] = []
-        fresh: list[tuple[tuple, tuple]] = []
+        updated: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (interned key, group)
+        fresh: list[tuple[tuple, Sequence]] = []
         for k, g in groups.items():
             # (addr, sig, msg, priority, victim, reversed, reason), interned
             a, sig, msg, prio, victim, rev, why = k
@@ -876,41 +891,34 @@ class Ledger:
             if row is None:
                 fresh.append((ik, g))
             else:
-                last = g[3]
-                code = _stamp_code(last)
-                updates.append((g[1], now, code if code.__class__ is int else None, last, row))
+                updates.append((g[1], now, _last_code(row[1], g[3]), row[0]))
+                updated[row[0]] = (ik, g)
         db = self.db
         if updates:
+            updates.sort(key=_row_id)  # in page order
             changed = db.executemany(
-                "UPDATE hits SET count = count + ?1, last = ?2, alert_last = CASE WHEN ?3 IS "
-                "NOT NULL AND typeof(alert_first) = 'integer' THEN ?3 - alert_first ELSE ?4 END "
-                "WHERE id = ?5",
+                "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?",
                 updates,
             ).rowcount
             if changed != len(updates):  # rows pruned by another connection: new rows
                 there = set(
-                    self._column_in("SELECT id FROM hits WHERE id IN ", [u[4] for u in updates])
+                    self._column_in("SELECT id FROM hits WHERE id IN ", [u[3] for u in updates])
                 )
-                back = {row: ik for ik, row in opened.items()}
-                for u in updates:
-                    if u[4] not in there:
-                        del opened[back[u[4]]]
-                        fresh.append((back[u[4]], (u[3], u[0], None, u[3])))
+                for row_id, (ik, g) in updated.items():
+                    if row_id not in there:
+                        del opened[ik]
+                        fresh.append((ik, g))
         if not fresh:
             return
         top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
         rows = []
         for n, (ik, g) in enumerate(fresh, top + 1):
-            opened[ik] = n
-            first, last = _stamp_code(g[0]), None
-            if g[1] > 1 and g[3] != g[0]:
-                last = _stamp_code(g[3])
-                if first.__class__ is int and last.__class__ is int:
-                    last -= first
-                else:
-                    last = g[3]
+            first = _stamp_code(g[0])
+            opened[ik] = (n, first)
+            many = g[1] > 1
+            last = _last_code(first, g[3]) if many and g[3] != g[0] else None
             rows.append(
-                (n, ik[0], now, now if g[1] > 1 else None, g[1], ik[1], ik[2], ik[3], ik[4],
+                (n, ik[0], now, now if many else None, g[1], ik[1], ik[2], ik[3], ik[4],
                  int(ik[5]), ik[6], first, last)
             )  # fmt: skip
         db.executemany(
