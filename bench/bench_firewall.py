@@ -25,7 +25,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from banpipe.firewall import FirewallSettings, SubprocessRunner, make_backend  # noqa: E402
 
 V4_NETS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
 V6_NET = ipaddress.ip_network("2001:db8:ba::/48")

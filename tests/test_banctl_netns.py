@@ -387,3 +387,40 @@ def test_stop_leaves_no_trace_and_teardown_is_idempotent(tmp_path, pair, backend
         assert rc == 0, err
         assert no_trace(pair) == []
     assert pair.ping(V4_OK)
+
+
+@pytest.mark.parametrize("backend", ["ipset", "nftables"])
+def test_full_set_evicts_the_bans_nearest_their_end(tmp_path, pair, backend):
+    """[firewall] max_entries is the sets' size; when one is full, the automated bans of
+    that family nearest their end are ended early (reported), manual bans are kept,
+    and ledger and firewall stay equal."""
+    cfg = tmp_path / "banpipe.toml"
+    cfg.write_text(
+        "[network]\n"
+        'networks = ["198.51.100.0/24", "2001:db8:1::/64"]\n'
+        "[firewall]\n"
+        f'backend = "{backend}"\n'
+        "max_entries = 4\n"
+        "[ban]\nspoof_max = 0\n"
+        "[banctl]\n"
+        f'ledger = "{tmp_path / "ledger.sqlite3"}"\n'
+    )
+    b = Banctl(pair, str(cfg))
+    t = [1_800_000_000.0]
+    rc, _, err = b("ban", "192.0.2.200", clock=lambda: t[0])
+    assert rc == 0, err
+    for i in range(1, 7):
+        t[0] += 1
+        rc, _, err = b("apply", stdin=alert(f"192.0.2.{i}") + "\n", clock=lambda: t[0])
+        assert rc == 0, err
+    assert "firewall full" in err
+    active = b.active()
+    assert "192.0.2.200" in active  # manual: never evicted
+    # The oldest automated bans (same duration: nearest their end) went first.
+    assert {"192.0.2.5", "192.0.2.6"} <= active and "192.0.2.1" not in active
+    assert len(active) <= 4
+    b.assert_consistent()
+    # IPv6 has its own set and is not touched by the IPv4 set being full.
+    rc, _, err = b("apply", stdin=alert(V6) + "\n", clock=lambda: t[0])
+    assert rc == 0 and V6 in b.active(), err
+    b.assert_consistent()

@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from banpipe import fasttail
-from banpipe.follow import Position
+from banpipe.positions import Position
 
 SNORT2 = (
     "11/17-10:46:59.686494  [**] [1:2402000:5001] ET DROP Dshield Block Listed Source "
@@ -286,7 +286,7 @@ def test_state_resumes_where_the_last_run_stopped(alert_file, tmp_path):
 
 def test_state_never_points_inside_a_pending_block(alert_file, tmp_path):
     # Without --once the open block would be held; check the saved offset directly.
-    from banpipe.follow import Cursor
+    from banpipe.cursor import Cursor
     from banpipe.parsers import AlertParser
 
     data = (SNORT2 + FULL_BLOCK[: FULL_BLOCK.index("UDP")]).encode()

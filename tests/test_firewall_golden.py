@@ -943,8 +943,8 @@ def test_ipset_close_removes_rules_then_destroys_only_our_sets():
 NFT = ("nft", "-f", "-")
 NFT_INIT = """\
 add table inet banpipe
-add set inet banpipe v4 { type ipv4_addr; }
-add set inet banpipe v6 { type ipv6_addr; }
+add set inet banpipe v4 { type ipv4_addr; size 1048576; }
+add set inet banpipe v6 { type ipv6_addr; size 1048576; }
 add chain inet banpipe input { type filter hook input priority filter - 10; policy accept; }
 flush chain inet banpipe input
 add rule inet banpipe input ip saddr @v4 drop
@@ -976,7 +976,7 @@ def test_nftables_init_with_log_hooks_and_table():
         (
             NFT,
             "add table inet bp\n"
-            "add set inet bp v4 { type ipv4_addr; }\n"
+            "add set inet bp v4 { type ipv4_addr; size 1048576; }\n"
             f"add chain inet bp input {{ {chain_spec('input')} }}\n"
             "flush chain inet bp input\n"
             "delete chain inet bp input\n"

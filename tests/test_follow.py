@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from banpipe.follow import Cursor, Position, bytes_before, find_rotated, rotation_siblings
+from banpipe import rotation
+from banpipe.cursor import Cursor
 from banpipe.parsers import AlertParser
+from banpipe.positions import Position, bytes_before
+from banpipe.rotation import compressed_siblings, find_rotated, rotated_since, rotation_siblings
 from toolpaths import BIN
 
 NOW = datetime(2026, 11, 28, 12, 0, 0)
@@ -189,6 +192,34 @@ def test_position_round_trip_and_rejects():
     ):
         with pytest.raises(ValueError):
             Position.from_json(bad)
+
+
+def test_rotated_copies_follow_one_name_rule(tmp_path):
+    """Numbered or dated copies are rotations; a neighbour such as alert_full is not."""
+    f = tmp_path / "alert"
+    f.write_text("now\n")
+    names = [
+        "alert.1", "alert.2", "alert-20261128", "alert_2026-11-27T10",
+        "alert.3.gz", "alert.4.lz4", "alert-20261101.Z",
+        "alert_full", "alert.old", "alert-x", "alert.1.txt", "alerts.1", "other.1",
+    ]  # fmt: skip
+    for i, n in enumerate(names):
+        (tmp_path / n).write_text(n + "\n")
+        os.utime(tmp_path / n, (1_000_000_000 + i, 1_000_000_000 + i))
+    plain = ["alert.1", "alert.2", "alert-20261128", "alert_2026-11-27T10"]
+    packed = ["alert.3.gz", "alert.4.lz4", "alert-20261101.Z"]
+    assert sorted(os.path.basename(p) for p in rotation_siblings(str(f))) == sorted(plain)
+    assert [os.path.basename(p) for p in compressed_siblings(str(f))] == sorted(packed)
+    (tmp_path / "alert.1").touch()  # written last: newest first
+    assert os.path.basename(rotation_siblings(str(f))[0]) == "alert.1"
+    readable, compressed = rotated_since(str(f), str(tmp_path / "alert.2"))
+    assert [os.path.basename(p) for p in readable] == [
+        "alert-20261128",
+        "alert_2026-11-27T10",
+        "alert.1",
+    ]
+    assert [os.path.basename(p) for p in compressed] == packed
+    assert rotation.COMPRESSED == (".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z")
 
 
 def test_find_rotated_by_inode_then_fingerprint(tmp_path):

@@ -10,8 +10,8 @@ import sqlite3
 import threading
 
 from banpipe import banctl, daemon, fasttail, pipe
-from banpipe.follow import Position
 from banpipe.ledger import Ledger, resume_position
+from banpipe.positions import Position
 from test_banctl import Low, _wait_for, alert, ledger_of, lines, run
 
 pytest_plugins = ["test_banctl"]  # its fixtures cfg and fw

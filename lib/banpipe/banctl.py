@@ -29,7 +29,15 @@ from banpipe.ctlenv import Clock, Env
 from banpipe.daemon import Daemon
 from banpipe.ledger import LedgerError, ViolationRecord
 from banpipe.protect import canonical
-from banpipe.reconcile import Drift, compare, firewall_error, reconcile, remove_automated, restore
+from banpipe.reconcile import (
+    Drift,
+    block,
+    compare,
+    firewall_error,
+    reconcile,
+    remove_automated,
+    restore,
+)
 
 TOOL = "banctl"
 EX_DRIFT = 1  # `banctl check`: drift found (documented exit status, not a sysexit)
@@ -352,7 +360,7 @@ def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     with ledger.locked():
         fresh = ledger.ban(addr, now, expires=expires, reason=args.reason or "manual ban")
         fw.init()
-        fw.block([addr])
+        block(env, ledger, fw, [addr])
     if args.json:
         return _json(
             env,
@@ -399,7 +407,7 @@ def cmd_pin(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         if not ledger.pin(addr, env.clock()):
             raise cli.ToolError(f"{addr}: not banned", cli.EX_DATAERR)
         fw.init()
-        fw.block([addr])
+        block(env, ledger, fw, [addr])
     if args.json:
         return _json(env, {"addr": addr, "result": "pinned", "expires": None, "manual": True})
     env.stdout.write(f"{addr}: pinned (manual, permanent)\n")
@@ -455,7 +463,7 @@ def cmd_check(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
                 "(banctl apply or banctl restore creates it)\n"
             )
             return cli.EX_OK
-        drift = reconcile(ledger, fw) if args.repair else compare(ledger, fw)
+        drift = reconcile(ledger, fw, env) if args.repair else compare(ledger, fw)
         after = compare(ledger, fw) if args.repair else drift
     if args.json:
         _json(env, _check_json(drift, after, ledger.count_active(), args.repair))

@@ -234,6 +234,7 @@ class FirewallConfig:
     log_rate: str = "6/minute"
     conntrack_flush: bool = False
     ipv6: bool = True
+    max_entries: int = 1_048_576
 
     def settings(self) -> Any:
         """The backend-facing settings (banpipe.firewall.FirewallSettings)."""
@@ -373,6 +374,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "log_rate": _log_rate,
             "conntrack_flush": _bool,
             "ipv6": _bool,
+            "max_entries": _int,
         },
     ),
     "banctl": (

@@ -52,9 +52,17 @@ from banpipe import cli, pipe, positions
 from banpipe.bantime import format_expiry
 from banpipe.ctlenv import Env
 from banpipe.ledger import Ledger, LedgerError
+from banpipe.memo import Memo
 from banpipe.monitor import Monitor
 from banpipe.protect import canonical_addr
-from banpipe.reconcile import firewall_error, lift_wan_bans, reconcile, remove_automated, restore
+from banpipe.reconcile import (
+    block,
+    firewall_error,
+    lift_wan_bans,
+    reconcile,
+    remove_automated,
+    restore,
+)
 
 BATCH_MAX_BYTES = 8 << 20  # one transaction per burst, but bounded
 BATCH_MAX_LINES = 50_000
@@ -119,34 +127,6 @@ def _alert_ts(ts: Any) -> str | None:
     return str(ts) if type(ts) in (int, float) else None
 
 
-class _Memo:
-    """A bounded memo of the hot path: raw text (or another key) -> ``make(text)``.
-
-    Two generations of at most ``size`` entries: when the new one is full it becomes
-    the old one (and the old one is dropped); a hit in the old generation moves back.
-    Memory stays flat, and a steady set of sources never falls off a cliff the way a
-    memo that is cleared when full does. Look up with ``memo.new.get(text)`` (None:
-    ask ``miss(text)``, then look ``new`` up again, it may be a fresh dict).
-    """
-
-    __slots__ = ("make", "new", "old", "size")
-
-    def __init__(self, make: Callable[[Any], Any], size: int) -> None:
-        self.make = make
-        self.size = size
-        self.new: dict[Any, Any] = {}
-        self.old: dict[Any, Any] = {}
-
-    def miss(self, text: Any) -> Any:
-        value = self.old.pop(text, None)
-        if value is None:
-            value = self.make(text)
-        if len(self.new) >= self.size:
-            self.old, self.new = self.new, {}
-        self.new[text] = value
-        return value
-
-
 class Daemon:
     """``banctl apply``: the main loop and its handlers (all I/O wired in ``run``)."""
 
@@ -160,9 +140,9 @@ class Daemon:
         self.protection = env.protection(self.wan)
         # Raw offender text -> (canonical address or None, why it is refused or None);
         # a new one whenever the protection changes. Raw victim text -> its stored form.
-        self._offenders = _Memo(self._judge, CACHE_MAX // 2)
-        self._victims = _Memo(_victim, CACHE_MAX // 2)
-        self._sigs = _Memo(_sig, SIG_CACHE)  # (gid, sid, rev) -> "gid:sid:rev"
+        self._offenders = Memo(CACHE_MAX // 2, self._judge)
+        self._victims = Memo(CACHE_MAX // 2, _victim)
+        self._sigs = Memo(SIG_CACHE, _sig)  # (gid, sid, rev) -> "gid:sid:rev"
         ban = env.config.ban
         self.brake = SpoofBrake(int(ban.spoof_max), float(ban.spoof_window))
         self.check_interval = max(1.0, float(env.config.banctl.check_interval))
@@ -275,9 +255,9 @@ class Daemon:
         """
         counts, report = self.counts, self.report
         offenders, victims = self._offenders, self._victims
-        judged, victim_of = offenders.new.get, victims.new.get
+        judged, victim_of = offenders.get, victims.get
         sigs = self._sigs
-        sig_of = sigs.new.get
+        sig_of = sigs.get
         loads, max_line, version = pipe.loads, pipe.MAX_LINE, pipe.VERSION
         # A positional stream's alerts wait in the open unit until its position arrives.
         target = self.unit if self.positional else groups
@@ -312,8 +292,7 @@ class Daemon:
                 continue
             verdict = judged(raw)
             if verdict is None:
-                verdict = offenders.miss(raw)
-                judged = offenders.new.get
+                verdict = offenders.lookup(raw)
             addr, refused = verdict
             if refused is not None:
                 if addr is None:
@@ -332,8 +311,7 @@ class Daemon:
             elif type(rev) is int:
                 sig = sig_of((gid, sid, rev))  # all exact ints: 1 and True never meet here
                 if sig is None:
-                    sig = sigs.miss((gid, sid, rev))
-                    sig_of = sigs.new.get
+                    sig = sigs.lookup((gid, sid, rev))
             else:
                 sig = f"{gid}:{sid}"
             msg, priority, victim, reason = (
@@ -350,8 +328,7 @@ class Daemon:
                 text = victim
                 victim = victim_of(text)
                 if victim is None:
-                    victim = victims.miss(text)
-                    victim_of = victims.new.get
+                    victim = victims.lookup(text)
             else:
                 victim = None
             key = (
@@ -440,7 +417,7 @@ class Daemon:
                 self.recorded.urgent = False
                 self.last_pos_commit = time.monotonic()
                 if out.new_bans:
-                    self._firewall(self.fw.block, out.new_bans)
+                    self._firewall(self._block, out.new_bans)
         except (LedgerError, sqlite3.Error) as exc:
             self.stall(groups, exc)
             return False
@@ -535,7 +512,7 @@ class Daemon:
 
     def repair(self, said: str) -> None:
         with self.ledger.locked():
-            drift = reconcile(self.ledger, self.fw)
+            drift = reconcile(self.ledger, self.fw, self.env)
         self.monitor.checked(drift)
         self.own_events()
         if not drift.clean:
@@ -615,7 +592,7 @@ class Daemon:
         added = wan - self.wan
         self.wan = wan
         self.protection = self.env.protection(wan)
-        self._offenders = _Memo(self._judge, CACHE_MAX // 2)
+        self._offenders = Memo(CACHE_MAX // 2, self._judge)
         self.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
         lift_wan_bans(self.env, self.ledger, self.fw, added)
         self.monitor.changed()
@@ -769,6 +746,11 @@ class Daemon:
                 return False
             if not select.select([fd], [], [], FLOOD_LINGER)[0]:
                 return False
+
+    def _block(self, addrs: list[str]) -> None:
+        """New bans into the firewall; a full set makes room (reconcile.block)."""
+        evicted = block(self.env, self.ledger, self.fw, addrs)
+        self.counts["evicted"] += len(evicted)
 
     def _firewall(self, action: Callable[[list[str]], None], addrs: list[str]) -> None:
         """A firewall change after its ledger commit. On failure the ledger already

@@ -59,9 +59,11 @@ from typing import IO, Any
 
 from . import cli, metrics, pipe, progress, statefile
 from .config import ConfigError, load_config
-from .follow import CHUNK, Cursor, Follower, Position
+from .cursor import CHUNK, Cursor
+from .follow import Follower
 from .ledger import LedgerError, resume_position
 from .parsers import FORMATS, REASONS, AlertParser
+from .positions import Position
 from .progress import Progress
 
 TOOL = "fasttail"

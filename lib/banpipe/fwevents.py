@@ -18,14 +18,18 @@ import errno
 import socket
 from dataclasses import dataclass
 
+from banpipe.firewall.nfnl import (
+    NETLINK_ADD_MEMBERSHIP,
+    NETLINK_NETFILTER,
+    NFNL_SUBSYS_NFTABLES,
+    NFNLGRP_NFTABLES,
+    NFPROTO_INET,
+    NFPROTO_IPV4,
+    NFPROTO_IPV6,
+    SOL_NETLINK,
+)
 from banpipe.netlink import _text, parse_attrs, raw_messages
 
-NETLINK_NETFILTER = 12
-NFNLGRP_NFTABLES = 7
-SOL_NETLINK = 270
-NETLINK_ADD_MEMBERSHIP = 1
-NFNL_SUBSYS_NFTABLES = 10
-NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
 # NFT_MSG_DEL* -> what went; attribute 1 is the table in each of these messages, and
 # the second attribute named is the chain (chain, rule) or the set (set, set element).
 _DELETIONS = {2: ("table", None), 5: ("chain", 3), 8: ("rule", 2), 11: ("set", 2), 14: ("elem", 2)}

@@ -700,6 +700,22 @@ class Ledger:
             sql += " AND manual = 1"
         return int(self.db.execute(sql).fetchone()[0])
 
+    def evictable(self, n: int, *, ipv6: bool) -> list[str]:
+        """Up to ``n`` active automated bans of one address family, in eviction order:
+        the soonest to end first (permanent ones last), the oldest ban among equals."""
+        rows = self.db.execute(
+            "SELECT addr FROM offenders WHERE active = 1 AND manual = 0 "
+            "AND (instr(addr, ':') > 0) = ? "
+            "ORDER BY expires IS NULL, expires, banned_at, addr LIMIT ?",
+            (int(ipv6), n),
+        )
+        return [r[0] for r in rows]
+
+    def count_family(self, *, ipv6: bool) -> int:
+        """Active bans of one address family."""
+        sql = "SELECT count(*) FROM offenders WHERE active = 1 AND (instr(addr, ':') > 0) = ?"
+        return int(self.db.execute(sql, (int(ipv6),)).fetchone()[0])
+
     def next_expiry(self) -> float | None:
         """Earliest expiry among active timed bans (None: nothing scheduled)."""
         row = self.db.execute(

@@ -12,6 +12,7 @@ part that touches the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -362,6 +363,20 @@ class RouteTable:
 MAX_RCVBUF = 64 << 20
 
 
+def grow_buffer(sock: socket.socket, opt: int, nbytes: int) -> int:
+    """Ask for a send (SO_SNDBUF) or receive (SO_RCVBUF) buffer of ``nbytes``; returns
+    what the kernel granted. The *FORCE variants pass the rmem_max/wmem_max cap as root,
+    the plain option is the fallback."""
+    force = {socket.SO_RCVBUF: 33, socket.SO_SNDBUF: 32}[opt]  # SO_RCVBUFFORCE/SNDBUFFORCE
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, nbytes)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, nbytes)
+    # The kernel reports twice the requested size (bookkeeping overhead included).
+    return sock.getsockopt(socket.SOL_SOCKET, opt) // 2
+
+
 class NetlinkOverflow(Exception):
     """Notifications were lost (ENOBUFS or a truncated datagram): dump again.
 
@@ -406,14 +421,7 @@ class RouteSocket:
         A burst (hundreds of addresses flushed at once) must not overflow the queue;
         SO_RCVBUFFORCE passes the rmem_max cap as root, plain SO_RCVBUF otherwise.
         """
-        force = getattr(socket, "SO_RCVBUFFORCE", 33)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, force, nbytes)
-        except OSError:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
-            except OSError:
-                pass
+        grow_buffer(self.sock, socket.SO_RCVBUF, nbytes)
         return self.buffer_size()
 
     def buffer_size(self) -> int:

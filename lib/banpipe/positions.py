@@ -1,4 +1,13 @@
-"""Read positions on the recording side: units of a positional stream and their repeats.
+"""Read positions of a followed alert file: what fasttail saves and where banctl records.
+
+The reading side: a :class:`Position` is what ``fasttail --state`` saves (path, inode,
+device, committed offset and line number, fingerprints of the first 256 bytes and of
+the 256 before the offset, size) and what a position record carries; :func:`matches`
+says whether an open file is the one a position was saved for (banpipe.rotation finds
+it among the rotated copies); :func:`start_of_last_line` is where following "from the
+end" starts.
+
+The recording side: units of a positional stream and their repeats.
 
 ``fasttail --ledger`` puts a position record into its output after the alerts it
 covers (docs/pipe-format.md, "Positions"). The alerts between two records form a
@@ -12,13 +21,126 @@ banctl's last commit) is a repeat and is dropped.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from banpipe import pipe
 
-if TYPE_CHECKING:  # banpipe.follow imports pyinotify: not for every banctl command
-    from banpipe.follow import Position
+FP_BYTES = 256  # fingerprint: sha256 of the first FP_BYTES bytes (fewer in a shorter file)
+
+
+@dataclass(frozen=True)
+class Position:
+    """A resumable read position: which file (identity + fingerprint) and where in it."""
+
+    path: str
+    inode: int
+    device: int
+    offset: int
+    lineno: int
+    fp_len: int
+    fingerprint: str
+    size: int
+    # sha256 of the (up to FP_BYTES) bytes just before ``offset``: with the head
+    # fingerprint, tells a copy of our file from another file that starts the same way.
+    before: str = ""
+    version: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        # Spelled out: asdict() copies recursively, and this runs for every position
+        # record fasttail --ledger writes.
+        return {
+            "path": self.path,
+            "inode": self.inode,
+            "device": self.device,
+            "offset": self.offset,
+            "lineno": self.lineno,
+            "fp_len": self.fp_len,
+            "fingerprint": self.fingerprint,
+            "size": self.size,
+            "before": self.before,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Position:
+        """Raises ValueError when ``obj`` is not a saved position."""
+        if not isinstance(obj, dict) or obj.get("version") != 1:
+            raise ValueError("not a fasttail state (version 1)")
+        try:
+            pos = cls(
+                path=str(obj["path"]),
+                inode=int(obj["inode"]),
+                device=int(obj["device"]),
+                offset=int(obj["offset"]),
+                lineno=int(obj["lineno"]),
+                fp_len=int(obj["fp_len"]),
+                fingerprint=str(obj["fingerprint"]),
+                size=int(obj["size"]),
+                before=str(obj.get("before", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad state: {exc}") from None
+        if pos.offset < 0 or pos.lineno < 0 or not 0 <= pos.fp_len <= FP_BYTES:
+            raise ValueError("bad state: negative offset or bad fingerprint length")
+        return pos
+
+
+def place(pos: Position) -> tuple:
+    """What makes two positions the same place (size and line count follow from it)."""
+    return pos.inode, pos.device, pos.offset, pos.fp_len, pos.fingerprint
+
+
+def matches(fd: int, pos: Position, *, same_inode: bool) -> bool:
+    """Whether the open file ``fd`` is the file ``pos`` was saved for."""
+    st = os.fstat(fd)
+    if same_inode and (st.st_ino, st.st_dev) != (pos.inode, pos.device):
+        return False
+    if st.st_size < pos.offset:
+        return False
+    head = os.pread(fd, pos.fp_len, 0)
+    if len(head) != pos.fp_len or hashlib.sha256(head).hexdigest() != pos.fingerprint:
+        return False
+    return not pos.before or bytes_before(fd, pos.offset) == pos.before
+
+
+def bytes_before(fd: int, offset: int) -> str:
+    """sha256 (hex) of the up to FP_BYTES bytes before ``offset``."""
+    lo = max(0, offset - FP_BYTES)
+    return hashlib.sha256(os.pread(fd, offset - lo, lo)).hexdigest()
+
+
+def start_of_last_line(fd: int, size: int, limit: int = 1 << 16) -> int:
+    """Offset just after the last newline before ``size`` (0 if none in the last ``limit``).
+
+    Starting "at the end" there means an alert being written at start-up is read whole.
+    """
+    if size == 0:
+        return 0
+    lo = max(0, size - limit)
+    tail = os.pread(fd, size - lo, lo)
+    i = tail.rfind(b"\n")
+    if i >= 0:
+        return lo + i + 1
+    return size if lo > 0 else 0
+
+
+def count_lines(fd: int, end: int, chunk: int = 1 << 20) -> int:
+    """Newlines in the first ``end`` bytes, read in chunks (memory stays flat)."""
+    n = pos = 0
+    while pos < end:
+        data = os.pread(fd, min(chunk, end - pos), pos)
+        if not data:
+            break
+        n += data.count(b"\n")
+        pos += len(data)
+    return n
+
+
+# -- the recording side (banctl apply) ---------------------------------------------------
 
 
 def ident(pos: Position) -> str:
@@ -31,8 +153,6 @@ def parse(obj: Any) -> Position | None:
 
     Raises ValueError when the record's position is malformed.
     """
-    from banpipe.follow import Position
-
     value = obj.get("position")
     if value is None:
         return None

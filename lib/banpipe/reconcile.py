@@ -81,12 +81,54 @@ def _drift(want: set[str], state: Any) -> Drift:
     )
 
 
-def reconcile(ledger: Ledger, fw: Any) -> Drift:
+def block(env: Env | None, ledger: Ledger, fw: Any, addrs: list[str]) -> list[str]:
+    """``fw.block(addrs)``, making room when a set is full; returns the evicted bans.
+
+    The rule when a set (one address family) holds ``[firewall] max_entries``: the
+    automated bans of that family that end soonest are ended early (permanent ones
+    last, the oldest ban first among equals; manual bans never), as many as the
+    ledger holds over the limit plus 1% of it (at least one), so that a full set does
+    not evict on every new ban. They are ended in the ledger first, then released, and
+    the addresses that did not fit are blocked again (a new ban that is itself among
+    the soonest to end is evicted like any other). The caller holds ``ledger.locked()``.
+    Without ``env`` (no clock, no report) a full set is an error.
+    """
+    from banpipe.firewall import FirewallFull
+
+    try:
+        fw.block(addrs)
+        return []
+    except FirewallFull as full:
+        if env is None or not full.addresses:
+            raise
+        limit = fw.settings.max_entries
+        evicted: list[str] = []
+        for ipv6 in sorted({":" in a for a in full.addresses}):
+            over = max(ledger.count_family(ipv6=ipv6) - limit, 0)
+            victims = ledger.evictable(over + max(1, limit // 100), ipv6=ipv6)
+            evicted += ledger.unban(victims, env.clock(), retention=env.retention)
+        if not evicted:
+            raise
+        fw.release(evicted)
+        gone = set(evicted)
+        env.report.say(
+            None,
+            f"firewall full ({limit:,} entries per family): "
+            f"{cli.plural(len(evicted), 'automated ban')} nearest their end ended early, "
+            f"first {evicted[0]}",
+            level=cli.WARNING,
+        )
+        fw.block([a for a in full.addresses if a not in gone])
+        return evicted
+
+
+def reconcile(ledger: Ledger, fw: Any, env: Env | None = None) -> Drift:
     """Make the firewall match the ledger; returns the drift found before repairing.
 
     The caller holds ``ledger.locked()``. Missing entries go in with ONE bulk
-    ``block()``; orphans out with one ``release()``. A duplicate is released (all of
-    its copies) and blocked again once.
+    ``block()`` (making room when a set is full and ``env`` is given, see ``block``);
+    orphans out with one ``release()``. A duplicate is released (all of its copies)
+    and blocked again once.
     """
     drift = compare(ledger, fw)
     if not drift.structure_ok:
@@ -103,7 +145,7 @@ def reconcile(ledger: Ledger, fw: Any) -> Drift:
         fw.release(dups)
         fw.block([a for a in dups if a not in drift.orphans])
     if drift.missing:
-        fw.block(sorted(drift.missing))
+        block(env, ledger, fw, sorted(drift.missing))
     if drift.orphans:
         fw.release(sorted(drift.orphans))
     return drift
@@ -119,7 +161,7 @@ def restore(env: Env, ledger: Ledger, fw: Any) -> tuple[list[str], list[str], Dr
         fw.init()
         lapsed = ledger.expire(now, retention=env.retention)
         wan = lift_wan_bans(env, ledger, fw, env.wan_addresses(), release=False)
-        drift = reconcile(ledger, fw)  # lapsed/WAN entries are orphans here
+        drift = reconcile(ledger, fw, env)  # lapsed/WAN entries are orphans here
     return lapsed, wan, drift
 
 

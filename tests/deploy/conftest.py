@@ -29,7 +29,14 @@ def deploy_work() -> Path:
         print(f"\nkept deploy work directory {path}")
     else:
         # rm is several times faster than shutil.rmtree on ~20,000 files per rootfs copy.
-        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+        # It runs on after the session: on a busy disk it took longer than pytest's
+        # per-test timeout, which then failed a run whose tests had all passed.
+        subprocess.Popen(
+            ["rm", "-rf", "--one-file-system", str(path)],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 @pytest.fixture(scope="session")

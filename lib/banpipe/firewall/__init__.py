@@ -27,6 +27,7 @@ from .runner import (
     Call,
     CommandNotFound,
     FirewallError,
+    FirewallFull,
     RecordingRunner,
     Runner,
     SubprocessRunner,
@@ -38,6 +39,7 @@ __all__ = [
     "Call",
     "CommandNotFound",
     "FirewallError",
+    "FirewallFull",
     "FirewallSettings",
     "FirewallState",
     "RecordingRunner",
@@ -56,6 +58,7 @@ BACKENDS = ("iptables", "ipset", "nftables", "null")
 # iptables filter-table built-in chains we may hook, and their nftables hook names.
 HOOKS = {"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output"}
 
+MAX_ENTRIES = 1 << 28  # ipset's maxelem is 32 bits; 268 million is beyond any gateway
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,27}\Z")
 _RATE = re.compile(r"[1-9][0-9]{0,5}/(second|minute|hour|day)\Z")
 # iptables limits LOG prefixes to 29 characters; quotes, backslashes and control characters
@@ -77,6 +80,8 @@ class FirewallSettings:
     log_rate: str = "6/minute"
     conntrack_flush: bool = False
     ipv6: bool = True
+    # Entries per set (per address family): ipset's maxelem, the nftables sets' size.
+    max_entries: int = 1_048_576
 
     def __post_init__(self) -> None:
         # Accept a list from TOML but keep the frozen dataclass hashable.
@@ -98,6 +103,12 @@ class FirewallSettings:
             raise ValueError("firewall hooks: listed twice")
         if not isinstance(self.log_prefix, str) or not _PREFIX.match(self.log_prefix):
             raise ValueError(f"firewall log_prefix: invalid {self.log_prefix!r}")
+        if (
+            isinstance(self.max_entries, bool)
+            or not isinstance(self.max_entries, int)
+            or not 1 <= self.max_entries <= MAX_ENTRIES
+        ):
+            raise ValueError(f"firewall max_entries: {self.max_entries!r} (1 to {MAX_ENTRIES:,})")
         if not isinstance(self.log_rate, str) or not _RATE.match(self.log_rate):
             raise ValueError(f"firewall log_rate: invalid {self.log_rate!r} (e.g. 6/minute)")
 
@@ -275,18 +286,20 @@ def make_backend(
     """
     settings = settings if settings is not None else FirewallSettings()
     runner = runner if runner is not None else SubprocessRunner()
+    from .nfnl import channel_for
+
     if name == "iptables":
         from .iptables import IptablesBackend
 
-        return IptablesBackend(settings, runner)
+        return IptablesBackend(settings, runner, channel_for(runner))
     if name == "ipset":
         from .ipset import IpsetBackend
 
-        return IpsetBackend(settings, runner)
+        return IpsetBackend(settings, runner, channel_for(runner))
     if name == "nftables":
         from .nftables import NftablesBackend
 
-        return NftablesBackend(settings, runner)
+        return NftablesBackend(settings, runner, channel_for(runner))
     if name == "null":
         from .null import NullBackend
 

@@ -3,15 +3,19 @@
 ``banpipe4`` (family inet) and ``banpipe6`` (family inet6) hold up to 1,048,576 addresses
 each. Our iptables/ip6tables chain holds ``-m set --match-set SET src -j DROP`` (after an
 optional rate-limited LOG rule) and is jumped to from the hooks. Blocking and releasing is
-one ``ipset restore`` with ``add -exist`` / ``del -exist`` lines, so repeats are harmless
-and a 10,000-address burst is one process. Those restores start with the sets' own
-``create -exist`` lines (twice as fast, see ``_update``): unlike the other backends,
-block/release re-create a missing set instead of failing; check() still reports the
-structure as broken until init() puts the rules back.
+sent on banctl's long-lived netlink channel (``nfnl.Channel``: one message per address,
+no fork per ban, the kernel's answer read for each); without a channel it is one
+``ipset restore`` with ``add -exist`` / ``del -exist`` lines. Either way repeats are
+harmless. Those restores start with the sets' own ``create -exist`` lines (twice as
+fast, see ``_update``): unlike the other backends, block/release re-create a missing set
+instead of failing (on the channel: the kernel's "no such set" answer sends the call
+down the restore path); check() still reports the structure as broken until init() puts
+the rules back.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 
 from . import (
@@ -24,21 +28,34 @@ from . import (
     validate_addresses,
 )
 from .iptables import V4, Family, Xt, drop_rules, families
+from .nfnl import (
+    IPSET_CMD_ADD,
+    IPSET_CMD_DEL,
+    Channel,
+    ChannelError,
+    ipset_payload,
+    ipset_type,
+    packed,
+)
 from .runner import finish
 
-MAXELEM = 1_048_576
-# Start big enough that a 100,000-address restore does not spend its time rehashing.
+# Start big enough that a 100,000-address restore does not spend its time rehashing
+# (smaller when max_entries is smaller). maxelem is [firewall] max_entries.
 HASHSIZE = 65_536
+BATCH = 50_000  # messages per datagram on the netlink channel (about 3 MB)
 
 
 class IpsetBackend:
     name = "ipset"
 
-    def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
+    def __init__(
+        self, settings: FirewallSettings, runner: Runner, channel: Channel | None = None
+    ) -> None:
         self.settings = settings
         self.runner = runner
         self.xt = Xt(settings, runner)
         self.conntrack = ConntrackFlusher(runner)
+        self.channel = channel
 
     def _set(self, fam: Family) -> str:
         return self.settings.set_v4 if fam is V4 else self.settings.set_v6
@@ -50,11 +67,34 @@ class IpsetBackend:
         """Our chain's exact contents for one family, spelled as ``iptables -S`` prints."""
         return drop_rules(f"-m set --match-set {self._set(fam)} src", self.settings)
 
+    def _create(self, name: str, family: str) -> str:
+        n = self.settings.max_entries
+        hashsize = min(HASHSIZE, max(64, 1 << (n - 1).bit_length()))
+        return f"{name} hash:ip family {family} hashsize {hashsize} maxelem {n}"
+
     def _creates(self) -> list[str]:
-        return [
-            f"create -exist {name} hash:ip family {family} hashsize {HASHSIZE} maxelem {MAXELEM}"
-            for _, name, family in self._sets()
-        ]
+        return [f"create -exist {self._create(name, family)}" for _, name, family in self._sets()]
+
+    def _resize(self) -> None:
+        """A set made under another max_entries: ipset cannot change maxelem in place,
+        so a new set is filled with the members and swapped in (rules referencing the
+        set keep working: swap exchanges the contents under the names)."""
+        for _, name, family in self._sets():
+            members, problems = self._members(name, family)
+            if members is None or problems:
+                raise FirewallError(f"ipset: {name} cannot be resized: {'; '.join(problems)}")
+            tmp = f"{name[:26]}-new"
+            keep = sorted(members)[: self.settings.max_entries]
+            self._restore(
+                [
+                    f"create -exist {tmp} hash:ip family {family}",
+                    f"destroy {tmp}",
+                    f"create {self._create(tmp, family)}",
+                    *(f"add {tmp} {a}" for a in keep),
+                    f"swap {tmp} {name}",
+                    f"destroy {tmp}",
+                ]
+            )
 
     def _restore(self, lines: list[str]) -> None:
         if lines:
@@ -92,7 +132,12 @@ class IpsetBackend:
         return members, problems
 
     def init(self) -> None:
-        self._restore(self._creates())
+        try:
+            self._restore(self._creates())
+        except FirewallError as exc:
+            if "already exists" not in str(exc):
+                raise
+            self._resize()
         for fam in families(self.settings):
             lines = self.xt.structure_lines(self.xt.list_table(fam), self.chain_rules(fam))
             if lines:
@@ -116,13 +161,35 @@ class IpsetBackend:
                 if present is None:
                     raise FirewallError(problems[0])
                 new += [a for a in group if a not in present]
-        self._update([f"add -exist {name} {a}" for name, _, group in groups for a in group])
+        if not self._send(IPSET_CMD_ADD, groups):
+            self._update([f"add -exist {name} {a}" for name, _, group in groups for a in group])
         if new:
             self.conntrack(new)
 
     def release(self, addrs: Iterable[str]) -> None:
         groups = self._groups(addrs)
-        self._update([f"del -exist {name} {a}" for name, _, group in groups for a in group])
+        if not self._send(IPSET_CMD_DEL, groups):
+            self._update([f"del -exist {name} {a}" for name, _, group in groups for a in group])
+
+    def _send(self, cmd: int, groups: list[tuple[str, str, list[str]]]) -> bool:
+        """Add or delete on the netlink channel, one message per address (without
+        NLM_F_EXCL: what ``-exist`` means). False when the caller must use ``ipset
+        restore``: no channel, or a set is missing (the restore path re-creates it)."""
+        if self.channel is None or not groups or not self.channel.ready():
+            return False
+        verb = "add" if cmd == IPSET_CMD_ADD else "del"
+        try:
+            for name, _, group in groups:
+                items = [(ipset_payload(name, packed(a)), a) for a in group]
+                for i in range(0, len(items), BATCH):
+                    self.channel.each(
+                        ipset_type(cmd), items[i : i + BATCH], f"ipset: {verb} {name}"
+                    )
+        except ChannelError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return False
+        return True
 
     def flush(self) -> None:
         self._restore([f"flush {name}" for _, name, _ in self._sets()])

@@ -4,8 +4,11 @@ The table holds sets ``v4`` (ipv4_addr) and ``v6`` (ipv6_addr) and one base chai
 (``input``, ``forward``; priority filter - 10 so we drop before the usual filter chains,
 policy accept so we never decide for anyone else) with ``ip saddr @v4 drop`` and
 ``ip6 saddr @v6 drop``, each optionally preceded by a rate-limited log rule. Every change
-is ONE ``nft -f -`` transaction, so the firewall never shows a half-applied state, and
-``check()`` reads ``nft -j list table inet banpipe``.
+is ONE transaction, so the firewall never shows a half-applied state: ``init()`` and the
+bulk paths are ``nft -f -`` scripts, while ``block``/``release`` send their set elements
+as one nf_tables batch on banctl's long-lived netlink channel (``nfnl.Channel``, no fork
+per ban; ``nft -f`` when no channel can be opened). ``check()`` reads
+``nft -j list table inet banpipe``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from . import (
     canonical,
     validate_addresses,
 )
+from .nfnl import (
+    NFPROTO_INET,
+    NFT_MSG_DELSETELEM,
+    NFT_MSG_NEWSETELEM,
+    NLM_F_CREATE,
+    Channel,
+    Message,
+    nft_type,
+    packed,
+    setelem_payload,
+)
 from .runner import finish
 
 # Set name, element type, match protocol per family.
@@ -31,16 +45,21 @@ CHUNK = 1000  # elements per statement; all statements still form one transactio
 
 
 BULK_RELEASE = 1000  # addresses: above this, release rebuilds the set instead
+PER_ADDRESS = 64  # addresses: up to this, each has its own message (and answer)
+BATCH = 200_000  # elements per netlink transaction (about 6 MB, one datagram)
 
 
 class NftablesBackend:
     name = "nftables"
 
-    def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
+    def __init__(
+        self, settings: FirewallSettings, runner: Runner, channel: Channel | None = None
+    ) -> None:
         self.settings = settings
         self.runner = runner
         self.table = f"inet {settings.table}"
         self.conntrack = ConntrackFlusher(runner)
+        self.channel = channel
 
     def _families(self) -> tuple[tuple[str, str, str], ...]:
         return FAMILIES if self.settings.ipv6 else FAMILIES[:1]
@@ -66,7 +85,11 @@ class NftablesBackend:
     def init(self) -> None:
         t = self.table
         lines = [f"add table {t}"]
-        lines += [f"add set {t} {name} {{ type {typ}; }}" for name, typ, _ in self._families()]
+        # `add set` of an existing set with another size changes the size (kernel 6.x),
+        # keeping the elements.
+        size = self.settings.max_entries
+        for name, typ, _ in self._families():
+            lines.append(f"add set {t} {name} {{ type {typ}; size {size}; }}")
         for hook in HOOKS.values():
             lines += [f"add chain {t} {hook} {self._chain_spec(hook)}", f"flush chain {t} {hook}"]
             if hook in (HOOKS[h] for h in self.settings.hooks):
@@ -103,15 +126,19 @@ class NftablesBackend:
                 present = self._set_members(name)
                 new += [a for a in group if a not in present]
         # `add element` ignores elements already present: exactly one entry per address.
-        self._apply([line for name, g in groups for line in self._elements("add", name, g)])
+        if not self._send(groups, ("add",)):
+            self._apply([line for name, g in groups for line in self._elements("add", name, g)])
         if new:
             self.conntrack(new)
 
     def release(self, addrs: Iterable[str]) -> None:
         # `delete element` fails on an absent element and nft 1.0.6 has no `destroy`, so
         # each element is added first: the same transaction then always deletes it.
+        groups = self._groups(addrs)
+        if all(len(g) <= BULK_RELEASE for _, g in groups) and self._send(groups, ("add", "delete")):
+            return
         lines = []
-        for name, group in self._groups(addrs):
+        for name, group in groups:
             if len(group) > BULK_RELEASE:
                 # Adding and deleting 100,000 elements took 15 s (bench/README.md); one
                 # listing, then flushing the set and adding back what stays, is one
@@ -122,6 +149,33 @@ class NftablesBackend:
                 lines += self._elements("add", name, group)
                 lines += self._elements("delete", name, group)
         self._apply(lines)
+
+    def _send(self, groups: list[tuple[str, list[str]]], verbs: tuple[str, ...]) -> bool:
+        """Send the elements on the netlink channel: each verb's messages for every group,
+        in order, as batches of at most BATCH elements (one transaction each). False when
+        there is no channel (the caller then runs nft)."""
+        if self.channel is None or not groups or not self.channel.ready():
+            return False
+        mtype = {"add": nft_type(NFT_MSG_NEWSETELEM), "delete": nft_type(NFT_MSG_DELSETELEM)}
+        flags = {"add": NLM_F_CREATE, "delete": 0}
+        # One address per message for everyday calls, so an error names its ban.
+        per = 1 if sum(len(g) for _, g in groups) <= PER_ADDRESS else CHUNK
+        messages = [
+            Message(
+                mtype[verb],
+                setelem_payload(NFPROTO_INET, self.settings.table, name, map(packed, part)),
+                flags[verb],
+                f"nftables: {verb} element {self.table} {name}",
+                part,
+            )
+            for name, group in groups
+            for part in (group[i : i + per] for i in range(0, len(group), per))
+            for verb in verbs
+        ]
+        step = max(len(verbs), BATCH // per // len(verbs) * len(verbs))
+        for i in range(0, len(messages), step):
+            self.channel.transact(messages[i : i + step], nftables=True)
+        return True
 
     def flush(self) -> None:
         self._apply([f"flush set {self.table} {name}" for name, _, _ in self._families()])

@@ -17,6 +17,7 @@ __all__ = [
     "Call",
     "CommandNotFound",
     "FirewallError",
+    "FirewallFull",
     "RecordingRunner",
     "Runner",
     "SubprocessRunner",
@@ -25,6 +26,16 @@ __all__ = [
 
 class FirewallError(Exception):
     """The firewall could not be read or changed (banctl maps it to exit 69)."""
+
+
+class FirewallFull(FirewallError):
+    """A set holds ``max_entries`` already: ``addresses`` were not added (all of one
+    call's addresses on nftables, whose batch is all or nothing; exactly the ones that
+    did not fit on ipset)."""
+
+    def __init__(self, message: str, addresses: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.addresses = list(addresses)
 
 
 class CommandNotFound(FirewallError):

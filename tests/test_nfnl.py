@@ -1,0 +1,236 @@
+"""The netlink channel to the firewall (banpipe.firewall.nfnl): messages, answers, and
+the real kernel in a namespace (no fork per ban, every error read and tied to its ban)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+
+import pytest
+
+from banpipe.firewall import FirewallFull, FirewallSettings, SubprocessRunner, make_backend
+from banpipe.firewall.nfnl import (
+    NFPROTO_IPV4,
+    NFPROTO_IPV6,
+    Channel,
+    ChannelError,
+    XtLog,
+    _rule_payload,
+    channel_for,
+    ipset_payload,
+    packed,
+    parse_answers,
+    parse_rule,
+    setelem_payload,
+    xt_rule_payload,
+)
+from banpipe.firewall.runner import RecordingRunner
+from banpipe.netlink import pack_attr, pack_message, parse_attrs
+from netns import Namespace, skip_unless_root
+
+BACKENDS = ["iptables", "ipset", "nftables"]
+
+
+# -- pure: messages and answers ----------------------------------------------------------
+def _elements(payload: bytes) -> list[bytes]:
+    attrs = parse_attrs(payload, 4)
+    assert attrs[1] == b"banpipe\0" and attrs[2] == b"v4\0"
+    out = []
+    body = attrs[3]
+    off = 0
+    while off < len(body):
+        (length,) = struct.unpack_from("=H", body, off)
+        elem = parse_attrs(body[off + 4 : off + length])
+        key = parse_attrs(elem[1])[1]
+        out.append(key)
+        off += (length + 3) & ~3
+    return out
+
+
+def test_set_elements_carry_every_key_in_order():
+    keys = [packed(a) for a in ("203.0.113.7", "192.0.2.1", "198.51.100.255")]
+    assert _elements(setelem_payload(1, "banpipe", "v4", keys)) == keys
+
+
+def test_too_many_elements_for_one_message_are_refused():
+    with pytest.raises(ValueError):
+        setelem_payload(1, "t", "v6", [packed("2001:db8::1")] * 3000)
+
+
+def test_ipset_payload_is_one_address():
+    payload = ipset_payload("banpipe4", packed("203.0.113.7"))
+    attrs = parse_attrs(payload, 4)
+    assert attrs[1] == b"\x07" and attrs[2] == b"banpipe4\0"
+    ip = parse_attrs(parse_attrs(attrs[7])[1])
+    assert ip[1] == socket.inet_aton("203.0.113.7")
+    six = parse_attrs(ipset_payload("banpipe6", packed("2001:db8::7")), 4)
+    assert parse_attrs(parse_attrs(six[7])[1])[2] == socket.inet_pton(
+        socket.AF_INET6, "2001:db8::7"
+    )
+
+
+@pytest.mark.parametrize("addr", ["203.0.113.7", "2001:db8::7"])
+@pytest.mark.parametrize("log", [None, XtLog(6, 60, "banpipe: ")])
+def test_host_rule_reads_back_as_ours(addr, log):
+    key = packed(addr)
+    fam = NFPROTO_IPV6 if ":" in addr else NFPROTO_IPV4
+    payload = xt_rule_payload(fam, "BANPIPE", key, 8 * len(key), log)
+    # What the kernel dumps is the request plus a handle.
+    rule = parse_rule(payload + pack_attr(3, struct.pack("!Q", 42)))
+    assert rule.handle == 42 and rule.key == key and rule.plen == 8 * len(key)
+    assert rule.action == ("drop" if log is None else "log")
+    # The cached template gives the same bytes as building the rule whole.
+    assert payload == _rule_payload(fam, "BANPIPE", key, 8 * len(key), log)
+
+
+def test_network_rule_has_its_prefix():
+    payload = xt_rule_payload(NFPROTO_IPV4, "BANPIPE", packed("203.0.112.0"), 20)
+    rule = parse_rule(payload + pack_attr(3, struct.pack("!Q", 7)))
+    assert rule.plen == 20 and rule.key == bytes([203, 0, 112])
+    with pytest.raises(ValueError):
+        xt_rule_payload(NFPROTO_IPV4, "BANPIPE", packed("203.0.113.0"), 33)
+
+
+def test_rule_of_another_shape_is_not_ours():
+    payload = b"\2\0\0\0" + pack_attr(3, struct.pack("!Q", 9))
+    rule = parse_rule(payload)
+    assert rule.handle == 9 and rule.key is None
+
+
+def test_answers_are_acks_errors_and_other_messages():
+    ack = pack_message(2, struct.pack("=i", 0) + b"\0" * 16, 0, 5)
+    err = pack_message(2, struct.pack("=i", -errno.ENOENT) + b"\0" * 16, 0, 6)
+    other = pack_message(0xA06, b"\2\0\0\0", 0, 7)
+    got = list(parse_answers(ack + err + other))
+    assert [(a.seq, a.error) for a in got[:2]] == [(5, 0), (6, errno.ENOENT)]
+    assert got[2] == (0xA06, 7, b"\2\0\0\0")
+
+
+def test_sequence_numbers_reserved_in_blocks_stay_consecutive():
+    ch = Channel()
+    ch._seq = 0x7FFFFFFE
+    first = ch.seq(4)
+    assert first == 1 and ch.seq() == 5
+
+
+def test_channel_only_where_a_socket_can_follow_the_runner():
+    assert channel_for(RecordingRunner()) is None
+    assert channel_for(SubprocessRunner()).netns is None
+    assert channel_for(SubprocessRunner(["ip", "netns", "exec", "x"])).netns == "x"
+    assert channel_for(SubprocessRunner(["sudo"])) is None
+
+
+# -- the real kernel ---------------------------------------------------------------------
+class CountingRunner(SubprocessRunner):
+    def __init__(self, prefix):
+        super().__init__(prefix)
+        self.argvs: list[list[str]] = []
+
+    def __call__(self, argv, **kw):
+        self.argvs.append(list(argv))
+        return super().__call__(argv, **kw)
+
+
+@pytest.fixture
+def ns():
+    n = Namespace(f"bpnl{__import__('os').getpid()}")
+    n.create()
+    try:
+        yield n
+    finally:
+        n.delete()
+
+
+@pytest.mark.root
+@skip_unless_root
+@pytest.mark.parametrize("name", BACKENDS)
+def test_no_fork_per_ban(ns, name):
+    runner = CountingRunner(ns.prefix)
+    fw = make_backend(name, FirewallSettings(), runner)
+    fw.init()
+    fw.block(["192.0.2.1"])  # iptables asks `iptables -V` once
+    runner.argvs.clear()
+    for i in range(2, 30):
+        fw.block([f"192.0.2.{i}", f"2001:db8::{i:x}"])
+    fw.release(["192.0.2.5", "2001:db8::5", "192.0.2.250"])
+    assert runner.argvs == []
+    want = {f"192.0.2.{i}" for i in range(1, 30)} | {f"2001:db8::{i:x}" for i in range(2, 30)}
+    assert fw.check().entries == want - {"192.0.2.5", "2001:db8::5"}
+
+
+@pytest.mark.root
+@skip_unless_root
+@pytest.mark.parametrize("name", ["iptables", "nftables"])
+def test_kernel_error_names_the_ban_and_applies_nothing(ns, name):
+    fw = make_backend(name, FirewallSettings(), SubprocessRunner(ns.prefix))
+    fw.init()
+    fw.block(["192.0.2.1"])
+    fw.close()
+    with pytest.raises(ChannelError) as err:
+        fw.block(["192.0.2.2", "2001:db8::2"])
+    assert err.value.errno == errno.ENOENT
+    assert "192.0.2.2" in err.value.addresses and "192.0.2.2" in str(err.value)
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_ipset_full_set_is_reported_per_address(ns):
+    ns.run(["ipset", "create", "banpipe4", "hash:ip", "family", "inet", "maxelem", "2"])
+    fw = make_backend("ipset", FirewallSettings(ipv6=False), SubprocessRunner(ns.prefix))
+    with pytest.raises(ChannelError) as err:
+        fw.block(["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"])
+    assert err.value.addresses == ["192.0.2.3", "192.0.2.4"]
+    assert "set is full" in str(err.value)
+    assert ns.run(["ipset", "list", "banpipe4"]).stdout.count("192.0.2.") == 2
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_iptables_sees_outside_changes_between_calls(ns):
+    """The index of rule handles is tied to the ruleset generation: a rule deleted or added
+    by hand is seen at the next call, never a stale handle used."""
+    fw = make_backend("iptables", FirewallSettings(ipv6=False), SubprocessRunner(ns.prefix))
+    fw.init()
+    fw.block(["192.0.2.1", "192.0.2.2"])
+    ns.run(["iptables", "-D", "BANPIPE", "-s", "192.0.2.1/32", "-j", "DROP"])
+    ns.run(["iptables", "-A", "BANPIPE", "-s", "192.0.2.3/32", "-j", "DROP"])
+    fw.block(["192.0.2.1", "192.0.2.3"])  # 192.0.2.1 again, 192.0.2.3 already there
+    rules = ns.run(["iptables", "-S", "BANPIPE"]).stdout.splitlines()[1:]
+    assert sorted(rules) == [f"-A BANPIPE -s 192.0.2.{i}/32 -j DROP" for i in (1, 2, 3)]
+    fw.release(["192.0.2.3", "192.0.2.2"])
+    assert ns.run(["iptables", "-S", "BANPIPE"]).stdout.splitlines()[1:] == [
+        "-A BANPIPE -s 192.0.2.1/32 -j DROP"
+    ]
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_iptables_bulk_block_then_release_finds_the_handles(ns):
+    fw = make_backend("iptables", FirewallSettings(ipv6=False), SubprocessRunner(ns.prefix))
+    fw.init()
+    many = [f"10.0.{i >> 8}.{i & 255}" for i in range(1500)]  # more than ECHO_MAX
+    fw.block(many)
+    fw.release(many[:10])
+    assert fw.check().entries == set(many[10:])
+
+
+@pytest.mark.root
+@skip_unless_root
+@pytest.mark.parametrize("name", ["ipset", "nftables"])
+def test_max_entries_sizes_the_sets_and_a_change_keeps_the_entries(ns, name):
+    runner = SubprocessRunner(ns.prefix)
+    fw = make_backend(name, FirewallSettings(max_entries=3, ipv6=False), runner)
+    fw.init()
+    fw.block(["192.0.2.1", "192.0.2.2"])
+    with pytest.raises(FirewallFull) as full:
+        fw.block(["192.0.2.3", "192.0.2.4"])
+    assert "192.0.2.4" in full.value.addresses
+    bigger = make_backend(name, FirewallSettings(max_entries=10, ipv6=False), runner)
+    bigger.init()
+    bigger.block(["192.0.2.5", "192.0.2.6", "192.0.2.7"])
+    assert {"192.0.2.1", "192.0.2.2", "192.0.2.5"} <= bigger.check().entries
+    if name == "ipset":
+        assert "maxelem 10" in ns.run(["ipset", "list", "-t", "banpipe4"]).stdout
+    else:
+        assert "size 10" in ns.run(["nft", "list", "set", "inet", "banpipe", "v4"]).stdout
