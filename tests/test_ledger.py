@@ -516,7 +516,8 @@ def test_alert_time_stamps_come_back_exactly_whatever_their_form(ledger):
         ("2026-02-30T00:00:00.000000", "2026-11-28T10:00:00.000000"),  # no such day
         ("1969-12-31T23:59:59.999999", "1970-01-01T00:00:00.000000"),
         ("2026-11-28T10:00:00.000000", "yesterday"),
-        ("2026-11-28T1\u0660:00:00.000000", "2026-11-28T10:00:60.000000"),  # not ASCII; a leap second
+        # not ASCII digits; a leap second
+        ("2026-11-28T1\u0660:00:00.000000", "2026-11-28T10:00:60.000000"),
     ]
     for sig, (first, last) in enumerate(stamps):
         burst = [v(a, sig=str(sig), alert_ts=first), v(a, sig=str(sig), alert_ts=last)]
