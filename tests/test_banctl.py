@@ -964,7 +964,7 @@ def test_show_gives_the_alert_time_not_the_processing_time(cfg, fw):
 
 
 def test_show_gives_a_bucketed_rows_first_and_last_alert_time(cfg, fw):
-    # identical violations within one ledger bucket (a minute) are one row (issue 12)
+    # identical violations within five minutes are one ledger row (issue 12)
     args = cfg()
     first = alert("203.0.113.7")
     later = alert("203.0.113.7", ts="2026-11-28T10:00:42.000000")
@@ -1047,3 +1047,20 @@ def test_called_with_argv_keeps_the_callers_sigpipe(tmp_path, monkeypatch, capsy
         assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGPIPE, before)
+
+
+def test_the_input_pipe_is_widened_so_upstream_writes_during_a_commit(tmp_path):
+    import fcntl
+
+    from banpipe.daemon import PIPE_BYTES, _widen_pipe
+
+    r, w = os.pipe()
+    try:
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) < PIPE_BYTES
+        _widen_pipe(r)
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+    finally:
+        os.close(r)
+        os.close(w)
+    with open(tmp_path / "f", "wb") as f:
+        _widen_pipe(f.fileno())  # a file (input redirected from one): nothing to do

@@ -522,7 +522,7 @@ def test_alert_time_stamps_come_back_exactly_whatever_their_form(ledger):
     for sig, (first, last) in enumerate(stamps):
         burst = [v(a, sig=str(sig), alert_ts=first), v(a, sig=str(sig), alert_ts=last)]
         ledger.record(burst, NOW, POLICY, Low())
-    # and across transactions of one bucket
+    # and across transactions, within BUCKET_S
     ledger.record([v(a, sig="x", alert_ts=stamps[0][0])], NOW, POLICY, Low())
     ledger.record([v(a, sig="x", alert_ts=stamps[0][1])], NOW + 1, POLICY, Low())
     ledger.record([v(a, sig="y", alert_ts=stamps[0][0])], NOW, POLICY, Low())
@@ -541,3 +541,17 @@ def test_alert_time_stamps_come_back_exactly_whatever_their_form(ledger):
         "integer",
         "integer",
     ]
+
+
+def test_a_row_grows_for_bucket_s_from_its_first_violation_not_by_the_clock(ledger):
+    a, b = "203.0.113.7", "203.0.113.8"
+    ledger.record([v(a, sig="1:1:1")], NOW + 200, POLICY, Low())
+    ledger.record([v(a, sig="1:1:1")], NOW + 350, POLICY, Low())  # past a round 5 minutes
+    ledger.record([v(a, sig="1:1:1")], NOW + 200 + BUCKET_S, POLICY, Low())  # a new row
+    assert [(h.ts, h.last, h.count) for h in ledger.history(a)] == [
+        (NOW + 200, NOW + 350, 2),
+        (NOW + 200 + BUCKET_S, NOW + 200 + BUCKET_S, 1),
+    ]
+    # rows that can no longer grow are forgotten: memory follows the recent rows only
+    ledger.record([v(b, sig="1:1:1")], NOW + 200 + 3 * BUCKET_S, POLICY, Low())
+    assert len(ledger._open) == 1

@@ -258,7 +258,7 @@ def test_100000_bans_through_the_pipe_in_chromium(tmp_path, tool_env):
 
 
 def test_bucketed_rows_show_their_count_and_first_and_last_time(tmp_path):
-    # Identical violations of one minute are one ledger row (issue 12): the page and the
+    # Identical violations within five minutes are one ledger row (issue 12): the page and the
     # tracker still say how many, when the first and the last happened, and what rule.
     from banpipe.bantime import BanPolicy
     from banpipe.ledger import Violation

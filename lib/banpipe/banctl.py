@@ -328,8 +328,8 @@ def _stamp(ts: float) -> str:
 def _alert_time(v: ViolationRecord) -> str:
     """When the alert happened (its own time stamp, the IDS's local time), not when
     banctl recorded it; the record time only for an alert without a usable stamp. For
-    a row of several (one bucket): from the first to the last, ``first to last`` (the
-    last without its date when it is the same day)."""
+    a record of several (within five minutes): ``first to last`` (the last without its
+    date when it is the same day)."""
     first = v.alert_ts.replace("T", " ")[:19] if v.alert_ts else _stamp(v.ts)
     if v.count < 2:
         return first

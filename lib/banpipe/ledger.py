@@ -12,7 +12,7 @@ Promises:
   show``; ``retention = 0`` deletes an address's violations when its ban ends);
   ``bans`` keeps one row per ban period, used to count recent bans (recidive).
 * **Small**: identical violations (same offender, rule, message, priority, victim,
-  direction and reason) recorded within one ``BUCKET_S`` bucket of banctl's clock are
+  direction and reason) recorded within ``BUCKET_S`` of the first (banctl's clock) are
   one row of ``hits`` with a ``count`` and the first and last time (banctl's and the
   alerts' own); addresses, rules and texts are stored once (``texts``) and rows refer
   to them by number. ``violations`` is a view with the columns of the old table
@@ -149,11 +149,11 @@ def _v4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE bans ADD COLUMN origin TEXT")
 
 
-#: Identical violations recorded within one bucket of this many seconds (banctl's clock)
-#: share a ``hits`` row. A minute keeps what a person reads from the history (when, what,
-#: against whom, how often) while a flood of one source costs a row a minute per rule and
-#: victim instead of a row per alert.
-BUCKET_S = 60.0
+#: Identical violations recorded within this many seconds of the first of them (banctl's
+#: clock) share a ``hits`` row. Five minutes keep what a person reads from the history
+#: (when it began and ended, what, against whom, how often) while a flood from one
+#: source costs a row per rule and victim every five minutes instead of a row per alert.
+BUCKET_S = 300.0
 
 # An alert's own time stamp in fasttail's form (naive ISO 8601 with microseconds) is
 # stored as the integer microseconds of those fields read as UTC (8 bytes instead of 26,
@@ -245,7 +245,7 @@ _VIOLATIONS_VIEW = f"""CREATE VIEW violations AS SELECT
 
 def _v5(db: sqlite3.Connection) -> None:
     # Issue 12: a realistic mix cost about 200 bytes per alert (one row each, every text
-    # repeated). Texts are stored once, identical violations of one BUCKET_S share a row,
+    # repeated). Texts are stored once, identical violations within BUCKET_S share a row,
     # and the old table becomes a view of the same name and columns.
     db.execute("CREATE TABLE texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE)")
     db.execute(
@@ -389,7 +389,7 @@ class Violation(NamedTuple):
 @dataclass(frozen=True)
 class ViolationRecord:
     """A history row: ``count`` identical violations recorded from ``ts`` to
-    ``last_ts`` (within one ``BUCKET_S``); ``alert_ts`` is the first one's own time
+    ``last_ts`` (within ``BUCKET_S`` of the first); ``alert_ts`` is the first one's own time
     stamp, ``alert_last`` the last one's (the same for a single violation)."""
 
     ts: float
@@ -535,12 +535,13 @@ class Ledger:
         self._lock_fd: int | None = None
         self._lock_depth = 0
         # What this connection wrote lately, to add to instead of asking the database:
-        # text -> texts.id, and the hits rows of the current bucket (interned violation
+        # text -> texts.id, and the hits rows that may still grow (interned violation
         # key -> row id). Forgotten on rollback; a row deleted meanwhile by another
         # connection (a prune) is noticed when the update changes nothing.
         self._text_ids: dict[str, int] = {}
-        self._open: dict[tuple, tuple[int, int | str | None]] = {}  # -> (id, alert_first)
-        self._open_bucket = -1
+        # interned key -> (row id, alert_first, when the row began)
+        self._open: dict[tuple, tuple[int, int | str | None, float]] = {}
+        self._open_swept = 0.0  # rows that began before this are no longer in _open
 
     # -- opening -----------------------------------------------------------------
 
@@ -641,7 +642,7 @@ class Ledger:
         """Drop what this connection remembers of its writes (they were rolled back)."""
         self._text_ids = {}
         self._open = {}
-        self._open_bucket = -1
+        self._open_swept = 0.0
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -789,7 +790,7 @@ class Ledger:
         ``groups`` maps ``Violation[:7]`` (every field but ``alert_ts``) to ``(alert_ts
         of the first, count, position of the last, alert_ts of the last)``, in order of
         first occurrence; positions only need to grow along the input. A group joins
-        the row of the same violation recorded earlier in the same ``BUCKET_S`` bucket
+        the row of the same violation begun less than ``BUCKET_S`` earlier
         (its count and last times grow), or starts a new row. The result is the same as
         recording the violations one by one: an address is banned by its first
         violation (while the budget lasts) and every later violation of a banned
@@ -882,10 +883,10 @@ class Ledger:
         return found
 
     def _add_hits(self, groups: Mapping[tuple, Sequence], now: float) -> None:
-        """Count ``groups`` into this bucket's rows of ``hits`` (inside a transaction)."""
-        bucket = int(now // BUCKET_S)
-        if bucket != self._open_bucket:
-            self._open, self._open_bucket = {}, bucket
+        """Count ``groups`` into the rows of ``hits`` (inside a transaction)."""
+        if now - self._open_swept >= BUCKET_S:  # forget rows that cannot grow any more
+            self._open = {k: r for k, r in self._open.items() if now - r[2] < BUCKET_S}
+            self._open_swept = now
         opened, text_ids = self._open, self._text_ids
         tid = self._text_id
         updates: list[tuple] = []
@@ -904,7 +905,7 @@ class Ledger:
                 None if why is None else text_ids.get(why) or tid(why),
             )
             row = opened.get(ik)
-            if row is None:
+            if row is None or now - row[2] >= BUCKET_S or now < row[2]:
                 fresh.append((ik, g))
             else:
                 updates.append((g[1], now, _last_code(row[1], g[3]), row[0]))
@@ -930,7 +931,7 @@ class Ledger:
         rows = []
         for n, (ik, g) in enumerate(fresh, top + 1):
             first = _stamp_code(g[0])
-            opened[ik] = (n, first)
+            opened[ik] = (n, first, now)
             many = g[1] > 1
             last = _last_code(first, g[3]) if many and g[3] != g[0] else None
             rows.append(

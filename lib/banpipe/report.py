@@ -391,7 +391,7 @@ def _span(first: str | None, last: str | None, count: int) -> str | None:
 def render_tracker(addr: str, history: Sequence) -> str:
     """The tracker file: one line per violation record, tab-separated, oldest first:
     alert time, gid:sid:rev, priority, offender -> victim, msg (JSON string), flags
-    (``reversed``, ``xN`` for N identical ones within one ledger bucket, then
+    (``reversed``, ``xN`` for N identical ones within five minutes, then
     ``last=TIME``, the last one's alert time, when it differs from the first's),
     reason (JSON string)."""
     lines = []
