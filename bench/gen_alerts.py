@@ -2,7 +2,7 @@
 """Generate realistic Snort/Suricata alert files for benchmarks and soak tests.
 
 Deterministic for a given ``--seed``. Lines imitate what real sensors write (see
-../shared/formats.md): Snort 2 and Snort 3 alert_fast (with and without ``-y``, Snort 3
+docs/formats.md): Snort 2 and Snort 3 alert_fast (with and without ``-y``, Snort 3
 ``[drop]``), Suricata fast.log (``[Drop]``/``[wDrop]``, ``(null)`` classification,
 expanded IPv6), Snort 2/3 alert_full blocks (classification line, IP/TCP/UDP/ICMP header
 lines, Xref lines), IPv4 and IPv6 (compressed and expanded, glued ports), many sources

@@ -820,6 +820,7 @@ _addr_text = st.one_of(
 @given(st.lists(st.one_of(_addr_text, st.none(), st.integers()), max_size=12))
 def test_never_bans_a_protected_or_invalid_address(offenders):
     from banpipe.config import parse_config
+    from banpipe.pipe import PipeReader
     from banpipe.protect import Protection
 
     config = parse_config(PROTECTED_CFG)
@@ -839,10 +840,9 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
     ledger = env.ledger()
     daemon = Daemon(env, ledger, fake)
     daemon.start()
-    daemon.handle([json.dumps({"v": 1, "offender": o}).encode() for o in offenders], 0)
-    # the same offenders again, now as whole alerts (the memo of known fields)
-    again = [json.dumps({**json.loads(alert(o)), "v": 1}).encode() for o in offenders]
-    daemon.handle(again + again, len(offenders))
+    reader = PipeReader()
+    reader.feed("".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode())
+    daemon.handle(list(reader.objects()))
     protection = Protection.from_config(config)
     for addr in fake.entries | ledger.active_addresses():
         assert canonical(addr) == addr

@@ -51,3 +51,30 @@ def test_wan_example_has_the_documented_shape():
 def test_readme_quotes_the_first_example():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert EXAMPLES[0] in readme
+
+
+FORMATS_DOC = (ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
+
+
+def test_every_example_line_of_the_formats_doc_is_read_as_an_alert():
+    """docs/formats.md's made-up lines have the exact shape of real ones: each text or
+    JSON example block reads as alerts only, one per alert line or block."""
+    from datetime import datetime
+
+    from banpipe.alert import problem
+    from banpipe.parsers import AlertParser
+
+    blocks = re.findall(r"```(text|json)\n(.*?)```", FORMATS_DOC, re.DOTALL)
+    assert len(blocks) >= 6
+    total = 0
+    for _kind, body in blocks:
+        parser = AlertParser(now=datetime(2026, 11, 28, 12, 0))
+        lines = body.splitlines()
+        out = [x for i, line in enumerate(lines, 1) for x in parser.feed(line, i)]
+        out += parser.flush()
+        assert out and all(type(x) is dict and problem(x) is None for x in out), (body, out)
+        headers = sum(line.startswith("[**] [") for line in lines)  # alert_full blocks
+        expected = headers or sum(bool(line.strip()) for line in lines)
+        assert len(out) == expected, (body, out)
+        total += len(out)
+    assert total >= 14

@@ -1,4 +1,4 @@
-"""Suricata EVE JSON input: banpipe.eve's mapping, and fasttail reading eve.json.
+"""Suricata EVE JSON input: banpipe.parsers.eve's mapping, and fasttail reading eve.json.
 
 Records follow what Suricata 7/8 write (src/output-json.c CreateEveHeader,
 src/output-json-alert.c AlertJsonHeader); the interleaved sample with its expected parse
@@ -18,7 +18,9 @@ import os
 
 import pytest
 
-from banpipe import eve, parsers
+from banpipe import parsers, pipe
+from banpipe.parsers import eve
+from banpipe.parsers.endpoints import _canon
 from test_fasttail import SNORT2, run
 
 ALERT = {
@@ -59,7 +61,7 @@ def record(**changes) -> str:
 
 
 def test_mapping_onto_the_contract():
-    a = eve.alert(json.loads(record()), parsers._canon)
+    a = eve.alert(json.loads(record()), _canon)
     assert a == {
         "v": 1,
         "ts": "2026-11-28T09:58:01.104233+01:00",
@@ -106,7 +108,7 @@ def test_other_events_are_skipped_before_decoding(monkeypatch):
     def boom(_):
         raise AssertionError("decoded")
 
-    monkeypatch.setattr(parsers.pipe, "loads", boom)
+    monkeypatch.setattr(pipe, "loads", boom)
     p = parsers.AlertParser(now=parsers.datetime(2026, 11, 28))
     assert p.feed(FLOW, 1) == []
     assert eve.skip(FLOW) and not eve.skip(record())
@@ -124,7 +126,7 @@ def test_blocked_is_drop_and_target_is_kept():
                 alert_target={"ip": "198.51.100.2", "port": 80},
             )
         ),
-        parsers._canon,
+        _canon,
     )
     assert (a["action"], a["target"]) == ("drop", "198.51.100.2")
     assert list(a)[-4:] == ["iface", "flow_id", "direction", "target"]

@@ -1,7 +1,7 @@
 """Tests for banpipe.parsers: sample files with expected output, then focused cases.
 
 Each tests/samples/NAME.txt is a hand-written input (documentation addresses, variants from
-../shared/formats.md incl. the *(source)* ones no real file shows); NAME.json holds the
+docs/formats.md incl. the "source only" ones no real file shows); NAME.json holds the
 expected alerts, in order, and the expected errors as [lineno, reason].
 """
 
@@ -10,6 +10,7 @@ expected alerts, in order, and the expected errors as [lineno, reason].
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import datetime
 from pathlib import Path
@@ -699,7 +700,7 @@ def test_parse_line():
 # -- property: render -> parse round trip ----------------------------------------------------
 
 _v4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
-_v6 = st.integers(0, 2**128 - 1).map(lambda n: str(parsers.ipaddress.IPv6Address(n)))
+_v6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
 _msg = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40).filter(
     lambda m: "[**]" not in m
 )
@@ -805,7 +806,7 @@ def test_garbage_never_raises_and_alerts_stay_valid(lines):
             assert problem(item) is None, item
             for key in ("src", "dst"):
                 if item[key] is not None:
-                    assert str(parsers.ipaddress.ip_address(item[key])) == item[key]
+                    assert str(ipaddress.ip_address(item[key])) == item[key]
             for key in ("sport", "dport"):
                 assert item[key] is None or 0 <= item[key] <= 65535
         else:

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 
-from banpipe import banctl, daemon, fasttail, pipe
+from banpipe import banctl, fasttail, pipe, record
 from banpipe.ledger import Ledger, resume_position
 from banpipe.positions import Position
 from test_banctl import Low, _wait_for, alert, ledger_of, lines, run
@@ -106,7 +106,7 @@ def test_unwritable_ledger_stalls_input_and_resumes(cfg, fw, monkeypatch):
     """Disk full: the batch is kept, input waits, the firewall keeps its entries."""
     args = [*cfg(), "apply"]
     run(args, lines(alert("203.0.113.1")))  # one ban before the disk fills
-    monkeypatch.setattr(daemon, "STALL_RETRY", 0.02)
+    monkeypatch.setattr(record, "STALL_RETRY", 0.02)
     real = Ledger.record_groups
     failures = {"left": 5}
 
@@ -185,7 +185,7 @@ def test_a_stalled_ledger_is_retried_now_and_then_not_in_a_loop(cfg, fw, monkeyp
     retry must still wait for its time (a loop on that event burnt a CPU)."""
     args = [*cfg(), "apply"]
     run(args, "")
-    monkeypatch.setattr(daemon, "STALL_RETRY", 0.25)
+    monkeypatch.setattr(record, "STALL_RETRY", 0.25)
     real = Ledger.record_groups
     attempts = {"n": 0, "full": True}
 

@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from banpipe import alertfilter, banctl, cli, fasttail, metrics
 from banpipe.config import PagesConfig, load_config
-from banpipe.daemon import SpoofBrake
 from banpipe.ledger import Ledger
 from banpipe.monitor import Monitor
 from banpipe.reconcile import Drift
+from banpipe.record import SpoofBrake
 
 
 class Low:

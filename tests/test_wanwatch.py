@@ -39,8 +39,6 @@ from banpipe.netlink import (
     Link,
     Message,
     RouteTable,
-    pack_addr_payload,
-    pack_link_payload,
     pack_message,
     parse_messages,
 )
@@ -59,6 +57,7 @@ from banpipe.wanwatch import (
     retry_delay,
     why_not_wan,
 )
+from netlinkmsg import pack_addr_payload, pack_link_payload
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)

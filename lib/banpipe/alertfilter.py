@@ -40,11 +40,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from itertools import chain
 from typing import IO, Any
 
 from banpipe import config as configmod
-from banpipe import metrics, pipe
+from banpipe import metrics, pipe, sources
 from banpipe.alert import JUDGED, checker, problem
 from banpipe.cli import (
     EX_CONFIG,
@@ -65,9 +64,7 @@ from banpipe.cli import (
 )
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.flows import FlowWindow
-from banpipe.protect import read_address_file
 from banpipe.rules import BAN, K_NOT_OURS, K_REPEAT, SKIP_KINDS, RuleSet
-from banpipe.wanstate import WanStateError, read_wan_state
 
 TOOL = "alertfilter"
 CHUNK = 1 << 16
@@ -108,21 +105,20 @@ def build_parser() -> ArgumentParser:
 # --- configuration state ---------------------------------------------------------------
 
 
-def _strerror(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
 class Loader:
-    """Loads the config, whitelist files and WAN state; keeps the last good of each."""
+    """Loads the config and its protection sources (banpipe.sources); keeps the last
+    good of each."""
 
     def __init__(self, config_path: str | None, reporter: Reporter) -> None:
         self.explicit = config_path
         self.config_file = os.path.abspath(config_path or configmod.DEFAULT_PATH)
         self.reporter = reporter
-        self.config = Config()
-        self.lists: dict[str, tuple[str, ...]] = {}
-        self.wan: frozenset[str] = frozenset()
+        self.sources = sources.Sources(Config(), {}, frozenset())
         self.rules: RuleSet
+
+    @property
+    def config(self) -> Config:
+        return self.sources.config
 
     def start(self) -> RuleSet:
         """First load; any problem is fatal (ToolError, exit 78)."""
@@ -130,39 +126,16 @@ class Loader:
             config = load_config(self.explicit)
         except ConfigError as exc:
             raise ToolError(str(exc), EX_CONFIG) from None
-        lists = {}
-        for name in config.filter.whitelist_files:
-            try:
-                lists[name] = self._read_list(name)
-            except OSError as exc:
-                raise ToolError(
-                    f"{name}: cannot read whitelist file: {_strerror(exc)}", EX_CONFIG
-                ) from None
-        wan_path = config.network.wan_state
+        loaded = sources.load(config, self.reporter, strict=True)
         try:
-            wan = frozenset(read_wan_state(wan_path))
-        except WanStateError as exc:
-            raise ToolError(f"{wan_path}: {exc}", EX_CONFIG) from None
-        try:
-            rules = self._compile(config, lists, wan)
+            rules = self._compile(loaded)
         except ConfigError as exc:
             raise ToolError(str(exc), EX_CONFIG) from None
-        self.config, self.lists, self.wan, self.rules = config, lists, wan, rules
+        self.sources, self.rules = loaded, rules
         return rules
 
     def watch_paths(self) -> list[str]:
-        files = [self.config_file, self.config.network.wan_state]
-        files += self.config.filter.whitelist_files
-        paths = {os.path.abspath(f) for f in files}
-        # A file whose directory does not exist yet (/run/banpipe before wanwatch ran)
-        # is only noticed if we also watch for that directory, and any missing one
-        # above it, to appear.
-        for path in list(paths):
-            directory = os.path.dirname(path)
-            while not os.path.isdir(directory) and directory != os.path.dirname(directory):
-                paths.add(directory)
-                directory = os.path.dirname(directory)
-        return sorted(paths)
+        return sources.watch_paths(self.config_file, self.config)
 
     def reload(self, changed: Iterable[str], everything: bool = False) -> bool:
         """Apply changes of the ``changed`` paths (all sources when ``everything``).
@@ -193,80 +166,32 @@ class Loader:
             result = self._attempt(self.config, changed, everything)
         if result is None:
             return False
-        config, lists, wan, rules, notes = result
-        new_config = config is not self.config
-        self.config, self.lists, self.wan, self.rules = config, lists, wan, rules
+        loaded, rules, notes = result
+        new_config = loaded.config is not self.config
+        self.sources, self.rules = loaded, rules
         if new_config:
-            self.reporter.say(config.path or self.config_file, "configuration reloaded")
+            self.reporter.say(loaded.config.path or self.config_file, "configuration reloaded")
         for note in notes:
             self.reporter.say(*note)
         return True
 
     def _attempt(
         self, config: Config, changed: set[str], everything: bool
-    ) -> tuple[Config, dict[str, tuple[str, ...]], frozenset[str], RuleSet, list[Any]] | None:
-        new_config = config is not self.config
-        notes: list[tuple[str, str]] = []
-
-        def touched(path: str) -> bool:
-            full = os.path.abspath(path)
-            return everything or full in changed or os.path.dirname(full) in changed
-
-        lists: dict[str, tuple[str, ...]] = {}
-        for name in config.filter.whitelist_files:
-            if name in self.lists and not (new_config or touched(name)):
-                lists[name] = self.lists[name]
-                continue
-            try:
-                lists[name] = self._read_list(name)
-                n = len(lists[name])
-                notes.append((name, f"whitelist reloaded ({n} entr{'y' if n == 1 else 'ies'})"))
-            except OSError as exc:
-                if name not in self.lists:
-                    # Named by a new config but not there: applying that config would
-                    # drop protection someone asked for.
-                    self.reporter.say(
-                        name,
-                        f"cannot read whitelist file: {_strerror(exc)}; "
-                        "keeping the previous configuration",
-                        level=WARNING,
-                    )
-                    return None
-                self.reporter.say(
-                    name,
-                    f"cannot read whitelist file: {_strerror(exc)}; keeping the previous list",
-                    level=WARNING,
-                )
-                lists[name] = self.lists[name]
-
-        wan = self.wan
-        wan_path = config.network.wan_state
-        if touched(wan_path) or wan_path != self.config.network.wan_state:
-            try:
-                wan = frozenset(read_wan_state(wan_path))
-                shown = ", ".join(sorted(wan)) or "none"
-                notes.append((wan_path, f"WAN addresses now {shown}"))
-            except WanStateError as exc:
-                self.reporter.say(
-                    wan_path, f"{exc}; keeping the previous WAN addresses", level=WARNING
-                )
-
+    ) -> tuple[sources.Sources, RuleSet, list[sources.Note]] | None:
+        result = sources.reload(self.sources, config, changed, everything, self.reporter)
+        if result is None:
+            return None
+        loaded, notes = result
         try:
-            rules = self._compile(config, lists, wan)
+            rules = self._compile(loaded)
         except ConfigError as exc:
             self.reporter.say(None, f"{exc}; keeping the previous configuration", level=WARNING)
             return None
-        return config, lists, wan, rules, notes
-
-    def _read_list(self, name: str) -> tuple[str, ...]:
-        networks, errors = read_address_file(name)
-        for lineno, reason in errors:
-            self.reporter.say(f"{name}:{lineno}", reason, level=WARNING)
-        return tuple(networks)
+        return loaded, rules, notes
 
     @staticmethod
-    def _compile(config: Config, lists: dict[str, tuple[str, ...]], wan: frozenset[str]) -> RuleSet:
-        return RuleSet.from_config(config, wan, chain.from_iterable(lists.values()))
+    def _compile(loaded: sources.Sources) -> RuleSet:
+        return RuleSet.from_config(loaded.config, loaded.wan, loaded.whitelist_extra())
 
 
 # --- the filter ------------------------------------------------------------------------
@@ -439,8 +364,7 @@ class Filter:
 def nothing_ours_hint(rules: RuleSet, not_ours: int) -> str | None:
     """What to set when ``require_ours`` skipped alerts because nothing is ours at all
     (a fresh install: no [network] section, no wanwatch yet); None otherwise."""
-    ours = rules.protection.ours_list
-    if not not_ours or not rules.require_ours or ours.wan or ours.gateways or ours.networks:
+    if not not_ours or not rules.require_ours or rules.protection.has_ours():
         return None
     return (
         f"no address is ours, so {not_ours} alert{'s were' if not_ours != 1 else ' was'} "
@@ -513,7 +437,9 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
         except FileNotFoundError:
             raise ToolError(f"{args.input}: no such file", EX_NOINPUT) from None
         except OSError as exc:
-            raise ToolError(f"{args.input}: cannot open: {_strerror(exc)}", EX_NOINPUT) from None
+            raise ToolError(
+                f"{args.input}: cannot open: {exc.strerror or exc}", EX_NOINPUT
+            ) from None
         name, close_input = args.input, True
     else:
         source, name = pipe.binary_stream(stdin), "<stdin>"
@@ -557,7 +483,7 @@ def _write_metrics(filt: Filter, loader: Loader, reporter: Reporter) -> None:
     try:
         metrics.write_textfile(path, filt.metrics())
     except OSError as exc:
-        reporter.error(path, f"cannot write metrics: {_strerror(exc)}", "warning")
+        reporter.error(path, f"cannot write metrics: {exc.strerror or exc}", "warning")
 
 
 def _loop(
@@ -610,7 +536,7 @@ def _loop(
         try:
             chunk = os.read(fd, CHUNK) if fd is not None else read_chunk(CHUNK)
         except OSError as exc:
-            raise ToolError(f"{name}: cannot read: {_strerror(exc)}", EX_IOERR) from None
+            raise ToolError(f"{name}: cannot read: {exc.strerror or exc}", EX_IOERR) from None
         # A change noticed before this chunk is judged applies to it: "the next line read".
         changed = watcher.changed()
         if changed or stop.hup:

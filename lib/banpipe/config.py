@@ -270,7 +270,7 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class FasttailConfig:
-    # Syslog program tags whose messages may be alerts (banpipe.syslog.RELAY_TAGS).
+    # Syslog program tags whose messages may be alerts (banpipe.parsers.syslog.RELAY_TAGS).
     relay_tags: tuple[str, ...] = ("snort", "suricata", "barnyard2", "sagan")
 
 

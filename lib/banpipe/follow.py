@@ -12,7 +12,7 @@ Three layers, each usable alone, each in its module:
     reading; banpipe.rotation holds the one rule for which names are rotated copies.
 
 ``Follower`` (here)
-    The loop: inotify (pyinotify, through banpipe.watch.InotifyWatcher) on the directory
+    The loop: inotify (pyinotify, through banpipe.watch.FollowWatches) on the directory
     for the name and on the open file itself; follows by name across rename rotation (the
     old file is drained to its end, and kept until the new file has data or the old one
     has been quiet for ``switch_after`` seconds), copytruncate (size or fingerprint shows
@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-
-import pyinotify
 
 from .cursor import Cursor, Parser
 from .positions import Position, bytes_before, count_lines, matches, place, start_of_last_line
@@ -49,18 +46,7 @@ from .rotation import (
     rotation_siblings,
     sibling_ids,
 )
-from .watch import InotifyWatcher
-
-DIR_EVENTS = (
-    pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
-)
-FILE_EVENTS = (
-    pyinotify.IN_MODIFY | pyinotify.IN_MOVE_SELF | pyinotify.IN_DELETE_SELF | pyinotify.IN_ATTRIB
-)
-
-# pyinotify's logger is silenced in banpipe.watch: it logs an ERROR when a watched file
-# moves out of a watched directory (we watch open files through /proc/self/fd/N, whose
-# "directory" is never watched). Expected here.
+from .watch import FollowWatches
 
 
 def _same_file(path: str, cur: Cursor) -> bool:
@@ -130,10 +116,7 @@ class Follower:
         self.next: Cursor | None = None  # a new file at the name, read once cur is done
         self.saved: Position | None = None
         self.last_save = clock()
-        self.watcher: InotifyWatcher | None = None
-        self.dir_wd: int | None = None
-        self.cur_wd: int | None = None
-        self.next_wd: int | None = None
+        self.watches: FollowWatches | None = None  # while run() runs
         self.said_unreadable: set[str] = set()
         # Rotated files written after the one being read, read before the name's file.
         # Opened when found: a rename rotation meanwhile moves names (alert.1 becomes
@@ -340,7 +323,7 @@ class Follower:
             except OSError as exc:
                 self._unreadable(self.path, exc)
                 return True
-            self._watch_cur()
+            self._watch()
         same = st is not None and (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
         if same:
             if self.next is not None:
@@ -390,7 +373,7 @@ class Follower:
             self._unreadable(self.path, exc)
             return None
         self.next = nxt
-        self.next_wd = self._watch_fd(nxt)
+        self._watch()
         # Several rotations between two of our looks leave files that were at the name
         # only meanwhile (soak, bench/README.md): they come after ours, before this one.
         old = self._rotated_name_of(self.cur)
@@ -409,9 +392,8 @@ class Follower:
 
     def _switch(self, nxt: Cursor) -> None:
         old = self.cur
-        if self.cur_wd is not None and self.watcher is not None:
-            self.watcher.remove(self.cur_wd)
-        self.cur_wd, self.next_wd = self.next_wd, None
+        if self.watches is not None:
+            self.watches.promote_next()
         if old is not None:
             old.close()
         self.next = None
@@ -421,19 +403,17 @@ class Follower:
     def _next_in_queue(self) -> None:
         """Go on with the oldest rotated file not read yet (start-up after rotations)."""
         nxt = self.queue.pop(0)
-        if self.cur_wd is not None and self.watcher is not None:
-            self.watcher.remove(self.cur_wd)
-            self.cur_wd = None
+        if self.watches is not None:
+            self.watches.drop_cur()
         if self.cur is not None:
             self.cur.close()
         self.cur = nxt
-        self._watch_cur()
+        self._watch()
 
     def _drop_next(self) -> None:
         if self.next is not None:
-            if self.next_wd is not None and self.watcher is not None:
-                self.watcher.remove(self.next_wd)
-            self.next_wd = None
+            if self.watches is not None:
+                self.watches.drop_next()  # before the close: the watch is by descriptor
             self.next.close()
             self.next = None
 
@@ -512,12 +492,9 @@ class Follower:
         An exception (a closed pipe, a state file that cannot be written) ends the run
         without a last save: the saved position then only covers delivered alerts.
         """
-        self.watcher = InotifyWatcher()
+        self.watches = FollowWatches(os.path.dirname(self.abspath))
         try:
-            self._watch_dir()
-            self._watch_cur()
-            if self.next is not None and self.next_wd is None:
-                self.next_wd = self._watch_fd(self.next)
+            self._watch()
             if self.cur is None:
                 self.note(f"{self.path}: No such file or directory; waiting for it")
             while not self.stop():
@@ -530,7 +507,8 @@ class Follower:
                 self._wait(self._timeout())
             self.checkpoint()
         finally:
-            self.watcher.close()
+            self.watches.close()
+            self.watches = None
 
     def _stale_block(self) -> None:
         cur = self.cur
@@ -550,35 +528,12 @@ class Follower:
         return timeout
 
     def _wait(self, timeout: float) -> None:
-        assert self.watcher is not None
-        fds = [self.watcher.fileno()]
-        if self.wake_fd is not None:
-            fds.append(self.wake_fd)
-        ready, _, _ = select.select(fds, [], [], timeout)
-        if self.wake_fd is not None and self.wake_fd in ready:
-            try:
-                while os.read(self.wake_fd, 512):
-                    pass
-            except (BlockingIOError, InterruptedError):
-                pass
-        if self.watcher.fileno() in ready:
-            self.watcher.events(0)  # only to empty the queue: step() looks at the files
-        if self.dir_wd is None:
-            self._watch_dir()
-        if self.cur is not None and self.cur_wd is None:
-            self._watch_cur()
+        assert self.watches is not None
+        self.watches.wait(timeout, self.wake_fd)
+        self._watch()  # a directory that did not exist yet, a file opened meanwhile
 
-    def _watch_dir(self) -> None:
-        if self.watcher is None:
-            return
-        self.dir_wd = self.watcher.add(os.path.dirname(self.abspath), DIR_EVENTS)
-
-    def _watch_fd(self, cur: Cursor) -> int | None:
-        if self.watcher is None or cur.fd is None:
-            return None
-        # Through /proc the watch is on the inode we hold open, even if the name moved on.
-        return self.watcher.add(f"/proc/self/fd/{cur.fd}", FILE_EVENTS)
-
-    def _watch_cur(self) -> None:
-        if self.cur is not None and self.cur_wd is None:
-            self.cur_wd = self._watch_fd(self.cur)
+    def _watch(self) -> None:
+        """Watch what is not watched yet (while run() runs)."""
+        if self.watches is not None:
+            cur, nxt = self.cur, self.next
+            self.watches.watch(cur and cur.fd, nxt and nxt.fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -157,3 +158,74 @@ def _existing_ancestor(directory: str) -> str | None:
             return parent
         directory, parent = parent, os.path.dirname(parent)
     return None
+
+
+class FollowWatches:
+    """The inotify watches of one followed name (banpipe.follow): its directory, for
+    the name, and the files read now and next, through ``/proc/self/fd/N`` so that the
+    watch is on the inode held open wherever the name moves on. The events only wake
+    the follower up; it looks at the files itself. (pyinotify's ERROR when a watched
+    file moves out of a watched directory is expected here: /proc/self/fd is never a
+    watched directory; the logger is silenced above.)"""
+
+    DIR_EVENTS = (
+        pyinotify.IN_CREATE | pyinotify.IN_MOVED_TO | pyinotify.IN_MOVED_FROM | pyinotify.IN_DELETE
+    )
+    FILE_EVENTS = (
+        pyinotify.IN_MODIFY
+        | pyinotify.IN_MOVE_SELF
+        | pyinotify.IN_DELETE_SELF
+        | pyinotify.IN_ATTRIB
+    )
+
+    def __init__(self, directory: str) -> None:
+        self.watcher = InotifyWatcher()
+        self.directory = directory
+        self.dir_wd: int | None = None
+        self.cur_wd: int | None = None
+        self.next_wd: int | None = None
+
+    def _fd(self, fd: int | None) -> int | None:
+        return None if fd is None else self.watcher.add(f"/proc/self/fd/{fd}", self.FILE_EVENTS)
+
+    def watch(self, cur_fd: int | None, next_fd: int | None) -> None:
+        """Add the watches that are missing (each is retried until it holds)."""
+        if self.dir_wd is None:
+            self.dir_wd = self.watcher.add(self.directory, self.DIR_EVENTS)
+        if self.cur_wd is None:
+            self.cur_wd = self._fd(cur_fd)
+        if self.next_wd is None:
+            self.next_wd = self._fd(next_fd)
+
+    def drop_cur(self) -> None:
+        if self.cur_wd is not None:
+            self.watcher.remove(self.cur_wd)
+            self.cur_wd = None
+
+    def drop_next(self) -> None:
+        if self.next_wd is not None:
+            self.watcher.remove(self.next_wd)
+            self.next_wd = None
+
+    def promote_next(self) -> None:
+        """The next file is the current one now."""
+        self.drop_cur()
+        self.cur_wd, self.next_wd = self.next_wd, None
+
+    def wait(self, timeout: float, wake_fd: int | None) -> None:
+        """Until an event, a byte on ``wake_fd`` (drained) or ``timeout`` seconds."""
+        fds = [self.watcher.fileno()]
+        if wake_fd is not None:
+            fds.append(wake_fd)
+        ready, _, _ = select.select(fds, [], [], timeout)
+        if wake_fd is not None and wake_fd in ready:
+            try:
+                while os.read(wake_fd, 512):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+        if self.watcher.fileno() in ready:
+            self.watcher.events(0)  # only to empty the queue
+
+    def close(self) -> None:
+        self.watcher.close()

@@ -92,7 +92,7 @@ def gateway(deploy_work, base_rootfs):
 
 
 def alert_line(src: str, dst: str, sid: int = 2001219) -> str:
-    """A Snort 2 alert_fast line (formats.md section 1), stamped now."""
+    """A Snort 2 alert_fast line (docs/formats.md), stamped now."""
     ts = datetime.now().strftime("%m/%d-%H:%M:%S.%f")
     return (
         f"{ts}  [**] [1:{sid}:20] ET SCAN Potential SSH Scan [**] "
@@ -317,15 +317,24 @@ def test_a_dead_stage_takes_the_pipeline_down_and_systemd_restarts_it(gateway):
     wait_for(restarted, 20, 0.2, "banpipe.service restarted once")
     wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored after restart")
 
+    def unit_log_at(priority: str = "debug") -> str:
+        argv = ("journalctl", "-b", "-u", "banpipe.service", "-p", priority, "-o", "cat")
+        return ct.run(*argv, "--no-pager").stdout
+
     def unit_log() -> str:
-        argv = ("journalctl", "-b", "-u", "banpipe.service", "--no-pager", "-o", "cat")
-        return ct.run(*argv).stdout
+        return unit_log_at()
 
     # banpipe-restore.service may have put the ban back first: wait for banctl itself.
     wait_for(lambda: unit_log().count("banctl: started") >= 2, BAN_TIMEOUT, 0.2, "banctl restarted")
     log = unit_log()
     assert "firewall entries kept" in log  # end of input is no orderly stop
     assert "alertfilter ended with status 137" in log, log[-3000:]
+    # Severities reach the journal: `journalctl -p err` finds the dead stage and not
+    # the ban, `-p info` has the ban too.
+    errors = unit_log_at("err")
+    assert "banpipe: alertfilter ended with status 137" in errors, errors
+    assert f"{OFFENDER}: banned until" not in errors, errors
+    assert f"banctl: {OFFENDER}: banned until" in unit_log_at("info")
     assert [p for p, cmd in unit_processes(ct, "banpipe.service").items() if p == victim] == []
 
 

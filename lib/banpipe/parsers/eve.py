@@ -29,6 +29,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from banpipe import pipe
+
+from .common import R_FORCED, R_MALFORMED, ParseError, _short, new_alert
+from .endpoints import _canon
+
 FORMAT = "suricata-eve"
 
 # Suricata writes compact JSON: the key and value sit side by side without spaces.
@@ -156,24 +161,7 @@ def alert(obj: Any, canon: Callable[[str], str]) -> dict[str, Any] | None:
         ts = f"{ts[:29]}:{ts[29:]}"
     else:
         ts = timestamp(ts)
-    out: dict[str, Any] = {
-        "v": 1,
-        "ts": ts,
-        "gid": gid,
-        "sid": sid,
-        "rev": rev,
-        "msg": msg,
-        "classification": cls or None,
-        "priority": sev,
-        "proto": proto,
-        "src": s,
-        "sport": sp,
-        "dst": d,
-        "dport": dp,
-        "action": action,
-        "refs": [],
-        "format": FORMAT,
-    }
+    out = new_alert(ts, (gid, sid, rev), msg, cls, sev, proto, (s, sp, d, dp), action, [], FORMAT)
     iface = get("in_iface")
     if type(iface) is str:
         out["iface"] = iface
@@ -195,3 +183,28 @@ def alert(obj: Any, canon: Callable[[str], str]) -> dict[str, Any] | None:
             raise EveError(f"alert.target {target!r} is not an address of the alert")
         out["target"] = t
     return out
+
+
+class EveLines:
+    """The EVE family of :class:`banpipe.parsers.AlertParser` (a mixin)."""
+
+    _force: str | None
+    _fragment: bool
+
+    def _eve(self, line: str, lineno: int) -> list:
+        """A Suricata EVE JSON record: an alert, nothing (other event types), or an error."""
+        force = self._force
+        if force is not None and force != FORMAT:
+            return [ParseError(lineno, f"{R_FORCED}: looks like {FORMAT}", _short(line))]
+        self._fragment = False
+        if skip(line):
+            return []  # flow, dns, http, stats...: told from the text, never decoded
+        try:
+            obj = pipe.loads(line)
+        except ValueError:
+            return [ParseError(lineno, R_MALFORMED + ": not JSON", _short(line))]
+        try:
+            a = alert(obj, _canon)
+        except EveError as e:
+            return [ParseError(lineno, f"{R_MALFORMED}: {e}", _short(line))]
+        return [] if a is None else [a]

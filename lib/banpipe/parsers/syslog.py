@@ -24,6 +24,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .common import (
+    R_FORCED,
+    R_MALFORMED,
+    R_NOT_ALERT,
+    ParseError,
+    _int,
+    _iso_date,
+    _short,
+    _unquote,
+    new_alert,
+)
+from .endpoints import _PM_ALWAYS, _addresses, _BadAddress, _snort_mode
+from .fast import _FAST
+
 #: Program tags whose messages may be alerts (fasttail's ``relay_tags`` default): the
 #: idents Snort 2/3 (``snort``), Suricata, Barnyard2 and Sagan log under.
 RELAY_TAGS: tuple[str, ...] = ("snort", "suricata", "barnyard2", "sagan")
@@ -104,3 +118,90 @@ def envelope(line: str) -> Envelope | None:
             None if app == "-" else app, body or "",
         )  # fmt: skip
     return None
+
+
+# -- alerts in a syslog file (the snort-syslog format, and relayed alert_fast lines) -----
+
+_SYSLOG_ALERT = re.compile(
+    r"\[(\d{1,10}):(\d{1,10}):(\d{1,10})\] (.*?)(?: \[Classification: ([^\]]*)\])?"
+    r"(?: \[Priority: (-?\d{1,10})\])?:?(?: <[^<> ]+>)?(?: \{([^{}]*)\} (\S*) -> (\S*))? *\Z",
+    re.ASCII,
+)
+
+
+class SyslogLines:
+    """The syslog family of :class:`banpipe.parsers.AlertParser` (a mixin)."""
+
+    _force: str | None
+    _relay_tags: frozenset[str]
+    _limit_time: str
+    _dates: dict[object, object]
+
+    def _syslog(self, env: Envelope, line: str, lineno: int) -> dict | ParseError:
+        """An alert relayed through syslog: an alert_fast line or an alert_syslog message.
+
+        Only messages without a tag (a syslog daemon relaying the alert file) or under one
+        of the IDS tags (``relay_tags``) are read; another program's message is never an
+        alert, whatever text it carries.
+        """
+        tag, body = env.tag, env.body
+        if tag is not None and tag.lower() not in self._relay_tags:
+            return ParseError(lineno, R_NOT_ALERT, _short(line))
+        if body[:1].isdigit():
+            inner = _FAST.match(body)
+            if inner is not None:
+                return self._fast(inner, None, line, lineno)
+        if tag is None:
+            return self._other(line, lineno)
+        a = _SYSLOG_ALERT.match(body)
+        if a is None:
+            return self._other(line, lineno)
+        if self._force is not None and self._force != "snort-syslog":
+            return ParseError(lineno, f"{R_FORCED}: looks like snort-syslog", _short(line))
+        gid, sid, rev, msg, cls, prio, proto, src, dst = a.groups()
+        if proto is None and ("[Priority: " in msg or "[Classification: " in msg or " -> " in msg):
+            # The tail did not parse and the lazy msg took it (a line cut inside the tail,
+            # as Snort 2's alert_syslog does at 1024 bytes): not a no-IP alert.
+            return ParseError(lineno, R_MALFORMED, _short(line))
+        # Snort 3's alert_syslog prints the msg in quotes as its alert_fast does.
+        msg = _unquote(msg)
+        if env.date is not None:
+            try:
+                _iso_date(int(env.date[:4]), int(env.date[5:7]), int(env.date[8:10]))
+            except ValueError:
+                return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
+            ts = f"{env.date}T{env.time}{env.offset}"
+        else:
+            key = (env.month, env.day)
+            v = self._dates.get(key, False)
+            if v is False:
+                try:
+                    v = self._yearless(env.month, env.day)
+                except ValueError:
+                    v = None
+                self._dates[key] = v
+            if v is None:
+                return ParseError(lineno, R_MALFORMED + ": invalid date", _short(line))
+            time = env.time
+            ts = v + time if type(v) is str else (v[1] if time > self._limit_time else v[0]) + time
+        # Suricata's alert-syslog output prints ports for every protocol, as its fast.log.
+        mode = _PM_ALWAYS if tag.lower() == "suricata" else _snort_mode(proto)
+        if proto is not None:
+            try:
+                s, sp, d, dp = _addresses(src, dst, mode)
+            except _BadAddress as e:
+                return ParseError(lineno, f"{R_MALFORMED}: {e}", _short(line))
+        else:
+            s = sp = d = dp = None
+        return new_alert(
+            ts,
+            (int(gid), int(sid), int(rev)),
+            msg,
+            cls,
+            _int(prio),
+            proto,
+            (s, sp, d, dp),
+            None,
+            [],
+            "snort-syslog",
+        )

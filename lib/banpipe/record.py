@@ -1,0 +1,229 @@
+"""``banctl apply``'s recording part: violations and positions into the ledger.
+
+:class:`Recorder` records each burst's violations, with the positions of the units
+they came in, in one durable transaction, then has the enforcer block the new bans
+in one firewall call, both under the ledger's lock. The spoof brake limits new bans
+per window; a ledger that cannot be written (disk full, read-only) stalls the
+daemon's input without losing the batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from banpipe import cli, positions
+from banpipe.bantime import format_expiry
+from banpipe.ctlenv import Env
+from banpipe.enforce import Enforcer
+from banpipe.intake import Groups
+from banpipe.ledger import Ledger, LedgerError
+from banpipe.monitor import Monitor
+
+POSITION_EVERY = 1.0  # s: positions of filtered-out alerts need no fsync each
+STALL_RETRY = 1.0  # s: how often a ledger that cannot be written is tried again
+
+
+@dataclass
+class SpoofBrake:
+    """At most ``limit`` new automated bans per ``window`` seconds; ``limit <= 0``: off.
+
+    The count comes from the ledger's ban periods, so a restart (or a crash loop) does
+    not reset the brake.
+    """
+
+    limit: int
+    window: float
+    engaged: bool = False
+    held: int = 0
+    _clears: float | None = None
+
+    def budget(self, ledger: Ledger, now: float) -> int | None:
+        if self.limit <= 0:
+            return None
+        starts = ledger.bans_started_since(now - self.window)
+        room = self.limit - len(starts)
+        # When the oldest ban that keeps us at the limit leaves the window.
+        self._clears = starts[room] + self.window if room <= 0 and starts else None
+        return max(0, room)
+
+    def clears_at(self) -> float | None:
+        """When the window frees room again (for the select timeout), if engaged."""
+        return self._clears if self.engaged else None
+
+
+class Commits:
+    """Tells our own ledger commits from those of other processes (admin commands)."""
+
+    def __init__(self, ledger: Ledger, monitor: Monitor) -> None:
+        self.ledger = ledger
+        self.monitor = monitor
+        self.version = 0
+
+    def ours(self) -> None:
+        """After a commit of ours: remember the version, let the monitor know."""
+        self.version = self.ledger.data_version()
+        self.monitor.changed()
+
+    def others(self) -> bool:
+        """True when another process committed since we last looked."""
+        version = self.ledger.data_version()
+        changed = version != self.version
+        self.version = version
+        if changed:
+            self.monitor.changed()
+        return changed
+
+
+def _ledger_reason(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[1] if isinstance(exc, LedgerError) and ": " in text else text
+
+
+class Recorder:
+    """Gathered violations and their positions into the ledger, new bans to the firewall.
+
+    When the ledger cannot be written (disk full, read-only), nothing is lost: the
+    batch is kept in ``stalled`` and the reader reads no input until a retry succeeds;
+    the firewall keeps enforcing what the ledger holds.
+    """
+
+    def __init__(
+        self,
+        env: Env,
+        ledger: Ledger,
+        enforce: Enforcer,
+        brake: SpoofBrake,
+        counts: Counter[str],
+        monitor: Monitor,
+        commits: Commits,
+    ) -> None:
+        self.env = env
+        self.ledger = ledger
+        self.enforce = enforce
+        self.brake = brake
+        self.counts = counts
+        self.monitor = monitor
+        self.commits = commits
+        self.report = env.report
+        self.policy = env.policy
+        self.recorded = positions.Recorded(ledger.recorded_positions())
+        self.last_pos_commit = time.monotonic()
+        self.stalled: Groups | None = None  # a batch the ledger did not take
+        self.retry_at = 0.0  # when to try the stalled batch again
+
+    def commit(self, groups: Groups, *, force: bool = False) -> bool:
+        """Record gathered violations and the positions of their units in one durable
+        transaction, then block the new bans in one firewall call.
+
+        Positions without violations (every alert of their units was filtered out)
+        are recorded at most every POSITION_EVERY seconds, unless ``force``. Returns
+        False while stalled.
+        """
+        rows = self.recorded.rows() if self.recorded.pending else []
+        if not groups and (
+            not rows
+            or not (force or self.recorded.urgent)
+            and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+        ):
+            return True
+        counts = self.counts
+        now = self.env.clock()
+        try:
+            budget = self.brake.budget(self.ledger, now)
+            with self.ledger.locked():
+                with self.ledger.transaction():
+                    out = self.ledger.record_groups(
+                        groups, now, self.policy, self.env.rng, new_ban_budget=budget
+                    )
+                    if rows:
+                        self.ledger.record_positions(rows)
+                self.recorded.pending.clear()
+                self.recorded.urgent = False
+                self.last_pos_commit = time.monotonic()
+                if out.new_bans:
+                    self.enforce.block(out.new_bans)
+        except (LedgerError, sqlite3.Error) as exc:
+            self.stall(groups, exc)
+            return False
+        if self.stalled is not None:
+            self.stalled = None
+            self.report.say(None, "the ledger is writable again; reading input again")
+        counts["banned"] += len(out.new_bans)
+        counts["extended"] += len(out.extended)
+        counts["held"] += len(out.held)
+        self.log_bans(out.new_bans, groups)
+        if out.held and not self.brake.engaged:
+            self.brake.engaged = True
+            self.report.say(
+                None,
+                f"SPOOF BRAKE: more than {self.brake.limit} new bans within "
+                f"{self.brake.window:g} s; not adding new bans (still recording violations "
+                f"and extending existing bans); first held: {out.held[0]}",
+                level=cli.WARNING,
+            )
+            self.monitor.brake_tripped()
+        self.brake.held += len(out.held)
+        self.commits.ours()
+        return True
+
+    def retry(self) -> None:
+        """Try the stalled batch again, when its time has come. Not on every wake-up:
+        a failed write touches the -wal file, whose inotify event would wake us again
+        at once."""
+        if self.stalled is not None and time.monotonic() >= self.retry_at:
+            self.commit(self.stalled, force=True)
+
+    def stall(self, groups: Groups, exc: Exception) -> None:
+        """The ledger cannot be written: keep the batch, stop reading, say so once."""
+        self.retry_at = time.monotonic() + STALL_RETRY
+        if self.stalled is None:
+            self.report.say(
+                self.ledger.path,
+                f"cannot write the ledger ({_ledger_reason(exc)}): not reading input "
+                f"until it can; the firewall keeps enforcing {self.ledger.count_active()} "
+                f"active bans; retrying every {STALL_RETRY:g} s",
+                level=cli.ERR,
+            )
+        self.stalled = groups
+
+    def log_bans(self, new: list[str], groups: Groups) -> None:
+        if not new:
+            return
+        if len(new) > 20:
+            self.report.say(None, f"banned {len(new)} new offenders (first {new[0]})")
+            return
+        first: dict[str, tuple] = {}
+        for key in groups:
+            first.setdefault(key[0], key)  # the violation that caused the ban
+        for a in new:
+            k = first.get(a)
+            what = f"{k[1] or '?'} {k[2] or ''}".strip() if k else ""
+            o = self.ledger.get(a)
+            until = format_expiry(o.expires if o else None, self.env.clock())
+            self.report.say(a, f"banned until {until}: {what}")
+
+    def brake_tick(self, now: float) -> None:
+        if self.brake.engaged and self.brake.budget(self.ledger, now):
+            self.brake.engaged = False
+            self.report.say(
+                None,
+                f"spoof brake released: {self.brake.held} new bans were held back",
+                level=cli.NOTICE,
+            )
+            self.brake.held = 0
+
+    def deadlines(self, now: float, mono: float) -> list[float]:
+        """Seconds until the brake may release and the stalled batch or the waiting
+        positions are due."""
+        out = []
+        clears = self.brake.clears_at()
+        if clears is not None:
+            out.append(clears - now)
+        if self.stalled is not None:
+            out.append(self.retry_at - mono)
+        elif self.recorded.pending:
+            out.append(self.last_pos_commit + POSITION_EVERY - mono)
+        return out
