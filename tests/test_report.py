@@ -262,6 +262,7 @@ def test_bucketed_rows_show_their_count_and_first_and_last_time(tmp_path):
     # tracker still say how many, when the first and the last happened, and what rule.
     from banpipe.bantime import BanPolicy
     from banpipe.ledger import Violation
+    from ledgerutil import record
 
     class Low:
         def uniform(self, a, b):
@@ -273,9 +274,9 @@ def test_bucketed_rows_show_their_count_and_first_and_last_time(tmp_path):
     def hit(ts):
         return Violation(a, "1:2003:8", "worm", 2, "198.51.100.8", False, "prio 2", ts)
 
-    led.record([hit("2026-11-28T10:00:00.000001")], 1_800_000_000.0, BanPolicy(), Low())
-    led.record([hit("2026-11-28T10:00:41.500000")] * 2, 1_800_000_041.0, BanPolicy(), Low())
-    led.record([hit("2026-11-28T10:05:00.000000")], 1_800_000_300.0, BanPolicy(), Low())
+    record(led, [hit("2026-11-28T10:00:00.000001")], 1_800_000_000.0, BanPolicy(), Low())
+    record(led, [hit("2026-11-28T10:00:41.500000")] * 2, 1_800_000_041.0, BanPolicy(), Low())
+    record(led, [hit("2026-11-28T10:05:00.000000")], 1_800_000_300.0, BanPolicy(), Low())
     report.write_pages(led, tmp_path / "p", 1_800_000_400.0)
     page = (tmp_path / "p" / "o" / "203.0.113.7.html").read_text()
     assert page.count("<tr>") == 1 + 2 + 1 + 1  # headers, 2 records, 1 ban period
