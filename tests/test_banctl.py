@@ -1047,20 +1047,3 @@ def test_called_with_argv_keeps_the_callers_sigpipe(tmp_path, monkeypatch, capsy
         assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGPIPE, before)
-
-
-def test_the_input_pipe_is_widened_so_upstream_writes_during_a_commit(tmp_path):
-    import fcntl
-
-    from banpipe.daemon import PIPE_BYTES, _widen_pipe
-
-    r, w = os.pipe()
-    try:
-        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) < PIPE_BYTES
-        _widen_pipe(r)
-        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == PIPE_BYTES
-    finally:
-        os.close(r)
-        os.close(w)
-    with open(tmp_path / "f", "wb") as f:
-        _widen_pipe(f.fileno())  # a file (input redirected from one): nothing to do

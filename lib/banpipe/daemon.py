@@ -45,12 +45,10 @@ admin commands (banpipe.banctl) and the firewall:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import select
 import signal
-import stat
 import time
 from collections import Counter
 from typing import IO, Any
@@ -69,7 +67,6 @@ BATCH_MAX_LINES = 50_000
 FLOOD_BYTES = 32 << 10  # a burst this big is a flood: batch harder (see _read_burst)
 FLOOD_LINGER = 0.005
 FLOOD_SPAN = 0.1
-PIPE_BYTES = 1 << 20  # the input pipe's size; Linux's default limit for unprivileged users
 
 
 class Daemon:
@@ -197,7 +194,6 @@ class Daemon:
         if fd is None:
             self._run_stream(stdin)
             return
-        _widen_pipe(fd)
         from banpipe.watch import PathWatcher
 
         flag = cli.StopFlag()
@@ -330,17 +326,6 @@ def _fileno(stream: IO[Any]) -> int | None:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
         return None
-
-
-def _widen_pipe(fd: int) -> None:
-    """Let a pipe on ``fd`` hold PIPE_BYTES, so that alertfilter keeps writing while a
-    burst's durable commit runs. With the default 64 KiB (about 150 alerts) the
-    producer stalled at every fsync: the whole pipe ran at one pipe buffer per commit
-    (issue 12). Nothing is committed later than before; the firewall still follows
-    the commit."""
-    with contextlib.suppress(OSError, AttributeError):
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _drain(fd: int) -> None:
