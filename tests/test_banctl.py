@@ -480,6 +480,24 @@ def test_list_shows_who_why_until_when(cfg, fw):
     assert table[-1] == "2 active bans"
 
 
+def test_list_pages_keep_one_header_the_order_and_the_count(cfg, fw, monkeypatch):
+    """banctl list lays out a page at a time (a million bans: the first page at once);
+    columns only ever widen, the header comes once, the order is the ledger's."""
+    monkeypatch.setattr(banctl, "LIST_PAGE", 3)
+    args = cfg('[ban]\non_stop = "keep"\nspoof_max = 0\n')
+    offenders = ["203.0.113.7", "2001:db8:66::1234:5678", "203.0.113.8", "203.0.113.9"]
+    run([*args, "apply"], lines(*(alert(a) for a in offenders)))
+    run([*args, "ban", "198.51.100.9", "--reason", "by hand"])
+    rc, out, _ = run([*args, "list"])
+    table = out.splitlines()
+    assert rc == 0 and table[0].startswith("ADDRESS ") and table[-1] == "5 active bans"
+    assert sum(line.startswith("ADDRESS") for line in table) == 1
+    with ledger_of(cfg) as led:
+        assert [t.split()[0] for t in table[1:-1]] == [o.addr for o in led.offenders()]
+    # Within the first page columns line up; the long IPv6 address widened the rest.
+    assert len({line.index(" auto ") for line in table[1:4] if " auto " in line}) == 1
+
+
 def test_list_json(cfg, fw):
     args = cfg('[ban]\non_stop = "keep"\n')
     run([*args, "apply"], lines(alert("203.0.113.7")))

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any
@@ -53,9 +51,10 @@ from banpipe.cli import (
     WARNING,
     ArgumentParser,
     Reporter,
-    StopFlag,
+    Signals,
     ToolError,
     add_common_arguments,
+    fileno,
     format_counts,
     parse_args,
     resolve_streams,
@@ -380,53 +379,6 @@ is_judgeable = checker(JUDGED)
 # --- main ------------------------------------------------------------------------------
 
 
-def _fileno(stream: Any) -> int | None:
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-class _Signals:
-    """StopFlag plus a wakeup pipe so a signal interrupts select() (PEP 475 retries it)."""
-
-    def __init__(self) -> None:
-        self.flag = StopFlag()
-        self.wake_r: int | None = None
-        self._saved: list[tuple[int, Any]] = []
-        self._old_wakeup = -1
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # handlers only work there; an embedding caller stops us by EOF
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            self._saved.append((sig, signal.getsignal(sig)))
-        self.flag.install(hup=True)
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        self.wake_r, self._wake_w = r, w
-        self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-
-    def drain(self) -> None:
-        if self.wake_r is not None:
-            try:
-                while os.read(self.wake_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
-
-    def restore(self) -> None:
-        if self.wake_r is None:
-            return
-        signal.set_wakeup_fd(self._old_wakeup)
-        for sig, handler in self._saved:
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        os.close(self.wake_r)
-        os.close(self._wake_w)
-        self.wake_r = None
-
-
 def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: Reporter) -> int:
     loader = Loader(args.config, reporter)
     loader.start()
@@ -449,13 +401,11 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
     from banpipe.watch import PathWatcher  # pyinotify import is not free; only here
 
     watcher = PathWatcher(loader.watch_paths())
-    signals = _Signals()
-    signals.install()
     try:
-        _loop(source, filt, loader, watcher, signals, name)
+        with Signals(hup=True) as signals:
+            _loop(source, filt, loader, watcher, signals, name)
         out.flush()
     finally:
-        signals.restore()
         watcher.close()
         if close_input:
             source.close()
@@ -487,12 +437,12 @@ def _write_metrics(filt: Filter, loader: Loader, reporter: Reporter) -> None:
 
 
 def _loop(
-    source: IO[Any], filt: Filter, loader: Loader, watcher: Any, signals: _Signals, name: str
+    source: IO[Any], filt: Filter, loader: Loader, watcher: Any, signals: Signals, name: str
 ) -> None:
     lines = pipe.Lines()
     stop = signals.flag
     throttle = metrics.Throttle(loader.config.metrics.interval)
-    fd = _fileno(source)
+    fd = fileno(source)
     watch_fd = watcher.fileno()
     read_chunk = getattr(source, "read1", source.read)
 
@@ -522,9 +472,9 @@ def _loop(
     while not stop.stop:
         if fd is not None:
             filt.out.flush()  # never leave output in a buffer while we wait
-            waiting = [fd, watch_fd] + ([signals.wake_r] if signals.wake_r is not None else [])
+            waiting = [fd, watch_fd, signals.fd]
             ready, _, _ = select.select(waiting, [], [])
-            if signals.wake_r in ready:
+            if signals.fd in ready:
                 signals.drain()
             if stop.stop:
                 break

@@ -661,10 +661,31 @@ class Ledger:
 
     def offenders(self, *, active_only: bool = True) -> list[Offender]:
         """Offenders ordered by expiry (soonest first, permanent last), then address."""
-        order = "ORDER BY active DESC, expires IS NULL, expires, addr"
-        where = "WHERE active = 1 " if active_only else ""
-        rows = self.db.execute(_SELECT_OFFENDERS + where + order)
-        return [_offender(r) for r in rows]
+        return list(self.iter_offenders(active_only=active_only))
+
+    def iter_offenders(self, *, active_only: bool = True) -> Iterator[Offender]:
+        """``offenders()`` one at a time, the first at once: the timed bans come from
+        the expiry index and the permanent ones from the (active, addr) index, so
+        nothing is sorted before the first row (a million bans: the whole ORDER BY
+        took 2 s before a row came out)."""
+        # The planner picks offenders_active and sorts everything (0.45 s at 100,000
+        # bans before the first row); offenders_due is already in (expires, addr) order.
+        parts = [
+            "INDEXED BY offenders_due "
+            "WHERE active = 1 AND expires IS NOT NULL ORDER BY expires, addr",
+            "INDEXED BY offenders_active WHERE active = 1 AND expires IS NULL ORDER BY addr",
+        ]
+        if not active_only:
+            parts.append("WHERE active = 0 ORDER BY expires IS NULL, expires, addr")
+        for part in parts:
+            for row in self.db.execute(_SELECT_OFFENDERS + part):
+                yield _offender(row)
+
+    def any_origin(self, *, active_only: bool = True) -> bool:
+        """Whether any offender's ban came from another gateway (banshare)."""
+        where = "AND active = 1 " if active_only else ""
+        sql = f"SELECT 1 FROM offenders WHERE origin IS NOT NULL {where}LIMIT 1"  # noqa: S608
+        return self.db.execute(sql).fetchone() is not None
 
     def active_addresses(self, *, automated_only: bool = False) -> set[str]:
         sql = "SELECT addr FROM offenders WHERE active = 1"
