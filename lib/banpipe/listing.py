@@ -13,10 +13,10 @@ from typing import Any
 
 from banpipe import cli
 from banpipe.bantime import format_until
-from banpipe.ledger import Violation
+from banpipe.ledger import ViolationRecord
 
 
-def offender(o: Any, history: Sequence[Violation], now: float) -> str:
+def offender(o: Any, history: Sequence[ViolationRecord], now: float) -> str:
     """``banctl show ADDR``: the offender and every violation kept for it."""
     kind = ("manual" if o.manual else "auto") + (f", from {o.origin}" if o.origin else "")
     state = f"banned ({kind}) {format_until(o.expires, now)}" if o.active else "not banned"
@@ -43,9 +43,15 @@ def _stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _alert_time(v: Violation) -> str:
+def _alert_time(v: ViolationRecord) -> str:
     """When the alert happened (its own time stamp, the IDS's local time), not when
-    banctl recorded it; the record time only for an alert without a usable stamp."""
-    if v.alert_ts:
-        return v.alert_ts.replace("T", " ")[:19]
-    return _stamp(v.ts)
+    banctl recorded it; the record time only for an alert without a usable stamp. For
+    a record of several (within five minutes): ``first to last`` (the last without its
+    date when it is the same day)."""
+    first = v.alert_ts.replace("T", " ")[:19] if v.alert_ts else _stamp(v.ts)
+    if v.count < 2:
+        return first
+    last = v.alert_last_ts.replace("T", " ")[:19] if v.alert_last_ts else _stamp(v.last)
+    if last == first:
+        return first
+    return f"{first} to {last[11:] if last[:11] == first[:11] else last}"
