@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
+sys.path[:0] = [str(ROOT / "lib"), str(ROOT / "tests")]
 
 from banpipe import cli, reconcile  # noqa: E402
 from banpipe.bantime import BanPolicy  # noqa: E402
@@ -47,6 +47,7 @@ from banpipe.daemon import Daemon  # noqa: E402
 from banpipe.firewall import SubprocessRunner  # noqa: E402
 from banpipe.ledger import Ledger, Violation  # noqa: E402
 from banpipe.pipe import PipeReader  # noqa: E402
+from ledgerutil import record  # noqa: E402
 
 V6_NET = ipaddress.ip_network("2001:db8:ba::/48")
 
@@ -186,7 +187,7 @@ def fill_ledger(path: str, n: int) -> None:
         now = time.time()
         addrs = addresses(n)
         for i in range(0, n, 20000):
-            led.record([Violation(a) for a in addrs[i : i + 20000]], now, policy, rng_low())
+            record(led, [Violation(a) for a in addrs[i : i + 20000]], now, policy, rng_low())
         assert led.count_active() == n
 
 

@@ -39,6 +39,7 @@ from banpipe.config import BanConfig  # noqa: E402
 from banpipe.ledger import Ledger, Violation  # noqa: E402
 from bench_firewall import addresses  # noqa: E402
 from fleetnet import Fleet  # noqa: E402
+from ledgerutil import record  # noqa: E402
 
 POLICY = BanPolicy.from_config(BanConfig())
 
@@ -143,7 +144,7 @@ def bench_catch_up(n: int) -> None:
         f.stop_banshare("b")
         want = addresses(n, offset=100)
         with ledger(f, "a") as led:
-            led.record([Violation(a, reason="bench") for a in want], time.time(), POLICY,
+            record(led, [Violation(a, reason="bench") for a in want], time.time(), POLICY,
                        random.Random())  # fmt: skip
         if not f.wait(lambda: set(want) <= f.entries("c"), 120):
             raise SystemExit("C never got the 10,000 bans")
@@ -182,7 +183,7 @@ def bench_sustained(rate: int, seconds: float) -> None:
             for g in gws:
                 mine = shares[g]
                 chunk = mine[k * len(mine) // ticks : (k + 1) * len(mine) // ticks]
-                leds[g].record([Violation(a, reason="bench") for a in chunk], time.time(),
+                record(leds[g], [Violation(a, reason="bench") for a in chunk], time.time(),
                                POLICY, random.Random())  # fmt: skip
             delay = t0 + (k + 1) * 0.1 - time.perf_counter()
             if delay > 0:

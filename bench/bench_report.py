@@ -28,12 +28,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
+sys.path[:0] = [str(ROOT / "lib"), str(ROOT / "tests")]
 
 from banpipe import metrics, monitor, overview, report, status  # noqa: E402
 from banpipe.bantime import BanPolicy  # noqa: E402
 from banpipe.config import BanConfig  # noqa: E402
 from banpipe.ledger import Ledger, Violation  # noqa: E402
+from ledgerutil import record  # noqa: E402
 
 V4_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
 
@@ -66,7 +67,7 @@ def build(path: str, n: int, now: float) -> Ledger:
                         "2026-11-28T10:00:00",
                     )
                 )
-        ledger.record(batch, now - 3600 + start / 100, policy, rng)
+        record(ledger, batch, now - 3600 + start / 100, policy, rng)
     return ledger
 
 
@@ -100,7 +101,7 @@ def main() -> int:
     t_again, again = timed(lambda: report.write_pages(ledger, pages, now))
     policy = BanPolicy.from_config(BanConfig())
     addrs = addresses(args.offenders)[:100]
-    ledger.record([Violation(a, "1:9:1", "again") for a in addrs], now, policy, random.Random(2))
+    record(ledger, [Violation(a, "1:9:1", "again") for a in addrs], now, policy, random.Random(2))
     t_update, update = timed(lambda: report.write_pages(ledger, pages, now + 1))
     t_status, _ = timed(
         lambda: status.collect(

@@ -18,6 +18,7 @@ from banpipe.cli import Reporter
 from banpipe.config import BanConfig, ConfigError, parse_config
 from banpipe.ledger import Decision, Ledger, Violation
 from banpipe.protect import Protection
+from ledgerutil import record
 from test_banctl import FakeFirewall
 from toolpaths import BIN
 
@@ -137,8 +138,8 @@ def policy():
 
 
 def test_every_local_change_is_a_decision_in_the_same_transaction(ledger):
-    ledger.record([Violation("203.0.113.7", reason="r1")], NOW, policy(), Low())
-    ledger.record([Violation("203.0.113.7")] * 3, NOW + 1, policy(), Low())
+    record(ledger, [Violation("203.0.113.7", reason="r1")], NOW, policy(), Low())
+    record(ledger, [Violation("203.0.113.7")] * 3, NOW + 1, policy(), Low())
     ledger.ban("203.0.113.8", NOW + 2, expires=None, reason="by hand")
     ledger.pin("203.0.113.7", NOW + 3)
     ledger.unban(["203.0.113.8"], NOW + 4)
@@ -232,7 +233,7 @@ def test_a_burst_reports_each_address_final_state(ledger):
 
 def test_remote_bans_do_not_engage_the_local_spoof_brake(ledger):
     ledger.apply_remote([remote(i, addr=f"203.0.113.{i}") for i in range(1, 50)], NOW)
-    ledger.record([Violation("198.51.100.9")], NOW, policy(), Low())
+    record(ledger, [Violation("198.51.100.9")], NOW, policy(), Low())
     assert ledger.bans_started_since(NOW - 10) == [NOW]
 
 

@@ -15,7 +15,6 @@ from banpipe.bantime import (
     format_expiry,
     format_remaining,
     initial_expiry,
-    is_due,
     parse_duration,
 )
 
@@ -103,12 +102,6 @@ def test_real_rng_stays_in_range():
         assert NOW + 70 <= got <= NOW + 610
 
 
-def test_is_due():
-    assert is_due(NOW, NOW)
-    assert not is_due(NOW + 1, NOW)
-    assert not is_due(None, NOW + 1e9)
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -158,3 +151,12 @@ def test_format_expiry():
     assert format_expiry(None, NOW) == "permanent"
     assert format_expiry(NOW + 3600, NOW).endswith("(in 1h00m)")
     assert format_expiry(NOW - 1, NOW).endswith("(lapsed)")
+
+
+def test_extensions_add_up_within_one_now_and_stop_at_the_cap():
+    rng = FixedRng(0.5)
+    assert extended_expiry(POLICY, NOW + 100, NOW, rng, 3) == NOW + 100 + 3 * 330
+    assert rng.calls == [(60, 600)] * 3
+    rng = FixedRng(1.0)
+    assert extended_expiry(POLICY, NOW + 86400 - 700, NOW, rng, 5) == NOW + 86400
+    assert len(rng.calls) == 2  # past the cap no draw can change anything

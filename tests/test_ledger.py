@@ -15,6 +15,7 @@ import pytest
 
 from banpipe.bantime import BanPolicy
 from banpipe.ledger import MIGRATIONS, Ledger, LedgerError, Violation
+from ledgerutil import record
 
 NOW = 1_800_000_000.0
 POLICY = BanPolicy(
@@ -131,7 +132,7 @@ def test_unwritable_location_is_a_ledger_error(tmp_path):
 
 
 def test_first_violation_bans_for_base(ledger):
-    out = ledger.record([v("203.0.113.7", sig="1:2003:8", msg="worm")], NOW, POLICY, Low())
+    out = record(ledger, [v("203.0.113.7", sig="1:2003:8", msg="worm")], NOW, POLICY, Low())
     assert out.new_bans == ["203.0.113.7"] and out.extended == [] and out.recorded == 1
     o = ledger.get("203.0.113.7")
     assert (o.active, o.manual, o.expires, o.violations, o.bans) == (True, False, NOW + 3600, 1, 1)
@@ -139,8 +140,8 @@ def test_first_violation_bans_for_base(ledger):
 
 
 def test_violation_while_banned_extends(ledger):
-    ledger.record([v("203.0.113.7")], NOW, POLICY, Low())
-    out = ledger.record([v("203.0.113.7")], NOW + 10, POLICY, Low())
+    record(ledger, [v("203.0.113.7")], NOW, POLICY, Low())
+    out = record(ledger, [v("203.0.113.7")], NOW + 10, POLICY, Low())
     assert out.new_bans == [] and out.extended == ["203.0.113.7"]
     o = ledger.get("203.0.113.7")
     assert o.expires == NOW + 3600 + 60
@@ -148,7 +149,7 @@ def test_violation_while_banned_extends(ledger):
 
 
 def test_duplicates_in_one_burst_ban_once(ledger):
-    out = ledger.record([v("203.0.113.7")] * 5 + [v("2001:db8::1")], NOW, POLICY, Low())
+    out = record(ledger, [v("203.0.113.7")] * 5 + [v("2001:db8::1")], NOW, POLICY, Low())
     assert out.new_bans == ["203.0.113.7", "2001:db8::1"]
     assert ledger.get("203.0.113.7").violations == 5
     assert rows(ledger, "bans") == 2
@@ -157,11 +158,11 @@ def test_duplicates_in_one_burst_ban_once(ledger):
 def test_one_row_per_offender_whatever_happens(ledger):
     a = "198.51.100.4"
     for i in range(3):
-        ledger.record([v(a)] * 3, NOW + i, POLICY, Low())
+        record(ledger, [v(a)] * 3, NOW + i, POLICY, Low())
         ledger.unban([a], NOW + i + 0.5)
     ledger.ban(a, NOW + 10, expires=None, reason="manual")
     ledger.pin(a)
-    ledger.record([v(a)], NOW + 11, POLICY, Low())
+    record(ledger, [v(a)], NOW + 11, POLICY, Low())
     ledger.expire(NOW + 1e9)
     assert ledger.db.execute("SELECT count(*) FROM offenders WHERE addr=?", (a,)).fetchone() == (1,)
     assert ledger.get(a).violations == 10
@@ -169,30 +170,30 @@ def test_one_row_per_offender_whatever_happens(ledger):
 
 def test_recidive_starts_longer(ledger):
     a = "203.0.113.9"
-    ledger.record([v(a)], NOW, POLICY, Low())
+    record(ledger, [v(a)], NOW, POLICY, Low())
     ledger.expire(NOW + 3600)
-    out = ledger.record([v(a)], NOW + 4000, POLICY, Low())
+    out = record(ledger, [v(a)], NOW + 4000, POLICY, Low())
     assert out.new_bans == [a]
     assert ledger.get(a).expires == NOW + 4000 + 7200
     ledger.unban([a], NOW + 5000)
-    ledger.record([v(a)], NOW + 6000, POLICY, Low())
+    record(ledger, [v(a)], NOW + 6000, POLICY, Low())
     assert ledger.get(a).expires == NOW + 6000 + 14400
     assert ledger.get(a).bans == 3
 
 
 def test_recidive_window_forgets_old_bans(ledger):
     a = "203.0.113.9"
-    ledger.record([v(a)], NOW, POLICY, Low())
+    record(ledger, [v(a)], NOW, POLICY, Low())
     ledger.expire(NOW + 3600)
     later = NOW + POLICY.recidive_window + 1
-    ledger.record([v(a)], later, POLICY, Low())
+    record(ledger, [v(a)], later, POLICY, Low())
     assert ledger.get(a).expires == later + 3600
 
 
 def test_budget_holds_new_bans_but_records_and_extends(ledger):
-    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.1")], NOW, POLICY, Low())
     batch = [v("203.0.113.1"), v("203.0.113.2"), v("203.0.113.3"), v("203.0.113.3")]
-    out = ledger.record(batch, NOW + 1, POLICY, Low(), new_ban_budget=1)
+    out = record(ledger, batch, NOW + 1, POLICY, Low(), new_ban_budget=1)
     assert out.new_bans == ["203.0.113.2"]
     assert out.held == ["203.0.113.3"]
     assert out.extended == ["203.0.113.1"]
@@ -202,7 +203,8 @@ def test_budget_holds_new_bans_but_records_and_extends(ledger):
 
 
 def test_history_keeps_every_field(ledger):
-    ledger.record(
+    record(
+        ledger,
         [
             v(
                 "203.0.113.7",
@@ -238,8 +240,8 @@ def test_identical_violations_in_one_transaction_share_a_counted_row(ledger):
     a = "203.0.113.7"
     burst = [v(a, sig="1:1:1", alert_ts=f"t{i}") for i in range(5)]
     burst += [v(a, sig="1:2:1"), v(a, sig="1:1:1", victim="198.51.100.9")]
-    ledger.record(burst, NOW, POLICY, Low())
-    ledger.record([v(a, sig="1:1:1")], NOW + 1, POLICY, Low())
+    record(ledger, burst, NOW, POLICY, Low())
+    record(ledger, [v(a, sig="1:1:1")], NOW + 1, POLICY, Low())
     rows = [(h.ts, h.sig, h.victim, h.count, h.alert_ts) for h in ledger.history(a)]
     assert rows == [
         (NOW, "1:1:1", None, 5, "t0"),
@@ -259,12 +261,12 @@ def test_manual_ban_is_permanent_and_never_expires(ledger):
     o = ledger.get("203.0.113.5")
     assert o.active and o.manual and o.expires is None and o.reason == "by hand"
     # violations while permanently banned are recorded, never shorten it
-    ledger.record([v("203.0.113.5")], NOW + 5, POLICY, Low())
+    record(ledger, [v("203.0.113.5")], NOW + 5, POLICY, Low())
     assert ledger.get("203.0.113.5").expires is None
 
 
 def test_manual_ban_of_an_active_ban_converts_it(ledger):
-    ledger.record([v("203.0.113.5")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.5")], NOW, POLICY, Low())
     assert not ledger.ban("203.0.113.5", NOW + 1, expires=NOW + 60, reason="shorter")
     o = ledger.get("203.0.113.5")
     assert o.manual and o.expires == NOW + 60 and o.bans == 1
@@ -272,7 +274,7 @@ def test_manual_ban_of_an_active_ban_converts_it(ledger):
 
 def test_pin(ledger):
     assert not ledger.pin("203.0.113.5")
-    ledger.record([v("203.0.113.5")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.5")], NOW, POLICY, Low())
     assert ledger.pin("203.0.113.5")
     o = ledger.get("203.0.113.5")
     assert o.manual and o.expires is None
@@ -280,8 +282,8 @@ def test_pin(ledger):
 
 
 def test_expire_lifts_only_due_bans(ledger):
-    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
-    ledger.record([v("203.0.113.2")], NOW + 100, POLICY, Low())
+    record(ledger, [v("203.0.113.1")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.2")], NOW + 100, POLICY, Low())
     assert ledger.expire(NOW + 3599) == []
     assert ledger.expire(NOW + 3600) == ["203.0.113.1"]
     assert ledger.active_addresses() == {"203.0.113.2"}
@@ -289,13 +291,13 @@ def test_expire_lifts_only_due_bans(ledger):
 
 
 def test_unban_reports_only_active(ledger):
-    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.1")], NOW, POLICY, Low())
     assert ledger.unban(["203.0.113.1", "203.0.113.2"], NOW + 1) == ["203.0.113.1"]
     assert ledger.unban(["203.0.113.1"], NOW + 2) == []
 
 
 def test_active_addresses_automated_only(ledger):
-    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.1")], NOW, POLICY, Low())
     ledger.ban("203.0.113.2", NOW, expires=None, reason="m")
     assert ledger.active_addresses(automated_only=True) == {"203.0.113.1"}
     assert ledger.active_addresses() == {"203.0.113.1", "203.0.113.2"}
@@ -306,7 +308,7 @@ def test_active_addresses_automated_only(ledger):
 
 
 def test_history_kept_after_unban_until_retention(ledger):
-    ledger.record([v("203.0.113.1")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.1")], NOW, POLICY, Low())
     ledger.unban(["203.0.113.1"], NOW + 10, retention=30 * 86400)
     assert len(ledger.history("203.0.113.1")) == 1
     ledger.prune(NOW + 29 * 86400, retention=30 * 86400, recidive_window=7 * 86400)
@@ -318,7 +320,7 @@ def test_history_kept_after_unban_until_retention(ledger):
 
 
 def test_retention_zero_deletes_history_at_unban_and_expiry(ledger):
-    ledger.record([v("203.0.113.1"), v("203.0.113.2")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.1"), v("203.0.113.2")], NOW, POLICY, Low())
     ledger.unban(["203.0.113.1"], NOW + 10, retention=0)
     assert ledger.history("203.0.113.1") == []
     assert len(ledger.history("203.0.113.2")) == 1
@@ -328,7 +330,7 @@ def test_retention_zero_deletes_history_at_unban_and_expiry(ledger):
 
 def test_prune_keeps_active_offenders_and_recent_bans(ledger):
     ledger.ban("203.0.113.1", NOW, expires=None, reason="m")
-    ledger.record([v("203.0.113.2")], NOW, POLICY, Low())
+    record(ledger, [v("203.0.113.2")], NOW, POLICY, Low())
     ledger.expire(NOW + 3600)
     ledger.prune(NOW + 86400, retention=3600, recidive_window=7 * 86400)
     assert ledger.get("203.0.113.1").active
@@ -343,10 +345,12 @@ def test_committed_ban_survives_kill_9(path):
     code = f"""
 import os, sys
 sys.path.insert(0, {os.path.join(os.path.dirname(__file__), "..", "lib")!r})
+sys.path.insert(0, {os.path.dirname(__file__)!r})
 from banpipe.ledger import Ledger, Violation
 from banpipe.bantime import BanPolicy
+from ledgerutil import record
 led = Ledger.open({path!r})
-led.record([Violation("203.0.113.77")], 1.8e9, BanPolicy(), __import__("random").Random(1))
+record(led, [Violation("203.0.113.77")], 1.8e9, BanPolicy(), __import__("random").Random(1))
 print("committed", flush=True)
 os.kill(os.getpid(), 9)
 """
@@ -410,11 +414,11 @@ def test_the_outcome_does_not_depend_on_how_the_pipe_was_chunked(tmp_path):
     items = [v("203.0.113.7", sig="1:2003:8"), v("2001:db8::7"), v("203.0.113.7", sig="1:2003:8"),
              v("203.0.113.7", sig="1:9:1"), v("2001:db8::7")]  # fmt: skip
     with Ledger.open(str(tmp_path / "a.sqlite3")) as burst:
-        burst.record(items, NOW, POLICY, Low())
+        record(burst, items, NOW, POLICY, Low())
         at_once = {a: burst.get(a) for a in ("203.0.113.7", "2001:db8::7")}
     with Ledger.open(str(tmp_path / "b.sqlite3")) as single:
         for item in items:
-            single.record([item], NOW, POLICY, Low())
+            record(single, [item], NOW, POLICY, Low())
         one_by_one = {a: single.get(a) for a in ("203.0.113.7", "2001:db8::7")}
     assert at_once == one_by_one
     first = at_once["203.0.113.7"]
@@ -423,9 +427,20 @@ def test_the_outcome_does_not_depend_on_how_the_pipe_was_chunked(tmp_path):
 
 
 def test_history_json_gives_the_alert_time_as_epoch_seconds_too(ledger):
-    ledger.record(
-        [v("203.0.113.7", alert_ts="2026-11-28T10:00:00.500000+02:00")], NOW, POLICY, Low()
+    record(
+        ledger, [v("203.0.113.7", alert_ts="2026-11-28T10:00:00.500000+02:00")], NOW, POLICY, Low()
     )
     (h,) = ledger.history("203.0.113.7")
     assert h.as_dict()["alert_time"] == 1795852800.5  # 08:00:00.5 UTC
     assert h.as_dict()["alert_ts"] == "2026-11-28T10:00:00.500000+02:00"
+
+
+def test_a_ban_is_due_at_its_expiry_not_before_and_never_when_permanent(ledger):
+    """Due means ``expires <= now``; a permanent ban is never due (Ledger.expire, the
+    one place that decides it)."""
+    ledger.ban("203.0.113.1", NOW - 10, expires=NOW, reason="r")
+    ledger.ban("203.0.113.2", NOW - 10, expires=NOW + 1, reason="r")
+    ledger.ban("203.0.113.3", NOW - 10, expires=None, reason="r")
+    assert ledger.expire(NOW) == ["203.0.113.1"]
+    assert ledger.expire(NOW + 1e9) == ["203.0.113.2"]
+    assert ledger.get("203.0.113.3").active

@@ -39,8 +39,6 @@ from banpipe.netlink import (
     Link,
     Message,
     RouteTable,
-    pack_addr_payload,
-    pack_link_payload,
     pack_message,
     parse_messages,
 )
@@ -59,6 +57,7 @@ from banpipe.wanwatch import (
     retry_delay,
     why_not_wan,
 )
+from netlinkmsg import pack_addr_payload, pack_link_payload
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -739,17 +738,16 @@ class _OverflowingSocket:
 
 
 def test_loop_resyncs_after_overflow(w):
-    from banpipe.wanwatch import _loop, _SignalWakeup
+    from banpipe.wanwatch import _loop
 
-    wake = _SignalWakeup()  # not installed: the test stops it through the flag
-    sock = _OverflowingSocket(wake)
-    try:
-        sock.b.send(b"x")
-        _loop(sock, w, w.hooks, wake, w.report)
-    finally:
-        wake.close()
-        sock.a.close()
-        sock.b.close()
+    with cli.Signals() as wake:  # the test stops it through the flag
+        sock = _OverflowingSocket(wake)
+        try:
+            sock.b.send(b"x")
+            _loop(sock, w, w.hooks, wake, w.report)
+        finally:
+            sock.a.close()
+            sock.b.close()
     ev = events(w)[-1]
     assert (ev["added"], ev["removed"]) == (["203.0.113.9"], ["198.51.100.7"])
     assert "wanwatch: netlink: netlink receive queue overflowed; reading all addresses again" in (

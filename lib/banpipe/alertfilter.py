@@ -35,16 +35,13 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
-from itertools import chain
 from typing import IO, Any
 
 from banpipe import config as configmod
-from banpipe import metrics, pipe
+from banpipe import metrics, pipe, sources
 from banpipe.alert import JUDGED, checker, problem
 from banpipe.cli import (
     EX_CONFIG,
@@ -54,9 +51,10 @@ from banpipe.cli import (
     WARNING,
     ArgumentParser,
     Reporter,
-    StopFlag,
+    Signals,
     ToolError,
     add_common_arguments,
+    fileno,
     format_counts,
     parse_args,
     resolve_streams,
@@ -65,9 +63,7 @@ from banpipe.cli import (
 )
 from banpipe.config import Config, ConfigError, load_config
 from banpipe.flows import FlowWindow
-from banpipe.protect import read_address_file
 from banpipe.rules import BAN, K_NOT_OURS, K_REPEAT, SKIP_KINDS, RuleSet
-from banpipe.wanstate import WanStateError, read_wan_state
 
 TOOL = "alertfilter"
 CHUNK = 1 << 16
@@ -108,21 +104,20 @@ def build_parser() -> ArgumentParser:
 # --- configuration state ---------------------------------------------------------------
 
 
-def _strerror(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
 class Loader:
-    """Loads the config, whitelist files and WAN state; keeps the last good of each."""
+    """Loads the config and its protection sources (banpipe.sources); keeps the last
+    good of each."""
 
     def __init__(self, config_path: str | None, reporter: Reporter) -> None:
         self.explicit = config_path
         self.config_file = os.path.abspath(config_path or configmod.DEFAULT_PATH)
         self.reporter = reporter
-        self.config = Config()
-        self.lists: dict[str, tuple[str, ...]] = {}
-        self.wan: frozenset[str] = frozenset()
+        self.sources = sources.Sources(Config(), {}, frozenset())
         self.rules: RuleSet
+
+    @property
+    def config(self) -> Config:
+        return self.sources.config
 
     def start(self) -> RuleSet:
         """First load; any problem is fatal (ToolError, exit 78)."""
@@ -130,39 +125,16 @@ class Loader:
             config = load_config(self.explicit)
         except ConfigError as exc:
             raise ToolError(str(exc), EX_CONFIG) from None
-        lists = {}
-        for name in config.filter.whitelist_files:
-            try:
-                lists[name] = self._read_list(name)
-            except OSError as exc:
-                raise ToolError(
-                    f"{name}: cannot read whitelist file: {_strerror(exc)}", EX_CONFIG
-                ) from None
-        wan_path = config.network.wan_state
+        loaded = sources.load(config, self.reporter, strict=True)
         try:
-            wan = frozenset(read_wan_state(wan_path))
-        except WanStateError as exc:
-            raise ToolError(f"{wan_path}: {exc}", EX_CONFIG) from None
-        try:
-            rules = self._compile(config, lists, wan)
+            rules = self._compile(loaded)
         except ConfigError as exc:
             raise ToolError(str(exc), EX_CONFIG) from None
-        self.config, self.lists, self.wan, self.rules = config, lists, wan, rules
+        self.sources, self.rules = loaded, rules
         return rules
 
     def watch_paths(self) -> list[str]:
-        files = [self.config_file, self.config.network.wan_state]
-        files += self.config.filter.whitelist_files
-        paths = {os.path.abspath(f) for f in files}
-        # A file whose directory does not exist yet (/run/banpipe before wanwatch ran)
-        # is only noticed if we also watch for that directory, and any missing one
-        # above it, to appear.
-        for path in list(paths):
-            directory = os.path.dirname(path)
-            while not os.path.isdir(directory) and directory != os.path.dirname(directory):
-                paths.add(directory)
-                directory = os.path.dirname(directory)
-        return sorted(paths)
+        return sources.watch_paths(self.config_file, self.config)
 
     def reload(self, changed: Iterable[str], everything: bool = False) -> bool:
         """Apply changes of the ``changed`` paths (all sources when ``everything``).
@@ -193,80 +165,32 @@ class Loader:
             result = self._attempt(self.config, changed, everything)
         if result is None:
             return False
-        config, lists, wan, rules, notes = result
-        new_config = config is not self.config
-        self.config, self.lists, self.wan, self.rules = config, lists, wan, rules
+        loaded, rules, notes = result
+        new_config = loaded.config is not self.config
+        self.sources, self.rules = loaded, rules
         if new_config:
-            self.reporter.say(config.path or self.config_file, "configuration reloaded")
+            self.reporter.say(loaded.config.path or self.config_file, "configuration reloaded")
         for note in notes:
             self.reporter.say(*note)
         return True
 
     def _attempt(
         self, config: Config, changed: set[str], everything: bool
-    ) -> tuple[Config, dict[str, tuple[str, ...]], frozenset[str], RuleSet, list[Any]] | None:
-        new_config = config is not self.config
-        notes: list[tuple[str, str]] = []
-
-        def touched(path: str) -> bool:
-            full = os.path.abspath(path)
-            return everything or full in changed or os.path.dirname(full) in changed
-
-        lists: dict[str, tuple[str, ...]] = {}
-        for name in config.filter.whitelist_files:
-            if name in self.lists and not (new_config or touched(name)):
-                lists[name] = self.lists[name]
-                continue
-            try:
-                lists[name] = self._read_list(name)
-                n = len(lists[name])
-                notes.append((name, f"whitelist reloaded ({n} entr{'y' if n == 1 else 'ies'})"))
-            except OSError as exc:
-                if name not in self.lists:
-                    # Named by a new config but not there: applying that config would
-                    # drop protection someone asked for.
-                    self.reporter.say(
-                        name,
-                        f"cannot read whitelist file: {_strerror(exc)}; "
-                        "keeping the previous configuration",
-                        level=WARNING,
-                    )
-                    return None
-                self.reporter.say(
-                    name,
-                    f"cannot read whitelist file: {_strerror(exc)}; keeping the previous list",
-                    level=WARNING,
-                )
-                lists[name] = self.lists[name]
-
-        wan = self.wan
-        wan_path = config.network.wan_state
-        if touched(wan_path) or wan_path != self.config.network.wan_state:
-            try:
-                wan = frozenset(read_wan_state(wan_path))
-                shown = ", ".join(sorted(wan)) or "none"
-                notes.append((wan_path, f"WAN addresses now {shown}"))
-            except WanStateError as exc:
-                self.reporter.say(
-                    wan_path, f"{exc}; keeping the previous WAN addresses", level=WARNING
-                )
-
+    ) -> tuple[sources.Sources, RuleSet, list[sources.Note]] | None:
+        result = sources.reload(self.sources, config, changed, everything, self.reporter)
+        if result is None:
+            return None
+        loaded, notes = result
         try:
-            rules = self._compile(config, lists, wan)
+            rules = self._compile(loaded)
         except ConfigError as exc:
             self.reporter.say(None, f"{exc}; keeping the previous configuration", level=WARNING)
             return None
-        return config, lists, wan, rules, notes
-
-    def _read_list(self, name: str) -> tuple[str, ...]:
-        networks, errors = read_address_file(name)
-        for lineno, reason in errors:
-            self.reporter.say(f"{name}:{lineno}", reason, level=WARNING)
-        return tuple(networks)
+        return loaded, rules, notes
 
     @staticmethod
-    def _compile(config: Config, lists: dict[str, tuple[str, ...]], wan: frozenset[str]) -> RuleSet:
-        return RuleSet.from_config(config, wan, chain.from_iterable(lists.values()))
+    def _compile(loaded: sources.Sources) -> RuleSet:
+        return RuleSet.from_config(loaded.config, loaded.wan, loaded.whitelist_extra())
 
 
 # --- the filter ------------------------------------------------------------------------
@@ -439,8 +363,7 @@ class Filter:
 def nothing_ours_hint(rules: RuleSet, not_ours: int) -> str | None:
     """What to set when ``require_ours`` skipped alerts because nothing is ours at all
     (a fresh install: no [network] section, no wanwatch yet); None otherwise."""
-    ours = rules.protection.ours_list
-    if not not_ours or not rules.require_ours or ours.wan or ours.gateways or ours.networks:
+    if not not_ours or not rules.require_ours or rules.protection.has_ours():
         return None
     return (
         f"no address is ours, so {not_ours} alert{'s were' if not_ours != 1 else ' was'} "
@@ -456,53 +379,6 @@ is_judgeable = checker(JUDGED)
 # --- main ------------------------------------------------------------------------------
 
 
-def _fileno(stream: Any) -> int | None:
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-class _Signals:
-    """StopFlag plus a wakeup pipe so a signal interrupts select() (PEP 475 retries it)."""
-
-    def __init__(self) -> None:
-        self.flag = StopFlag()
-        self.wake_r: int | None = None
-        self._saved: list[tuple[int, Any]] = []
-        self._old_wakeup = -1
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # handlers only work there; an embedding caller stops us by EOF
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            self._saved.append((sig, signal.getsignal(sig)))
-        self.flag.install(hup=True)
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        self.wake_r, self._wake_w = r, w
-        self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-
-    def drain(self) -> None:
-        if self.wake_r is not None:
-            try:
-                while os.read(self.wake_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
-
-    def restore(self) -> None:
-        if self.wake_r is None:
-            return
-        signal.set_wakeup_fd(self._old_wakeup)
-        for sig, handler in self._saved:
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        os.close(self.wake_r)
-        os.close(self._wake_w)
-        self.wake_r = None
-
-
 def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: Reporter) -> int:
     loader = Loader(args.config, reporter)
     loader.start()
@@ -513,7 +389,9 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
         except FileNotFoundError:
             raise ToolError(f"{args.input}: no such file", EX_NOINPUT) from None
         except OSError as exc:
-            raise ToolError(f"{args.input}: cannot open: {_strerror(exc)}", EX_NOINPUT) from None
+            raise ToolError(
+                f"{args.input}: cannot open: {exc.strerror or exc}", EX_NOINPUT
+            ) from None
         name, close_input = args.input, True
     else:
         source, name = pipe.binary_stream(stdin), "<stdin>"
@@ -523,13 +401,11 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
     from banpipe.watch import PathWatcher  # pyinotify import is not free; only here
 
     watcher = PathWatcher(loader.watch_paths())
-    signals = _Signals()
-    signals.install()
     try:
-        _loop(source, filt, loader, watcher, signals, name)
+        with Signals(hup=True) as signals:
+            _loop(source, filt, loader, watcher, signals, name)
         out.flush()
     finally:
-        signals.restore()
         watcher.close()
         if close_input:
             source.close()
@@ -557,16 +433,16 @@ def _write_metrics(filt: Filter, loader: Loader, reporter: Reporter) -> None:
     try:
         metrics.write_textfile(path, filt.metrics())
     except OSError as exc:
-        reporter.error(path, f"cannot write metrics: {_strerror(exc)}", "warning")
+        reporter.error(path, f"cannot write metrics: {exc.strerror or exc}", "warning")
 
 
 def _loop(
-    source: IO[Any], filt: Filter, loader: Loader, watcher: Any, signals: _Signals, name: str
+    source: IO[Any], filt: Filter, loader: Loader, watcher: Any, signals: Signals, name: str
 ) -> None:
     lines = pipe.Lines()
     stop = signals.flag
     throttle = metrics.Throttle(loader.config.metrics.interval)
-    fd = _fileno(source)
+    fd = fileno(source)
     watch_fd = watcher.fileno()
     read_chunk = getattr(source, "read1", source.read)
 
@@ -596,9 +472,9 @@ def _loop(
     while not stop.stop:
         if fd is not None:
             filt.out.flush()  # never leave output in a buffer while we wait
-            waiting = [fd, watch_fd] + ([signals.wake_r] if signals.wake_r is not None else [])
+            waiting = [fd, watch_fd, signals.fd]
             ready, _, _ = select.select(waiting, [], [])
-            if signals.wake_r in ready:
+            if signals.fd in ready:
                 signals.drain()
             if stop.stop:
                 break
@@ -610,7 +486,7 @@ def _loop(
         try:
             chunk = os.read(fd, CHUNK) if fd is not None else read_chunk(CHUNK)
         except OSError as exc:
-            raise ToolError(f"{name}: cannot read: {_strerror(exc)}", EX_IOERR) from None
+            raise ToolError(f"{name}: cannot read: {exc.strerror or exc}", EX_IOERR) from None
         # A change noticed before this chunk is judged applies to it: "the next line read".
         changed = watcher.changed()
         if changed or stop.hup:

@@ -79,23 +79,30 @@ def initial_expiry(policy: BanPolicy, now: float, previous_bans: int) -> float:
     return now + first_duration(policy, previous_bans)
 
 
-def extended_expiry(policy: BanPolicy, expires: float | None, now: float, rng: Rng) -> float | None:
-    """Expiry after one more violation by an offender whose ban ends at ``expires``.
+def extended_expiry(
+    policy: BanPolicy, expires: float | None, now: float, rng: Rng, n: int = 1
+) -> float | None:
+    """Expiry after ``n`` more violations at ``now`` by an offender whose ban ends at
+    ``expires``: one random draw per violation (what ``Ledger.record_groups`` applies).
 
     Permanent stays permanent. The extension counts from the later of ``expires`` and
     ``now``, is capped at ``now + max``, and never moves the expiry earlier (a manual
-    ``--for`` longer than ``max`` is left alone).
+    ``--for`` longer than ``max`` is left alone). Within one ``now`` the steps add up
+    (each counts from the previous expiry) until the cap; past it no draw can change
+    anything, so none is made.
     """
-    if expires is None:
-        return None
-    extra = rng.uniform(policy.extend_min, policy.extend_max)
-    proposed = min(max(expires, now) + extra, now + policy.max)
-    return max(proposed, expires)
-
-
-def is_due(expires: float | None, now: float) -> bool:
-    """True when a ban ending at ``expires`` has lapsed at ``now``."""
-    return expires is not None and expires <= now
+    if expires is None or n <= 0:
+        return expires
+    cap = now + policy.max
+    if expires >= cap:
+        return expires  # a manual --for beyond max: an extension never shortens it
+    later = expires if expires > now else now
+    uniform, lo, hi = rng.uniform, policy.extend_min, policy.extend_max
+    for _ in range(n):
+        later += uniform(lo, hi)
+        if later >= cap:
+            return cap
+    return later
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}

@@ -13,6 +13,7 @@ import io
 import os
 import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn
@@ -205,6 +206,64 @@ class StopFlag:
         if hup:
             signal.signal(signal.SIGHUP, self._on_hup)
         return self
+
+
+def fileno(stream: Any) -> int | None:
+    """The stream's file descriptor, or None for an in-memory stream (tests)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class Signals:
+    """The one signal set-up of the tools' main loops: SIGTERM and SIGINT (SIGHUP too
+    with ``hup``) set :attr:`flag`, and every handled signal (SIGCHLD too with
+    ``chld``: a finished child) writes to a pipe whose read end :attr:`fd` a select()
+    waits on; PEP 475 would otherwise retry the select() and sleep through the signal.
+
+    A context manager: on exit the previous handlers and wakeup fd are restored and
+    the pipe closed. Off the main thread (an embedding caller, a test) no handler can be
+    installed: the pipe is still there, the caller stops the tool by end of input.
+    """
+
+    def __init__(self, flag: StopFlag | None = None, *, hup: bool = False, chld: bool = False):
+        self.flag = flag if flag is not None else StopFlag()
+        self.hup, self.chld = hup, chld
+        self.fd = -1
+        self._w = -1
+        self._saved: list[tuple[int, Any]] = []
+        self._old_fd: int | None = None
+
+    def __enter__(self) -> Signals:
+        self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        sigs = [signal.SIGTERM, signal.SIGINT]
+        sigs += [signal.SIGHUP] if self.hup else []
+        sigs += [signal.SIGCHLD] if self.chld else []
+        self._saved = [(sig, signal.getsignal(sig)) for sig in sigs]
+        self.flag.install(hup=self.hup)
+        if self.chld:
+            signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select()
+        self._old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        return self
+
+    def drain(self) -> None:
+        """Empty the pipe (after select() said it is readable)."""
+        with contextlib.suppress(OSError):
+            while os.read(self.fd, 512):
+                pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old_fd is not None:
+            signal.set_wakeup_fd(self._old_fd)
+            self._old_fd = None
+        for sig, handler in self._saved:
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._saved = []
+        os.close(self.fd)
+        os.close(self._w)
 
 
 def run_tool(

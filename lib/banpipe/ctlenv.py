@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from banpipe import cli
+from banpipe import cli, sources
 from banpipe.bantime import BanPolicy
 from banpipe.config import Config
 from banpipe.ledger import Ledger, LedgerError
-from banpipe.protect import Protection, read_address_file
+from banpipe.protect import Protection
 
 Clock = Callable[[], float]
 
@@ -78,30 +78,12 @@ class Env:
         return self._fw
 
     def wan_addresses(self) -> set[str]:
-        from banpipe.wanstate import WanStateError, read_wan_state
-
-        path = self.config.network.wan_state
-        if not path:
-            return set()
-        try:
-            return read_wan_state(path)
-        except WanStateError as exc:
-            self.report.error(path, f"{exc}; using the static [network] wan only", "warning")
-            return set()
+        return set(sources.wan_addresses(self.config, self.report))
 
     def protection(self, wan: Iterable[str] | None = None) -> Protection:
-        extra: list[str] = []
-        for path in self.config.filter.whitelist_files:
-            try:
-                nets, errors = read_address_file(path)
-            except OSError as exc:
-                self.report.error(path, f"cannot read whitelist: {exc.strerror}", "warning")
-                continue
-            for n, reason in errors:
-                self.report.error(f"{path}:{n}", reason, "warning")
-            extra.extend(nets)
-        wan_now = self.wan_addresses() if wan is None else set(wan)
-        return Protection.from_config(self.config, wan_now, extra)
+        """Protection from the config and its sources now (banpipe.sources); ``wan``:
+        the WAN state's addresses, when the caller has just read them."""
+        return sources.load(self.config, self.report, strict=False, wan=wan).protection()
 
     def close(self) -> None:
         if self._ledger is not None:

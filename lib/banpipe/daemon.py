@@ -44,7 +44,6 @@ admin commands (banpipe.banctl) and the firewall:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import select
@@ -190,39 +189,35 @@ class Daemon:
         moment) and only set a flag and wake select() through a pipe, so a second
         SIGTERM during the teardown changes nothing.
         """
-        fd = _fileno(stdin)
+        fd = cli.fileno(stdin)
         if fd is None:
             self._run_stream(stdin)
             return
         from banpipe.watch import PathWatcher
 
-        flag = cli.StopFlag()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old = _install_signals(flag, wake_w)
         watcher = None
         why = "error"
-        try:
-            self.enforce.open_events()  # before the restore: a flush from now on is noticed
-            self.start()
-            self.enforce.own_events()
-            wan_path = self.env.config.network.wan_state
-            watched = [self.ledger.path + "-wal", self.ledger.path]
-            watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
-            self.watcher = watcher
-            self._loop(fd, flag, wake_r, watcher)
-            why = "end of input"
-            if flag.stop:
-                why = "signal " + signal.Signals(flag.signals[0]).name
-        finally:
+        with cli.Signals() as signals:
+            flag = signals.flag
             try:
-                self.stop(why, orderly=flag.stop)
+                self.enforce.open_events()  # before the restore: a flush from now on is noticed
+                self.start()
+                self.enforce.own_events()
+                wan_path = self.env.config.network.wan_state
+                watched = [self.ledger.path + "-wal", self.ledger.path]
+                watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
+                self.watcher = watcher
+                self._loop(fd, signals, watcher)
+                why = "end of input"
+                if flag.stop:
+                    why = "signal " + signal.Signals(flag.signals[0]).name
             finally:
-                if watcher is not None:
-                    watcher.close()
-                self.enforce.close_events()
-                _restore_signals(old)
-                os.close(wake_r)
-                os.close(wake_w)
+                try:
+                    self.stop(why, orderly=flag.stop)
+                finally:
+                    if watcher is not None:
+                        watcher.close()
+                    self.enforce.close_events()
 
     def _run_stream(self, stdin: IO[Any]) -> None:
         """Injected in-memory input (tests): read it all, in bounded bursts."""
@@ -243,7 +238,8 @@ class Daemon:
         finally:
             self.stop(why)
 
-    def _loop(self, fd: int, flag: cli.StopFlag, wake_r: int, watcher: Any) -> None:
+    def _loop(self, fd: int, signals: cli.Signals, watcher: Any) -> None:
+        flag, wake_r = signals.flag, signals.fd
         wan_path = self.env.config.network.wan_state
         wan_abs = os.path.abspath(wan_path) if wan_path else None
         reader = PipeReader()
@@ -257,7 +253,7 @@ class Daemon:
                 inputs.append(events)
             ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
             if wake_r in ready:
-                _drain(wake_r)
+                signals.drain()
             if flag.stop:
                 return
             if events is not None and events in ready:
@@ -319,29 +315,3 @@ class Daemon:
                 return False
             if not select.select([fd], [], [], FLOOD_LINGER)[0]:
                 return False
-
-
-def _fileno(stream: IO[Any]) -> int | None:
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _drain(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        while os.read(fd, 512):
-            pass
-
-
-def _install_signals(flag: cli.StopFlag, wake_w: int) -> tuple[Any, Any, int]:
-    old = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
-    flag.install()
-    old_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    return old[0], old[1], old_fd
-
-
-def _restore_signals(old: tuple[Any, Any, int]) -> None:
-    signal.signal(signal.SIGTERM, old[0])
-    signal.signal(signal.SIGINT, old[1])
-    signal.set_wakeup_fd(old[2])

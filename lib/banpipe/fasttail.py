@@ -49,7 +49,6 @@ oldest first, before FILE; compressed ones are reported as not read.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from collections import Counter
@@ -261,12 +260,12 @@ def main(
             relay_tags = load_config(args.config).fasttail.relay_tags
         except ConfigError as exc:
             raise cli.ToolError(str(exc), cli.EX_CONFIG) from None
-        with _signals(stop) as wake_fd:
+        with cli.Signals(stop) as signals:
             if args.file == "-":
                 _read_stream(pipe.binary_stream(in_), new_parser(), output, stop)
                 output.flush()
             else:
-                _follow(args, now, new_parser, output, reporter, stop, wake_fd)
+                _follow(args, now, new_parser, output, reporter, stop, signals.fd)
         output.summary("<stdin>" if args.file == "-" else args.file)
         return cli.EX_OK
 
@@ -424,38 +423,6 @@ class StateSaver:
         if self.waiting is not None:  # handed over after the thread stopped
             pos, self.waiting = self.waiting, None
             self.write(pos)
-
-
-class _signals:
-    """SIGTERM/SIGINT set the stop flag and wake the select() (main thread only)."""
-
-    def __init__(self, stop: cli.StopFlag) -> None:
-        self.stop = stop
-        self.saved: dict[int, Any] = {}
-        self.fds: tuple[int, int] | None = None
-        self.old_wakeup = -1
-
-    def __enter__(self) -> int | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.saved[sig] = signal.getsignal(sig)
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        self.fds = (r, w)
-        self.old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        self.stop.install()
-        return r
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fds is None:
-            return
-        signal.set_wakeup_fd(self.old_wakeup)
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-        for fd in self.fds:
-            os.close(fd)
 
 
 if __name__ == "__main__":  # pragma: no cover

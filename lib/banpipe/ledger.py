@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from banpipe.bantime import BanPolicy, Rng, initial_expiry
+from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
 
 DEFAULT_PATH = "/var/lib/banpipe/ledger.sqlite3"
 BUSY_TIMEOUT_S = 30.0
@@ -324,29 +324,6 @@ class BatchOutcome:
     recorded: int = 0
 
 
-def _extended_n(
-    policy: BanPolicy, expires: float | None, now: float, rng: Rng, n: int
-) -> float | None:
-    """``extended_expiry`` applied ``n`` times at ``now``: one draw per violation.
-
-    Within one ``now`` the steps add up (each counts from the previous expiry) until
-    the cap ``now + max``; past the cap no draw can change anything, so the loop stops
-    there. Same arithmetic, in the same order, as ``n`` calls of ``extended_expiry``.
-    """
-    if expires is None or n <= 0:
-        return expires
-    cap = now + policy.max
-    if expires >= cap:
-        return expires  # a manual --for beyond max: an extension never shortens it
-    later = expires if expires > now else now
-    uniform, lo, hi = rng.uniform, policy.extend_min, policy.extend_max
-    for _ in range(n):
-        later += uniform(lo, hi)
-        if later >= cap:
-            return cap
-    return later
-
-
 class Ledger:
     """A connection to the ledger; not shared between threads or processes."""
 
@@ -557,33 +534,6 @@ class Ledger:
 
     # -- changes -------------------------------------------------------------------
 
-    def record(
-        self,
-        violations: Iterable[Violation],
-        now: float,
-        policy: BanPolicy,
-        rng: Rng,
-        *,
-        new_ban_budget: int | None = None,
-    ) -> BatchOutcome:
-        """Record a batch of violations in one transaction; ban or extend as due.
-
-        An address not yet banned gets a new automated ban while ``new_ban_budget``
-        (None: unlimited) lasts; past it the violation is still recorded and the
-        address is listed in ``held`` (the spoof brake). A banned address gets its
-        expiry extended (permanent bans stay permanent).
-        """
-        groups: dict[tuple, list] = {}
-        for seq, v in enumerate(violations):
-            key = v[:7]  # every field but the alert's own timestamp
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [v.alert_ts, 1, seq]
-            else:
-                group[1] += 1
-                group[2] = seq
-        return self.record_groups(groups, now, policy, rng, new_ban_budget=new_ban_budget)
-
     def record_groups(
         self,
         groups: Mapping[tuple, Sequence],
@@ -593,7 +543,13 @@ class Ledger:
         *,
         new_ban_budget: int | None = None,
     ) -> BatchOutcome:
-        """``record()`` for violations already grouped, as banctl's hot path gathers them.
+        """Record a burst of violations, grouped as banctl's intake gathers them, in one
+        transaction; ban or extend as due.
+
+        An address not yet banned gets a new automated ban while ``new_ban_budget``
+        (None: unlimited) lasts; past it the violation is still recorded and the
+        address is listed in ``held`` (the spoof brake). A banned address gets its
+        expiry extended (permanent bans stay permanent).
 
         ``groups`` maps ``Violation[:7]`` (every field but ``alert_ts``) to ``(alert_ts
         of the first, count, position of the last)``, in order of first occurrence;
@@ -655,7 +611,7 @@ class Ledger:
                         fresh = True
                         extensions = count - 1  # every violation after the banning one
                 if extensions:
-                    later = _extended_n(policy, o.expires, now, rng, extensions)
+                    later = extended_expiry(policy, o.expires, now, rng, extensions)
                     if later != o.expires:
                         o.expires = later
                         out.extended.append(addr)

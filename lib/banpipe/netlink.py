@@ -283,7 +283,7 @@ def parse_messages(data: bytes) -> Iterator[Message]:
 
 
 def pack_message(mtype: int, payload: bytes, flags: int = 0, seq: int = 0, pid: int = 0) -> bytes:
-    """A netlink message (header + payload, padded); used for requests and in tests."""
+    """A netlink message (header + payload, padded), as requests are sent."""
     length = _NLMSGHDR.size + len(payload)
     body = _NLMSGHDR.pack(length, mtype, flags, seq, pid) + payload
     return body + b"\0" * (_align(length) - length)
@@ -292,41 +292,6 @@ def pack_message(mtype: int, payload: bytes, flags: int = 0, seq: int = 0, pid: 
 def pack_attr(kind: int, value: bytes) -> bytes:
     length = _RTATTR.size + len(value)
     return _RTATTR.pack(length, kind) + value + b"\0" * (_align(length) - length)
-
-
-def pack_addr_payload(
-    family: int,
-    address: str,
-    prefixlen: int,
-    index: int,
-    *,
-    scope: int = RT_SCOPE_UNIVERSE,
-    flags: int = 0,
-    peer: str | None = None,
-    label: str | None = None,
-) -> bytes:
-    """An ifaddrmsg as the kernel sends it (IPv4: IFA_LOCAL + IFA_ADDRESS; IPv6:
-    IFA_ADDRESS) with a 32-bit IFA_FLAGS; for tests and tools, not for requests."""
-    packed = ipaddress.ip_address(address).packed
-    out = _IFADDRMSG.pack(family, prefixlen, flags & 0xFF, scope, index)
-    if family == socket.AF_INET:
-        peer_packed = ipaddress.ip_address(peer).packed if peer else packed
-        out += pack_attr(IFA_ADDRESS, peer_packed) + pack_attr(IFA_LOCAL, packed)
-    elif peer:
-        out += pack_attr(IFA_ADDRESS, ipaddress.ip_address(peer).packed)
-        out += pack_attr(IFA_LOCAL, packed)
-    else:
-        out += pack_attr(IFA_ADDRESS, packed)
-    if label is not None:
-        out += pack_attr(IFA_LABEL, label.encode() + b"\0")
-    out += pack_attr(IFA_FLAGS, struct.pack("=I", flags))
-    return out
-
-
-def pack_link_payload(index: int, name: str, flags: int = IFF_UP | IFF_LOWER_UP) -> bytes:
-    return _IFINFOMSG.pack(socket.AF_UNSPEC, 1, index, flags, 0) + pack_attr(
-        IFLA_IFNAME, name.encode() + b"\0"
-    )
 
 
 @dataclass

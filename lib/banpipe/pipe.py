@@ -55,9 +55,6 @@ ALERT_KEYS: tuple[str, ...] = (
 #: order (fasttail from Suricata EVE; docs/pipe-format.md): optional, no version change.
 OPTIONAL_ALERT_KEYS: tuple[str, ...] = ("iface", "flow_id", "direction", "target")
 
-#: Keys alertfilter adds to an alert it forwards.
-BAN_KEYS: tuple[str, ...] = ("offender", "victim", "reversed", "reason")
-
 MAX_LINE = 1 << 20  # a longer pipe line is garbage, not an alert
 
 #: ``"type"`` of a position record (docs/pipe-format.md, "Positions").

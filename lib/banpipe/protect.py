@@ -15,7 +15,6 @@ import bisect
 import ipaddress
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import netaddr
@@ -191,13 +190,6 @@ def read_address_file(path: str | Path) -> tuple[list[str], list[tuple[int, str]
     return networks, errors
 
 
-@dataclass(frozen=True)
-class Ours:
-    wan: tuple[str, ...]
-    gateways: tuple[str, ...]
-    networks: tuple[str, ...]
-
-
 class Protection:
     """Decides whether an address is ours, whitelisted or special."""
 
@@ -216,7 +208,6 @@ class Protection:
         gateways = [unmap_address(g) for g in gateways]
         networks = [unmap_network(n) for n in networks]
         whitelist = [unmap_network(w) for w in whitelist]
-        self.ours_list = Ours(wan_t, tuple(gateways), tuple(networks))
         ours_entries = [(parse_network(a), f"our WAN address {a}") for a in wan_t]
         ours_entries += [(parse_network(g), f"our gateway {g}") for g in gateways]
         ours_entries += [(parse_network(n), f"our network {n}") for n in networks]
@@ -238,6 +229,10 @@ class Protection:
             networks=config.network.networks,
             whitelist=(*config.filter.whitelist, *whitelist_extra),
         )
+
+    def has_ours(self) -> bool:
+        """True when any address or network is ours (WAN, gateway or network)."""
+        return len(self._ours) > 0
 
     def ours(self, text: str) -> str | None:
         """Label (e.g. ``our network 192.168.1.0/24``) if the address is ours, else None."""

@@ -236,13 +236,8 @@ class RuleSet:
 
         Raises ConfigError for a filter setting that is valid TOML but unusable.
         """
-        net, flt = config.network, config.filter
-        protection = Protection(
-            wan=[unmap_address(a) for a in (*net.wan, *wan_addresses)],
-            gateways=[unmap_address(g) for g in net.gateways],
-            networks=[unmap_network(n) for n in net.networks],
-            whitelist=[unmap_network(w) for w in (*flt.whitelist, *whitelist_extra)],
-        )
+        flt = config.filter
+        protection = Protection.from_config(config, wan_addresses, whitelist_extra)
         try:
             return cls(
                 protection=protection,

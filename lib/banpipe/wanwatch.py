@@ -47,6 +47,7 @@ next change), 78 config. A closed stdout ends it quietly (SIGPIPE), like any fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -57,7 +58,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -525,45 +525,6 @@ def read_previous(path: str, report: cli.Reporter) -> frozenset[str]:
         return frozenset()
 
 
-class _SignalWakeup:
-    """SIGTERM/SIGINT/SIGCHLD wake the select() (Python retries it otherwise)."""
-
-    def __init__(self) -> None:
-        self.flag = cli.StopFlag()
-        self.r, self.w = os.pipe()
-        os.set_blocking(self.r, False)
-        os.set_blocking(self.w, False)
-        self._old_fd = -1
-        self._old: dict[int, Any] = {}
-        self._installed = False
-
-    def install(self) -> _SignalWakeup:
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signals reach the main thread only: nothing to install here
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            self._old[sig] = signal.getsignal(sig)
-        self.flag.install()
-        signal.signal(signal.SIGCHLD, lambda *_: None)  # a finished hook wakes select()
-        self._old_fd = signal.set_wakeup_fd(self.w, warn_on_full_buffer=False)
-        self._installed = True
-        return self
-
-    def drain(self) -> None:
-        try:
-            while os.read(self.r, 512):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        if self._installed:
-            signal.set_wakeup_fd(self._old_fd)
-            for sig, handler in self._old.items():
-                signal.signal(sig, handler)
-        os.close(self.r)
-        os.close(self.w)
-
-
 def _stderr_fd(stderr: IO[str]) -> int | None:
     try:
         stderr.flush()
@@ -688,9 +649,9 @@ def run(
         timeout=s.timeout,
         output_fd=_stderr_fd(stderr),
     )
-    wake = _SignalWakeup().install() if not s.once else None
-    stop = (lambda: wake.flag.stop) if wake else (lambda: False)
-    try:
+    with contextlib.ExitStack() as stack:
+        wake = None if s.once else stack.enter_context(cli.Signals(chld=True))
+        stop = (lambda: wake.flag.stop) if wake else (lambda: False)
         try:
             sock = RouteSocket()
         except OSError as exc:
@@ -712,22 +673,19 @@ def run(
             assert wake is not None
             _loop(sock, watcher, hooks, wake, report)
         return cli.EX_OK
-    finally:
-        if wake is not None:
-            wake.close()
 
 
 def _loop(
-    sock: RouteSocket, watcher: Watcher, hooks: Hooks, wake: _SignalWakeup, report: cli.Reporter
+    sock: RouteSocket, watcher: Watcher, hooks: Hooks, wake: cli.Signals, report: cli.Reporter
 ) -> None:
     while not wake.flag.stop:
         waits = [t for t in (hooks.poll(), watcher.retry_in()) if t is not None]
         timeout = min(waits) if waits else None
         try:
-            ready, _, _ = select.select([sock, wake.r], [], [], timeout)
+            ready, _, _ = select.select([sock, wake.fd], [], [], timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries; belt and braces
             ready = []
-        if wake.r in ready:
+        if wake.fd in ready:
             wake.drain()
         if wake.flag.stop:
             break
