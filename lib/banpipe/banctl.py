@@ -28,7 +28,7 @@ from banpipe.bantime import format_expiry, format_until, parse_duration
 from banpipe.config import ConfigError, load_config
 from banpipe.ctlenv import Clock, Env
 from banpipe.daemon import Daemon
-from banpipe.ledger import LedgerError, Violation
+from banpipe.ledger import LedgerError, ViolationRecord
 from banpipe.protect import canonical
 from banpipe.reconcile import (
     Drift,
@@ -341,12 +341,18 @@ def _stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _alert_time(v: Violation) -> str:
+def _alert_time(v: ViolationRecord) -> str:
     """When the alert happened (its own time stamp, the IDS's local time), not when
-    banctl recorded it; the record time only for an alert without a usable stamp."""
-    if v.alert_ts:
-        return v.alert_ts.replace("T", " ")[:19]
-    return _stamp(v.ts)
+    banctl recorded it; the record time only for an alert without a usable stamp. For
+    a record of several (within five minutes): ``first to last`` (the last without its
+    date when it is the same day)."""
+    first = v.alert_ts.replace("T", " ")[:19] if v.alert_ts else _stamp(v.ts)
+    if v.count < 2:
+        return first
+    last = v.alert_last_ts.replace("T", " ")[:19] if v.alert_last_ts else _stamp(v.last)
+    if last == first:
+        return first
+    return f"{first} to {last[11:] if last[:11] == first[:11] else last}"
 
 
 def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
