@@ -480,6 +480,24 @@ def test_list_shows_who_why_until_when(cfg, fw):
     assert table[-1] == "2 active bans"
 
 
+def test_list_pages_keep_one_header_the_order_and_the_count(cfg, fw, monkeypatch):
+    """banctl list lays out a page at a time (a million bans: the first page at once);
+    columns only ever widen, the header comes once, the order is the ledger's."""
+    monkeypatch.setattr(banctl, "LIST_PAGE", 3)
+    args = cfg('[ban]\non_stop = "keep"\nspoof_max = 0\n')
+    offenders = ["203.0.113.7", "2001:db8:66::1234:5678", "203.0.113.8", "203.0.113.9"]
+    run([*args, "apply"], lines(*(alert(a) for a in offenders)))
+    run([*args, "ban", "198.51.100.9", "--reason", "by hand"])
+    rc, out, _ = run([*args, "list"])
+    table = out.splitlines()
+    assert rc == 0 and table[0].startswith("ADDRESS ") and table[-1] == "5 active bans"
+    assert sum(line.startswith("ADDRESS") for line in table) == 1
+    with ledger_of(cfg) as led:
+        assert [t.split()[0] for t in table[1:-1]] == [o.addr for o in led.offenders()]
+    # Within the first page columns line up; the long IPv6 address widened the rest.
+    assert len({line.index(" auto ") for line in table[1:4] if " auto " in line}) == 1
+
+
 def test_list_json(cfg, fw):
     args = cfg('[ban]\non_stop = "keep"\n')
     run([*args, "apply"], lines(alert("203.0.113.7")))
@@ -961,6 +979,32 @@ def test_show_gives_the_alert_time_not_the_processing_time(cfg, fw):
     assert rc == 0
     out = run([*args, "show", "203.0.113.7"])[1]
     assert "  2026-11-28 10:00:00  1:2003:8" in out  # the alert's own "ts"
+
+
+def test_show_gives_a_bucketed_rows_first_and_last_alert_time(cfg, fw):
+    # identical violations within five minutes are one ledger row (issue 12)
+    args = cfg()
+    first = alert("203.0.113.7")
+    later = alert("203.0.113.7", ts="2026-11-28T10:00:42.000000")
+    next_day = alert("203.0.113.7", ts="2026-11-29T09:00:00.000000")
+    assert run([*args, "apply"], lines(first, later, later, next_day), clock=NOW)[0] == 0
+    assert run([*args, "apply"], lines(first, later), clock=NOW + 3600)[0] == 0
+    out = run([*args, "show", "203.0.113.7"])[1].splitlines()
+    assert "6 violations" in out[1]
+    assert out[-2].startswith("  2026-11-28 10:00:00 to 2026-11-29 09:00:00  1:2003:8 ")
+    assert out[-2].endswith(" x4")
+    assert out[-1].startswith("  2026-11-28 10:00:00 to 10:00:42  1:2003:8 ")  # same day
+    assert out[-1].endswith(" x2")
+    rc, text, _ = run([*args, "show", "203.0.113.7", "--json"])
+    rows = [json.loads(x) for x in text.splitlines()[1:]]
+    assert [(r["count"], r["ts"], r["last_ts"]) for r in rows] == [
+        (4, NOW, NOW),
+        (2, NOW + 3600, NOW + 3600),
+    ]
+    assert (rows[0]["alert_ts"], rows[0]["alert_last"]) == (
+        "2026-11-28T10:00:00.000000",
+        "2026-11-29T09:00:00.000000",
+    )
 
 
 def test_list_keeps_the_whole_reason_in_a_pipe_and_cuts_with_an_ellipsis_on_a_terminal():

@@ -14,6 +14,7 @@ banpipe.ctlenv; what people and monitoring see in ``status.py``, ``report.py``,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -27,7 +28,7 @@ from banpipe.bantime import format_expiry, format_until, parse_duration
 from banpipe.config import ConfigError, load_config
 from banpipe.ctlenv import Clock, Env
 from banpipe.daemon import Daemon
-from banpipe.ledger import LedgerError, Violation
+from banpipe.ledger import LedgerError, ViolationRecord
 from banpipe.protect import canonical
 from banpipe.reconcile import (
     Drift,
@@ -252,35 +253,50 @@ def _address(env: Env, text: str) -> str:
     return addr
 
 
+LIST_PAGE = 500  # rows laid out together; the first page is out before the rest is read
+
+
 def cmd_list(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger = env.existing_ledger()
     now = env.clock()
-    rows = ledger.offenders(active_only=not args.all) if ledger is not None else []
+    rows = ledger.iter_offenders(active_only=not args.all) if ledger is not None else iter(())
     out = env.stdout
     width = term.width(out)
     if args.json:
         for o in rows:
             out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
         return cli.EX_OK
-    if not rows:
+    page = list(itertools.islice(rows, LIST_PAGE))
+    if not page:
         out.write("no active bans\n" if not args.all else "no offenders\n")
         return cli.EX_OK
     # ORIGIN (the gateway whose decision banned it, through banshare) only in a fleet.
-    fleet = any(o.origin for o in rows)
-    table = [("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", *(("ORIGIN",) if fleet else ()))]
-    reasons = ["REASON"]
-    for o in rows:
-        expires = format_expiry(o.expires, now) if o.active else "not banned"
-        kind = ("manual" if o.manual else "auto") if o.active else "-"
-        origin = ((o.origin or "local"),) if fleet else ()
-        table.append((o.addr, expires, str(o.violations), str(o.bans), kind, *origin))
-        reasons.append(o.reason or "")
-    n = len(table[0])
-    widths = [max(len(r[i]) for r in table) for i in range(n)]
-    for r, reason in zip(table, reasons, strict=True):
-        cells = [r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(n)]
-        out.write(term.fit("  ".join(cells) + "  " + reason, width) + "\n")
-    active = sum(1 for o in rows if o.active)
+    fleet = ledger is not None and ledger.any_origin(active_only=not args.all)
+    header = ("ADDRESS", "EXPIRES", "VIOL", "BANS", "KIND", *(("ORIGIN",) if fleet else ()))
+    n = len(header)
+    widths = [0] * n
+    active = 0
+    first = True
+    # A million bans are laid out page by page: columns are as wide as the widest cell
+    # so far, so the first page shows at once and later pages never narrow a column.
+    while page:
+        table = [header] if first else []
+        reasons = ["REASON"] if first else []
+        first = False
+        for o in page:
+            expires = format_expiry(o.expires, now) if o.active else "not banned"
+            kind = ("manual" if o.manual else "auto") if o.active else "-"
+            origin = ((o.origin or "local"),) if fleet else ()
+            table.append((o.addr, expires, str(o.violations), str(o.bans), kind, *origin))
+            reasons.append(o.reason or "")
+            active += o.active
+        widths = [max(widths[i], *(len(r[i]) for r in table)) for i in range(n)]
+        for r, reason in zip(table, reasons, strict=True):
+            cells = [
+                r[i].rjust(widths[i]) if i in (2, 3) else r[i].ljust(widths[i]) for i in range(n)
+            ]
+            out.write(term.fit("  ".join(cells) + "  " + reason, width) + "\n")
+        page = list(itertools.islice(rows, LIST_PAGE))
     out.write(f"{cli.plural(active, 'active ban')}\n")
     return cli.EX_OK
 
@@ -325,12 +341,18 @@ def _stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _alert_time(v: Violation) -> str:
+def _alert_time(v: ViolationRecord) -> str:
     """When the alert happened (its own time stamp, the IDS's local time), not when
-    banctl recorded it; the record time only for an alert without a usable stamp."""
-    if v.alert_ts:
-        return v.alert_ts.replace("T", " ")[:19]
-    return _stamp(v.ts)
+    banctl recorded it; the record time only for an alert without a usable stamp. For
+    a record of several (within five minutes): ``first to last`` (the last without its
+    date when it is the same day)."""
+    first = v.alert_ts.replace("T", " ")[:19] if v.alert_ts else _stamp(v.ts)
+    if v.count < 2:
+        return first
+    last = v.alert_last_ts.replace("T", " ")[:19] if v.alert_last_ts else _stamp(v.last)
+    if last == first:
+        return first
+    return f"{first} to {last[11:] if last[:11] == first[:11] else last}"
 
 
 def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:

@@ -237,18 +237,13 @@ def ban_history(ledger: Ledger, addrs: Sequence[str] | None = None) -> dict[str,
 
 def violation_history(ledger: Ledger, addrs: Sequence[str] | None = None) -> dict[str, list]:
     """Every violation kept, per address, in order (``ledger.ViolationRecord``)."""
-    from banpipe.ledger import ViolationRecord
+    from banpipe.ledger import SELECT_RECORDS, violation_record
 
     out: dict[str, list] = {}
     for where, params in _addr_filters(addrs):
-        rows = ledger.db.execute(
-            "SELECT addr, ts, alert_ts, sig, msg, priority, victim, reversed, reason, count "
-            "FROM violations " + where + "ORDER BY addr, ts, id",
-            params,
-        )
+        rows = ledger.db.execute(SELECT_RECORDS + where + "ORDER BY addr, ts, id", params)
         for r in rows:
-            rec = ViolationRecord(r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9])
-            out.setdefault(r[0], []).append(rec)
+            out.setdefault(r[11], []).append(violation_record(r))
     return out
 
 

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import ipaddress
 import logging
 import os
 import socket
@@ -72,8 +73,10 @@ NFNLGRP_NFTABLES = 7
 NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6 = 1, 2, 10
 
 # <linux/netfilter/nf_tables.h>
+NFT_MSG_GETCHAIN = 4
 NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 6, 7, 8
-NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NFT_MSG_GETSET = 10
+NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM = 12, 13, 14
 NFT_MSG_GETGEN = 16
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
@@ -88,7 +91,9 @@ NFTA_GEN_ID = 1
 # <linux/netfilter/ipset/ip_set.h>
 IPSET_PROTOCOL = 7
 IPSET_CMD_ADD, IPSET_CMD_DEL, IPSET_CMD_TEST = 9, 10, 11
-IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_DATA = 1, 2, 7
+IPSET_ATTR_PROTOCOL, IPSET_ATTR_SETNAME, IPSET_ATTR_DATA, IPSET_ATTR_ADT = 1, 2, 7, 8
+IPSET_CMD_LIST = 7
+IPSET_ATTR_TYPENAME, IPSET_ATTR_FAMILY = 3, 5
 IPSET_ATTR_IP, IPSET_ATTR_CIDR = 1, 3
 IPSET_ATTR_IPADDR_IPV4, IPSET_ATTR_IPADDR_IPV6 = 1, 2
 # ipset's own error numbers (the kernel returns them negated, like errnos).
@@ -359,6 +364,141 @@ def _list(data: bytes) -> Iterator[bytes]:
         offset += (length + 3) & ~3
 
 
+_HOOKS = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
+_KEY_TYPES = {7: "ipv4_addr", 8: "ipv6_addr"}
+_UNITS = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+_PAYLOAD_FIELDS = {(12, 4): "ip", (8, 16): "ip6"}
+
+
+def _name(raw: bytes | None) -> str:
+    return (raw or b"").split(b"\0", 1)[0].decode(errors="replace")
+
+
+def nft_items(channel: Channel, table: str) -> list[dict]:
+    """Sets (without elements), chains and rules of ``inet table``, read by netlink
+    dumps, as the items ``nft -j list table`` prints (the parts banpipe writes; any
+    other expression reads as ``{"?": name}``). nft itself fetches every set element
+    for any listing of the table: 3.4 s at 100,000 elements. Raises ChannelError
+    (ENOENT) when the table is missing."""
+    head = _nfgen(NFPROTO_INET) + _str(1, table)  # NFTA_{SET,CHAIN,RULE}_TABLE
+    items: list[dict] = []
+    for body in channel.dump(nft_type(NFT_MSG_GETSET), head):
+        a = parse_attrs(body, _NFGENMSG.size)
+        key = a.get(4, b"")
+        typ = _KEY_TYPES.get(_U32.unpack(key)[0], "?") if len(key) == 4 else "?"
+        items.append({"set": {"name": _name(a.get(2)), "table": table, "type": typ}})
+    for body in channel.dump(nft_type(NFT_MSG_GETCHAIN), head):
+        a = parse_attrs(body, _NFGENMSG.size)
+        chain: dict = {"name": _name(a.get(3)), "table": table}
+        if 4 in a:
+            hook = parse_attrs(a[4]).get(1, b"")
+            chain["hook"] = _HOOKS.get(_U32.unpack(hook)[0], "?") if len(hook) == 4 else "?"
+            chain["type"] = _name(a.get(7))
+        items.append({"chain": chain})
+    for body in channel.dump(nft_type(NFT_MSG_GETRULE), head):
+        a = parse_attrs(body, _NFGENMSG.size)
+        items.append({"rule": {"chain": _name(a.get(NFTA_RULE_CHAIN)), "expr": _exprs(a)}})
+    return items
+
+
+def _exprs(rule: dict[int, bytes]) -> list[dict]:
+    out: list[dict] = []
+    payload: dict | None = None
+    for e in _list(rule.get(NFTA_RULE_EXPRESSIONS, b"")):
+        ea = parse_attrs(e)
+        name = _name(ea.get(NFTA_EXPR_NAME))
+        d = parse_attrs(ea.get(NFTA_EXPR_DATA, b""))
+        u32 = {k: _U32.unpack(v)[0] for k, v in d.items() if len(v) == 4}
+        u64 = {k: struct.unpack("!Q", v)[0] for k, v in d.items() if len(v) == 8}
+        if name in ("meta", "cmp") and payload is None and (name == "cmp" or u32.get(2) == 15):
+            continue  # `meta nfproto ipv4`: the dependency nft adds and hides itself
+        if name == "payload" and u32.get(2) == 1:
+            proto = _PAYLOAD_FIELDS.get((u32.get(3), u32.get(4)))
+            payload = {"payload": {"protocol": proto, "field": "saddr"}} if proto else None
+            if payload is None:
+                out.append({"?": name})
+        elif name == "lookup" and payload is not None:
+            op = "!=" if u32.get(5, 0) & 1 else "=="
+            right = "@" + _name(d.get(1))
+            out.append({"match": {"op": op, "left": payload, "right": right}})
+            payload = None
+        elif name == "limit":
+            out.append({"limit": {"rate": u64.get(1), "per": _UNITS.get(u64.get(2, 0), "?")}})
+        elif name == "log":
+            out.append({"log": {"prefix": _name(d[2])} if 2 in d else None})
+        elif name == "immediate":
+            code = parse_attrs(parse_attrs(d.get(2, b"")).get(NFTA_DATA_VERDICT, b"")).get(1)
+            out.append({"drop": None} if code == _U32.pack(0) else {"?": "verdict"})
+        else:
+            out.append({"?": name})
+    return out
+
+
+def setelem_filter(family: int, table: str, setname: str) -> bytes:
+    """GETSETELEM dump payload: the elements of one set."""
+    return (
+        _nfgen(family)
+        + _str(NFTA_SET_ELEM_LIST_TABLE, table)
+        + _str(NFTA_SET_ELEM_LIST_SET, setname)
+    )
+
+
+def element_keys(bodies: Iterable[bytes], list_attr: int, key_path: tuple[int, ...]) -> list[bytes]:
+    """The keys in dumped set messages: ``list_attr`` is the attribute holding the
+    elements (nf_tables NFTA_SET_ELEM_LIST_ELEMENTS, ipset IPSET_ATTR_ADT), each element
+    a nested attribute in which ``key_path`` leads to the key's bytes.
+
+    A million elements: the common layout (the key path first in each element) is read
+    at fixed offsets, anything else through parse_attrs.
+    """
+    out: list[bytes] = []
+    unpack = struct.unpack_from
+    for body in bodies:
+        blob = parse_attrs(body, _NFGENMSG.size).get(list_attr)
+        if not blob:
+            continue
+        off, end = 0, len(blob)
+        while off + 4 <= end:
+            length = unpack("=H", blob, off)[0]
+            if length < 4 or off + length > end:
+                break
+            elem = off + 4
+            ok = True
+            pos = elem
+            last_len = 4
+            for kind in key_path:
+                alen, akind = unpack("=HH", blob, pos)
+                if akind & 0x3FFF != kind:
+                    ok = False
+                    break
+                last_len = alen
+                pos += 4
+            if ok:
+                out.append(blob[pos : pos + last_len - 4])
+            else:
+                attrs = parse_attrs(blob[elem : off + length])
+                for kind in key_path:
+                    raw = attrs.get(kind)
+                    if raw is None:
+                        break
+                    attrs = parse_attrs(raw) if kind != key_path[-1] else {kind: raw}
+                else:
+                    out.append(attrs[key_path[-1]])
+            off += (length + 3) & ~3
+    return out
+
+
+def key_text(key: bytes) -> str | None:
+    """A set key as the canonical address text (None: not 4 or 16 bytes)."""
+    if len(key) == 4:
+        return socket.inet_ntop(socket.AF_INET, key)
+    if len(key) == 16:
+        text = socket.inet_ntop(socket.AF_INET6, key)
+        # Dotted forms (::ffff:1.2.3.4) are spelled differently by libc and Python.
+        return str(ipaddress.IPv6Address(key)) if "." in text else text
+    return None
+
+
 # -- ipset ------------------------------------------------------------------------------
 def ipset_payload(setname: str, key: bytes, cidr: int | None = None) -> bytes:
     """IPSET_CMD_ADD/DEL payload for one address (or network with ``cidr``)."""
@@ -383,6 +523,25 @@ def _ipset_head(setname: str, keylen: int, cidr: int | None) -> bytes:
         + struct.pack("=HH", ip_len, IPSET_ATTR_IP | NLA_F_NESTED)
         + struct.pack("=HH", 4 + keylen, kind)
     )
+
+
+def ipset_list_payload(setname: str) -> bytes:
+    """IPSET_CMD_LIST (dump) payload for one set."""
+    return (
+        _nfgen(socket.AF_INET)
+        + pack_attr(IPSET_ATTR_PROTOCOL, bytes([IPSET_PROTOCOL]))
+        + _str(IPSET_ATTR_SETNAME, setname)
+    )
+
+
+def ipset_header(bodies: Sequence[bytes]) -> tuple[str, int]:
+    """(type name, NFPROTO family) of a dumped set."""
+    for body in bodies:
+        attrs = parse_attrs(body, _NFGENMSG.size)
+        if IPSET_ATTR_TYPENAME in attrs:
+            family = attrs.get(IPSET_ATTR_FAMILY, b"\0")[0]
+            return attrs[IPSET_ATTR_TYPENAME].split(b"\0", 1)[0].decode(), family
+    return "", 0
 
 
 def ipset_type(cmd: int) -> int:

@@ -13,6 +13,7 @@ per ban; ``nft -f`` when no channel can be opened). ``check()`` reads
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterable
 
@@ -29,12 +30,21 @@ from . import (
 from .nfnl import (
     NFPROTO_INET,
     NFT_MSG_DELSETELEM,
+    NFT_MSG_GETSETELEM,
     NFT_MSG_NEWSETELEM,
+    NFTA_DATA_VALUE,
+    NFTA_SET_ELEM_KEY,
+    NFTA_SET_ELEM_LIST_ELEMENTS,
     NLM_F_CREATE,
     Channel,
+    ChannelError,
     Message,
+    element_keys,
+    key_text,
+    nft_items,
     nft_type,
     packed,
+    setelem_filter,
     setelem_payload,
 )
 from .runner import finish
@@ -113,6 +123,8 @@ class NftablesBackend:
         return [(name, g) for name, g in (("v4", v4), ("v6", v6)) if g]
 
     def _set_members(self, name: str) -> set[str]:
+        if self.channel is not None and self.channel.ready():
+            return self._dump_members(name)
         proc = self.runner(["nft", "-j", "list", "set", "inet", self.settings.table, name])
         members, _ = _elements(json.loads(proc.stdout).get("nftables", []))
         return members
@@ -177,10 +189,50 @@ class NftablesBackend:
             self.channel.transact(messages[i : i + step], nftables=True)
         return True
 
+    def replace(self, addrs: Iterable[str]) -> bool:
+        """Make the sets hold exactly ``addrs``: flush and fill them in ONE transaction
+        (never a moment without the bans). False without a channel."""
+        groups = dict(self._groups(addrs))
+        if self.channel is None or not self.channel.ready():
+            return False
+        messages = []
+        for name, _, _ in self._families():
+            # DELSETELEM without elements flushes the set.
+            flush = setelem_filter(NFPROTO_INET, self.settings.table, name)
+            messages.append(Message(nft_type(NFT_MSG_DELSETELEM), flush, 0, f"flush {name}"))
+            group = groups.get(name, [])
+            for i in range(0, len(group), CHUNK):
+                part = group[i : i + CHUNK]
+                payload = setelem_payload(
+                    NFPROTO_INET, self.settings.table, name, map(packed, part)
+                )
+                where = f"nftables: add element {self.table} {name}"
+                messages.append(
+                    Message(nft_type(NFT_MSG_NEWSETELEM), payload, NLM_F_CREATE, where, part)
+                )
+        self.channel.transact(messages, nftables=True)
+        return True
+
     def flush(self) -> None:
         self._apply([f"flush set {self.table} {name}" for name, _, _ in self._families()])
 
     def check(self) -> FirewallState:
+        # With the channel, the structure and the elements come from netlink dumps: nft
+        # fetches every element for any listing of the table (100,000 elements: 3.4 s
+        # per listing; the dumps: 0.1 s).
+        if self.channel is not None and self.channel.ready():
+            try:
+                items = nft_items(self.channel, self.settings.table)
+            except ChannelError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                return FirewallState(problems=[f"nftables: table {self.table} missing"])
+            state = self.parse(items)
+            have = {i["set"]["name"]: i["set"].get("type") for i in items if "set" in i}
+            for name, typ, _ in self._families():
+                if have.get(name) == typ:
+                    state.entries |= self._dump_members(name)
+            return state
         argv = ["nft", "-j", "list", "table", "inet", self.settings.table]
         proc = self.runner(argv, check=False)
         if proc.returncode != 0:
@@ -192,6 +244,16 @@ class NftablesBackend:
         except (ValueError, AttributeError):
             raise FirewallError(f"nft -j list table {self.table}: unreadable JSON")
         return self.parse(items)
+
+    def _dump_members(self, name: str) -> set[str]:
+        assert self.channel is not None
+        bodies = self.channel.dump(
+            nft_type(NFT_MSG_GETSETELEM), setelem_filter(NFPROTO_INET, self.settings.table, name)
+        )
+        keys = element_keys(
+            bodies, NFTA_SET_ELEM_LIST_ELEMENTS, (NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE)
+        )
+        return {t for t in map(key_text, keys) if t is not None}
 
     def parse(self, items: list[dict]) -> FirewallState:
         """The state from ``nft -j list table`` items (split out for the golden tests)."""
