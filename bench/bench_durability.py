@@ -98,7 +98,7 @@ def fill_ledger(path: Path, automated: list[str], manual: list[str]) -> None:
     now = time.time()
     with Ledger.open(str(path)) as led:
         groups = {
-            (a, "1:1:1", None, 2, None, False, "bench"): [None, 1, i]
+            (a, "1:1:1", None, 2, None, False, "bench"): [None, 1, i, None]
             for i, a in enumerate(automated)
         }
         led.record_groups(groups, now, BanPolicy(base=86400.0), random.Random(1))

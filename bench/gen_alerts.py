@@ -10,11 +10,13 @@ with a skewed distribution (a few noisy scanners, a long tail).
 
     python bench/gen_alerts.py --count 1000000 --style fast -o /tmp/alert_fast.txt
     python bench/gen_alerts.py --count 10000 --style full -o /tmp/alert_full.txt
+    python bench/gen_alerts.py --style realistic -o /tmp/realistic.txt   # issue 12's file
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import ipaddress
 import random
 import sys
@@ -101,6 +103,105 @@ class Sources:
         return (src, dst) if rng.random() < 0.8 else (dst, src)
 
 
+# The realistic mix (issue 12): who attacks whom, and with what, on one gateway.
+REAL_WAN = "198.51.100.1"  # our WAN address, also the most attacked victim
+REAL_NETWORKS = ("198.51.100.0/26", "2001:db8:1::/64")  # ours: the 64 victims live here
+REAL_V4_VICTIMS = 48
+REAL_V6_VICTIMS = 16
+REAL_SOURCES = 500
+REAL_V6_SOURCES = 50
+REAL_V6_SHARE = 0.10  # of the alerts
+REAL_OUTBOUND = 0.05  # alerts on our own host's traffic towards an attacker (src is ours)
+REAL_INSIDE = 0.03  # alerts between two hosts of ours (no offender)
+REAL_SIGNATURES = 60
+_SIG_WORDS = (
+    ("ET SCAN", "Attempted Information Leak", 2),
+    ("ET EXPLOIT", "Attempted Administrator Privilege Gain", 1),
+    ("ET WEB_SERVER", "Web Application Attack", 1),
+    ("ET POLICY", "Potential Corporate Privacy Violation", 3),
+    ("ET DOS", "Attempted Denial of Service", 2),
+    ("SERVER-WEBAPP", "Web Application Attack", 1),
+    ("PROTOCOL-VOIP", "Potentially Bad Traffic", 2),
+    ("SURICATA STREAM", "Generic Protocol Command Decode", 3),
+    ("ET INFO", "Misc activity", 3),
+)
+_SIG_WHAT = (
+    "Suspicious inbound to MSSQL port 1433",
+    "Possible Apache Struts OGNL Expression Injection",
+    "NMAP -sS window 1024",
+    "Sipvicious Scan",
+    "Possible SQL Injection Attempt UNION SELECT",
+    "SSH BruteForce Tool with fake PUTTY version",
+    "Zmap User-Agent (Inbound)",
+    "Possible Log4j RCE Attempt - 2021/12/12",
+    "ESTABLISHED packet out of window",
+    "Generic HTTP Directory Traversal",
+    "Mozi Botnet Activity",
+    "RDP connection request cookie mstshash",
+    "Terse alphanumeric executable downloader high likelihood of being hostile",
+)
+
+
+def zipf_cdf(n: int, s: float) -> list[float]:
+    """Cumulative weights of ranks 1..n with weight 1/rank**s (for ``bisect``)."""
+    out, total = [], 0.0
+    for k in range(1, n + 1):
+        total += 1.0 / k**s
+        out.append(total)
+    return [c / total for c in out]
+
+
+class Realistic:
+    """The population of the realistic file: 500 sources (450 IPv4, 50 IPv6) with a
+    Zipf spread (s = 1), about 60 signatures (s = 1.1) and the 64 victims of ours
+    (48 IPv4 incl. the WAN address, 16 IPv6; s = 1), each ranked in a random order."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        n4 = REAL_SOURCES - REAL_V6_SOURCES
+        self.v4 = [
+            str(ipaddress.IPv4Address(rng.randrange(0x01000000, 0xDF000000))) for _ in range(n4)
+        ]
+        self.v6 = [
+            str(ipaddress.IPv6Address((0x2001_0DB8_0BAD << 80) | rng.getrandbits(64)))
+            for _ in range(REAL_V6_SOURCES)
+        ]
+        self.ours4 = [f"198.51.100.{i}" for i in range(1, REAL_V4_VICTIMS + 1)]
+        self.ours6 = [f"2001:db8:1::{i:x}" for i in range(1, REAL_V6_VICTIMS + 1)]
+        self.rules = list(RULES)
+        sid = 3_000_000
+        while len(self.rules) < REAL_SIGNATURES:
+            head, cls, prio = rng.choice(_SIG_WORDS)
+            sid += rng.randrange(1, 500)
+            what = rng.choice(_SIG_WHAT)
+            self.rules.append((1, sid, rng.randrange(1, 12), f"{head} {what}", cls, prio))
+        rng.shuffle(self.rules)
+        self.cdf4 = zipf_cdf(len(self.v4), 1.0)
+        self.cdf6 = zipf_cdf(len(self.v6), 1.0)
+        self.cdf_rule = zipf_cdf(len(self.rules), 1.1)
+        self.cdf_ours4 = zipf_cdf(len(self.ours4), 1.0)
+        self.cdf_ours6 = zipf_cdf(len(self.ours6), 1.0)
+
+    def _rank(self, cdf: list[float]) -> int:
+        return min(bisect.bisect_left(cdf, self.rng.random()), len(cdf) - 1)
+
+    def pick(self) -> tuple[tuple, str, str, bool]:
+        """(rule, src, dst, v6) of one alert."""
+        rng = self.rng
+        v6 = rng.random() < REAL_V6_SHARE
+        if v6:
+            them, ours = self.v6[self._rank(self.cdf6)], self.ours6[self._rank(self.cdf_ours6)]
+        else:
+            them, ours = self.v4[self._rank(self.cdf4)], self.ours4[self._rank(self.cdf_ours4)]
+        rule = self.rules[self._rank(self.cdf_rule)]
+        u = rng.random()
+        if u < REAL_INSIDE:
+            return rule, ours, (self.ours6 if v6 else self.ours4)[rng.randrange(16)], v6
+        if u < REAL_INSIDE + REAL_OUTBOUND:
+            return rule, ours, them, v6
+        return rule, them, ours, v6
+
+
 def _expand(a: str) -> str:
     return ipaddress.IPv6Address(a).exploded
 
@@ -132,9 +233,25 @@ def _endpoint(style: str, addr: str, port: int, proto: str, v6: bool) -> str:
 
 
 def fast_line(rng: random.Random, src: Sources, style: str, t: float, v6: bool) -> str:
-    gid, sid, rev, msg, cls, prio = rng.choice(RULES)
+    rule = rng.choice(RULES)
     proto = rng.choice(PROTOS)
     s, d = src.pick(v6)
+    return format_fast(rng, style, t, rule, proto, s, d, v6)
+
+
+def format_fast(
+    rng: random.Random,
+    style: str,
+    t: float,
+    rule: tuple,
+    proto: str,
+    s: str,
+    d: str,
+    v6: bool,
+) -> str:
+    """One alert_fast line of ``style`` for ``rule`` from ``s`` to ``d`` (ports and the
+    producer's optional parts drawn from ``rng``)."""
+    gid, sid, rev, msg, cls, prio = rule
     sp, dp = rng.randrange(1024, 65536), rng.choice((22, 23, 80, 443, 445, 3389, 5060, 8080))
     if proto == "ICMP":
         sp, dp = 8, 0
@@ -269,6 +386,18 @@ def alerts(count: int, style: str, seed: int, v6_share: float) -> Iterator[str]:
             else:
                 yield eve_alert(rng, src, t, rng.random() < v6_share, 10**15 + i // 3) + "\n"
         return
+    if style == "realistic":
+        # A day of alert_fast lines from the realistic population (class Realistic),
+        # the three producers in runs of 5,000.
+        real = Realistic(rng)
+        current = rng.choice(FAST_STYLES)
+        for i in range(count):
+            if i % 5000 == 0:
+                current = rng.choice(FAST_STYLES)
+            t += rng.expovariate(count / 86400.0)
+            rule, s, d, v6 = real.pick()
+            yield format_fast(rng, current, t, rule, rng.choice(PROTOS), s, d, v6) + "\n"
+        return
     choices = {"fast": FAST_STYLES, "full": FULL_STYLES, "mixed": FAST_STYLES + FULL_STYLES}
     styles = choices.get(style, (style,))
     # Files are mostly one producer; "fast" mixes them in long runs like concatenated logs.
@@ -290,9 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--style",
         default="fast",
-        choices=("fast", "full", "mixed", "eve", "eve-mixed") + FAST_STYLES + FULL_STYLES,
+        choices=("fast", "full", "mixed", "eve", "eve-mixed", "realistic")
+        + FAST_STYLES
+        + FULL_STYLES,
         help="fast (Snort 2/3 + Suricata lines), full (blocks), mixed, eve (Suricata EVE "
-        "alerts), eve-mixed (EVE alerts among other events), or one producer",
+        "alerts), eve-mixed (EVE alerts among other events), realistic "
+        "(a day on one gateway, issue 12: 500 sources, 60 signatures, 64 victims of ours; "
+        "--v6 is ignored), or one producer",
     )
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--v6", type=float, default=0.2, help="share of IPv6 alerts (default 0.2)")

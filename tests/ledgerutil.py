@@ -14,16 +14,18 @@ from banpipe.ledger import BatchOutcome, Ledger, Violation
 
 
 def groups_of(violations: Iterable[Violation]) -> dict[tuple, list]:
-    """``Violation[:7]`` -> [alert_ts of the first, count, position of the last]."""
+    """``Violation[:7]`` -> [alert_ts of the first, count, position of the last,
+    alert_ts of the last]."""
     groups: dict[tuple, list] = {}
     for seq, v in enumerate(violations):
         key = v[:7]  # every field but the alert's own timestamp
         group = groups.get(key)
         if group is None:
-            groups[key] = [v.alert_ts, 1, seq]
+            groups[key] = [v.alert_ts, 1, seq, v.alert_ts]
         else:
             group[1] += 1
             group[2] = seq
+            group[3] = v.alert_ts
     return groups
 
 

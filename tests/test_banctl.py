@@ -945,6 +945,32 @@ def test_show_gives_the_alert_time_not_the_processing_time(cfg, fw):
     assert "  2026-11-28 10:00:00  1:2003:8" in out  # the alert's own "ts"
 
 
+def test_show_gives_a_bucketed_rows_first_and_last_alert_time(cfg, fw):
+    # identical violations within five minutes are one ledger row (issue 12)
+    args = cfg()
+    first = alert("203.0.113.7")
+    later = alert("203.0.113.7", ts="2026-11-28T10:00:42.000000")
+    next_day = alert("203.0.113.7", ts="2026-11-29T09:00:00.000000")
+    assert run([*args, "apply"], lines(first, later, later, next_day), clock=NOW)[0] == 0
+    assert run([*args, "apply"], lines(first, later), clock=NOW + 3600)[0] == 0
+    out = run([*args, "show", "203.0.113.7"])[1].splitlines()
+    assert "6 violations" in out[1]
+    assert out[-2].startswith("  2026-11-28 10:00:00 to 2026-11-29 09:00:00  1:2003:8 ")
+    assert out[-2].endswith(" x4")
+    assert out[-1].startswith("  2026-11-28 10:00:00 to 10:00:42  1:2003:8 ")  # same day
+    assert out[-1].endswith(" x2")
+    rc, text, _ = run([*args, "show", "203.0.113.7", "--json"])
+    rows = [json.loads(x) for x in text.splitlines()[1:]]
+    assert [(r["count"], r["ts"], r["last_ts"]) for r in rows] == [
+        (4, NOW, NOW),
+        (2, NOW + 3600, NOW + 3600),
+    ]
+    assert (rows[0]["alert_ts"], rows[0]["alert_last"]) == (
+        "2026-11-28T10:00:00.000000",
+        "2026-11-29T09:00:00.000000",
+    )
+
+
 def test_list_keeps_the_whole_reason_in_a_pipe_and_cuts_with_an_ellipsis_on_a_terminal():
     line = "203.0.113.7  permanent  0  1  manual  " + "r" * 100
     assert term.fit(line, None) == line

@@ -424,3 +424,24 @@ def test_full_set_evicts_the_bans_nearest_their_end(tmp_path, pair, backend):
     rc, _, err = b("apply", stdin=alert(V6) + "\n", clock=lambda: t[0])
     assert rc == 0 and V6 in b.active(), err
     b.assert_consistent()
+
+
+def test_big_restore_on_nftables_replaces_without_reading_the_set(tmp_path, pair, monkeypatch):
+    """From REPLACE_AT active bans, start-up puts the ledger's bans into the nftables
+    sets in one transaction instead of dumping them (orphans go, missing come)."""
+    from banpipe import reconcile
+
+    monkeypatch.setattr(reconcile, "REPLACE_AT", 1)
+    b = Banctl(pair, write_config(tmp_path, "nftables", '[ban]\non_stop = "keep"\n'))
+    rc, _, err = b("apply", stdin=f"{alert(V4)}\n{alert(V6)}\n")
+    assert rc == 0, err
+    pair.gateway.run(["nft", "add", "element", "inet", "banpipe", "v4", "{ 192.0.2.99 }"])
+    pair.gateway.run(["nft", "delete", "element", "inet", "banpipe", "v6", f"{{ {V6} }}"])
+    from banpipe.firewall.nftables import NftablesBackend
+
+    with monkeypatch.context() as m:
+        m.setattr(NftablesBackend, "check", lambda self: pytest.fail("restore read the sets"))
+        rc, _, err = b("restore")
+    assert rc == 0, err
+    b.assert_consistent()
+    assert not pair.ping(V6, timeout=0.5)

@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from banpipe.bantime import BanPolicy
-from banpipe.ledger import MIGRATIONS, Ledger, LedgerError, Violation
+from banpipe.ledger import BUCKET_S, MIGRATIONS, Ledger, LedgerError, Violation
 from ledgerutil import record
 
 NOW = 1_800_000_000.0
@@ -52,6 +52,9 @@ def rows(led, table):
     return led.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
+rows_of = rows
+
+
 # -- schema and migrations ------------------------------------------------------------
 
 
@@ -60,7 +63,10 @@ def test_new_ledger_is_migrated_from_version_0(path):
     with Ledger.open(path) as led:
         assert led.version == len(MIGRATIONS)
         names = {r[0] for r in led.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"offenders", "violations", "bans"} <= names
+        assert {"offenders", "hits", "texts", "bans"} <= names
+        # the history keeps its old name and columns, as a view over hits and texts
+        views = {r[0] for r in led.db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+        assert "violations" in views
 
 
 def test_pragmas_wal_and_full_sync(ledger):
@@ -233,23 +239,94 @@ def test_history_keeps_every_field(ledger):
         "reversed": True,
         "reason": "prio 2",
         "count": 1,
+        "last_ts": NOW,  # a single violation: its first time is its last
+        "alert_last_time": datetime(2026, 11, 28, 10, 0, 0).timestamp(),
+        "alert_last": "2026-11-28T10:00:00",
     }
 
 
-def test_identical_violations_in_one_transaction_share_a_counted_row(ledger):
+def test_identical_violations_in_one_bucket_share_a_counted_row(ledger):
     a = "203.0.113.7"
     burst = [v(a, sig="1:1:1", alert_ts=f"t{i}") for i in range(5)]
     burst += [v(a, sig="1:2:1"), v(a, sig="1:1:1", victim="198.51.100.9")]
     record(ledger, burst, NOW, POLICY, Low())
-    record(ledger, [v(a, sig="1:1:1")], NOW + 1, POLICY, Low())
-    rows = [(h.ts, h.sig, h.victim, h.count, h.alert_ts) for h in ledger.history(a)]
-    assert rows == [
-        (NOW, "1:1:1", None, 5, "t0"),
-        (NOW, "1:2:1", None, 1, None),
-        (NOW, "1:1:1", "198.51.100.9", 1, None),
-        (NOW + 1, "1:1:1", None, 1, None),
+    # a later transaction in the same bucket adds to the row; the next bucket starts one
+    record(ledger, [v(a, sig="1:1:1", alert_ts="t5")], NOW + 1, POLICY, Low())
+    record(ledger, [v(a, sig="1:1:1", alert_ts="t6")], NOW + BUCKET_S, POLICY, Low())
+    rows = [
+        (h.ts, h.last, h.sig, h.victim, h.count, h.alert_ts, h.alert_last_ts)
+        for h in ledger.history(a)
     ]
-    assert ledger.get(a).violations == 8  # every violation counts
+    assert rows == [
+        (NOW, NOW + 1, "1:1:1", None, 6, "t0", "t5"),
+        (NOW, NOW, "1:2:1", None, 1, None, None),
+        (NOW, NOW, "1:1:1", "198.51.100.9", 1, None, None),
+        (NOW + BUCKET_S, NOW + BUCKET_S, "1:1:1", None, 1, "t6", "t6"),
+    ]
+    assert ledger.get(a).violations == 9  # every violation counts
+    # texts are stored once however often they occur
+    assert rows_of(ledger, "texts") == 4  # the address, two rules, one victim
+    assert rows_of(ledger, "hits") == 4
+
+
+def test_bucket_rows_survive_another_connection_pruning_them(path):
+    a = "203.0.113.7"
+    with Ledger.open(path) as one, Ledger.open(path) as other:
+        record(one, [v(a, sig="1:1:1")], NOW, POLICY, Low())
+        other.db.execute("DELETE FROM hits")  # what a prune in another process may do
+        record(one, [v(a, sig="1:1:1"), v(a, sig="1:1:1")], NOW + 1, POLICY, Low())
+        assert [(h.ts, h.count) for h in one.history(a)] == [(NOW + 1, 2)]
+
+
+def test_a_rolled_back_batch_leaves_no_remembered_row_or_text(ledger):
+    a = "203.0.113.7"
+    record(ledger, [v(a, sig="1:1:1")], NOW, POLICY, Low())
+    with pytest.raises(RuntimeError), ledger.transaction():
+        record(ledger, [v(a, sig="1:1:1"), v("203.0.113.8", msg="new text")], NOW, POLICY, Low())
+        raise RuntimeError("disk gone")
+    record(ledger, [v("203.0.113.8", msg="new text")], NOW, POLICY, Low())
+    record(ledger, [v(a, sig="1:1:1")], NOW, POLICY, Low())
+    assert [(h.count, h.msg) for h in ledger.history("203.0.113.8")] == [(1, "new text")]
+    # the rolled-back count is not there; after a rollback the connection no longer
+    # trusts what it remembered, so the next violation starts a row of its own
+    assert [h.count for h in ledger.history(a)] == [1, 1]
+
+
+def test_v4_ledger_converts_to_interned_bucketed_rows(path):
+    with Ledger.open(path, migrations=MIGRATIONS[:4]) as led:
+        assert led.version == 4
+        led.db.executemany(
+            "INSERT INTO violations (addr, ts, alert_ts, sig, msg, priority, victim, reversed, "
+            "reason, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ("203.0.113.1", NOW + 5, "t1", "1:2:3", "m", 2, "198.51.100.8", 1, "r", 3),
+                ("203.0.113.1", NOW, None, None, None, None, None, 0, None, 1),
+                ("2001:db8::1", NOW + 1, "t2", "1:2:3", "m", None, None, 0, "r", 1),
+            ],
+        )
+    with Ledger.open(path) as led:
+        assert led.version == len(MIGRATIONS)
+        h1 = [h.as_dict() for h in led.history("203.0.113.1")]
+        assert [(h["ts"], h["last_ts"], h["count"], h["sig"]) for h in h1] == [
+            (NOW, NOW, 1, None),
+            (NOW + 5, NOW + 5, 3, "1:2:3"),
+        ]
+        assert (h1[1]["alert_ts"], h1[1]["alert_last"], h1[1]["msg"], h1[1]["victim"]) == (
+            "t1",
+            "t1",
+            "m",
+            "198.51.100.8",
+        )
+        assert (h1[1]["priority"], h1[1]["reversed"], h1[1]["reason"]) == (2, True, "r")
+        (h2,) = led.history("2001:db8::1")
+        assert (h2.ts, h2.alert_ts, h2.count) == (NOW + 1, "t2", 1)
+        # ids follow time, so retention cuts a range
+        assert [r[0] for r in led.db.execute("SELECT first FROM hits ORDER BY id")] == [
+            NOW,
+            NOW + 1,
+            NOW + 5,
+        ]
+        assert rows_of(led, "texts") == 6  # 2 addresses, 1:2:3, m, 198.51.100.8, r
 
 
 # -- manual bans, unban, pin, expiry -------------------------------------------------------
@@ -433,6 +510,55 @@ def test_history_json_gives_the_alert_time_as_epoch_seconds_too(ledger):
     (h,) = ledger.history("203.0.113.7")
     assert h.as_dict()["alert_time"] == 1795852800.5  # 08:00:00.5 UTC
     assert h.as_dict()["alert_ts"] == "2026-11-28T10:00:00.500000+02:00"
+
+
+def test_alert_time_stamps_come_back_exactly_whatever_their_form(ledger):
+    a = "203.0.113.7"
+    stamps = [
+        ("2026-11-28T10:00:00.123456", "2026-11-28T10:00:59.000001"),  # fasttail's form
+        ("2026-11-28T10:00:00.123456+01:00", "2026-11-28T10:00:01.5+01:00"),  # EVE
+        ("2026-02-30T00:00:00.000000", "2026-11-28T10:00:00.000000"),  # no such day
+        ("1969-12-31T23:59:59.999999", "1970-01-01T00:00:00.000000"),
+        ("2026-11-28T10:00:00.000000", "yesterday"),
+        # not ASCII digits; a leap second
+        ("2026-11-28T1\u0660:00:00.000000", "2026-11-28T10:00:60.000000"),
+    ]
+    for sig, (first, last) in enumerate(stamps):
+        burst = [v(a, sig=str(sig), alert_ts=first), v(a, sig=str(sig), alert_ts=last)]
+        record(ledger, burst, NOW, POLICY, Low())
+    # and across transactions, within BUCKET_S
+    record(ledger, [v(a, sig="x", alert_ts=stamps[0][0])], NOW, POLICY, Low())
+    record(ledger, [v(a, sig="x", alert_ts=stamps[0][1])], NOW + 1, POLICY, Low())
+    record(ledger, [v(a, sig="y", alert_ts=stamps[0][0])], NOW, POLICY, Low())
+    record(ledger, [v(a, sig="y", alert_ts="later")], NOW + 1, POLICY, Low())
+    got = [(h.alert_ts, h.alert_last_ts) for h in ledger.history(a)]
+    assert got == [*stamps, stamps[0], (stamps[0][0], "later")]
+    # fasttail's form costs an integer, not its 26 characters
+    kinds = ledger.db.execute("SELECT typeof(alert_first) FROM hits ORDER BY id").fetchall()
+    assert [k[0] for k in kinds] == [
+        "integer",
+        "text",
+        "text",
+        "text",
+        "integer",
+        "text",
+        "integer",
+        "integer",
+    ]
+
+
+def test_a_row_grows_for_bucket_s_from_its_first_violation_not_by_the_clock(ledger):
+    a, b = "203.0.113.7", "203.0.113.8"
+    record(ledger, [v(a, sig="1:1:1")], NOW + 200, POLICY, Low())
+    record(ledger, [v(a, sig="1:1:1")], NOW + 350, POLICY, Low())  # past a round 5 minutes
+    record(ledger, [v(a, sig="1:1:1")], NOW + 200 + BUCKET_S, POLICY, Low())  # a new row
+    assert [(h.ts, h.last, h.count) for h in ledger.history(a)] == [
+        (NOW + 200, NOW + 350, 2),
+        (NOW + 200 + BUCKET_S, NOW + 200 + BUCKET_S, 1),
+    ]
+    # rows that can no longer grow are forgotten: memory follows the recent rows only
+    record(ledger, [v(b, sig="1:1:1")], NOW + 200 + 3 * BUCKET_S, POLICY, Low())
+    assert len(ledger._open) == 1
 
 
 def test_a_ban_is_due_at_its_expiry_not_before_and_never_when_permanent(ledger):

@@ -234,3 +234,16 @@ def test_max_entries_sizes_the_sets_and_a_change_keeps_the_entries(ns, name):
         assert "maxelem 10" in ns.run(["ipset", "list", "-t", "banpipe4"]).stdout
     else:
         assert "size 10" in ns.run(["nft", "list", "set", "inet", "banpipe", "v4"]).stdout
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_nftables_replace_is_one_transaction_to_exactly_the_given_bans(ns):
+    fw = make_backend("nftables", FirewallSettings(), SubprocessRunner(ns.prefix))
+    fw.init()
+    fw.block(["192.0.2.1", "192.0.2.2", "2001:db8::1"])
+    assert fw.replace(["192.0.2.2", "192.0.2.3"]) is True
+    assert fw.check().entries == {"192.0.2.2", "192.0.2.3"}
+    # Without a channel the caller compares instead.
+    plain = make_backend("nftables", FirewallSettings(), RecordingRunner())
+    assert plain.replace(["192.0.2.2"]) is False and plain.runner.calls == []

@@ -255,3 +255,38 @@ def test_100000_bans_through_the_pipe_in_chromium(tmp_path, tool_env):
     assert "Active bans (100000)" in dom and dom.count('<a href="o/') >= 500
     dom = browse(out / "bans-200.html", tmp_path, "banpipe-report-100k-last.png")
     assert dom.count("<tr>") == 501 and "&lt;i&gt;mass&lt;/i&gt;" in dom
+
+
+def test_bucketed_rows_show_their_count_and_first_and_last_time(tmp_path):
+    # Identical violations within five minutes are one ledger row (issue 12): the page and the
+    # tracker still say how many, when the first and the last happened, and what rule.
+    from banpipe.bantime import BanPolicy
+    from banpipe.ledger import Violation
+    from ledgerutil import record
+
+    class Low:
+        def uniform(self, a, b):
+            return a
+
+    led = Ledger.open(str(tmp_path / "l.sqlite3"))
+    a = "203.0.113.7"
+
+    def hit(ts):
+        return Violation(a, "1:2003:8", "worm", 2, "198.51.100.8", False, "prio 2", ts)
+
+    record(led, [hit("2026-11-28T10:00:00.000001")], 1_800_000_000.0, BanPolicy(), Low())
+    record(led, [hit("2026-11-28T10:00:41.500000")] * 2, 1_800_000_041.0, BanPolicy(), Low())
+    record(led, [hit("2026-11-28T10:05:00.000000")], 1_800_000_300.0, BanPolicy(), Low())
+    report.write_pages(led, tmp_path / "p", 1_800_000_400.0)
+    page = (tmp_path / "p" / "o" / "203.0.113.7.html").read_text()
+    assert page.count("<tr>") == 1 + 2 + 1 + 1  # headers, 2 records, 1 ban period
+    assert "2026-11-28T10:00:00.000001 to 2026-11-28T10:00:41.500000" in page
+    assert re.search(r"<td class=n>3</td>", page)
+    tracker = (tmp_path / "p" / "tracker" / "203.0.113.7.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in tracker] == [
+        "2026-11-28T10:00:00.000001",
+        "2026-11-28T10:05:00.000000",
+    ]
+    assert tracker[0].split("\t")[1] == "1:2003:8"
+    assert tracker[0].split("\t")[5] == "x3 last=2026-11-28T10:00:41.500000"
+    assert tracker[1].split("\t")[5] == "-"

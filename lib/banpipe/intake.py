@@ -27,7 +27,7 @@ CACHE_MAX = 100_000  # per-address memos of the hot path (canonical form, protec
 SIG_CACHE = 4096  # per generation: rules that fire at all are few
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-Groups = dict[tuple, list]  # Violation[:7] -> [alert_ts, count, last line]
+Groups = dict[tuple, list]  # Violation[:7] -> [alert_ts, count, last line, last alert_ts]
 
 
 def not_an_address(raw: str) -> str:
@@ -89,7 +89,7 @@ class Intake:
         self, items: Iterable[tuple[int, dict[str, Any] | PipeError]], groups: Groups
     ) -> int:
         """Validate lines into ``groups`` (``Violation[:7]`` -> [alert_ts, count, last
-        line], what ``Ledger.record_groups`` takes); bad and refused lines are
+        line, last alert_ts], what ``Ledger.record_groups`` takes); bad and refused lines are
         reported and counted. Returns the number of lines consumed.
 
         The only place an alertfilter line becomes a violation.
@@ -165,12 +165,16 @@ class Intake:
                 get("reversed") is True,
                 reason[:1000] if type(reason) is str else None,
             )
+            ts = get("ts")
+            if type(ts) is not str or len(ts) > 64:
+                ts = _alert_ts(ts)
             group = target.get(key)
             if group is None:
-                target[key] = [_alert_ts(get("ts")), 1, lineno]
+                target[key] = [ts, 1, lineno, ts]
             else:
                 group[1] += 1
                 group[2] = lineno
+                group[3] = ts
         counts["lines"] += lines
         if lines:
             self.seen()

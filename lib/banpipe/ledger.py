@@ -8,10 +8,17 @@ Promises:
   (repaired at the next start) but never a ban that the ledger forgot.
 * **One row per offender** (``offenders``, keyed by the canonical address), however
   often it offends or is banned; ``violations`` keeps every violation for
-  ``retention`` seconds (identical ones recorded in one transaction, as in a flood,
-  share a row with a ``count``; kept after unban, for recidive decisions and ``banctl
+  ``retention`` seconds (kept after unban, for recidive decisions and ``banctl
   show``; ``retention = 0`` deletes an address's violations when its ban ends);
   ``bans`` keeps one row per ban period, used to count recent bans (recidive).
+* **Small**: identical violations (same offender, rule, message, priority, victim,
+  direction and reason) recorded within ``BUCKET_S`` of the first (banctl's clock) are
+  one row of ``hits`` with a ``count`` and the first and last time (banctl's and the
+  alerts' own); addresses, rules and texts are stored once (``texts``) and rows refer
+  to them by number. ``violations`` is a view with the columns of the old table
+  (``ts`` is the first time) plus ``last_ts`` and ``alert_last``. Rows are appended
+  in time order, so retention deletes a range of row ids: its cost is the rows that
+  aged out since the last prune, not the size of the table.
 * **Concurrent**: the daemon and admin commands each open their own connection;
   writers use ``BEGIN IMMEDIATE`` and a busy timeout, so they queue instead of
   failing. ``locked()`` is a cross-process lock that banctl holds from a ledger write
@@ -25,9 +32,11 @@ Addresses given to this module must already be canonical (``ipaddress`` text for
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import fcntl
 import os
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -140,8 +149,146 @@ def _v4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE bans ADD COLUMN origin TEXT")
 
 
+#: Identical violations recorded within this many seconds of the first of them (banctl's
+#: clock) share a ``hits`` row. Five minutes keep what a person reads from the history
+#: (when it began and ended, what, against whom, how often) while a flood from one
+#: source costs a row per rule and victim every five minutes instead of a row per alert.
+BUCKET_S = 300.0
+
+# An alert's own time stamp in fasttail's form (naive ISO 8601 with microseconds) is
+# stored as the integer microseconds of those fields read as UTC (8 bytes instead of 26,
+# and exactly the same text back, whatever the time zone); any other text as it is.
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_STAMP_SQL = (
+    "strftime('%Y-%m-%dT%H:%M:%S', {0} / 1000000, 'unixepoch') || printf('.%06d', {0} % 1000000)"
+)
+_days: dict[str, int | None] = {}  # "YYYY-MM-DD" -> its midnight in us, read as UTC
+
+
+def _day(date: str) -> int | None:
+    if len(_days) >= 4096:
+        _days.clear()
+    us = None
+    if _DATE_RE.match(date):
+        y, m, d = int(date[:4]), int(date[5:7]), int(date[8:])
+        try:
+            datetime(y, m, d)
+        except ValueError:
+            pass
+        else:
+            us = calendar.timegm((y, m, d, 0, 0, 0)) * 1_000_000
+            if us < 0:
+                us = None  # before 1970: SQLite's integer division rounds towards 0
+    _days[date] = us
+    return us
+
+
+def _stamp_code(text: str | None) -> int | str | None:
+    """``text`` as stored in ``hits.alert_first``: an integer for fasttail's form
+    ``YYYY-MM-DDTHH:MM:SS.ffffff`` (a real date and time, ASCII digits, from 1970),
+    else the text itself."""
+    if (
+        text is None
+        or len(text) != 26
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+        or text[19] != "."
+    ):
+        return text
+    date = text[:10]
+    day = _days.get(date, -1)
+    if day == -1:
+        day = _day(date)
+    clock = text[11:13] + text[14:16] + text[17:19] + text[20:]
+    if day is None or not (clock.isascii() and clock.isdigit()):
+        return text
+    h, m, sec = int(clock[:2]), int(clock[2:4]), int(clock[4:6])
+    if h > 23 or m > 59 or sec > 59:
+        return text
+    return day + (h * 3600 + m * 60 + sec) * 1_000_000 + int(clock[6:])
+
+
+def _last_code(first: int | str | None, text: str | None) -> int | str | None:
+    """``hits.alert_last`` for the last one's stamp ``text`` in a row whose
+    ``alert_first`` is ``first``: microseconds after it when both are integers."""
+    if first.__class__ is int:
+        code = _stamp_code(text)
+        if code.__class__ is int:
+            return code - first  # type: ignore[operator]
+    return text
+
+
+def _row_id(update: tuple) -> int:
+    return update[3]
+
+
+def _stamp_sql(col: str) -> str:
+    return f"CASE typeof({col}) WHEN 'integer' THEN {_STAMP_SQL.format(col)} ELSE {col} END"
+
+
+# The old violations table, over the interned form: readers (pages, status, tests)
+# query it as before. ``ts`` and ``alert_ts`` are the first violation's. An integer
+# ``alert_last`` is microseconds after an integer ``alert_first``.
+_VIOLATIONS_VIEW = f"""CREATE VIEW violations AS SELECT
+    h.id AS id, a.text AS addr, h.first AS ts, {_stamp_sql("h.alert_first")} AS alert_ts,
+    s.text AS sig, m.text AS msg, h.priority AS priority, vi.text AS victim,
+    h.reversed AS reversed, r.text AS reason, h.count AS count,
+    coalesce(h.last, h.first) AS last_ts,
+    CASE WHEN h.alert_last IS NULL THEN {_stamp_sql("h.alert_first")}
+    WHEN typeof(h.alert_last) = 'integer' THEN {_STAMP_SQL.format("(h.alert_first + h.alert_last)")}
+    ELSE h.alert_last END AS alert_last
+    FROM hits h JOIN texts a ON a.id = h.addr
+    LEFT JOIN texts s ON s.id = h.sig LEFT JOIN texts m ON m.id = h.msg
+    LEFT JOIN texts vi ON vi.id = h.victim LEFT JOIN texts r ON r.id = h.reason"""  # noqa: S608 - fixed
+
+
+def _v5(db: sqlite3.Connection) -> None:
+    # Issue 12: a realistic mix cost about 200 bytes per alert (one row each, every text
+    # repeated). Texts are stored once, identical violations within BUCKET_S share a row,
+    # and the old table becomes a view of the same name and columns.
+    db.execute("CREATE TABLE texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE)")
+    db.execute(
+        """CREATE TABLE hits (
+            id          INTEGER PRIMARY KEY,  -- grows with time: retention cuts a range
+            addr        INTEGER NOT NULL,     -- texts.id of the offender's address
+            first       REAL NOT NULL,        -- when banctl recorded the first of them
+            last        REAL,                 -- ... the last; NULL: same as first
+            count       INTEGER NOT NULL,
+            sig         INTEGER,              -- texts.id of gid:sid:rev
+            msg         INTEGER,              -- texts.id
+            priority    INTEGER,
+            victim      INTEGER,              -- texts.id
+            reversed    INTEGER NOT NULL,
+            reason      INTEGER,              -- texts.id
+            alert_first,                      -- the first alert's own time stamp (_stamp_code)
+            alert_last                        -- the last one's (NULL: the same; integer:
+                                              -- microseconds after alert_first)
+        )"""
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO texts (text) SELECT addr FROM violations UNION "
+        "SELECT sig FROM violations UNION SELECT msg FROM violations UNION "
+        "SELECT victim FROM violations UNION SELECT reason FROM violations"
+    )
+    db.execute("DELETE FROM texts WHERE text IS NULL")
+    db.create_function("bp_stamp", 1, _stamp_code, deterministic=True)
+    db.execute(
+        "INSERT INTO hits (addr, first, count, sig, msg, priority, victim, reversed, reason, "
+        "alert_first) SELECT a.id, v.ts, v.count, s.id, m.id, v.priority, vi.id, v.reversed, "
+        "r.id, bp_stamp(v.alert_ts) FROM violations v JOIN texts a ON a.text = v.addr "
+        "LEFT JOIN texts s ON s.text = v.sig LEFT JOIN texts m ON m.text = v.msg "
+        "LEFT JOIN texts vi ON vi.text = v.victim LEFT JOIN texts r ON r.text = v.reason "
+        "ORDER BY v.ts, v.id"
+    )
+    db.execute("DROP TABLE violations")
+    db.execute("CREATE INDEX hits_addr ON hits(addr)")  # rows of an address in time order
+    db.execute(_VIOLATIONS_VIEW)
+
+
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
+TEXTS_CACHED = 1 << 16  # text -> id entries a connection remembers (then starts over)
 POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings)
 
 
@@ -241,8 +388,9 @@ class Violation(NamedTuple):
 
 @dataclass(frozen=True)
 class ViolationRecord:
-    """A history row: ``count`` identical violations recorded together at ``ts``
-    (``alert_ts`` is the first one's own timestamp)."""
+    """A history row: ``count`` identical violations recorded from ``ts`` to
+    ``last_ts`` (within ``BUCKET_S`` of the first); ``alert_ts`` is the first one's own time
+    stamp, ``alert_last`` the last one's (the same for a single violation)."""
 
     ts: float
     alert_ts: str | None
@@ -253,17 +401,24 @@ class ViolationRecord:
     reversed: bool
     reason: str | None
     count: int = 1
+    last_ts: float | None = None  # None: as ts
+    alert_last: str | None = None  # None: as alert_ts
 
     @property
     def alert_time(self) -> float | None:
         """``alert_ts`` as epoch seconds (a time without an offset is this machine's local
         time, as the IDS wrote it); None when there is none or it is not ISO 8601."""
-        if not self.alert_ts:
-            return None
-        try:
-            return datetime.fromisoformat(self.alert_ts).timestamp()
-        except ValueError:
-            return None
+        return _epoch(self.alert_ts)
+
+    @property
+    def last(self) -> float:
+        """When banctl recorded the last of them."""
+        return self.ts if self.last_ts is None else self.last_ts
+
+    @property
+    def alert_last_ts(self) -> str | None:
+        """The last one's own time stamp (``alert_ts`` for a single violation)."""
+        return self.alert_ts if self.alert_last is None else self.alert_last
 
     def as_dict(self) -> dict[str, object]:
         # Every time is epoch seconds, as in the other JSON output; alert_ts stays beside
@@ -279,7 +434,31 @@ class ViolationRecord:
             "reversed": self.reversed,
             "reason": self.reason,
             "count": self.count,
+            "last_ts": self.last,
+            "alert_last_time": _epoch(self.alert_last_ts),
+            "alert_last": self.alert_last_ts,
         }
+
+
+def _epoch(alert_ts: str | None) -> float | None:
+    if not alert_ts:
+        return None
+    try:
+        return datetime.fromisoformat(alert_ts).timestamp()
+    except ValueError:
+        return None
+
+
+#: A ViolationRecord's columns of the ``violations`` view (in its order), then ``addr``.
+SELECT_RECORDS = (
+    "SELECT ts, alert_ts, sig, msg, priority, victim, reversed, reason, count, last_ts, "
+    "alert_last, addr FROM violations "
+)
+
+
+def violation_record(r: Sequence) -> ViolationRecord:
+    """A ViolationRecord from a row of ``SELECT_RECORDS``."""
+    return ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10])
 
 
 class Decision(NamedTuple):
@@ -332,6 +511,14 @@ class Ledger:
         self.path = path
         self._lock_fd: int | None = None
         self._lock_depth = 0
+        # What this connection wrote lately, to add to instead of asking the database:
+        # text -> texts.id, and the hits rows that may still grow (interned violation
+        # key -> row id). Forgotten on rollback; a row deleted meanwhile by another
+        # connection (a prune) is noticed when the update changes nothing.
+        self._text_ids: dict[str, int] = {}
+        # interned key -> (row id, alert_first, when the row began)
+        self._open: dict[tuple, tuple[int, int | str | None, float]] = {}
+        self._open_swept = 0.0  # rows that began before this are no longer in _open
 
     # -- opening -----------------------------------------------------------------
 
@@ -417,14 +604,22 @@ class Ledger:
         try:
             yield self.db
         except BaseException:
+            self._forget()
             self.db.execute("ROLLBACK")
             raise
         try:
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._forget()
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
             raise LedgerError(f"{self.path}: {exc}")
+
+    def _forget(self) -> None:
+        """Drop what this connection remembers of its writes (they were rolled back)."""
+        self._text_ids = {}
+        self._open = {}
+        self._open_swept = 0.0
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -529,14 +724,10 @@ class Ledger:
 
     def history(self, addr: str) -> list[ViolationRecord]:
         rows = self.db.execute(
-            "SELECT ts, alert_ts, sig, msg, priority, victim, reversed, reason, count "
-            "FROM violations WHERE addr = ? ORDER BY ts, id",
+            SELECT_RECORDS + "WHERE addr = ? ORDER BY ts, id",
             (addr,),
         )
-        return [
-            ViolationRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8])
-            for r in rows
-        ]
+        return [violation_record(r) for r in rows]
 
     def recent_bans(self, addr: str, since: float) -> int:
         """Ban periods of ``addr`` that started at or after ``since``."""
@@ -573,8 +764,10 @@ class Ledger:
         expiry extended (permanent bans stay permanent).
 
         ``groups`` maps ``Violation[:7]`` (every field but ``alert_ts``) to ``(alert_ts
-        of the first, count, position of the last)``, in order of first occurrence;
-        positions only need to grow along the input. The result is the same as
+        of the first, count, position of the last, alert_ts of the last)``, in order of
+        first occurrence; positions only need to grow along the input. A group joins
+        the row of the same violation begun less than ``BUCKET_S`` earlier
+        (its count and last times grow), or starts a new row. The result is the same as
         recording the violations one by one: an address is banned by its first
         violation (while the budget lasts) and every later violation of a banned
         address extends the expiry by one random draw (``extended_expiry`` applied once
@@ -591,7 +784,7 @@ class Ledger:
         # Per address, in order of first occurrence: [violations, last reason given, its
         # position, the first violation's reason (the one that bans)].
         per_addr: dict[str, list] = {}
-        for key, (_ts, count, last) in groups.items():
+        for key, (_ts, count, last, _last_ts) in groups.items():
             a = per_addr.get(key[0])
             if a is None:
                 per_addr[key[0]] = [count, key[6], last if key[6] else -1, key[6]]
@@ -642,20 +835,96 @@ class Ledger:
                     decisions.append((now, "ban", addr, o.expires, 0, first_reason, None, None))
                 offender_rows.append(_offender_row(o))
             db.executemany(_UPSERT_OFFENDER, offender_rows)
-            db.executemany(
-                "INSERT INTO violations (addr, ts, alert_ts, sig, msg, priority, victim, "
-                "reversed, reason, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (k[0], now, g[0], k[1], k[2], k[3], k[4], int(k[5]), k[6], g[1])
-                    for k, g in groups.items()
-                ],
-            )
+            self._add_hits(groups, now)
             db.executemany(
                 "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)", ban_rows
             )
             db.executemany(_INSERT_DECISION, decisions)
             out.recorded = recorded
         return out
+
+    def _text_id(self, text: str) -> int:
+        """The ``texts`` id of ``text``, added when new (inside a transaction)."""
+        found = self._text_ids.get(text)
+        if found is not None:
+            return found
+        row = self.db.execute("SELECT id FROM texts WHERE text = ?", (text,)).fetchone()
+        if row is None:
+            found = self.db.execute("INSERT INTO texts (text) VALUES (?)", (text,)).lastrowid
+        else:
+            found = row[0]
+        if len(self._text_ids) >= TEXTS_CACHED:
+            self._text_ids = {}
+        self._text_ids[text] = found
+        return found
+
+    def _add_hits(self, groups: Mapping[tuple, Sequence], now: float) -> None:
+        """Count ``groups`` into the rows of ``hits`` (inside a transaction)."""
+        if now - self._open_swept >= BUCKET_S:  # forget rows that cannot grow any more
+            self._open = {k: r for k, r in self._open.items() if now - r[2] < BUCKET_S}
+            self._open_swept = now
+        opened, text_ids = self._open, self._text_ids
+        tid = self._text_id
+        updates: list[tuple] = []
+        updated: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (interned key, group)
+        fresh: list[tuple[tuple, Sequence]] = []
+        for k, g in groups.items():
+            # (addr, sig, msg, priority, victim, reversed, reason), interned
+            a, sig, msg, prio, victim, rev, why = k
+            ik = (
+                text_ids.get(a) or tid(a),
+                None if sig is None else text_ids.get(sig) or tid(sig),
+                None if msg is None else text_ids.get(msg) or tid(msg),
+                prio,
+                None if victim is None else text_ids.get(victim) or tid(victim),
+                rev,
+                None if why is None else text_ids.get(why) or tid(why),
+            )
+            row = opened.get(ik)
+            if row is None or now - row[2] >= BUCKET_S or now < row[2]:
+                fresh.append((ik, g))
+            else:
+                updates.append((g[1], now, _last_code(row[1], g[3]), row[0]))
+                updated[row[0]] = (ik, g)
+        db = self.db
+        if updates:
+            updates.sort(key=_row_id)  # in page order
+            changed = db.executemany(
+                "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?",
+                updates,
+            ).rowcount
+            if changed != len(updates):  # rows pruned by another connection: new rows
+                there = set(
+                    self._column_in("SELECT id FROM hits WHERE id IN ", [u[3] for u in updates])
+                )
+                for row_id, (ik, g) in updated.items():
+                    if row_id not in there:
+                        del opened[ik]
+                        fresh.append((ik, g))
+        if not fresh:
+            return
+        top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
+        rows = []
+        for n, (ik, g) in enumerate(fresh, top + 1):
+            first = _stamp_code(g[0])
+            opened[ik] = (n, first, now)
+            many = g[1] > 1
+            last = _last_code(first, g[3]) if many and g[3] != g[0] else None
+            rows.append(
+                (n, ik[0], now, now if many else None, g[1], ik[1], ik[2], ik[3], ik[4],
+                 int(ik[5]), ik[6], first, last)
+            )  # fmt: skip
+        db.executemany(
+            "INSERT INTO hits (id, addr, first, last, count, sig, msg, priority, victim, "
+            "reversed, reason, alert_first, alert_last) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _addr_hits(self, addrs: Sequence[str]) -> list[int]:
+        """Row ids in ``hits`` of the violations of ``addrs``."""
+        ids = self._column_in("SELECT id FROM texts WHERE text IN ", list(addrs))
+        return self._column_in("SELECT id FROM hits WHERE addr IN ", ids)
 
     def record_positions(self, rows: Iterable[tuple[str, str, int, str]]) -> None:
         """Record read positions ``(path, ident, offset, position JSON)``, in order.
@@ -781,7 +1050,9 @@ class Ledger:
         pairs = [(now, a) for a in addrs]
         self.db.executemany("UPDATE bans SET end = ? WHERE addr = ? AND end IS NULL", pairs)
         if retention is not None and retention <= 0:
-            self.db.executemany("DELETE FROM violations WHERE addr = ?", [(a,) for a in addrs])
+            self.db.executemany(
+                "DELETE FROM hits WHERE id = ?", [(i,) for i in self._addr_hits(addrs)]
+            )
 
     # -- fleet decisions (banshare) --------------------------------------------------
 
@@ -921,11 +1192,19 @@ class Ledger:
         counts = {}
         with self.transaction() as db:
             if retention > 0:
-                cur = db.execute("DELETE FROM violations WHERE ts < ?", (now - retention,))
+                # Rows are appended in time order: the aged ones are a range of ids, found
+                # by walking from the oldest (no index on time needed).
+                keep = db.execute(
+                    "SELECT id FROM hits WHERE first >= ? ORDER BY id LIMIT 1", (now - retention,)
+                ).fetchone()
+                if keep is None:
+                    cur = db.execute("DELETE FROM hits")
+                else:
+                    cur = db.execute("DELETE FROM hits WHERE id < ?", (keep[0],))
             else:
                 cur = db.execute(
-                    "DELETE FROM violations WHERE addr IN "
-                    "(SELECT addr FROM offenders WHERE active = 0)"
+                    "DELETE FROM hits WHERE addr IN (SELECT t.id FROM texts t JOIN offenders o "
+                    "ON o.addr = t.text WHERE o.active = 0)"
                 )
             counts["violations"] = cur.rowcount
             cur = db.execute("DELETE FROM bans WHERE end IS NOT NULL AND end < ?", (horizon,))
@@ -936,7 +1215,8 @@ class Ledger:
                 "DELETE FROM offenders WHERE active = 0 AND last_seen < ? "
                 "AND coalesce(expires, 0) < ? "
                 "AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.addr = offenders.addr) "
-                "AND NOT EXISTS (SELECT 1 FROM violations v WHERE v.addr = offenders.addr)",
+                "AND NOT EXISTS (SELECT 1 FROM texts t JOIN hits h ON h.addr = t.id "
+                "WHERE t.text = offenders.addr)",
                 (horizon, horizon),
             )
             counts["offenders"] = cur.rowcount

@@ -143,21 +143,14 @@ def histogram(ledger: Ledger, now: float, step: float, buckets: int) -> list[tup
     the last one ending at ``now``."""
     start = now - step * buckets
     out = [[0, 0] for _ in range(buckets)]
-    db = ledger.db
-    for i, n in db.execute(
-        "SELECT CAST((start - ?) / ? AS INTEGER), count(*) FROM bans "
-        "WHERE start >= ? AND start < ? GROUP BY 1",
-        (start, step, start, now),
-    ):
-        if 0 <= i < buckets:
-            out[i][0] += n
-    for i, n in db.execute(
-        "SELECT CAST((ts - ?) / ? AS INTEGER), sum(count) FROM violations "
-        "WHERE ts >= ? AND ts < ? GROUP BY 1",
-        (start, step, start, now),
-    ):
-        if 0 <= i < buckets:
-            out[i][1] += n
+    # column -> (table, its time column, what one row counts)
+    counted = (("bans", "start", "count(*)"), ("violations", "ts", "sum(count)"))
+    for col, (table, ts, amount) in enumerate(counted):
+        within = f"{ts} >= ? AND {ts} < ? GROUP BY 1"
+        sql = f"SELECT CAST(({ts} - ?) / ? AS INTEGER), {amount} FROM {table} WHERE {within}"  # noqa: S608 - fixed names
+        for i, n in ledger.db.execute(sql, (start, step, start, now)):
+            if 0 <= i < buckets:
+                out[i][col] += n
     return [(b, a) for b, a in out]
 
 
@@ -237,18 +230,13 @@ def ban_history(ledger: Ledger, addrs: Sequence[str] | None = None) -> dict[str,
 
 def violation_history(ledger: Ledger, addrs: Sequence[str] | None = None) -> dict[str, list]:
     """Every violation kept, per address, in order (``ledger.ViolationRecord``)."""
-    from banpipe.ledger import ViolationRecord
+    from banpipe.ledger import SELECT_RECORDS, violation_record
 
     out: dict[str, list] = {}
     for where, params in _addr_filters(addrs):
-        rows = ledger.db.execute(
-            "SELECT addr, ts, alert_ts, sig, msg, priority, victim, reversed, reason, count "
-            "FROM violations " + where + "ORDER BY addr, ts, id",
-            params,
-        )
+        rows = ledger.db.execute(SELECT_RECORDS + where + "ORDER BY addr, ts, id", params)
         for r in rows:
-            rec = ViolationRecord(r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9])
-            out.setdefault(r[0], []).append(rec)
+            out.setdefault(r[11], []).append(violation_record(r))
     return out
 
 

@@ -194,7 +194,8 @@ class Recorded:
 
 
 def merge(into: dict[tuple, list], unit: Mapping[tuple, list]) -> None:
-    """Add a unit's violation groups (``[alert_ts, count, last line]``) to ``into``."""
+    """Add a unit's violation groups (``[alert_ts, count, last line, last alert_ts]``)
+    to ``into``."""
     for key, group in unit.items():
         have = into.get(key)
         if have is None:
@@ -202,3 +203,4 @@ def merge(into: dict[tuple, list], unit: Mapping[tuple, list]) -> None:
         else:
             have[1] += group[1]
             have[2] = group[2]
+            have[3] = group[3]

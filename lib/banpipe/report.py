@@ -346,8 +346,8 @@ def render_offender(
         ),
         (
             (
-                _e(h.alert_ts or "-"),
-                _e(_stamp(h.ts)),
+                _e(_span(h.alert_ts, h.alert_last_ts, h.count) or "-"),
+                _e(_span(_stamp(h.ts), _stamp(h.last), h.count)),
                 _e(h.sig or "?"),
                 f'<span class="msg">{_e(h.msg or "")}</span>',
                 _e("-" if h.priority is None else h.priority),
@@ -381,14 +381,32 @@ def render_offender(
     return _page(f"banpipe: {o.addr}", body, now, up="../")
 
 
+def _span(first: str | None, last: str | None, count: int) -> str | None:
+    """``first``, or ``first to last`` for a record of several that differ."""
+    if count < 2 or not last or last == first:
+        return first
+    return f"{first} to {last}"
+
+
 def render_tracker(addr: str, history: Sequence) -> str:
     """The tracker file: one line per violation record, tab-separated, oldest first:
     alert time, gid:sid:rev, priority, offender -> victim, msg (JSON string), flags
-    (``reversed``, ``xN`` for N identical ones), reason (JSON string)."""
+    (``reversed``, ``xN`` for N identical ones within five minutes, then
+    ``last=TIME``, the last one's alert time, when it differs from the first's),
+    reason (JSON string)."""
     lines = []
     for h in history:
+        last = (h.alert_last_ts or _stamp(h.last)) if h.count > 1 else None
+        if last == (h.alert_ts or _stamp(h.ts)):
+            last = None
         flags = " ".join(
-            f for f in ("reversed" if h.reversed else "", f"x{h.count}" if h.count > 1 else "") if f
+            f
+            for f in (
+                "reversed" if h.reversed else "",
+                f"x{h.count}" if h.count > 1 else "",
+                f"last={last}" if last else "",
+            )
+            if f
         )
         lines.append(
             "\t".join(

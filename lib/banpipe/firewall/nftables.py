@@ -181,6 +181,30 @@ class NftablesBackend:
             self.channel.transact(messages[i : i + step], nftables=True)
         return True
 
+    def replace(self, addrs: Iterable[str]) -> bool:
+        """Make the sets hold exactly ``addrs``: flush and fill them in ONE transaction
+        (never a moment without the bans). False without a channel."""
+        groups = dict(self._groups(addrs))
+        if self.channel is None or not self.channel.ready():
+            return False
+        messages = []
+        for name, _, _ in self._families():
+            # DELSETELEM without elements flushes the set.
+            flush = setelem_filter(NFPROTO_INET, self.settings.table, name)
+            messages.append(Message(nft_type(NFT_MSG_DELSETELEM), flush, 0, f"flush {name}"))
+            group = groups.get(name, [])
+            for i in range(0, len(group), CHUNK):
+                part = group[i : i + CHUNK]
+                payload = setelem_payload(
+                    NFPROTO_INET, self.settings.table, name, map(packed, part)
+                )
+                where = f"nftables: add element {self.table} {name}"
+                messages.append(
+                    Message(nft_type(NFT_MSG_NEWSETELEM), payload, NLM_F_CREATE, where, part)
+                )
+        self.channel.transact(messages, nftables=True)
+        return True
+
     def flush(self) -> None:
         self._apply([f"flush set {self.table} {name}" for name, _, _ in self._families()])
 
