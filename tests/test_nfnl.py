@@ -239,11 +239,11 @@ def test_max_entries_sizes_the_sets_and_a_change_keeps_the_entries(ns, name):
 @pytest.mark.root
 @skip_unless_root
 def test_nftables_replace_is_one_transaction_to_exactly_the_given_bans(ns):
-    fw = make_backend("nftables", FirewallSettings(), SubprocessRunner(ns.prefix))
+    fw = make_backend("nftables", FirewallConfig(), SubprocessRunner(ns.prefix))
     fw.init()
     fw.block(["192.0.2.1", "192.0.2.2", "2001:db8::1"])
     assert fw.replace(["192.0.2.2", "192.0.2.3"]) is True
     assert fw.check().entries == {"192.0.2.2", "192.0.2.3"}
     # Without a channel the caller compares instead.
-    plain = make_backend("nftables", FirewallSettings(), RecordingRunner())
+    plain = make_backend("nftables", FirewallConfig(), RecordingRunner())
     assert plain.replace(["192.0.2.2"]) is False and plain.runner.calls == []
