@@ -17,18 +17,16 @@ import argparse
 import itertools
 import json
 import os
-import random
 import sys
-import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from banpipe import cli, term
+from banpipe import cli, listing, term
 from banpipe.bantime import format_expiry, format_until, parse_duration
 from banpipe.config import ConfigError, load_config
-from banpipe.ctlenv import Clock, Env
+from banpipe.ctlenv import Clock, Env, add_options
 from banpipe.daemon import Daemon
-from banpipe.ledger import LedgerError, ViolationRecord
+from banpipe.ledger import LedgerError
 from banpipe.protect import canonical
 from banpipe.reconcile import (
     Drift,
@@ -160,16 +158,7 @@ def _add_global_options(p: argparse.ArgumentParser, *, again: bool = False) -> N
     """banctl's global options; ``again`` on each subcommand, so that ``banctl list
     --backend null`` works as well as ``banctl --backend null list``."""
     cli.add_common_arguments(p, again=again)
-    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
-    p.add_argument(
-        "--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)", **extra
-    )
-    p.add_argument(
-        "--backend",
-        choices=("iptables", "ipset", "nftables", "null"),
-        help="firewall backend (default from [firewall] backend)",
-        **extra,
-    )
+    add_options(p, again=again)
 
 
 class _SubParser(cli.ArgumentParser):
@@ -203,17 +192,8 @@ def main(
             config = load_config(args.config)
         except ConfigError as exc:
             raise cli.ToolError(str(exc), cli.EX_CONFIG)
-        env = Env(
-            config=config,
-            ledger_path=args.ledger or config.banctl.ledger,
-            backend=args.backend or config.firewall.backend,
-            stdout=stdout,
-            stderr=stderr,
-            clock=clock or time.time,
-            # Seeded from os.urandom once; per-draw urandom cost 2 us per alert in a flood.
-            rng=rng if rng is not None else random.Random(),
-            runner=runner,
-            report=cli.Reporter(TOOL, stderr),
+        env = Env.build(
+            config, args, stdout, stderr, tool=TOOL, clock=clock, rng=rng, runner=runner
         )
         try:
             return COMMANDS[args.command](env, args, stdin)
@@ -310,49 +290,14 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         env.stdout.write(f"{addr}: not in the ledger (never banned, or history pruned)\n")
         return EX_NOT_FOUND
     history = ledger.history(addr)
-    out, now = env.stdout, env.clock()
+    out = env.stdout
     if args.json:
         out.write(json.dumps(o.as_dict(), ensure_ascii=False) + "\n")
         for h in history:
             out.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
         return cli.EX_OK
-    kind = ("manual" if o.manual else "auto") + (f", from {o.origin}" if o.origin else "")
-    state = f"banned ({kind}) {format_until(o.expires, now)}" if o.active else "not banned"
-    out.write(f"{o.addr}: {state}\n")
-    out.write(
-        f"  first seen {_stamp(o.first_seen)}, last seen {_stamp(o.last_seen)}, "
-        f"{cli.plural(o.violations, 'violation')}, banned {cli.times(o.bans)}\n"
-    )
-    if o.reason:
-        out.write(f"  last reason: {o.reason}\n")
-    for h in history:
-        flag = " (reversed)" if h.reversed else ""
-        prio = f" prio {h.priority}" if h.priority is not None else ""
-        victim = f" -> {h.victim}" if h.victim else ""
-        msg = f" {json.dumps(h.msg, ensure_ascii=False)}" if h.msg else ""
-        flag += f" x{h.count}" if h.count > 1 else ""
-        out.write(f"  {_alert_time(h)}  {h.sig or '?'}{msg}{prio}{victim}{flag}\n")
-    if not history:
-        out.write("  (no violations kept; see [ban] retention)\n")
+    out.write(listing.offender(o, history, env.clock()))
     return cli.EX_OK
-
-
-def _stamp(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _alert_time(v: ViolationRecord) -> str:
-    """When the alert happened (its own time stamp, the IDS's local time), not when
-    banctl recorded it; the record time only for an alert without a usable stamp. For
-    a record of several (within five minutes): ``first to last`` (the last without its
-    date when it is the same day)."""
-    first = v.alert_ts.replace("T", " ")[:19] if v.alert_ts else _stamp(v.ts)
-    if v.count < 2:
-        return first
-    last = v.alert_last_ts.replace("T", " ")[:19] if v.alert_last_ts else _stamp(v.last)
-    if last == first:
-        return first
-    return f"{first} to {last[11:] if last[:11] == first[:11] else last}"
 
 
 def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:

@@ -36,8 +36,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from banpipe import cli, fleet
-from banpipe.config import Config, ConfigError, FleetConfig, load_config
+from banpipe import cli, ctlenv, fleet
+from banpipe.config import ConfigError, FleetConfig, load_config
 from banpipe.ledger import Decision, Ledger, LedgerError
 
 TOOL = "banshare"
@@ -49,8 +49,6 @@ LINGER_STEP_S = 0.002
 CONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between connection attempts
 HEADER_ID = "Nats-Msg-Id"
 SETTLE_S = 2.0  # after a -wal event, how long a commit may take to become visible
-
-Clock = Callable[[], float]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,12 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     cli.add_common_arguments(p)
-    p.add_argument("--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)")
-    p.add_argument(
-        "--backend",
-        choices=("iptables", "ipset", "nftables", "null"),
-        help="firewall backend (default from [firewall] backend)",
-    )
+    ctlenv.add_options(p)
     return p
 
 
@@ -103,7 +96,7 @@ def main(
             where = config.path or "banpipe.toml"
             raise cli.ToolError(f"{where}: [fleet] servers: none configured", cli.EX_CONFIG)
         nats = _import_nats()
-        env = _env(config, args, stdout, stderr)
+        env = ctlenv.Env.build(config, args, stdout, stderr, tool=TOOL)
         share = Share(env, config.fleet, nats)
         from banpipe.firewall import FirewallError
 
@@ -130,23 +123,6 @@ def _import_nats() -> Any:
             cli.EX_UNAVAILABLE,
         )
     return nats
-
-
-def _env(config: Config, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Any:
-    # banctl's Env is the one home of "ledger + firewall + protection from a config".
-    from banpipe.ctlenv import Env
-
-    return Env(
-        config=config,
-        ledger_path=args.ledger or config.banctl.ledger,
-        backend=args.backend or config.firewall.backend,
-        stdout=stdout,
-        stderr=stderr,
-        clock=time.time,
-        rng=random.Random(),
-        runner=None,
-        report=cli.Reporter(TOOL, stderr),
-    )
 
 
 # --------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from typing import IO, Any, NoReturn
 
 from . import __version__
 
+#: The injectable clock of every tool: seconds since the epoch (tests pass a fake one).
+Clock = Callable[[], float]
+
 # sysexits.h
 EX_OK = 0
 EX_USAGE = 64

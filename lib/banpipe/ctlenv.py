@@ -7,8 +7,11 @@ on a fresh machine creates nothing.
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Callable, Iterable
+import random
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -18,7 +21,23 @@ from banpipe.config import Config
 from banpipe.ledger import Ledger, LedgerError
 from banpipe.protect import Protection
 
-Clock = Callable[[], float]
+Clock = cli.Clock
+
+
+def add_options(p: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """``--ledger`` and ``--backend``, the options of every tool that opens the ledger
+    and the firewall (banctl, banshare); ``again`` on a subcommand's parser, so both are
+    accepted after the subcommand too without overriding what came before it."""
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if again else {}
+    p.add_argument(
+        "--ledger", metavar="FILE", help="ledger file (default from [banctl] ledger)", **extra
+    )
+    p.add_argument(
+        "--backend",
+        choices=("iptables", "ipset", "nftables", "null"),
+        help="firewall backend (default from [firewall] backend)",
+        **extra,
+    )
 
 
 @dataclass
@@ -36,6 +55,34 @@ class Env:
     report: cli.Reporter
     _ledger: Ledger | None = None
     _fw: Any = None
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        args: argparse.Namespace,
+        stdout: IO[str],
+        stderr: IO[str],
+        *,
+        tool: str,
+        clock: Clock | None = None,
+        rng: Any = None,
+        runner: Any = None,
+    ) -> Env:
+        """The Env of one run from the config and ``--ledger``/``--backend``;
+        ``clock``, ``rng`` and ``runner`` are for tests (defaults: real ones)."""
+        return cls(
+            config=config,
+            ledger_path=args.ledger or config.banctl.ledger,
+            backend=args.backend or config.firewall.backend,
+            stdout=stdout,
+            stderr=stderr,
+            clock=clock or time.time,
+            # Seeded from os.urandom once; per-draw urandom cost 2 us per alert in a flood.
+            rng=rng if rng is not None else random.Random(),
+            runner=runner,
+            report=cli.Reporter(tool, stderr),
+        )
 
     @property
     def policy(self) -> BanPolicy:

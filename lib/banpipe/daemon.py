@@ -72,6 +72,11 @@ class Daemon:
     """``banctl apply``: reads input and wakes on time, signals and watched files; the
     work is done by its intake, recorder and enforcer (all I/O wired in ``run``)."""
 
+    # About 250 lines, over the house's ~200 on purpose: what is left is the one
+    # select() loop and everything that wakes it (input bursts and flood lingering,
+    # signals, the ledger's and WAN state's inotify, firewall events, deadlines).
+    # Split further, the order of those wake-ups would be scattered over classes.
+
     def __init__(self, env: Env, ledger: Ledger, fw: Any) -> None:
         self.env = env
         self.ledger = ledger

@@ -143,21 +143,14 @@ def histogram(ledger: Ledger, now: float, step: float, buckets: int) -> list[tup
     the last one ending at ``now``."""
     start = now - step * buckets
     out = [[0, 0] for _ in range(buckets)]
-    db = ledger.db
-    for i, n in db.execute(
-        "SELECT CAST((start - ?) / ? AS INTEGER), count(*) FROM bans "
-        "WHERE start >= ? AND start < ? GROUP BY 1",
-        (start, step, start, now),
-    ):
-        if 0 <= i < buckets:
-            out[i][0] += n
-    for i, n in db.execute(
-        "SELECT CAST((ts - ?) / ? AS INTEGER), sum(count) FROM violations "
-        "WHERE ts >= ? AND ts < ? GROUP BY 1",
-        (start, step, start, now),
-    ):
-        if 0 <= i < buckets:
-            out[i][1] += n
+    # column -> (table, its time column, what one row counts)
+    counted = (("bans", "start", "count(*)"), ("violations", "ts", "sum(count)"))
+    for col, (table, ts, amount) in enumerate(counted):
+        within = f"{ts} >= ? AND {ts} < ? GROUP BY 1"
+        sql = f"SELECT CAST(({ts} - ?) / ? AS INTEGER), {amount} FROM {table} WHERE {within}"  # noqa: S608 - fixed names
+        for i, n in ledger.db.execute(sql, (start, step, start, now)):
+            if 0 <= i < buckets:
+                out[i][col] += n
     return [(b, a) for b, a in out]
 
 
