@@ -14,6 +14,7 @@ import io
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -204,6 +205,19 @@ def test_daemon_expires_short_ban_by_itself(tmp_path, pair, backend):
     assert f"{V6}: ban expired, lifted" in err
 
 
+def wait_started(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until banctl apply says it started (its stderr), or fail."""
+    fd, said = proc.stderr.fileno(), ""
+    deadline = time.monotonic() + timeout
+    while "banctl: started" not in said:
+        left = deadline - time.monotonic()
+        assert left > 0, f"banctl apply did not start within {timeout} s: {said}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 4096).decode(errors="replace")
+            assert chunk, f"banctl apply ended before it started: {said}"
+            said += chunk
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kill_9_at_random_moments_never_leaves_drift(tmp_path, pair, backend):
     seed = random.randrange(1 << 30)
@@ -213,6 +227,10 @@ def test_kill_9_at_random_moments_never_leaves_drift(tmp_path, pair, backend):
     for cycle in range(4):
         proc = b.spawn()
         try:
+            # The kill moment counts from banctl's start, not from the spawn: on a loaded
+            # machine start-up alone took longer than the whole window, and every cycle's
+            # kill landed before the first ban ("nothing was banned at all").
+            wait_started(proc)
             # a stream of new offenders (and repeats), killed somewhere in the middle of
             # the work: right after a write, while banctl records and blocks it
             deadline = time.monotonic() + rnd.uniform(0.3, 1.5)
