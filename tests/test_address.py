@@ -149,3 +149,17 @@ def test_from_packed():
     assert from_packed(ipaddress.IPv6Address("2001:db8::1").packed) == "2001:db8::1"
     assert from_packed(b"\0" * 16, socket.AF_INET) is None
     assert from_packed(b"\0" * 5) is None
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16)))
+def test_from_packed_is_the_rule_for_every_packed_address(raw):
+    """The kernel's bytes read as the one rule reads their ipaddress text, whichever
+    way from_packed takes (straight from inet_ntop or through canonical)."""
+    assert from_packed(raw) == rule(str(ipaddress.ip_address(raw)))
+
+
+def test_from_packed_of_the_embedded_forms():
+    for text in ("::192.0.2.1", "::ffff:0:192.0.2.1", "64:ff9b::192.0.2.1", "::ffff:0.0.0.0"):
+        raw = ipaddress.IPv6Address(text).packed
+        assert from_packed(raw) == rule(text), text
