@@ -172,8 +172,8 @@ def ipset_wait(ns: str, addr: str, timeout: float = 5.0) -> float:
         ChannelError,
         ipset_payload,
         ipset_type,
-        packed,
     )
+    from banpipe.address import packed
 
     global _TEST_CHANNEL
     if _TEST_CHANNEL is None or _TEST_CHANNEL.netns != ns:
