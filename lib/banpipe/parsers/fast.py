@@ -67,12 +67,13 @@ _FAST = re.compile(
 # A line that is an alert_fast line in every field but carries text Snort never prints
 # between its tags or after its addresses (hand-edited files, concatenated writers).  The
 # fields are all where they belong, so the alert is kept and the extra text reported.
-_LENIENT = re.compile(
+# Compiled at first use (re's cache keeps it): it takes longer to compile than _FAST,
+# 10-15 ms of every start-up, and only odd lines need it.
+_LENIENT_TEXT = (
     rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
     rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
     rf"(?:([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) )?\[\*\*\]"
-    rf"([{_TXT}]*?) \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)( [{_TXT}]*)?\Z",
-    re.ASCII,
+    rf"([{_TXT}]*?) \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)( [{_TXT}]*)?\Z"
 )
 _LENIENT_CLS = re.compile(rf"\[Classification: ({_CLS}*)\]")
 _LENIENT_PRIO = re.compile(r"\[Priority: (-?\d{1,10})\]")
@@ -284,7 +285,7 @@ class FastLines:
         return [ParseError(lineno, R_MALFORMED, _short(line))]
 
     def _lenient(self, line: str, lineno: int) -> list | None:
-        m = _LENIENT.match(line)
+        m = re.match(_LENIENT_TEXT, line, re.ASCII)  # (re caches the compiled pattern)
         if m is None:
             return None
         dtok, time, spaces, action, ids, msg, tags, proto, src, dst, tail = m.groups()
