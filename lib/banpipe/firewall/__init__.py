@@ -118,22 +118,20 @@ def validate_addresses(addrs: Iterable[str], *, ipv6: bool = True) -> tuple[list
     """
     if isinstance(addrs, str):
         raise FirewallError("addresses must be an iterable of strings, not one string")
-    v4: dict[str, None] = {}
-    v6: dict[str, None] = {}
-    for a in addrs:
-        if not isinstance(a, str):
-            raise FirewallError(f"not an address: {a!r}")
-        # A non-canonical spelling would make the firewall's entry differ from banctl's
-        # ledger forever; refuse rather than guess.
-        if (address.canonical(a) if "/" not in a else address.entry(a)) != a:
-            raise FirewallError(f"not a canonical IPv4/IPv6 address or network: {a!r}")
-        if ":" in a:
-            if not ipv6:
-                raise FirewallError(f"IPv6 is disabled, cannot handle {a}")
-            v6[a] = None
-        else:
-            v4[a] = None
-    return list(v4), list(v6)
+    try:
+        unique = dict.fromkeys(addrs)
+    except TypeError:
+        raise FirewallError(f"not an address: {addrs!r}") from None
+    # A non-canonical spelling would make the firewall's entry differ from banctl's
+    # ledger forever; refuse rather than guess.
+    if not address.all_entries(unique):
+        bad = next(a for a in unique if not address.all_entries((a,)))
+        raise FirewallError(f"not a canonical IPv4/IPv6 address or network: {bad!r}")
+    v4 = [a for a in unique if ":" not in a]
+    if len(v4) < len(unique) and not ipv6:
+        bad = next(a for a in unique if ":" in a)
+        raise FirewallError(f"IPv6 is disabled, cannot handle {bad}")
+    return v4, [a for a in unique if ":" in a]
 
 
 def split(group: Iterable[str]) -> tuple[list[str], list[str]]:

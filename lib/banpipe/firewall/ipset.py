@@ -18,6 +18,7 @@ the rules back.
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Iterable
 
 from banpipe.address import from_packed, packed
@@ -34,6 +35,7 @@ from . import (
 )
 from .ipsetmsg import (
     ipset_entries,
+    ipset_head,
     ipset_header,
     ipset_list_payload,
     ipset_payload,
@@ -244,23 +246,63 @@ class IpsetBackend:
         if not self._send(IPSET_CMD_DEL, groups):
             self._update([f"del -exist {name} {a}" for name, _, group in groups for a in group])
 
-    def _send(self, cmd: int, groups: list[tuple[str, str, list[str]]]) -> bool:
-        """Add or delete on the netlink channel, one message per address (without
-        NLM_F_EXCL: what ``-exist`` means). False when the caller must use ``ipset
-        restore``: no channel, or a set is missing (the restore path re-creates it)."""
+    def _send(
+        self, cmd: int, groups: list[tuple[str, str, list[str]]], into: str | None = None
+    ) -> bool:
+        """Add or delete on the netlink channel, one message per entry (without
+        NLM_F_EXCL: what ``-exist`` means); ``into``: another set of the same kind to send
+        the (one) group to. False when the caller must use ``ipset restore``: no channel,
+        or a set is missing (the restore path re-creates it)."""
         if self.channel is None or not groups or not self.channel.ready():
             return False
         verb = "add" if cmd == IPSET_CMD_ADD else "del"
+        pton = socket.inet_pton
         try:
-            for name, _, group in groups:
+            for name, family, group in groups:
+                target = into or name
+                af, n = (socket.AF_INET6, 16) if family == "inet6" else (socket.AF_INET, 4)
+                head = ipset_head(target, n, None)
+                net = self._kind(name) == KIND[NET]
                 # Built a batch at a time: a million messages at once held 130 MiB.
                 for i in range(0, len(group), BATCH):
-                    items = [(_payload(name, a), a) for a in group[i : i + BATCH]]
-                    self.channel.each(ipset_type(cmd), items, f"ipset: {verb} {name}")
+                    part = group[i : i + BATCH]
+                    if net:
+                        items = [(_payload(target, a), a) for a in part]
+                    else:  # an address is the message's last bytes (ipsetmsg.ipset_head)
+                        items = [(head + pton(af, a), a) for a in part]
+                    self.channel.each(ipset_type(cmd), items, f"ipset: {verb} {target}")
         except ChannelError as exc:
             if exc.errno != errno.ENOENT:
                 raise
             return False
+        return True
+
+    def replace(self, addrs: Iterable[str]) -> bool:
+        """Make the sets hold exactly ``addrs`` without reading them and without a moment
+        without the bans: each set's contents are filled into a fresh set, which is then
+        swapped in (``swap`` exchanges contents under the names: the rules keep working)
+        and the old contents destroyed. False without a channel. A full set raises
+        FirewallFull, the sets unchanged."""
+        if self.channel is None or not self.channel.ready():
+            return False
+        by_set = {name: group for name, _, group in self._groups(addrs)}
+        for _, name, family in self._sets(("", NET)):
+            tmp = f"{name[:26]}-new"
+            kind = self._kind(name)
+            self._restore(
+                [
+                    f"create -exist {tmp} {kind} family {family}",
+                    f"destroy {tmp}",
+                    f"create {self._create(tmp, family, kind)}",
+                ]
+            )
+            try:
+                group = by_set.get(name, [])
+                if group and not self._send(IPSET_CMD_ADD, [(name, family, group)], into=tmp):
+                    raise FirewallError(f"ipset: {tmp} vanished while it was filled")
+                self._restore([f"swap {tmp} {name}"])
+            finally:
+                self._restore([f"destroy {tmp}"])
         return True
 
     def flush(self) -> None:

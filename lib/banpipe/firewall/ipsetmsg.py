@@ -36,11 +36,11 @@ from .nfproto import (
 
 def ipset_payload(setname: str, key: bytes, cidr: int | None = None) -> bytes:
     """IPSET_CMD_ADD/DEL payload for one address (or network with ``cidr``)."""
-    return _ipset_head(setname, len(key), cidr) + key
+    return ipset_head(setname, len(key), cidr) + key
 
 
 @functools.lru_cache(maxsize=64)
-def _ipset_head(setname: str, keylen: int, cidr: int | None) -> bytes:
+def ipset_head(setname: str, keylen: int, cidr: int | None) -> bytes:
     # Everything but the address is the same for every message to one set: the address
     # is the last attribute, so a message is this head plus its 4 or 16 bytes.
     v6 = keylen == 16
