@@ -435,6 +435,10 @@ def test_ban_a_range_list_show_pin_unban(cfg, fw):
     assert fw.entries == {"203.0.113.70", "2001:db8:66::/64"}
     rc, out, _ = run([*args, "check"])
     assert rc == 0, out
+    pages = cfg.wan.parent / "pages"
+    rc, out, _ = run([*args, "report", "--html", str(pages)])
+    assert rc == 0, out
+    assert "2001:db8:66::/64" in (pages / "o" / "2001-db8-66--_64.html").read_text()
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections import deque
+from itertools import repeat
 from typing import Any
 
 from banpipe.memo import Memo
@@ -311,22 +313,46 @@ class Ranges:
 
 def all_entries(texts: Any) -> bool:
     """Whether every item of ``texts`` is a canonical entry (:func:`entry` of it is
-    itself): the bulk check before a million entries go to the firewall, one libc round
-    trip per address instead of a :func:`canonical` call and its memo (1.3 s -> 0.4 s)."""
-    pton, ntop, fast = _PTON, _NTOP, V4_PTON and V6_LIBC
-    for a in texts:
-        if type(a) is not str:
-            return False
-        if not fast or "/" in a or ("." in a and ":" in a):
-            if entry(a) != a:
-                return False
-            continue
-        try:
-            if ":" in a:
-                if ntop(_AF6, pton(_AF6, a)) != a:
-                    return False
-            else:
-                pton(_AF4, a)
-        except (OSError, ValueError):
-            return False
-    return True
+    itself)."""
+    return sort_entries(texts) is not None
+
+
+def sort_entries(texts: Any) -> tuple[list[str], list[str], list[str]] | None:
+    """(IPv4 addresses, IPv6 addresses, ranges) of ``texts`` in their order, or None
+    unless every item is a canonical entry: the bulk check before a million entries go
+    to the firewall. Addresses are judged by libc in C loops (IPv4: inet_pton accepts
+    exactly the rule's text; IPv6: inet_ntop gives the text back), ranges and dotted
+    IPv6 by :func:`entry`. A million: 0.3 s, where one :func:`canonical` call each
+    took 1.3 s."""
+    items = texts if type(texts) is list else list(texts)
+    if not set(map(type, items)) <= {str}:
+        return None
+    if not (V4_PTON and V6_LIBC):
+        if not all(entry(a) == a for a in items):
+            return None
+        nets = [a for a in items if "/" in a]
+        hosts = [a for a in items if "/" not in a]
+        return [a for a in hosts if ":" not in a], [a for a in hosts if ":" in a], nets
+    v4: list[str] = []
+    v6: list[str] = []
+    odd: list[str] = []
+    for a in items:
+        (odd if "/" in a or ("." in a and ":" in a) else v6 if ":" in a else v4).append(a)
+    try:
+        deque(map(_PTON, repeat(_AF4), v4), maxlen=0)
+        # Compared as they come: no second million strings held (55 MB).
+        same = all(map(str.__eq__, map(_NTOP, repeat(_AF6), map(_PTON, repeat(_AF6), v6)), v6))
+        back = v6 if same else list(map(_NTOP, repeat(_AF6), map(_PTON, repeat(_AF6), v6)))
+    except (OSError, ValueError):
+        return None
+    if back != v6:  # libc writes some addresses dotted (::0.1.0.0): ipaddress judges those
+        if any("." not in b for a, b in zip(v6, back, strict=True) if a != b):
+            return None
+        odd += [a for a, b in zip(v6, back, strict=True) if a != b]
+    if not all(entry(a) == a for a in odd):
+        return None
+    nets = [a for a in odd if "/" in a]
+    if len(nets) < len(odd):  # dotted IPv6 addresses (no range): back in order
+        dotted = {a for a in odd if "/" not in a}
+        v6 = [a for a in items if a in dotted or (":" in a and "/" not in a)]
+    return v4, v6, nets

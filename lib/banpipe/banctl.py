@@ -28,7 +28,6 @@ from banpipe.config import ConfigError, load_config
 from banpipe.convert import parse_duration
 from banpipe.ctlargs import TOOL, build_parser
 from banpipe.ctlenv import Clock, Env
-from banpipe.daemon import Daemon
 from banpipe.ledger import LedgerError
 from banpipe.reconcile import (
     block,
@@ -90,6 +89,10 @@ def main(
 
 def cmd_apply(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger, fw = env.ledger(), env.firewall()
+    # Imported here: the admin commands do without the daemon's modules (list's first
+    # page sooner).
+    from banpipe.daemon import Daemon
+
     Daemon(env, ledger, fw).run(getattr(stdin, "buffer", stdin))
     return cli.EX_OK
 

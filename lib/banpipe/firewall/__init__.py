@@ -53,8 +53,8 @@ __all__ = [
     "canonical",
     "conntrack_sources",
     "make_backend",
-    "split",
     "validate_addresses",
+    "validate_entries",
 ]
 
 log = logging.getLogger("banpipe.firewall")
@@ -109,38 +109,41 @@ class Backend(Protocol):
 
 def validate_addresses(addrs: Iterable[str], *, ipv6: bool = True) -> tuple[list[str], list[str]]:
     """Return (IPv4, IPv6) entries (addresses and ranges), duplicates removed, order
-    kept.
+    kept within addresses and within ranges.
 
     Raises FirewallError for anything that is not a canonical entry (no zone ids, no
     surrounding space, no uppercase hex, no host bits, no /32 or /128: that is the
     address), and for IPv6 entries when ``ipv6`` is False. Nothing partial: all are
     checked before any is used.
     """
+    v4, v6, v4nets, v6nets = validate_entries(addrs, ipv6=ipv6)
+    return v4 + v4nets, v6 + v6nets
+
+
+def validate_entries(
+    addrs: Iterable[str], *, ipv6: bool = True
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """``validate_addresses`` sorted for the backends: (IPv4 addresses, IPv6 addresses,
+    IPv4 ranges, IPv6 ranges), in one pass over a million."""
     if isinstance(addrs, str):
         raise FirewallError("addresses must be an iterable of strings, not one string")
     try:
-        unique = dict.fromkeys(addrs)
+        # A set is unique already: no second table of a million keys (40 MB).
+        unique = addrs if isinstance(addrs, (set, frozenset)) else dict.fromkeys(addrs)
     except TypeError:
         raise FirewallError(f"not an address: {addrs!r}") from None
     # A non-canonical spelling would make the firewall's entry differ from banctl's
     # ledger forever; refuse rather than guess.
-    if not address.all_entries(unique):
+    sorted_ = address.sort_entries(unique)
+    if sorted_ is None:
         bad = next(a for a in unique if not address.all_entries((a,)))
         raise FirewallError(f"not a canonical IPv4/IPv6 address or network: {bad!r}")
-    v4 = [a for a in unique if ":" not in a]
-    if len(v4) < len(unique) and not ipv6:
-        bad = next(a for a in unique if ":" in a)
-        raise FirewallError(f"IPv6 is disabled, cannot handle {bad}")
-    return v4, [a for a in unique if ":" in a]
-
-
-def split(group: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(addresses, ranges) of validated entries, order kept."""
-    hosts: list[str] = []
-    nets: list[str] = []
-    for e in group:
-        (nets if "/" in e else hosts).append(e)
-    return hosts, nets
+    v4, v6, nets = sorted_
+    v4nets = [n for n in nets if ":" not in n]
+    v6nets = [n for n in nets if ":" in n]
+    if (v6 or v6nets) and not ipv6:
+        raise FirewallError(f"IPv6 is disabled, cannot handle {(v6 or v6nets)[0]}")
+    return v4, v6, v4nets, v6nets
 
 
 def canonical(text: str) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Iterable
+from itertools import repeat
 
 from banpipe.address import from_packed, packed
 from banpipe.config import FirewallConfig
@@ -30,8 +31,7 @@ from . import (
     FirewallState,
     Runner,
     canonical,
-    split,
-    validate_addresses,
+    validate_entries,
 )
 from .ipsetmsg import (
     ipset_entries,
@@ -217,10 +217,9 @@ class IpsetBackend:
     def _groups(self, addrs: Iterable[str]) -> list[tuple[str, str, list[str]]]:
         """(set name, ipset family, entries) per set that has entries: addresses to a
         family's hash:ip set, ranges to its hash:net set."""
-        v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
+        v4, v6, v4nets, v6nets = validate_entries(addrs, ipv6=self.settings.ipv6)
         by_set = {}
-        for fam, group in ((V4, v4), (V6, v6)):
-            hosts, nets = split(group)
+        for fam, hosts, nets in ((V4, v4, v4nets), (V6, v6, v6nets)):
             by_set[self._set(fam)], by_set[self._set(fam) + NET] = hosts, nets
         return [(n, f, by_set[n]) for _, n, f in self._sets(("", NET)) if by_set.get(n)]
 
@@ -266,11 +265,13 @@ class IpsetBackend:
                 # Built a batch at a time: a million messages at once held 130 MiB.
                 for i in range(0, len(group), BATCH):
                     part = group[i : i + BATCH]
+                    where = f"ipset: {verb} {target}"
                     if net:
                         items = [(_payload(target, a), a) for a in part]
+                        self.channel.each(ipset_type(cmd), items, where)
                     else:  # an address is the message's last bytes (ipsetmsg.ipset_head)
-                        items = [(head + pton(af, a), a) for a in part]
-                    self.channel.each(ipset_type(cmd), items, f"ipset: {verb} {target}")
+                        keys = list(map(pton, repeat(af), part))
+                        self.channel.each_key(ipset_type(cmd), head, keys, part, where)
         except ChannelError as exc:
             if exc.errno != errno.ENOENT:
                 raise

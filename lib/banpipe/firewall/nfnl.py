@@ -29,6 +29,7 @@ import socket
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice, repeat
 
 from banpipe.netlink import (
     NLM_F_DUMP,
@@ -356,13 +357,37 @@ class Channel:
             if size & 3:
                 parts.append(b"\0" * (4 - (size & 3)))
         errors, _others = self.request(b"".join(parts), first + n - 1)
-        if errors:
-            failed = [items[e.seq - first][1] for e in errors if 0 <= e.seq - first < n]
-            what = describe(errors[0].error, errors[0].text)
-            shown = ", ".join(failed[:3]) + (
-                f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        _raise_for(errors, first, [addr for _, addr in items], where)
+
+    def each_key(
+        self, mtype: int, head: bytes, keys: Sequence[bytes], addrs: Sequence[str], where: str
+    ) -> None:
+        """``each`` for messages that are one ``head`` plus a key of one length each
+        (ipset's add/del of addresses): the datagram is packed in C, one struct per
+        message (a million: 0.3 s instead of 2 s of Python). ``addrs[i]`` names
+        ``keys[i]`` in errors."""
+        n = len(keys)
+        if not n:
+            return
+        first = self.seq(n)
+        size = _HDR.size + len(head) + len(keys[0])
+        msg = struct.Struct(f"=IHHII{len(head)}s{len(keys[0])}s{-size & 3}x")
+        last = n - 1
+        body = b"".join(
+            map(
+                msg.pack,
+                repeat(size, last),
+                repeat(mtype),
+                repeat(NLM_F_REQUEST),
+                range(first, first + last),
+                repeat(0),
+                repeat(head),
+                islice(keys, last),
             )
-            raise _refused(f"{where}: {shown}: {what}", errors[0].error, failed)
+        )
+        ack = msg.pack(size, mtype, NLM_F_REQUEST | NLM_F_ACK, first + last, 0, head, keys[last])
+        errors, _others = self.request(body + ack, first + last)
+        _raise_for(errors, first, addrs, where)
 
     def dump(self, mtype: int, payload: bytes) -> list[bytes]:
         """The payloads of a dump request's answers."""
@@ -410,6 +435,18 @@ class Channel:
                     return U32.unpack(gen)[0] if len(gen) == 4 else 0
         finally:
             sock.setblocking(False)
+
+
+def _raise_for(errors: list[Answer], first: int, addrs: Sequence[str], where: str) -> None:
+    """ChannelError naming the addresses of the failed messages (seq ``first + i`` was
+    about ``addrs[i]``); nothing when there were no errors."""
+    if not errors:
+        return
+    n = len(addrs)
+    failed = [addrs[e.seq - first] for e in errors if 0 <= e.seq - first < n]
+    what = describe(errors[0].error, errors[0].text)
+    shown = ", ".join(failed[:3]) + (f" (and {len(failed) - 3} more)" if len(failed) > 3 else "")
+    raise _refused(f"{where}: {shown}: {what}", errors[0].error, failed)
 
 
 def channel_for(runner: object) -> Channel | None:
