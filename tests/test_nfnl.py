@@ -242,6 +242,21 @@ def test_max_entries_sizes_the_sets_and_a_change_keeps_the_entries(ns, name):
 
 @pytest.mark.root
 @skip_unless_root
+def test_nftables_check_reads_only_our_table(ns):
+    # firewalld keeps its chains in `table inet firewalld`; the kernel's chain dump
+    # has no table filter, and they were read as unexpected chains of ours.
+    fw = make_backend("nftables", FirewallConfig(), SubprocessRunner(ns.prefix))
+    fw.init()
+    ns.run(["nft", "add", "table", "inet", "firewalld"], check=True)
+    ns.run(["nft", "add", "chain", "inet", "firewalld", "filter_INPUT"], check=True)
+    ns.run(["nft", "add", "chain", "inet", "banpipe", "stray"], check=True)
+    state = fw.check()
+    assert state.structure_ok
+    assert state.problems == ["nftables: unexpected chain stray"]
+
+
+@pytest.mark.root
+@skip_unless_root
 def test_nftables_replace_is_one_transaction_to_exactly_the_given_bans(ns):
     fw = make_backend("nftables", FirewallConfig(), SubprocessRunner(ns.prefix))
     fw.init()

@@ -383,6 +383,8 @@ def nft_items(channel: Channel, table: str) -> list[dict]:
         items.append({"set": {"name": _name(a.get(2)), "table": table, "type": typ}})
     for body in channel.dump(nft_type(NFT_MSG_GETCHAIN), head):
         a = parse_attrs(body, _NFGENMSG.size)
+        if _name(a.get(1)) != table:
+            continue  # the kernel dumps the chains of every table of the family
         chain: dict = {"name": _name(a.get(3)), "table": table}
         if 4 in a:
             hook = parse_attrs(a[4]).get(1, b"")
