@@ -135,16 +135,7 @@ def repair(backend: str, repeat: int) -> dict[str, list[float]]:
                 (d / "ruleset.nft").write_text(RULESET)
                 (d / "saved.v4").write_text(SAVED)
                 fill_ledger(d / "ledger.sqlite3", addresses(1000), [])
-                proc = subprocess.Popen(
-                    [*ns.prefix, PY, BANCTL, "--config", str(cfg), "apply"],
-                    stdin=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=ENV,
-                )
-                lines: queue.Queue[tuple[float, str]] = queue.Queue()
-                threading.Thread(target=_pump, args=(proc.stderr, lines), daemon=True).start()
-                _wait_line(lines, "banctl: started")
+                proc, lines = start_apply(ns, cfg)
                 times = []
                 for _ in range(repeat):
                     argv = [a.format(ruleset=d / "ruleset.nft", saved=d / "saved.v4") for a in wipe]
@@ -231,16 +222,7 @@ def firewalld_reload(backend: str, repeat: int) -> dict[str, list[float] | str]:
             fill_ledger(d / "ledger.sqlite3", addresses(1000), [])
             fwd = Firewalld(ns, d)
             try:
-                proc = subprocess.Popen(
-                    [*ns.prefix, PY, BANCTL, "--config", str(cfg), "apply"],
-                    stdin=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=ENV,
-                )
-                lines: queue.Queue[tuple[float, str]] = queue.Queue()
-                threading.Thread(target=_pump, args=(proc.stderr, lines), daemon=True).start()
-                _wait_line(lines, "banctl: started")
+                proc, lines = start_apply(ns, cfg)
                 times: list[float] = []
                 for _ in range(repeat):
                     r = fwd.cmd("--reload")
@@ -264,6 +246,21 @@ def firewalld_reload(backend: str, repeat: int) -> dict[str, list[float] | str]:
             return {"firewall-cmd --reload": times or "untouched"}
     finally:
         ns.close()
+
+
+def start_apply(ns: Namespace, cfg: Path) -> tuple[subprocess.Popen, queue.Queue]:
+    """`banctl apply` in ``ns``, its stderr lines timed into a queue, once started."""
+    proc = subprocess.Popen(
+        [*ns.prefix, PY, BANCTL, "--config", str(cfg), "apply"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    lines: queue.Queue[tuple[float, str]] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stderr, lines), daemon=True).start()
+    _wait_line(lines, "banctl: started")
+    return proc, lines
 
 
 def _pump(stream, into: queue.Queue) -> None:
