@@ -130,6 +130,13 @@ class Follower:
         self.mark_out = mark
         self.marked: tuple | None = None
         self.mark_opened = False
+        # The end of the last file finished (switched from, or a copytruncate copy read
+        # to its end): the position while the file being read holds nothing we know of.
+        # A position at 0 of an empty file cannot tell it from the same inode copied
+        # and truncated while we are down (soak seed 2, bench/README.md); from here a
+        # restart finds, by their times, the copies made after it (find_rotated and
+        # rotated_since).
+        self.prior: Position | None = None
 
     # -- opening -----------------------------------------------------------------------
 
@@ -278,9 +285,20 @@ class Follower:
 
     def _rest_from_copy(self, cur: Cursor) -> None:
         """copytruncate: read what we had not read yet from the copy (banpipe.rotation)."""
+        self.prior = None  # a truncation without a copy: no file holds what came before
         read_rest_from_copy(
-            self.path, cur, self.queued, self._emitter(cur), self.note, read=self.queued
+            self.path,
+            cur,
+            self.queued,
+            self._emitter(cur),
+            self.note,
+            read=self.queued,
+            done=self._copy_read,
         )
+
+    def _copy_read(self, cur: Cursor) -> None:
+        """``cur`` (its descriptor the copy's) was read to the copy's end."""
+        self.prior = self._position_of(cur)
 
     def _copied_before_read(self, cur: Cursor) -> bool:
         """copytruncate of a file opened empty, before its first read (banpipe.rotation)."""
@@ -296,6 +314,7 @@ class Follower:
             self.note,
             self.new_parser,
             read=self.queued,
+            done=self._copy_read,
         )
 
     def _finish(self, cur: Cursor) -> None:
@@ -392,6 +411,7 @@ class Follower:
 
     def _switch(self, nxt: Cursor) -> None:
         old = self.cur
+        self.prior = self.position()
         if self.watches is not None:
             self.watches.promote_next()
         if old is not None:
@@ -403,6 +423,7 @@ class Follower:
     def _next_in_queue(self) -> None:
         """Go on with the oldest rotated file not read yet (start-up after rotations)."""
         nxt = self.queue.pop(0)
+        self.prior = self.position()
         if self.watches is not None:
             self.watches.drop_cur()
         if self.cur is not None:
@@ -428,16 +449,24 @@ class Follower:
         cur = self.cur
         if cur is None or cur.fd is None:
             return None
+        if cur.fp_len == 0 and self.prior is not None:
+            return self.prior  # nothing read from this file yet (see ``prior``)
+        return self._position_of(cur)
+
+    def _position_of(self, cur: Cursor) -> Position:
+        """Where ``cur`` is committed, in the file its descriptor is open on now."""
+        assert cur.fd is not None
+        st = os.fstat(cur.fd)
         offset, lineno = cur.committed()
         return Position(
             path=self.abspath,
-            inode=cur.ino,
-            device=cur.dev,
+            inode=st.st_ino,
+            device=st.st_dev,
             offset=offset,
             lineno=lineno,
             fp_len=cur.fp_len,
             fingerprint=cur.fp,
-            size=cur.size(),
+            size=st.st_size,
             before=bytes_before(cur.fd, offset),
         )
 
