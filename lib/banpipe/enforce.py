@@ -170,16 +170,26 @@ class Enforcer:
         """Listen for our part of the firewall being taken away (banpipe.fwevents)."""
         if self.fw.name not in ("iptables", "ipset", "nftables"):
             return
-        from banpipe.fwevents import Concern, FirewallEvents
+        from banpipe.fwevents import Concern, FirewallEvents, unannounced
 
         s = self.env.config.firewall
+        why = None
+        if self.fw.name != "nftables":
+            try:
+                version = self.fw.runner(["iptables", "-V"], check=False).stdout
+            except firewall_error() as exc:
+                version = str(exc)
+            why = unannounced(self.fw.name, version)
         try:
-            self.events = FirewallEvents(Concern(self.fw.name, s.table, s.chain, s.hooks))
+            if why is None:
+                self.events = FirewallEvents(Concern(self.fw.name, s.table, s.chain, s.hooks))
         except OSError as exc:
+            why = str(exc.strerror or exc)
+        if why is not None:
             self.report.say(
                 None,
-                f"no firewall change events ({exc.strerror or exc}); drift is repaired "
-                "at the periodic check only",
+                f"no firewall change events ({why}); drift is repaired at the periodic "
+                f"check only (every {self.check_interval:g} s)",
                 level=cli.WARNING,
             )
 
