@@ -24,7 +24,8 @@ from typing import IO, Any
 from banpipe import cli, listing, term
 from banpipe.address import canonical
 from banpipe.bantime import format_until
-from banpipe.config import ConfigError, load_config, parse_duration
+from banpipe.config import ConfigError, load_config
+from banpipe.convert import parse_duration
 from banpipe.ctlargs import TOOL, build_parser
 from banpipe.ctlenv import Clock, Env
 from banpipe.daemon import Daemon

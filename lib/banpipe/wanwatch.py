@@ -59,7 +59,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from banpipe import cli
-from banpipe.config import ConfigError, load_config, parse_duration
+from banpipe.config import ConfigError, load_config
+from banpipe.convert import parse_duration
 from banpipe.netlink import NetlinkOverflow, RouteSocket, RouteTable
 from banpipe.pipe import Writer, binary_output
 from banpipe.wanhooks import DEFAULT_HOOK_TIMEOUT, Hooks
