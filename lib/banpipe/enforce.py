@@ -139,7 +139,12 @@ class Enforcer:
         with self.ledger.locked():
             drift = reconcile(self.ledger, self.fw, self.env)
         self.monitor.checked(drift)
-        self.own_events()
+        if self.events is not None and self.events.read():
+            # Changes to our part while we repaired: our own, or a wipe by someone else
+            # meanwhile (firewalld's reload rewrites ip, then ip6, with a repair of the
+            # first in between), which cannot be told apart here. Look once more at
+            # once: a clean look changes nothing, so this ends.
+            self.next_check = time.monotonic()
         if not drift.clean:
             self.report.say(None, f"{said}: {drift.summary()}", level=cli.WARNING)
 
