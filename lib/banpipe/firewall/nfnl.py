@@ -314,13 +314,18 @@ class Rule:
     action: str | None = None
 
 
+def rule_handle(payload: bytes) -> int | None:
+    """The handle of a NEWRULE message (dump or echo); None without one."""
+    raw = parse_attrs(payload, _NFGENMSG.size).get(NFTA_RULE_HANDLE)
+    return struct.unpack("!Q", raw)[0] if raw is not None and len(raw) == 8 else None
+
+
 def parse_rule(payload: bytes) -> Rule | None:
     """A NEWRULE message (dump or echo) -> Rule; None without a handle."""
-    attrs = parse_attrs(payload, _NFGENMSG.size)
-    raw = attrs.get(NFTA_RULE_HANDLE)
-    if raw is None or len(raw) != 8:
+    handle = rule_handle(payload)
+    if handle is None:
         return None
-    handle = struct.unpack("!Q", raw)[0]
+    attrs = parse_attrs(payload, _NFGENMSG.size)
     names: list[str] = []
     key = mask = b""
     for e in _list(attrs.get(NFTA_RULE_EXPRESSIONS, b"")):
