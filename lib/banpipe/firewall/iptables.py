@@ -449,7 +449,10 @@ class IptablesBackend:
     def release(self, addrs: Iterable[str]) -> None:
         chain = self.xt.chain
         groups = self._by_family(addrs)
-        if groups and self._native():
+        # The kernel finds a rule to delete by walking the chain: 100,000 deletions by
+        # handle from a 100,000-rule chain took 109 s (an orderly stop, beyond systemd's
+        # 90 s stop timeout). Many go by rebuilding the chain (below: 10,000 in 0.7 s).
+        if groups and sum(len(g) for _, g in groups) <= BULK_DELETE and self._native():
             self._native_release(groups)
             return
         for fam, group in groups:
