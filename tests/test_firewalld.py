@@ -9,6 +9,7 @@ systemd, so no unit drop-in sees it."""
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 
 import pytest
@@ -42,3 +43,22 @@ def test_firewalld_reload_leaves_the_nftables_table_alone():
     assert bench_durability.firewalld_reload("nftables", 1) == {
         "firewall-cmd --reload": "untouched"
     }
+
+
+def test_firewall_cmd_state_answers_once_a_hup_reload_is_done(tmp_path):
+    """What the role's firewalld drop-in relies on: its ExecReload is a kill -HUP that
+    returns at once, so the drop-in first runs `firewall-cmd --state`, which firewalld
+    answers only after the reload (here: after a chain firewalld's reload removes is
+    gone); the restore that follows is not undone by the reload."""
+    ns = bench_durability.Namespace()
+    try:
+        fwd = bench_durability.Firewalld(ns, tmp_path)
+        try:
+            assert ns.run(["iptables", "-N", "BEFORE_RELOAD"]).returncode == 0
+            fwd.daemon.send_signal(signal.SIGHUP)
+            assert fwd.cmd("--state").stdout.strip() == "running"
+            assert ns.run(["iptables", "-S", "BEFORE_RELOAD"]).returncode != 0
+        finally:
+            fwd.close()
+    finally:
+        ns.close()
