@@ -48,6 +48,15 @@ def sids(out: ListOutput) -> list[int]:
     return [x["sid"] for x in out.items]
 
 
+def resumed(f: Path, saved) -> ListOutput:
+    """A restart at ``saved``: what one step reads."""
+    out: ListOutput = ListOutput()
+    fo = follower(f, out, [])
+    fo.start(saved=saved, from_start=True)
+    fo.step()
+    return out
+
+
 def copytruncate(f: Path, copy: Path) -> None:
     copy.write_bytes(f.read_bytes())
     with open(f, "r+") as fh:
@@ -294,11 +303,7 @@ def test_resume_at_the_start_of_an_empty_file_copied_and_truncated_meanwhile(tmp
     with open(f, "a") as fh:
         fh.write(line(4))
 
-    out, notes = ListOutput(), []
-    fo = follower(f, out, notes)
-    fo.start(saved=saved, from_start=True)
-    fo.step()
-    assert sids(out) == [2, 3, 4]
+    assert sids(resumed(f, saved)) == [2, 3, 4]
 
 
 def test_resume_after_a_copytruncate_finds_the_copies_made_while_down(tmp_path):
@@ -306,9 +311,9 @@ def test_resume_after_a_copytruncate_finds_the_copies_made_while_down(tmp_path):
     read it (the rest read from the copy), and again while we are down."""
     f = tmp_path / "alert"
     f.write_text(line(1))
-    out, notes = ListOutput(), []
-    fo = follower(f, out, notes)
-    fo.start(saved=None, from_start=True)
+    out = ListOutput()
+    fo = follower(f, out, [])
+    fo.start(saved=None, from_start=True)  # reads line 1
     fo.step()
     with open(f, "a") as fh:
         fh.write(line(2))
@@ -325,8 +330,4 @@ def test_resume_after_a_copytruncate_finds_the_copies_made_while_down(tmp_path):
     with open(f, "a") as fh:
         fh.write(line(4))
 
-    out, notes = ListOutput(), []
-    fo = follower(f, out, notes)
-    fo.start(saved=saved, from_start=True)
-    fo.step()
-    assert sids(out) == [3, 4]
+    assert sids(resumed(f, saved)) == [3, 4]

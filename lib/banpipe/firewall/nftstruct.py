@@ -17,29 +17,10 @@ import struct
 from banpipe.config import HOOKS, FirewallConfig
 from banpipe.netlink import pack_attr
 
-from .nfnl import (
-    NFPROTO_INET,
-    NFPROTO_IPV4,
-    NFPROTO_IPV6,
-    NFT_MSG_DELRULE,
-    NFT_MSG_NEWRULE,
-    NFTA_DATA_VALUE,
-    NFTA_DATA_VERDICT,
-    NFTA_RULE_CHAIN,
-    NFTA_RULE_EXPRESSIONS,
-    NFTA_RULE_TABLE,
-    NFTA_VERDICT_CODE,
-    NLM_F_APPEND,
-    NLM_F_CREATE,
-    Message,
-    _expr,
-    _nested,
-    _nfgen,
-    _str,
-    _u32,
-    _u64,
-    nft_type,
-)
+from . import nfproto as p
+from .nfnl import Message
+from .nfproto import NFPROTO_INET, NFT_MSG_NEWRULE, NLM_F_APPEND, NLM_F_CREATE, nft_type
+from .nftmsg import _expr
 
 # <linux/netfilter/nf_tables.h>
 NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_DELCHAIN = 0, 3, 5
@@ -51,6 +32,8 @@ NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
 NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS, NFTA_SET_KEY_TYPE = 1, 2, 3, 4
 NFTA_SET_KEY_LEN, NFTA_SET_DESC, NFTA_SET_ID, NFTA_SET_USERDATA = 5, 9, 10, 13
 NFTA_SET_DESC_SIZE = 1
+NFT_SET_INTERVAL = 0x4
+NET = "net"  # a family's set of ranges is its set's name + NET (flags interval)
 NFT_META_NFPROTO = 15
 NFT_PAYLOAD_NETWORK_HEADER = 1
 NFT_REG_VERDICT, NFT_REG_1 = 0, 1
@@ -64,8 +47,8 @@ _KEY_BIG_ENDIAN = struct.pack("=BBI", 0, 4, 2)
 
 # Set name, nft type id, key length, nfproto, saddr offset in the network header.
 _FAMILIES = (
-    ("v4", 7, 4, NFPROTO_IPV4, 12),
-    ("v6", 8, 16, NFPROTO_IPV6, 8),
+    ("v4", 7, 4, p.NFPROTO_IPV4, 12),
+    ("v6", 8, 16, p.NFPROTO_IPV6, 8),
 )
 
 
@@ -76,11 +59,13 @@ def structure_messages(settings: FirewallConfig) -> list[Message]:
     ``v6`` set removed the same way."""
     t = settings.table
     families = _FAMILIES if settings.ipv6 else _FAMILIES[:1]
-    set_ids = {f[0]: i + 1 for i, f in enumerate(families)}
+    sets = [(name + net, fam) for fam in families for name in fam[:1] for net in ("", NET)]
+    set_ids = {name: i + 1 for i, (name, _) in enumerate(sets)}
     create = NLM_F_CREATE
     out = [Message(nft_type(NFT_MSG_NEWTABLE), _table(t), create, f"add table inet {t}")]
-    for name, ktype, klen, _, _ in families:
-        body = _set(t, name, ktype, klen, settings.max_entries, set_ids[name])
+    for name, (_, ktype, klen, _, _) in sets:
+        flags = NFT_SET_INTERVAL if name.endswith(NET) else 0
+        body = _set(t, name, ktype, klen, settings.max_entries, set_ids[name], flags)
         out.append(Message(nft_type(NFT_MSG_NEWSET), body, create, f"add set inet {t} {name}"))
     wanted = {HOOKS[h] for h in settings.hooks}
     tail = _drop_tail(settings)
@@ -93,100 +78,124 @@ def structure_messages(settings: FirewallConfig) -> list[Message]:
         if hook not in wanted:
             out.append(Message(nft_type(NFT_MSG_DELCHAIN), named, 0, f"delete chain {where}"))
             continue
-        rules = _nfgen(NFPROTO_INET) + _str(NFTA_RULE_TABLE, t) + _str(NFTA_RULE_CHAIN, hook)
-        out.append(Message(nft_type(NFT_MSG_DELRULE), rules, 0, f"flush chain {where}"))
-        for fam in families:
+        rules = (
+            p.nfgen(NFPROTO_INET)
+            + p.str_attr(p.NFTA_RULE_TABLE, t)
+            + p.str_attr(p.NFTA_RULE_CHAIN, hook)
+        )
+        out.append(Message(nft_type(p.NFT_MSG_DELRULE), rules, 0, f"flush chain {where}"))
+        for name, fam in sets:
             for exprs in tail:
                 out.append(
                     Message(
                         nft_type(NFT_MSG_NEWRULE),
-                        _rule(t, hook, fam, set_ids[fam[0]], exprs),
+                        _rule(t, hook, name, fam, set_ids[name], exprs),
                         create | NLM_F_APPEND,
                         f"add rule {where}",
                     )
                 )
     if not settings.ipv6:
-        name, ktype, klen, _, _ = _FAMILIES[1]
-        body = _set(t, name, ktype, klen, None, len(set_ids) + 1)
-        out.append(Message(nft_type(NFT_MSG_NEWSET), body, create, f"add set inet {t} v6"))
-        out.append(
-            Message(nft_type(NFT_MSG_DELSET), _set_name(t, name), 0, f"delete set inet {t} v6")
-        )
+        _, ktype, klen, _, _ = _FAMILIES[1]
+        for name, flags in (("v6", 0), ("v6" + NET, NFT_SET_INTERVAL)):
+            body = _set(t, name, ktype, klen, None, len(set_ids) + 1, flags)
+            out.append(Message(nft_type(NFT_MSG_NEWSET), body, create, f"add set inet {t} {name}"))
+            where = f"delete set inet {t} {name}"
+            out.append(Message(nft_type(NFT_MSG_DELSET), _set_name(t, name), 0, where))
     return out
 
 
 def _drop_tail(settings: FirewallConfig) -> list[list[bytes]]:
     """What follows the set lookup in each rule: the rate-limited log (when logging),
     then the drop (``NftablesBackend.chain_rules``)."""
-    verdict = _nested(NFTA_DATA_VERDICT, _u32(NFTA_VERDICT_CODE, NF_DROP))
-    drop = [_expr("immediate", _u32(1, NFT_REG_VERDICT) + _nested(2, verdict))]
+    verdict = p.nested(p.NFTA_DATA_VERDICT, p.u32_attr(p.NFTA_VERDICT_CODE, NF_DROP))
+    drop = [_expr("immediate", p.u32_attr(1, NFT_REG_VERDICT) + p.nested(2, verdict))]
     if not settings.log:
         return [drop]
     n, unit = settings.log_rate.split("/")
     limit = _expr(
         "limit",
-        _u64(1, int(n)) + _u64(2, _UNIT_SECONDS[unit]) + _u32(3, 5) + _u32(4, 0) + _u32(5, 0),
+        p.u64_attr(1, int(n))
+        + p.u64_attr(2, _UNIT_SECONDS[unit])
+        + p.u32_attr(3, 5)
+        + p.u32_attr(4, 0)
+        + p.u32_attr(5, 0),
     )
-    log = _expr("log", _str(2, settings.log_prefix))
+    log = _expr("log", p.str_attr(2, settings.log_prefix))
     return [[limit, log], drop]
 
 
 def _table(name: str) -> bytes:
-    return _nfgen(NFPROTO_INET) + _str(NFTA_TABLE_NAME, name)
+    return p.nfgen(NFPROTO_INET) + p.str_attr(NFTA_TABLE_NAME, name)
 
 
-def _set(table: str, name: str, ktype: int, klen: int, size: int | None, set_id: int) -> bytes:
+def _set(
+    table: str, name: str, ktype: int, klen: int, size: int | None, set_id: int, flags: int
+) -> bytes:
     body = (
         _set_name(table, name)
-        + _u32(NFTA_SET_FLAGS, 0)
-        + _u32(NFTA_SET_KEY_TYPE, ktype)
-        + _u32(NFTA_SET_KEY_LEN, klen)
-        + _u32(NFTA_SET_ID, set_id)
+        + p.u32_attr(NFTA_SET_FLAGS, flags)
+        + p.u32_attr(NFTA_SET_KEY_TYPE, ktype)
+        + p.u32_attr(NFTA_SET_KEY_LEN, klen)
+        + p.u32_attr(NFTA_SET_ID, set_id)
     )
     if size is not None:
-        body += _nested(NFTA_SET_DESC, _u32(NFTA_SET_DESC_SIZE, size))
+        body += p.nested(NFTA_SET_DESC, p.u32_attr(NFTA_SET_DESC_SIZE, size))
     return body + pack_attr(NFTA_SET_USERDATA, _KEY_BIG_ENDIAN)
 
 
 def _set_name(table: str, name: str) -> bytes:
-    return _nfgen(NFPROTO_INET) + _str(NFTA_SET_TABLE, table) + _str(NFTA_SET_NAME, name)
+    return (
+        p.nfgen(NFPROTO_INET) + p.str_attr(NFTA_SET_TABLE, table) + p.str_attr(NFTA_SET_NAME, name)
+    )
 
 
 def _chain(table: str, hook: str) -> bytes:
-    spec = _u32(NFTA_HOOK_HOOKNUM, _HOOKNUM[hook]) + _u32(NFTA_HOOK_PRIORITY, PRIORITY & 0xFFFFFFFF)
+    spec = p.u32_attr(NFTA_HOOK_HOOKNUM, _HOOKNUM[hook]) + p.u32_attr(
+        NFTA_HOOK_PRIORITY, PRIORITY & 0xFFFFFFFF
+    )
     return (
         _chain_name(table, hook)
-        + _nested(NFTA_CHAIN_HOOK, spec)
-        + _u32(NFTA_CHAIN_POLICY, NF_ACCEPT)
-        + _str(NFTA_CHAIN_TYPE, "filter")
+        + p.nested(NFTA_CHAIN_HOOK, spec)
+        + p.u32_attr(NFTA_CHAIN_POLICY, NF_ACCEPT)
+        + p.str_attr(NFTA_CHAIN_TYPE, "filter")
     )
 
 
 def _chain_name(table: str, hook: str) -> bytes:
-    return _nfgen(NFPROTO_INET) + _str(NFTA_CHAIN_TABLE, table) + _str(NFTA_CHAIN_NAME, hook)
+    return (
+        p.nfgen(NFPROTO_INET)
+        + p.str_attr(NFTA_CHAIN_TABLE, table)
+        + p.str_attr(NFTA_CHAIN_NAME, hook)
+    )
 
 
-def _rule(table: str, chain: str, family: tuple, set_id: int, tail: list[bytes]) -> bytes:
+def _rule(
+    table: str, chain: str, setname: str, family: tuple, set_id: int, tail: list[bytes]
+) -> bytes:
     """``ip saddr @v4 ...`` / ``ip6 saddr @v6 ...`` in an inet chain: nft's own
     expressions (the ``meta nfproto`` dependency, the address, the lookup), then ``tail``."""
-    name, _ktype, klen, nfproto, offset = family
-    nfproto_value = _nested(3, pack_attr(NFTA_DATA_VALUE, bytes([nfproto])))
+    _name, _ktype, klen, nfproto, offset = family
+    nfproto_value = p.nested(3, pack_attr(p.NFTA_DATA_VALUE, bytes([nfproto])))
     exprs = [
-        _expr("meta", _u32(1, NFT_REG_1) + _u32(2, NFT_META_NFPROTO)),  # dreg, key
-        _expr("cmp", _u32(1, NFT_REG_1) + _u32(2, 0) + nfproto_value),  # sreg, eq, value
+        _expr("meta", p.u32_attr(1, NFT_REG_1) + p.u32_attr(2, NFT_META_NFPROTO)),  # dreg, key
+        _expr(
+            "cmp", p.u32_attr(1, NFT_REG_1) + p.u32_attr(2, 0) + nfproto_value
+        ),  # sreg, eq, value
         _expr(
             "payload",  # dreg, base, offset, len
-            _u32(1, NFT_REG_1)
-            + _u32(2, NFT_PAYLOAD_NETWORK_HEADER)
-            + _u32(3, offset)
-            + _u32(4, klen),
+            p.u32_attr(1, NFT_REG_1)
+            + p.u32_attr(2, NFT_PAYLOAD_NETWORK_HEADER)
+            + p.u32_attr(3, offset)
+            + p.u32_attr(4, klen),
         ),
-        _expr("lookup", _str(1, name) + _u32(2, NFT_REG_1) + _u32(4, set_id)),  # set, sreg, id
+        _expr(
+            "lookup", p.str_attr(1, setname) + p.u32_attr(2, NFT_REG_1) + p.u32_attr(4, set_id)
+        ),  # set, sreg, id
         *tail,
     ]
     return (
-        _nfgen(NFPROTO_INET)
-        + _str(NFTA_RULE_TABLE, table)
-        + _str(NFTA_RULE_CHAIN, chain)
-        + _nested(NFTA_RULE_EXPRESSIONS, b"".join(exprs))
+        p.nfgen(NFPROTO_INET)
+        + p.str_attr(p.NFTA_RULE_TABLE, table)
+        + p.str_attr(p.NFTA_RULE_CHAIN, chain)
+        + p.nested(p.NFTA_RULE_EXPRESSIONS, b"".join(exprs))
     )
