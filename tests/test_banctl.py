@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from banpipe import banctl, term
+from banpipe import banctl, listing, term
 from banpipe.address import canonical
 from banpipe.daemon import Daemon
 from banpipe.firewall import FirewallError, FirewallState, RecordingRunner
@@ -483,7 +483,7 @@ def test_list_shows_who_why_until_when(cfg, fw):
 def test_list_pages_keep_one_header_the_order_and_the_count(cfg, fw, monkeypatch):
     """banctl list lays out a page at a time (a million bans: the first page at once);
     columns only ever widen, the header comes once, the order is the ledger's."""
-    monkeypatch.setattr(banctl, "LIST_PAGE", 3)
+    monkeypatch.setattr(listing, "LIST_PAGE", 3)
     args = cfg('[ban]\non_stop = "keep"\nspoof_max = 0\n')
     offenders = ["203.0.113.7", "2001:db8:66::1234:5678", "203.0.113.8", "203.0.113.9"]
     run([*args, "apply"], lines(*(alert(a) for a in offenders)))

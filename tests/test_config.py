@@ -12,9 +12,9 @@ from banpipe.config import (
     FirewallConfig,
     load_config,
     parse_config,
-    parse_duration,
     section_keys,
 )
+from banpipe.convert import parse_duration
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "banpipe.toml"
 

@@ -48,7 +48,7 @@ def line(n: int) -> str:
 def run(*argv, stdin: bytes = b"", now=NOW):
     out, err = io.BytesIO(), io.StringIO()
     code = fasttail.main(
-        [str(a) for a in argv], stdin=io.BytesIO(stdin), stdout=out, stderr=err, now=lambda: now
+        [str(a) for a in argv], stdin=io.BytesIO(stdin), stdout=out, stderr=err, clock=now.timestamp
     )
     objs = [json.loads(x) for x in out.getvalue().splitlines()]
     return code, objs, err.getvalue()

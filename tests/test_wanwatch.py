@@ -43,17 +43,14 @@ from banpipe.netlink import (
     parse_messages,
 )
 from banpipe.pipe import Writer
-from banpipe.wanstate import read_wan_state
-from banpipe.wanwatch import (
-    Hooks,
+from banpipe.wanhooks import Hooks, hook_call
+from banpipe.wanstate import diff, make_event, read_wan_state
+from banpipe.wanwatch import main
+from banpipe.wanwatcher import (
     Watcher,
     check_ifname,
     current_set,
-    diff,
-    hook_call,
     link_notes,
-    main,
-    make_event,
     retry_delay,
     why_not_wan,
 )
@@ -341,7 +338,7 @@ class Clocks:
         return self.t
 
     def now(self):
-        return self.wall
+        return self.wall.timestamp()
 
 
 @pytest.fixture
@@ -377,7 +374,7 @@ def test_start_diffs_against_previous_state(tmp_path):
     out = io.BytesIO()
     report = cli.Reporter("wanwatch", io.StringIO())
     watcher = Watcher("wan0", str(tmp_path / "w.json"), Writer(out), report,
-                      Hooks((), "wan0", report), clock=lambda: NOW)  # fmt: skip
+                      Hooks((), "wan0", report), clock=NOW.timestamp)  # fmt: skip
     t = RouteTable()
     t.apply(new_link(3, "wan0"))
     t.apply(new_addr(addr("203.0.113.9")))
@@ -551,7 +548,7 @@ def test_hook_that_cannot_start_is_reported(tmp_path):
 def run_main(*argv, config="/dev/null"):
     out, err = io.BytesIO(), io.StringIO()
     args = ["--config", config, *argv] if config else list(argv)
-    code = main(args, stdout=out, stderr=err, clock=lambda: NOW)
+    code = main(args, stdout=out, stderr=err, clock=NOW.timestamp)
     return code, out.getvalue().decode(), err.getvalue()
 
 

@@ -25,11 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import os
-import random
 import signal
-import ssl
 import sys
 import time
 from collections import Counter
@@ -38,6 +35,7 @@ from typing import IO, Any
 
 from banpipe import cli, ctlenv, fleet
 from banpipe.config import ConfigError, FleetConfig, load_config
+from banpipe.fleetnats import Connection
 from banpipe.ledger import Decision, Ledger, LedgerError
 
 TOOL = "banshare"
@@ -46,7 +44,6 @@ APPLY_BATCH = 2000  # remote decisions applied per ledger transaction
 BURST = 32  # this many at once is a burst: linger for more (see _consumer)
 LINGER_S = 0.02
 LINGER_STEP_S = 0.002
-CONNECT_BACKOFF = (0.5, 30.0)  # first and longest wait between connection attempts
 HEADER_ID = "Nats-Msg-Id"
 SETTLE_S = 2.0  # after a -wal event, how long a commit may take to become visible
 
@@ -203,19 +200,7 @@ class Applier:
 
 
 # --------------------------------------------------------------------------------------
-# the NATS side
-
-
-def _tls(cfg: FleetConfig) -> ssl.SSLContext | None:
-    if not (cfg.tls_ca or cfg.tls_cert or any(s.startswith("tls://") for s in cfg.servers)):
-        return None
-    try:
-        ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
-        if cfg.tls_cert:
-            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise cli.ToolError(f"[fleet] tls: {exc}", cli.EX_CONFIG)
-    return ctx
+# the running banshare (its NATS connection: banpipe.fleetnats)
 
 
 class Share:
@@ -232,15 +217,11 @@ class Share:
         self.fw = env.firewall()
         policy = fleet.Policy(tuple(cfg.accept), float(cfg.max_duration))
         self.applier = Applier(env, self.ledger, self.fw, self.name, policy)
-        self.nc: Any = None
-        self.js: Any = None
-        self.cursor = 0  # highest local decision id the stream holds
         self.stop: asyncio.Event | None = None  # the events are created in run() (its loop)
         self.wake: asyncio.Event | None = None
         self.online: asyncio.Event | None = None
-        self.outage = False
-        self.closing = False  # an orderly stop: losing the connection is no outage
-        self.attempts = 0  # reconnection attempts in the current outage
+        self.conn: Connection | None = None  # made in run(), with those events
+        self.cursor = 0  # highest local decision id the stream holds
         self.published = 0
 
     async def run(self) -> None:
@@ -248,6 +229,10 @@ class Share:
 
         loop = asyncio.get_running_loop()
         self.stop, self.wake, self.online = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        conn = self.conn = Connection(
+            self.nats, self.cfg, self.name, self.report,
+            stop=self.stop, online=self.online, wake=self.wake,
+        )  # fmt: skip
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         self.fw.init()
@@ -266,7 +251,9 @@ class Share:
         loop.add_reader(watcher.fileno(), on_change)
         self.report.say(None, f"starting as {self.name} on {', '.join(self.cfg.servers)}")
         try:
-            if await self._connect():
+            cursor = await conn.connect()
+            if cursor is not None:
+                self.cursor = cursor
                 tasks = [
                     asyncio.create_task(self._publisher()),
                     asyncio.create_task(self._consumer()),
@@ -282,10 +269,7 @@ class Share:
         finally:
             loop.remove_reader(watcher.fileno())
             watcher.close()
-            self.closing = True
-            if self.nc is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.nc.close(), 2)
+            await conn.close()
             c = self.applier.counts
             self.report.say(
                 None,
@@ -296,138 +280,6 @@ class Share:
             )
 
     # -- connection ------------------------------------------------------------------
-
-    async def _connect(self) -> bool:
-        """Connect (retrying with backoff until stopped); False when stopped first."""
-        cfg = self.cfg
-        options: dict[str, Any] = {
-            "servers": list(cfg.servers),
-            "name": f"banshare-{self.name}",
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": 1,
-            "connect_timeout": 2,
-            "disconnected_cb": self._disconnected,
-            "reconnected_cb": self._reconnected,
-            "error_cb": self._error,
-        }
-        if "reconnect_to_server_handler" in inspect.signature(self.nats.connect).parameters:
-            options["reconnect_to_server_handler"] = self._next_server  # nats-py >= 2.16
-        tls = _tls(cfg)
-        if tls is not None:
-            options["tls"] = tls
-        if cfg.credentials:
-            options["user_credentials"] = cfg.credentials
-        wait = CONNECT_BACKOFF[0]
-        while not self.stop.is_set():
-            try:
-                # nats-py keeps trying the servers inside connect() (reporting through
-                # error_cb); a stop must not wait for it.
-                connecting = asyncio.ensure_future(self.nats.connect(**options))
-                stopping = asyncio.ensure_future(self.stop.wait())
-                await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                if not connecting.done():
-                    connecting.cancel()
-                    with contextlib.suppress(BaseException):
-                        await connecting
-                    return False
-                self.nc = connecting.result()
-                self.js = self.nc.jetstream()
-                await self._setup()
-            except Exception as exc:  # noqa: BLE001 - any failure here is an outage
-                if self.nc is not None:
-                    with contextlib.suppress(Exception):
-                        await self.nc.close()
-                    self.nc = None
-                self._down(f"{type(exc).__name__}: {exc}".rstrip(": "))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), wait * random.uniform(0.8, 1.2))
-                wait = min(wait * 2, CONNECT_BACKOFF[1])
-                continue
-            self._up(self.nc.connected_url)
-            return True
-        return False
-
-    async def _setup(self) -> None:
-        """Stream and durable consumer (created if missing); the publish cursor."""
-        api, js, cfg = self.nats.js.api, self.js, self.cfg
-        try:
-            await js.stream_info(cfg.stream)
-        except self.nats.js.errors.NotFoundError:
-            await js.add_stream(
-                name=cfg.stream,
-                subjects=[f"{cfg.stream}.*"],
-                max_age=float(cfg.keep) or None,
-                num_replicas=int(cfg.replicas),
-                storage=api.StorageType.FILE,
-                duplicate_window=120.0,
-            )
-        try:
-            await js.consumer_info(cfg.stream, self.name)
-        except self.nats.js.errors.NotFoundError:
-            await js.add_consumer(
-                cfg.stream,
-                api.ConsumerConfig(
-                    durable_name=self.name,
-                    deliver_subject=self._deliver_subject(),
-                    deliver_policy=api.DeliverPolicy.ALL,
-                    ack_policy=api.AckPolicy.EXPLICIT,
-                    ack_wait=30.0,
-                    max_ack_pending=20_000,
-                    num_replicas=int(cfg.replicas),
-                ),
-            )
-        try:
-            last = await js.get_last_msg(cfg.stream, self.subject)
-            self.cursor = fleet.decode(last.data).id
-        except self.nats.js.errors.NotFoundError:
-            self.cursor = 0
-
-    def _next_server(self, servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
-        """nats-py's reconnect hook: the servers in turn, the first try at once, then
-        waits growing from 0.5 s to 30 s (with jitter) while the outage lasts."""
-        self.attempts += 1
-        first, longest = CONNECT_BACKOFF
-        wait = 0.0 if self.attempts == 1 else min(first * 2 ** (self.attempts - 2), longest)
-        return servers[self.attempts % len(servers)], wait * random.uniform(0.8, 1.2)
-
-    def _deliver_subject(self) -> str:
-        return f"_banshare.{self.cfg.stream}.{self.name}"
-
-    def _down(self, why: str) -> None:
-        self.online.clear()
-        if not self.outage and not self.closing:
-            self.outage = True
-            self.report.error(
-                "nats",
-                f"unreachable ({why}); local banning goes on, retrying with backoff",
-                "outage",
-            )
-
-    def _up(self, url: Any) -> None:
-        where = f"{url.scheme}://{url.netloc}" if url is not None else "server"
-        if self.outage:
-            self.report.say("nats", f"reconnected to {where}; catching up")
-        else:
-            self.report.say("nats", f"connected to {where}")
-        self.outage = False
-        self.attempts = 0
-        self.online.set()
-        self.wake.set()
-
-    async def _disconnected(self) -> None:
-        self._down("connection lost")
-
-    async def _reconnected(self) -> None:
-        self._up(self.nc.connected_url if self.nc is not None else None)
-
-    async def _error(self, exc: Exception) -> None:
-        # The client reports every failed (re)connection attempt; _down() says it once.
-        if self.nc is None:
-            self._down(f"{type(exc).__name__}: {exc}".rstrip(": "))
-            return
-        if not self.outage:
-            self.report.error("nats", f"{type(exc).__name__}: {exc}", "nats")
 
     # -- publishing ------------------------------------------------------------------
 
@@ -471,7 +323,7 @@ class Share:
 
     async def _publish(self, batch: Sequence[Decision]) -> bool:
         """Publish a batch and wait for all acks (published in order, acked together)."""
-        js = self.js
+        js = self.conn.js
         futures = [
             js.publish(
                 self.subject,
@@ -485,7 +337,7 @@ class Share:
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            if not self.outage:
+            if not self.conn.outage:
                 self.report.error("nats", f"publish failed: {failed[0]!r}; retrying", "nats")
             return False
         return True
@@ -500,7 +352,8 @@ class Share:
             inbox.append(msg)
             arrived.set()
 
-        await self.nc.subscribe(self._deliver_subject(), cb=deliver, pending_msgs_limit=1_000_000)
+        conn = self.conn
+        await conn.nc.subscribe(conn.deliver_subject, cb=deliver, pending_msgs_limit=1_000_000)
         while True:
             await arrived.wait()
             arrived.clear()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import signal
 import sys
@@ -100,16 +99,49 @@ class UsageError(Exception):
     """Bad command line; :func:`parse_args` turns it into one line and exit 64."""
 
 
+class _Shown(Exception):
+    """``--help`` or ``--version`` was given: :func:`parse_args` writes ``text`` to
+    stdout and exits 0 (argparse itself would print to sys.stdout and exit)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class _Help(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(default=argparse.SUPPRESS, nargs=0)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        raise _Shown(parser.format_help())
+
+
+class _Version(_Help):
+    def __init__(self, option_strings: list[str], dest: str, version: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, **kw)
+        self.version = version
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        raise _Shown(self.version.replace("%(prog)s", parser.prog) + "\n")
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and EX_USAGE (64), never exit 2.
+    """argparse whose usage errors are one line and EX_USAGE (64), never exit 2, and
+    that never prints or exits by itself: :func:`parse_args` does both.
 
     Every tool's parser gets ``--version``. ``error()`` raises :class:`UsageError`
     instead of printing the whole usage block: :func:`parse_args` writes the single
-    line ``TOOL: REASON (see TOOL --help)``.
+    line ``TOOL: REASON (see TOOL --help)``. ``--help`` and ``--version`` hand their
+    text to :func:`parse_args` (to the tool's own stdout, which a test may inject).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, add_help: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, add_help=False, **kwargs)
+        self.register("action", "help", _Help)
+        self.register("action", "version", _Version)
+        if add_help:
+            self.add_argument("-h", "--help", action="help", help="show this help message and exit")
         # Subcommand parsers share the top parser's --version.
         if not any(a.dest == "version" for a in self._actions) and " " not in self.prog:
             self.add_argument(
@@ -135,23 +167,20 @@ def parse_args(
     ``--help`` and ``--version`` print to ``stdout`` and give code 0; a usage error
     prints one line ``TOOL: REASON (see TOOL --help)`` to ``stderr``: code 64.
     ``check(args)`` may add rules argparse cannot express by calling ``parser.error``.
+    ``parser`` is a :class:`ArgumentParser`.
     """
-    out = stdout if stdout is not None else sys.stdout
-    err = stderr if stderr is not None else sys.stderr
-    text = io.StringIO()
     tool = parser.prog.split()[0]
     try:
-        with contextlib.redirect_stdout(text):
-            args = parser.parse_args(argv)
-            if check is not None:
-                check(args)
-            return args, EX_OK
+        args = parser.parse_args(argv)
+        if check is not None:
+            check(args)
+        return args, EX_OK
     except UsageError as exc:
-        Reporter(tool, err).say(None, f"{exc} (see {tool} --help)")
+        Reporter(tool, stderr).say(None, f"{exc} (see {tool} --help)")
         return None, EX_USAGE
-    except SystemExit as exc:  # --help, --version
-        _write_text(out, text.getvalue())
-        return None, exc.code if isinstance(exc.code, int) else EX_OK
+    except _Shown as shown:
+        _write_text(stdout if stdout is not None else sys.stdout, shown.text)
+        return None, EX_OK
 
 
 def _write_text(stream: IO[Any], text: str) -> None:

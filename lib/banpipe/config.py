@@ -7,7 +7,6 @@ role agree. Unknown keys and wrong types are errors that name the file, line and
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -16,7 +15,22 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from banpipe import address
+from banpipe.convert import (
+    boolean,
+    choice,
+    duration_pair,
+    int_between,
+    integer,
+    list_of,
+    matching,
+    number,
+    optional,
+    parse_address,
+    parse_duration,
+    parse_network,
+    parse_rule_pattern,
+    string,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,162 +53,18 @@ class SettingError(ValueError):
         self.reason = reason
 
 
-# --- value converters: each takes the TOML value (or its own output again) and returns
-# the typed value or raises ValueError with the reason. ---------------------------------
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_DURATION_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
-
-
-def parse_duration(value: Any, *, positive: bool = False) -> float:
-    """Seconds from 90, 1.5, "90", "90s", "5m", "1h30m", "1H", "7d", "2w" (spaces ignored).
-
-    The one duration syntax, in the config file and on every command line. Negative,
-    infinite and NaN values are refused, and 0 too when ``positive``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f'expected a duration like 3600 or "1h", got {value!r}')
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "").lower()
-        if _DURATION_NUMBER.match(text):
-            seconds = float(text)
-        else:
-            pos, seconds = 0, 0.0
-            for m in _DURATION_PART.finditer(text):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-                pos = m.end()
-            if not text or pos != len(text):
-                raise ValueError(
-                    f"not a duration: {value!r} (use seconds or e.g. '90s', '5m', '1h', '7d')"
-                )
-    else:
-        seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration must not be negative or infinite: {value!r}")
-    if positive and seconds == 0:
-        raise ValueError(f"duration must be positive: {value!r}")
-    return seconds
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
-    return value
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
-    def convert(value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected a list, got {type(value).__name__}")
-        out = []
-        for i, v in enumerate(value):
-            try:
-                out.append(item(v))
-            except ValueError as exc:
-                raise ValueError(f"item {i + 1}: {exc}") from None
-        return tuple(out)
-
-    return convert
-
-
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in allowed:
-            raise ValueError(f"expected one of {', '.join(map(repr, allowed))}, got {value!r}")
-        return value
-
-    return convert
-
-
-def _matching(pattern: str, reason: str) -> Callable[[Any], str]:
-    """A converter for strings that match ``pattern`` whole; ``reason.format(value)``
-    says what else is expected."""
-    fits = re.compile(pattern + r"\Z").match
-
-    def convert(value: Any) -> str:
-        if not fits(_str(value)):
-            raise ValueError(reason.format(value))
-        return value
-
-    return convert
-
-
-def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
-
-
-def parse_address(value: Any) -> str:
-    """A single IPv4/IPv6 address in canonical text form (banpipe.address)."""
-    addr = address.canonical(_str(value).strip())
-    if addr is None:
-        raise ValueError(f"not an IP address: {value!r}")
-    return addr
-
-
-def parse_network(value: Any) -> str:
-    """An address or CIDR network in canonical text form (host bits are cleared)."""
-    return address.network(_str(value))
-
-
-_RULE_RE = re.compile(r"^(\d+):(\*|\d+(?:-\d+)?)$")
-
-
-def parse_rule_pattern(value: Any) -> str:
-    """``GID:SID``, ``GID:*`` or ``GID:SID-SID``."""
-    text = _str(value).strip()
-    m = _RULE_RE.match(text)
-    if not m:
-        raise ValueError(f"not a rule pattern GID:SID, GID:* or GID:SID-SID: {value!r}")
-    sid = m.group(2)
-    if "-" in sid:
-        lo, hi = sid.split("-")
-        if int(lo) > int(hi):
-            raise ValueError(f"empty SID range: {value!r}")
-    return text
-
-
-def _duration_pair(value: Any) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ValueError("expected [MIN, MAX] durations")
-    lo, hi = parse_duration(value[0]), parse_duration(value[1])
-    if lo > hi:
-        raise ValueError("MIN is larger than MAX")
-    return (lo, hi)
-
-
 # The firewall backends, each a module of banpipe.firewall (banpipe.firewall.make_backend).
 BACKENDS = ("iptables", "ipset", "nftables", "null")
 # iptables filter-table built-in chains we may hook, and their nftables hook names.
 HOOKS = {"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output"}
 MAX_ENTRIES = 1 << 28  # ipset's maxelem is 32 bits; 268 million is beyond any gateway
 
-_name = _matching(r"[A-Za-z][A-Za-z0-9_-]{0,27}", "not a usable chain/set/table name: {!r}")
-_nats_url_text = _matching(
+_name = matching(r"[A-Za-z][A-Za-z0-9_-]{0,27}", "not a usable chain/set/table name: {!r}")
+_nats_url_text = matching(
     r"(nats|tls)://[^\s/]+", "expected a URL like nats://host:4222 or tls://host:4222, got {!r}"
 )
 # One NATS subject token and durable name: no dots, spaces or wildcards.
-_token = _matching(
+_token = matching(
     r"[A-Za-z0-9_-]{1,64}", "expected letters, digits, '_' or '-' (at most 64), got {!r}"
 )
 
@@ -207,7 +77,7 @@ def _chain(value: Any) -> str:
 
 
 def _hooks(value: Any) -> tuple[str, ...]:
-    hooks = _list_of(_choice(*HOOKS))(value)
+    hooks = list_of(choice(*HOOKS))(value)
     if not hooks:
         raise ValueError("at least one hook is needed")
     if len(set(hooks)) != len(hooks):
@@ -215,18 +85,11 @@ def _hooks(value: Any) -> tuple[str, ...]:
     return hooks
 
 
+_hooks.choices = tuple(HOOKS)  # type: ignore[attr-defined]  # see convert.choices_of
+
+
 def _nats_url(value: Any) -> str:
-    return _nats_url_text(_str(value).strip())
-
-
-def _int_between(lo: int, hi: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        n = _int(value)
-        if not lo <= n <= hi:
-            raise ValueError(f"expected {lo:,} to {hi:,}, got {n:,}")
-        return n
-
-    return convert
+    return _nats_url_text(string(value).strip())
 
 
 def _gateway_name(value: Any) -> str:
@@ -265,21 +128,21 @@ class _Section:
 class NetworkConfig(_Section):
     """Who "we" are: never banned; with require_ours, only alerts against us count."""
 
-    wan: tuple[str, ...] = setting((), _list_of(parse_address))
-    wan_state: str = setting("/run/banpipe/wan.json", _str)
-    networks: tuple[str, ...] = setting((), _list_of(parse_network))
-    gateways: tuple[str, ...] = setting((), _list_of(parse_address))
+    wan: tuple[str, ...] = setting((), list_of(parse_address))
+    wan_state: str = setting("/run/banpipe/wan.json", string)
+    networks: tuple[str, ...] = setting((), list_of(parse_network))
+    gateways: tuple[str, ...] = setting((), list_of(parse_address))
 
 
 @dataclass(frozen=True)
 class FilterConfig(_Section):
-    whitelist: tuple[str, ...] = setting((), _list_of(parse_network))
-    whitelist_files: tuple[str, ...] = setting((), _list_of(_str))
-    ignore: tuple[str, ...] = setting((), _list_of(parse_rule_pattern))
-    priorities: tuple[int, ...] = setting((), _list_of(_int))  # empty: every priority
-    no_priority: str = setting("skip", _choice("skip", "act"))
-    reverse_markers: tuple[str, ...] = setting(("BLOCKED DESTINATION",), _list_of(_str))
-    require_ours: bool = setting(True, _bool)
+    whitelist: tuple[str, ...] = setting((), list_of(parse_network))
+    whitelist_files: tuple[str, ...] = setting((), list_of(string))
+    ignore: tuple[str, ...] = setting((), list_of(parse_rule_pattern))
+    priorities: tuple[int, ...] = setting((), list_of(integer))  # empty: every priority
+    no_priority: str = setting("skip", choice("skip", "act"))
+    reverse_markers: tuple[str, ...] = setting(("BLOCKED DESTINATION",), list_of(string))
+    require_ours: bool = setting(True, boolean)
     # drop repeat bans of one flow_id within this; 0: off
     flow_window: float = setting(0.0, parse_duration)
 
@@ -303,13 +166,13 @@ def ban_problems(
 @dataclass(frozen=True)
 class BanConfig(_Section):
     base: float = setting(3600.0, parse_duration)
-    extend: tuple[float, float] = setting((300.0, 1800.0), _duration_pair)
+    extend: tuple[float, float] = setting((300.0, 1800.0), duration_pair)
     max: float = setting(7 * 86400.0, parse_duration)
     recidive_window: float = setting(30 * 86400.0, parse_duration)
-    recidive_factor: float = setting(2.0, _number)
+    recidive_factor: float = setting(2.0, number)
     retention: float = setting(30 * 86400.0, parse_duration)
-    on_stop: str = setting("remove", _choice("remove", "keep"))
-    spoof_max: int = setting(500, _int)
+    on_stop: str = setting("remove", choice("remove", "keep"))
+    spoof_max: int = setting(500, integer)
     spoof_window: float = setting(10.0, parse_duration)
 
     def _check(self) -> None:
@@ -329,32 +192,32 @@ class BanConfig(_Section):
 class FirewallConfig(_Section):
     """The backend and what it creates; the backends take this section as it is."""
 
-    backend: str = setting("iptables", _choice(*BACKENDS))
+    backend: str = setting("iptables", choice(*BACKENDS))
     hooks: tuple[str, ...] = setting(("INPUT", "FORWARD"), _hooks)
     chain: str = setting("BANPIPE", _chain)
     set_v4: str = setting("banpipe4", _name)
     set_v6: str = setting("banpipe6", _name)
     table: str = setting("banpipe", _name)
-    log: bool = setting(False, _bool)
+    log: bool = setting(False, boolean)
     # iptables limits LOG prefixes to 29 characters; quotes, backslashes and control
     # characters would break the restore/nft script quoting, so they are refused outright.
     log_prefix: str = setting(
         "banpipe: ",
-        _matching(
+        matching(
             r"[A-Za-z0-9 _.:=+,/@#%-]{0,29}",
             "expected at most 29 letters, digits, spaces or _.:=+,/@#%-, got {!r}",
         ),
     )
     log_rate: str = setting(
         "6/minute",
-        _matching(
+        matching(
             r"[1-9][0-9]{0,5}/(second|minute|hour|day)", 'expected a rate like "6/minute", got {!r}'
         ),
     )
-    conntrack_flush: bool = setting(False, _bool)
-    ipv6: bool = setting(True, _bool)
+    conntrack_flush: bool = setting(False, boolean)
+    ipv6: bool = setting(True, boolean)
     # Entries per set (per address family): ipset's maxelem, the nftables sets' size.
-    max_entries: int = setting(1_048_576, _int_between(1, MAX_ENTRIES))
+    max_entries: int = setting(1_048_576, int_between(1, MAX_ENTRIES))
 
     def _check(self) -> None:
         if self.set_v4 == self.set_v6:
@@ -363,7 +226,7 @@ class FirewallConfig(_Section):
 
 @dataclass(frozen=True)
 class BanctlConfig(_Section):
-    ledger: str = setting("/var/lib/banpipe/ledger.sqlite3", _str)
+    ledger: str = setting("/var/lib/banpipe/ledger.sqlite3", string)
     check_interval: float = setting(60.0, parse_duration)
 
 
@@ -371,7 +234,7 @@ class BanctlConfig(_Section):
 class PagesConfig(_Section):
     """banctl apply keeps static HTML pages in ``dir`` current (None: no pages)."""
 
-    dir: str | None = setting(None, _optional(_str))
+    dir: str | None = setting(None, optional(string))
     interval: float = setting(10.0, parse_duration)
 
 
@@ -379,7 +242,7 @@ class PagesConfig(_Section):
 class MetricsConfig(_Section):
     """Prometheus textfile for node_exporter (None: no metrics)."""
 
-    textfile: str | None = setting(None, _optional(_str))
+    textfile: str | None = setting(None, optional(string))
     interval: float = setting(15.0, parse_duration)
 
 
@@ -387,36 +250,36 @@ class MetricsConfig(_Section):
 class FasttailConfig(_Section):
     # Syslog program tags whose messages may be alerts (banpipe.parsers.syslog.RELAY_TAGS).
     relay_tags: tuple[str, ...] = setting(
-        ("snort", "suricata", "barnyard2", "sagan"), _list_of(_str)
+        ("snort", "suricata", "barnyard2", "sagan"), list_of(string)
     )
 
 
 @dataclass(frozen=True)
 class WanwatchConfig(_Section):
-    interface: str | None = setting(None, _optional(_str))
-    exec: tuple[str, ...] = setting((), _list_of(_str))
+    interface: str | None = setting(None, optional(string))
+    exec: tuple[str, ...] = setting((), list_of(string))
 
 
 @dataclass(frozen=True)
 class FleetConfig(_Section):
     """banshare: share ban decisions with other gateways through NATS JetStream."""
 
-    servers: tuple[str, ...] = setting((), _list_of(_nats_url))
+    servers: tuple[str, ...] = setting((), list_of(_nats_url))
     name: str = setting("", _gateway_name)  # this gateway in the fleet; "" = the short hostname
     stream: str = setting("BANPIPE", _token)
     # remote ban kinds applied here
     accept: tuple[str, ...] = setting(
-        ("automated", "manual"), _list_of(_choice("automated", "manual"))
+        ("automated", "manual"), list_of(choice("automated", "manual"))
     )
     max_duration: float = setting(0.0, parse_duration)  # cap on a remote ban here; 0 = no cap
     keep: float = setting(30 * 86400.0, parse_duration)  # the stream keeps decisions this long
     replicas: int = setting(
-        1, _int_between(1, 5)
+        1, int_between(1, 5)
     )  # stream replicas in a JetStream cluster (3 for 3 nodes)
-    credentials: str = setting("", _str)  # NATS .creds file
-    tls_ca: str = setting("", _str)
-    tls_cert: str = setting("", _str)
-    tls_key: str = setting("", _str)
+    credentials: str = setting("", string)  # NATS .creds file
+    tls_ca: str = setting("", string)
+    tls_cert: str = setting("", string)
+    tls_key: str = setting("", string)
 
 
 SECTIONS: dict[str, type] = {

@@ -51,6 +51,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -229,8 +230,11 @@ def main(
     stdout: IO[Any] | None = None,
     stderr: IO[str] | None = None,
     *,
-    now: Callable[[], datetime] = datetime.now,
+    clock: cli.Clock = time.time,
 ) -> int:
+    def now() -> datetime:  # the parsers' year anchor: local time, like the alerts' stamps
+        return datetime.fromtimestamp(clock())
+
     real = stdout is None
     in_, out, err = cli.resolve_streams(stdin, stdout, stderr)
     ap = build_parser()

@@ -271,99 +271,78 @@ class Monitor:
         write_pages(self.ledger, self.pages_dir, self.env.clock())
 
 
+# banctl apply's metrics, declared once each: (kind, name, help, where the value is in
+# the runtime record ``snap``). A value that is a dict is one sample per key, labelled.
+_DAEMON_METRICS: list[tuple[str, str, str, Callable[[dict[str, Any]], Any]]] = [
+    ("gauge", "banpipe_banctl_start_time_seconds", "When banctl apply started (Unix time).",
+     lambda s: s.get("started") or 0),
+    ("counter", "banpipe_banctl_lines_total", "Input lines read by banctl apply.",
+     lambda s: _count(s, "lines")),
+    ("counter", "banpipe_banctl_lines_rejected_total",
+     "Input lines banctl apply rejected, by reason.",
+     lambda s: {"reason": {"bad": _count(s, "bad"), "refused": _count(s, "refused")}}),
+    ("counter", "banpipe_bans_added_total", "New bans.", lambda s: _count(s, "banned")),
+    ("counter", "banpipe_bans_extended_total", "Bans whose expiry a violation extended.",
+     lambda s: _count(s, "extended")),
+    ("counter", "banpipe_bans_expired_total", "Bans lifted at their expiry.",
+     lambda s: _count(s, "expired")),
+    ("counter", "banpipe_bans_held_total", "New bans held back by the spoof brake.",
+     lambda s: _count(s, "held")),
+    ("counter", "banpipe_firewall_operations_total",
+     "Firewall backend operations, by operation.", lambda s: _ops(s, "firewall_ops")),
+    ("counter", "banpipe_firewall_errors_total",
+     "Firewall backend operations that failed, by operation.",
+     lambda s: _ops(s, "firewall_errors")),
+    ("counter", "banpipe_drift_repairs_total",
+     "Checks that found the firewall different from the ledger and repaired it.",
+     lambda s: s.get("drift_repairs", 0)),
+    ("counter", "banpipe_spoof_brake_trips_total", "Times the spoof brake engaged.",
+     lambda s: s.get("brake_trips", 0)),
+    ("gauge", "banpipe_spoof_brake_engaged", "1 while the spoof brake holds new bans back.",
+     lambda s: 1 if s.get("brake", {}).get("engaged") else 0),
+    ("gauge", "banpipe_spoof_brake_limit", "[ban] spoof_max (0: brake off).",
+     lambda s: s["brake_limit"]),
+    ("gauge", "banpipe_enforcement_ratio",
+     "Ledger active bans found in the firewall at the last check, over ledger bans "
+     "plus firewall entries the ledger does not know (1 when they match).",
+     lambda s: _check(s, "enforcement", 1.0)),
+    ("gauge", "banpipe_enforcement_ledger_bans", "Active bans in the ledger at the last check.",
+     lambda s: _check(s, "ledger_bans", 0)),
+    ("gauge", "banpipe_enforcement_firewall_entries",
+     "Entries found in the firewall at the last check.",
+     lambda s: _check(s, "firewall_entries", 0)),
+    ("gauge", "banpipe_last_check_timestamp_seconds",
+     "When the firewall was last compared with the ledger (Unix time).",
+     lambda s: _check(s, "at", 0) or 0),
+    ("gauge", "banpipe_last_input_timestamp_seconds",
+     "When banctl apply last read an input line (Unix time).",
+     lambda s: s.get("last_input")),  # None (no family) until the first line
+]  # fmt: skip
+
+
+def _count(snap: dict[str, Any], key: str) -> Any:
+    return snap.get("counts", {}).get(key, 0)
+
+
+def _ops(snap: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
+    return {"op": {op: snap.get(key, {}).get(op, 0) for op in _FIREWALL_OPS}}
+
+
+def _check(snap: dict[str, Any], key: str, default: Any) -> Any:
+    return (snap.get("last_check") or {}).get(key, default)
+
+
 def daemon_families(snap: dict[str, Any], brake_limit: int) -> list[metrics.Family]:
     """Metrics from ``banctl apply``'s runtime record (``Monitor.snapshot()``)."""
-    c = snap.get("counts", {})
-    check = snap.get("last_check") or {}
-    m = metrics
-    fams = [
-        m.gauge(
-            "banpipe_banctl_start_time_seconds",
-            "When banctl apply started (Unix time).",
-            snap.get("started") or 0,
-        ),
-        m.counter(
-            "banpipe_banctl_lines_total", "Input lines read by banctl apply.", c.get("lines", 0)
-        ),
-        m.by_label(
-            "banpipe_banctl_lines_rejected_total",
-            "counter",
-            "Input lines banctl apply rejected, by reason.",
-            "reason",
-            {"bad": c.get("bad", 0), "refused": c.get("refused", 0)},
-        ),
-        m.counter("banpipe_bans_added_total", "New bans.", c.get("banned", 0)),
-        m.counter(
-            "banpipe_bans_extended_total",
-            "Bans whose expiry a violation extended.",
-            c.get("extended", 0),
-        ),
-        m.counter(
-            "banpipe_bans_expired_total", "Bans lifted at their expiry.", c.get("expired", 0)
-        ),
-        m.counter(
-            "banpipe_bans_held_total", "New bans held back by the spoof brake.", c.get("held", 0)
-        ),
-        m.by_label(
-            "banpipe_firewall_operations_total",
-            "counter",
-            "Firewall backend operations, by operation.",
-            "op",
-            {op: snap.get("firewall_ops", {}).get(op, 0) for op in _FIREWALL_OPS},
-        ),
-        m.by_label(
-            "banpipe_firewall_errors_total",
-            "counter",
-            "Firewall backend operations that failed, by operation.",
-            "op",
-            {op: snap.get("firewall_errors", {}).get(op, 0) for op in _FIREWALL_OPS},
-        ),
-        m.counter(
-            "banpipe_drift_repairs_total",
-            "Checks that found the firewall different from the ledger and repaired it.",
-            snap.get("drift_repairs", 0),
-        ),
-        m.counter(
-            "banpipe_spoof_brake_trips_total",
-            "Times the spoof brake engaged.",
-            snap.get("brake_trips", 0),
-        ),
-        m.gauge(
-            "banpipe_spoof_brake_engaged",
-            "1 while the spoof brake holds new bans back.",
-            1 if snap.get("brake", {}).get("engaged") else 0,
-        ),
-        m.gauge("banpipe_spoof_brake_limit", "[ban] spoof_max (0: brake off).", brake_limit),
-        m.gauge(
-            "banpipe_enforcement_ratio",
-            "Ledger active bans found in the firewall at the last check, over ledger bans "
-            "plus firewall entries the ledger does not know (1 when they match).",
-            check.get("enforcement", 1.0),
-        ),
-        m.gauge(
-            "banpipe_enforcement_ledger_bans",
-            "Active bans in the ledger at the last check.",
-            check.get("ledger_bans", 0),
-        ),
-        m.gauge(
-            "banpipe_enforcement_firewall_entries",
-            "Entries found in the firewall at the last check.",
-            check.get("firewall_entries", 0),
-        ),
-        m.gauge(
-            "banpipe_last_check_timestamp_seconds",
-            "When the firewall was last compared with the ledger (Unix time).",
-            check.get("at") or 0,
-        ),
-    ]
-    if snap.get("last_input") is not None:
-        fams.append(
-            m.gauge(
-                "banpipe_last_input_timestamp_seconds",
-                "When banctl apply last read an input line (Unix time).",
-                snap["last_input"],
-            )
-        )
+    snap = {**snap, "brake_limit": brake_limit}
+    fams = []
+    for kind, name, help_text, value_of in _DAEMON_METRICS:
+        value = value_of(snap)
+        if isinstance(value, dict):
+            ((label, values),) = value.items()
+            fams.append(metrics.by_label(name, kind, help_text, label, values))
+        elif value is not None:
+            fams.append(metrics.Family(name, kind, help_text).add(value))
     return fams
 
 

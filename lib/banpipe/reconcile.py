@@ -26,6 +26,15 @@ def firewall_error() -> type[Exception]:
     return FirewallError
 
 
+def firewall_hint(message: str) -> str:
+    """What to do next after a firewall command failed, when the message tells."""
+    if "No such file or directory" in message:
+        return " (install it, or choose another [firewall] backend; --backend null only prints)"
+    if "Permission denied" in message or "Operation not permitted" in message:
+        return " (changing the firewall needs root)"
+    return ""
+
+
 @dataclass
 class Drift:
     missing: set[str] = field(default_factory=set)  # banned in the ledger, not in firewall
@@ -46,6 +55,28 @@ class Drift:
             "structure ok" if self.structure_ok else "structure broken",
         ]
         return ", ".join(parts)
+
+    def as_text(self) -> str:
+        """``banctl check``: one line per finding (``missing ADDR``, ``orphan ADDR``,
+        ``duplicate ADDR xN``, ``problem TEXT``); empty when there is none."""
+        lines = [f"missing {a}\n" for a in sorted(self.missing)]
+        lines += [f"orphan {a}\n" for a in sorted(self.orphans)]
+        lines += [f"duplicate {a} x{n}\n" for a, n in sorted(self.duplicates.items())]
+        lines += [f"problem {p}\n" for p in self.problems]
+        return "".join(lines)
+
+    def as_json(self, after: Drift, active: int, *, repair: bool) -> dict[str, Any]:
+        """``banctl check --json``: this drift, found with ``active`` bans in the
+        ledger; ``after`` is the comparison after a ``repair`` (else this one)."""
+        return {
+            "active": active,
+            "consistent": self.clean,
+            "missing": sorted(self.missing),
+            "orphans": sorted(self.orphans),
+            "duplicates": dict(sorted(self.duplicates.items())),
+            "problems": list(self.problems),
+            "repaired": bool(repair and not self.clean and after.clean),
+        }
 
 
 def compare(ledger: Ledger, fw: Any) -> Drift:
@@ -68,6 +99,16 @@ def compare(ledger: Ledger, fw: Any) -> Drift:
         if again.structure_ok:
             drift.problems = again.problems
     return drift
+
+
+def nothing_of_ours(fw: Any) -> bool:
+    """True when the firewall holds no entry and none of our structure (a machine where
+    nothing was applied yet, or after a full teardown): no drift to speak of."""
+    try:
+        state = fw.check()
+    except firewall_error():
+        return False
+    return not state.entries and not state.structure_ok
 
 
 def _drift(want: set[str], state: Any) -> Drift:

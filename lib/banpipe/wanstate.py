@@ -12,6 +12,7 @@ glitch never silently shrinks the set of addresses we protect.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def make_state(interface: str | None, addresses: list[str], now: datetime) -> di
         "v": 1,
         "type": "wan",
         "interface": interface,
-        "addresses": sorted(set(addresses), key=_sort_key),
+        "addresses": sort_addresses(addresses),
         "ts": now.isoformat(),
     }
 
@@ -40,6 +41,30 @@ def write_wan_state(
     state = make_state(interface, addresses, now or datetime.now(timezone.utc))
     write_json_atomic(path, state)
     return state
+
+
+def sort_addresses(addrs: Iterable[str]) -> list[str]:
+    """IPv4 first, then IPv6: the order of the state file and of wanwatch's lines."""
+    return sorted(set(addrs), key=_sort_key)
+
+
+def diff(old: Iterable[str], new: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(added, removed), each sorted."""
+    old_s, new_s = set(old), set(new)
+    return sort_addresses(new_s - old_s), sort_addresses(old_s - new_s)
+
+
+def make_event(interface: str, old: Iterable[str], new: Iterable[str], ts: str) -> dict[str, Any]:
+    added, removed = diff(old, new)
+    return {
+        "v": 1,
+        "type": "wan",
+        "interface": interface,
+        "added": added,
+        "removed": removed,
+        "addresses": sort_addresses(new),
+        "ts": ts,
+    }
 
 
 def read_wan_state(path: str | Path) -> set[str]:

@@ -50,445 +50,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import select
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
-from banpipe import address, cli, netlink
-from banpipe.config import ConfigError, load_config, parse_duration
-from banpipe.netlink import Addr, Link, Message, NetlinkOverflow, RouteSocket, RouteTable
+from banpipe import cli
+from banpipe.config import ConfigError, load_config
+from banpipe.convert import parse_duration
+from banpipe.netlink import NetlinkOverflow, RouteSocket, RouteTable
 from banpipe.pipe import Writer, binary_output
-from banpipe.wanstate import WanStateError, _sort_key, read_wan_state, write_wan_state
+from banpipe.wanhooks import DEFAULT_HOOK_TIMEOUT, Hooks
+from banpipe.wanstate import WanStateError, read_wan_state
+from banpipe.wanwatcher import Watcher, check_ifname, os_reason
 
 TOOL = "wanwatch"
-DEFAULT_HOOK_TIMEOUT = 30.0
-HOOK_KILL_GRACE = 2.0
-RETRY_MIN, RETRY_MAX = 1.0, 30.0
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-# --------------------------------------------------------------------------------------
-# pure decisions
-
-
-def why_not_wan(addr: Addr) -> str | None:
-    """Why ``addr`` is not one of our WAN addresses, or None when it is."""
-    if addr.family not in (socket.AF_INET, socket.AF_INET6):
-        return "not IPv4/IPv6"
-    if addr.scope != netlink.RT_SCOPE_UNIVERSE:
-        return f"scope {_scope_name(addr.scope)}"
-    if addr.flags & netlink.IFA_F_DADFAILED:
-        return "duplicate address detection failed"
-    if addr.flags & netlink.IFA_F_TENTATIVE:
-        # Optimistic addresses (RFC 4429) are tentative too: not ours until DAD passes.
-        return "tentative"
-    ip = address.parse(addr.address)
-    if ip is None:
-        return "not an address"
-    # The kernel's scope is set by whoever added the address; the value itself decides
-    # for ranges that are never a WAN address whatever the scope says.
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_loopback or ip.is_multicast or ip.is_unspecified:
-        return "not a unicast address"
-    return None
-
-
-def is_wan(addr: Addr) -> bool:
-    return why_not_wan(addr) is None
-
-
-def _scope_name(scope: int) -> str:
-    return {
-        netlink.RT_SCOPE_SITE: "site",
-        netlink.RT_SCOPE_LINK: "link",
-        netlink.RT_SCOPE_HOST: "host",
-    }.get(scope, str(scope))
-
-
-def wan_addresses(addrs: Iterable[Addr]) -> frozenset[str]:
-    return frozenset(a.address for a in addrs if is_wan(a))
-
-
-def current_set(table: RouteTable, name: str) -> frozenset[str]:
-    """The WAN addresses of the interface called ``name`` (empty when there is none)."""
-    link = table.find(name)
-    if link is None:
-        return frozenset()
-    return wan_addresses(table.addresses_of(link.index))
-
-
-def sort_addresses(addrs: Iterable[str]) -> list[str]:
-    """IPv4 first, then IPv6: the state file's order (banpipe.wanstate)."""
-    return sorted(set(addrs), key=_sort_key)
-
-
-def diff(old: Iterable[str], new: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(added, removed), each sorted."""
-    old_s, new_s = set(old), set(new)
-    return sort_addresses(new_s - old_s), sort_addresses(old_s - new_s)
-
-
-def make_event(interface: str, old: Iterable[str], new: Iterable[str], ts: str) -> dict[str, Any]:
-    added, removed = diff(old, new)
-    return {
-        "v": 1,
-        "type": "wan",
-        "interface": interface,
-        "added": added,
-        "removed": removed,
-        "addresses": sort_addresses(new),
-        "ts": ts,
-    }
-
-
-def link_notes(name: str, before: Link | None, after: Link | None, table: RouteTable) -> list[str]:
-    """What to tell the operator when the interface called ``name`` changes identity or
-    state; ``table`` is the state after the change (to tell a rename from a removal)."""
-    if before is None and after is None:
-        return []
-    if before is None:
-        assert after is not None
-        return [f"interface appeared (index {after.index}, {after.state}); watching it"]
-    if after is None or after.index != before.index:
-        now = table.links.get(before.index)
-        if now is not None and now.name != name:
-            gone = f"renamed to {now.name} (index {before.index})"
-        else:
-            gone = f"interface removed (index {before.index})"
-        if after is None:
-            return [f"{gone}; waiting for an interface named {name}"]
-        return [gone, f"interface appeared (index {after.index}, {after.state}); watching it"]
-    if before.state != after.state:
-        return [_STATE_NOTE[after.state]]
-    return []
-
-
-_STATE_NOTE = {"up": "link up", "down": "link down", "no-carrier": "link up, no carrier"}
-
-
-_IFNAME_BAD = re.compile(r"[\s/:]")
-
-
-def check_ifname(name: str) -> str | None:
-    """Why ``name`` cannot be a Linux interface name, or None (IFNAMSIZ is 16)."""
-    if not name:
-        return "empty interface name"
-    if len(name.encode()) > 15:
-        return f"interface name longer than 15 bytes: {name!r}"
-    if name in (".", "..") or _IFNAME_BAD.search(name):
-        return f"not a valid interface name: {name!r}"
-    return None
-
-
-def hook_call(
-    command: Sequence[str], interface: str, old: Iterable[str], new: Iterable[str]
-) -> tuple[list[str], dict[str, str]]:
-    """The argv and the extra environment of one hook run."""
-    old_l, new_l = sort_addresses(old), sort_addresses(new)
-    added, removed = diff(old_l, new_l)
-    argv = [*command, "--old", ",".join(old_l), "--new", ",".join(new_l)]
-    env = {
-        "BANPIPE_WAN_INTERFACE": interface,
-        "BANPIPE_WAN_OLD": ",".join(old_l),
-        "BANPIPE_WAN_NEW": ",".join(new_l),
-        "BANPIPE_WAN_ADDED": ",".join(added),
-        "BANPIPE_WAN_REMOVED": ",".join(removed),
-    }
-    return argv, env
-
-
-def retry_delay(failures: int) -> float:
-    """Seconds before retrying a failed state write: 1, 2, 4 ... capped at 30."""
-    return min(RETRY_MAX, RETRY_MIN * 2 ** max(0, failures - 1))
-
-
-# --------------------------------------------------------------------------------------
-# hooks
-
-
-@dataclass
-class _Running:
-    proc: subprocess.Popen[bytes]
-    label: str
-    deadline: float
-    killed_at: float | None = None
-
-
-@dataclass
-class Hooks:
-    """Runs the --exec command, one at a time, never blocking the event loop."""
-
-    command: tuple[str, ...]
-    interface: str
-    report: cli.Reporter
-    timeout: float = DEFAULT_HOOK_TIMEOUT
-    output_fd: int | None = None
-    monotonic: Callable[[], float] = time.monotonic
-    running: _Running | None = None
-    pending: tuple[frozenset[str], frozenset[str]] | None = None
-    runs: int = 0
-    failures: int = 0
-    _env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-
-    def submit(self, old: frozenset[str], new: frozenset[str]) -> None:
-        if not self.command:
-            return
-        if self.pending is not None:
-            old = self.pending[0]  # merge: the hook sees the whole step it missed
-        self.pending = (old, new)
-        self.poll()
-
-    def poll(self) -> float | None:
-        """Reap, enforce timeouts, start the next run; seconds until it needs a look."""
-        now = self.monotonic()
-        if self.running is not None:
-            self._check(now)
-        if self.running is None and self.pending is not None:
-            old, new = self.pending
-            self.pending = None
-            if old != new:
-                self._start(old, new, now)
-        if self.running is None:
-            return None
-        r = self.running
-        due = (r.killed_at + HOOK_KILL_GRACE) if r.killed_at is not None else r.deadline
-        return max(0.0, due - now)
-
-    def _start(self, old: frozenset[str], new: frozenset[str], now: float) -> None:
-        argv, extra = hook_call(self.command, self.interface, old, new)
-        label = self.command[0]
-        out = self.output_fd if self.output_fd is not None else subprocess.DEVNULL
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,  # never our stdout: that is the event pipe
-                stderr=out,
-                env={**self._env, **extra},
-                start_new_session=True,  # its own process group, killed as one on timeout
-                close_fds=True,
-            )
-        except OSError as exc:
-            self.failures += 1
-            self.report.error("hook", f"{label}: cannot run: {exc.strerror or exc}", "hook")
-            return
-        self.runs += 1
-        self.running = _Running(proc, label, now + self.timeout)
-
-    def _check(self, now: float) -> None:
-        r = self.running
-        assert r is not None
-        code = r.proc.poll()
-        if code is not None:
-            self.running = None
-            if r.killed_at is not None:
-                return  # already reported as timed out
-            if code != 0:
-                self.failures += 1
-                self.report.error("hook", f"{r.label}: {_status(code)}", "hook")
-            return
-        if r.killed_at is None and now >= r.deadline:
-            self.failures += 1
-            self.report.error(
-                "hook", f"{r.label}: timed out after {self.timeout:g}s; terminating it", "hook"
-            )
-            _signal_group(r.proc, signal.SIGTERM)
-            r.killed_at = now
-        elif r.killed_at is not None and now >= r.killed_at + HOOK_KILL_GRACE:
-            _signal_group(r.proc, signal.SIGKILL)
-            r.proc.wait()
-            self.running = None
-
-    def wait(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Run what is pending to the end (bounded by the timeout); for --once."""
-        while not stop():
-            left = self.poll()
-            if left is None:
-                return
-            try:
-                self.running.proc.wait(timeout=min(left, 0.2) or 0.01)  # type: ignore[union-attr]
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _status(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with status {code}"
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
-
-
-# --------------------------------------------------------------------------------------
-# the watcher: folds netlink messages, publishes changes
-
-
-@dataclass
-class Watcher:
-    """The interface's current WAN set and what has been published of it."""
-
-    name: str
-    state_path: str
-    out: Writer
-    report: cli.Reporter
-    hooks: Hooks
-    clock: Clock = _utcnow
-    monotonic: Callable[[], float] = time.monotonic
-    debug: bool = False
-    table: RouteTable = field(default_factory=RouteTable)
-    link: Link | None = None
-    published: frozenset[str] = frozenset()
-    write_failures: int = 0
-    retry_at: float | None = None
-    events: int = 0
-
-    def start(self, table: RouteTable, previous: frozenset[str]) -> frozenset[str]:
-        """Adopt the first dump, write the state (ToolError 73 if impossible), print."""
-        self.table = table
-        self.link = table.find(self.name)
-        if self.link is None:
-            self.report.say(self.name, "no such interface; waiting for it to appear")
-        elif self.link.state != "up":
-            self.report.say(self.name, _STATE_NOTE[self.link.state])
-        new = current_set(table, self.name)
-        try:
-            state = write_wan_state(self.state_path, self.name, sort_addresses(new), self.clock())
-        except OSError as exc:
-            raise cli.ToolError(
-                f"{self.state_path}: cannot write state: {_reason(exc, self.state_path)}",
-                cli.EX_CANTCREAT,
-            )
-        self._emit(previous, new, state["ts"])
-        self.published = new
-        self.hooks.submit(previous, new)
-        return new
-
-    def handle(self, messages: Iterable[Message]) -> None:
-        """Apply a batch of messages, report link changes, publish if the set changed."""
-        for msg in messages:
-            self.table.apply(msg)
-            if self.debug:
-                self._debug(msg)
-            if msg.kind in ("new-link", "del-link"):
-                self._follow_link()
-        self.update()
-
-    def resync(self, table: RouteTable) -> None:
-        """Replace the table by a fresh dump (after lost notifications)."""
-        self.table = table
-        self._follow_link()
-        self.update()
-
-    def _follow_link(self) -> None:
-        after = self.table.find(self.name)
-        for note in link_notes(self.name, self.link, after, self.table):
-            self.report.say(self.name, note)
-        self.link = after
-
-    def update(self) -> None:
-        new = current_set(self.table, self.name)
-        if new == self.published and self.retry_at is None:
-            return
-        if new != self.published:
-            old = self.published
-            now = self.clock()
-            self._write(new, now)
-            self._emit(old, new, now.isoformat())
-            self.published = new
-            self.hooks.submit(old, new)
-        elif self.retry_at is not None and self.monotonic() >= self.retry_at:
-            self._write(new, self.clock())
-
-    def _write(self, new: frozenset[str], now: datetime) -> None:
-        try:
-            write_wan_state(self.state_path, self.name, sort_addresses(new), now)
-        except OSError as exc:
-            self.write_failures += 1
-            delay = retry_delay(self.write_failures)
-            self.retry_at = self.monotonic() + delay
-            self.report.error(
-                self.state_path,
-                f"cannot write state: {_reason(exc, self.state_path)}; retrying in {delay:g}s",
-                "write",
-            )
-            return
-        if self.write_failures:
-            self.report.say(self.state_path, "state written again")
-        self.write_failures = 0
-        self.retry_at = None
-
-    def retry_in(self) -> float | None:
-        if self.retry_at is None:
-            return None
-        return max(0.0, self.retry_at - self.monotonic())
-
-    def _emit(self, old: Iterable[str], new: Iterable[str], ts: str) -> None:
-        self.out.write(make_event(self.name, old, new, ts))
-        self.out.flush()
-        self.events += 1
-
-    def _debug(self, msg: Message) -> None:
-        item = msg.item
-        if isinstance(item, Addr):
-            link = self.table.links.get(item.index)
-            if link is None or link.name != self.name:
-                return
-            why = why_not_wan(item) if msg.kind == "new-addr" else None
-            flags = ",".join(item.flag_names()) or "-"
-            verdict = f"not counted: {why}" if why else "counted"
-            if msg.kind == "del-addr":
-                verdict = "gone"
-            self.report.say(
-                self.name,
-                f"debug: {msg.kind} {item.address}/{item.prefixlen} flags {flags} "
-                f"preferred {_life(item.preferred)} valid {_life(item.valid)}: {verdict}",
-            )
-        elif isinstance(item, Link) and item.name == self.name:
-            self.report.say(self.name, f"debug: {msg.kind} index {item.index} {item.state}")
-
-
-def _life(seconds: int | None) -> str:
-    return "forever" if seconds is None else f"{seconds}s"
-
-
-def _reason(exc: OSError, path: str | None = None) -> str:
-    """strerror, naming the file when it is not ``path`` itself (a parent that is not a
-    directory fails with a bare "File exists" otherwise)."""
-    text = exc.strerror or str(exc)
-    name = exc.filename
-    if isinstance(exc, FileExistsError) and isinstance(name, str) and not os.path.isdir(name):
-        text = "exists and is not a directory"
-    if exc.strerror and isinstance(name, str) and name != path:
-        return f"{name}: {text}"
-    return text
 
 
 # --------------------------------------------------------------------------------------
@@ -637,7 +216,7 @@ def run(
     s: Settings,
     out: Writer,
     stderr: IO[str],
-    clock: Clock,
+    clock: cli.Clock,
 ) -> int:
     report = cli.Reporter(TOOL, stderr)
     hooks = Hooks(
@@ -653,7 +232,7 @@ def run(
         try:
             sock = RouteSocket()
         except OSError as exc:
-            raise cli.ToolError(f"netlink: {_reason(exc)}", cli.EX_UNAVAILABLE)
+            raise cli.ToolError(f"netlink: {os_reason(exc)}", cli.EX_UNAVAILABLE)
         with sock:
             watcher = Watcher(s.interface, s.state, out, report, hooks, clock, debug=s.debug)
             previous = read_previous(s.state, report)
@@ -708,9 +287,9 @@ def main(
     stdout: IO[Any] | None = None,
     stderr: IO[str] | None = None,
     *,
-    clock: Clock | None = None,
+    clock: cli.Clock | None = None,
 ) -> int:
-    """Run wanwatch; ``clock`` is for tests (default: the real UTC time)."""
+    """Run wanwatch; ``clock`` is for tests (default: the real time)."""
     _stdin, out_stream, err = cli.resolve_streams(stdin, stdout, stderr)
     args, code = cli.parse_args(build_parser(), argv, out_stream, err)
     if args is None:
@@ -721,7 +300,7 @@ def main(
     def body() -> int:
         settings = settings_from(args)
         writer = Writer(binary_output(out_stream))
-        return run(settings, writer, err, clock or _utcnow)
+        return run(settings, writer, err, clock or time.time)
 
     return cli.run_tool(TOOL, body, debug=args.debug, stderr=err)
 

@@ -29,6 +29,7 @@ from deploy_harness import (
 )
 
 from banpipe import config as bpconfig
+from banpipe.convert import choices_of
 
 pytestmark = pytest.mark.deploy
 
@@ -87,6 +88,23 @@ def test_every_config_key_is_a_documented_role_variable_with_the_same_default():
             assert converted == getattr(builtin, key), (
                 f"{name}: role default {value!r} is not config.py's {getattr(builtin, key)!r}"
             )
+
+
+def test_argument_specs_list_the_choices_config_py_allows():
+    """One list of backends (config.BACKENDS), hooks, on_stop values...: the role's
+    argument specs offer exactly what config.py accepts, for every key with choices."""
+    specs = load_yaml(ROLE / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    checked = set()
+    for section, (_cls, converters) in bpconfig.SCHEMA.items():
+        for key, convert in converters.items():
+            name = _role_var(section, key)
+            allowed = choices_of(convert)
+            assert specs[name].get("choices") == (None if allowed is None else list(allowed)), (
+                f"{name}: argument_specs choices are not config.py's {allowed}"
+            )
+            checked.add(name)
+    assert "banpipe_firewall_backend" in checked
+    assert list(choices_of(bpconfig.SCHEMA["firewall"][1]["backend"])) == list(bpconfig.BACKENDS)
 
 
 def test_argument_specs_reject_a_bad_choice(tmp_path):

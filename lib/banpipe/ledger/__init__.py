@@ -1,0 +1,233 @@
+"""The ban ledger: a durable SQLite record of every offender, ban and violation.
+
+Promises:
+
+* **Durable**: WAL journal with ``synchronous=FULL``; a method that changes bans
+  returns only after its transaction is committed to disk. banctl commits first and
+  touches the firewall second, so a crash can leave the firewall behind the ledger
+  (repaired at the next start) but never a ban that the ledger forgot.
+* **One row per offender** (``offenders``, keyed by the canonical address), however
+  often it offends or is banned; ``violations`` keeps every violation for
+  ``retention`` seconds (kept after unban, for recidive decisions and ``banctl
+  show``; ``retention = 0`` deletes an address's violations when its ban ends);
+  ``bans`` keeps one row per ban period, used to count recent bans (recidive).
+* **Small**: identical violations (same offender, rule, message, priority, victim,
+  direction and reason) recorded within ``BUCKET_S`` of the first (banctl's clock) are
+  one row of ``hits`` with a ``count`` and the first and last time (banctl's and the
+  alerts' own); addresses, rules and texts are stored once (``texts``) and rows refer
+  to them by number. ``violations`` is a view with the columns of the old table
+  (``ts`` is the first time) plus ``last_ts`` and ``alert_last``. Rows are appended
+  in time order, so retention deletes a range of row ids: its cost is the rows that
+  aged out since the last prune, not the size of the table.
+* **Concurrent**: the daemon and admin commands each open their own connection;
+  writers use ``BEGIN IMMEDIATE`` and a busy timeout, so they queue instead of
+  failing. ``locked()`` is a cross-process lock that banctl holds from a ledger write
+  until the matching firewall change is done, so two processes never apply their
+  firewall changes in the opposite order of their commits.
+* **Versioned**: ``PRAGMA user_version`` is the schema version; ``MIGRATIONS`` are
+  applied in order, each in its own transaction together with the version bump.
+
+Addresses given to this module must already be canonical (``ipaddress`` text form).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+
+from banpipe.ledger.fleet import Fleet
+from banpipe.ledger.hits import Hits
+from banpipe.ledger.model import (
+    DECISION_KINDS,
+    SELECT_RECORDS,
+    BatchOutcome,
+    Decision,
+    LedgerError,
+    Offender,
+    RemoteOutcome,
+    Violation,
+    ViolationRecord,
+    violation_record,
+)
+from banpipe.ledger.reads import resume_position
+from banpipe.ledger.schema import (
+    BUCKET_S,
+    BUSY_TIMEOUT_S,
+    DEFAULT_PATH,
+    MIGRATIONS,
+    Migration,
+)
+
+__all__ = [
+    "BUCKET_S",
+    "BUSY_TIMEOUT_S",
+    "DECISION_KINDS",
+    "DEFAULT_PATH",
+    "MIGRATIONS",
+    "SELECT_RECORDS",
+    "BatchOutcome",
+    "Decision",
+    "Ledger",
+    "LedgerError",
+    "Migration",
+    "Offender",
+    "RemoteOutcome",
+    "Violation",
+    "ViolationRecord",
+    "resume_position",
+    "violation_record",
+]
+
+
+class Ledger(Hits, Fleet):
+    """A connection to the ledger; not shared between threads or processes."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self.db = db
+        self.path = path
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+        # What this connection wrote lately, to add to instead of asking the database:
+        # text -> texts.id, and the hits rows that may still grow (interned violation
+        # key -> row id). Forgotten on rollback; a row deleted meanwhile by another
+        # connection (a prune) is noticed when the update changes nothing.
+        self._text_ids: dict[str, int] = {}
+        # interned key -> (row id, alert_first, when the row began)
+        self._open: dict[tuple, tuple[int, int | str | None, float]] = {}
+        self._open_swept = 0.0  # rows that began before this are no longer in _open
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str = DEFAULT_PATH,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        create: bool = True,
+    ) -> Ledger:
+        """Open (and create/migrate) the ledger at ``path``; ``":memory:"`` for tests."""
+        if path != ":memory:":
+            if not create and not os.path.exists(path):
+                raise LedgerError(f"{path}: no such ledger")
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(directory, mode=0o750, exist_ok=True)
+            except OSError as exc:
+                raise LedgerError(f"{directory}: {exc.strerror or exc}")
+        try:
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if path != ":memory:" and str(mode).lower() != "wal":
+                raise LedgerError(f"{path}: cannot switch to WAL journal (got {mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            db.execute("PRAGMA foreign_keys=ON")
+            ledger = cls(db, path)
+            ledger.migrate(migrations)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{path}: {exc}")
+        return ledger
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+        """Bring the schema to ``len(migrations)``; returns the number applied."""
+        applied = 0
+        if self.version == len(migrations):
+            return applied
+        while True:
+            with self.transaction():
+                current = self.version
+                if current > len(migrations):
+                    raise LedgerError(
+                        f"{self.path}: schema version {current} is newer than this "
+                        f"banctl knows ({len(migrations)})"
+                    )
+                if current == len(migrations):
+                    return applied
+                migrations[current](self.db)
+                self.db.execute(f"PRAGMA user_version={current + 1}")
+            applied += 1
+
+    # -- transactions and locking ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (durable on return), rollback on error."""
+        if self.db.in_transaction:  # nested: part of the outer transaction
+            yield self.db
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: {exc}")
+        try:
+            yield self.db
+        except BaseException:
+            self._forget()
+            self.db.execute("ROLLBACK")
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._forget()
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise LedgerError(f"{self.path}: {exc}")
+
+    def _forget(self) -> None:
+        """Drop what this connection remembers of its writes (they were rolled back)."""
+        self._text_ids = {}
+        self._open = {}
+        self._open_swept = 0.0
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the cross-process ledger+firewall lock (``<ledger>.lock``, flock).
+
+        Held from a ledger write until the firewall reflects it, so that concurrent
+        banctl processes apply firewall changes in commit order. Re-entrant within
+        this object.
+        """
+        if self.path == ":memory:":
+            yield
+            return
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = os.open(
+                    self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+            except OSError as exc:
+                raise LedgerError(f"{self.path}.lock: {exc.strerror or exc}")
+        if self._lock_depth == 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def data_version(self) -> int:
+        """Changes whenever *another* connection commits (PRAGMA data_version)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])

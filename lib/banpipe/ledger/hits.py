@@ -1,0 +1,238 @@
+"""Recording violations (a part of :class:`banpipe.ledger.Ledger`): offenders banned or
+extended by them, their ``hits`` rows, and the read positions they came with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
+from banpipe.ledger.model import (
+    _INSERT_DECISION,
+    _UPSERT_OFFENDER,
+    BatchOutcome,
+    Offender,
+    _offender_row,
+)
+from banpipe.ledger.reads import Reads
+from banpipe.ledger.schema import BUCKET_S
+from banpipe.ledger.stamps import last_code, stamp_code
+
+TEXTS_CACHED = 1 << 16  # text -> id entries a connection remembers (then starts over)
+POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings)
+
+
+def _row_id(update: tuple) -> int:
+    return update[3]
+
+
+class Hits(Reads):
+    """Violations into ``hits`` rows, with the bans and extensions they cause."""
+
+    _text_ids: dict[str, int]
+    _open: dict[tuple, tuple[int, int | str | None, float]]
+    _open_swept: float
+
+    def record_groups(
+        self,
+        groups: Mapping[tuple, Sequence],
+        now: float,
+        policy: BanPolicy,
+        rng: Rng,
+        *,
+        new_ban_budget: int | None = None,
+    ) -> BatchOutcome:
+        """Record a burst of violations, grouped as banctl's intake gathers them, in one
+        transaction; ban or extend as due.
+
+        An address not yet banned gets a new automated ban while ``new_ban_budget``
+        (None: unlimited) lasts; past it the violation is still recorded and the
+        address is listed in ``held`` (the spoof brake). A banned address gets its
+        expiry extended (permanent bans stay permanent).
+
+        ``groups`` maps ``Violation[:7]`` (every field but ``alert_ts``) to ``(alert_ts
+        of the first, count, position of the last, alert_ts of the last)``, in order of
+        first occurrence; positions only need to grow along the input. A group joins
+        the row of the same violation begun less than ``BUCKET_S`` earlier
+        (its count and last times grow), or starts a new row. The result is the same as
+        recording the violations one by one: an address is banned by its first
+        violation (while the budget lasts) and every later violation of a banned
+        address extends the expiry by one random draw (``extended_expiry`` applied once
+        per violation), also within one burst: the outcome must not depend on how the
+        pipe was chunked. Its reason is that of its last violation that has one.
+        Draws are taken address by address (in order of first occurrence), and none
+        once an expiry has reached the cap, so with a seeded rng the values can differ
+        from a line-by-line loop; their distribution does not. ``extended`` lists the
+        addresses in order of first occurrence.
+        """
+        out = BatchOutcome()
+        if not groups:
+            return out
+        # Per address, in order of first occurrence: [violations, last reason given, its
+        # position, the first violation's reason (the one that bans)].
+        per_addr: dict[str, list] = {}
+        for key, (_ts, count, last, _last_ts) in groups.items():
+            a = per_addr.get(key[0])
+            if a is None:
+                per_addr[key[0]] = [count, key[6], last if key[6] else -1, key[6]]
+            else:
+                a[0] += count
+                if key[6] and last > a[2]:
+                    a[1], a[2] = key[6], last
+        with self.transaction() as db:
+            rows = self._load(list(per_addr))
+            offender_rows = []
+            ban_rows = []
+            decisions: list[tuple] = []  # one per address banned or extended (banshare)
+            recorded = 0
+            for addr, (count, reason, _pos, first_reason) in per_addr.items():
+                recorded += count
+                o = rows.get(addr)
+                if o is None:
+                    o = Offender(addr, now, now, None, 0, 0, False, False, None, None)
+                o.last_seen = max(o.last_seen, now)
+                o.violations += count
+                o.reason = reason or o.reason
+                extensions = count
+                fresh = False
+                if not o.active:
+                    if new_ban_budget is not None and len(out.new_bans) >= new_ban_budget:
+                        out.held.append(addr)
+                        extensions = 0
+                    else:
+                        previous = (
+                            self.recent_bans(addr, now - policy.recidive_window) if o.bans else 0
+                        )
+                        o.active, o.manual, o.origin = True, False, None
+                        o.expires = initial_expiry(policy, now, previous)
+                        o.bans += 1
+                        o.banned_at = now
+                        ban_rows.append((addr, now, 0, first_reason))
+                        out.new_bans.append(addr)
+                        fresh = True
+                        extensions = count - 1  # every violation after the banning one
+                if extensions:
+                    later = extended_expiry(policy, o.expires, now, rng, extensions)
+                    if later != o.expires:
+                        o.expires = later
+                        out.extended.append(addr)
+                        if not fresh:
+                            decisions.append((now, "extend", addr, o.expires, 0, None, None, None))
+                if fresh:
+                    decisions.append((now, "ban", addr, o.expires, 0, first_reason, None, None))
+                offender_rows.append(_offender_row(o))
+            db.executemany(_UPSERT_OFFENDER, offender_rows)
+            self._add_hits(groups, now)
+            db.executemany(
+                "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)", ban_rows
+            )
+            db.executemany(_INSERT_DECISION, decisions)
+            out.recorded = recorded
+        return out
+
+    def _text_id(self, text: str) -> int:
+        """The ``texts`` id of ``text``, added when new (inside a transaction)."""
+        found = self._text_ids.get(text)
+        if found is not None:
+            return found
+        row = self.db.execute("SELECT id FROM texts WHERE text = ?", (text,)).fetchone()
+        if row is None:
+            found = self.db.execute("INSERT INTO texts (text) VALUES (?)", (text,)).lastrowid
+        else:
+            found = row[0]
+        if len(self._text_ids) >= TEXTS_CACHED:
+            self._text_ids = {}
+        self._text_ids[text] = found
+        return found
+
+    def _add_hits(self, groups: Mapping[tuple, Sequence], now: float) -> None:
+        """Count ``groups`` into the rows of ``hits`` (inside a transaction)."""
+        if now - self._open_swept >= BUCKET_S:  # forget rows that cannot grow any more
+            self._open = {k: r for k, r in self._open.items() if now - r[2] < BUCKET_S}
+            self._open_swept = now
+        opened, text_ids = self._open, self._text_ids
+        tid = self._text_id
+        updates: list[tuple] = []
+        updated: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (interned key, group)
+        fresh: list[tuple[tuple, Sequence]] = []
+        for k, g in groups.items():
+            # (addr, sig, msg, priority, victim, reversed, reason), interned
+            a, sig, msg, prio, victim, rev, why = k
+            ik = (
+                text_ids.get(a) or tid(a),
+                None if sig is None else text_ids.get(sig) or tid(sig),
+                None if msg is None else text_ids.get(msg) or tid(msg),
+                prio,
+                None if victim is None else text_ids.get(victim) or tid(victim),
+                rev,
+                None if why is None else text_ids.get(why) or tid(why),
+            )
+            row = opened.get(ik)
+            if row is None or now - row[2] >= BUCKET_S or now < row[2]:
+                fresh.append((ik, g))
+            else:
+                updates.append((g[1], now, last_code(row[1], g[3]), row[0]))
+                updated[row[0]] = (ik, g)
+        db = self.db
+        if updates:
+            updates.sort(key=_row_id)  # in page order
+            changed = db.executemany(
+                "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?",
+                updates,
+            ).rowcount
+            if changed != len(updates):  # rows pruned by another connection: new rows
+                there = set(
+                    self._column_in("SELECT id FROM hits WHERE id IN ", [u[3] for u in updates])
+                )
+                for row_id, (ik, g) in updated.items():
+                    if row_id not in there:
+                        del opened[ik]
+                        fresh.append((ik, g))
+        if not fresh:
+            return
+        top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
+        rows = []
+        for n, (ik, g) in enumerate(fresh, top + 1):
+            first = stamp_code(g[0])
+            opened[ik] = (n, first, now)
+            many = g[1] > 1
+            last = last_code(first, g[3]) if many and g[3] != g[0] else None
+            rows.append(
+                (n, ik[0], now, now if many else None, g[1], ik[1], ik[2], ik[3], ik[4],
+                 int(ik[5]), ik[6], first, last)
+            )  # fmt: skip
+        db.executemany(
+            "INSERT INTO hits (id, addr, first, last, count, sig, msg, priority, victim, "
+            "reversed, reason, alert_first, alert_last) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _addr_hits(self, addrs: Sequence[str]) -> list[int]:
+        """Row ids in ``hits`` of the violations of ``addrs``."""
+        ids = self._column_in("SELECT id FROM texts WHERE text IN ", list(addrs))
+        return self._column_in("SELECT id FROM hits WHERE addr IN ", ids)
+
+    def record_positions(self, rows: Iterable[tuple[str, str, int, str]]) -> None:
+        """Record read positions ``(path, ident, offset, position JSON)``, in order.
+
+        Called inside the transaction that records the violations read before them,
+        so both are durable together or not at all. Only the ``POSITIONS_KEPT`` most
+        recent files per path are kept.
+        """
+        with self.transaction() as db:
+            seq = int(db.execute("SELECT coalesce(max(seq), 0) FROM positions").fetchone()[0])
+            paths = set()
+            for path, ident, offset, position in rows:
+                seq += 1
+                paths.add(path)
+                db.execute(
+                    "INSERT OR REPLACE INTO positions (path, ident, offset, position, seq) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (path, ident, offset, position, seq),
+                )
+            for path in paths:
+                db.execute(
+                    "DELETE FROM positions WHERE path = ? AND seq NOT IN (SELECT seq FROM "
+                    "positions WHERE path = ? ORDER BY seq DESC LIMIT ?)",
+                    (path, path, POSITIONS_KEPT),
+                )
