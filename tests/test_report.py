@@ -151,6 +151,9 @@ def test_only_changed_offenders_are_rewritten_and_retention_removes_trackers(hos
     assert "1 offender pages and 0 tracker files written, 3 unchanged, 1 files removed" in text
     assert not (out / "tracker" / "2001-db8-bad--7.txt").exists()
     assert "not banned now" in (out / "o" / "2001-db8-bad--7.html").read_text()
+    rc, text, _ = banctl_run(cfg, "report", "--html", str(out), "--json")
+    assert rc == 0 and json.loads(text) == {"index_pages": 1, "offender_pages": 0,
+        "tracker_files": 0, "unchanged": 4, "removed": 0}  # fmt: skip
 
 
 def test_apply_keeps_pages_current(tmp_path, tool_env):
