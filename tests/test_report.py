@@ -320,36 +320,6 @@ def _tree(root: Path) -> dict[str, bytes]:
             if p.is_file()}  # fmt: skip
 
 
-def test_files_written_on_a_second_thread_are_the_same(tmp_path, monkeypatch):
-    led = _ledger_of(tmp_path, 30)
-    report.write_pages(led, tmp_path / "one", 1_800_000_100.0)
-    monkeypatch.setattr(report, "THREADED_FROM", 0)
-    monkeypatch.setattr(report._Writer, "BATCH", 4)  # several batches, a partial last one
-    done = report.write_pages(led, tmp_path / "two", 1_800_000_100.0)
-    assert (done.offender_pages, done.tracker_files) == (31, 31)
-    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
-    assert not [p for p in (tmp_path / "two").rglob(".*tmp*")]
-
-
-def test_a_write_error_on_the_writer_thread_reaches_the_caller(tmp_path, monkeypatch):
-    led = _ledger_of(tmp_path, 30)
-    monkeypatch.setattr(report, "THREADED_FROM", 0)
-    monkeypatch.setattr(report._Writer, "BATCH", 4)
-    real, calls = report.replace_file, []
-
-    def full(path, data):
-        calls.append(path)
-        if len(calls) == 10:
-            raise OSError(28, "No space left on device")
-        real(path, data)
-
-    monkeypatch.setattr(report, "replace_file", full)
-    with pytest.raises(OSError, match="No space"):
-        report.write_pages(led, tmp_path / "p", 1_800_000_100.0)
-    assert len(calls) == 10  # nothing written after the error
-    assert not (tmp_path / "p" / report.MANIFEST).exists()  # so the next run redoes all
-
-
 def test_a_burst_rewrites_exactly_the_offenders_it_touched(tmp_path):
     from banpipe.bantime import BanPolicy
     from banpipe.ledger import Violation

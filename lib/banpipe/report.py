@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from banpipe import board, overview
@@ -41,7 +39,6 @@ from banpipe.pagehtml import OFFENDER_DIR, Stamps, esc, msg, page, safe_name, ta
 from banpipe.statefile import replace_file
 
 PAGE_ROWS = 500
-THREADED_FROM = 1000  # offender pages in a run from which a second thread writes files
 MANIFEST = ".banpipe-pages.json"
 TRACKER_DIR = "tracker"
 _ENCODE = ("utf-8", "surrogateescape")
@@ -182,7 +179,6 @@ class PagesResult:
     tracker_files: int = 0
     removed: int = 0
     unchanged: int = 0
-    files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
         """The counts (``banctl report --json``)."""
@@ -193,62 +189,6 @@ class PagesResult:
             "unchanged": self.unchanged,
             "removed": self.removed,
         }
-
-
-class _Writer:
-    """``replace_file`` on a second thread once there are many files, while the caller
-    renders the next ones: a first run makes 200,000 files, and their system calls
-    (open, write, rename: about as long as rendering them) then use the other core.
-    Files go over in batches (a queue costs microseconds a item); at most
-    ``QUEUED`` batches wait, so memory stays bounded. The first OSError stops the
-    writing and is raised to the caller."""
-
-    BATCH = 64
-    QUEUED = 16
-
-    def __init__(self, threaded: bool) -> None:
-        self._batch: list[tuple[str, bytes]] = []
-        self._error: OSError | None = None
-        self._queue: queue.Queue | None = None
-        if threaded:
-            self._queue = queue.Queue(self.QUEUED)
-            self._thread = threading.Thread(target=self._run, name="pages", daemon=True)
-            self._thread.start()
-
-    def __call__(self, path: str, data: bytes) -> None:
-        if self._queue is None:
-            replace_file(path, data)
-            return
-        self._batch.append((path, data))
-        if len(self._batch) >= self.BATCH:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._error is not None:
-            raise self._error
-        assert self._queue is not None
-        self._queue.put(self._batch)
-        self._batch = []
-
-    def _run(self) -> None:
-        assert self._queue is not None
-        while (batch := self._queue.get()) is not None:
-            try:
-                for path, data in batch:
-                    if self._error is None:
-                        replace_file(path, data)
-            except OSError as exc:
-                self._error = exc
-
-    def close(self) -> None:
-        """Wait for every file; raise the first error."""
-        if self._queue is not None:
-            self._queue.put(self._batch)
-            self._queue.put(None)
-            self._thread.join()
-            self._queue = None
-        if self._error is not None:
-            raise self._error
 
 
 def write_pages(ledger: Ledger, directory: str | Path, now: float) -> PagesResult:
@@ -273,24 +213,20 @@ def write_pages(ledger: Ledger, directory: str | Path, now: float) -> PagesResul
         histories = overview.violation_history(ledger, wanted) if changed else {}
         periods = overview.ban_history(ledger, wanted) if changed else {}
     result = PagesResult(len(index), len(changed), unchanged=len(rows) - len(changed))
-    write = _Writer(threaded=len(changed) > THREADED_FROM)
-    try:
-        for name, text in index.items():
-            write(f"{root}/{name}", text.encode(*_ENCODE))
-        files = OffenderFiles(now)
-        for o in changed:
-            name = safe_name(o.addr)
-            history = histories.get(o.addr, [])
-            text = files.page(o, history, periods.get(o.addr, []))
-            write(f"{pages_dir}/{name}.html", text.encode(*_ENCODE))
-            tracker = f"{trackers_dir}/{name}.txt"
-            if history:
-                write(tracker, files.tracker(o.addr, history).encode(*_ENCODE))
-                result.tracker_files += 1
-            elif old is None or o.addr in old:
-                result.removed += _unlink(tracker)
-    finally:
-        write.close()
+    for name, text in index.items():
+        replace_file(f"{root}/{name}", text.encode(*_ENCODE))
+    files = OffenderFiles(now)
+    for o in changed:
+        name = safe_name(o.addr)
+        history = histories.get(o.addr, [])
+        text = files.page(o, history, periods.get(o.addr, []))
+        replace_file(f"{pages_dir}/{name}.html", text.encode(*_ENCODE))
+        tracker = f"{trackers_dir}/{name}.txt"
+        if history:
+            replace_file(tracker, files.tracker(o.addr, history).encode(*_ENCODE))
+            result.tracker_files += 1
+        elif old is None or o.addr in old:
+            result.removed += _unlink(tracker)
     # Paged lists that shrank leave stale bans-N.html behind; drop them.
     for entry in os.scandir(root):
         m = re.fullmatch(r"bans-(\d+)\.html", entry.name)
