@@ -96,14 +96,14 @@ def offender_rows(ledger: Ledger) -> list[OffenderRow]:
     took twice as long, and SQLite's sort on these keys four times Python's.
     """
     db = ledger.db
-    # SQLite: with a single max(), the bare columns come from the row holding it.
+    # Counted from the covering index hits_addr, then the newest row read by its id.
     kept = {
         r[0]: r
         for r in db.execute(
             "SELECT t.text, s.text, m.text, x.n, x.newest FROM (SELECT addr, count(*) AS n, "
-            "max(id) AS newest, sig, msg FROM hits GROUP BY addr) x "
-            "JOIN texts t ON t.id = x.addr LEFT JOIN texts s ON s.id = x.sig "
-            "LEFT JOIN texts m ON m.id = x.msg"
+            "max(id) AS newest FROM hits GROUP BY addr) x JOIN hits h ON h.id = x.newest "
+            "JOIN texts t ON t.id = x.addr LEFT JOIN texts s ON s.id = h.sig "
+            "LEFT JOIN texts m ON m.id = h.msg"
         )
     }
     periods = dict(db.execute("SELECT addr, count(*) FROM bans GROUP BY addr").fetchall())
