@@ -26,6 +26,7 @@ from banpipe.pagehtml import (
     link,
     msg,
     page,
+    plain_name,
     plain_names,
     safe_name,
     stamp,
@@ -120,7 +121,7 @@ class _Rows:
             else:
                 until = f"{st(expires)} (in {_remaining(expires - now, left)})"
             if plain:
-                name, text = addr.replace(":", "-"), addr
+                name, text = plain_name(addr), addr
             else:
                 name, text = safe_name(addr), html.escape(addr)
             first = seen.get(first) or seen.setdefault(first, st(first))

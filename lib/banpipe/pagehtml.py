@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterable, Sequence
 
 OFFENDER_DIR = "o"
-_SAFE = re.compile(r"[0-9a-fA-F.:]+")
-_ALL_SAFE = re.compile(r"[0-9a-fA-F.:]+(?:\n[0-9a-fA-F.:]+)*")
+_ENTRY = r"[0-9a-fA-F.:]+(?:/[0-9]{1,3})?"  # an address, or a range with its prefix length
+_SAFE = re.compile(_ENTRY)
+_ALL_SAFE = re.compile(f"{_ENTRY}(?:\n{_ENTRY})*")
 _SPECIAL = re.compile("[&<>\"']")
 _SECONDS = [f"{s:02d}" for s in range(60)]
 
@@ -37,20 +38,26 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def safe_name(addr: str) -> str:
-    """File name stem for an address: ``203.0.113.7``, ``2001-db8--7``.
+    """File name stem for an address or range: ``203.0.113.7``, ``2001-db8--7``,
+    ``203.0.113.0_24``.
 
-    Canonical addresses hold only hex digits, dots and colons, so the mapping is
-    one to one (and such a name needs no HTML escaping); anything else (never expected
-    from the ledger) is spelled in hex.
+    Canonical entries hold only hex digits, dots, colons and one slash, so the mapping
+    is one to one (and such a name needs no HTML escaping); anything else (never
+    expected from the ledger) is spelled in hex.
     """
     if _SAFE.fullmatch(addr):
-        return addr.replace(":", "-")
+        return plain_name(addr)
     return "x" + addr.encode("utf-8", "surrogateescape").hex()
 
 
+def plain_name(addr: str) -> str:
+    """``safe_name`` of an entry known to be canonical (see :func:`plain_names`)."""
+    return addr.replace(":", "-").replace("/", "_")
+
+
 def plain_names(addrs: Sequence[str]) -> bool:
-    """True when every address is its own safe name but for ``:`` -> ``-`` (and so
-    needs no escaping either): one regex over a page's addresses, not one each."""
+    """True when every address is canonical (:func:`plain_name` is its safe name, and it
+    needs no escaping): one regex over a page's addresses, not one each."""
     return not addrs or _ALL_SAFE.fullmatch("\n".join(addrs)) is not None
 
 

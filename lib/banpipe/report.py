@@ -259,7 +259,7 @@ def _stray(root: str, known: dict[str, str]) -> set[str]:
         for entry in os.scandir(f"{root}/{sub}"):
             stem = entry.name[: -len(ext)]
             if entry.name.endswith(ext) and stem not in names and not stem.startswith("."):
-                stray.add(stem.replace("-", ":"))
+                stray.add(stem.replace("-", ":").replace("_", "/"))
     return stray
 
 
