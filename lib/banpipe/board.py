@@ -7,8 +7,8 @@ active bans; ``bans-2.html``... hold the rest, so no page grows with the ledger
 
 The list is the hot part at 100,000 bans: every row is rendered again on each run
 (the time left changes), so a row is one ``str.format`` of a fixed template with its
-stamps and signature cells memoised (stamps repeat by the second, few rules fire):
-about 2 us a row here (bench/README.md).
+stamps remembered by the minute, times left by the minute and signature cells by rule
+(few rules fire), addresses checked safe once per page (bench/README.md).
 """
 
 from __future__ import annotations

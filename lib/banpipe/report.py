@@ -18,9 +18,9 @@ Offender pages and tracker files are rewritten only when their offender changed:
 manifest (``.banpipe-pages.json``) keeps a signature per offender, made from the same
 rows the board lists (``overview.offender_rows``: three scans in one read
 transaction), so finding the 100 offenders of a burst among 100,000 costs no query of
-its own. Writing a small file costs tens of microseconds, so a first run over 100,000
-offenders (200,000 files) takes seconds, while the board and an update stay within
-the 2 s target (bench/README.md).
+its own. Creating and renaming 200,000 small files is what makes a first run over
+100,000 offenders take a minute or more; an update rewrites the board and the changed
+offenders' files only (figures in bench/README.md).
 """
 
 from __future__ import annotations
