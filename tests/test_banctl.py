@@ -802,7 +802,7 @@ _addr_text = st.one_of(
 @given(st.lists(st.one_of(_addr_text, st.none(), st.integers()), max_size=12))
 def test_never_bans_a_protected_or_invalid_address(offenders):
     from banpipe.config import parse_config
-    from banpipe.pipe import PipeReader
+    from banpipe.pipe import Lines
     from banpipe.protect import Protection
 
     config = parse_config(PROTECTED_CFG)
@@ -822,9 +822,10 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
     ledger = env.ledger()
     daemon = Daemon(env, ledger, fake)
     daemon.start()
-    reader = PipeReader()
-    reader.feed("".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode())
-    daemon.handle(list(reader.objects()))
+    lines = Lines().feed(
+        "".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode()
+    )
+    daemon.handle(*lines)
     protection = Protection.from_config(config)
     for addr in fake.entries | ledger.active_addresses():
         assert canonical(addr) == addr
