@@ -166,14 +166,10 @@ class Watch:
 
 
 def ipset_wait(ns: str, addr: str, timeout: float = 5.0) -> float:
-    from banpipe.firewall.nfnl import (
-        IPSET_CMD_TEST,
-        Channel,
-        ChannelError,
-        ipset_payload,
-        ipset_type,
-        packed,
-    )
+    from banpipe.address import packed
+    from banpipe.firewall.ipsetmsg import ipset_payload
+    from banpipe.firewall.nfnl import Channel, ChannelError
+    from banpipe.firewall.nfproto import IPSET_CMD_TEST, ipset_type
 
     global _TEST_CHANNEL
     if _TEST_CHANNEL is None or _TEST_CHANNEL.netns != ns:

@@ -163,3 +163,21 @@ def test_from_packed_of_the_embedded_forms():
     for text in ("::192.0.2.1", "::ffff:0:192.0.2.1", "64:ff9b::192.0.2.1", "::ffff:0.0.0.0"):
         raw = ipaddress.IPv6Address(text).packed
         assert from_packed(raw) == rule(text), text
+
+
+@given(st.lists(st.one_of(any_address, v4_addr.map(lambda a: a + "/24")), max_size=6))
+def test_all_entries_is_entry_of_each(texts):
+    """The bulk check agrees with entry() item by item (its C loops are the fast path)."""
+    assert address.all_entries(texts) == all(address.entry(t) == t for t in texts)
+    assert address.all_entries(iter(texts)) == address.all_entries(texts)
+
+
+def test_all_entries_refuses_what_is_no_text():
+    assert not address.all_entries(["203.0.113.7", None])
+    assert not address.all_entries([7])
+    assert address.all_entries([]) and address.all_entries(["2001:db8::/64", "::1"])
+
+
+def test_all_entries_where_libc_writes_dotted():
+    assert address.all_entries(["::1:0", "::ffff:0:102:304"])
+    assert not address.all_entries(["::0.1.0.0"]) and not address.all_entries(["::ffff:1.2.3.4"])

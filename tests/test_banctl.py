@@ -414,6 +414,51 @@ def test_ban_refuses_wan_address_from_state_file(cfg, fw):
     assert rc == 65 and "our WAN address" in err
 
 
+def test_ban_a_range_list_show_pin_unban(cfg, fw):
+    args = cfg()
+    rc, out, _ = run([*args, "ban", "203.0.113.77/28", "--for", "1h"])  # host bits cleared
+    assert rc == 0 and out.startswith("203.0.113.64/28: banned until ")
+    assert fw.entries == {"203.0.113.64/28"}
+    run([*args, "ban", "2001:db8:66::/64"])
+    rc, out, _ = run([*args, "list"])
+    assert "203.0.113.64/28" in out and "2001:db8:66::/64" in out and "2 active bans" in out
+    rc, out, _ = run([*args, "show", "2001:DB8:66::/64"])
+    assert rc == 0 and out.startswith("2001:db8:66::/64: banned (manual) permanently")
+    rc, out, _ = run([*args, "pin", "203.0.113.64/28"])
+    assert rc == 0 and out == "203.0.113.64/28: pinned (manual, permanent)\n"
+    # An address inside a banned range keeps its own ban, and its entry comes back
+    # when the range is lifted.
+    run([*args, "ban", "203.0.113.70"])
+    rc, out, _ = run([*args, "unban", "203.0.113.64/28"])
+    assert rc == 0 and out == "203.0.113.64/28: unbanned\n"
+    assert fw.calls[-2:] == [("release", ("203.0.113.64/28",)), ("block", ("203.0.113.70",))]
+    assert fw.entries == {"203.0.113.70", "2001:db8:66::/64"}
+    rc, out, _ = run([*args, "check"])
+    assert rc == 0, out
+    pages = cfg.wan.parent / "pages"
+    rc, out, _ = run([*args, "report", "--html", str(pages)])
+    assert rc == 0, out
+    assert "2001:db8:66::/64" in (pages / "o" / "2001-db8-66--_64.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("net", "why"),
+    [
+        ("192.168.0.0/16", "the range holds our network 192.168.1.0/24"),
+        ("192.168.1.128/25", "the range holds our network 192.168.1.0/24"),
+        ("198.51.100.0/24", "the range holds our gateway 198.51.100.1"),
+        ("203.0.113.0/24", "the range holds whitelisted 203.0.113.240/28"),
+        ("127.0.0.0/16", "the range holds loopback"),
+        ("64:ff9b::c633:6400/120", "the range holds our gateway 198.51.100.1"),
+    ],
+)
+def test_ban_refuses_a_range_holding_anything_protected(cfg, fw, net, why):
+    rc, _, err = run([*cfg(), "ban", net])
+    assert rc == 65
+    assert err == f"banctl: {net}: refusing to ban: {why} (use --force to ban anyway)\n"
+    assert fw.entries == set()
+
+
 def test_ban_for_and_permanent(cfg, fw):
     args = cfg()
     rc, out, _ = run([*args, "ban", "203.0.113.5", "--for", "2h", "--reason", "scanner"])
@@ -430,10 +475,10 @@ def test_ban_for_and_permanent(cfg, fw):
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["ban", "not-an-ip"], 65, "banctl: not-an-ip: not an IP address\n"),
-        (["ban", "203.0.113.0/24"], 65, "banctl: 203.0.113.0/24: not an IP address\n"),
+        (["ban", "not-an-ip"], 65, "banctl: not-an-ip: not an IP address or network\n"),
+        (["ban", "203.0.113.0/33"], 65, "banctl: 203.0.113.0/33: not an IP address or network\n"),
         (["ban", "203.0.113.5", "--for", "soon"], 64, None),
-        (["unban", "x"], 65, "banctl: x: not an IP address\n"),
+        (["unban", "x"], 65, "banctl: x: not an IP address or network\n"),
         (["pin", "203.0.113.5"], 65, "banctl: 203.0.113.5: not banned\n"),
     ],
 )

@@ -104,6 +104,19 @@ def test_protection_always_wins_whatever_the_sender():
             assert got is None and why.startswith("refused") and label in why
 
 
+def test_a_remote_range_is_judged_as_a_whole():
+    ours = Protection(networks=["192.168.1.0/24"])
+    policy = fleet.Policy()
+    body = b'{"v":1,"id":1,"ts":1,"kind":"ban","addr":"2001:DB8:66::/64","origin":"a"}'
+    assert fleet.decode(body).addr == "2001:db8:66::/64"
+    got, why = fleet.judge(
+        remote(1, addr="192.168.0.0/16"), now=NOW, policy=policy, protection=ours
+    )
+    assert got is None and why == "refused: the range holds our network 192.168.1.0/24"
+    got, _ = fleet.judge(remote(1, addr="203.0.113.0/24"), now=NOW, policy=policy, protection=ours)
+    assert got is not None and got.addr == "203.0.113.0/24"
+
+
 def test_unban_always_passes_expired_is_skipped_and_kinds_are_filtered():
     policy = fleet.Policy(accept=("automated",))
     assert fleet.judge(remote(1, "unban"), now=NOW, policy=policy, protection=OPEN)[0]

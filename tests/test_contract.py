@@ -54,6 +54,41 @@ def test_version(tool, tool_env):
     assert r.stdout.decode() == f"{tool} (banpipe) {__version__}\n"
 
 
+class _Untouchable:
+    """A sys.stdout/sys.stderr that fails the test when anything writes to it."""
+
+    def write(self, text):
+        raise AssertionError(f"wrote to the process's own stream: {text!r}")
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+@pytest.mark.parametrize(
+    "argv, code, where",
+    [(["--help"], 0, "out"), (["--version"], 0, "out"), (["--bogus"], 64, "err")],
+)
+def test_main_writes_help_version_and_usage_errors_to_its_own_streams(
+    tool, argv, code, where, monkeypatch
+):
+    """In process, main() answers --help, --version and a usage error on the streams it
+    is given (one way for every tool: no redirect of sys.stdout, no SystemExit)."""
+    import io
+
+    main = __import__(f"banpipe.{tool}", fromlist=["main"]).main
+    monkeypatch.setattr(sys, "stdout", _Untouchable())
+    monkeypatch.setattr(sys, "stderr", _Untouchable())
+    out, err = io.StringIO(), io.StringIO()
+    assert main(argv, stdout=out, stderr=err) == code
+    text = {"out": out, "err": err}[where].getvalue()
+    other = {"out": err, "err": out}[where].getvalue()
+    assert other == ""
+    assert text.startswith(
+        {"--help": "usage: ", "--version": f"{tool} (banpipe) "}.get(argv[0], f"{tool}: ")
+    )
+
+
 def ledger_args(tmp_path):
     return ["--config", "/dev/null", "--ledger", str(tmp_path / "l.sqlite3"), "--backend", "null"]
 

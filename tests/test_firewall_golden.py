@@ -79,7 +79,7 @@ IPT_V4_DUP = """\
 -A BANPIPE -s 203.0.113.7/32 -j DROP
 -A BANPIPE -s 203.0.113.7/32 -j DROP
 -A BANPIPE -s 203.0.113.8/32 -j DROP
--A BANPIPE -s 192.0.2.0/24 -j DROP
+-A BANPIPE -s 192.0.2.0/24 -j ACCEPT
 """
 # After an external `iptables -F BANPIPE`.
 IPT_V4_FLUSHED = """\
@@ -99,13 +99,16 @@ IPSET_V4_LISTING = """\
 -A INPUT -j BANPIPE
 -A FORWARD -j BANPIPE
 -A BANPIPE -m set --match-set banpipe4 src -j DROP
+-A BANPIPE -m set --match-set banpipe4net src -j DROP
 """
 IPSET_V6_LISTING = IPSET_V4_LISTING.replace("banpipe4", "banpipe6")
 IPSET_LOG_RULE = (
     '-m set --match-set banpipe4 src -m limit --limit 6/min -j LOG --log-prefix "banpipe: "'
 )
 IPSET_V4_LISTING_LOG = IPSET_V4_LISTING.replace(
-    "-A BANPIPE -m set", f"-A BANPIPE {IPSET_LOG_RULE}\n-A BANPIPE -m set"
+    "-A BANPIPE -m set --match-set banpipe4 src",
+    f"-A BANPIPE {IPSET_LOG_RULE}\n-A BANPIPE -m set --match-set banpipe4 src",
+    1,
 )
 IPSET_SAVE_V4 = """\
 create banpipe4 hash:ip family inet hashsize 65536 maxelem 1048576 bucketsize 12 initval 0x9a31977d
@@ -116,6 +119,14 @@ IPSET_SAVE_V6 = """\
 create banpipe6 hash:ip family inet6 hashsize 65536 maxelem 1048576 bucketsize 12 initval 0x6d98ffa6
 add banpipe6 2001:db8:66::7
 """
+IPSET_SAVE_V4_NET = (
+    "create banpipe4net hash:net family inet hashsize 1024 maxelem 1048576 bucketsize 12 "
+    "initval 0x1c2d3e4f\nadd banpipe4net 198.51.100.0/24\n"
+)
+IPSET_SAVE_V6_NET = (
+    "create banpipe6net hash:net family inet6 hashsize 1024 maxelem 1048576 bucketsize 12 "
+    "initval 0x5e6f7a8b\n"
+)
 IPSET_SAVE_V6_WRONG = (
     "create banpipe6 hash:net family inet6 hashsize 1024 maxelem 65536 bucketsize 12 "
     "initval 0x510d5569\n"
@@ -149,6 +160,7 @@ NFT_TABLE = """\
     "table": "banpipe",
     "type": "ipv4_addr",
     "handle": 1,
+    "size": 1048576,
     "elem": [
      "203.0.113.7",
      "203.0.113.9"
@@ -158,12 +170,55 @@ NFT_TABLE = """\
   {
    "set": {
     "family": "inet",
+    "name": "v4net",
+    "table": "banpipe",
+    "type": "ipv4_addr",
+    "handle": 2,
+    "size": 1048576,
+    "flags": [
+     "interval"
+    ],
+    "elem": [
+     {
+      "prefix": {
+       "addr": "198.51.100.0",
+       "len": 24
+      }
+     }
+    ]
+   }
+  },
+  {
+   "set": {
+    "family": "inet",
     "name": "v6",
     "table": "banpipe",
     "type": "ipv6_addr",
-    "handle": 2,
+    "handle": 3,
+    "size": 1048576,
     "elem": [
      "2001:db8:66::7"
+    ]
+   }
+  },
+  {
+   "set": {
+    "family": "inet",
+    "name": "v6net",
+    "table": "banpipe",
+    "type": "ipv6_addr",
+    "handle": 4,
+    "size": 1048576,
+    "flags": [
+     "interval"
+    ],
+    "elem": [
+     {
+      "prefix": {
+       "addr": "2001:db8:1::",
+       "len": 64
+      }
+     }
     ]
    }
   },
@@ -172,7 +227,7 @@ NFT_TABLE = """\
     "family": "inet",
     "table": "banpipe",
     "name": "input",
-    "handle": 3,
+    "handle": 5,
     "type": "filter",
     "hook": "input",
     "prio": -10,
@@ -184,7 +239,7 @@ NFT_TABLE = """\
     "family": "inet",
     "table": "banpipe",
     "name": "forward",
-    "handle": 6,
+    "handle": 10,
     "type": "filter",
     "hook": "forward",
     "prio": -10,
@@ -196,7 +251,7 @@ NFT_TABLE = """\
     "family": "inet",
     "table": "banpipe",
     "chain": "input",
-    "handle": 10,
+    "handle": 6,
     "expr": [
      {
       "match": {
@@ -212,6 +267,424 @@ NFT_TABLE = """\
      },
      {
       "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 7,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 8,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 9,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 11,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 12,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 13,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 14,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  }
+ ]
+}
+"""
+# The same after init with log = true (no elements).
+NFT_TABLE_LOG = """\
+{
+ "nftables": [
+  {
+   "metainfo": {
+    "version": "1.0.6",
+    "release_name": "Lester Gooch #5",
+    "json_schema_version": 1
+   }
+  },
+  {
+   "table": {
+    "family": "inet",
+    "name": "banpipe",
+    "handle": 2
+   }
+  },
+  {
+   "set": {
+    "family": "inet",
+    "name": "v4",
+    "table": "banpipe",
+    "type": "ipv4_addr",
+    "handle": 1,
+    "size": 1048576
+   }
+  },
+  {
+   "set": {
+    "family": "inet",
+    "name": "v4net",
+    "table": "banpipe",
+    "type": "ipv4_addr",
+    "handle": 2,
+    "size": 1048576,
+    "flags": [
+     "interval"
+    ]
+   }
+  },
+  {
+   "set": {
+    "family": "inet",
+    "name": "v6",
+    "table": "banpipe",
+    "type": "ipv6_addr",
+    "handle": 3,
+    "size": 1048576
+   }
+  },
+  {
+   "set": {
+    "family": "inet",
+    "name": "v6net",
+    "table": "banpipe",
+    "type": "ipv6_addr",
+    "handle": 4,
+    "size": 1048576,
+    "flags": [
+     "interval"
+    ]
+   }
+  },
+  {
+   "chain": {
+    "family": "inet",
+    "table": "banpipe",
+    "name": "input",
+    "handle": 5,
+    "type": "filter",
+    "hook": "input",
+    "prio": -10,
+    "policy": "accept"
+   }
+  },
+  {
+   "chain": {
+    "family": "inet",
+    "table": "banpipe",
+    "name": "forward",
+    "handle": 14,
+    "type": "filter",
+    "hook": "forward",
+    "prio": -10,
+    "policy": "accept"
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 6,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4"
+      }
+     },
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 7,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 8,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4net"
+      }
+     },
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 9,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 10,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6"
+      }
+     },
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
      }
     ]
    }
@@ -245,8 +718,101 @@ NFT_TABLE = """\
    "rule": {
     "family": "inet",
     "table": "banpipe",
-    "chain": "forward",
+    "chain": "input",
     "handle": 12,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6net"
+      }
+     },
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "input",
+    "handle": 13,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 15,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4"
+      }
+     },
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 16,
     "expr": [
      {
       "match": {
@@ -271,7 +837,100 @@ NFT_TABLE = """\
     "family": "inet",
     "table": "banpipe",
     "chain": "forward",
-    "handle": 13,
+    "handle": 17,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4net"
+      }
+     },
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 18,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip",
+         "field": "saddr"
+        }
+       },
+       "right": "@v4net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 19,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6"
+      }
+     },
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
+     }
+    ]
+   }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 20,
     "expr": [
      {
       "match": {
@@ -290,44 +949,67 @@ NFT_TABLE = """\
      }
     ]
    }
-  }
- ]
-}
-"""
-NFT_LOG_RULE = """\
-{
- "rule": {
-  "family": "inet",
-  "table": "banpipe",
-  "chain": "input",
-  "handle": 14,
-  "expr": [
-   {
-    "match": {
-     "op": "==",
-     "left": {
-      "payload": {
-       "protocol": "ip",
-       "field": "saddr"
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 21,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6net"
       }
      },
-     "right": "@v4"
-    }
-   },
-   {
-    "limit": {
-     "rate": 6,
-     "burst": 5,
-     "per": "minute"
-    }
-   },
-   {
-    "log": {
-     "prefix": "banpipe: "
-    }
+     {
+      "limit": {
+       "rate": 6,
+       "burst": 5,
+       "per": "minute"
+      }
+     },
+     {
+      "log": {
+       "prefix": "banpipe: "
+      }
+     }
+    ]
    }
-  ]
- }
+  },
+  {
+   "rule": {
+    "family": "inet",
+    "table": "banpipe",
+    "chain": "forward",
+    "handle": 22,
+    "expr": [
+     {
+      "match": {
+       "op": "==",
+       "left": {
+        "payload": {
+         "protocol": "ip6",
+         "field": "saddr"
+        }
+       },
+       "right": "@v6net"
+      }
+     },
+     {
+      "drop": null
+     }
+    ]
+   }
+  }
+ ]
 }
 """
 NFT_MISSING = subprocess.CompletedProcess(
@@ -381,7 +1063,9 @@ def test_subprocess_runner_passes_input_and_reports_stderr():
         "2001:DB8::7",
         "2001:db8:0:0:0:0:0:7",
         "fe80::1%eth0",
-        "203.0.113.0/24",
+        "203.0.113.7/24",  # host bits: the range is 203.0.113.0/24 (a range is fine)
+        "203.0.113.0/024",
+        "2001:db8::/129",
         "203.0.113.7/32",
         " 203.0.113.7",
         "203.0.113.7\n-A INPUT -j ACCEPT",
@@ -428,7 +1112,12 @@ def test_only_canonical_address_text_gets_through(text):
     except FirewallError:
         return
     assert v4 + v6 == [text]
-    assert str(ipaddress.ip_address(text)) == text
+    if "/" in text:  # a range: canonical network text, more than one address
+        net = ipaddress.ip_network(text)
+        assert str(net) == text and net.prefixlen < net.max_prefixlen
+        assert not (net.version == 6 and net.subnet_of(ipaddress.ip_network("::ffff:0:0/96")))
+    else:
+        assert str(ipaddress.ip_address(text)) == text
 
 
 def test_one_string_is_not_an_address_list():
@@ -797,7 +1486,9 @@ def test_nftables_conntrack_flush_reads_set_first():
 
 IPSET_CREATE = (
     "create -exist banpipe4 hash:ip family inet hashsize 65536 maxelem 1048576\n"
+    "create -exist banpipe4net hash:net family inet hashsize 1024 maxelem 1048576\n"
     "create -exist banpipe6 hash:ip family inet6 hashsize 65536 maxelem 1048576\n"
+    "create -exist banpipe6net hash:net family inet6 hashsize 1024 maxelem 1048576\n"
 )
 
 
@@ -810,13 +1501,15 @@ def test_ipset_init_creates_sets_chain_rule_and_jumps():
         (
             IPT_RESTORE,
             "*filter\n:BANPIPE - [0:0]\n-I INPUT 1 -j BANPIPE\n-I FORWARD 1 -j BANPIPE\n"
-            "-A BANPIPE -m set --match-set banpipe4 src -j DROP\nCOMMIT\n",
+            "-A BANPIPE -m set --match-set banpipe4 src -j DROP\n"
+            "-A BANPIPE -m set --match-set banpipe4net src -j DROP\nCOMMIT\n",
         ),
         (("ip6tables", "-w", "-S"), None),
         (
             IP6T_RESTORE,
             "*filter\n:BANPIPE - [0:0]\n-I INPUT 1 -j BANPIPE\n-I FORWARD 1 -j BANPIPE\n"
-            "-A BANPIPE -m set --match-set banpipe6 src -j DROP\nCOMMIT\n",
+            "-A BANPIPE -m set --match-set banpipe6 src -j DROP\n"
+            "-A BANPIPE -m set --match-set banpipe6net src -j DROP\nCOMMIT\n",
         ),
     ]
 
@@ -841,27 +1534,32 @@ def test_ipset_init_turns_logging_on_by_rewriting_our_chain():
         IPT_RESTORE,
         "*filter\n-D FORWARD -j BANPIPE\n-F BANPIPE\n"
         f"-A BANPIPE {IPSET_LOG_RULE}\n"
-        "-A BANPIPE -m set --match-set banpipe4 src -j DROP\nCOMMIT\n",
+        "-A BANPIPE -m set --match-set banpipe4 src -j DROP\n"
+        f"-A BANPIPE {IPSET_LOG_RULE.replace('banpipe4', 'banpipe4net')}\n"
+        "-A BANPIPE -m set --match-set banpipe4net src -j DROP\nCOMMIT\n",
     )
 
 
 def test_ipset_block_release_flush_are_one_restore_each():
     fw, r = backend("ipset")
-    fw.block(["203.0.113.7", "2001:db8:66::7", "203.0.113.8", "203.0.113.7"])
-    fw.release(["2001:db8:66::7", "203.0.113.200"])
+    fw.block(["203.0.113.7", "2001:db8:66::7", "203.0.113.8", "203.0.113.7", "198.51.100.0/24"])
+    fw.release(["2001:db8:66::7", "203.0.113.200", "2001:db8:1::/64"])
     fw.flush()
     assert calls(r) == [
         (
             ("ipset", "restore"),
             IPSET_CREATE + "add -exist banpipe4 203.0.113.7\nadd -exist banpipe4 203.0.113.8\n"
-            "add -exist banpipe6 2001:db8:66::7\n",
+            "add -exist banpipe4net 198.51.100.0/24\nadd -exist banpipe6 2001:db8:66::7\n",
         ),
         (
             ("ipset", "restore"),
-            IPSET_CREATE
-            + "del -exist banpipe4 203.0.113.200\ndel -exist banpipe6 2001:db8:66::7\n",
+            IPSET_CREATE + "del -exist banpipe4 203.0.113.200\n"
+            "del -exist banpipe6 2001:db8:66::7\ndel -exist banpipe6net 2001:db8:1::/64\n",
         ),
-        (("ipset", "restore"), "flush banpipe4\nflush banpipe6\n"),
+        (
+            ("ipset", "restore"),
+            "flush banpipe4\nflush banpipe4net\nflush banpipe6\nflush banpipe6net\n",
+        ),
     ]
 
 
@@ -870,7 +1568,9 @@ def test_ipset_custom_set_names():
     fw.block(["203.0.113.7", "2001:db8:66::7"])
     assert r.calls[0].input.splitlines() == [
         "create -exist ban4 hash:ip family inet hashsize 65536 maxelem 1048576",
+        "create -exist ban4net hash:net family inet hashsize 1024 maxelem 1048576",
         "create -exist ban6 hash:ip family inet6 hashsize 65536 maxelem 1048576",
+        "create -exist ban6net hash:net family inet6 hashsize 1024 maxelem 1048576",
         "add -exist ban4 203.0.113.7",
         "add -exist ban6 2001:db8:66::7",
     ]
@@ -881,18 +1581,22 @@ def test_ipset_check_parses_save_and_listing():
         "ipset",
         {
             "ipset save banpipe4": IPSET_SAVE_V4,
+            "ipset save banpipe4net": IPSET_SAVE_V4_NET,
             "ipset save banpipe6": IPSET_SAVE_V6,
+            "ipset save banpipe6net": IPSET_SAVE_V6_NET,
             "iptables -w -S": IPSET_V4_LISTING,
             "ip6tables -w -S": IPSET_V6_LISTING,
         },
     )
     state = fw.check()
-    assert state.entries == {"203.0.113.7", "203.0.113.9", "2001:db8:66::7"}
+    assert state.entries == {"203.0.113.7", "203.0.113.9", "2001:db8:66::7", "198.51.100.0/24"}
     assert state.structure_ok and state.problems == [] and state.duplicates == {}
     assert r.argvs == [
         ["ipset", "save", "banpipe4"],
-        ["iptables", "-w", "-S"],
+        ["ipset", "save", "banpipe4net"],
         ["ipset", "save", "banpipe6"],
+        ["ipset", "save", "banpipe6net"],
+        ["iptables", "-w", "-S"],
         ["ip6tables", "-w", "-S"],
     ]
 
@@ -945,15 +1649,21 @@ NFT = ("nft", "-f", "-")
 NFT_INIT = """\
 add table inet banpipe
 add set inet banpipe v4 { type ipv4_addr; size 1048576; }
+add set inet banpipe v4net { type ipv4_addr; flags interval; size 1048576; }
 add set inet banpipe v6 { type ipv6_addr; size 1048576; }
+add set inet banpipe v6net { type ipv6_addr; flags interval; size 1048576; }
 add chain inet banpipe input { type filter hook input priority filter - 10; policy accept; }
 flush chain inet banpipe input
 add rule inet banpipe input ip saddr @v4 drop
+add rule inet banpipe input ip saddr @v4net drop
 add rule inet banpipe input ip6 saddr @v6 drop
+add rule inet banpipe input ip6 saddr @v6net drop
 add chain inet banpipe forward { type filter hook forward priority filter - 10; policy accept; }
 flush chain inet banpipe forward
 add rule inet banpipe forward ip saddr @v4 drop
+add rule inet banpipe forward ip saddr @v4net drop
 add rule inet banpipe forward ip6 saddr @v6 drop
+add rule inet banpipe forward ip6 saddr @v6net drop
 add chain inet banpipe output { type filter hook output priority filter - 10; policy accept; }
 flush chain inet banpipe output
 delete chain inet banpipe output
@@ -978,6 +1688,7 @@ def test_nftables_init_with_log_hooks_and_table():
             NFT,
             "add table inet bp\n"
             "add set inet bp v4 { type ipv4_addr; size 1048576; }\n"
+            "add set inet bp v4net { type ipv4_addr; flags interval; size 1048576; }\n"
             f"add chain inet bp input {{ {chain_spec('input')} }}\n"
             "flush chain inet bp input\n"
             "delete chain inet bp input\n"
@@ -985,11 +1696,15 @@ def test_nftables_init_with_log_hooks_and_table():
             "flush chain inet bp forward\n"
             'add rule inet bp forward ip saddr @v4 limit rate 6/minute log prefix "banpipe: "\n'
             "add rule inet bp forward ip saddr @v4 drop\n"
+            'add rule inet bp forward ip saddr @v4net limit rate 6/minute log prefix "banpipe: "\n'
+            "add rule inet bp forward ip saddr @v4net drop\n"
             f"add chain inet bp output {{ {chain_spec('output')} }}\n"
             "flush chain inet bp output\n"
             "delete chain inet bp output\n"
             "add set inet bp v6 { type ipv6_addr; }\n"
-            "delete set inet bp v6\n",
+            "delete set inet bp v6\n"
+            "add set inet bp v6net { type ipv6_addr; flags interval; }\n"
+            "delete set inet bp v6net\n",
         )
     ]
 
@@ -1011,7 +1726,11 @@ def test_nftables_block_release_flush_close():
             "add element inet banpipe v4 { 203.0.113.7 }\n"
             "delete element inet banpipe v4 { 203.0.113.7 }\n",
         ),
-        (NFT, "flush set inet banpipe v4\nflush set inet banpipe v6\n"),
+        (
+            NFT,
+            "flush set inet banpipe v4\nflush set inet banpipe v4net\n"
+            "flush set inet banpipe v6\nflush set inet banpipe v6net\n",
+        ),
         (NFT, "add table inet banpipe\ndelete table inet banpipe\n"),
     ]
 
@@ -1027,7 +1746,13 @@ def test_nftables_big_burst_is_still_one_transaction():
 def test_nftables_check_parses_json():
     fw, r = backend("nftables", {"nft -j list table inet banpipe": NFT_TABLE})
     state = fw.check()
-    assert state.entries == {"203.0.113.7", "203.0.113.9", "2001:db8:66::7"}
+    assert state.entries == {
+        "203.0.113.7",
+        "203.0.113.9",
+        "2001:db8:66::7",
+        "198.51.100.0/24",
+        "2001:db8:1::/64",
+    }
     assert state.structure_ok and state.problems == [] and state.duplicates == {}
     assert r.argvs == [["nft", "-j", "list", "table", "inet", "banpipe"]]
 
@@ -1043,30 +1768,20 @@ def test_nftables_check_missing_table_and_wrong_rules():
         "203.0.113.7",
         "203.0.113.9",
         "2001:db8:66::7",
+        "198.51.100.0/24",
+        "2001:db8:1::/64",
     }
     assert any(p.startswith("nftables: chain input holds") for p in state.problems)
 
 
 def test_nftables_check_with_log_rule():
-    table = json.loads(NFT_TABLE)
-    items = table["nftables"]
-    rules = [i for i in items if "rule" in i]
-    log_rule = json.loads(NFT_LOG_RULE)
-    log6 = json.loads(NFT_LOG_RULE.replace('"ip"', '"ip6"').replace("@v4", "@v6"))
-    fwd = [json.loads(json.dumps(x).replace('"input"', '"forward"')) for x in (log_rule, log6)]
-    items[:] = [i for i in items if "rule" not in i] + [
-        log_rule,
-        rules[0],
-        log6,
-        rules[1],
-        fwd[0],
-        rules[2],
-        fwd[1],
-        rules[3],
-    ]
-    fw, _ = backend("nftables", {"nft -j list table inet banpipe": json.dumps(table)}, log=True)
+    fw, _ = backend("nftables", {"nft -j list table inet banpipe": NFT_TABLE_LOG}, log=True)
     state = fw.check()
     assert state.structure_ok, state.problems
+    assert state.entries == set()
+    # Each set's log rule comes right before its drop rule.
+    fw, _ = backend("nftables", {"nft -j list table inet banpipe": NFT_TABLE}, log=True)
+    assert fw.check().structure_ok is False
 
 
 def test_nftables_check_after_set_flush_and_missing_chain():

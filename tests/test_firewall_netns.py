@@ -107,6 +107,45 @@ def test_block_drops_banned_sources_and_release_lets_them_back(pair, name):
     fw.close()
 
 
+RANGES = ["203.0.113.0/29", "2001:db8:66::/125"]  # hold .7 and ::7, not .8 and ::8
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_ranges_drop_every_address_inside_and_nothing_outside(pair, name):
+    fw = firewall(pair, name)
+    fw.init()
+    fw.block(RANGES)
+    for src in BANNED:
+        assert_dropped(pair, src)
+    for src in OTHERS:
+        assert_passes(pair, src)
+    state = fw.check()
+    assert state.entries == set(RANGES) and state.structure_ok, state.problems
+    if name == "iptables":
+        # Written as iptables-nft writes `-s NET/LEN`: its own tools read it back.
+        assert "-A BANPIPE -s 203.0.113.0/29 -j DROP" in listing(pair, name)
+
+    # An address inside a banned range, and the same range again: no harm, no copies.
+    fw.block(["203.0.113.7", *RANGES])
+    assert fw.check().entries == {*RANGES, "203.0.113.7"}
+    # A range inside a banned one, then a wider one around both.
+    fw.block(["203.0.113.4/30"])
+    assert_dropped(pair, "203.0.113.7")
+    fw.block(["203.0.113.0/28"])
+    assert_dropped(pair, "203.0.113.8")
+    assert "203.0.113.0/28" in fw.check().entries
+
+    fw.release(["203.0.113.0/28", "203.0.113.0/29", "203.0.113.4/30", "2001:db8:66::/125"])
+    assert_dropped(pair, "203.0.113.7")  # its own entry stays
+    assert_passes(pair, "203.0.113.8")
+    assert_passes(pair, "2001:db8:66::7")
+    assert fw.check().entries == {"203.0.113.7"}
+    fw.release(["203.0.113.7", "198.51.100.0/24"])  # absent: fine
+    assert fw.check().entries == set()
+    fw.close()
+    assert ours(pair) == ""
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_repeated_block_leaves_exactly_one_entry(pair, name):
     # conntrack_flush: the real conntrack answers exit 1 ("0 flow entries") here.

@@ -115,8 +115,8 @@ def test_growth_of_a_row_another_connection_deleted_starts_a_new_row(path):
         assert rows(one, "hits_more") == 0
 
 
-def test_v5_ledger_gains_the_growth_table_with_its_history_unchanged(path):
-    with Ledger.open(path, migrations=MIGRATIONS[:5]) as led:
+def test_v6_ledger_gains_the_growth_table_with_its_history_unchanged(path):
+    with Ledger.open(path, migrations=MIGRATIONS[:6]) as led:
         led.db.execute("INSERT INTO texts (id, text) VALUES (1, ?), (2, '1:1:1')", (A,))
         led.db.execute(
             "INSERT INTO hits (addr, first, last, count, sig, reversed, alert_first, "
@@ -125,7 +125,7 @@ def test_v5_ledger_gains_the_growth_table_with_its_history_unchanged(path):
         )
         before = history(led)
     with Ledger.open(path) as led:
-        assert led.version == len(MIGRATIONS) == 6
+        assert led.version == len(MIGRATIONS) == 7
         assert history(led) == before == [(NOW, NOW + 1, 2, "t0", "t1")]
         record(led, [v("t2")], NOW + 2, POLICY, Low())
         record(led, [v("t3")], NOW + 3, POLICY, Low())

@@ -11,16 +11,22 @@ import pytest
 
 from banpipe.address import packed
 from banpipe.firewall import FirewallConfig, FirewallFull, SubprocessRunner, make_backend
+from banpipe.firewall.ipsetmsg import (
+    ipset_payload,
+)
 from banpipe.firewall.nfnl import (
-    NFPROTO_IPV4,
-    NFPROTO_IPV6,
     Channel,
     ChannelError,
+    channel_for,
+    parse_answers,
+)
+from banpipe.firewall.nfproto import (
+    NFPROTO_IPV4,
+    NFPROTO_IPV6,
+)
+from banpipe.firewall.nftmsg import (
     XtLog,
     _rule_payload,
-    channel_for,
-    ipset_payload,
-    parse_answers,
     parse_rule,
     setelem_payload,
     xt_rule_payload,

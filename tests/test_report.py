@@ -103,6 +103,9 @@ def test_safe_names_for_ipv4_and_ipv6():
     assert report.safe_name("2001:db8::7") == "2001-db8--7"
     assert report.safe_name("fe80::1") == "fe80--1"  # no "fe80:" URL scheme in a link
     assert report.safe_name("../etc/passwd").startswith("x")
+    assert report.safe_name("203.0.113.0/24") == "203.0.113.0_24"  # a banned range
+    assert report.safe_name("2001:db8::/64") == "2001-db8--_64"
+    assert report.safe_name("203.0.113.0/24/8").startswith("x")
     assert "/" not in report.safe_name("a/b") and ":" not in report.safe_name("::")
 
 

@@ -15,6 +15,12 @@ firewall listings, fleet decisions, the command line):
   packets on the wire) but are protected like the IPv4 address they carry:
   :func:`embedded_ipv4` tells which.
 
+A ban **entry** (a ledger key, a firewall entry) is an address or a range: the
+canonical address text for one host (``203.0.113.7``; ``203.0.113.7/32`` is the same
+entry), the canonical network text ``a/n`` for a range of more than one address
+(``203.0.113.0/24``, host bits cleared). :func:`entry` makes one, :class:`Ranges`
+answers "is this entry inside a banned range?".
+
 Speed: :func:`canonical` is on every hot path.  IPv4 text is judged by ``inet_pton``
 (glibc's is exactly as strict as the rule; checked at import, else ``ipaddress``
 judges); IPv6 text by ``inet_pton``/``inet_ntop`` (C, 20 times faster than
@@ -26,6 +32,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections import deque
+from itertools import repeat
 from typing import Any
 
 from banpipe.memo import Memo
@@ -214,3 +222,137 @@ def from_packed(raw: bytes, family: int | None = None) -> str | None:
     if fam == _AF4 or (V6_LIBC and "." not in text):
         return text
     return canonical(text)
+
+
+# -- ban entries: an address or a range ------------------------------------------------
+def entry(text: Any) -> str | None:
+    """The canonical ban entry ``text`` spells (see the rule above), or None.
+
+    An address is its canonical text; ``a/n`` is the canonical network (host bits
+    cleared, IPv4-mapped networks are IPv4) unless it holds one address, which is that
+    address (``203.0.113.7/32`` is ``203.0.113.7``).
+    """
+    if type(text) is not str:
+        return None
+    if "/" not in text:
+        return canonical(text)
+    try:
+        net = network(text)
+    except ValueError:
+        return None
+    addr, _, plen = net.partition("/")
+    return addr if plen == ("128" if ":" in addr else "32") else net
+
+
+def is_range(entry_text: str) -> bool:
+    """Whether a canonical entry is a range (``a/n``) rather than one address."""
+    return "/" in entry_text
+
+
+def span(entry_text: str) -> tuple[int, int, int]:
+    """(IP version, first, last) of a canonical entry, as integers."""
+    net = ipaddress.ip_network(entry_text)
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
+def prefix(addr: str, plen: int) -> str:
+    """The canonical network of prefix length ``plen`` that holds the address ``addr``
+    (``2001:db8::7``, 64 -> ``2001:db8::/64``)."""
+    return str(ipaddress.ip_network(f"{addr}/{plen}", strict=False))
+
+
+class Ranges:
+    """A set of banned ranges, asked whether an entry lies inside one of them.
+
+    Built from any entries (the addresses among them are ignored). :meth:`covers` of an
+    address costs one dict lookup per prefix length in use, so filtering a million
+    addresses against a handful of ranges stays cheap; with no range it is free.
+    """
+
+    def __init__(self, entries: Any = ()) -> None:
+        # (version, prefix length) -> {network as int >> host bits}
+        self._nets: dict[tuple[int, int], set[int]] = {}
+        for e in entries:
+            if "/" in e:
+                net = ipaddress.ip_network(e)
+                bits = net.max_prefixlen - net.prefixlen
+                self._nets.setdefault((net.version, net.prefixlen), set()).add(
+                    int(net.network_address) >> bits
+                )
+
+    def __bool__(self) -> bool:
+        return bool(self._nets)
+
+    def covers(self, entry_text: str, *, strictly: bool = True) -> bool:
+        """Whether ``entry_text`` (canonical) lies inside one of the ranges; with
+        ``strictly`` a range does not cover itself."""
+        if not self._nets:
+            return False
+        addr, _, plen_text = entry_text.partition("/")
+        raw = packed(addr)
+        value = int.from_bytes(raw, "big")
+        version, width = (6, 128) if len(raw) == 16 else (4, 32)
+        plen = int(plen_text) if plen_text else width
+        for (v, p), nets in self._nets.items():
+            if (
+                v == version
+                and (p < plen or (p == plen and not strictly))
+                and value >> (width - p) in nets
+            ):
+                return True
+        return False
+
+    def collapse(self, entries: Any) -> set[str]:
+        """``entries`` less those inside another of the ranges: what the firewall must
+        hold so that every entry is covered once."""
+        if not self._nets:
+            return set(entries)
+        covers = self.covers
+        return {e for e in entries if not covers(e)}
+
+
+def all_entries(texts: Any) -> bool:
+    """Whether every item of ``texts`` is a canonical entry (:func:`entry` of it is
+    itself)."""
+    return sort_entries(texts) is not None
+
+
+def sort_entries(texts: Any) -> tuple[list[str], list[str], list[str]] | None:
+    """(IPv4 addresses, IPv6 addresses, ranges) of ``texts`` in their order, or None
+    unless every item is a canonical entry: the bulk check before a million entries go
+    to the firewall. Addresses are judged by libc in C loops (IPv4: inet_pton accepts
+    exactly the rule's text; IPv6: inet_ntop gives the text back), ranges and dotted
+    IPv6 by :func:`entry`. A million: 0.3 s, where one :func:`canonical` call each
+    took 1.3 s."""
+    items = texts if type(texts) is list else list(texts)
+    if not set(map(type, items)) <= {str}:
+        return None
+    if not (V4_PTON and V6_LIBC):
+        if not all(entry(a) == a for a in items):
+            return None
+        nets = [a for a in items if "/" in a]
+        hosts = [a for a in items if "/" not in a]
+        return [a for a in hosts if ":" not in a], [a for a in hosts if ":" in a], nets
+    v4: list[str] = []
+    v6: list[str] = []
+    odd: list[str] = []
+    for a in items:
+        (odd if "/" in a or ("." in a and ":" in a) else v6 if ":" in a else v4).append(a)
+    try:
+        deque(map(_PTON, repeat(_AF4), v4), maxlen=0)
+        # Compared as they come: no second million strings held (55 MB).
+        same = all(map(str.__eq__, map(_NTOP, repeat(_AF6), map(_PTON, repeat(_AF6), v6)), v6))
+        back = v6 if same else list(map(_NTOP, repeat(_AF6), map(_PTON, repeat(_AF6), v6)))
+    except (OSError, ValueError):
+        return None
+    if back != v6:  # libc writes some addresses dotted (::0.1.0.0): ipaddress judges those
+        if any("." not in b for a, b in zip(v6, back, strict=True) if a != b):
+            return None
+        odd += [a for a, b in zip(v6, back, strict=True) if a != b]
+    if not all(entry(a) == a for a in odd):
+        return None
+    nets = [a for a in odd if "/" in a]
+    if len(nets) < len(odd):  # dotted IPv6 addresses (no range): back in order
+        dotted = {a for a in odd if "/" not in a}
+        v6 = [a for a in items if a in dotted or (":" in a and "/" not in a)]
+    return v4, v6, nets

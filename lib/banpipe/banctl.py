@@ -22,19 +22,19 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from banpipe import cli, listing, term
-from banpipe.address import canonical
+from banpipe.address import entry
 from banpipe.bantime import format_until
 from banpipe.config import ConfigError, load_config
 from banpipe.convert import parse_duration
 from banpipe.ctlargs import TOOL, build_parser
 from banpipe.ctlenv import Clock, Env
-from banpipe.daemon import Daemon
 from banpipe.ledger import LedgerError
 from banpipe.reconcile import (
     block,
     compare,
     firewall_error,
     firewall_hint,
+    lift,
     nothing_of_ours,
     reconcile,
     remove_automated,
@@ -89,6 +89,10 @@ def main(
 
 def cmd_apply(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger, fw = env.ledger(), env.firewall()
+    # Imported here: the admin commands do without the daemon's modules (list's first
+    # page sooner).
+    from banpipe.daemon import Daemon
+
     Daemon(env, ledger, fw).run(getattr(stdin, "buffer", stdin))
     return cli.EX_OK
 
@@ -98,9 +102,11 @@ def cmd_apply(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 
 
 def _address(env: Env, text: str) -> str:
-    addr = canonical(text.strip())
+    """The ledger key ADDR names: an address, or a range in CIDR form (203.0.113.0/24;
+    host bits are cleared, a /32 or /128 is the address)."""
+    addr = entry(text.strip())
     if addr is None:
-        raise cli.ToolError(f"{text}: not an IP address", cli.EX_DATAERR)
+        raise cli.ToolError(f"{text}: not an IP address or network", cli.EX_DATAERR)
     return addr
 
 
@@ -142,13 +148,12 @@ def cmd_show(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 def cmd_ban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     addr = _address(env, args.addr)
     if not args.force:
-        why = env.protection().reason(addr)
+        # A range: refused when it holds any protected address.
+        why = env.protection().range_reason(addr)
         if why is not None:
             raise cli.ToolError(
                 f"{addr}: refusing to ban: {why} (use --force to ban anyway)", cli.EX_DATAERR
             )
-    elif canonical(addr) is None:  # pragma: no cover - _address already checked
-        raise cli.ToolError(f"{addr}: not an IP address", cli.EX_DATAERR)
     now = env.clock()
     expires = None
     if args.duration:
@@ -188,7 +193,7 @@ def cmd_unban(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     with ledger.locked():
         ended = ledger.unban([addr], env.clock(), retention=env.retention)
         try:
-            fw.release([addr])  # also clears a stray entry the ledger did not know
+            lift(fw, [addr], ledger)  # also clears a stray entry the ledger did not know
         except firewall_error():
             if ended:
                 raise
@@ -286,7 +291,7 @@ def cmd_expire(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     with ledger.locked():
         due = ledger.expire(now, retention=env.retention)
         if due:
-            fw.release(due)
+            lift(fw, due, ledger)
     ban = env.config.ban
     pruned = ledger.prune(
         now, retention=float(ban.retention), recidive_window=float(ban.recidive_window)

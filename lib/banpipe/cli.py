@@ -111,7 +111,7 @@ class _Shown(Exception):
 class _Help(argparse.Action):
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
         kwargs.update(default=argparse.SUPPRESS, nargs=0)
-        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+        super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
         raise _Shown(parser.format_help())
@@ -156,7 +156,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parse_args(
-    parser: argparse.ArgumentParser,
+    parser: ArgumentParser,
     argv: Sequence[str] | None,
     stdout: IO[Any] | None = None,
     stderr: IO[str] | None = None,

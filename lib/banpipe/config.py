@@ -174,6 +174,11 @@ class BanConfig(_Section):
     on_stop: str = setting("remove", choice("remove", "keep"))
     spoof_max: int = setting(500, integer)
     spoof_window: float = setting(10.0, parse_duration)
+    # Bans that aggregate (banpipe.escalate): this many IPv6 addresses of one prefix
+    # banned within the window ban the prefix; 0: off.
+    escalate_count: int = setting(0, int_between(0, 1 << 20))
+    escalate_prefix: int = setting(64, int_between(16, 127))
+    escalate_window: float = setting(3600.0, parse_duration)
 
     def _check(self) -> None:
         for name, reason in ban_problems(self.base, self.extend, self.max, self.recidive_factor):

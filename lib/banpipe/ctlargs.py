@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="one address and every violation recorded for it")
     s.add_argument("addr", metavar="ADDR")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
-    s = sub.add_parser("ban", help="ban an address by hand (permanent unless --for)")
+    s = sub.add_parser(
+        "ban", help="ban an address or a range (203.0.113.0/24) by hand (permanent unless --for)"
+    )
     s.add_argument("addr", metavar="ADDR")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 90s, 15m, 2h, 7d")

@@ -27,6 +27,7 @@ HEADER_B = b"[**] ["  # an alert_full block header starts with this
 
 class Parser(Protocol):
     def feed(self, line: str, lineno: int) -> list: ...
+    def feed_text(self, text: str, first: int) -> list: ...
     def flush(self) -> list: ...
     def pending(self) -> bool: ...
 
@@ -104,12 +105,17 @@ class Cursor:
         self.partial_len = 0
         self._grow_partial(chunk[cut + 1 :])
         text = data.decode("utf-8", "surrogateescape")
-        lines = text.split("\n")
+        first = self.lineno + 1
+        padded = bool(dropped)
+        lines: list[str] | None = None
         # Lines longer than max_line *bytes* are too long, however they arrived (whole in
         # one chunk or cut off in the partial buffer): padded so the parser says so.
-        if dropped:
-            lines[0] = self._pad(lines[0])
-        if len(text) != len(data):  # non-ASCII: characters and bytes differ
+        # Only non-ASCII text can be longer in bytes than in characters, and only when
+        # the batch itself is longer than max_line bytes (a read is a quarter of that).
+        if dropped or (len(data) > self.max_line and len(text) != len(data)):
+            lines = text.split("\n")
+            if dropped:
+                lines[0] = self._pad(lines[0])
             limit = self.max_line
             for i, ln in enumerate(lines):
                 if (
@@ -118,12 +124,17 @@ class Cursor:
                     and len(ln.encode("utf-8", "surrogateescape")) > limit
                 ):
                     lines[i] = self._pad(ln)
-        first = self.lineno + 1
-        self.lineno += len(lines)
-        feed = self.parser.feed
+                    padded = True
+        self.lineno += text.count("\n") + 1
         if not data.startswith(HEADER_B) and b"\n" + HEADER_B not in data:
-            # Fast path (alert_fast and friends): no block can open in this batch.
-            return list(chain.from_iterable(map(feed, lines, count(first))))
+            # Fast path (alert_fast and friends): no block can open in this batch, and
+            # the parser takes the text whole (one scan instead of a call per line).
+            if not padded:
+                return self.parser.feed_text(text, first)
+            return list(chain.from_iterable(map(self.parser.feed, lines, count(first))))
+        if lines is None:
+            lines = text.split("\n")
+        feed = self.parser.feed
         # alert_full: header lines are found in the bytes (C speed), which also gives their
         # file offsets; the lines between them go through the same map() as above.
         out: list = []

@@ -19,10 +19,12 @@ from typing import Any
 
 from banpipe import cli
 from banpipe.ctlenv import Env
+from banpipe.escalate import Escalation
 from banpipe.ledger import Ledger, LedgerError
 from banpipe.reconcile import (
     Drift,
     firewall_error,
+    lift,
     lift_wan_bans,
     reconcile,
     remove_automated,
@@ -47,11 +49,13 @@ class Enforcer:
         self.check_interval = max(1.0, float(env.config.banctl.check_interval))
         self.next_check = 0.0
         self.events: Any = None  # fwevents.FirewallEvents, when the kernel has them
+        self.escalation: Escalation | None = None  # [ban] escalate_count > 0, after start
 
     def start(self) -> tuple[list[str], Drift]:
         """Create our structure, lift lapsed bans and our WAN addresses, restore the
         rest; returns (lapsed, drift before repair)."""
         lapsed, _wan, drift = restore_firewall(self.env, self.ledger, self.fw)
+        self.escalation = Escalation.from_env(self.env, self.ledger)
         return lapsed, drift
 
     def started(self) -> None:
@@ -86,8 +90,14 @@ class Enforcer:
         self.own_events()
 
     def block(self, addrs: list[str]) -> None:
-        """New bans into the firewall, after their commit (under the ledger's lock)."""
+        """New bans into the firewall, after their commit (under the ledger's lock); then
+        the ranges they make due (banpipe.escalate), banned and blocked the same way."""
         self.apply(self._block, addrs)
+        if self.escalation is not None:
+            ranges = self.escalation.consider(addrs, self.env.clock())
+            if ranges:
+                self.counts["escalated"] += len(ranges)
+                self.apply(self._block, ranges)
 
     def _block(self, addrs: list[str]) -> None:
         """A full set makes room (reconcile.block)."""
@@ -111,7 +121,7 @@ class Enforcer:
             with self.ledger.locked():
                 due = self.ledger.expire(now, retention=self.env.retention)
                 if due:
-                    self.apply(self.fw.release, due)
+                    self.apply(lambda due: lift(self.fw, due, self.ledger), due)
         except (LedgerError, sqlite3.Error):
             return  # cannot write: the bans stay, in the ledger and the firewall alike
         self.counts["expired"] += len(due)

@@ -61,7 +61,6 @@ from . import cli, metrics, pipe, progress, statefile
 from .config import ConfigError, load_config
 from .cursor import CHUNK, Cursor
 from .follow import Follower
-from .ledger import LedgerError, resume_position
 from .parsers import FORMATS, REASONS, AlertParser
 from .positions import Position
 from .progress import Progress
@@ -131,18 +130,40 @@ class JsonOutput:
         self.on_batch: Callable[[], None] | None = None  # progress display, if any
 
     def emit(self, items: list, name: str) -> None:
-        alerts = [x for x in items if type(x) is dict]
+        """Write the alerts of ``items`` as one batch, report its errors.
+
+        ``items`` are a parser's results (AlertParser with ``encoded``): alert dicts,
+        ``bytes`` holding pipe lines already made, and ParseErrors.
+        """
+        out: list[bytes] = []
+        alerts: list[dict] = []  # consecutive dicts, encoded together
+        n = 0
+        errors = []
+        for x in items:
+            t = type(x)
+            if t is bytes:
+                if alerts:
+                    out.append(pipe.encode_batch(alerts))
+                    n += len(alerts)
+                    alerts = []
+                out.append(x)
+                n += x.count(b"\n")
+            elif t is dict:
+                alerts.append(x)
+            else:
+                errors.append(x)
         if alerts:
-            self.stream.write(pipe.encode_batch(alerts))  # one write per batch
-            self.count += len(alerts)
+            out.append(pipe.encode_batch(alerts))
+            n += len(alerts)
+        if n:
+            self.stream.write(out[0] if len(out) == 1 else b"".join(out))  # one write
+            self.count += n
             if self.on_batch is not None:
                 self.on_batch()
-        if len(alerts) != len(items):
-            for x in items:
-                if type(x) is not dict:
-                    kind = x.reason.split(":", 1)[0]
-                    self.skipped[kind] += 1
-                    self.reporter.say(f"{name}:{x.lineno}", x.reason, level=cli.WARNING)
+        for x in errors:
+            kind = x.reason.split(":", 1)[0]
+            self.skipped[kind] += 1
+            self.reporter.say(f"{name}:{x.lineno}", x.reason, level=cli.WARNING)
         if self.metrics_path and self.throttle.due():
             self.write_metrics()
 
@@ -211,6 +232,10 @@ def load_state(path: str, reporter: cli.Reporter) -> Position | None:
 
 def load_recorded(ledger: str, followed: str, reporter: cli.Reporter) -> Position | None:
     """The position banctl recorded last for ``followed`` in ``ledger``, if any."""
+    # Imported here: the ledger and sqlite3 are a tenth of fasttail's start-up, and
+    # only --ledger reads them.
+    from .ledger import LedgerError, resume_position
+
     try:
         text = resume_position(ledger, os.path.abspath(followed))
     except LedgerError as exc:
@@ -256,6 +281,7 @@ def main(
             force=args.format,
             max_line=MAX_LINE,
             relay_tags=relay_tags,
+            encoded=True,
         )
 
     def body() -> int:

@@ -20,7 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from banpipe.address import canonical
+from banpipe.address import entry
 from banpipe.ledger import DECISION_KINDS, Decision
 from banpipe.pipe import VERSION, dumps, loads
 from banpipe.protect import Protection
@@ -84,9 +84,9 @@ def decode(data: bytes) -> Decision:
     if kind not in DECISION_KINDS:
         raise ValueError(f"unknown kind {str(kind)[:20]!r}")
     raw = obj.get("addr")
-    addr = canonical(raw)
+    addr = entry(raw)  # an address, or a range (banctl ban NET, an escalated prefix)
     if addr is None:
-        raise ValueError(f"not an IP address: {str(raw)[:64]!r}")
+        raise ValueError(f"not an IP address or network: {str(raw)[:64]!r}")
     expires = obj.get("expires")
     if expires is not None and not _number(expires):
         raise ValueError("bad expiry")
@@ -127,7 +127,7 @@ def judge(
     """
     if d.kind == "unban":
         return d, None
-    why = protection.reason(d.addr)
+    why = protection.range_reason(d.addr)
     if why is not None:
         return None, f"refused: {why}"
     manual = d.manual or d.kind == "pin"

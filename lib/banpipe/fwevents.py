@@ -18,7 +18,7 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from banpipe.firewall.nfnl import (
+from banpipe.firewall.nfproto import (
     NETLINK_ADD_MEMBERSHIP,
     NETLINK_NETFILTER,
     NFNL_SUBSYS_NFTABLES,

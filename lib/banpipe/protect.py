@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 
-from banpipe.address import canonical, embedded_ipv4, network, parse
+from banpipe.address import canonical, embedded_ipv4, network, parse, span
 from banpipe.config import Config
 
 _SPECIAL: tuple[tuple[str, str], ...] = (
@@ -88,6 +88,27 @@ class AddressTable:
             if label is not None:
                 return label
         return None
+
+    def overlap(self, version: int, first: int, last: int) -> str | None:
+        """Label of an entry that shares an address with ``first..last``, or None."""
+        starts = self._starts[version]
+        i = bisect.bisect_right(starts, last) - 1
+        if i < 0 or self._ends[version][i] < first:
+            return None
+        for v, lo, hi, label in self._labelled:
+            if v == version and lo <= last and first <= hi:
+                return label
+        return None  # pragma: no cover - the merged ranges said there is one
+
+
+# The IPv6 blocks whose addresses carry an IPv4 address in their low 32 bits:
+# IPv4-mapped, -compatible, -translated, NAT64 (banpipe.address has the rule).
+_EMBEDDING = tuple(
+    (int(n.network_address), int(n.broadcast_address))
+    for n in map(
+        ipaddress.IPv6Network, ("::ffff:0:0/96", "::/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+    )
+)
 
 
 def read_address_file(path: str | Path) -> tuple[list[str], list[tuple[int, str]]]:
@@ -179,4 +200,27 @@ class Protection:
             for table in (self._special, self._ours, self._whitelist):
                 if table.contains(4, v4):
                     return table.label(4, v4)
+        return None
+
+    def range_reason(self, net: str) -> str | None:
+        """Why the range ``net`` (a canonical entry: an address or ``a/n``) must never
+        be banned: it shares an address with something protected (special ranges, ours,
+        the whitelist), directly or through an IPv6 block that carries IPv4 addresses.
+        None when banning the whole range is allowed."""
+        if "/" not in net:
+            return self.reason(net)
+        version, first, last = span(net)
+        tables = (self._special, self._ours, self._whitelist)
+        for table in tables:
+            label = table.overlap(version, first, last)
+            if label is not None:
+                return f"the range holds {label}"
+        if version == 6:
+            for lo, hi in _EMBEDDING:
+                if first <= hi and lo <= last:
+                    v4 = (max(first, lo) & 0xFFFF_FFFF, min(last, hi) & 0xFFFF_FFFF)
+                    for table in tables:
+                        label = table.overlap(4, *v4)
+                        if label is not None:
+                            return f"the range holds {label}"
         return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from banpipe import cli
+from banpipe.address import Ranges
 from banpipe.ctlenv import Env
 from banpipe.ledger import Ledger
 
@@ -112,7 +113,15 @@ def nothing_of_ours(fw: Any) -> bool:
 
 
 def _drift(want: set[str], state: Any) -> Drift:
+    """``want`` (the ledger's active entries) against what the firewall holds. An entry
+    inside a banned range needs no entry of its own (the range covers it): it is not
+    missing when absent nor an orphan when present (the nftables backend cannot even
+    hold a range inside another)."""
     have = set(state.entries)
+    ranges = Ranges([a for a in want if "/" in a])
+    if ranges:
+        want = ranges.collapse(want)
+        have = {e for e in have if e in want or not ranges.covers(e)}
     return Drift(
         missing=want - have,
         orphans=have - want,
@@ -150,7 +159,7 @@ def block(env: Env | None, ledger: Ledger, fw: Any, addrs: list[str]) -> list[st
             evicted += ledger.unban(victims, env.clock(), retention=env.retention)
         if not evicted:
             raise
-        fw.release(evicted)
+        lift(fw, evicted, ledger)
         gone = set(evicted)
         env.report.say(
             None,
@@ -188,8 +197,23 @@ def reconcile(ledger: Ledger, fw: Any, env: Env | None = None) -> Drift:
     if drift.missing:
         block(env, ledger, fw, sorted(drift.missing))
     if drift.orphans:
-        fw.release(sorted(drift.orphans))
+        lift(fw, sorted(drift.orphans), ledger)
     return drift
+
+
+def lift(fw: Any, entries: list[str], ledger: Ledger, keep: set[str] | None = None) -> None:
+    """``fw.release(entries)``, then what stays banned inside a released range gets
+    its own entry back (an address or narrower range the range covered: the nftables
+    backend held no entry for it). ``keep``: the entries that stay banned (default: the
+    ledger's active ones, read only when a range was released)."""
+    fw.release(entries)
+    gone = Ranges([e for e in entries if "/" in e])
+    if not gone:
+        return
+    active = ledger.active_addresses() if keep is None else keep
+    back = [a for a in Ranges([a for a in active if "/" in a]).collapse(active) if gone.covers(a)]
+    if back:
+        fw.block(sorted(back))
 
 
 def restore(env: Env, ledger: Ledger, fw: Any) -> tuple[list[str], list[str], Drift]:
@@ -248,7 +272,7 @@ def remove_automated(ledger: Ledger, fw: Any, *, thorough: bool) -> tuple[int, i
     if thorough:
         drop |= fw.check().entries - manual
     if drop:
-        fw.release(sorted(drop))
+        lift(fw, sorted(drop), ledger, keep=manual)
     fw.close(teardown=False)
     return len(drop), len(manual)
 
@@ -263,7 +287,7 @@ def lift_wan_bans(
     with ledger.locked():
         lifted = ledger.unban(banned, env.clock(), retention=env.retention)
         if release and lifted:
-            fw.release(lifted)
+            lift(fw, lifted, ledger)
     for a in lifted:
         env.report.say(a, "ban lifted: it is our WAN address now", level=cli.WARNING)
     return lifted

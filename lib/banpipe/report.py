@@ -48,7 +48,7 @@ PAGE_ROWS = 500
 MANIFEST = ".banpipe-pages.json"
 OFFENDER_DIR = "o"
 TRACKER_DIR = "tracker"
-_SAFE = re.compile(r"[0-9a-fA-F.:]+")
+_SAFE = re.compile(r"[0-9a-fA-F.:]+(?:/[0-9]{1,3})?")
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:.5rem;
@@ -65,13 +65,14 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
 def safe_name(addr: str) -> str:
-    """File name stem for an address: ``203.0.113.7``, ``2001-db8--7``.
+    """File name stem for an address or range: ``203.0.113.7``, ``2001-db8--7``,
+    ``203.0.113.0_24``.
 
-    Canonical addresses hold only hex digits, dots and colons, so the mapping is
-    one to one; anything else (never expected from the ledger) is spelled in hex.
+    Canonical entries hold only hex digits, dots, colons and one slash, so the mapping
+    is one to one; anything else (never expected from the ledger) is spelled in hex.
     """
     if _SAFE.fullmatch(addr):
-        return addr.replace(":", "-")
+        return addr.replace(":", "-").replace("/", "_")
     return "x" + addr.encode("utf-8", "surrogateescape").hex()
 
 
@@ -528,7 +529,7 @@ def _stray(root: Path, known: dict[str, str]) -> set[str]:
         for entry in os.scandir(root / sub):
             stem = entry.name[: -len(ext)]
             if entry.name.endswith(ext) and stem not in names and not stem.startswith("."):
-                stray.add(stem.replace("-", ":"))
+                stray.add(stem.replace("-", ":").replace("_", "/"))
     return stray
 
 

@@ -1,8 +1,10 @@
-"""The ipset backend: offenders live in two ``hash:ip`` sets, matched by one rule per family.
+"""The ipset backend: offenders live in ``hash:ip`` sets, ranges in ``hash:net`` sets.
 
 ``banpipe4`` (family inet) and ``banpipe6`` (family inet6) hold up to 1,048,576 addresses
-each. Our iptables/ip6tables chain holds ``-m set --match-set SET src -j DROP`` (after an
-optional rate-limited LOG rule) and is jumped to from the hooks. Blocking and releasing is
+each, ``banpipe4net`` and ``banpipe6net`` the banned ranges (``203.0.113.0/24``; a
+``hash:net`` set takes nested ranges too). Our iptables/ip6tables chain holds ``-m set
+--match-set SET src -j DROP`` per set (each after an optional rate-limited LOG rule) and
+is jumped to from the hooks. Blocking and releasing is
 sent on banctl's long-lived netlink channel (``nfnl.Channel``: one message per address,
 no fork per ban, the kernel's answer read for each); without a channel it is one
 ``ipset restore`` with ``add -exist`` / ``del -exist`` lines. Either way repeats are
@@ -16,14 +18,33 @@ the rules back.
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Iterable
+from itertools import repeat
 
 from banpipe.address import from_packed, packed
 from banpipe.config import FirewallConfig
 
-from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
-from .iptables import V4, Family, Xt, drop_rules, families
+from . import (
+    ConntrackFlusher,
+    FirewallError,
+    FirewallState,
+    Runner,
+    canonical,
+    validate_entries,
+)
+from .ipsetmsg import (
+    ipset_entries,
+    ipset_head,
+    ipset_header,
+    ipset_list_payload,
+    ipset_payload,
+)
 from .nfnl import (
+    Channel,
+    ChannelError,
+)
+from .nfproto import (
     IPSET_ATTR_ADT,
     IPSET_ATTR_IP,
     IPSET_ATTR_IPADDR_IPV4,
@@ -33,20 +54,19 @@ from .nfnl import (
     IPSET_CMD_LIST,
     NFPROTO_IPV4,
     NFPROTO_IPV6,
-    Channel,
-    ChannelError,
     element_keys,
-    ipset_header,
-    ipset_list_payload,
-    ipset_payload,
     ipset_type,
 )
 from .runner import finish
+from .xt import V4, V6, Family, Xt, drop_rules, families
 
 # Start big enough that a 100,000-address restore does not spend its time rehashing
 # (smaller when max_entries is smaller). maxelem is [firewall] max_entries.
 HASHSIZE = 65_536
+NET_HASHSIZE = 1024
 BATCH = 50_000  # messages per datagram on the netlink channel (about 3 MB)
+NET = "net"  # a family's ranges: the set named like its addresses' set, plus this
+KIND = {"": "hash:ip", NET: "hash:net"}
 
 
 class IpsetBackend:
@@ -64,36 +84,59 @@ class IpsetBackend:
     def _set(self, fam: Family) -> str:
         return self.settings.set_v4 if fam is V4 else self.settings.set_v6
 
-    def _sets(self) -> list[tuple[Family, str, str]]:
-        return [(f, self._set(f), "inet" if f is V4 else "inet6") for f in families(self.settings)]
+    def _sets(self, suffixes: tuple[str, ...] = ("",)) -> list[tuple[Family, str, str]]:
+        """(family, set name, ipset family) of the addresses' sets (``suffixes`` ("",
+        NET): and of the ranges' sets)."""
+        return [
+            (f, self._set(f) + x, "inet" if f is V4 else "inet6")
+            for f in families(self.settings)
+            for x in suffixes
+        ]
 
     def chain_rules(self, fam: Family) -> list[str]:
         """Our chain's exact contents for one family, spelled as ``iptables -S`` prints."""
-        return drop_rules(f"-m set --match-set {self._set(fam)} src", self.settings)
+        name = self._set(fam)
+        return [
+            rule
+            for x in ("", NET)
+            for rule in drop_rules(f"-m set --match-set {name}{x} src", self.settings)
+        ]
 
-    def _create(self, name: str, family: str) -> str:
+    def _kind(self, name: str) -> str:
+        """hash:net for a ranges' set, hash:ip for an addresses' set."""
+        nets = (self.settings.set_v4 + NET, self.settings.set_v6 + NET)
+        return KIND[NET] if name in nets else KIND[""]
+
+    def _create(self, name: str, family: str, kind: str | None = None) -> str:
         n = self.settings.max_entries
-        hashsize = min(HASHSIZE, max(64, 1 << (n - 1).bit_length()))
-        return f"{name} hash:ip family {family} hashsize {hashsize} maxelem {n}"
+        kind = kind or self._kind(name)
+        # A ranges' set holds a handful: no room kept for a million.
+        top = NET_HASHSIZE if kind == KIND[NET] else HASHSIZE
+        hashsize = min(top, max(64, 1 << (n - 1).bit_length()))
+        return f"{name} {kind} family {family} hashsize {hashsize} maxelem {n}"
 
     def _creates(self) -> list[str]:
-        return [f"create -exist {self._create(name, family)}" for _, name, family in self._sets()]
+        return [
+            f"create -exist {self._create(name, family)}"
+            for _, name, family in self._sets(("", NET))
+        ]
 
     def _resize(self) -> None:
         """A set made under another max_entries: ipset cannot change maxelem in place,
         so a new set is filled with the members and swapped in (rules referencing the
         set keep working: swap exchanges the contents under the names)."""
-        for _, name, family in self._sets():
+        for _, name, family in self._sets(("", NET)):
             members, problems = self._members(name, family)
             if members is None or problems:
                 raise FirewallError(f"ipset: {name} cannot be resized: {'; '.join(problems)}")
             tmp = f"{name[:26]}-new"
+            kind = self._kind(name)
             keep = sorted(members)[: self.settings.max_entries]
             self._restore(
                 [
-                    f"create -exist {tmp} hash:ip family {family}",
+                    f"create -exist {tmp} {kind} family {family}",
                     f"destroy {tmp}",
-                    f"create {self._create(tmp, family)}",
+                    f"create {self._create(tmp, family, kind)}",
                     *(f"add {tmp} {a}" for a in keep),
                     f"swap {tmp} {name}",
                     f"destroy {tmp}",
@@ -124,18 +167,19 @@ class IpsetBackend:
             return None, [f"ipset: set {name} missing"]
         members: set[str] = set()
         problems: list[str] = []
+        kind = self._kind(name)
         for line in proc.stdout.splitlines():
             parts = line.split()
             if len(parts) >= 3 and parts[0] == "add" and parts[1] == name:
                 addr = canonical(parts[2])
                 if addr is None:
-                    problems.append(f"ipset: {name}: not a single address: {parts[2]}")
+                    problems.append(f"ipset: {name}: not an address or network: {parts[2]}")
                 else:
                     members.add(addr)
             elif parts[:2] == ["create", name]:
                 header = parts[2:]
-                if header[:1] != ["hash:ip"] or f"family {family}" not in " ".join(header):
-                    problems.append(f"ipset: {name} is not hash:ip family {family}: {line}")
+                if header[:1] != [kind] or f"family {family}" not in " ".join(header):
+                    problems.append(f"ipset: {name} is not {kind} family {family}: {line}")
         return members, problems
 
     def _dump_members(self, name: str, family: str) -> tuple[set[str] | None, list[str]]:
@@ -149,8 +193,11 @@ class IpsetBackend:
             return None, [f"ipset: set {name} missing"]
         typename, nfproto = ipset_header(bodies)
         want = NFPROTO_IPV4 if family == "inet" else NFPROTO_IPV6
-        if typename != "hash:ip" or nfproto != want:
-            return set(), [f"ipset: {name} is not hash:ip family {family}: {typename}"]
+        kind = self._kind(name)
+        if typename != kind or nfproto != want:
+            return set(), [f"ipset: {name} is not {kind} family {family}: {typename}"]
+        if kind == KIND[NET]:
+            return {n for n in ipset_entries(bodies) if n is not None}, []
         ip = IPSET_ATTR_IPADDR_IPV4 if family == "inet" else IPSET_ATTR_IPADDR_IPV6
         keys = element_keys(bodies, IPSET_ATTR_ADT, (IPSET_ATTR_IP, ip))
         return {t for t in map(from_packed, keys) if t is not None}, []
@@ -168,12 +215,13 @@ class IpsetBackend:
                 self.xt.restore(fam, lines)
 
     def _groups(self, addrs: Iterable[str]) -> list[tuple[str, str, list[str]]]:
-        """(set name, ipset family, addresses) per family that has addresses."""
-        v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
-        by_version = {4: v4, 6: v6}
-        return [
-            (n, f, by_version[fam.version]) for fam, n, f in self._sets() if by_version[fam.version]
-        ]
+        """(set name, ipset family, entries) per set that has entries: addresses to a
+        family's hash:ip set, ranges to its hash:net set."""
+        v4, v6, v4nets, v6nets = validate_entries(addrs, ipv6=self.settings.ipv6)
+        by_set = {}
+        for fam, hosts, nets in ((V4, v4, v4nets), (V6, v6, v6nets)):
+            by_set[self._set(fam)], by_set[self._set(fam) + NET] = hosts, nets
+        return [(n, f, by_set[n]) for _, n, f in self._sets(("", NET)) if by_set.get(n)]
 
     def block(self, addrs: Iterable[str]) -> None:
         groups = self._groups(addrs)
@@ -181,6 +229,8 @@ class IpsetBackend:
         if self.settings.conntrack_flush:
             # Only then is the set read first: conntrack flushes are for new offenders only.
             for name, family, group in groups:
+                if self._kind(name) == KIND[NET]:
+                    continue  # conntrack -D takes addresses
                 present, problems = self._members(name, family)
                 if present is None:
                     raise FirewallError(problems[0])
@@ -195,36 +245,79 @@ class IpsetBackend:
         if not self._send(IPSET_CMD_DEL, groups):
             self._update([f"del -exist {name} {a}" for name, _, group in groups for a in group])
 
-    def _send(self, cmd: int, groups: list[tuple[str, str, list[str]]]) -> bool:
-        """Add or delete on the netlink channel, one message per address (without
-        NLM_F_EXCL: what ``-exist`` means). False when the caller must use ``ipset
-        restore``: no channel, or a set is missing (the restore path re-creates it)."""
+    def _send(
+        self, cmd: int, groups: list[tuple[str, str, list[str]]], into: str | None = None
+    ) -> bool:
+        """Add or delete on the netlink channel, one message per entry (without
+        NLM_F_EXCL: what ``-exist`` means); ``into``: another set of the same kind to send
+        the (one) group to. False when the caller must use ``ipset restore``: no channel,
+        or a set is missing (the restore path re-creates it)."""
         if self.channel is None or not groups or not self.channel.ready():
             return False
         verb = "add" if cmd == IPSET_CMD_ADD else "del"
+        pton = socket.inet_pton
         try:
-            for name, _, group in groups:
+            for name, family, group in groups:
+                target = into or name
+                af, n = (socket.AF_INET6, 16) if family == "inet6" else (socket.AF_INET, 4)
+                head = ipset_head(target, n, None)
+                net = self._kind(name) == KIND[NET]
                 # Built a batch at a time: a million messages at once held 130 MiB.
                 for i in range(0, len(group), BATCH):
-                    items = [(ipset_payload(name, packed(a)), a) for a in group[i : i + BATCH]]
-                    self.channel.each(ipset_type(cmd), items, f"ipset: {verb} {name}")
+                    part = group[i : i + BATCH]
+                    where = f"ipset: {verb} {target}"
+                    if net:
+                        items = [(_payload(target, a), a) for a in part]
+                        self.channel.each(ipset_type(cmd), items, where)
+                    else:  # an address is the message's last bytes (ipsetmsg.ipset_head)
+                        keys = list(map(pton, repeat(af), part))
+                        self.channel.each_key(ipset_type(cmd), head, keys, part, where)
         except ChannelError as exc:
             if exc.errno != errno.ENOENT:
                 raise
             return False
         return True
 
+    def replace(self, addrs: Iterable[str]) -> bool:
+        """Make the sets hold exactly ``addrs`` without reading them and without a moment
+        without the bans: each set's contents are filled into a fresh set, which is then
+        swapped in (``swap`` exchanges contents under the names: the rules keep working)
+        and the old contents destroyed. False without a channel. A full set raises
+        FirewallFull, the sets unchanged."""
+        if self.channel is None or not self.channel.ready():
+            return False
+        by_set = {name: group for name, _, group in self._groups(addrs)}
+        for _, name, family in self._sets(("", NET)):
+            tmp = f"{name[:26]}-new"
+            kind = self._kind(name)
+            self._restore(
+                [
+                    f"create -exist {tmp} {kind} family {family}",
+                    f"destroy {tmp}",
+                    f"create {self._create(tmp, family, kind)}",
+                ]
+            )
+            try:
+                group = by_set.get(name, [])
+                if group and not self._send(IPSET_CMD_ADD, [(name, family, group)], into=tmp):
+                    raise FirewallError(f"ipset: {tmp} vanished while it was filled")
+                self._restore([f"swap {tmp} {name}"])
+            finally:
+                self._restore([f"destroy {tmp}"])
+        return True
+
     def flush(self) -> None:
-        self._restore([f"flush {name}" for _, name, _ in self._sets()])
+        self._restore([f"flush {name}" for _, name, _ in self._sets(("", NET))])
 
     def check(self) -> FirewallState:
         state = FirewallState(structure_ok=True)
-        for fam, name, family in self._sets():
+        for _, name, family in self._sets(("", NET)):
             members, problems = self._members(name, family)
             if problems:
                 state.structure_ok = False
                 state.problems += problems
             state.entries.update(members or ())
+        for fam in families(self.settings):
             listing = self.xt.list_table(fam)
             problems = self.xt.structure_problems(fam, listing)
             want = self.chain_rules(fam)
@@ -242,7 +335,15 @@ class IpsetBackend:
         # Rules first: a set still referenced by a rule cannot be destroyed.
         self.xt.teardown()
         existing = set(self.runner(["ipset", "list", "-n"]).stdout.split())
-        self._restore([f"destroy {name}" for _, name, _ in self._sets() if name in existing])
+        self._restore(
+            [f"destroy {name}" for _, name, _ in self._sets(("", NET)) if name in existing]
+        )
+
+
+def _payload(name: str, entry: str) -> bytes:
+    """One ADD/DEL message's payload: an address, or a range with its prefix length."""
+    addr, _, plen = entry.partition("/")
+    return ipset_payload(name, packed(addr), int(plen) if plen else None)
 
 
 BACKEND = IpsetBackend

@@ -2,9 +2,10 @@
 
 Our chain (``BANPIPE``) lives in the filter table of iptables and ip6tables and is jumped
 to from each configured hook (INPUT and FORWARD by default), inserted first. Each banned
-address gets ``-s ADDR/32 -j DROP`` (``/128`` for IPv6), preceded by a rate-limited LOG
-rule when logging is on. ``init``/``flush``/``close`` are one ``iptables-restore -w
---noflush`` per family, computed from one ``-S`` listing.
+address gets ``-s ADDR/32 -j DROP`` (``/128`` for IPv6), each banned range ``-s NET/LEN
+-j DROP``, preceded by a rate-limited LOG rule when logging is on.
+``init``/``flush``/``close`` are one ``iptables-restore -w --noflush`` per family,
+computed from one ``-S`` listing.
 
 ``block``/``release`` take one of two paths:
 
@@ -21,21 +22,27 @@ rule when logging is on. ``init``/``flush``/``close`` are one ``iptables-restore
 - **iptables-legacy** (or no channel): one ``iptables-restore`` per family, computed
   from one ``-S`` listing so nothing is ever added twice.
 
-The ``Xt`` helper (listing, restore, hook jumps, teardown) is shared with the ipset backend.
+The ``Xt`` helper (listing, restore, hook jumps, teardown, in ``xt``) is shared with the
+ipset backend.
 """
 
 from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from banpipe.address import from_packed, packed
-from banpipe.config import HOOKS, FirewallConfig
+from banpipe.address import entry, from_packed, packed
+from banpipe.config import FirewallConfig
 
 from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
 from .nfnl import (
+    Channel,
+    ChannelError,
+    Message,
+)
+from .nfproto import (
     ERESTART,
     NFPROTO_IPV4,
     NFPROTO_IPV6,
@@ -45,154 +52,20 @@ from .nfnl import (
     NLM_F_APPEND,
     NLM_F_CREATE,
     NLM_F_ECHO,
-    Channel,
-    ChannelError,
-    Message,
+    nft_type,
+)
+from .nftmsg import (
+    Rule,
     XtLog,
     delrule_payload,
-    nft_type,
     parse_rule,
     rule_filter,
     xt_rule_payload,
 )
+from .xt import V4, V6, Family, Xt, drop_rules, families
 
 ECHO_MAX = 1000  # addresses: up to this, block learns the new rules' handles from echoes
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-@dataclass(frozen=True)
-class Family:
-    version: int
-    cmd: str
-    restore: str
-    hostlen: int
-
-
-V4 = Family(4, "iptables", "iptables-restore", 32)
-V6 = Family(6, "ip6tables", "ip6tables-restore", 128)
-
-# How `iptables -S` prints a --limit rate; using the same spelling lets us compare rules.
-_RATE_UNIT = {"second": "sec", "minute": "min", "hour": "hour", "day": "day"}
-
-
-def short_rate(rate: str) -> str:
-    n, unit = rate.split("/")
-    return f"{n}/{_RATE_UNIT[unit]}"
-
-
-def drop_rules(match: str, settings: FirewallConfig) -> list[str]:
-    """The DROP rule for ``match`` (``-s ADDR/32``, ``-m set ...``), after its LOG rule
-    when logging is on, spelled as ``iptables -S`` prints them."""
-    rules = []
-    if settings.log:
-        rules.append(
-            f"{match} -m limit --limit {short_rate(settings.log_rate)} -j LOG "
-            f'--log-prefix "{settings.log_prefix}"'
-        )
-    rules.append(f"{match} -j DROP")
-    return rules
-
-
-def families(settings: FirewallConfig) -> tuple[Family, ...]:
-    return (V4, V6) if settings.ipv6 else (V4,)
-
-
-@dataclass
-class Listing:
-    """``iptables -S`` output: user chains and rule specs (text after ``-A CHAIN``)."""
-
-    chains: set[str] = field(default_factory=set)
-    rules: dict[str, list[str]] = field(default_factory=dict)
-
-
-def parse_listing(text: str) -> Listing:
-    out = Listing()
-    for line in text.splitlines():
-        if line.startswith("-N "):
-            out.chains.add(line[3:].strip())
-        elif line.startswith("-A "):
-            chain, _, spec = line[3:].partition(" ")
-            out.rules.setdefault(chain, []).append(spec.strip())
-    return out
-
-
-def _targets(spec: str, chain: str) -> bool:
-    """True when a rule jumps (or goes) to ``chain``."""
-    return re.search(rf"(?:^| )-[jg] {re.escape(chain)}(?: |$)", spec) is not None
-
-
-class Xt:
-    """iptables/ip6tables plumbing: our chain, the hook jumps, restore and teardown."""
-
-    def __init__(self, settings: FirewallConfig, runner: Runner) -> None:
-        self.settings = settings
-        self.runner = runner
-        self.chain = settings.chain
-
-    def list_table(self, fam: Family) -> Listing:
-        return parse_listing(self.runner([fam.cmd, "-w", "-S"]).stdout)
-
-    def list_chain(self, fam: Family) -> Listing:
-        return parse_listing(self.runner([fam.cmd, "-w", "-S", self.chain]).stdout)
-
-    def restore(self, fam: Family, lines: Sequence[str]) -> None:
-        # --noflush: only our lines change; the rest of the table is left as it is.
-        script = "*filter\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
-        self.runner([fam.restore, "-w", "--noflush"], input=script)
-
-    def structure_lines(self, listing: Listing, chain_rules: list[str] | None) -> list[str]:
-        """Restore lines that bring our chain and hook jumps in line with the settings.
-
-        ``chain_rules``: the exact rules our chain must hold (ipset backend), or None when
-        its contents are per-address entries (iptables backend) and are left alone.
-        """
-        chain = self.chain
-        jump = f"-j {chain}"
-        lines: list[str] = []
-        # Declaring an existing chain with --noflush would flush it: only when missing.
-        if chain not in listing.chains:
-            lines.append(f":{chain} - [0:0]")
-        for hook in HOOKS:
-            n = listing.rules.get(hook, []).count(jump)
-            if hook in self.settings.hooks:
-                if n == 0:
-                    lines.append(f"-I {hook} 1 {jump}")
-                lines.extend(f"-D {hook} {jump}" for _ in range(n - 1))
-            else:
-                # A hook dropped from the settings: its jump was ours, take it away.
-                lines.extend(f"-D {hook} {jump}" for _ in range(n))
-        if chain_rules is not None and listing.rules.get(chain, []) != chain_rules:
-            if chain in listing.chains:
-                lines.append(f"-F {chain}")
-            lines.extend(f"-A {chain} {rule}" for rule in chain_rules)
-        return lines
-
-    def structure_problems(self, fam: Family, listing: Listing) -> list[str]:
-        problems = []
-        if self.chain not in listing.chains:
-            problems.append(f"{fam.cmd}: chain {self.chain} missing")
-        for hook in self.settings.hooks:
-            if f"-j {self.chain}" not in listing.rules.get(hook, []):
-                problems.append(f"{fam.cmd}: jump {hook} -> {self.chain} missing")
-        return problems
-
-    def teardown_lines(self, listing: Listing) -> list[str]:
-        lines = [
-            f"-D {chain} {spec}"
-            for chain, specs in listing.rules.items()
-            if chain != self.chain
-            for spec in specs
-            if _targets(spec, self.chain)
-        ]
-        if self.chain in listing.chains:
-            lines += [f"-F {self.chain}", f"-X {self.chain}"]
-        return lines
-
-    def teardown(self) -> None:
-        for fam in families(self.settings):
-            lines = self.teardown_lines(self.list_table(fam))
-            if lines:
-                self.restore(fam, lines)
 
 
 # A per-address rule as `iptables -S` prints the ones we write.
@@ -287,10 +160,8 @@ class IptablesBackend:
         out: dict[str, list[tuple[int, str]]] = {}
         for body in bodies:
             rule = parse_rule(body)
-            if rule is None or rule.key is None or rule.plen != fam.hostlen:
-                continue
-            addr = from_packed(rule.key)
-            if addr is not None:
+            addr = _rule_entry(rule, fam.hostlen // 8) if rule is not None else None
+            if rule is not None and addr is not None:
                 out.setdefault(addr, []).append((rule.handle, rule.action or ""))
         return out
 
@@ -340,13 +211,14 @@ class IptablesBackend:
                     if any(act == "drop" for _, act in present.get(a, ())):
                         continue
                     added.append(a)
-                    key = packed(a)
-                    where = f"{fam.cmd}: -A {chain} -s {a}/{fam.hostlen}"
+                    addr, _, plen_text = a.partition("/")
+                    key, plen = packed(addr), int(plen_text or fam.hostlen)
+                    where = f"{fam.cmd}: -A {chain} -s {_src(fam, a)}"
                     for lg in (log, None) if log is not None else (None,):
                         messages.append(
                             Message(
                                 nft_type(NFT_MSG_NEWRULE),
-                                xt_rule_payload(nfproto, chain, key, fam.hostlen, lg),
+                                xt_rule_payload(nfproto, chain, key, plen, lg),
                                 NLM_F_CREATE | NLM_F_APPEND | (NLM_F_ECHO if echo else 0),
                                 where,
                                 [a],
@@ -373,11 +245,9 @@ class IptablesBackend:
             if mtype != nft_type(NFT_MSG_NEWRULE):
                 continue
             rule = parse_rule(body)
-            if rule is None or rule.key is None:
-                continue
-            version = 4 if len(rule.key) == 4 else 6
-            addr = from_packed(rule.key)
-            if addr is not None:
+            version = 6 if body[:1] == bytes([NFPROTO_IPV6]) else 4
+            addr = _rule_entry(rule, 16 if version == 6 else 4) if rule is not None else None
+            if rule is not None and addr is not None:
                 self._index.setdefault(version, {}).setdefault(addr, []).append(
                     (rule.handle, rule.action or "")
                 )
@@ -407,7 +277,7 @@ class IptablesBackend:
                                 nft_type(NFT_MSG_DELRULE),
                                 delrule_payload(nfproto, chain, handle),
                                 0,
-                                f"{fam.cmd}: -D {chain} -s {a}/{fam.hostlen}",
+                                f"{fam.cmd}: -D {chain} -s {_src(fam, a)}",
                                 [a],
                             )
                         )
@@ -418,7 +288,7 @@ class IptablesBackend:
             self._index.get(version, {}).pop(a, None)
 
     def _addr_rules(self, fam: Family, addr: str) -> list[str]:
-        return drop_rules(f"-s {addr}/{fam.hostlen}", self.settings)
+        return drop_rules(f"-s {_src(fam, addr)}", self.settings)
 
     def _by_family(self, addrs: Iterable[str]) -> list[tuple[Family, list[str]]]:
         v4, v6 = validate_addresses(addrs, ipv6=self.settings.ipv6)
@@ -500,6 +370,22 @@ class IptablesBackend:
     def close(self, teardown: bool = True) -> None:
         if teardown:
             self.xt.teardown()
+
+
+def _src(fam: Family, entry: str) -> str:
+    """``-s``'s value for an entry, as ``iptables -S`` prints it: ``ADDR/32``, ``NET/LEN``."""
+    return entry if "/" in entry else f"{entry}/{fam.hostlen}"
+
+
+def _rule_entry(rule: Rule, width: int) -> str | None:
+    """The entry (address or range) one of our per-address rules matches, or None.
+    A range's rule compares only its prefix's bytes: padded back to the address width."""
+    if rule.key is None or not 0 < rule.plen <= 8 * width or len(rule.key) > width:
+        return None
+    addr = from_packed(rule.key + bytes(width - len(rule.key)))
+    if addr is None:
+        return None
+    return addr if rule.plen == 8 * width else entry(f"{addr}/{rule.plen}")
 
 
 BACKEND = IptablesBackend

@@ -85,8 +85,9 @@ class Bans(Reads):
             due = [
                 r[0]
                 for r in db.execute(
-                    "SELECT addr FROM offenders WHERE active = 1 AND expires IS NOT NULL "
-                    "AND expires <= ?",
+                    # As next_expiry: the expiry index, not every ban (1.6 s at a million).
+                    "SELECT addr FROM offenders INDEXED BY offenders_due "
+                    "WHERE active = 1 AND expires IS NOT NULL AND expires <= ?",
                     (now,),
                 )
             ]

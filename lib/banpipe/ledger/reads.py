@@ -55,14 +55,31 @@ class Reads:
     def any_origin(self, *, active_only: bool = True) -> bool:
         """Whether any offender's ban came from another gateway (banshare)."""
         where = "AND active = 1 " if active_only else ""
-        sql = f"SELECT 1 FROM offenders WHERE origin IS NOT NULL {where}LIMIT 1"  # noqa: S608
+        sql = (
+            "SELECT 1 FROM offenders INDEXED BY offenders_origin "  # noqa: S608
+            f"WHERE origin IS NOT NULL {where}LIMIT 1"
+        )
         return self.db.execute(sql).fetchone() is not None
 
     def active_addresses(self, *, automated_only: bool = False) -> set[str]:
-        sql = "SELECT addr FROM offenders WHERE active = 1"
+        """The active bans' addresses (and ranges)."""
+        # One string split in Python instead of a row object per ban: a million bans
+        # 1.5 -> 0.95 s (canonical addresses hold no space).
+        sql = "SELECT group_concat(addr, ' ') FROM offenders WHERE active = 1"
         if automated_only:
             sql += " AND manual = 0"
-        return {r[0] for r in self.db.execute(sql)}
+        text = self.db.execute(sql).fetchone()[0]
+        return set(text.split(" ")) if text else set()
+
+    def recent_bans_v6(self, since: float) -> list[tuple[str, float]]:
+        """(address, banned at) of active bans of single IPv6 addresses begun at or
+        after ``since`` (banpipe.escalate's count after a restart)."""
+        rows = self.db.execute(
+            "SELECT addr, banned_at FROM offenders WHERE active = 1 AND banned_at >= ? "
+            "AND instr(addr, ':') > 0 AND instr(addr, '/') = 0",
+            (since,),
+        )
+        return [(r[0], r[1]) for r in rows]
 
     def count_active(self, *, manual_only: bool = False) -> int:
         sql = "SELECT count(*) FROM offenders WHERE active = 1"
@@ -88,8 +105,11 @@ class Reads:
 
     def next_expiry(self) -> float | None:
         """Earliest expiry among active timed bans (None: nothing scheduled)."""
+        # The planner would take offenders_active and read every ban (0.9 s at a
+        # million, on every wake-up of the daemon); the expiry index has the answer first.
         row = self.db.execute(
-            "SELECT min(expires) FROM offenders WHERE active = 1 AND expires IS NOT NULL"
+            "SELECT min(expires) FROM offenders INDEXED BY offenders_due "
+            "WHERE active = 1 AND expires IS NOT NULL"
         ).fetchone()
         return row[0]
 

@@ -179,7 +179,14 @@ def _v5(db: sqlite3.Connection) -> None:
     db.execute(_VIOLATIONS_VIEW)
 
 
-# v6: a row's growth since the last fold waits in ``hits_more`` (appended: a commit
+def _v6(db: sqlite3.Connection) -> None:
+    # "Is any ban from another gateway?" (banctl list's ORIGIN column) without reading
+    # every offender: a million bans took 1.6 s (issue 12); outside a fleet this index
+    # is empty.
+    db.execute("CREATE INDEX offenders_origin ON offenders(origin) WHERE origin IS NOT NULL")
+
+
+# v7: a row's growth since the last fold waits in ``hits_more`` (appended: a commit
 # writes pages in proportion to its batch, not to the rows still open). The view adds
 # it: the count, and the last times of the latest growth (max(rowid) picks that row's
 # bare columns in SQLite).
@@ -187,7 +194,7 @@ MORE_BY_HIT = (
     "SELECT hit, sum(count) AS count, max(rowid), last, alert_last FROM hits_more GROUP BY hit"
 )
 _ALERT_LAST = "CASE WHEN x.hit IS NULL THEN h.alert_last ELSE x.alert_last END"
-_VIOLATIONS_VIEW_V6 = f"""CREATE VIEW violations AS SELECT
+_VIOLATIONS_VIEW_V7 = f"""CREATE VIEW violations AS SELECT
     h.id AS id, a.text AS addr, h.first AS ts, {_stamp_sql("h.alert_first")} AS alert_ts,
     s.text AS sig, m.text AS msg, h.priority AS priority, vi.text AS victim,
     h.reversed AS reversed, r.text AS reason, h.count + coalesce(x.count, 0) AS count,
@@ -202,7 +209,7 @@ _VIOLATIONS_VIEW_V6 = f"""CREATE VIEW violations AS SELECT
     LEFT JOIN texts vi ON vi.id = h.victim LEFT JOIN texts r ON r.id = h.reason"""  # noqa: S608 - fixed
 
 
-def _v6(db: sqlite3.Connection) -> None:
+def _v7(db: sqlite3.Connection) -> None:
     # Issue 12: an UPDATE of a row's count at every commit dirtied one page per open row,
     # so in a flood each commit rewrote most of ``hits`` into the WAL (300,000 alerts in
     # 2,000-alert commits: 7 s CPU, 16 s wall). Growth is appended here instead and
@@ -216,8 +223,8 @@ def _v6(db: sqlite3.Connection) -> None:
         )"""
     )
     db.execute("DROP VIEW violations")
-    db.execute(_VIOLATIONS_VIEW_V6)
+    db.execute(_VIOLATIONS_VIEW_V7)
 
 
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)

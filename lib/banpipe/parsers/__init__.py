@@ -11,7 +11,8 @@ gets back alerts (plain dicts, the pipe contract ``"v": 1``) and :class:`ParseEr
 
 API
 ---
-``AlertParser(*, now, year=None, force=None, max_line=65536, relay_tags=RELAY_TAGS)``
+``AlertParser(*, now, year=None, force=None, max_line=65536, relay_tags=RELAY_TAGS,
+encoded=False)``
     Incremental parser.  ``now`` (a naive local ``datetime``) anchors the year of yearless
     time stamps (Snort without ``-y``, syslog stamps): the latest year that does not put
     the alert more than one day after ``now``.  ``year`` overrides that inference.
@@ -23,6 +24,11 @@ API
     One input line (a trailing ``"\\n"`` / ``"\\r\\n"`` is removed).  One-line formats are
     returned at once; an alert_full block is returned when it is complete: at the empty line
     after it, at the next ``[**] [`` header, at a one-line alert, or at :meth:`flush`.
+``AlertParser.feed_text(text, first) -> list[dict | bytes | ParseError]``
+    The lines of ``text`` (joined by ``"\\n"``, no final newline), the first numbered
+    ``first``: the results of ``feed`` for each, in order. With ``encoded``, the alerts of
+    consecutive well-formed alert_fast lines come as one ``bytes`` item: their pipe lines
+    (``banpipe.pipe.encode``'s bytes), each ending in a newline.
 ``AlertParser.flush() -> list[dict | ParseError]``
     End of input: completes an open full-format block.
 ``AlertParser.pending() -> bool``
@@ -60,14 +66,19 @@ keeps the alert after a cut alert only, and syslog lines count only from IDS pro
 tags (or relayed without a tag): no other program's message is read as an alert.
 Unknown ``[Key: value]`` tags between msg and protocol (``[AppID: x]``) are skipped.
 
-Speed: a well-formed alert_fast line costs one regex that splits it into time stamp,
-"middle" (ids, msg, classification, priority, protocol) and addresses; the middle's parse
-is cached by its text (module-wide) as a template of the alert dict, which is copied and
-completed with the line's time stamp and addresses.  IPv4 addresses are validated by
-inet_pton inline (``banpipe.address.V4_PTON``: checked at import to agree with the
-rule), IPv6 looked up in ``banpipe.address.V6_MEMO`` first, ISO date prefixes
-cached per parser (they depend on ``now``).  The module-wide caches have two generations
-of a fixed size each, so memory stays bounded whatever the input (bench/README.md).
+Speed: a burst of alert_fast lines is parsed as one text (``AlertParser.feed_text``, which
+the follower's Cursor calls per read; ``feed`` is the same for one line): per line one
+regex match at the line's start splits it into time stamp, "middle" (ids, msg,
+classification, priority, protocol) and addresses; the middle's parse is cached by its
+text (module-wide) with the alert dict's template and its pipe line as a ``%`` format
+(parsers.common.line_template), which is completed with the line's date prefix, time and
+addresses: no dict per alert. IPv4 addresses are validated by inet_pton inline
+(``banpipe.address.V4_PTON``: checked at import to agree with the rule), IPv6 looked up
+in ``banpipe.address.V6_MEMO`` first, ISO date prefixes cached per parser (they depend on
+``now``).  The module-wide caches have two generations of a fixed size each, so memory
+stays bounded whatever the input (bench/README.md).  With ``encoded=True`` (fasttail)
+the pipe lines of consecutive alerts come back as one ``bytes`` item; otherwise every
+alert is a dict (decoded from that line: the same bytes either way).
 """
 
 from __future__ import annotations
@@ -97,7 +108,8 @@ from .common import (
     _short,
 )
 from .eve import EveLines
-from .fast import _FAST_MATCH, _MIDDLES, _QUICK_MATCH, FastLines
+from .fast import _MIDDLES as _MIDDLES  # the templates cache (tests clear it)
+from .fast import FastLines
 from .full import FullBlocks, _Block
 from .syslog import SyslogLines
 
@@ -134,12 +146,14 @@ class AlertParser(FastLines, FullBlocks, SyslogLines, EveLines, Dates):
         force: str | None = None,
         max_line: int = 65536,
         relay_tags: Iterable[str] = syslog.RELAY_TAGS,
+        encoded: bool = False,
     ) -> None:
         if force is not None and force not in FORMATS:
             raise ValueError(f"unknown format {force!r}; expected one of {', '.join(FORMATS)}")
         self._year = year
         self._force = force
         self._max_line = max_line
+        self._encoded = encoded
         self._relay_tags = frozenset(t.lower() for t in relay_tags)
         self._block: _Block | None = None
         self._fragment = False
@@ -175,25 +189,9 @@ class AlertParser(FastLines, FullBlocks, SyslogLines, EveLines, Dates):
     def feed(self, line: str, lineno: int) -> list:
         """Parse one line; return the alerts and errors it completes (often one or none)."""
         line = line.rstrip("\r\n")
-        if self._block is None and len(line) <= self._max_line:
-            # Fast path: time stamp, addresses, and the text between them looked up in a
-            # cache of already parsed "middles" (rule, msg, class, priority, proto repeat).
-            # Neither regex admits control characters, so the binary-data check is only
-            # needed off these paths.
-            q = _QUICK_MATCH(line)
-            if q is not None:
-                dtok, time, mid, src, dst = q.groups()
-                ent = _MIDDLES.get(mid) or _MIDDLES.recall(mid)
-                if ent is not None:
-                    self._fragment = False
-                    return [self._alert(ent, dtok, time, src, dst, line, lineno)]
-            elif line[:1] == "{":
-                return self._eve(line, lineno)  # Suricata EVE JSON: no text regex fits
-            m = _FAST_MATCH(line)
-            if m is not None:
-                self._fragment = False
-                return [self._fast(m, q, line, lineno)]
-        return self._slow(line, lineno)
+        if "\n" in line:
+            return self._line(line, lineno)  # not one line: binary data
+        return self.feed_text(line, lineno)
 
     def _slow(self, line: str, lineno: int) -> list:
         c = line[:1]

@@ -1,18 +1,21 @@
 """alert_fast lines of Snort 2, Snort 3 and Suricata (docs/formats.md), the hot path.
 
-A well-formed line costs one regex (``_QUICK``) that splits it into time stamp, "middle"
-(ids, msg, classification, priority, protocol) and addresses; the middle's parse by the
-full grammar (``_FAST``) is cached by its text (module-wide, :data:`_MIDDLES`) as a
-template of the alert dict, which :meth:`FastLines._alert` copies and completes with the
-line's time stamp and addresses. That is the one path of every alert_fast alert.
-Torn lines (a writer died mid-line) and lines with text Snort never prints are read
-here too (``_torn``, ``_lenient``).
+A well-formed line costs one regex (``_SCAN``, per line of a text: FastLines.feed_text)
+that splits it into time stamp, "middle" (ids, msg, classification, priority, protocol)
+and addresses; the middle's parse by the full grammar (``_FAST``) is cached by its text
+(module-wide, :data:`_MIDDLES`) as a template of the alert dict and of its pipe line,
+which is completed with the line's date, time and addresses. Lines that template cannot
+make (the first of a middle, any doubt) go through the full grammar one by one
+(``_line``, ``_fast``, ``_alert``). Torn lines (a writer died mid-line) and lines with
+text Snort never prints are read here too (``_torn``, ``_lenient``).
 """
 
 from __future__ import annotations
 
 import re
+from itertools import chain, count
 
+from banpipe import pipe
 from banpipe.memo import Memo
 
 from .common import (
@@ -28,6 +31,7 @@ from .common import (
     ParseError,
     _int,
     _short,
+    line_template,
     new_alert,
 )
 from .endpoints import (
@@ -63,12 +67,13 @@ _FAST = re.compile(
 # A line that is an alert_fast line in every field but carries text Snort never prints
 # between its tags or after its addresses (hand-edited files, concatenated writers).  The
 # fields are all where they belong, so the alert is kept and the extra text reported.
-_LENIENT = re.compile(
+# Compiled at first use (re's cache keeps it): it takes longer to compile than _FAST,
+# 10-15 ms of every start-up, and only odd lines need it.
+_LENIENT_TEXT = (
     rf"({_DATE})-({_TIME})( {{1,2}})(?:\[([A-Za-z_]+)\] )?\[\*\*\] "
     rf"\[(\d{{1,10}}:\d{{1,10}}:\d{{1,10}})\] (?: <[\w.:@-]+> )?"
     rf"(?:([{_TXT_NB}]*(?:\[(?!\*\*\])[{_TXT_NB}]*)*) )?\[\*\*\]"
-    rf"([{_TXT}]*?) \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)( [{_TXT}]*)?\Z",
-    re.ASCII,
+    rf"([{_TXT}]*?) \{{([\w:.-]*)\}} ([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*)( [{_TXT}]*)?\Z"
 )
 _LENIENT_CLS = re.compile(rf"\[Classification: ({_CLS}*)\]")
 _LENIENT_PRIO = re.compile(r"\[Priority: (-?\d{1,10})\]")
@@ -81,19 +86,22 @@ _FAST_MATCH = _FAST.match
 # The same line as three parts: time stamp, the "middle" up to "{proto} ", the addresses.
 # The middle (everything but time and addresses) repeats from alert to alert; its parse by
 # _FAST is cached in _MIDDLES, keyed by its text.  Only text that _FAST accepted is ever a
-# key, so the loose ".*" (DOTALL: any character) admits nothing new, and it is a quarter
-# faster than a character class.
-_QUICK = re.compile(
-    rf"({_DATE})-({_TIME})( {{1,2}}.*\}} )([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*) *\Z",
-    re.ASCII | re.DOTALL,
-)
-_QUICK_MATCH = _QUICK.match
+# key, so the loose ".*" admits nothing new, and it is a quarter faster than a character
+# class.  _SCAN is the same expression for one line of many (FastLines.feed_text: "$" is
+# the line's end, "." never crosses it); both split a line at the same places.
+_QUICK_TEXT = rf"({_DATE})-({_TIME})( {{1,2}}.*\}} )([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*) *"
+_QUICK_MATCH = re.compile(_QUICK_TEXT + r"\Z", re.ASCII | re.DOTALL).match
+_SCAN_MATCH = re.compile(_QUICK_TEXT + "$", re.ASCII | re.MULTILINE).match
 _SURICATA = "suricata-fast"
+_NO_PORT = 65536
+# The formats an alert_fast line can be, by the spaces after its time (sel: one, two).
+_SEL_FORMATS = (("snort3-fast",), ("snort2-fast", _SURICATA))
 
 
-# middle text -> (alert template, sel, Snort port mode); see AlertParser._fast.  Few
-# distinct middles occur (hundreds in the corpus, at most 252 characters long); an entry
-# is about 1 KiB, and a longer middle than _MIDDLE_MAX is not cached (bounded memory).
+# middle text -> (alert template, sel, Snort port mode, {format: line_template}); see
+# FastLines._fast.  Few distinct middles occur (hundreds in the corpus, at most 252
+# characters long); an entry is about 2 KiB, and a longer middle than _MIDDLE_MAX is not
+# cached (bounded memory).
 _MIDDLES = Memo(2048)
 _MIDDLE_MAX = 512
 
@@ -116,6 +124,9 @@ class FastLines:
 
     _force: str | None
     _fragment: bool
+    _encoded: bool
+    _max_line: int
+    _block: object
     _limit_time: str
     _fd: tuple[dict[str, tuple], dict[str, tuple]]
     _fdok: tuple[dict[str, tuple], dict[str, tuple]]
@@ -141,6 +152,110 @@ class FastLines:
         return ent
 
     # -- the feed ------------------------------------------------------------------------
+
+    def feed_text(self, text: str, first: int) -> list:
+        """Parse the lines of ``text`` (joined by ``"\\n"``, no final newline), the first
+        being line ``first``: what :meth:`AlertParser.feed` returns for each, in order.
+
+        The hot path of a burst: each line is one match of _SCAN at its start, a lookup
+        of its middle and of its date token, and its pipe line made from the middle's
+        template (line_template), so no dict is built per alert. With ``encoded`` the
+        pipe lines of consecutive alerts come back as one ``bytes`` item (pipe.encode's
+        bytes of each); otherwise they are decoded to dicts. A line that the template
+        cannot make (the first of its middle, a new date token, any address doubt, an
+        alert_full block, other formats, errors) goes through :meth:`_line`.
+        """
+        if self._block is not None:
+            return self._lines(text, first)
+        out: list = []
+        run: list[str] = []  # pipe lines made here, not yet in out
+        keep = run.append
+        get = _MIDDLES.get
+        fdok = self._fdok
+        max_line = self._max_line
+        n = len(text)
+        pos = 0
+        lineno = first
+        while pos <= n:
+            m = _SCAN_MATCH(text, pos)
+            if m is not None:
+                end = m.end()
+                dtok, time, mid, src, dst = m.groups()
+                ent = get(mid) or _MIDDLES.recall(mid)
+                if ent is not None and end - pos <= max_line:
+                    fe = fdok[ent[1]].get(dtok)
+                    if fe is not None:
+                        fmt, pre = fe
+                        s, _, sp = src.rpartition(":")
+                        d, _, dp = dst.rpartition(":")
+                        # IPv4 with ports, the common case, here only: inet_pton is the
+                        # rule (_V4_PTON); a port as endpoints._port reads it.
+                        if s and ":" not in s and len(sp) <= 5 >= len(dp) and _V4_PTON:
+                            try:
+                                _PTON(_AF4, s)
+                                _PTON(_AF4, d)
+                                p, q = int(sp), int(dp)
+                            except (OSError, ValueError):
+                                p = q = _NO_PORT
+                            if p <= 65535 >= q:
+                                keep(ent[3][fmt] % (pre, time, s, p, d, q))
+                                pos = end + 1
+                                lineno += 1
+                                continue
+                        r = _endpoints(src, dst, fmt, ent[2])
+                        if type(r) is tuple and r[0] is not None:  # (no addresses: _line)
+                            s, sp, d, dp = r
+                            if sp is None:
+                                sp = "null"
+                            if dp is None:
+                                dp = "null"
+                            keep(ent[3][fmt] % (pre, time, s, sp, d, dp))
+                            pos = end + 1
+                            lineno += 1
+                            continue
+            else:
+                end = text.find("\n", pos)
+                if end < 0:
+                    end = n
+            if run:
+                self._fragment = False  # as after any alert
+                self._take(run, out)
+            out += self._line(text[pos:end], lineno)
+            pos = end + 1
+            lineno += 1
+            if self._block is not None and pos <= n:
+                return out + self._lines(text[pos:], lineno)
+        if run:
+            self._fragment = False
+            self._take(run, out)
+        return out
+
+    def _take(self, run: list[str], out: list) -> None:
+        """Move the pipe lines of ``run`` to ``out``: one bytes item, or dicts."""
+        if self._encoded:
+            run.append("")
+            out.append("\n".join(run).encode())
+        else:
+            out += map(pipe.loads, run)
+        run.clear()
+
+    def _lines(self, text: str, first: int) -> list:
+        return list(chain.from_iterable(map(self._line, text.split("\n"), count(first))))
+
+    def _line(self, line: str, lineno: int) -> list:
+        """One line by the full grammars (see :meth:`feed_text` for when)."""
+        stripped = line.rstrip("\r\n")
+        if len(stripped) != len(line) and "\n" not in stripped:
+            return self.feed_text(stripped, lineno)  # a CRLF line: the template may do
+        line = stripped
+        if self._block is None and len(line) <= self._max_line:
+            if line[:1] == "{":
+                return self._eve(line, lineno)  # Suricata EVE JSON: no text regex fits
+            m = _FAST_MATCH(line)
+            if m is not None:
+                self._fragment = False
+                return [self._fast(m, _QUICK_MATCH(line), line, lineno)]
+        return self._slow(line, lineno)
 
     def _torn(self, line: str, lineno: int) -> list:
         """A line with an alert marker that did not parse as a whole.
@@ -170,7 +285,7 @@ class FastLines:
         return [ParseError(lineno, R_MALFORMED, _short(line))]
 
     def _lenient(self, line: str, lineno: int) -> list | None:
-        m = _LENIENT.match(line)
+        m = re.match(_LENIENT_TEXT, line, re.ASCII)  # (re caches the compiled pattern)
         if m is None:
             return None
         dtok, time, spaces, action, ids, msg, tags, proto, src, dst, tail = m.groups()
@@ -215,7 +330,8 @@ class FastLines:
             None,
             None,
         )
-        ent = (template, sel, _PM_UNKNOWN if proto is None else _snort_mode(proto))
+        mode = _PM_UNKNOWN if proto is None else _snort_mode(proto)
+        ent = (template, sel, mode, {f: line_template(template, f) for f in _SEL_FORMATS[sel]})
         if raw is not None:
             fe = self._fd[sel].get(dtok) or self._fast_date(dtok, spaces)
             if fe[0] != _SURICATA:
@@ -237,15 +353,14 @@ class FastLines:
         line: str,
         lineno: int,
     ) -> dict | ParseError:
-        """The alert of an alert_fast line from its middle's entry (see _fast).
+        """The alert dict of an alert_fast line from its middle's entry (see _fast).
 
-        The one path of every alert_fast alert, cached middle or not. The common cases
-        come first, inline: a date token seen before (plain, not refused by ``force``),
-        both sides IPv4 (validated by inet_pton, see _V4_PTON) or both IPv6, with ports
-        or, for Snort's portless protocols, without. Anything else, or any doubt, goes
-        through the general date and address code, which also says why it refuses.
+        The path of the lines feed_text does not take: the first of each middle, and any
+        line with doubt about its date. A date token seen before (plain, not refused by
+        ``force``) is one lookup; anything else goes through the general date code,
+        which also says why it refuses.
         """
-        template, sel, snort_mode = ent
+        template, sel, snort_mode, _ = ent
         fe = self._fdok[sel].get(dtok)
         if fe is not None:
             fmt, pre = fe
@@ -267,56 +382,10 @@ class FastLines:
         if src is None:
             s = sp = d = dp = None
         else:
-            s, _, sp = src.rpartition(":")
-            d, _, dp = dst.rpartition(":")
-            ok = False
-            if ":" not in s:
-                try:
-                    if s:
-                        _PTON(_AF4, s)
-                        _PTON(_AF4, d)
-                        sp = int(sp)
-                        dp = int(dp)
-                        ok = _V4_PTON and sp <= 65535 and dp <= 65535
-                    elif not d and fmt != _SURICATA:
-                        _PTON(_AF4, sp)
-                        _PTON(_AF4, dp)
-                        s, sp, d, dp = sp, None, dp, None
-                        ok = _V4_PTON
-                except (OSError, ValueError):
-                    pass
-            elif ":" in d:
-                # IPv6 (two or more colons on both sides: _side's IPv6 branch)
-                mode = _PM_ALWAYS if fmt == _SURICATA else snort_mode
-                try:
-                    if mode == _PM_NONE:
-                        s = _V6_MEMO.get(src) or _v6(src)
-                        d = _V6_MEMO.get(dst) or _v6(dst)
-                        sp = dp = None
-                        ok = True
-                    elif (
-                        sp.isdigit()
-                        and dp.isdigit()
-                        and len(sp) <= 5 >= len(dp)
-                        # A 5-digit port is no IPv6 group: no bare reading.
-                        # Otherwise Snort's text may be a fragment's (_alert).
-                        and (mode == _PM_ALWAYS or len(sp) == 5 or len(dp) == 5)
-                    ):
-                        s = _V6_MEMO.get(s) or _v6(s)
-                        d = _V6_MEMO.get(d) or _v6(d)
-                        sp = int(sp)
-                        dp = int(dp)
-                        ok = sp <= 65535 and dp <= 65535
-                except ValueError:  # _BadAddress included
-                    pass
-            if not ok:
-                mode = _PM_ALWAYS if fmt == _SURICATA else snort_mode
-                if (not src or not dst) and src != dst:
-                    return ParseError(lineno, f"{R_MALFORMED}: one address missing", _short(line))
-                try:
-                    s, sp, d, dp = _addresses(src, dst, mode)
-                except _BadAddress as e:
-                    return ParseError(lineno, f"{R_MALFORMED}: {e}", _short(line))
+            r = _endpoints(src, dst, fmt, snort_mode)  # type: ignore[arg-type]
+            if type(r) is str:
+                return ParseError(lineno, f"{R_MALFORMED}: {r}", _short(line))
+            s, sp, d, dp = r
         a = template.copy()
         a["ts"] = ts
         a["src"] = s
@@ -326,3 +395,50 @@ class FastLines:
         a["refs"] = []
         a["format"] = fmt
         return a
+
+
+def _endpoints(src: str, dst: str, fmt: str, snort_mode: int) -> tuple | str:
+    """(src, sport, dst, dport) of the address text of an alert_fast line in format
+    ``fmt``, or why there is none (the detail of a malformed-alert error).
+
+    The common cases come first, inline: both sides IPv4 without ports (validated by
+    inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt, goes through
+    endpoints._addresses, which also says why it refuses (IPv4 with ports, the most
+    common case of all, is read inline in feed_text before this is called).
+    """
+    s, _, sp = src.rpartition(":")
+    d, _, dp = dst.rpartition(":")
+    if not s:
+        if not d and fmt != _SURICATA:
+            try:
+                _PTON(_AF4, sp)
+                _PTON(_AF4, dp)
+                if _V4_PTON:
+                    return sp, None, dp, None
+            except (OSError, ValueError):
+                pass
+    elif ":" in s and ":" in d:
+        # IPv6 (two or more colons on both sides: _side's IPv6 branch)
+        mode = _PM_ALWAYS if fmt == _SURICATA else snort_mode
+        try:
+            if mode == _PM_NONE:
+                return _V6_MEMO.get(src) or _v6(src), None, _V6_MEMO.get(dst) or _v6(dst), None
+            if (
+                sp.isdigit()
+                and dp.isdigit()
+                and len(sp) <= 5 >= len(dp)
+                # A 5-digit port is no IPv6 group: no bare reading.
+                # Otherwise Snort's text may be a fragment's (_readings).
+                and (mode == _PM_ALWAYS or len(sp) == 5 or len(dp) == 5)
+            ):
+                p, q = int(sp), int(dp)
+                if p <= 65535 and q <= 65535:
+                    return _V6_MEMO.get(s) or _v6(s), p, _V6_MEMO.get(d) or _v6(d), q
+        except ValueError:  # _BadAddress included
+            pass
+    if (not src or not dst) and src != dst:
+        return "one address missing"
+    try:
+        return _addresses(src, dst, _PM_ALWAYS if fmt == _SURICATA else snort_mode)
+    except _BadAddress as e:
+        return str(e)
