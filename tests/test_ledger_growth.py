@@ -12,26 +12,16 @@ import pytest
 from banpipe.bantime import BanPolicy
 from banpipe.ledger import MIGRATIONS, Ledger, Violation
 from banpipe.ledger import hits as hitsmod
-from ledgerutil import record
+from ledgerutil import Low, record
 
 NOW = 1_800_000_000.0
 POLICY = BanPolicy(base=3600, extend_min=60, extend_max=600, max=86400)
 A = "203.0.113.7"
 
 
-class Low:
-    def uniform(self, a, b):
-        return a
-
-
 @pytest.fixture
-def path(tmp_path):
-    return str(tmp_path / "ledger.sqlite3")
-
-
-@pytest.fixture
-def ledger(path):
-    with Ledger.open(path) as led:
+def ledger(tmp_path):
+    with Ledger.open(str(tmp_path / "growth.sqlite3")) as led:
         yield led
 
 
@@ -101,7 +91,8 @@ def test_prune_folds_before_it_cuts(ledger):
     assert history(ledger) == []
 
 
-def test_growth_of_a_row_another_connection_deleted_starts_a_new_row(path):
+def test_growth_of_a_row_another_connection_deleted_starts_a_new_row(tmp_path):
+    path = str(tmp_path / "growth.sqlite3")
     with Ledger.open(path) as one, Ledger.open(path) as other:
         record(one, [v("t0")], NOW, POLICY, Low())
         record(one, [v("t1")], NOW + 1, POLICY, Low())
@@ -115,7 +106,8 @@ def test_growth_of_a_row_another_connection_deleted_starts_a_new_row(path):
         assert rows(one, "hits_more") == 0
 
 
-def test_v6_ledger_gains_the_growth_table_with_its_history_unchanged(path):
+def test_v6_ledger_gains_the_growth_table_with_its_history_unchanged(tmp_path):
+    path = str(tmp_path / "growth.sqlite3")
     with Ledger.open(path, migrations=MIGRATIONS[:6]) as led:
         led.db.execute("INSERT INTO texts (id, text) VALUES (1, ?), (2, '1:1:1')", (A,))
         led.db.execute(
