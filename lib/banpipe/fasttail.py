@@ -61,7 +61,7 @@ from . import cli, metrics, pipe, progress, statefile
 from .config import ConfigError, load_config
 from .cursor import CHUNK, Cursor
 from .follow import Follower
-from .parsers import FORMATS, REASONS, AlertParser
+from .parsers import FORMATS, REASONS, AlertParser, Encoded
 from .positions import Position
 from .progress import Progress
 
@@ -133,7 +133,7 @@ class JsonOutput:
         """Write the alerts of ``items`` as one batch, report its errors.
 
         ``items`` are a parser's results (AlertParser with ``encoded``): alert dicts,
-        ``bytes`` holding pipe lines already made, and ParseErrors.
+        Encoded pipe lines already made, and ParseErrors.
         """
         out: list[bytes] = []
         alerts: list[dict] = []  # consecutive dicts, encoded together
@@ -141,13 +141,13 @@ class JsonOutput:
         errors = []
         for x in items:
             t = type(x)
-            if t is bytes:
+            if t is Encoded:
                 if alerts:
                     out.append(pipe.encode_batch(alerts))
                     n += len(alerts)
                     alerts = []
-                out.append(x)
-                n += x.count(b"\n")
+                out.append(x.data)
+                n += x.alerts
             elif t is dict:
                 alerts.append(x)
             else:

@@ -24,11 +24,11 @@ encoded=False)``
     One input line (a trailing ``"\\n"`` / ``"\\r\\n"`` is removed).  One-line formats are
     returned at once; an alert_full block is returned when it is complete: at the empty line
     after it, at the next ``[**] [`` header, at a one-line alert, or at :meth:`flush`.
-``AlertParser.feed_text(text, first) -> list[dict | bytes | ParseError]``
+``AlertParser.feed_text(text, first) -> list[dict | Encoded | ParseError]``
     The lines of ``text`` (joined by ``"\\n"``, no final newline), the first numbered
     ``first``: the results of ``feed`` for each, in order. With ``encoded``, the alerts of
-    consecutive well-formed alert_fast lines come as one ``bytes`` item: their pipe lines
-    (``banpipe.pipe.encode``'s bytes), each ending in a newline.
+    consecutive well-formed alert_fast lines come as one :class:`Encoded` item: their
+    pipe lines (``banpipe.pipe.encode``'s bytes, each ending in a newline), and how many.
 ``AlertParser.flush() -> list[dict | ParseError]``
     End of input: completes an open full-format block.
 ``AlertParser.pending() -> bool``
@@ -77,7 +77,7 @@ addresses: no dict per alert. IPv4 addresses are validated by inet_pton inline
 in ``banpipe.address.V6_MEMO`` first, ISO date prefixes cached per parser (they depend on
 ``now``).  The module-wide caches have two generations of a fixed size each, so memory
 stays bounded whatever the input (bench/README.md).  With ``encoded=True`` (fasttail)
-the pipe lines of consecutive alerts come back as one ``bytes`` item; otherwise every
+the pipe lines of consecutive alerts come back as one ``Encoded`` item; otherwise every
 alert is a dict (decoded from that line: the same bytes either way).
 """
 
@@ -104,6 +104,7 @@ from .common import (
     R_TOO_LONG,
     REASONS,
     Dates,
+    Encoded,
     ParseError,
     _short,
 )
@@ -115,6 +116,7 @@ from .syslog import SyslogLines
 
 __all__ = [
     "FORMATS",
+    "Encoded",
     "REASONS",
     "AlertParser",
     "ParseError",

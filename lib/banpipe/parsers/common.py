@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from banpipe import pipe
 
@@ -122,6 +122,14 @@ def new_alert(
     }
 
 
+class Encoded(NamedTuple):
+    """Alerts as their pipe lines (``AlertParser(encoded=True)``): ``data`` is ``alerts``
+    lines, each the bytes ``banpipe.pipe.encode`` makes of the alert dict."""
+
+    data: bytes
+    alerts: int
+
+
 # The parts of an alert_fast alert that change from line to line, as slots of its pipe line.
 _SLOTS = {
     "ts": '"%s%s"',  # ISO date prefix, time
@@ -133,12 +141,12 @@ _SLOTS = {
 }
 
 
-def line_template(alert: dict[str, Any], fmt: str) -> str:
+def line_template(alert: dict[str, Any], fmt: str) -> tuple[str, ...]:
     """The pipe line (pipe.encode's text, no newline) of alerts like ``alert`` in format
-    ``fmt``, as a ``%`` format taking (date prefix, time, src, sport, dst, dport).
+    ``fmt``: the 7 pieces of text around (date prefix, time, src, sport, dst, dport).
 
     Each member is the encoder's own text for that key and value, so a line made from
-    the template is the line ``pipe.encode`` makes of the alert dict: one encoding.
+    the pieces is the line ``pipe.encode`` makes of the alert dict: one encoding.
     """
     parts = []
     for key, value in alert.items():
@@ -148,7 +156,9 @@ def line_template(alert: dict[str, Any], fmt: str) -> str:
         else:
             member = pipe.dumps({key: fmt if key == "format" else value}).decode()
             parts.append(member[1:-1].replace("%", "%%"))
-    return "{" + ",".join(parts) + "}"
+    # NUL marks the slots: JSON text never holds one (the encoder writes \u0000).
+    line = "{" + ",".join(parts) + "}"
+    return tuple((line % (("\0",) * 6)).split("\0"))
 
 
 def _int(text: str | None) -> int | None:

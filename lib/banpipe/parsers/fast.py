@@ -28,6 +28,7 @@ from .common import (
     R_EXTRA,
     R_FORCED,
     R_MALFORMED,
+    Encoded,
     ParseError,
     _int,
     _short,
@@ -160,8 +161,8 @@ class FastLines:
         The hot path of a burst: each line is one match of _SCAN at its start, a lookup
         of its middle and of its date token, and its pipe line made from the middle's
         template (line_template), so no dict is built per alert. With ``encoded`` the
-        pipe lines of consecutive alerts come back as one ``bytes`` item (pipe.encode's
-        bytes of each); otherwise they are decoded to dicts. A line that the template
+        pipe lines of consecutive alerts come back as one :class:`Encoded` item;
+        otherwise they are decoded to dicts. A line that the template
         cannot make (the first of its middle, a new date token, any address doubt, an
         alert_full block, other formats, errors) goes through :meth:`_line`.
         """
@@ -198,7 +199,8 @@ class FastLines:
                             except (OSError, ValueError):
                                 p = q = _NO_PORT
                             if p <= 65535 >= q:
-                                keep(ent[3][fmt] % (pre, time, s, p, d, q))
+                                p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
+                                keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{p}{p4}{d}{p5}{q}{p6}")
                                 pos = end + 1
                                 lineno += 1
                                 continue
@@ -209,7 +211,8 @@ class FastLines:
                                 sp = "null"
                             if dp is None:
                                 dp = "null"
-                            keep(ent[3][fmt] % (pre, time, s, sp, d, dp))
+                            p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
+                            keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{sp}{p4}{d}{p5}{dp}{p6}")
                             pos = end + 1
                             lineno += 1
                             continue
@@ -231,10 +234,15 @@ class FastLines:
         return out
 
     def _take(self, run: list[str], out: list) -> None:
-        """Move the pipe lines of ``run`` to ``out``: one bytes item, or dicts."""
+        """Move the pipe lines of ``run`` to ``out``: one Encoded item, or dicts."""
         if self._encoded:
             run.append("")
-            out.append("\n".join(run).encode())
+            text = "\n".join(run)
+            # One non-ASCII msg makes the whole text's encoding slow (per character):
+            # then line by line, which is fast for every ASCII line.
+            ascii_ = text.isascii()
+            data = text.encode() if ascii_ else b"\n".join([line.encode() for line in run])
+            out.append(Encoded(data, len(run) - 1))
         else:
             out += map(pipe.loads, run)
         run.clear()
