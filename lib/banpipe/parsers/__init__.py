@@ -156,6 +156,7 @@ class AlertParser(FastLines, FullBlocks, SyslogLines, EveLines, Dates):
         self._force = force
         self._max_line = max_line
         self._encoded = encoded
+        self.last_line = 0  # set by feed_text
         self._relay_tags = frozenset(t.lower() for t in relay_tags)
         self._block: _Block | None = None
         self._fragment = False

@@ -126,6 +126,7 @@ class FastLines:
     _force: str | None
     _fragment: bool
     _encoded: bool
+    last_line: int
     _max_line: int
     _block: object
     _limit_time: str
@@ -165,6 +166,8 @@ class FastLines:
         otherwise they are decoded to dicts. A line that the template
         cannot make (the first of its middle, a new date token, any address doubt, an
         alert_full block, other formats, errors) goes through :meth:`_line`.
+        Afterwards ``last_line`` is the number of text's last line (a caller need not
+        count them).
         """
         if self._block is not None:
             return self._lines(text, first)
@@ -231,6 +234,7 @@ class FastLines:
         if run:
             self._fragment = False
             self._take(run, out)
+        self.last_line = lineno - 1
         return out
 
     def _take(self, run: list[str], out: list) -> None:
@@ -248,7 +252,10 @@ class FastLines:
         run.clear()
 
     def _lines(self, text: str, first: int) -> list:
-        return list(chain.from_iterable(map(self._line, text.split("\n"), count(first))))
+        lines = text.split("\n")
+        out = list(chain.from_iterable(map(self._line, lines, count(first))))
+        self.last_line = first + len(lines) - 1
+        return out
 
     def _line(self, line: str, lineno: int) -> list:
         """One line by the full grammars (see :meth:`feed_text` for when)."""
