@@ -188,6 +188,29 @@ def test_ban_drops_traffic_and_expiry_lets_it_through(tmp_path, pair, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_banned_range_drops_every_source_inside_until_unbanned(tmp_path, pair, backend):
+    b = Banctl(pair, write_config(tmp_path, backend, '[ban]\non_stop = "keep"\n'))
+    rc, out, err = b("ban", "203.0.113.0/29")  # .7 inside, .8 not
+    assert rc == 0 and out.startswith("203.0.113.0/29: banned"), err
+    rc, _, err = b("ban", "2001:db8:66::/125", "--for", "1h")
+    assert rc == 0, err
+    assert not pair.ping(V4) and not pair.ping(V6)
+    assert pair.ping(V4_OK) and pair.ping(V6_OK)
+    # An address inside: its violation is recorded, its own ban too.
+    rc, _, err = b("apply", stdin=f"{alert(V4)}\n")
+    assert rc == 0, err
+    rc, out, _ = b("check")
+    assert rc == 0, out
+    rc, out, _ = b("unban", "203.0.113.0/29")
+    assert rc == 0 and out == "203.0.113.0/29: unbanned\n"
+    assert not pair.ping(V4), "its own ban stays"
+    b("unban", V4)
+    b("unban", "2001:db8:66::/125")
+    assert pair.ping(V4) and pair.ping(V6)
+    b.assert_consistent()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_daemon_expires_short_ban_by_itself(tmp_path, pair, backend):
     cfg = write_config(tmp_path, backend, "[ban]\nbase = 1\nextend = [0, 0]\nmax = 1\n")
     b = Banctl(pair, cfg)

@@ -146,6 +146,46 @@ def test_ranges_drop_every_address_inside_and_nothing_outside(pair, name):
     assert ours(pair) == ""
 
 
+# What banpipe before ranges created (sets of addresses only), with a ban in it: one
+# command a line, the nft script on its stdin.
+OLD_NFT = (
+    "add table inet banpipe\n"
+    "add set inet banpipe v4 { type ipv4_addr; size 1048576; elements = { 203.0.113.7 } }\n"
+    "add set inet banpipe v6 { type ipv6_addr; size 1048576; }\n"
+    "add chain inet banpipe input { type filter hook input priority filter - 10; }\n"
+    "add rule inet banpipe input ip saddr @v4 drop\n"
+    "add rule inet banpipe input ip6 saddr @v6 drop\n"
+)
+OLD_STRUCTURE = {
+    "nftables": "nft -f -",
+    "ipset": """\
+ipset create banpipe4 hash:ip family inet maxelem 1048576
+ipset create banpipe6 hash:ip family inet6 maxelem 1048576
+ipset add banpipe4 203.0.113.7
+iptables -w -N BANPIPE
+iptables -w -A BANPIPE -m set --match-set banpipe4 src -j DROP
+iptables -w -I INPUT -j BANPIPE""",
+}
+
+
+@pytest.mark.parametrize("name", ["nftables", "ipset"])
+def test_init_brings_an_old_structure_up_to_ranges_keeping_its_bans(pair, name):
+    gw = pair.gateway
+    for line in OLD_STRUCTURE[name].splitlines():
+        gw.run(line.split(), input=OLD_NFT if line.startswith("nft") else None)
+    assert_dropped(pair, "203.0.113.7")
+    fw = firewall(pair, name, hooks=("INPUT",))
+    fw.init()
+    state = fw.check()
+    assert state.structure_ok, state.problems
+    assert state.entries == {"203.0.113.7"}
+    assert_dropped(pair, "203.0.113.7")
+    fw.block(["203.0.113.8", "2001:db8:66::/125"])
+    assert_dropped(pair, "203.0.113.8")
+    assert_dropped(pair, "2001:db8:66::7")
+    fw.close()
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_repeated_block_leaves_exactly_one_entry(pair, name):
     # conntrack_flush: the real conntrack answers exit 1 ("0 flow entries") here.
@@ -297,6 +337,8 @@ def test_conntrack_flush_removes_flows_of_new_bans_only(pair, name):
     flows = conntrack_sources(gw.run(["conntrack", "-L"]).stdout)
     assert "203.0.113.7" not in flows and "2001:db8:66::7" not in flows
     assert "203.0.113.8" in flows
+    fw.block(["203.0.113.8/29"])  # a range: the flows of the sources inside it
+    assert "203.0.113.8" not in conntrack_sources(gw.run(["conntrack", "-L"]).stdout)
     fw.close()
     gw.run(["nft", "delete", "table", "inet", "bptrack"])
 

@@ -157,7 +157,8 @@ class ConntrackFlusher:
 
     Each ``conntrack -D -s ADDR`` walks the whole conntrack table in the kernel (about
     10 ms even when empty), so the table is listed once first (``conntrack -L``) and only
-    addresses that have flows get their ``-D``. Exit 1 ("0 flow entries have been
+    addresses that have flows get their ``-D``; a range's flows are those of the listed
+    sources inside it (``-D`` takes one address). Exit 1 ("0 flow entries have been
     deleted") is fine; a missing conntrack binary is warned about once and never fails
     the block.
     """
@@ -180,10 +181,11 @@ class ConntrackFlusher:
             log.warning("conntrack -L failed: %s", " ".join(listing.stderr.split()))
             return
         sources = conntrack_sources(listing.stdout)
+        ranges = address.Ranges([a for a in addrs if "/" in a])
+        hosts = {a for a in addrs if "/" not in a}
         failed: list[str] = []
-        for a in addrs:
-            if a not in sources:
-                continue
+        inside = sorted(s for s in sources if s not in hosts and ranges.covers(s))
+        for a in [a for a in addrs if a in hosts and a in sources] + inside:
             proc = self.runner(["conntrack", "-D", "-s", a], check=False)
             if proc.returncode not in (0, 1):
                 failed.append(f"{a}: {' '.join(proc.stderr.split())}")

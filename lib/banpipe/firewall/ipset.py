@@ -230,7 +230,8 @@ class IpsetBackend:
             # Only then is the set read first: conntrack flushes are for new offenders only.
             for name, family, group in groups:
                 if self._kind(name) == KIND[NET]:
-                    continue  # conntrack -D takes addresses
+                    new += group  # few: flows of all of them
+                    continue
                 present, problems = self._members(name, family)
                 if present is None:
                     raise FirewallError(problems[0])

@@ -216,6 +216,7 @@ class NftablesBackend:
             for name, group in groups:
                 present = self._set_members(name)
                 new += [a for a in group if a not in present]
+            new += [n for _, group in nets for n in group]  # few: flows of all of them
         # `add element` ignores elements already present: exactly one entry per address.
         if groups and not self._send(groups, ("add",)):
             self._apply([line for name, g in groups for line in self._elements("add", name, g)])
