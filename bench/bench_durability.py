@@ -8,8 +8,9 @@ Run as root; everything happens in throwaway network namespaces (`bpdur<pid>`).
   reload nftables` runs first), `nft -f` of a ruleset file that starts with `flush
   ruleset` (the reload itself), `iptables -F`, `iptables-restore` of a saved ruleset
   without our chain (`netfilter-persistent restart`), and for ipset `iptables -F` then
-  `ipset destroy`. Time from the wiping command's return to banctl's "repaired" line,
-  and `banctl check` must then exit 0.
+  `ipset destroy` (refused while our rules use the sets: it follows the flush). Time
+  from the wiping command's return to banctl's "repaired" line, and `banctl check`
+  must then exit 0.
 * **stop / restore**: a ledger with N automated bans plus 100 manual ones, the firewall
   holding all of them; `banctl teardown` (what an orderly stop does with on_stop =
   "remove": automated entries out, manual ones stay) and then `banctl restore` (all
@@ -17,6 +18,9 @@ Run as root; everything happens in throwaway network namespaces (`bpdur<pid>`).
 
     python bench/bench_durability.py [--sizes 10000,100000] [--backends nftables,ipset,iptables]
         [--repeat 5] [--skip-repair] [--skip-stop]
+
+``BENCH_TREE=DIR`` runs the banpipe of another checkout (e.g. a worktree of the commit
+before a change, for side-by-side figures) with this script's scenarios.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("BENCH_TREE") or Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,6 +65,11 @@ WIPES = {
     "ipset": {
         "iptables -F": ["iptables", "-F"],
         "iptables-restore (netfilter-persistent)": ["iptables-restore", "{saved}"],
+        "iptables -F; ipset destroy": [
+            "sh",
+            "-c",
+            "iptables -F; ip6tables -F; ipset destroy banpipe4; ipset destroy banpipe6; true",
+        ],
     },
 }
 RULESET = (
@@ -126,21 +135,7 @@ def repair(backend: str, repeat: int) -> dict[str, list[float]]:
                 (d / "ruleset.nft").write_text(RULESET)
                 (d / "saved.v4").write_text(SAVED)
                 fill_ledger(d / "ledger.sqlite3", addresses(1000), [])
-                proc = subprocess.Popen(
-                    [*ns.prefix, PY, BANCTL, "--config", str(cfg), "apply"],
-                    stdin=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=ENV,
-                )
-                lines: queue.Queue[tuple[float, str]] = queue.Queue()
-
-                def pump(stream=proc.stderr, into=lines) -> None:
-                    for line in stream:
-                        into.put((time.perf_counter(), line))
-
-                threading.Thread(target=pump, daemon=True).start()
-                _wait_line(lines, "banctl: started")
+                proc, lines = start_apply(ns, cfg)
                 times = []
                 for _ in range(repeat):
                     argv = [a.format(ruleset=d / "ruleset.nft", saved=d / "saved.v4") for a in wipe]
@@ -160,6 +155,117 @@ def repair(backend: str, repeat: int) -> dict[str, list[float]]:
         finally:
             ns.close()
     return out
+
+
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>system</type><listen>unix:path={socket}</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/>
+<allow receive_sender="*"/></policy></busconfig>
+"""
+
+
+class Firewalld:
+    """firewalld for real in a namespace: a private system bus (dbus-daemon with an
+    allow-all policy on a socket of our own, no host D-Bus touched), and
+    ``firewalld --nofork`` in the namespace on it, with Debian's default configuration
+    (nftables backend). ``cmd(...)`` runs firewall-cmd there."""
+
+    def __init__(self, ns: Namespace, directory: Path) -> None:
+        self.ns = ns
+        sock = directory / "bus"
+        (directory / "bus.conf").write_text(BUS_CONFIG.format(socket=sock))
+        self.env = {**ENV, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={sock}"}
+        self.bus = subprocess.Popen(
+            ["dbus-daemon", "--nofork", f"--config-file={directory / 'bus.conf'}"]
+        )
+        self.log = (directory / "firewalld.log").open("w")
+        self.daemon = subprocess.Popen(
+            [*ns.prefix, "firewalld", "--nofork", "--nopid", "--log-target", "console"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while self.cmd("--state").returncode != 0:
+            if time.monotonic() > deadline or self.daemon.poll() is not None:
+                self.close()
+                raise RuntimeError("firewalld did not start")
+            time.sleep(0.2)
+
+    def cmd(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.ns.prefix, "firewall-cmd", *argv], capture_output=True, text=True, env=self.env
+        )
+
+    def close(self) -> None:
+        for p in (self.daemon, self.bus):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.log.close()
+
+
+def firewalld_reload(backend: str, repeat: int) -> dict[str, list[float] | str]:
+    """`firewall-cmd --reload` under a running `banctl apply` (1,000 bans): time from
+    the command's return to the firewall matching the ledger again (negative: repaired
+    before firewall-cmd returned; firewalld's reload takes 1-2 s); "untouched" when the
+    reload left our part alone (no repair needed)."""
+    ns = Namespace()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            cfg = write_config(d, backend)
+            fill_ledger(d / "ledger.sqlite3", addresses(1000), [])
+            fwd = Firewalld(ns, d)
+            try:
+                proc, lines = start_apply(ns, cfg)
+                times: list[float] = []
+                for _ in range(repeat):
+                    r = fwd.cmd("--reload")
+                    t0 = time.perf_counter()
+                    assert r.returncode == 0, r.stderr
+                    repaired = []
+                    deadline = time.monotonic() + 10
+                    while ns.run([PY, BANCTL, "--config", str(cfg), "check"]).returncode:
+                        assert time.monotonic() < deadline, "not repaired"
+                    time.sleep(0.5)  # any late repair line
+                    while not lines.empty():
+                        t, line = lines.get()
+                        if "repaired" in line:
+                            repaired.append(t)
+                    if repaired:
+                        times.append(max(repaired) - t0)
+                proc.stdin.close()
+                proc.wait(timeout=60)
+            finally:
+                fwd.close()
+            return {"firewall-cmd --reload": times or "untouched"}
+    finally:
+        ns.close()
+
+
+def start_apply(ns: Namespace, cfg: Path) -> tuple[subprocess.Popen, queue.Queue]:
+    """`banctl apply` in ``ns``, its stderr lines timed into a queue, once started."""
+    proc = subprocess.Popen(
+        [*ns.prefix, PY, BANCTL, "--config", str(cfg), "apply"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    lines: queue.Queue[tuple[float, str]] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stderr, lines), daemon=True).start()
+    _wait_line(lines, "banctl: started")
+    return proc, lines
+
+
+def _pump(stream, into: queue.Queue) -> None:
+    for line in stream:
+        into.put((time.perf_counter(), line))
 
 
 def _wait_line(lines: queue.Queue, text: str, timeout: float = 30.0) -> float:
@@ -212,6 +318,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-repair", action="store_true")
     ap.add_argument("--skip-stop", action="store_true")
+    ap.add_argument("--firewalld", action="store_true", help="also firewall-cmd --reload")
     args = ap.parse_args()
     backends = args.backends.split(",")
     print(f"load average at start: {os.getloadavg()}")
@@ -221,6 +328,13 @@ def main() -> int:
             for label, times in repair(b, args.repeat).items():
                 ms = [t * 1000 for t in times]
                 print(f"| {b} | {label} | {statistics.median(ms):.0f} / {max(ms):.0f} |")
+            if args.firewalld:
+                for label, times in firewalld_reload(b, args.repeat).items():
+                    if isinstance(times, str):
+                        print(f"| {b} | {label} | {times} |")
+                        continue
+                    ms = [t * 1000 for t in times]
+                    print(f"| {b} | {label} | {statistics.median(ms):.0f} / {max(ms):.0f} |")
     if not args.skip_stop:
         print(
             "| backend | automated + 100 manual | stop: remove automated | start: restore all "

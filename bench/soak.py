@@ -14,11 +14,10 @@ Scenarios (figures in bench/README.md, "Durability soak"):
     python bench/soak.py rotate [--rotations 100]  rename, dated and copytruncate rotations,
                                                    with restarts in between
     python bench/soak.py disk                      the ledger's disk full, then read-only
-    python bench/soak.py reload                    nft flush ruleset, iptables -F, ipset
-                                                   destroy: time to repair
-    python bench/soak.py stop [--sizes 10000,100000]  stop/restore times with manual bans
 
-tests/test_soak.py runs short versions of the first three (root, within CI's time).
+Firewall reloads (time to repair) and stop/restore times with manual bans are
+bench/bench_durability.py's. tests/test_soak.py runs short versions of these three
+(root, within CI's time).
 """
 
 from __future__ import annotations

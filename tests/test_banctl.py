@@ -844,17 +844,12 @@ _addr_text = st.one_of(
 )  # fmt: skip
 
 
-@given(st.lists(st.one_of(_addr_text, st.none(), st.integers()), max_size=12))
-def test_never_bans_a_protected_or_invalid_address(offenders):
-    from banpipe.config import parse_config
-    from banpipe.pipe import PipeReader
-    from banpipe.protect import Protection
-
-    config = parse_config(PROTECTED_CFG)
+def fixed_env(config, ledger_path: str) -> banctl.Env:
+    """banctl's environment for a Daemon driven by hand: null backend, the clock at NOW."""
     err = io.StringIO()
-    env = banctl.Env(
+    return banctl.Env(
         config=config,
-        ledger_path=":memory:",
+        ledger_path=ledger_path,
         backend="null",
         stdout=io.StringIO(),
         stderr=err,
@@ -863,6 +858,16 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
         runner=None,
         report=banctl.cli.Reporter("banctl", err),
     )
+
+
+@given(st.lists(st.one_of(_addr_text, st.none(), st.integers()), max_size=12))
+def test_never_bans_a_protected_or_invalid_address(offenders):
+    from banpipe.config import parse_config
+    from banpipe.pipe import PipeReader
+    from banpipe.protect import Protection
+
+    config = parse_config(PROTECTED_CFG)
+    env = fixed_env(config, ":memory:")
     fake = FakeFirewall()
     ledger = env.ledger()
     daemon = Daemon(env, ledger, fake)
@@ -874,6 +879,55 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
     for addr in fake.entries | ledger.active_addresses():
         assert canonical(addr) == addr
         assert protection.reason(addr) is None, addr
+    env.close()
+
+
+class WipedMidRepair(FakeFirewall):
+    """Someone else wipes the firewall while banctl repairs it (firewalld's reload
+    rewrites ip, then ip6: the second rewrite lands during the repair of the first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wipe_on_block = 0
+
+    def block(self, addrs):
+        super().block(addrs)
+        if self.wipe_on_block:
+            self.wipe_on_block -= 1
+            self.entries.clear()
+
+
+class Events:
+    """fwevents.FirewallEvents as the Enforcer sees it: ``read()`` says whether
+    deletions of our part were announced since the last read."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def read(self):
+        return self.answers.pop(0) if self.answers else False
+
+
+def test_a_wipe_during_the_repair_is_looked_at_again_at_once(tmp_path):
+    from banpipe.config import parse_config
+
+    env = fixed_env(parse_config("[ban]\nspoof_max = 0\n"), str(tmp_path / "ledger.sqlite3"))
+    fake = WipedMidRepair()
+    ledger = env.ledger()
+    ledger.ban("203.0.113.7", NOW, expires=None, reason="manual")
+    daemon = Daemon(env, ledger, fake)
+    daemon.start()
+    enforce = daemon.enforce
+    # The first wipe, then during its repair the second (and our own changes).
+    enforce.events = Events([True, True])
+    assert fake.entries == {"203.0.113.7"} and enforce.next_check > time.monotonic() + 30
+    fake.entries.clear()
+    fake.wipe_on_block = 1
+    enforce.firewall_changed()
+    assert fake.entries == set()
+    assert enforce.next_check <= time.monotonic()  # not in check_interval (60 s)
+    assert enforce.check_due()
+    assert fake.entries == {"203.0.113.7"}
     env.close()
 
 

@@ -463,6 +463,7 @@ def test_copytruncate_recovers_the_unread_tail_from_the_copy(tmp_path, tails):
     append(f, line(4))
     t.proc.send_signal(signal.SIGCONT)
     assert t.sids(3) == [2, 3, 4]
+    t.wait_stderr("file truncated")  # stderr is read by another thread than stdout
     assert t.err == [
         f"fasttail: {f}: copied to {tmp_path / 'alert.1'}; reading the rest of the copy",
         f"fasttail: {f}: file truncated; reading from the start",

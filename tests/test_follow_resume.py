@@ -48,6 +48,15 @@ def sids(out: ListOutput) -> list[int]:
     return [x["sid"] for x in out.items]
 
 
+def resumed(f: Path, saved) -> ListOutput:
+    """A restart at ``saved``: what one step reads."""
+    out: ListOutput = ListOutput()
+    fo = follower(f, out, [])
+    fo.start(saved=saved, from_start=True)
+    fo.step()
+    return out
+
+
 def copytruncate(f: Path, copy: Path) -> None:
     copy.write_bytes(f.read_bytes())
     with open(f, "r+") as fh:
@@ -260,3 +269,65 @@ def test_a_copytruncate_copy_already_read_is_not_read_again_after_a_rename(tmp_p
     fo.step()
     fo.step()
     assert sids(out) == [1, 2, 3, 4]
+
+
+def test_resume_at_the_start_of_an_empty_file_copied_and_truncated_meanwhile(tmp_path):
+    """Soak seed 2 (bench/README.md): the last recorded position is the start of the new,
+    still empty file at the name, just after a rotation. While fasttail is down, that
+    file gets alerts and is copied and truncated: same inode, offset 0, nothing to
+    fingerprint, so it looked like the saved file, and what the copy holds was lost.
+    The position stays at the end of the previous file until the new one has data."""
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out, notes = ListOutput(), []
+    now = [1000.0]
+    fo = Follower(
+        str(f),
+        new_parser=lambda: AlertParser(now=NOW),
+        output=out,
+        note=notes.append,
+        clock=lambda: now[0],
+    )
+    fo.start(saved=None, from_start=True)
+    fo.step()
+    f.rename(tmp_path / "alert.1")
+    f.touch()
+    now[0] += 60  # the old file quiet for longer than switch_after: switch to the empty one
+    fo.step()
+    assert fo.cur is not None and fo.cur.ino == f.stat().st_ino and sids(out) == [1]
+    saved = fo.position()
+    fo.cur.close()
+    with open(f, "a") as fh:  # while down
+        fh.write(line(2) + line(3))
+    copytruncate(f, tmp_path / "alert-20261128")
+    with open(f, "a") as fh:
+        fh.write(line(4))
+
+    assert sids(resumed(f, saved)) == [2, 3, 4]
+
+
+def test_resume_after_a_copytruncate_finds_the_copies_made_while_down(tmp_path):
+    """The same, the file at the name never renamed: copied and truncated while we
+    read it (the rest read from the copy), and again while we are down."""
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out = ListOutput()
+    fo = follower(f, out, [])
+    fo.start(saved=None, from_start=True)  # reads line 1
+    fo.step()
+    with open(f, "a") as fh:
+        fh.write(line(2))
+    copytruncate(f, tmp_path / "alert-20261127")
+    fo.step()
+    assert sids(out) == [1, 2] and fo.cur.fp_len == 0
+    saved = fo.position()
+    fo.cur.close()
+    os.utime(tmp_path / "alert-20261127", ns=(10**18, 10**18))  # copies 1 s apart
+    with open(f, "a") as fh:  # while down
+        fh.write(line(3))
+    copytruncate(f, tmp_path / "alert-20261128")
+    os.utime(tmp_path / "alert-20261128", ns=(10**18 + 10**9, 10**18 + 10**9))
+    with open(f, "a") as fh:
+        fh.write(line(4))
+
+    assert sids(resumed(f, saved)) == [3, 4]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from banpipe.fwevents import NFPROTO_INET, NFPROTO_IPV4, Concern, Deletion, parse_deletions
+from banpipe.fwevents import (
+    NFPROTO_INET,
+    NFPROTO_IPV4,
+    Concern,
+    Deletion,
+    parse_deletions,
+    unannounced,
+)
 from banpipe.netlink import pack_attr, pack_message
 
 
@@ -56,3 +63,18 @@ def test_parse_deletions_of_every_kind_and_skips_the_rest():
 )
 def test_concern(backend, deletion, ours):
     assert Concern(backend)(deletion) is ours
+
+
+@pytest.mark.parametrize(
+    "backend, version, silent",
+    [
+        ("iptables", "iptables v1.8.9 (nf_tables)", False),
+        ("ipset", "iptables v1.8.9 (nf_tables)", False),
+        ("iptables", "iptables v1.8.9 (legacy)", True),
+        ("ipset", "iptables v1.8.9 (legacy)", True),
+        ("iptables", "", True),  # no iptables to ask: assume nothing is announced
+        ("nftables", "", False),
+    ],
+)
+def test_iptables_legacy_announces_nothing(backend, version, silent):
+    assert (unannounced(backend, version) is not None) is silent

@@ -149,7 +149,12 @@ class Enforcer:
         with self.ledger.locked():
             drift = reconcile(self.ledger, self.fw, self.env)
         self.monitor.checked(drift)
-        self.own_events()
+        if self.events is not None and self.events.read():
+            # Changes to our part while we repaired: our own, or a wipe by someone else
+            # meanwhile (firewalld's reload rewrites ip, then ip6, with a repair of the
+            # first in between), which cannot be told apart here. Look once more at
+            # once: a clean look changes nothing, so this ends.
+            self.next_check = time.monotonic()
         if not drift.clean:
             self.report.say(None, f"{said}: {drift.summary()}", level=cli.WARNING)
 
@@ -180,16 +185,26 @@ class Enforcer:
         """Listen for our part of the firewall being taken away (banpipe.fwevents)."""
         if self.fw.name not in ("iptables", "ipset", "nftables"):
             return
-        from banpipe.fwevents import Concern, FirewallEvents
+        from banpipe.fwevents import Concern, FirewallEvents, unannounced
 
         s = self.env.config.firewall
+        why = None
+        if self.fw.name != "nftables":
+            try:
+                version = self.fw.runner(["iptables", "-V"], check=False).stdout
+            except firewall_error() as exc:
+                version = str(exc)
+            why = unannounced(self.fw.name, version)
         try:
-            self.events = FirewallEvents(Concern(self.fw.name, s.table, s.chain, s.hooks))
+            if why is None:
+                self.events = FirewallEvents(Concern(self.fw.name, s.table, s.chain, s.hooks))
         except OSError as exc:
+            why = str(exc.strerror or exc)
+        if why is not None:
             self.report.say(
                 None,
-                f"no firewall change events ({exc.strerror or exc}); drift is repaired "
-                "at the periodic check only",
+                f"no firewall change events ({why}); drift is repaired at the periodic "
+                f"check only (every {self.check_interval:g} s)",
                 level=cli.WARNING,
             )
 

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .cursor import Cursor, Parser
-from .positions import Position, bytes_before, count_lines, matches, place, start_of_last_line
+from .positions import Checkpoints, Position, count_lines, matches, start_of_last_line
 from .rotation import (
     compressed_siblings,
     find_rotated,
@@ -98,13 +98,11 @@ class Follower:
         self.new_parser = new_parser
         self.output = output
         self.note = note
-        self.save = save
         self.stop = stop
         self.wake_fd = wake_fd
         self.max_line = max_line
         self.pending_timeout = pending_timeout
         self.recheck = recheck
-        self.save_every = save_every
         self.switch_after = switch_after
         self.clock = clock
         # Called with each parser now and then: a long run moves the year-inference
@@ -114,8 +112,6 @@ class Follower:
         self.last_renew = clock()
         self.cur: Cursor | None = None  # the file being read
         self.next: Cursor | None = None  # a new file at the name, read once cur is done
-        self.saved: Position | None = None
-        self.last_save = clock()
         self.watches: FollowWatches | None = None  # while run() runs
         self.said_unreadable: set[str] = set()
         # Rotated files written after the one being read, read before the name's file.
@@ -125,11 +121,10 @@ class Follower:
         # (inode, device) of every file queued (read whole) and of every copytruncate
         # copy read: never read again, as a copy or as a file rotated before we looked.
         self.queued: set[tuple[int, int]] = set()
-        # Positional output: ``mark(position)`` goes into the output stream after the
-        # alerts it covers, whenever the committed position moved (see mark()).
-        self.mark_out = mark
-        self.marked: tuple | None = None
-        self.mark_opened = False
+        # Positional output (``mark``) and saving (``save``): banpipe.positions.
+        self.points = Checkpoints(
+            self.abspath, output=output, save=save, mark=mark, clock=clock, every=save_every
+        )
 
     # -- opening -----------------------------------------------------------------------
 
@@ -164,7 +159,7 @@ class Follower:
         if saved is not None and saved.path != self.abspath:
             self.note(f"{self.path}: saved position is for {saved.path}; ignoring it")
             saved = None
-        self.saved = saved
+        self.points.saved = saved
         try:
             cur = self._open(self.path, self.path)
         except FileNotFoundError:
@@ -257,9 +252,8 @@ class Follower:
             items = cur.feed(chunk)
             if items:
                 self.output.emit(items, cur.name)
-            if self.mark_out is not None:
-                self.mark()
-            if self.save is not None and self.clock() - self.last_save >= self.save_every:
+            self.mark()
+            if self.points.due():
                 self.checkpoint()
 
     def _truncated(self, cur: Cursor) -> bool:
@@ -278,8 +272,15 @@ class Follower:
 
     def _rest_from_copy(self, cur: Cursor) -> None:
         """copytruncate: read what we had not read yet from the copy (banpipe.rotation)."""
+        self.points.prior = None  # truncated without a copy: no file holds what came before
         read_rest_from_copy(
-            self.path, cur, self.queued, self._emitter(cur), self.note, read=self.queued
+            self.path,
+            cur,
+            self.queued,
+            self._emitter(cur),
+            self.note,
+            read=self.queued,
+            done=self.points.copy_read,
         )
 
     def _copied_before_read(self, cur: Cursor) -> bool:
@@ -296,6 +297,7 @@ class Follower:
             self.note,
             self.new_parser,
             read=self.queued,
+            done=self.points.copy_read,
         )
 
     def _finish(self, cur: Cursor) -> None:
@@ -392,6 +394,7 @@ class Follower:
 
     def _switch(self, nxt: Cursor) -> None:
         old = self.cur
+        self.points.finished(self.cur)
         if self.watches is not None:
             self.watches.promote_next()
         if old is not None:
@@ -403,6 +406,7 @@ class Follower:
     def _next_in_queue(self) -> None:
         """Go on with the oldest rotated file not read yet (start-up after rotations)."""
         nxt = self.queue.pop(0)
+        self.points.finished(self.cur)
         if self.watches is not None:
             self.watches.drop_cur()
         if self.cur is not None:
@@ -422,59 +426,16 @@ class Follower:
             self.said_unreadable.add(path)
             self.note(f"{path}: {exc.strerror or exc}")
 
-    # -- position ----------------------------------------------------------------------
+    # -- position (banpipe.positions.Checkpoints) -----------------------------------
 
     def position(self) -> Position | None:
-        cur = self.cur
-        if cur is None or cur.fd is None:
-            return None
-        offset, lineno = cur.committed()
-        return Position(
-            path=self.abspath,
-            inode=cur.ino,
-            device=cur.dev,
-            offset=offset,
-            lineno=lineno,
-            fp_len=cur.fp_len,
-            fingerprint=cur.fp,
-            size=cur.size(),
-            before=bytes_before(cur.fd, offset),
-        )
+        return self.points.position(self.cur)
 
     def mark(self) -> None:
-        """Put the committed position into the output when it moved since the last mark.
-
-        Every alert before the position was emitted before the mark, none after it, so
-        the alerts between two marks form a unit that a consumer records together with
-        the closing mark; resuming at a recorded mark repeats and skips nothing. The
-        first call marks even without a file (position None): the stream is positional.
-        """
-        if self.mark_out is None:
-            return
-        pos = self.position()
-        key = place(pos) if pos is not None else None
-        if self.mark_opened and key == self.marked:
-            return
-        if pos is None and self.mark_opened:
-            return
-        self.mark_opened = True
-        self.marked = key
-        self.mark_out(pos)
+        self.points.mark(self.cur)
 
     def checkpoint(self) -> None:
-        """Mark and flush the output, then save the position if it moved."""
-        self.mark()
-        self.output.flush()
-        self.last_save = self.clock()
-        if self.save is None:
-            return
-        pos = self.position()
-        if pos is None:
-            return
-        if self.saved is not None and place(self.saved) == place(pos):
-            return
-        self.save(pos)
-        self.saved = pos
+        self.points.checkpoint(self.cur)
 
     # -- run ---------------------------------------------------------------------------
 

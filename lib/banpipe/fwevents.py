@@ -69,6 +69,16 @@ def parse_deletions(data: bytes) -> list[Deletion]:
     return out
 
 
+def unannounced(backend: str, iptables_version: str) -> str | None:
+    """Why the kernel will not announce our part going (None: it will), from the
+    backend's name and ``iptables -V``: iptables-legacy's tables are not nf_tables.
+    (ipset's sets announce nothing either, but cannot be destroyed while our rules,
+    which do announce, use them.)"""
+    if backend in ("iptables", "ipset") and "nf_tables" not in iptables_version:
+        return "iptables-legacy announces no changes"
+    return None
+
+
 @dataclass(frozen=True)
 class Concern:
     """Which deletions touch a backend's part of the firewall."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +141,111 @@ def count_lines(fd: int, end: int, chunk: int = 1 << 20) -> int:
 
 
 # -- the recording side (banctl apply) ---------------------------------------------------
+
+
+class Checkpoints:
+    """Where a follower's output stands: marked into the output, saved.
+
+    ``mark(position)`` puts a position record into the output after the alerts it
+    covers, whenever the committed position moved; ``save(position)`` (``--state``) is
+    called after ``output.flush()``, never before: a saved position only ever covers
+    lines already written. ``cur`` is the follower's Cursor (None: no file yet).
+    """
+
+    def __init__(
+        self,
+        abspath: str,
+        *,
+        output: Any,
+        save: Callable[[Position], None] | None,
+        mark: Callable[[Position | None], None] | None,
+        clock: Callable[[], float],
+        every: float,
+    ) -> None:
+        self.abspath = abspath
+        self.output = output
+        self.save = save
+        self.mark_out = mark
+        self.clock = clock
+        self.every = every
+        self.saved: Position | None = None
+        self.last_save = clock()
+        self.marked: tuple | None = None
+        self.mark_opened = False
+        # The end of the last file finished (switched from, or a copytruncate copy read
+        # to its end): the position while the file being read holds nothing we know of.
+        # A position at 0 of an empty file cannot tell it from the same inode copied
+        # and truncated while we are down (soak seed 2, bench/README.md); from the end
+        # of the file before, a restart finds the copies made after it by their times
+        # (banpipe.rotation: find_rotated, rotated_since).
+        self.prior: Position | None = None
+
+    def of(self, cur: Any) -> Position:
+        """Where ``cur`` is committed, in the file its descriptor is open on now."""
+        st = os.fstat(cur.fd)
+        offset, lineno = cur.committed()
+        return Position(
+            path=self.abspath,
+            inode=st.st_ino,
+            device=st.st_dev,
+            offset=offset,
+            lineno=lineno,
+            fp_len=cur.fp_len,
+            fingerprint=cur.fp,
+            size=st.st_size,
+            before=bytes_before(cur.fd, offset),
+        )
+
+    def position(self, cur: Any) -> Position | None:
+        if cur is None or cur.fd is None:
+            return None
+        if cur.fp_len == 0 and self.prior is not None:
+            return self.prior  # nothing read from this file yet (see ``prior``)
+        return self.of(cur)
+
+    def finished(self, cur: Any) -> None:
+        """``cur`` was read to its end and is left for the next file."""
+        self.prior = self.position(cur)
+
+    def copy_read(self, cur: Any) -> None:
+        """``cur`` (its descriptor the copy's) was read to the copy's end."""
+        self.prior = self.of(cur)
+
+    def due(self) -> bool:
+        return self.save is not None and self.clock() - self.last_save >= self.every
+
+    def mark(self, cur: Any) -> None:
+        """Put the committed position into the output when it moved since the last mark.
+
+        Every alert before the position was emitted before the mark, none after it, so
+        the alerts between two marks form a unit that a consumer records together with
+        the closing mark; resuming at a recorded mark repeats and skips nothing. The
+        first call marks even without a file (position None): the stream is positional.
+        """
+        if self.mark_out is None:
+            return
+        pos = self.position(cur)
+        key = place(pos) if pos is not None else None
+        if self.mark_opened and (key == self.marked or pos is None):
+            return
+        self.mark_opened = True
+        self.marked = key
+        self.mark_out(pos)
+
+    def checkpoint(self, cur: Any) -> None:
+        """Mark and flush the output, then save the position if it moved."""
+        self.mark(cur)
+        self.output.flush()
+        self.last_save = self.clock()
+        if self.save is None:
+            return
+        pos = self.position(cur)
+        if pos is None:
+            return
+        if self.saved is not None and place(self.saved) == place(pos):
+            return
+        self.save(pos)
+        self.saved = pos
 
 
 def ident(pos: Position) -> str:

@@ -182,14 +182,12 @@ def reconcile(ledger: Ledger, fw: Any, env: Env | None = None) -> Drift:
     """
     drift = compare(ledger, fw)
     if not drift.structure_ok:
+        # No listing after init(): it creates what is missing and leaves the entries as
+        # they were (a set or chain it creates is empty, and the listing said so), so
+        # the listing's missing and orphans still hold. A repair after a reload is one
+        # listing (iptables: two processes) shorter; the daemon looks again at once
+        # when its repair changed our part (Enforcer.repair).
         fw.init()
-        # One listing: a partial one could only make entries look missing, and
-        # block() of a present entry changes nothing (a firewall reload is repaired
-        # in the time of one listing less).
-        drift_after_init = _drift(ledger.active_addresses(), fw.check())
-        drift_after_init.structure_ok = False
-        drift_after_init.problems = drift.problems
-        drift = drift_after_init
     if drift.duplicates:
         dups = sorted(drift.duplicates)
         fw.release(dups)

@@ -141,6 +141,7 @@ def read_rest_from_copy(
     emit: Emit,
     note: Note,
     read: set[tuple[int, int]],
+    done: Callable[[Cursor], None] | None = None,
 ) -> None:
     """copytruncate: read what we had not read yet from the copy, if there is one.
 
@@ -153,7 +154,8 @@ def read_rest_from_copy(
     rotated file opens the file at the name at once but reads it last, so a
     copytruncate in between must not cost everything written to it since. Copies whose
     (inode, device) is in ``skip`` (files read whole anyway) are not considered; the
-    copy read is added to ``read``.
+    copy read is added to ``read``, and ``done(cur)`` is called at its end while
+    ``cur`` still reads the copy.
     """
     if not cur.head or cur.fd is None:
         return
@@ -175,7 +177,7 @@ def read_rest_from_copy(
                 continue
             if st.st_size > cur.read_pos:
                 note(f"{cur.name}: copied to {p}; reading the rest of the copy")
-            _read_copy(cur, fd, emit)
+            _read_copy(cur, fd, emit, done)
             read.add((st.st_ino, st.st_dev))
             return
         finally:
@@ -190,6 +192,7 @@ def read_copies_of_unread(
     note: Note,
     new_parser: Callable[[], Any],
     read: set[tuple[int, int]],
+    done: Callable[[Cursor], None] | None = None,
 ) -> bool:
     """copytruncate of a file opened empty, before its first read: read the copies.
 
@@ -197,7 +200,8 @@ def read_copies_of_unread(
     that appeared since the file was opened (not one of ours) and that the file
     does not start with any more is taken for it (not one in ``skip``: the siblings
     there were when it was opened, the files being followed and queued). True when
-    copies were read (the file is then read again from 0); they are added to ``read``.
+    copies were read (the file is then read again from 0); they are added to ``read``,
+    and ``done(cur)`` is called at the end of each while ``cur`` still reads it.
     """
     if cur.read_pos or cur.head or cur.fd is None:
         return False
@@ -224,7 +228,7 @@ def read_copies_of_unread(
     for _, p, fd, key in sorted(found):
         note(f"{cur.name}: copied to {p} before it was read; reading the copy")
         try:
-            _read_copy(cur, fd, emit)
+            _read_copy(cur, fd, emit, done)
         finally:
             os.close(fd)
         read.add(key)
@@ -236,7 +240,9 @@ def read_copies_of_unread(
     return True
 
 
-def _read_copy(cur: Cursor, fd: int, emit: Emit) -> None:
+def _read_copy(
+    cur: Cursor, fd: int, emit: Emit, done: Callable[[Cursor], None] | None = None
+) -> None:
     """Feed ``cur`` from ``fd`` (a copy of its file) at its read offset, to the copy's end."""
     own, cur.fd = cur.fd, fd
     try:
@@ -244,5 +250,7 @@ def _read_copy(cur: Cursor, fd: int, emit: Emit) -> None:
             items = cur.feed(chunk)
             if items:
                 emit(items)
+        if done is not None:
+            done(cur)
     finally:
         cur.fd = own

@@ -60,10 +60,12 @@ from .nftmsg import (
     delrule_payload,
     parse_rule,
     rule_filter,
+    rule_handle,
     xt_rule_payload,
 )
 from .xt import V4, V6, Family, Xt, drop_rules, families
 
+_NEWRULE = nft_type(NFT_MSG_NEWRULE)
 ECHO_MAX = 1000  # addresses: up to this, block learns the new rules' handles from echoes
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -200,9 +202,11 @@ class IptablesBackend:
         chain = self.xt.chain
         log = self._log()
         added: list[str] = []
+        made: list[tuple[int, str, str]] = []  # per message: family, entry, action
 
         def build() -> list[Message]:
             added.clear()
+            made.clear()
             messages = []
             for fam, group in groups:
                 present = self._index.get(fam.version, {})
@@ -215,6 +219,7 @@ class IptablesBackend:
                     key, plen = packed(addr), int(plen_text or fam.hostlen)
                     where = f"{fam.cmd}: -A {chain} -s {_src(fam, a)}"
                     for lg in (log, None) if log is not None else (None,):
+                        made.append((fam.version, a, "log" if lg is not None else "drop"))
                         messages.append(
                             Message(
                                 nft_type(NFT_MSG_NEWRULE),
@@ -231,26 +236,19 @@ class IptablesBackend:
         # handle unknown (0), and a release of one of them reads the index again.
         echo = sum(len(g) for _, g in groups) <= ECHO_MAX
         echoes = self._transact(build)
-        if echo:
-            self._remember(echoes)
+        new = sorted((seq, body) for mtype, seq, body in echoes if mtype == _NEWRULE)
+        if echo and len(new) == len(made):
+            # One echo per message, in the batch's sequence order: only the handle is
+            # read (a repair of 1,000 bans: 40 ms less than parsing each rule again).
+            for (_seq, body), (version, entry, action) in zip(new, made, strict=True):
+                item = (rule_handle(body) or 0, action)
+                self._index.setdefault(version, {}).setdefault(entry, []).append(item)
         else:
             for fam, group in groups:
                 present = self._index.setdefault(fam.version, {})
                 for a in group:
                     present.setdefault(a, []).append((0, "drop"))
         return added
-
-    def _remember(self, echoes: list[tuple[int, int, bytes]]) -> None:
-        for mtype, _seq, body in echoes:
-            if mtype != nft_type(NFT_MSG_NEWRULE):
-                continue
-            rule = parse_rule(body)
-            version = 6 if body[:1] == bytes([NFPROTO_IPV6]) else 4
-            addr = _rule_entry(rule, 16 if version == 6 else 4) if rule is not None else None
-            if rule is not None and addr is not None:
-                self._index.setdefault(version, {}).setdefault(addr, []).append(
-                    (rule.handle, rule.action or "")
-                )
 
     def _native_release(self, groups: list[tuple[Family, list[str]]]) -> None:
         chain = self.xt.chain
@@ -323,7 +321,10 @@ class IptablesBackend:
     def release(self, addrs: Iterable[str]) -> None:
         chain = self.xt.chain
         groups = self._by_family(addrs)
-        if groups and self._native():
+        # The kernel finds a rule to delete by walking the chain: 100,000 deletions by
+        # handle from a 100,000-rule chain took 109 s (an orderly stop, beyond systemd's
+        # 90 s stop timeout). Many go by rebuilding the chain (below: 10,000 in 0.7 s).
+        if groups and sum(len(g) for _, g in groups) <= BULK_DELETE and self._native():
             self._native_release(groups)
             return
         for fam, group in groups:

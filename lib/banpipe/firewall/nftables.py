@@ -11,7 +11,8 @@ place (the kernel cannot). An interval set cannot hold a range inside another: a
 inside one present is not added again, a range around present ones replaces them in
 the same transaction. Every change
 is ONE transaction, so the firewall never shows a half-applied state: ``init()`` and the
-bulk paths are ``nft -f -`` scripts, while ``block``/``release`` send their set elements
+bulk paths are ``nft -f -`` scripts (``init()`` the same transaction on the channel
+when there is one, banpipe.firewall.nftstruct), while ``block``/``release`` send their set elements
 as one nf_tables batch on banctl's long-lived netlink channel (``nfnl.Channel``, no fork
 per ban; ``nft -f`` when no channel can be opened). ``check()`` reads
 ``nft -j list table inet banpipe``.
@@ -60,6 +61,7 @@ from .nftmsg import (
     setelem_filter,
     setelem_payload,
 )
+from .nftstruct import structure_messages
 from .runner import finish
 
 # Set name, element type, match protocol per family; its ranges' set is name + NET.
@@ -108,6 +110,15 @@ class NftablesBackend:
         return rules
 
     def init(self) -> None:
+        # On the channel: the same transaction as the script below, without an nft
+        # process (a repair after a reload is mostly this step; banpipe.firewall.nftstruct).
+        if self.channel is not None and self.channel.ready():
+            self.channel.transact(structure_messages(self.settings), nftables=True)
+            return
+        self._apply(self.init_lines())
+
+    def init_lines(self) -> list[str]:
+        """``init()`` as an ``nft -f`` script (what it does without a channel)."""
         t = self.table
         lines = [f"add table {t}"]
         # `add set` of an existing set with another size changes the size (kernel 6.x),
@@ -130,7 +141,7 @@ class NftablesBackend:
                 f"add set {t} v6{NET} {{ type ipv6_addr; flags interval; }}",
                 f"delete set {t} v6{NET}",
             ]
-        self._apply(lines)
+        return lines
 
     def _elements(self, verb: str, name: str, addrs: list[str]) -> list[str]:
         return [

@@ -217,13 +217,18 @@ class Rule:
     action: str | None = None
 
 
+def rule_handle(payload: bytes) -> int | None:
+    """The handle of a NEWRULE message (dump or echo); None without one."""
+    raw = parse_attrs(payload, NFGENMSG.size).get(NFTA_RULE_HANDLE)
+    return struct.unpack("!Q", raw)[0] if raw is not None and len(raw) == 8 else None
+
+
 def parse_rule(payload: bytes) -> Rule | None:
     """A NEWRULE message (dump or echo) -> Rule; None without a handle."""
-    attrs = parse_attrs(payload, NFGENMSG.size)
-    raw = attrs.get(NFTA_RULE_HANDLE)
-    if raw is None or len(raw) != 8:
+    handle = rule_handle(payload)
+    if handle is None:
         return None
-    handle = struct.unpack("!Q", raw)[0]
+    attrs = parse_attrs(payload, NFGENMSG.size)
     names: list[str] = []
     key = mask = b""
     for e in attr_list(attrs.get(NFTA_RULE_EXPRESSIONS, b"")):
@@ -272,6 +277,8 @@ def nft_items(channel: Channel, table: str) -> list[dict]:
         items.append({"set": {"name": cstr(a.get(2)), "table": table, "type": typ}})
     for body in channel.dump(nft_type(NFT_MSG_GETCHAIN), head):
         a = parse_attrs(body, NFGENMSG.size)
+        if cstr(a.get(1)) != table:
+            continue  # the kernel dumps the chains of every table of the family
         chain: dict = {"name": cstr(a.get(3)), "table": table}
         if 4 in a:
             hook = parse_attrs(a[4]).get(1, b"")
