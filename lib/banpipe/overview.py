@@ -149,14 +149,18 @@ def ban_events(ledger: Ledger, since: float) -> dict[str, int]:
     added = db.execute("SELECT count(*) FROM bans WHERE start >= ?", (since,)).fetchone()[0]
     lifted = db.execute("SELECT count(*) FROM bans WHERE end >= ?", (since,)).fetchone()[0]
     # Violations recorded during a ban period (the banning one shares its start time;
-    # any other, also in the same burst, extended it). Read from the ``hits`` table, not
+    # any other, also in the same burst, extended it; a row's growth not yet folded is
+    # in ``hits_more``). Read from the ``hits`` table, not
     # the ``violations`` view, as every query here: the view joins five texts and
     # formats two stamps per row (2-3x the time at 100,000 offenders).
     extended = db.execute(
         "SELECT count(*) FROM (SELECT b.id FROM hits h JOIN texts t ON t.id = h.addr "
         "JOIN bans b ON b.addr = t.text AND h.first >= b.start "
-        "AND (b.end IS NULL OR h.first <= b.end) WHERE h.first >= ? "
-        "GROUP BY b.id HAVING sum(h.count) > 1 OR min(h.first) > b.start)",
+        "AND (b.end IS NULL OR h.first <= b.end) "
+        "LEFT JOIN (SELECT hit, sum(count) AS n FROM hits_more GROUP BY hit) m "
+        "ON m.hit = h.id WHERE h.first >= ? "
+        "GROUP BY b.id HAVING sum(h.count + coalesce(m.n, 0)) > 1 "
+        "OR min(h.first) > b.start)",
         (since,),
     ).fetchone()[0]
     return {"added": int(added), "extended": int(extended), "lifted": int(lifted)}
@@ -164,8 +168,12 @@ def ban_events(ledger: Ledger, since: float) -> dict[str, int]:
 
 def last_violation(ledger: Ledger) -> float | None:
     """When banctl last recorded a violation (its own clock), or None (the last of a
-    record of several identical ones counts)."""
-    return ledger.db.execute("SELECT max(coalesce(last, first)) FROM hits").fetchone()[0]
+    record of several identical ones counts, also its growth not yet folded into
+    ``hits``: banpipe.ledger.hits)."""
+    return ledger.db.execute(
+        "SELECT max(t) FROM (SELECT max(coalesce(last, first)) AS t FROM hits "
+        "UNION ALL SELECT max(last) FROM hits_more)"
+    ).fetchone()[0]
 
 
 def totals(ledger: Ledger) -> dict[str, int]:
