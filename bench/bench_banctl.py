@@ -46,7 +46,7 @@ from banpipe.ctlenv import Env  # noqa: E402
 from banpipe.daemon import Daemon  # noqa: E402
 from banpipe.firewall import SubprocessRunner  # noqa: E402
 from banpipe.ledger import Ledger, Violation  # noqa: E402
-from banpipe.pipe import PipeReader  # noqa: E402
+from banpipe.pipe import Lines  # noqa: E402
 from ledgerutil import record  # noqa: E402
 
 V6_NET = ipaddress.ip_network("2001:db8:ba::/48")
@@ -150,9 +150,7 @@ def bench_burst(backend: str, n: int, ns: Netns) -> float:
         daemon.start()
         data = b"".join(alert_line(a) for a in addresses(n))
         t0 = time.perf_counter()
-        reader = PipeReader()
-        reader.feed(data)
-        daemon.handle(list(reader.objects()))
+        daemon.handle(*Lines().feed(data))
         elapsed = time.perf_counter() - t0
         verify(fw, n)
         fw.close(teardown=True)
@@ -167,13 +165,12 @@ def bench_single(backend: str, n: int, ns: Netns) -> list[float]:
         ledger, fw = env.ledger(), env.firewall()
         daemon = Daemon(env, ledger, fw)
         daemon.start()
-        reader = PipeReader()
+        reader = Lines()
         times = []
         for a in addresses(n, offset=500):
             line = alert_line(a)
             t0 = time.perf_counter()
-            reader.feed(line)
-            daemon.handle(list(reader.objects()))
+            daemon.handle(*reader.feed(line))
             times.append(time.perf_counter() - t0)
         assert len(fw.check().entries) == n
         fw.close(teardown=True)

@@ -2,41 +2,43 @@
 
 Builds a ledger of N active bans (the 768 IPv4 documentation addresses, the rest IPv6
 in 2001:db8:ba::/48), one to three violations each (msg with ``<script>``),
-through ``Ledger.record`` (the call banctl apply makes), then times, in one run:
+through ``Ledger.record_groups`` (the call banctl apply makes), then, for each
+``--lib`` (a checkout's ``lib/``, e.g. main's before a change and this one's), in a
+process of its own on a copy of that ledger, times:
 
-* index: ``render_index`` alone (index.html and the bans-N.html pages), in memory;
+* index: the board alone, in memory: the rows it lists read from the ledger and
+  index.html + the bans-N.html pages rendered;
 * first: ``write_pages`` into an empty directory (index, every offender page and
   tracker file, the manifest);
-* again: ``write_pages`` again with nothing changed (index + manifest check only);
-* update: after a burst of 100 new violations, ``write_pages`` (index + 100 pages);
+* again: ``write_pages`` a minute later with nothing changed;
+* burst 100 / burst 1000: after 100 (then 1,000) offenders got a new violation,
+  ``write_pages`` (the board and their pages);
 * status and metrics: ``status.collect`` and the ledger's metric families.
 
 Wall and CPU seconds are both printed: the machine is shared, note its load.
 
-    /work/venv/bin/python bench/bench_report.py [--offenders 100000] [--dir DIR]
+    /work/venv/bin/python bench/bench_report.py [--offenders 100000] [--dir DIR] \\
+        [--lib OLD/lib] [--lib NEW/lib]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
+import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "lib"), str(ROOT / "tests")]
-
-from banpipe import metrics, monitor, overview, report, status  # noqa: E402
-from banpipe.bantime import BanPolicy  # noqa: E402
-from banpipe.config import BanConfig  # noqa: E402
-from banpipe.ledger import Ledger, Violation  # noqa: E402
-from ledgerutil import record  # noqa: E402
-
 V4_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
+CASES = ("index", "first", "again", "burst 100", "burst 1000", "status", "metrics")
 
 
 def addresses(n: int) -> list[str]:
@@ -46,85 +48,127 @@ def addresses(n: int) -> list[str]:
     return (v4 + [str(ipaddress.IPv6Address(v6 + i)) for i in range(max(0, n - len(v4)))])[:n]
 
 
-def build(path: str, n: int, now: float) -> Ledger:
-    ledger = Ledger.open(path)
+def _use(lib: str) -> None:
+    sys.path[:0] = [lib, str(ROOT / "tests")]
+
+
+def build(path: str, n: int, now: float) -> None:
+    from banpipe.bantime import BanPolicy
+    from banpipe.config import BanConfig
+    from banpipe.ledger import Ledger, Violation
+    from ledgerutil import record
+
     policy = BanPolicy.from_config(BanConfig())
     rng = random.Random(1)
     addrs = addresses(n)
-    for start in range(0, n, 20_000):
-        batch = []
-        for k, a in enumerate(addrs[start : start + 20_000]):
-            for j in range(1 + (k % 3)):
-                batch.append(
-                    Violation(
-                        a,
-                        f"1:{2000 + j}:1",
-                        f"ET SCAN <script>alert({j})</script>",
-                        2,
-                        "198.51.100.2",
-                        False,
-                        "bench",
-                        "2026-11-28T10:00:00",
+    with Ledger.open(path) as ledger:
+        for start in range(0, n, 20_000):
+            batch = []
+            for k, a in enumerate(addrs[start : start + 20_000]):
+                for j in range(1 + (k % 3)):
+                    batch.append(
+                        Violation(
+                            a,
+                            f"1:{2000 + j}:1",
+                            f"ET SCAN <script>alert({j})</script>",
+                            2,
+                            "198.51.100.2",
+                            False,
+                            "bench",
+                            "2026-11-28T10:00:00",
+                        )
                     )
-                )
-        record(ledger, batch, now - 3600 + start / 100, policy, rng)
-    return ledger
+            record(ledger, batch, now - 3600 + start / 100, policy, rng)
 
 
-def timed(fn):
-    """(wall seconds, value); the CPU seconds go to CPU[-1] (the machine is shared)."""
+def timed(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``fn()``."""
     t, c = time.perf_counter(), time.process_time()
-    value = fn()
-    CPU.append(time.process_time() - c)
-    return time.perf_counter() - t, value
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
 
 
-CPU: list[float] = []
+def measure(ledger_path: str, pages: str, n: int, now: float) -> dict[str, list[float]]:
+    """Every case against the lib first on sys.path (main's API or this one's)."""
+    from banpipe import metrics, monitor, overview, report, status
+    from banpipe.bantime import BanPolicy
+    from banpipe.config import BanConfig
+    from banpipe.ledger import Ledger, Violation
+    from ledgerutil import record
+
+    ledger = Ledger.open(ledger_path)
+    if hasattr(overview, "offender_rows"):  # this change: the board module
+        board = importlib.import_module("banpipe.board")
+
+        def index() -> None:
+            rows = overview.offender_rows(ledger)
+            board.render_index(ledger, [o for o in rows if o.active], now, report.PAGE_ROWS)
+    else:
+
+        def index() -> None:
+            report.render_index(ledger, overview.offenders(ledger, active_only=True), now)
+
+    policy = BanPolicy.from_config(BanConfig())
+    rng = random.Random(2)
+    addrs = addresses(n)
+
+    def burst(k: int, at: float) -> None:
+        hit = [Violation(a, "1:9:1", "again <b>") for a in rng.sample(addrs, k)]
+        record(ledger, hit, at, policy, rng)
+
+    out = {"index": timed(index)}
+    out["first"] = timed(lambda: report.write_pages(ledger, pages, now))
+    out["again"] = timed(lambda: report.write_pages(ledger, pages, now + 60))
+    burst(100, now + 100)
+    out["burst 100"] = timed(lambda: report.write_pages(ledger, pages, now + 120))
+    burst(1000, now + 160)
+    out["burst 1000"] = timed(lambda: report.write_pages(ledger, pages, now + 180))
+    out["status"] = timed(
+        lambda: status.collect(
+            ledger, now, backend="null", spoof_max=500, spoof_window=10.0, firewall=None
+        )
+    )
+    out["metrics"] = timed(lambda: metrics.render(monitor.ledger_families(ledger, now)))
+    return {k: list(v) for k, v in out.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--offenders", type=int, default=100_000)
-    ap.add_argument("--dir", help="where the ledger and pages go (default: a temp dir)")
+    ap.add_argument("--dir", help="where the ledgers and pages go (default: a temp dir)")
+    ap.add_argument("--lib", action="append", help="a lib/ to measure (default: this one's)")
+    ap.add_argument("--child", nargs=3, metavar=("LIB", "LEDGER", "NOW"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        lib, ledger, now = args.child
+        _use(lib)
+        pages = ledger + ".pages"
+        print(json.dumps(measure(ledger, pages, args.offenders, float(now))))
+        return 0
     base = args.dir or tempfile.mkdtemp(prefix="bench-report-")
+    libs = args.lib or [str(ROOT / "lib")]
     now = time.time()
-    load0 = os.getloadavg()
-    t_build, ledger = timed(
-        lambda: build(os.path.join(base, "ledger.sqlite3"), args.offenders, now)
-    )
+    master = os.path.join(base, "ledger.sqlite3")
+    _use(str(ROOT / "lib"))
+    t_build = timed(lambda: build(master, args.offenders, now))[0]
     print(f"ledger: {args.offenders} offenders built in {t_build:.1f} s", flush=True)
-    pages = os.path.join(base, "pages")
-    active = overview.offenders(ledger, active_only=True)
-    t_index, index = timed(lambda: report.render_index(ledger, active, now))
-    t_first, first = timed(lambda: report.write_pages(ledger, pages, now))
-    t_again, again = timed(lambda: report.write_pages(ledger, pages, now))
-    policy = BanPolicy.from_config(BanConfig())
-    addrs = addresses(args.offenders)[:100]
-    record(ledger, [Violation(a, "1:9:1", "again") for a in addrs], now, policy, random.Random(2))
-    t_update, update = timed(lambda: report.write_pages(ledger, pages, now + 1))
-    t_status, _ = timed(
-        lambda: status.collect(
-            ledger, now, backend="null", spoof_max=500, spoof_window=10.0, firewall=None
-        )
-    )
-    t_metrics, _ = timed(lambda: metrics.render(monitor.ledger_families(ledger, now)))
-    names = ("index", "first", "again", "update", "status", "metrics")
-    cpu = dict(zip(names, CPU[1:], strict=True))
-    print(f"load average before/after: {load0} / {os.getloadavg()}")
-    print(f"index ({len(index)} pages, {len(active)} active): {t_index:.2f} s, ", end="")
-    print(f"cpu {cpu['index']:.2f} s")
-    print(
-        f"first run: {t_first:.1f} s, cpu {cpu['first']:.1f} s ({first.offender_pages} offender "
-        f"pages, {first.tracker_files} tracker files)"
-    )
-    print(f"again, nothing changed: {t_again:.2f} s, cpu {cpu['again']:.2f} s")
-    print(
-        f"update after 100 changed: {t_update:.2f} s, cpu {cpu['update']:.2f} s "
-        f"({update.offender_pages} pages)"
-    )
-    print(f"status: {t_status:.2f} s, cpu {cpu['status']:.2f} s")
-    print(f"metrics (ledger part): {t_metrics:.2f} s, cpu {cpu['metrics']:.2f} s")
+    load0 = os.getloadavg()
+    results = []
+    for i, lib in enumerate(libs):
+        copy = os.path.join(base, f"ledger-{i}.sqlite3")
+        shutil.copy(master, copy)
+        cmd = [sys.executable, __file__, "--offenders", str(args.offenders), "--child"]
+        done = subprocess.run([*cmd, lib, copy, repr(now)], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return 1
+        results.append(json.loads(done.stdout))
+        shutil.rmtree(copy + ".pages", ignore_errors=True)
+    print(f"load average before: {load0}, after: {os.getloadavg()}")
+    print("| case | " + " | ".join(f"{lib}: wall, CPU s" for lib in libs) + " |")
+    for case in CASES:
+        cells = [f"{r[case][0]:.2f}, {r[case][1]:.2f}" for r in results]
+        print(f"| {case} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -863,7 +863,7 @@ def fixed_env(config, ledger_path: str) -> banctl.Env:
 @given(st.lists(st.one_of(_addr_text, st.none(), st.integers()), max_size=12))
 def test_never_bans_a_protected_or_invalid_address(offenders):
     from banpipe.config import parse_config
-    from banpipe.pipe import PipeReader
+    from banpipe.pipe import Lines
     from banpipe.protect import Protection
 
     config = parse_config(PROTECTED_CFG)
@@ -872,9 +872,10 @@ def test_never_bans_a_protected_or_invalid_address(offenders):
     ledger = env.ledger()
     daemon = Daemon(env, ledger, fake)
     daemon.start()
-    reader = PipeReader()
-    reader.feed("".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode())
-    daemon.handle(list(reader.objects()))
+    lines = Lines().feed(
+        "".join(json.dumps({"v": 1, "offender": o}) + "\n" for o in offenders).encode()
+    )
+    daemon.handle(*lines)
     protection = Protection.from_config(config)
     for addr in fake.entries | ledger.active_addresses():
         assert canonical(addr) == addr

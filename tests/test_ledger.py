@@ -15,7 +15,7 @@ import pytest
 
 from banpipe.bantime import BanPolicy
 from banpipe.ledger import BUCKET_S, MIGRATIONS, Ledger, LedgerError, Violation
-from ledgerutil import record
+from ledgerutil import Low, record
 
 NOW = 1_800_000_000.0
 POLICY = BanPolicy(
@@ -26,11 +26,6 @@ POLICY = BanPolicy(
     recidive_window=7 * 86400,
     recidive_factor=2,
 )
-
-
-class Low:
-    def uniform(self, a, b):
-        return a
 
 
 @pytest.fixture
@@ -425,7 +420,7 @@ sys.path.insert(0, {os.path.join(os.path.dirname(__file__), "..", "lib")!r})
 sys.path.insert(0, {os.path.dirname(__file__)!r})
 from banpipe.ledger import Ledger, Violation
 from banpipe.bantime import BanPolicy
-from ledgerutil import record
+from ledgerutil import Low, record
 led = Ledger.open({path!r})
 record(led, [Violation("203.0.113.77")], 1.8e9, BanPolicy(), __import__("random").Random(1))
 print("committed", flush=True)

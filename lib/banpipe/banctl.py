@@ -348,6 +348,8 @@ def cmd_report(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
         done = write_pages(env.ledger(), args.html, env.clock())
     except OSError as exc:
         raise cli.ToolError(f"{args.html}: {exc.strerror or exc}", cli.EX_CANTCREAT)
+    if args.json:
+        return _json(env, done.as_dict())
     env.stdout.write(
         f"{args.html}: {done.index_pages} index pages, {done.offender_pages} offender pages "
         f"and {done.tracker_files} tracker files written, {done.unchanged} unchanged, "

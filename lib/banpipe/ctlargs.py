@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     s.add_argument("--html", metavar="DIR", required=True, help="directory for the pages")
+    _json_flag(s, "one JSON object: files written, unchanged and removed")
     return p
 
 

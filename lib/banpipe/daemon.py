@@ -44,7 +44,6 @@ admin commands (banpipe.banctl) and the firewall:
 
 from __future__ import annotations
 
-import itertools
 import os
 import select
 import signal
@@ -58,7 +57,7 @@ from banpipe.enforce import Enforcer
 from banpipe.intake import Groups, Intake
 from banpipe.ledger import Ledger
 from banpipe.monitor import Monitor
-from banpipe.pipe import PipeReader
+from banpipe.pipe import Lines
 from banpipe.record import Commits, Recorder, SpoofBrake
 
 BATCH_MAX_BYTES = 8 << 20  # one transaction per burst, but bounded
@@ -66,6 +65,11 @@ BATCH_MAX_LINES = 50_000
 FLOOD_BYTES = 32 << 10  # a burst this big is a flood: batch harder (see _read_burst)
 FLOOD_LINGER = 0.005
 FLOOD_SPAN = 0.1
+# Under load a commit (its fsync) takes longer: the burst grows with it, so commits stay
+# a small share of the time (2,000-alert commits cost 3x the CPU of 20,000-alert ones on
+# the realistic file, bench/README.md); a new offender ends the burst at once.
+FLOOD_SPAN_PER_COMMIT = 4.0
+FLOOD_SPAN_MAX = 1.0
 
 
 class Daemon:
@@ -140,15 +144,13 @@ class Daemon:
         )
         self.monitor.stopped()
 
-    def handle(self, items: Any) -> int:
-        """One burst: validate, record in one transaction, block new bans in one call.
-
-        Returns the number of lines consumed.
-        """
+    def handle(self, lines: list[bytes], lineno: int) -> int:
+        """One burst of pipe lines (``lineno``: lines before them): validate, record in
+        one transaction, block new bans in one call. Returns the number of lines."""
         groups: Groups = {}
-        lines = self.intake.gather(items, groups)
+        n = self.intake.gather(lines, lineno, groups)
         self.record.commit(groups)
-        return lines
+        return n
 
     # -- what wakes us besides input -----------------------------------------------
 
@@ -229,13 +231,12 @@ class Daemon:
         why = "error"
         try:
             self.start()
-            reader = PipeReader()
+            splitter = Lines()
             data = stdin.read()
-            reader.feed(data.encode() if isinstance(data, str) else data)
-            reader.finish()
-            objects = reader.objects()
-            while self.handle(itertools.islice(objects, BATCH_MAX_LINES)):
-                pass
+            lines = splitter.feed(data.encode() if isinstance(data, str) else data)[0]
+            lines += splitter.finish()[0]
+            for first in range(0, len(lines), BATCH_MAX_LINES):
+                self.handle(lines[first : first + BATCH_MAX_LINES], first)
             self.intake.drop_open_unit()
             self.record.commit({}, force=True)
             self.enforce.expire_due()
@@ -247,7 +248,7 @@ class Daemon:
         flag, wake_r = signals.flag, signals.fd
         wan_path = self.env.config.network.wan_state
         wan_abs = os.path.abspath(wan_path) if wan_path else None
-        reader = PipeReader()
+        reader = Lines()
         record, enforce, events = self.record, self.enforce, self.enforce.events
         while not flag.stop:
             record.brake_tick(self.env.clock())
@@ -275,8 +276,7 @@ class Daemon:
                 groups: Groups = {}
                 eof = self._read_burst(fd, reader, groups)
                 if eof:
-                    reader.finish()
-                    self.intake.gather(reader.objects(), groups)
+                    self.intake.gather(*reader.finish(), groups)
                     self.intake.drop_open_unit()
                 record.commit(groups, force=eof)
                 if eof:
@@ -288,19 +288,25 @@ class Daemon:
                 self.wan_changed()  # in case /run/banpipe appeared only now
             self.monitor.tick()
 
-    def _read_burst(self, fd: int, reader: PipeReader, groups: Groups) -> bool:
+    def _read_burst(self, fd: int, reader: Lines, groups: Groups) -> bool:
         """Read and gather what is available now (one burst); True at end of input.
 
         A single alert is handled at once. In a flood (the burst already holds more
         than FLOOD_BYTES) banctl lingers up to FLOOD_LINGER for the producer's next
-        write, up to FLOOD_SPAN in all: one durable commit then covers thousands of
-        alerts instead of a few hundred, which is what keeps up with a flood. Each
-        chunk is gathered as soon as it is read, so the producer keeps writing into
-        the pipe while banctl works instead of waiting for the whole burst.
+        write, up to FLOOD_SPAN in all (FLOOD_SPAN_PER_COMMIT times the last commit's
+        time when that is longer, up to FLOOD_SPAN_MAX): one durable commit then covers
+        thousands of alerts instead of a few hundred, which is what keeps up with a
+        flood. A chunk that brings an offender not met lately ends the burst at once:
+        a new ban never waits for the linger. Each chunk is gathered as soon as it is
+        read, so the producer keeps writing into the pipe while banctl works instead of
+        waiting for the whole burst.
         """
         total = 0
         started = time.monotonic()
-        gather = self.intake.gather
+        intake = self.intake
+        gather = intake.gather
+        intake.novel = False
+        span = min(FLOOD_SPAN_MAX, max(FLOOD_SPAN, FLOOD_SPAN_PER_COMMIT * self.record.took))
         while True:
             try:
                 chunk = os.read(fd, 1 << 16)
@@ -308,15 +314,15 @@ class Daemon:
                 return False
             if not chunk:
                 return True
-            reader.feed(chunk)
+            lines, first = reader.feed(chunk)
             self.wan_first()
-            gather(reader.objects(), groups)
+            gather(lines, first, groups)
             total += len(chunk)
-            if total >= BATCH_MAX_BYTES:
+            if total >= BATCH_MAX_BYTES or intake.novel:
                 return False
             if select.select([fd], [], [], 0)[0]:
                 continue
-            if total < FLOOD_BYTES or time.monotonic() - started > FLOOD_SPAN:
+            if total < FLOOD_BYTES or time.monotonic() - started > span:
                 return False
             if not select.select([fd], [], [], FLOOD_LINGER)[0]:
                 return False

@@ -1,9 +1,11 @@
 """Read-only summaries of the ledger, for people (pages, status) and monitoring (metrics).
 
-Every function takes an open :class:`~banpipe.ledger.Ledger` and the time ``now`` and
-only reads; none of them changes the ledger or needs its lock. They are aggregate
-queries (one statement each), so they stay well under a second on a ledger of
-100,000 offenders (bench/bench_report.py).
+Every function takes an open :class:`~banpipe.ledger.Ledger` and only reads; none of
+them changes the ledger or needs its lock. They read the interned tables (``hits``,
+``texts``) rather than the ``violations`` view where they can: the view joins five
+texts and formats two stamps per row, two to three times the cost of a query at
+100,000 offenders. A page run reads them all inside :func:`snapshot`, so the pages
+show one state of the ledger (bench/bench_report.py).
 
 Columns other work may add to the ledger (``origin``: which gateway banned, for fleet
 sharing) are read when present; an absent or empty origin means "local".
@@ -11,11 +13,14 @@ sharing) are read when present; an absent or empty origin means "local".
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import NamedTuple
 
-from banpipe.ledger import Ledger, Offender
+from banpipe.ledger import SELECT_RECORDS, Ledger
 
 LOCAL = "local"
 
@@ -36,56 +41,90 @@ def family(addr: str) -> str:
     return "v6" if ":" in addr else "v4"
 
 
-@dataclass
-class OffenderRow(Offender):
-    """An offender as the pages show it: ``origin`` (``"local"`` when not shared) and
-    its last violation's signature and msg."""
+class OffenderRow(NamedTuple):
+    """An offender as the pages show it, with what its files are made of: ``origin``
+    (``"local"`` when not shared), its newest violation record's signature and msg, how
+    many violation records and ban periods are kept and the newest record's id, and
+    ``state``: all of that but ``first_seen`` and ``banned_at`` in one text, which
+    changes whenever the offender's page or tracker file would."""
 
+    addr: str
+    first_seen: float
+    last_seen: float
+    expires: float | None
+    violations: int
+    bans: int
+    manual: int
+    active: int
+    reason: str | None
+    banned_at: float | None
     origin: str = LOCAL
     last_sig: str | None = None
     last_msg: str | None = None
+    kept: int = 0
+    newest: int = 0
+    periods: int = 0
+    state: str = ""
 
     @property
     def kind(self) -> str:
         return "manual" if self.manual else "automated"
 
 
-def offenders(
-    ledger: Ledger,
-    *,
-    active_only: bool = False,
-    kept: dict[str, tuple] | None = None,
-) -> list[OffenderRow]:
-    """Offenders with their last signature, active first by expiry, then the rest.
+@contextlib.contextmanager
+def snapshot(ledger: Ledger) -> Iterator[None]:
+    """One read transaction: the queries inside see one state of the ledger, whatever
+    another process commits meanwhile (WAL); nothing is locked against writers."""
+    db = ledger.db
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
 
-    ``kept`` is ``last_violations(ledger)`` when the caller has it already.
+
+def offender_rows(ledger: Ledger) -> list[OffenderRow]:
+    """Every offender, the active ones first by expiry (permanent last, then by
+    address), then the rest by address.
+
+    Three statements, each a scan (offenders; violation records per address with the
+    newest one's signature; ban periods per address), joined here: at 100,000
+    offenders a join in SQL (text addresses against interned ids, probed row by row)
+    took twice as long, and SQLite's sort on these keys four times Python's.
     """
-    origin = _origin_sql(ledger, "offenders")
-    where = "WHERE active = 1" if active_only else ""
-    columns = "addr, first_seen, last_seen, expires, violations, bans, manual, active, reason"
-    sql = f"SELECT {columns}, banned_at, {origin} FROM offenders {where}"  # noqa: S608 - fixed
-    rows = ledger.db.execute(sql).fetchall()
-    # Sorted here: SQLite's sort on these expressions took 4x the time of the query.
-    rows.sort(key=lambda r: (-r[7], r[3] is None, r[3] or 0.0, r[0]))
-    last = last_violations(ledger) if kept is None else kept
-    none = (0, 0, None, None)
-    return [
-        OffenderRow(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            bool(r[6]),
-            bool(r[7]),
-            r[8],
-            r[9],
-            r[10] or LOCAL,
-            *last.get(r[0], none)[2:4],
+    db = ledger.db
+    # Counted from the covering index hits_addr, then the newest row read by its id.
+    kept = {
+        r[0]: r
+        for r in db.execute(
+            "SELECT t.text, s.text, m.text, x.n, x.newest FROM (SELECT addr, count(*) AS n, "
+            "max(id) AS newest FROM hits GROUP BY addr) x JOIN hits h ON h.id = x.newest "
+            "JOIN texts t ON t.id = x.addr LEFT JOIN texts s ON s.id = h.sig "
+            "LEFT JOIN texts m ON m.id = h.msg"
         )
-        for r in rows
-    ]
+    }
+    periods = dict(db.execute("SELECT addr, count(*) FROM bans GROUP BY addr").fetchall())
+    rows = db.execute(
+        "SELECT addr, first_seen, last_seen, expires, violations, bans, manual, active, "
+        "reason, banned_at, coalesce(nullif(origin, ''), 'local') FROM offenders"
+    ).fetchall()
+    timed = [r for r in rows if r[7] and r[3] is not None]
+    timed.sort(key=itemgetter(3, 0))
+    permanent = sorted(r for r in rows if r[7] and r[3] is None)
+    lifted = sorted(r for r in rows if not r[7])
+    none = ("", None, None, 0, 0)
+    make = tuple.__new__  # OffenderRow(*...) costs a Python call per row
+    out = []
+    for r in (*timed, *permanent, *lifted):
+        k = kept.get(r[0], none)
+        p = periods.get(r[0], 0)
+        # Made here: SQLite's float to text took longer than the whole f-string.
+        state = f"{r[2]}|{r[7]}|{r[3]}|{r[4]}|{r[5]}|{r[6]}|{r[10]}|{r[8]}|{k[3]}|{k[4]}|{p}"
+        out.append(make(OffenderRow, (*r, *k[1:], p, state)))
+    return out
 
 
 def active_counts(ledger: Ledger) -> dict[tuple[str, str], int]:
@@ -110,19 +149,31 @@ def ban_events(ledger: Ledger, since: float) -> dict[str, int]:
     added = db.execute("SELECT count(*) FROM bans WHERE start >= ?", (since,)).fetchone()[0]
     lifted = db.execute("SELECT count(*) FROM bans WHERE end >= ?", (since,)).fetchone()[0]
     # Violations recorded during a ban period (the banning one shares its start time;
-    # any other, also in the same burst, extended it).
+    # any other, also in the same burst, extended it; a row's growth not yet folded is
+    # in ``hits_more``). Read from the ``hits`` table, not
+    # the ``violations`` view, as every query here: the view joins five texts and
+    # formats two stamps per row (2-3x the time at 100,000 offenders).
     extended = db.execute(
-        "SELECT count(*) FROM (SELECT b.id FROM violations v JOIN bans b ON b.addr = v.addr "
-        "AND v.ts >= b.start AND (b.end IS NULL OR v.ts <= b.end) WHERE v.ts >= ? "
-        "GROUP BY b.id HAVING sum(v.count) > 1 OR min(v.ts) > b.start)",
+        "SELECT count(*) FROM (SELECT b.id FROM hits h JOIN texts t ON t.id = h.addr "
+        "JOIN bans b ON b.addr = t.text AND h.first >= b.start "
+        "AND (b.end IS NULL OR h.first <= b.end) "
+        "LEFT JOIN (SELECT hit, sum(count) AS n FROM hits_more GROUP BY hit) m "
+        "ON m.hit = h.id WHERE h.first >= ? "
+        "GROUP BY b.id HAVING sum(h.count + coalesce(m.n, 0)) > 1 "
+        "OR min(h.first) > b.start)",
         (since,),
     ).fetchone()[0]
     return {"added": int(added), "extended": int(extended), "lifted": int(lifted)}
 
 
 def last_violation(ledger: Ledger) -> float | None:
-    """When banctl last recorded a violation (its own clock), or None."""
-    return ledger.db.execute("SELECT max(ts) FROM violations").fetchone()[0]
+    """When banctl last recorded a violation (its own clock), or None (the last of a
+    record of several identical ones counts, also its growth not yet folded into
+    ``hits``: banpipe.ledger.hits)."""
+    return ledger.db.execute(
+        "SELECT max(t) FROM (SELECT max(coalesce(last, first)) AS t FROM hits "
+        "UNION ALL SELECT max(last) FROM hits_more)"
+    ).fetchone()[0]
 
 
 def totals(ledger: Ledger) -> dict[str, int]:
@@ -132,9 +183,7 @@ def totals(ledger: Ledger) -> dict[str, int]:
         "offenders": int(db.execute("SELECT count(*) FROM offenders").fetchone()[0]),
         "active": ledger.count_active(),
         "ban_periods": int(db.execute("SELECT count(*) FROM bans").fetchone()[0]),
-        "violations": int(
-            db.execute("SELECT coalesce(sum(count), 0) FROM violations").fetchone()[0]
-        ),
+        "violations": int(db.execute("SELECT coalesce(sum(count), 0) FROM hits").fetchone()[0]),
     }
 
 
@@ -144,7 +193,7 @@ def histogram(ledger: Ledger, now: float, step: float, buckets: int) -> list[tup
     start = now - step * buckets
     out = [[0, 0] for _ in range(buckets)]
     # column -> (table, its time column, what one row counts)
-    counted = (("bans", "start", "count(*)"), ("violations", "ts", "sum(count)"))
+    counted = (("bans", "start", "count(*)"), ("hits", "first", "sum(count)"))
     for col, (table, ts, amount) in enumerate(counted):
         within = f"{ts} >= ? AND {ts} < ? GROUP BY 1"
         sql = f"SELECT CAST(({ts} - ?) / ? AS INTEGER), {amount} FROM {table} WHERE {within}"  # noqa: S608 - fixed names
@@ -157,8 +206,9 @@ def histogram(ledger: Ledger, now: float, step: float, buckets: int) -> list[tup
 def top_signatures(ledger: Ledger, limit: int = 10) -> list[tuple[str, str, int]]:
     """(gid:sid:rev, a msg, violations) for the rules that fired most (kept history)."""
     rows = ledger.db.execute(
-        "SELECT coalesce(sig, '?'), max(msg), sum(count) FROM violations GROUP BY sig "
-        "ORDER BY 3 DESC, 1 LIMIT ?",
+        "SELECT coalesce(s.text, '?'), m.text, x.n FROM (SELECT sig, max(msg) AS msg, "
+        "sum(count) AS n FROM hits GROUP BY sig) x LEFT JOIN texts s ON s.id = x.sig "
+        "LEFT JOIN texts m ON m.id = x.msg ORDER BY 3 DESC, 1 LIMIT ?",
         (limit,),
     )
     return [(r[0], r[1] or "", int(r[2])) for r in rows]
@@ -177,7 +227,8 @@ def top_offenders(ledger: Ledger, limit: int = 10) -> list[tuple[str, int, int, 
 def top_victims(ledger: Ledger, limit: int = 10) -> list[tuple[str, int]]:
     """(our address attacked, violations) over the kept history."""
     rows = ledger.db.execute(
-        "SELECT victim, sum(count) FROM violations WHERE victim IS NOT NULL GROUP BY victim "
+        "SELECT v.text, x.n FROM (SELECT victim, sum(count) AS n FROM hits "
+        "WHERE victim IS NOT NULL GROUP BY victim) x JOIN texts v ON v.id = x.victim "
         "ORDER BY 2 DESC, 1 LIMIT ?",
         (limit,),
     )
@@ -229,25 +280,18 @@ def ban_history(ledger: Ledger, addrs: Sequence[str] | None = None) -> dict[str,
 
 
 def violation_history(ledger: Ledger, addrs: Sequence[str] | None = None) -> dict[str, list]:
-    """Every violation kept, per address, in order (``ledger.ViolationRecord``)."""
-    from banpipe.ledger import SELECT_RECORDS, violation_record
-
+    """Every violation kept, per address, in order: rows of ``ledger.SELECT_RECORDS``
+    (``ledger.violation_record(row)`` makes one a ViolationRecord)."""
     out: dict[str, list] = {}
     for where, params in _addr_filters(addrs):
         rows = ledger.db.execute(SELECT_RECORDS + where + "ORDER BY addr, ts, id", params)
         for r in rows:
-            out.setdefault(r[11], []).append(violation_record(r))
+            found = out.get(r[11])
+            if found is None:
+                out[r[11]] = [r]
+            else:
+                found.append(r)
     return out
-
-
-def last_violations(ledger: Ledger) -> dict[str, tuple[int, int, str | None, str | None]]:
-    """Per address with violations kept: (history rows, id of the newest row, its
-    signature, its msg), in one statement."""
-    rows = ledger.db.execute(
-        "SELECT k.addr, k.n, k.last, v.sig, v.msg FROM (SELECT addr, count(*) AS n, "
-        "max(id) AS last FROM violations GROUP BY addr) k JOIN violations v ON v.id = k.last"
-    )
-    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
 def ledger_bytes(path: str) -> int:

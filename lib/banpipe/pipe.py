@@ -9,7 +9,8 @@ while the producer is idle, yet a burst costs one write per batch, not per line.
 
 Everything a tool writes to or reads from a pipe goes through this module: one line
 splitter (:class:`Lines`), one encoder (:func:`encode`, :func:`encode_batch`) and one
-decoder (:func:`loads`, :class:`PipeReader` with the reasons for a bad line). orjson is
+decoder (:func:`loads`, :func:`decode` and :class:`PipeReader` with the reasons for a bad
+line). orjson is
 used when installed because it is several times faster on this hot path; ``json`` is the
 fallback and writes the same bytes (bench/README.md has the figures). The validation of
 an alert's keys is :mod:`banpipe.alert`'s.
@@ -140,6 +141,19 @@ def undecodable(raw: bytes) -> str:
     return "not JSON"
 
 
+def decode(raw: bytes, lineno: int) -> dict[str, Any] | PipeError | None:
+    """Pipe line number ``lineno`` (without its newline): its object, a PipeError saying
+    why it is none, or None for a blank line (it carries nothing; not worth an error)."""
+    if len(raw) > MAX_LINE:
+        return PipeError(lineno, f"line longer than {MAX_LINE} bytes")
+    try:
+        value = loads(raw)
+    except ValueError:
+        return PipeError(lineno, undecodable(raw)) if raw.strip() else None
+    problem = check_object(value)
+    return PipeError(lineno, problem) if problem else value
+
+
 class Lines:
     """The one pipe line splitter: feed chunks split anywhere, take complete lines.
 
@@ -198,18 +212,9 @@ class PipeReader:
         while queue:
             raw = queue.popleft()
             self._lineno += 1
-            lineno = self._lineno
-            if len(raw) > MAX_LINE:
-                yield lineno, PipeError(lineno, f"line longer than {MAX_LINE} bytes")
-                continue
-            try:
-                value = loads(raw)
-            except ValueError:
-                if raw.strip():
-                    yield lineno, PipeError(lineno, undecodable(raw))
-                continue  # blank lines carry nothing; not worth an error
-            problem = check_object(value)
-            yield lineno, (PipeError(lineno, problem) if problem else value)
+            value = decode(raw, self._lineno)
+            if value is not None:
+                yield self._lineno, value
 
 
 class Writer:

@@ -112,6 +112,7 @@ class Recorder:
         self.recorded = positions.Recorded(ledger.recorded_positions())
         self.last_pos_commit = time.monotonic()
         self.stalled: Groups | None = None  # a batch the ledger did not take
+        self.took = 0.0  # seconds the last commit with violations took (the daemon's bursts)
         self.retry_at = 0.0  # when to try the stalled batch again
 
     def commit(self, groups: Groups, *, force: bool = False) -> bool:
@@ -131,6 +132,7 @@ class Recorder:
             return True
         counts = self.counts
         now = self.env.clock()
+        started = time.monotonic()
         try:
             budget = self.brake.budget(self.ledger, now)
             with self.ledger.locked():
@@ -148,6 +150,8 @@ class Recorder:
         except (LedgerError, sqlite3.Error) as exc:
             self.stall(groups, exc)
             return False
+        if groups:
+            self.took = time.monotonic() - started
         if self.stalled is not None:
             self.stalled = None
             self.report.say(None, "the ledger is writable again; reading input again")

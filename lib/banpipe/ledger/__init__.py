@@ -98,6 +98,9 @@ class Ledger(Hits, Fleet):
         # interned key -> (row id, alert_first, when the row began)
         self._open: dict[tuple, tuple[int, int | str | None, float]] = {}
         self._open_swept = 0.0  # rows that began before this are no longer in _open
+        self._pending: int | None = None  # rows of hits_more (None: count them)
+        self._grown: float | None = None
+        self._version: int | None = None
 
     # -- opening -----------------------------------------------------------------
 
@@ -199,6 +202,7 @@ class Ledger(Hits, Fleet):
         self._text_ids = {}
         self._open = {}
         self._open_swept = 0.0
+        self._pending = None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -4,7 +4,7 @@ unban, expire, pin, prune."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from banpipe.ledger.model import _INSERT_DECISION, _UPSERT_OFFENDER, Offender, _offender_row
 from banpipe.ledger.reads import Reads
@@ -12,6 +12,8 @@ from banpipe.ledger.reads import Reads
 
 class Bans(Reads):
     """Bans by hand, by time and by retention."""
+
+    fold: Callable[[float], None]  # banpipe.ledger.hits.Hits.fold
 
     def ban(
         self,
@@ -97,6 +99,7 @@ class Bans(Reads):
         pairs = [(now, a) for a in addrs]
         self.db.executemany("UPDATE bans SET end = ? WHERE addr = ? AND end IS NULL", pairs)
         if retention is not None and retention <= 0:
+            self.fold(now)  # no growth left behind for rows about to go
             self.db.executemany(
                 "DELETE FROM hits WHERE id = ?", [(i,) for i in self._addr_hits(addrs)]
             )
@@ -125,6 +128,7 @@ class Bans(Reads):
         horizon = now - max(retention, recidive_window)
         counts = {}
         with self.transaction() as db:
+            self.fold(now)  # no growth left behind for rows about to go
             if retention > 0:
                 # Rows are appended in time order: the aged ones are a range of ids, found
                 # by walking from the oldest (no index on time needed).

@@ -14,11 +14,16 @@ from banpipe.ledger.model import (
     _offender_row,
 )
 from banpipe.ledger.reads import Reads
-from banpipe.ledger.schema import BUCKET_S
+from banpipe.ledger.schema import BUCKET_S, MORE_BY_HIT
 from banpipe.ledger.stamps import last_code, stamp_code
 
 TEXTS_CACHED = 1 << 16  # text -> id entries a connection remembers (then starts over)
 POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings)
+# Growth waits in hits_more until this many rows (a fold costs a pass over the rows it
+# touches: in a flood one per FOLD_ROWS instead of one per commit) or FOLD_S seconds.
+FOLD_ROWS = 50_000
+FOLD_S = 60.0
+_FOLDED = "SELECT count, last, alert_last, hit FROM (" + MORE_BY_HIT + ") ORDER BY hit"  # noqa: S608
 
 
 def _row_id(update: tuple) -> int:
@@ -31,6 +36,9 @@ class Hits(Reads):
     _text_ids: dict[str, int]
     _open: dict[tuple, tuple[int, int | str | None, float]]
     _open_swept: float
+    _pending: int | None  # rows in hits_more (None: not counted since the last rollback)
+    _grown: float | None  # banctl's clock at the oldest growth not folded (None: unknown)
+    _version: int | None  # PRAGMA data_version when this connection last asked
 
     def record_groups(
         self,
@@ -145,14 +153,15 @@ class Hits(Reads):
         return found
 
     def _add_hits(self, groups: Mapping[tuple, Sequence], now: float) -> None:
-        """Count ``groups`` into the rows of ``hits`` (inside a transaction)."""
+        """Count ``groups`` into the rows of ``hits`` (inside a transaction): a new row
+        per violation not seen within BUCKET_S, else its growth into ``hits_more``."""
         if now - self._open_swept >= BUCKET_S:  # forget rows that cannot grow any more
             self._open = {k: r for k, r in self._open.items() if now - r[2] < BUCKET_S}
             self._open_swept = now
         opened, text_ids = self._open, self._text_ids
         tid = self._text_id
-        updates: list[tuple] = []
-        updated: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (interned key, group)
+        more: list[tuple] = []
+        grown: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (interned key, group)
         fresh: list[tuple[tuple, Sequence]] = []
         for k, g in groups.items():
             # (addr, sig, msg, priority, victim, reversed, reason), interned
@@ -170,23 +179,30 @@ class Hits(Reads):
             if row is None or now - row[2] >= BUCKET_S or now < row[2]:
                 fresh.append((ik, g))
             else:
-                updates.append((g[1], now, last_code(row[1], g[3]), row[0]))
-                updated[row[0]] = (ik, g)
+                more.append((row[0], g[1], now, last_code(row[1], g[3])))
+                grown[row[0]] = (ik, g)
         db = self.db
-        if updates:
-            updates.sort(key=_row_id)  # in page order
-            changed = db.executemany(
-                "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?",
-                updates,
-            ).rowcount
-            if changed != len(updates):  # rows pruned by another connection: new rows
-                there = set(
-                    self._column_in("SELECT id FROM hits WHERE id IN ", [u[3] for u in updates])
-                )
-                for row_id, (ik, g) in updated.items():
+        if self._others_committed():
+            # Another connection committed since our last look (or this is our first
+            # write): a prune or an unban with retention 0 may have deleted rows we would
+            # add to. Their growth goes with them (the fold drops it: no later row takes
+            # their ids and their growth), and those that grow now start anew.
+            if self.pending_growth():
+                self.fold(now)
+            there = set(self._column_in("SELECT id FROM hits WHERE id IN ", list(grown)))
+            if len(there) != len(grown):
+                more = [m for m in more if m[0] in there]
+                for row_id, (ik, g) in grown.items():
                     if row_id not in there:
                         del opened[ik]
                         fresh.append((ik, g))
+        if more:
+            db.executemany("INSERT INTO hits_more VALUES (?, ?, ?, ?)", more)
+            self._pending = self.pending_growth() + len(more)
+            if self._grown is None:
+                self._grown = now
+            if self._pending >= FOLD_ROWS or now - self._grown >= FOLD_S:
+                self.fold(now)
         if not fresh:
             return
         top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
@@ -206,6 +222,32 @@ class Hits(Reads):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+    def _others_committed(self) -> bool:
+        """Whether another connection committed since this one last asked."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._version
+        self._version = version
+        return changed
+
+    def pending_growth(self) -> int:
+        """Rows of ``hits_more`` not yet folded into ``hits``."""
+        if self._pending is None:
+            self._pending = int(self.db.execute("SELECT count(*) FROM hits_more").fetchone()[0])
+        return self._pending
+
+    def fold(self, now: float) -> None:
+        """Fold ``hits_more`` into ``hits`` (inside a transaction): one pass in row order,
+        however many commits the growth came in. Before rows are deleted, and once
+        FOLD_ROWS rows wait or the oldest has waited FOLD_S seconds."""
+        db = self.db
+        rows = db.execute(_FOLDED).fetchall()
+        db.executemany(
+            "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?", rows
+        )
+        db.execute("DELETE FROM hits_more")
+        self._pending = 0
+        self._grown = None
 
     def _addr_hits(self, addrs: Sequence[str]) -> list[int]:
         """Row ids in ``hits`` of the violations of ``addrs``."""

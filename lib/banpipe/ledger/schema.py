@@ -186,5 +186,45 @@ def _v6(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX offenders_origin ON offenders(origin) WHERE origin IS NOT NULL")
 
 
+# v7: a row's growth since the last fold waits in ``hits_more`` (appended: a commit
+# writes pages in proportion to its batch, not to the rows still open). The view adds
+# it: the count, and the last times of the latest growth (max(rowid) picks that row's
+# bare columns in SQLite).
+MORE_BY_HIT = (
+    "SELECT hit, sum(count) AS count, max(rowid), last, alert_last FROM hits_more GROUP BY hit"
+)
+_ALERT_LAST = "CASE WHEN x.hit IS NULL THEN h.alert_last ELSE x.alert_last END"
+_VIOLATIONS_VIEW_V7 = f"""CREATE VIEW violations AS SELECT
+    h.id AS id, a.text AS addr, h.first AS ts, {_stamp_sql("h.alert_first")} AS alert_ts,
+    s.text AS sig, m.text AS msg, h.priority AS priority, vi.text AS victim,
+    h.reversed AS reversed, r.text AS reason, h.count + coalesce(x.count, 0) AS count,
+    coalesce(x.last, h.last, h.first) AS last_ts,
+    CASE WHEN {_ALERT_LAST} IS NULL THEN {_stamp_sql("h.alert_first")}
+    WHEN typeof({_ALERT_LAST}) = 'integer'
+    THEN {STAMP_SQL.format(f"(h.alert_first + {_ALERT_LAST})")}
+    ELSE {_ALERT_LAST} END AS alert_last
+    FROM hits h JOIN texts a ON a.id = h.addr
+    LEFT JOIN ({MORE_BY_HIT}) x ON x.hit = h.id
+    LEFT JOIN texts s ON s.id = h.sig LEFT JOIN texts m ON m.id = h.msg
+    LEFT JOIN texts vi ON vi.id = h.victim LEFT JOIN texts r ON r.id = h.reason"""  # noqa: S608 - fixed
+
+
+def _v7(db: sqlite3.Connection) -> None:
+    # Issue 12: an UPDATE of a row's count at every commit dirtied one page per open row,
+    # so in a flood each commit rewrote most of ``hits`` into the WAL (300,000 alerts in
+    # 2,000-alert commits: 7 s CPU, 16 s wall). Growth is appended here instead and
+    # folded into ``hits`` in bulk (banpipe.ledger.hits.FOLD_ROWS).
+    db.execute(
+        """CREATE TABLE hits_more (
+            hit         INTEGER NOT NULL,     -- hits.id
+            count       INTEGER NOT NULL,     -- violations added
+            last        REAL NOT NULL,        -- when banctl recorded the last of them
+            alert_last                        -- its own time stamp, as in hits.alert_last
+        )"""
+    )
+    db.execute("DROP VIEW violations")
+    db.execute(_VIOLATIONS_VIEW_V7)
+
+
 #: Ordered schema migrations; entry i moves the schema from version i to i + 1.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)

@@ -14,6 +14,7 @@ STAMP_SQL = (
     "strftime('%Y-%m-%dT%H:%M:%S', {0} / 1000000, 'unixepoch') || printf('.%06d', {0} % 1000000)"
 )
 _days: dict[str, int | None] = {}  # "YYYY-MM-DD" -> its midnight in us, read as UTC
+_seconds: dict[str, int | None] = {}  # "YYYY-MM-DDTHH:MM:SS" -> its us (None: no time)
 
 
 def _day(date: str) -> int | None:
@@ -34,30 +35,39 @@ def _day(date: str) -> int | None:
     return us
 
 
+def _second(head: str) -> int | None:
+    """Microseconds of ``YYYY-MM-DDTHH:MM:SS`` read as UTC; None when it is no such time."""
+    if len(_seconds) >= 1 << 16:
+        _seconds.clear()
+    us = None
+    if head[10] == "T" and head[13] == ":" and head[16] == ":":
+        date = head[:10]
+        day = _days.get(date, -1)
+        if day == -1:
+            day = _day(date)
+        clock = head[11:13] + head[14:16] + head[17:19]
+        if day is not None and clock.isascii() and clock.isdigit():
+            h, m, sec = int(clock[:2]), int(clock[2:4]), int(clock[4:6])
+            if h <= 23 and m <= 59 and sec <= 59:
+                us = day + (h * 3600 + m * 60 + sec) * 1_000_000
+    _seconds[head] = us
+    return us
+
+
 def stamp_code(text: str | None) -> int | str | None:
     """``text`` as stored in ``hits.alert_first``: an integer for fasttail's form
     ``YYYY-MM-DDTHH:MM:SS.ffffff`` (a real date and time, ASCII digits, from 1970),
     else the text itself."""
-    if (
-        text is None
-        or len(text) != 26
-        or text[10] != "T"
-        or text[13] != ":"
-        or text[16] != ":"
-        or text[19] != "."
-    ):
+    if text is None or len(text) != 26 or text[19] != ".":
         return text
-    date = text[:10]
-    day = _days.get(date, -1)
-    if day == -1:
-        day = _day(date)
-    clock = text[11:13] + text[14:16] + text[17:19] + text[20:]
-    if day is None or not (clock.isascii() and clock.isdigit()):
+    head = text[:19]
+    base = _seconds.get(head, -1)  # alerts come many to a second: one parse per second
+    if base == -1:
+        base = _second(head)
+    frac = text[20:]
+    if base is None or not (frac.isascii() and frac.isdigit()):
         return text
-    h, m, sec = int(clock[:2]), int(clock[2:4]), int(clock[4:6])
-    if h > 23 or m > 59 or sec > 59:
-        return text
-    return day + (h * 3600 + m * 60 + sec) * 1_000_000 + int(clock[6:])
+    return base + int(frac)
 
 
 def last_code(first: int | str | None, text: str | None) -> int | str | None:

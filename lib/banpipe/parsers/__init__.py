@@ -3,7 +3,8 @@
 One module per format family, behind the one dispatcher here (:class:`AlertParser`):
 ``fast`` (alert_fast lines of Snort 2, Snort 3 and Suricata: the hot path), ``full``
 (alert_full blocks), ``syslog`` (alerts in syslog files), ``eve`` (Suricata EVE JSON);
-``endpoints`` reads address and port text, ``common`` holds what they share. The
+``endpoints`` reads address and port text, ``common`` holds what they share, ``scan``
+reads a burst of lines at once (the hot path, handing other lines to the families). The
 formats themselves are described in docs/formats.md.
 
 Pure code: no file I/O, no clock reads.  The caller (the follower) feeds decoded lines and
@@ -112,6 +113,7 @@ from .eve import EveLines
 from .fast import _MIDDLES as _MIDDLES  # the templates cache (tests clear it)
 from .fast import FastLines
 from .full import FullBlocks, _Block
+from .scan import ScanLines
 from .syslog import SyslogLines
 
 __all__ = [
@@ -131,11 +133,11 @@ _BODY_LIKE = re.compile(
 )
 
 
-class AlertParser(FastLines, FullBlocks, SyslogLines, EveLines, Dates):
+class AlertParser(ScanLines, FastLines, FullBlocks, SyslogLines, EveLines, Dates):
     """Incremental parser for every supported alert text format (see the module docstring).
 
     The dispatcher: :meth:`feed` tells the family of a line and hands it on. The families
-    are mixins (banpipe.parsers.fast, .full, .syslog, .eve) of this one object, so their
+    are mixins (banpipe.parsers.scan, .fast, .full, .syslog, .eve) of this one object, so their
     shared state (force, dates, the open block) lives once and the hot path pays no
     extra call per line.
     """
@@ -156,6 +158,7 @@ class AlertParser(FastLines, FullBlocks, SyslogLines, EveLines, Dates):
         self._force = force
         self._max_line = max_line
         self._encoded = encoded
+        self.last_line = 0  # set by feed_text
         self._relay_tags = frozenset(t.lower() for t in relay_tags)
         self._block: _Block | None = None
         self._fragment = False

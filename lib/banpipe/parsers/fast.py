@@ -1,21 +1,20 @@
 """alert_fast lines of Snort 2, Snort 3 and Suricata (docs/formats.md), the hot path.
 
-A well-formed line costs one regex (``_SCAN``, per line of a text: FastLines.feed_text)
+A well-formed line costs one regex (``_SCAN``, per line of a text: parsers.scan)
 that splits it into time stamp, "middle" (ids, msg, classification, priority, protocol)
 and addresses; the middle's parse by the full grammar (``_FAST``) is cached by its text
 (module-wide, :data:`_MIDDLES`) as a template of the alert dict and of its pipe line,
 which is completed with the line's date, time and addresses. Lines that template cannot
 make (the first of a middle, any doubt) go through the full grammar one by one
-(``_line``, ``_fast``, ``_alert``). Torn lines (a writer died mid-line) and lines with
-text Snort never prints are read here too (``_torn``, ``_lenient``).
+(``ScanLines._line``, then ``_fast``, ``_alert`` here). Torn lines (a writer died
+mid-line) and lines with text Snort never prints are read here too (``_torn``,
+``_lenient``).
 """
 
 from __future__ import annotations
 
 import re
-from itertools import chain, count
 
-from banpipe import pipe
 from banpipe.memo import Memo
 
 from .common import (
@@ -28,7 +27,6 @@ from .common import (
     R_EXTRA,
     R_FORCED,
     R_MALFORMED,
-    Encoded,
     ParseError,
     _int,
     _short,
@@ -88,13 +86,11 @@ _FAST_MATCH = _FAST.match
 # The middle (everything but time and addresses) repeats from alert to alert; its parse by
 # _FAST is cached in _MIDDLES, keyed by its text.  Only text that _FAST accepted is ever a
 # key, so the loose ".*" admits nothing new, and it is a quarter faster than a character
-# class.  _SCAN is the same expression for one line of many (FastLines.feed_text: "$" is
-# the line's end, "." never crosses it); both split a line at the same places.
+# class.  parsers.scan's _SCAN is the same expression for one line of many ("$" is the
+# line's end, "." never crosses it); both split a line at the same places.
 _QUICK_TEXT = rf"({_DATE})-({_TIME})( {{1,2}}.*\}} )([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*) *"
 _QUICK_MATCH = re.compile(_QUICK_TEXT + r"\Z", re.ASCII | re.DOTALL).match
-_SCAN_MATCH = re.compile(_QUICK_TEXT + "$", re.ASCII | re.MULTILINE).match
 _SURICATA = "suricata-fast"
-_NO_PORT = 65536
 # The formats an alert_fast line can be, by the spaces after its time (sel: one, two).
 _SEL_FORMATS = (("snort3-fast",), ("snort2-fast", _SURICATA))
 
@@ -126,6 +122,7 @@ class FastLines:
     _force: str | None
     _fragment: bool
     _encoded: bool
+    last_line: int
     _max_line: int
     _block: object
     _limit_time: str
@@ -153,117 +150,6 @@ class FastLines:
         return ent
 
     # -- the feed ------------------------------------------------------------------------
-
-    def feed_text(self, text: str, first: int) -> list:
-        """Parse the lines of ``text`` (joined by ``"\\n"``, no final newline), the first
-        being line ``first``: what :meth:`AlertParser.feed` returns for each, in order.
-
-        The hot path of a burst: each line is one match of _SCAN at its start, a lookup
-        of its middle and of its date token, and its pipe line made from the middle's
-        template (line_template), so no dict is built per alert. With ``encoded`` the
-        pipe lines of consecutive alerts come back as one :class:`Encoded` item;
-        otherwise they are decoded to dicts. A line that the template
-        cannot make (the first of its middle, a new date token, any address doubt, an
-        alert_full block, other formats, errors) goes through :meth:`_line`.
-        """
-        if self._block is not None:
-            return self._lines(text, first)
-        out: list = []
-        run: list[str] = []  # pipe lines made here, not yet in out
-        keep = run.append
-        get = _MIDDLES.get
-        fdok = self._fdok
-        max_line = self._max_line
-        n = len(text)
-        pos = 0
-        lineno = first
-        while pos <= n:
-            m = _SCAN_MATCH(text, pos)
-            if m is not None:
-                end = m.end()
-                dtok, time, mid, src, dst = m.groups()
-                ent = get(mid) or _MIDDLES.recall(mid)
-                if ent is not None and end - pos <= max_line:
-                    fe = fdok[ent[1]].get(dtok)
-                    if fe is not None:
-                        fmt, pre = fe
-                        s, _, sp = src.rpartition(":")
-                        d, _, dp = dst.rpartition(":")
-                        # IPv4 with ports, the common case, here only: inet_pton is the
-                        # rule (_V4_PTON); a port as endpoints._port reads it.
-                        if s and ":" not in s and len(sp) <= 5 >= len(dp) and _V4_PTON:
-                            try:
-                                _PTON(_AF4, s)
-                                _PTON(_AF4, d)
-                                p, q = int(sp), int(dp)
-                            except (OSError, ValueError):
-                                p = q = _NO_PORT
-                            if p <= 65535 >= q:
-                                p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
-                                keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{p}{p4}{d}{p5}{q}{p6}")
-                                pos = end + 1
-                                lineno += 1
-                                continue
-                        r = _endpoints(src, dst, fmt, ent[2])
-                        if type(r) is tuple and r[0] is not None:  # (no addresses: _line)
-                            s, sp, d, dp = r
-                            if sp is None:
-                                sp = "null"
-                            if dp is None:
-                                dp = "null"
-                            p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
-                            keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{sp}{p4}{d}{p5}{dp}{p6}")
-                            pos = end + 1
-                            lineno += 1
-                            continue
-            else:
-                end = text.find("\n", pos)
-                if end < 0:
-                    end = n
-            if run:
-                self._fragment = False  # as after any alert
-                self._take(run, out)
-            out += self._line(text[pos:end], lineno)
-            pos = end + 1
-            lineno += 1
-            if self._block is not None and pos <= n:
-                return out + self._lines(text[pos:], lineno)
-        if run:
-            self._fragment = False
-            self._take(run, out)
-        return out
-
-    def _take(self, run: list[str], out: list) -> None:
-        """Move the pipe lines of ``run`` to ``out``: one Encoded item, or dicts."""
-        if self._encoded:
-            run.append("")
-            text = "\n".join(run)
-            # One non-ASCII msg makes the whole text's encoding slow (per character):
-            # then line by line, which is fast for every ASCII line.
-            ascii_ = text.isascii()
-            data = text.encode() if ascii_ else b"\n".join([line.encode() for line in run])
-            out.append(Encoded(data, len(run) - 1))
-        else:
-            out += map(pipe.loads, run)
-        run.clear()
-
-    def _lines(self, text: str, first: int) -> list:
-        return list(chain.from_iterable(map(self._line, text.split("\n"), count(first))))
-
-    def _line(self, line: str, lineno: int) -> list:
-        """One line by the full grammars (see :meth:`feed_text` for when)."""
-        stripped = line.rstrip("\r\n")
-        if len(stripped) != len(line) and "\n" not in stripped:
-            return self.feed_text(stripped, lineno)  # a CRLF line: the template may do
-        line = stripped
-        if self._block is None and len(line) <= self._max_line:
-            if line[:1] == "{":
-                return self._eve(line, lineno)  # Suricata EVE JSON: no text regex fits
-            m = _FAST_MATCH(line)
-            if m is not None:
-                self._fragment = False
-                return [self._fast(m, _QUICK_MATCH(line), line, lineno)]
-        return self._slow(line, lineno)
 
     def _torn(self, line: str, lineno: int) -> list:
         """A line with an alert marker that did not parse as a whole.
@@ -412,7 +298,7 @@ def _endpoints(src: str, dst: str, fmt: str, snort_mode: int) -> tuple | str:
     The common cases come first, inline: both sides IPv4 without ports (validated by
     inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt, goes through
     endpoints._addresses, which also says why it refuses (IPv4 with ports, the most
-    common case of all, is read inline in feed_text before this is called).
+    common case of all, is read inline in ScanLines.feed_text before this is called).
     """
     s, _, sp = src.rpartition(":")
     d, _, dp = dst.rpartition(":")
