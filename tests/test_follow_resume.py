@@ -373,3 +373,28 @@ def test_a_copy_being_made_of_the_file_at_the_name_is_not_read_as_a_middle_copy(
     (tmp_path / "alert-2026112802").write_bytes(f.read_bytes())  # copied, not truncated yet
     fo.step()
     assert sids(out) == [1, 2, 3]
+
+
+def test_a_copy_of_the_next_file_is_not_read_as_a_middle_copy_of_ours(tmp_path):
+    """Soak seed 2, after the fix above (855 lost): our file copied and truncated, written
+    again and renamed away; then the new file at the name copied and truncated, all
+    before we looked. That copy is newer than ours, but of the next file: it is read
+    after ours, not as a generation of ours (which made a restart skip ours)."""
+    f = tmp_path / "alert"
+    fo, out, notes = reading(f, line(1))
+    with open(f, "a") as fh:
+        fh.write(line(2))
+    copytruncate(f, tmp_path / "alert-2026112801")
+    os.utime(tmp_path / "alert-2026112801", ns=(10**18, 10**18))
+    with open(f, "a") as fh:
+        fh.write(line(3))
+    f.rename(tmp_path / "alert.1")
+    os.utime(tmp_path / "alert.1", ns=(10**18 + 10**8, 10**18 + 10**8))
+    f.write_text(line(4))
+    copytruncate(f, tmp_path / "alert-2026112802")
+    os.utime(tmp_path / "alert-2026112802", ns=(10**18 + 2 * 10**8, 10**18 + 2 * 10**8))
+    with open(f, "a") as fh:
+        fh.write(line(5))
+    for _ in range(3):
+        fo.step()
+    assert sids(out) == [1, 2, 3, 4, 5]

@@ -266,7 +266,8 @@ class Follower:
             self.output.emit(items, cur.name)
         # Copied and truncated again before we looked (soak seed 2, bench/README.md):
         # the generation in between is only in the later copies.
-        if copy is None or not self._copies_of_unread(cur, copy.st_mtime_ns):
+        changed = os.fstat(cur.fd).st_mtime_ns  # type: ignore[arg-type]
+        if copy is None or not self._copies_of_unread(cur, (copy.st_mtime_ns, changed)):
             self.note(f"{cur.name}: file truncated; reading from the start")
         return True
 
@@ -289,9 +290,9 @@ class Follower:
     def _copied_before_read(self, cur: Cursor) -> bool:
         """copytruncate of a file opened empty, before its first read (banpipe.rotation)."""
         known, cur.siblings = cur.siblings or set(), None
-        return self._copies_of_unread(cur, -1, known)
+        return self._copies_of_unread(cur, (-1, 1 << 63), known)
 
-    def _copies_of_unread(self, cur: Cursor, newer_than: int, known: Collection = ()) -> bool:
+    def _copies_of_unread(self, cur: Cursor, between: tuple, known: Collection = ()) -> bool:
         """Read the copies of ``cur``'s content we never saw (banpipe.rotation)."""
         if cur.read_pos or cur.head or cur.fd is None:
             return False
@@ -305,7 +306,7 @@ class Follower:
             self.new_parser,
             read=self.queued,
             done=self.points.copy_read,
-            newer_than=newer_than,
+            between=between,
         )
 
     def _finish(self, cur: Cursor) -> None:
@@ -340,7 +341,9 @@ class Follower:
                 self._drop_next()
             self._truncated(cur)
             return self.drain(cur)
-        # The name no longer leads to our file: rotated, deleted or replaced.
+        # The name no longer leads to our file: rotated, deleted or replaced; maybe
+        # copied and truncated before that, to no more than we had read (no chunk).
+        self._truncated(cur)
         if not self.drain(cur):
             return False
         if self.queue:

@@ -195,7 +195,7 @@ def read_copies_of_unread(
     new_parser: Callable[[], Any],
     read: set[tuple[int, int]],
     done: Callable[[Cursor], None] | None = None,
-    newer_than: int = -1,
+    between: tuple[int, int] = (-1, 1 << 63),
 ) -> bool:
     """copytruncate of a file opened empty, before its first read: read the copies.
 
@@ -203,12 +203,14 @@ def read_copies_of_unread(
     that appeared since the file was opened (not one of ours) and that the file
     does not start with any more is taken for it (not one in ``skip``: the siblings
     there were when it was opened, the files being followed and queued; nor one last
-    modified at or before ``newer_than``, ns). True when copies were read (the file is
-    then read again from 0); they are added to ``read``, and ``done(cur)`` is called
-    at the end of each while ``cur`` still reads it.
+    modified outside ``between``, (after, up to) in ns). True when copies were read
+    (the file is then read again from 0); they are added to ``read``, and ``done(cur)``
+    is called at the end of each while ``cur`` still reads it.
 
-    Also how a file truncated twice between two looks is caught up (``newer_than``:
-    the first copy's time): what it held between the two copies is in the second only.
+    Also how a file truncated twice between two looks is caught up: what it held
+    between the two copies is in the second only, made after the first copy and, the
+    file being truncated after it, not after the file's last change (a copy made
+    later is of the file at the name after ours was renamed away: not ours).
     """
     if cur.read_pos or cur.head or cur.fd is None:
         return False
@@ -223,7 +225,7 @@ def read_copies_of_unread(
         head = os.pread(fd, FP_BYTES, 0)
         if (
             key in skip
-            or st.st_mtime_ns <= newer_than
+            or not between[0] < st.st_mtime_ns <= between[1]
             or not stat.S_ISREG(st.st_mode)
             or not head
             or os.pread(cur.fd, len(head), 0) == head  # a copy of what is still here
