@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from banpipe.alert import JUDGED, problem
-from banpipe.alertfilter import is_judgeable
 from banpipe.config import Config, ConfigError, FilterConfig, NetworkConfig, parse_config
+from banpipe.judge import is_judgeable
 from banpipe.rules import (
     BAN,
     CACHE_MAX,
