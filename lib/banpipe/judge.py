@@ -113,7 +113,7 @@ class Loader:
 
     @staticmethod
     def _compile(loaded: sources.Sources) -> RuleSet:
-        return RuleSet.from_config(loaded.config, loaded.wan, loaded.whitelist_extra())
+        return RuleSet.from_config(loaded.config, loaded.protection())
 
 
 # --- the filter ------------------------------------------------------------------------
