@@ -145,6 +145,9 @@ class Follower:
             if items:
                 self.output.emit(items, cur.name)
             self.mark()
+            # Out at once with their position, not after the read that finds the end (an
+            # alert's latency; a flood's chunk outgrows the buffer and is written anyway).
+            self.output.flush()
             if self.points.due():
                 self.checkpoint()
 
