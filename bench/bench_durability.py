@@ -59,6 +59,11 @@ WIPES = {
     "iptables": {
         "iptables -F": ["iptables", "-F"],
         "iptables-restore (netfilter-persistent)": ["iptables-restore", "{saved}"],
+        "chain deleted (jumps, chain: one transaction)": [
+            "iptables-restore",
+            "--noflush",
+            "{unchain}",
+        ],
     },
     # The kernel refuses `ipset destroy` while our rules use the sets: taking the rules
     # away is what comes first, and that is what is noticed.
@@ -76,6 +81,7 @@ RULESET = (
     "flush ruleset\ntable inet admin {\n  chain input { type filter hook input priority 0; }\n}\n"
 )
 SAVED = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+UNCHAIN = "*filter\n-D INPUT -j BANPIPE\n-D FORWARD -j BANPIPE\n-F BANPIPE\n-X BANPIPE\nCOMMIT\n"
 
 
 class Namespace:
@@ -134,11 +140,13 @@ def repair(backend: str, repeat: int) -> dict[str, list[float]]:
                 cfg = write_config(d, backend)
                 (d / "ruleset.nft").write_text(RULESET)
                 (d / "saved.v4").write_text(SAVED)
+                (d / "unchain.v4").write_text(UNCHAIN)
                 fill_ledger(d / "ledger.sqlite3", addresses(1000), [])
                 proc, lines = start_apply(ns, cfg)
                 times = []
                 for _ in range(repeat):
-                    argv = [a.format(ruleset=d / "ruleset.nft", saved=d / "saved.v4") for a in wipe]
+                    files = {"ruleset": d / "ruleset.nft", "saved": d / "saved.v4"}
+                    argv = [a.format(**files, unchain=d / "unchain.v4") for a in wipe]
                     r = ns.run(argv)
                     assert r.returncode == 0, (argv, r.stderr)
                     t0 = time.perf_counter()
