@@ -208,8 +208,7 @@ class Daemon:
             flag = signals.flag
             try:
                 self.enforce.open_events()  # before the restore: a flush from now on is noticed
-                self.start()
-                self.enforce.own_events()
+                self.start()  # forgets the notifications of its own restore
                 wan_path = self.env.config.network.wan_state
                 watched = [self.ledger.path + "-wal", self.ledger.path]
                 watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
