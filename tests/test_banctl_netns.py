@@ -353,6 +353,31 @@ def test_firewall_wiped_is_repaired_at_once_without_waiting_for_the_check(tmp_pa
     b.assert_consistent()
 
 
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_a_wipe_right_after_the_start_is_repaired_at_once(tmp_path, pair, backend):
+    """The restore's own notifications are forgotten before "started" is said: a wipe
+    just after that line was discarded with them (bench_durability, 3 of 4 runs)."""
+    cfg = write_config(tmp_path, backend, 'check_interval = "1h"\n[ban]\non_stop = "keep"\n')
+    b = Banctl(pair, cfg)
+    proc = b.spawn()
+    try:
+        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
+        proc.stdin.write(f"{alert(V4)}\n")
+        proc.stdin.flush()
+        assert wait_for(lambda: b.firewall().entries == {V4})
+    finally:
+        stop(proc)
+    proc = b.spawn()
+    try:
+        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
+        for argv in WIPE[backend][-1]:
+            pair.gateway.run(argv)
+        assert wait_for(lambda: b("check")[0] == 0, timeout=10)
+    finally:
+        err = stop(proc)
+    assert "firewall changed from outside; repaired" in err
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_admin_commands_while_apply_runs(tmp_path, pair, backend):
     b = Banctl(pair, write_config(tmp_path, backend))
