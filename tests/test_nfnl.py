@@ -337,7 +337,10 @@ def test_nftables_replace_of_full_sets_recreates_them_in_one_transaction(ns, mon
     sent = transactions(fw, monkeypatch)
     bans = ["192.0.2.2", "192.0.2.3", "2001:db8::2", "198.51.100.0/24"]
     assert fw.replace(bans) is True
-    assert len(sent) == 1
+    # Before: the bans added and the sentinel tried (small); then ONE transaction.
+    from banpipe.firewall.nftstruct import structure_messages
+
+    assert sent[-1] > len(structure_messages(settings)) > max(sent[:-1])
     state = fw.check()
     assert state.entries == set(bans) and state.structure_ok, state.problems
     # The sets came back as init() makes them: same size, same rules (the listing of a
@@ -349,6 +352,42 @@ def test_nftables_replace_of_full_sets_recreates_them_in_one_transaction(ns, mon
     fresh.init()
     fresh.block(bans)
     assert after == sorted(map(json.dumps, listing(ns)))
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_nftables_replace_of_sets_holding_exactly_the_bans_changes_nothing(ns, monkeypatch):
+    # A warm restart: the sets hold what the ledger holds. The adds find every element
+    # present and the sentinel fits under the limit: no re-creation, the size is back.
+    settings = FirewallConfig(max_entries=1000)
+    fw = make_backend("nftables", settings, SubprocessRunner(ns.prefix))
+    fw.init()
+    bans = ["192.0.2.1", "192.0.2.2", "2001:db8::1", "203.0.113.0/24"]
+    fw.block(bans)
+    sent = transactions(fw, monkeypatch)
+    assert fw.replace(bans) is True
+    assert sent.count(1) >= 4  # per set: the new limit, then it back; no big batch
+    assert max(sent) < 10
+    assert fw.check().entries == set(bans)
+    assert "size 1000" in ns.run(["nft", "list", "set", "inet", "banpipe", "v4"]).stdout
+    assert "size 1000" in ns.run(["nft", "list", "set", "inet", "banpipe", "v6"]).stdout
+
+
+@pytest.mark.root
+@skip_unless_root
+@pytest.mark.parametrize("orphan", ["192.0.2.99", "0.0.0.0", "::"])
+def test_nftables_replace_finds_an_orphan_without_reading_the_set(ns, orphan):
+    # One element more than the bans (even one that is the sentinel itself) and the set
+    # is re-created with exactly the bans.
+    fw = make_backend("nftables", FirewallConfig(max_entries=1000), SubprocessRunner(ns.prefix))
+    fw.init()
+    bans = ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
+    fw.block(bans)
+    v = "v6" if ":" in orphan else "v4"
+    ns.run(["nft", "add", "element", "inet", "banpipe", v, f"{{ {orphan} }}"], check=True)
+    assert fw.replace(bans) is True
+    assert fw.check().entries == set(bans)
+    assert "size 1000" in ns.run(["nft", "list", "set", "inet", "banpipe", v]).stdout
 
 
 @pytest.mark.root

@@ -184,7 +184,9 @@ class Follower:
                 files.drop_next()
             files.truncated(cur)
             return self.drain(cur)
-        # The name no longer leads to our file: rotated, deleted or replaced.
+        # The name no longer leads to our file: rotated, deleted or replaced; maybe
+        # copied and truncated before that, to no more than we had read (no chunk).
+        files.truncated(cur)
         if not self.drain(cur):
             return False
         if files.queue:

@@ -9,14 +9,13 @@ by a rate-limited log rule. Ranges have sets of their own, so a million addresse
 in hash sets (an interval set is a tree) and a set's flags never need to change in
 place (the kernel cannot). An interval set cannot hold a range inside another: a range
 inside one present is not added again, a range around present ones replaces them in
-the same transaction. Every change
-is ONE transaction, so the firewall never shows a half-applied state (one exception:
-``replace()`` fills EMPTY sets at a cold start in transactions of BATCH elements): ``init()`` and the
-bulk paths are ``nft -f -`` scripts (``init()`` the same transaction on the channel
-when there is one, banpipe.firewall.nftstruct), while ``block``/``release`` send their set elements
-as one nf_tables batch on banctl's long-lived netlink channel (``nfnl.Channel``, no fork
-per ban; ``nft -f`` when no channel can be opened). ``check()`` reads
-``nft -j list table inet banpipe``.
+the same transaction. Every change is ONE transaction, so the firewall never shows a
+half-applied state (one exception: ``replace()`` fills EMPTY sets in transactions of
+BATCH): ``init()`` and the bulk paths are ``nft -f -`` scripts (``init()`` the same
+transaction on the channel when there is one, banpipe.firewall.nftstruct), while
+``block``/``release`` send their set elements as one nf_tables batch on banctl's
+long-lived netlink channel (``nfnl.Channel``, no fork per ban; ``nft -f`` when no
+channel can be opened). ``check()`` reads ``nft -j list table inet banpipe``.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from .nfproto import (
     NFTA_SET_ELEM_KEY,
     NFTA_SET_ELEM_LIST_ELEMENTS,
     NLM_F_CREATE,
+    NLM_F_EXCL,
     element_keys,
     nft_type,
 )
@@ -64,7 +64,7 @@ from .nftmsg import (
     setelem_filter,
     setelem_payload,
 )
-from .nftstruct import recreate_messages, structure_messages
+from .nftstruct import recreate_messages, size_message, structure_messages
 from .runner import finish
 
 log = logging.getLogger("banpipe.firewall")
@@ -72,6 +72,8 @@ log = logging.getLogger("banpipe.firewall")
 # Set name, element type, match protocol per family; its ranges' set is name + NET.
 FAMILIES = (("v4", "ipv4_addr", "ip"), ("v6", "ipv6_addr", "ip6"))
 NET = "net"
+# Elements no ban is expected to be (_holds_exactly; one that is a ban is skipped).
+SENTINELS = {"v4": ("0.0.0.0", "255.255.255.255", "0.0.0.1"), "v6": ("::", "::2", "::3")}  # noqa: S104
 CHUNK = 1000  # elements per statement; all statements still form one transaction
 
 
@@ -300,7 +302,7 @@ class NftablesBackend:
         if any(len(g) > self.settings.max_entries for g in groups.values()):
             return False
         names = [name for name, _, _ in self._families()]
-        full = [n for n in names if self._holds_any(n)]
+        full = [n for n in names if self._holds_any(n) and not self._holds_exactly(n, groups)]
         messages = []
         for name in names:
             wide = next((g for n, g in nets if n == name + NET), [])
@@ -334,6 +336,44 @@ class NftablesBackend:
         return bool(
             element_keys(first, NFTA_SET_ELEM_LIST_ELEMENTS, (NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE))
         )
+
+    def _holds_exactly(self, name: str, groups: dict[str, list[str]]) -> bool:
+        """Whether a set that holds something holds exactly ``groups[name]``, without
+        reading it (a warm restart, the set as banctl left it). Every ban is added in
+        transactions of BATCH (cheap for the elements present: no record, no
+        notification; a million: about 1 s of system time), so the set holds at least
+        them; then, with its size limit set to their number plus one, one more element
+        (a sentinel, added and deleted in one transaction) fits only if the set holds
+        no other element. The limit is put back either way."""
+        assert self.channel is not None
+        group = groups.get(name, [])
+        if group:
+            self._send([(name, group)], ("add",))
+        sentinel = next(a for a in SENTINELS[name] if a not in group)
+        where = f"nftables: sentinel {sentinel} in {self.table} {name}"
+        table = self.settings.table
+        probe = [
+            Message(
+                nft_type(mtype),
+                setelem_payload(NFPROTO_INET, table, name, _keys(name, [sentinel])),
+                flags,
+                where,
+            )
+            for mtype, flags in (
+                (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL),
+                (NFT_MSG_DELSETELEM, 0),
+            )
+        ]
+        back = size_message(self.settings, name, self.settings.max_entries)
+        self.channel.transact([size_message(self.settings, name, len(group) + 1)], nftables=True)
+        try:
+            self.channel.transact([*probe, back], nftables=True)
+            return True
+        except ChannelError as exc:
+            if exc.errno not in (errno.ENFILE, errno.EEXIST):
+                raise
+            self.channel.transact([back], nftables=True)
+            return False
 
     def _flush_message(self, name: str) -> Message:
         # DELSETELEM without elements flushes the set.

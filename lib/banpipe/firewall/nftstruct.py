@@ -115,6 +115,14 @@ def recreate_messages(settings: FirewallConfig, names: list[str]) -> list[Messag
     return out + structure_messages(settings)
 
 
+def size_message(settings: FirewallConfig, name: str, size: int) -> Message:
+    """An address set's size limit changed to ``size``, its elements kept (NEWSET of the
+    existing set; the kernel applies the new size at the commit)."""
+    _, ktype, klen, _, _ = next(f for f in _FAMILIES if f[0] == name)
+    body = _set(settings.table, name, ktype, klen, size, 1, 0)
+    return Message(nft_type(NFT_MSG_NEWSET), body, NLM_F_CREATE, f"size of set {name}")
+
+
 def _flush_chain(table: str, hook: str) -> Message:
     rules = (
         p.nfgen(NFPROTO_INET)
