@@ -4,8 +4,10 @@ Our chain (``BANPIPE``) lives in the filter table of iptables and ip6tables and 
 to from each configured hook (INPUT and FORWARD by default), inserted first. Each banned
 address gets ``-s ADDR/32 -j DROP`` (``/128`` for IPv6), each banned range ``-s NET/LEN
 -j DROP``, preceded by a rate-limited LOG rule when logging is on.
-``init``/``flush``/``close`` are one ``iptables-restore -w --noflush`` per family,
-computed from one ``-S`` listing.
+``flush``/``close`` are one ``iptables-restore -w --noflush`` per family, computed from
+one ``-S`` listing; so are ``init``/``check`` with iptables-legacy. With iptables-nft
+they read and rebuild our chain and hook jumps on the netlink channel (``xtnl``): a
+repair after a wipe runs no process.
 
 ``block``/``release`` take one of two paths:
 
