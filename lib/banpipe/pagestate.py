@@ -3,12 +3,14 @@ the ledger's connection for a page run (:func:`banpipe.report.write_pages`).
 
 It keeps, per offender, the ledger's values its files were written from (``seen``:
 the offender's row; ``kept``: count and newest id of its violation records, by the
-address's interned id; ``periods``: its ban periods) and the list page ("leaf") its
-row is on; per list page, the first key of its range and when a time left on it
-changes text next. The changed offenders then come out of three SQL joins against
-the ledger (each a scan of one index and a primary-key probe per row), not 100,000
-Python rows: about 0.3 s of CPU at 100,000 offenders with nothing changed, where the
-JSON manifest it replaces took 1.5 s (bench/README.md).
+address's interned id; ``periods``: its ban periods); the list rows in list order
+(``list``: each row's HTML, made once when its offender changed); per list page
+("leaf"), the first key of its range and when a time left on it changes text next;
+the index's summary and when it was read (``meta``). The changed offenders then
+come out of three SQL joins against the ledger (each a scan of one index and a
+primary-key probe per row), not 100,000 Python rows: about 0.3 s of CPU at 100,000
+offenders with nothing changed, where the Python rows and JSON manifest they replace
+took 1.5 s (bench/README.md).
 
 The list pages are the leaves of a B-tree over the active bans' order (expiry, then
 address; permanent bans last): a change touches the leaf it left and the one it

@@ -2,8 +2,10 @@
 
 What is written under DIR:
 
-* ``index.html`` and ``bans-2.html``...: the ban board (:mod:`banpipe.board`), the
-  active bans ``PAGE_ROWS`` a page;
+* ``index.html``: the ban board (:mod:`banpipe.board`): totals, charts and tops, the
+  first ``PAGE_ROWS`` active bans to end and a link to every list page;
+* ``bans-ID.html``: the active bans by expiry, about ``PAGE_ROWS`` a page (a leaf of
+  :mod:`banpipe.pagestate`; ID stays while the page lasts);
 * ``o/NAME.html``: one page per offender: every violation kept, its ban history and
   the exact ``banctl unban``/``pin`` commands;
 * ``tracker/NAME.txt``: the original thread's tracker file, one line per violation
@@ -14,13 +16,12 @@ NAME is the address with ``:`` written as ``-`` (:func:`banpipe.pagehtml.safe_na
 Each file is replaced atomically (temporary file + rename), so a web server never
 serves half a page; no fsync, since pages can always be generated again.
 
-Offender pages and tracker files are rewritten only when their offender changed: a
-manifest (``.banpipe-pages.json``) keeps a signature per offender, made from the same
-rows the board lists (``overview.offender_rows``: three scans in one read
-transaction), so finding the 100 offenders of a burst among 100,000 costs no query of
-its own. Creating and renaming 200,000 small files is what makes a first run over
-100,000 offenders take a minute or more; an update rewrites the board and the changed
-offenders' files only (figures in bench/README.md).
+A run does work in proportion to what changed: ``.banpipe-pages.sqlite3``
+(:mod:`banpipe.pagestate`) finds the changed offenders in SQL; their pages and
+tracker files are written again, and the list pages their rows left or joined, or
+whose rough times left changed text. Creating and renaming 200,000 small files is
+what makes a first run over 100,000 offenders take a minute or more (figures in
+bench/README.md).
 """
 
 from __future__ import annotations
