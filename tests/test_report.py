@@ -309,6 +309,10 @@ def test_pages_in_headless_chromium(hostile):
     assert "banctl unban 2001:db8:bad::7" in dom and "<script" not in dom.lower()
 
 
+# The pipe takes about 40 s and the first page run (200,000 files) 80-150 s under load
+# 7-12 on the shared 2-core machine; at load 12 the test ran past the 300 s default
+# with nothing wrong (2026-12-07). A timing target is bench/'s to judge, not this test's.
+@pytest.mark.timeout(600)
 def test_100000_bans_through_the_pipe_in_chromium(tmp_path, tool_env):
     n = 100_000
     text = "".join(
