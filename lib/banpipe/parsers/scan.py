@@ -31,7 +31,6 @@ _SCAN_ALL = re.compile(
     rf"(?:{_V4_PORTS}([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*))( *)|(.*))$",
     re.ASCII | re.MULTILINE,
 ).findall
-_ENCODE = str.encode
 
 
 class ScanLines:
@@ -60,8 +59,10 @@ class ScanLines:
         Afterwards ``last_line`` is the number of text's last line (a caller need not
         count them).
         """
-        if self._block is not None or len(text) > self._max_line:
-            # An open alert_full block, or a line that may be too long: line by line.
+        if self._block is not None or (
+            len(text) > self._max_line and max(map(len, text.split("\n"))) > self._max_line
+        ):
+            # An open alert_full block, or a line too long: line by line.
             return self._lines(text, first)
         out: list = []
         run: list[str] = []  # pipe lines made here, not yet in out
@@ -122,15 +123,11 @@ class ScanLines:
     def _take(self, run: list[str], out: list) -> None:
         """Move the pipe lines of ``run`` to ``out``: one Encoded item, or dicts."""
         if self._encoded:
+            # The lines are their bytes, one character each (line_template): a copy.
             run.append("")
-            text = "\n".join(run)
-            # One non-ASCII msg makes the whole text's encoding slow (per character):
-            # then line by line, which is fast for every ASCII line.
-            ascii_ = text.isascii()
-            data = text.encode() if ascii_ else b"\n".join(map(_ENCODE, run))
-            out.append(Encoded(data, len(run) - 1))
+            out.append(Encoded("\n".join(run).encode("latin-1"), len(run) - 1))
         else:
-            out += map(pipe.loads, run)
+            out += [pipe.loads(line.encode("latin-1")) for line in run]
         run.clear()
 
     def _lines(self, text: str, first: int) -> list:
