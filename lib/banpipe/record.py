@@ -124,14 +124,20 @@ class Recorder:
         False while stalled.
         """
         rows = self.recorded.rows() if self.recorded.pending else []
-        if not groups and (
-            not rows
-            or not (force or self.recorded.urgent)
-            and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+        now = self.env.clock()
+        share = self.ledger.share_due_at()
+        share = share is not None and (force or share <= now)  # extensions waiting (fleet)
+        if (
+            not groups
+            and not share
+            and (
+                not rows
+                or not (force or self.recorded.urgent)
+                and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+            )
         ):
             return True
         counts = self.counts
-        now = self.env.clock()
         started = time.monotonic()
         try:
             budget = self.brake.budget(self.ledger, now)
@@ -142,6 +148,8 @@ class Recorder:
                     )
                     if rows:
                         self.ledger.record_positions(rows)
+                    if share:
+                        self.ledger.share_extensions(now, every=force)
                 self.recorded.pending.clear()
                 self.recorded.urgent = False
                 self.last_pos_commit = time.monotonic()
@@ -220,8 +228,8 @@ class Recorder:
             self.brake.held = 0
 
     def deadlines(self, now: float, mono: float) -> list[float]:
-        """Seconds until the brake may release and the stalled batch or the waiting
-        positions are due."""
+        """Seconds until the brake may release and the stalled batch, the waiting
+        positions or the waiting extensions (the fleet's) are due."""
         out = []
         clears = self.brake.clears_at()
         if clears is not None:
@@ -230,4 +238,7 @@ class Recorder:
             out.append(self.retry_at - mono)
         elif self.recorded.pending:
             out.append(self.last_pos_commit + POSITION_EVERY - mono)
+        share = self.ledger.share_due_at()
+        if share is not None and self.stalled is None:
+            out.append(share - now)
         return out
