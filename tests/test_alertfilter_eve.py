@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from banpipe.alertfilter import Filter, Loader
 from banpipe.cli import Reporter
 from banpipe.flows import FlowWindow
+from banpipe.judge import Filter, Loader
 from banpipe.protect import Protection
 from banpipe.rules import K_NO_OFFENDER, K_REPEAT, RuleSet
 from test_alertfilter import WAN, alert, line, make_config, run

@@ -646,6 +646,14 @@ def test_restore_and_teardown(cfg, fw):
     rc, out, _ = run([*args, "restore"])
     assert rc == 0 and out.startswith("restored: 1 active ban, 1 added")
     assert fw.entries == {"203.0.113.7"}
+    rc, out, _ = run([*args, "teardown", "--json"])
+    assert rc == 0 and fw.entries == set()
+    assert json.loads(out) == {"result": "removed", "removed": 1, "manual_kept": 0, "active": 1}
+    rc, out, _ = run([*args, "restore", "--json"])
+    assert rc == 0 and fw.entries == {"203.0.113.7"}
+    assert json.loads(out) == {
+        "active": 1, "added": 1, "orphans_removed": 0, "lapsed": [], "wan_lifted": []
+    }  # fmt: skip
 
 
 def test_teardown_keeps_manual_bans_unless_all(cfg, fw):
@@ -656,6 +664,11 @@ def test_teardown_keeps_manual_bans_unless_all(cfg, fw):
     for _ in range(2):  # idempotent
         rc, out, _ = run([*args, "teardown"])
         assert rc == 0 and fw.entries == {"198.51.100.50"} and fw.ready
+    rc, out, _ = run([*args, "teardown", "--all", "--json"])
+    assert rc == 0 and fw.entries == set() and not fw.ready
+    assert json.loads(out) == {
+        "result": "all_removed", "removed": None, "manual_kept": 0, "active": 2
+    }  # fmt: skip
     rc, out, _ = run([*args, "teardown", "--all"])
     assert rc == 0 and fw.entries == set() and not fw.ready
     assert out.startswith("teardown: all of banpipe's firewall entries and structure removed")
@@ -949,6 +962,8 @@ def test_teardown_orderly_only_after_a_clean_stop(cfg, fw, monkeypatch, result, 
     assert (fw.entries == set()) is removed
     if not removed:
         assert out == f"teardown skipped: the service ended with {result}; entries stay\n"
+        rc, out, _ = run([*args, "teardown", "--orderly", "--json"])
+        assert rc == 0 and json.loads(out) == {"result": "skipped", "service_result": result}
 
 
 def test_wan_change_applies_to_the_next_alert_read_even_inside_a_burst(cfg, tool_env, tmp_path):

@@ -150,7 +150,7 @@ def test_copytruncate_while_a_restart_looks_for_rotated_files_reads_the_copy_onc
     """The file at the name is opened first, then its rotated siblings are listed: a
     copytruncate in between queues the copy (read whole) and truncates the file opened
     with the copy's head. The copy must not be read a second time as "the rest"."""
-    from banpipe import follow as follow_mod
+    from banpipe import openfiles as openfiles_mod
 
     f = tmp_path / "alert"
     f.write_text(line(1) + line(2))
@@ -164,7 +164,7 @@ def test_copytruncate_while_a_restart_looks_for_rotated_files_reads_the_copy_onc
     f.rename(dated)
     f.write_text(line(3) + line(4))
     os.utime(dated, (1_000_000_000, 1_000_000_000))
-    listing = follow_mod.rotated_since
+    listing = openfiles_mod.rotated_since
 
     def copytruncate_first(path, old):
         copy = tmp_path / "alert-20261128"
@@ -174,7 +174,7 @@ def test_copytruncate_while_a_restart_looks_for_rotated_files_reads_the_copy_onc
             fh.write(line(5))
         return listing(path, old)
 
-    monkeypatch.setattr(follow_mod, "rotated_since", copytruncate_first)
+    monkeypatch.setattr(openfiles_mod, "rotated_since", copytruncate_first)
     out, notes = ListOutput(), []
     fo = follower(f, out, notes)
     fo.start(saved=saved, from_start=True)

@@ -22,7 +22,6 @@ from banpipe.firewall.nfnl import (
     Channel,
     ChannelError,
     channel_for,
-    parse_answers,
 )
 from banpipe.firewall.nfproto import (
     NFPROTO_IPV4,
@@ -35,6 +34,7 @@ from banpipe.firewall.nftmsg import (
     setelem_payload,
     xt_rule_payload,
 )
+from banpipe.firewall.nlsocket import parse_answers
 from banpipe.firewall.runner import RecordingRunner
 from banpipe.netlink import pack_attr, pack_message, parse_attrs
 from netns import Namespace, skip_unless_root

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from banpipe.alert import JUDGED, problem
-from banpipe.alertfilter import is_judgeable
 from banpipe.config import Config, ConfigError, FilterConfig, NetworkConfig, parse_config
+from banpipe.judge import is_judgeable
+from banpipe.protect import Protection
 from banpipe.rules import (
     BAN,
     CACHE_MAX,
@@ -83,7 +84,7 @@ def rules_for(filter_over=None, network_over=None):
         config = replace(config, filter=replace(config.filter, **filter_over))
     if network_over:
         config = replace(config, network=replace(config.network, **network_over))
-    return RuleSet.from_config(config, LIVE_WAN, FILE_ENTRIES)
+    return RuleSet.from_config(config, Protection.from_config(config, LIVE_WAN, FILE_ENTRIES))
 
 
 WAN_R = "1:2003:8 prio 2 against our WAN address 198.51.100.8"
@@ -747,7 +748,7 @@ alerts = st.fixed_dictionaries(
     batch=st.lists(alerts, min_size=1, max_size=8),
 )
 def test_never_bans_a_protected_address(config, live_wan, extra, batch):
-    rules = RuleSet.from_config(config, live_wan, extra)
+    rules = RuleSet.from_config(config, Protection.from_config(config, live_wan, extra))
     for a in batch:
         assert problem(a, JUDGED) is None
         d = decide(a, rules)

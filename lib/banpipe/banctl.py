@@ -222,6 +222,17 @@ def cmd_pin(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 def cmd_restore(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     ledger, fw = env.ledger(), env.firewall()
     lapsed, wan, drift = restore(env, ledger, fw)
+    if args.json:
+        return _json(
+            env,
+            {
+                "active": ledger.count_active(),
+                "added": len(drift.missing),
+                "orphans_removed": len(drift.orphans),
+                "lapsed": sorted(lapsed),
+                "wan_lifted": sorted(wan),
+            },
+        )
     env.stdout.write(
         f"restored: {cli.plural(ledger.count_active(), 'active ban')}, {len(drift.missing)} added, "
         f"{len(drift.orphans)} orphans removed, {len(lapsed)} lapsed lifted\n"
@@ -232,12 +243,15 @@ def cmd_restore(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 def cmd_teardown(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     result = os.environ.get("SERVICE_RESULT")
     if args.orderly and result not in (None, "success"):
+        if args.json:
+            return _json(env, {"result": "skipped", "service_result": result})
         env.stdout.write(f"teardown skipped: the service ended with {result}; entries stay\n")
         return cli.EX_OK
     ledger, fw = env.ledger(), env.firewall()
     with ledger.locked():
         if args.all:
             fw.close(teardown=True)
+            removed, manual = None, 0
             what = "all of banpipe's firewall entries and structure removed"
         else:
             removed, manual = remove_automated(ledger, fw, thorough=True)
@@ -246,6 +260,11 @@ def cmd_teardown(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
                 f"{cli.plural(manual, 'manual ban')} kept"
             )
     active = ledger.count_active()
+    if args.json:
+        result = "all_removed" if args.all else "removed"
+        return _json(
+            env, {"result": result, "removed": removed, "manual_kept": manual, "active": active}
+        )
     env.stdout.write(
         f"teardown: {what}; {cli.plural(active, 'active ban')} "
         f"{'stays' if active == 1 else 'stay'} in the ledger "

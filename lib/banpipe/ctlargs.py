@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pin", help="make an automated ban manual and permanent")
     s.add_argument("addr", metavar="ADDR")
     _json_flag(s)
-    sub.add_parser("restore", help="create our firewall structure and put every active ban in")
+    s = sub.add_parser("restore", help="create our firewall structure and put every active ban in")
+    _json_flag(s)
     s = sub.add_parser(
         "teardown",
         help="remove automated entries from the firewall (ledger intact)",
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only after an orderly stop: do nothing when systemd's $SERVICE_RESULT says the "
         "service failed (for ExecStopPost=; an error must not take bans down)",
     )
+    _json_flag(s)
     s = sub.add_parser(
         "check",
         help="compare ledger and firewall; exit 1 on drift",

@@ -1,6 +1,6 @@
 """Following an alert file by name, loss-free, with a resumable position.
 
-Three layers, each usable alone, each in its module:
+Four layers, each usable alone, each in its module:
 
 ``Cursor`` (banpipe.cursor)
     Pure reading logic for one file: bytes in (any split), parser results out, and the
@@ -10,6 +10,11 @@ Three layers, each usable alone, each in its module:
     What ``--state`` saves and how a saved position is found again, also in a rotated
     copy (``alert.1``, ``alert-20261128``) when the file was rotated while nobody was
     reading; banpipe.rotation holds the one rule for which names are rotated copies.
+
+``OpenFiles`` (banpipe.openfiles)
+    The files held open in reading order (the one being read, rotated ones not read
+    yet, the new file at the name), where to start from a saved position, moving on
+    from one to the next, and noticing a copytruncate.
 
 ``Follower`` (here)
     The loop: inotify (pyinotify, through banpipe.watch.FollowWatches) on the directory
@@ -28,41 +33,17 @@ forever; in follow mode a block that stays pending with no new data for
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from .cursor import Cursor, Parser
-from .positions import Checkpoints, Position, count_lines, matches, start_of_last_line
-from .rotation import (
-    compressed_siblings,
-    find_rotated,
-    read_copies_of_unread,
-    read_rest_from_copy,
-    rotated_since,
-    rotation_siblings,
-    sibling_ids,
-)
+from .openfiles import OpenFiles, Output
+from .positions import Checkpoints, Position
 from .watch import FollowWatches
 
-
-def _same_file(path: str, cur: Cursor) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
-
-
 # -- the loop --------------------------------------------------------------------------------
-
-
-class Output(Protocol):
-    def emit(self, items: list, name: str) -> None: ...
-    def flush(self) -> None: ...
 
 
 class Follower:
@@ -95,12 +76,10 @@ class Follower:
     ) -> None:
         self.path = path
         self.abspath = os.path.abspath(path)
-        self.new_parser = new_parser
         self.output = output
         self.note = note
         self.stop = stop
         self.wake_fd = wake_fd
-        self.max_line = max_line
         self.pending_timeout = pending_timeout
         self.recheck = recheck
         self.switch_after = switch_after
@@ -110,49 +89,30 @@ class Follower:
         self.renew = renew
         self.renew_every = renew_every
         self.last_renew = clock()
-        self.cur: Cursor | None = None  # the file being read
-        self.next: Cursor | None = None  # a new file at the name, read once cur is done
-        self.watches: FollowWatches | None = None  # while run() runs
-        self.said_unreadable: set[str] = set()
-        # Rotated files written after the one being read, read before the name's file.
-        # Opened when found: a rename rotation meanwhile moves names (alert.1 becomes
-        # alert.2), not the files we hold.
-        self.queue: list[Cursor] = []
-        # (inode, device) of every file queued (read whole) and of every copytruncate
-        # copy read: never read again, as a copy or as a file rotated before we looked.
-        self.queued: set[tuple[int, int]] = set()
         # Positional output (``mark``) and saving (``save``): banpipe.positions.
         self.points = Checkpoints(
             self.abspath, output=output, save=save, mark=mark, clock=clock, every=save_every
         )
+        # The files in hand, in reading order (banpipe.openfiles).
+        self.files = OpenFiles(
+            path,
+            new_parser=new_parser,
+            output=output,
+            note=note,
+            points=self.points,
+            max_line=max_line,
+            clock=clock,
+        )
 
-    # -- opening -----------------------------------------------------------------------
+    @property
+    def cur(self) -> Cursor | None:
+        """The file being read."""
+        return self.files.cur
 
-    def _open(self, path: str, name: str, offset: int = 0, lineno: int = 0) -> Cursor:
-        """Open ``path`` as a Cursor; raises OSError."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-            if not stat.S_ISREG(mode):
-                # Positions, rotation and truncation only mean something for files.
-                raise OSError(errno.EINVAL, "not a regular file (use - for a pipe)", path)
-            cur = Cursor(
-                self.new_parser(),
-                name=name,
-                offset=offset,
-                lineno=lineno,
-                max_line=self.max_line,
-                fd=fd,
-            )
-            cur.last_data = self.clock()
-            if not cur.head:
-                cur.siblings = sibling_ids(self.path)
-            return cur
-        except BaseException:
-            os.close(fd)
-            raise
+    @property
+    def next(self) -> Cursor | None:
+        """A new file at the name, read once ``cur`` is done."""
+        return self.files.next
 
     def start(self, *, saved: Position | None, from_start: bool) -> None:
         """Choose the first file and offset: saved position, start, or end of the file."""
@@ -160,81 +120,13 @@ class Follower:
             self.note(f"{self.path}: saved position is for {saved.path}; ignoring it")
             saved = None
         self.points.saved = saved
-        try:
-            cur = self._open(self.path, self.path)
-        except FileNotFoundError:
-            cur = None
-        if saved is None:
-            if cur is not None and not from_start:
-                fd = cur.fd
-                assert fd is not None
-                cur.read_pos = cur.block_pos = start_of_last_line(fd, cur.size())
-                # Line numbers in error reports stay true to the file.
-                cur.lineno = cur.block_lineno = count_lines(fd, cur.read_pos)
-            self.cur = cur
-            return
-        if cur is not None and matches(cur.fd, saved, same_inode=True):  # type: ignore[arg-type]
-            self._seek(cur, saved)
-            self.cur = cur
-            return
-        old = find_rotated(self.path, saved)
-        if old is not None:
-            self.note(f"{self.path}: rotated since the saved position; reading the rest of {old}")
-            try:
-                oc = self._open(old, old)
-            except OSError as exc:
-                self.note(f"{old}: {exc.strerror}")
-            else:
-                self._seek(oc, saved)
-                self.cur = oc
-                self.next = cur
-                self.queue = []
-                self._queue_rotated_after(old, cur, "while nobody was reading")
-                return
-        for p in compressed_siblings(self.path):
-            self.note(f"{p}: compressed rotation, may hold the saved position: not read")
-        if cur is not None:
-            st = os.fstat(cur.fd)  # type: ignore[arg-type]
-            if (st.st_ino, st.st_dev) == (saved.inode, saved.device):
-                why = "truncated or rewritten since the saved position"
-            else:
-                why = "replaced since the saved position and the old file was not found"
-            self.note(f"{self.path}: {why}; reading from the start")
-        self.cur = cur
-
-    def _queue_rotated_after(self, old: str, name_file: Cursor | None, when: str) -> None:
-        """Queue, oldest first, the rotated copies written after ``old`` (our file's
-        name now) that are not the name's file: files that came and went by rotation
-        before we got to them."""
-        readable, compressed = rotated_since(self.path, old)
-        for p in readable:
-            try:
-                st = os.stat(p)
-            except OSError:
-                continue
-            if (st.st_ino, st.st_dev) in self.queued or (
-                name_file is not None and (st.st_ino, st.st_dev) == (name_file.ino, name_file.dev)
-            ):
-                continue
-            try:
-                qc = self._open(p, p)
-            except OSError as exc:
-                self.note(f"{p}: {exc.strerror or exc}; not read")
-                continue
-            self.queue.append(qc)
-            self.queued.add((qc.ino, qc.dev))
-            self.note(f"{p}: rotated {when}; reading it too")
-        for p in compressed:
-            self.note(f"{p}: rotated {when}, but compressed: not read")
-
-    def _seek(self, cur: Cursor, pos: Position) -> None:
-        cur.read_pos = cur.block_pos = pos.offset
-        cur.lineno = cur.block_lineno = pos.lineno
+        self.files.start(saved, from_start=from_start)
 
     # -- reading -----------------------------------------------------------------------
 
     def drain(self, cur: Cursor) -> bool:
         """Read ``cur`` to its current end, emitting as we go; False when stopped."""
+        files = self.files
         while True:
             if self.stop():
                 return False
@@ -244,9 +136,9 @@ class Follower:
             cur.last_data = self.clock()
             # Checked after the read: a chunk read before a truncation is old content
             # (fed), one read after it is new content (dropped; read again from 0).
-            if self._truncated(cur):
+            if files.truncated(cur):
                 continue
-            if cur.siblings is not None and self._copied_before_read(cur):
+            if cur.siblings is not None and files.copied_before_read(cur):
                 continue
             cur.extend_head(chunk)
             items = cur.feed(chunk)
@@ -255,50 +147,6 @@ class Follower:
             self.mark()
             if self.points.due():
                 self.checkpoint()
-
-    def _truncated(self, cur: Cursor) -> bool:
-        """Restart ``cur`` at 0 when it shrank below our position or its head changed."""
-        if cur.size() >= cur.read_pos and cur.head_holds():
-            return False
-        self._rest_from_copy(cur)
-        self.note(f"{cur.name}: file truncated; reading from the start")
-        items = cur.restart(self.new_parser())
-        if items:
-            self.output.emit(items, cur.name)
-        return True
-
-    def _emitter(self, cur: Cursor) -> Callable[[list], None]:
-        return lambda items: self.output.emit(items, cur.name)
-
-    def _rest_from_copy(self, cur: Cursor) -> None:
-        """copytruncate: read what we had not read yet from the copy (banpipe.rotation)."""
-        self.points.prior = None  # truncated without a copy: no file holds what came before
-        read_rest_from_copy(
-            self.path,
-            cur,
-            self.queued,
-            self._emitter(cur),
-            self.note,
-            read=self.queued,
-            done=self.points.copy_read,
-        )
-
-    def _copied_before_read(self, cur: Cursor) -> bool:
-        """copytruncate of a file opened empty, before its first read (banpipe.rotation)."""
-        known, cur.siblings = cur.siblings or set(), None
-        if cur.read_pos or cur.head or cur.fd is None:
-            return False
-        ours = {(c.ino, c.dev) for c in (self.cur, self.next, *self.queue) if c is not None}
-        return read_copies_of_unread(
-            self.path,
-            cur,
-            known | ours | self.queued,
-            self._emitter(cur),
-            self.note,
-            self.new_parser,
-            read=self.queued,
-            done=self.points.copy_read,
-        )
 
     def _finish(self, cur: Cursor) -> None:
         items = cur.end()
@@ -316,33 +164,34 @@ class Follower:
             st: os.stat_result | None = os.stat(self.path)
         except OSError:
             st = None
-        cur = self.cur
+        files = self.files
+        cur = files.cur
         if cur is None:
             if st is None:
                 return True
             try:
-                self.cur = cur = self._open(self.path, self.path)
+                files.cur = cur = files.open(self.path, self.path)
             except OSError as exc:
-                self._unreadable(self.path, exc)
+                files.unreadable(self.path, exc)
                 return True
-            self._watch()
+            files.watch()
         same = st is not None and (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
         if same:
-            if self.next is not None:
-                self._drop_next()
-            self._truncated(cur)
+            if files.next is not None:
+                files.drop_next()
+            files.truncated(cur)
             return self.drain(cur)
         # The name no longer leads to our file: rotated, deleted or replaced.
         if not self.drain(cur):
             return False
-        if self.queue:
+        if files.queue:
             self._finish(cur)
-            self._next_in_queue()
+            files.next_in_queue()
             return self.step(once=once)
-        nxt = self._next_at_name(st)
-        if self.queue:  # files rotated away before we looked: read them first
+        nxt = files.next_at_name(st)
+        if files.queue:  # files rotated away before we looked: read them first
             self._finish(cur)
-            self._next_in_queue()
+            files.next_in_queue()
             return self.step(once=once)
         if nxt is None:
             if once:
@@ -357,85 +206,19 @@ class Follower:
         if not self.drain(cur):
             return False
         self._finish(cur)
-        self._switch(nxt)
+        files.switch(nxt)
         return self.step(once=once)
-
-    def _next_at_name(self, st: os.stat_result | None) -> Cursor | None:
-        nxt = self.next
-        if nxt is not None:
-            # Opened at the name after ours; a rotation may have moved it on since (a
-            # restart reads the files rotated while it was down first). Whatever is at
-            # the name now was written after it: it is read before, never dropped.
-            return nxt
-        if st is None:
-            return None
-        try:
-            nxt = self._open(self.path, self.path)
-        except OSError as exc:
-            self._unreadable(self.path, exc)
-            return None
-        self.next = nxt
-        self._watch()
-        # Several rotations between two of our looks leave files that were at the name
-        # only meanwhile (soak, bench/README.md): they come after ours, before this one.
-        old = self._rotated_name_of(self.cur)
-        if old is not None:
-            self._queue_rotated_after(old, nxt, "before it was read")
-        return nxt
-
-    def _rotated_name_of(self, cur: Cursor | None) -> str | None:
-        """The rotated copy's name our file has now, if it has one."""
-        if cur is None:
-            return None
-        for p in rotation_siblings(self.path):
-            if _same_file(p, cur):
-                return p
-        return None
-
-    def _switch(self, nxt: Cursor) -> None:
-        old = self.cur
-        self.points.finished(self.cur)
-        if self.watches is not None:
-            self.watches.promote_next()
-        if old is not None:
-            old.close()
-        self.next = None
-        self.cur = nxt
-        self.note(f"{self.path}: file replaced (rotated); reading the new file")
-
-    def _next_in_queue(self) -> None:
-        """Go on with the oldest rotated file not read yet (start-up after rotations)."""
-        nxt = self.queue.pop(0)
-        self.points.finished(self.cur)
-        if self.watches is not None:
-            self.watches.drop_cur()
-        if self.cur is not None:
-            self.cur.close()
-        self.cur = nxt
-        self._watch()
-
-    def _drop_next(self) -> None:
-        if self.next is not None:
-            if self.watches is not None:
-                self.watches.drop_next()  # before the close: the watch is by descriptor
-            self.next.close()
-            self.next = None
-
-    def _unreadable(self, path: str, exc: OSError) -> None:
-        if path not in self.said_unreadable:
-            self.said_unreadable.add(path)
-            self.note(f"{path}: {exc.strerror or exc}")
 
     # -- position (banpipe.positions.Checkpoints) -----------------------------------
 
     def position(self) -> Position | None:
-        return self.points.position(self.cur)
+        return self.points.position(self.files.cur)
 
     def mark(self) -> None:
-        self.points.mark(self.cur)
+        self.points.mark(self.files.cur)
 
     def checkpoint(self) -> None:
-        self.points.checkpoint(self.cur)
+        self.points.checkpoint(self.files.cur)
 
     # -- run ---------------------------------------------------------------------------
 
@@ -453,9 +236,9 @@ class Follower:
         An exception (a closed pipe, a state file that cannot be written) ends the run
         without a last save: the saved position then only covers delivered alerts.
         """
-        self.watches = FollowWatches(os.path.dirname(self.abspath))
+        watches = self.files.watches = FollowWatches(os.path.dirname(self.abspath))
         try:
-            self._watch()
+            self.files.watch()
             if self.cur is None:
                 self.note(f"{self.path}: No such file or directory; waiting for it")
             while not self.stop():
@@ -468,8 +251,8 @@ class Follower:
                 self._wait(self._timeout())
             self.checkpoint()
         finally:
-            self.watches.close()
-            self.watches = None
+            watches.close()
+            self.files.watches = None
 
     def _stale_block(self) -> None:
         cur = self.cur
@@ -489,12 +272,7 @@ class Follower:
         return timeout
 
     def _wait(self, timeout: float) -> None:
-        assert self.watches is not None
-        self.watches.wait(timeout, self.wake_fd)
-        self._watch()  # a directory that did not exist yet, a file opened meanwhile
-
-    def _watch(self) -> None:
-        """Watch what is not watched yet (while run() runs)."""
-        if self.watches is not None:
-            cur, nxt = self.cur, self.next
-            self.watches.watch(cur and cur.fd, nxt and nxt.fd)
+        watches = self.files.watches
+        assert watches is not None
+        watches.wait(timeout, self.wake_fd)
+        self.files.watch()  # a directory that did not exist yet, a file opened meanwhile

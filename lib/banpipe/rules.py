@@ -200,18 +200,16 @@ class RuleSet:
         self._victims = Memo(CACHE_MAX)
 
     @classmethod
-    def from_config(
-        cls,
-        config: Config,
-        wan_addresses: Iterable[str] = (),
-        whitelist_extra: Iterable[str] = (),
-    ) -> RuleSet:
-        """Compile ``config`` plus the live WAN set and whitelist-file entries.
+    def from_config(cls, config: Config, protection: Protection | None = None) -> RuleSet:
+        """Compile ``config``'s [filter] with ``protection`` (by default the config's
+        own; with the live WAN set and whitelist files: banpipe.sources, whose
+        ``Sources.protection()`` is the one place they are joined).
 
         Raises ConfigError for a filter setting that is valid TOML but unusable.
         """
         flt = config.filter
-        protection = Protection.from_config(config, wan_addresses, whitelist_extra)
+        if protection is None:
+            protection = Protection.from_config(config)
         try:
             return cls(
                 protection=protection,
