@@ -113,6 +113,7 @@ class Recorder:
         self.last_pos_commit = time.monotonic()
         self.stalled: Groups | None = None  # a batch the ledger did not take
         self.took = 0.0  # seconds the last commit with violations took (the daemon's bursts)
+        self.committed = 0.0  # monotonic time the last commit with violations ended
         self.retry_at = 0.0  # when to try the stalled batch again
 
     def commit(self, groups: Groups, *, force: bool = False) -> bool:
@@ -159,7 +160,8 @@ class Recorder:
             self.stall(groups, exc)
             return False
         if groups:
-            self.took = time.monotonic() - started
+            self.committed = time.monotonic()
+            self.took = self.committed - started
         if self.stalled is not None:
             self.stalled = None
             self.report.say(None, "the ledger is writable again; reading input again")
