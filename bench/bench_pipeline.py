@@ -217,10 +217,16 @@ def latency(backend: str, n: int) -> None:
         with tempfile.TemporaryDirectory(prefix="bp-bench-lat-") as tmp:
             t = Path(tmp)
             # As deployed: the ledger's directory is not the watched state directory
-            # (each WAL write there would wake alertfilter and banctl mid-commit).
-            (t / "lib").mkdir()
-            (t / "run").mkdir()
-            alert, cfg, ledger = t / "alert", t / "banpipe.toml", t / "lib" / "ledger.sqlite3"
+            # (each WAL write there would wake alertfilter and banctl mid-commit), and
+            # the alert file is not in the config's directory (/var/log/snort, not
+            # /etc/banpipe: alertfilter watches that one, and woke on every append).
+            for sub in ("lib", "run", "log"):
+                (t / sub).mkdir()
+            alert, cfg, ledger = (
+                t / "log" / "alert",
+                t / "banpipe.toml",
+                t / "lib" / "ledger.sqlite3",
+            )
             alert.write_text("")
             write_config(cfg, backend, ledger, t / "run")
             sync50, sync99 = fdatasync_ms(t / "lib")

@@ -172,6 +172,25 @@ def test_all_entries_is_entry_of_each(texts):
     assert address.all_entries(iter(texts)) == address.all_entries(texts)
 
 
+@given(
+    st.lists(
+        st.one_of(
+            any_address,
+            v4_addr.map(lambda a: a + "/24"),
+            st.sampled_from(["2001:db8::/64", "::ffff:0:102:304", "::1:0"]),
+        ),
+        max_size=8,
+    )
+)
+def test_sort_entries_splits_each_kind_in_order(texts):
+    """IPv4 addresses, IPv6 addresses, ranges: each in the order given."""
+    texts = [t for t in texts if address.entry(t) == t]
+    v4, v6, nets = address.sort_entries(texts)
+    assert nets == [t for t in texts if "/" in t]
+    assert v4 == [t for t in texts if "/" not in t and ":" not in t]
+    assert v6 == [t for t in texts if "/" not in t and ":" in t]
+
+
 def test_all_entries_refuses_what_is_no_text():
     assert not address.all_entries(["203.0.113.7", None])
     assert not address.all_entries([7])

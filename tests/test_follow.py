@@ -715,9 +715,26 @@ def test_checkpoint_flushes_before_it_saves(tmp_path):
     fo = follower(f, out, clock, save=lambda pos: saves.append((out.flushes, pos.offset)))
     fo.start(saved=None, from_start=True)
     fo.step()
+    before = out.flushes  # step() flushes what it read (test below)
     fo.checkpoint()
     fo.checkpoint()  # nothing moved: no second save
-    assert saves == [(1, f.stat().st_size)]
+    assert saves == [(before + 1, f.stat().st_size)]
+
+
+def test_each_chunk_read_is_flushed_at_once(tmp_path):
+    # An alert goes down the pipe as soon as it is read (with its position record),
+    # not after the next read finds the end of the file: its latency (bench/README.md).
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out, clock = ListOutput(), FakeClock()
+    fo = follower(f, out, clock)
+    fo.start(saved=None, from_start=True)
+    seen = []
+    fo.output.emit = lambda items, name: seen.append((len(items), out.flushes))
+    real_read = fo.cur.read
+    fo.cur.read = lambda *a: (seen.append(("read", out.flushes)), real_read(*a))[1]
+    fo.step()
+    assert seen[:3] == [("read", 0), (1, 0), ("read", 1)]
 
 
 def test_starting_at_the_end_reads_an_alert_being_written_whole(tmp_path):

@@ -331,3 +331,70 @@ def test_resume_after_a_copytruncate_finds_the_copies_made_while_down(tmp_path):
         fh.write(line(4))
 
     assert sids(resumed(f, saved)) == [3, 4]
+
+
+def test_two_copytruncates_between_two_looks_read_the_middle_copy(tmp_path):
+    """Soak seed 2 again (bench/README.md, 391 alerts lost): copytruncate, the file at
+    the name grows, is copied and truncated again, all between two of the follower's
+    looks. The rest of the first generation was read from its copy and the name read
+    from 0, but the middle generation exists only in the second copy and was lost."""
+    f = tmp_path / "alert"
+    fo, out, notes = reading(f, line(1))
+    with open(f, "a") as fh:
+        fh.write(line(2) + line(3))
+    copytruncate(f, tmp_path / "alert-2026112801")
+    os.utime(tmp_path / "alert-2026112801", ns=(10**18, 10**18))
+    with open(f, "a") as fh:
+        fh.write(line(4))
+    copytruncate(f, tmp_path / "alert-2026112802")
+    os.utime(tmp_path / "alert-2026112802", ns=(10**18 + 10**8, 10**18 + 10**8))
+    with open(f, "a") as fh:
+        fh.write(line(5))
+    fo.step()
+    fo.step()
+    assert sids(out) == [1, 2, 3, 4, 5]
+    assert (
+        f"{f}: copied to {tmp_path / 'alert-2026112802'} before it was read; reading the copy"
+        in notes
+    )
+    # A restart from what was saved reads nothing twice.
+    assert sids(resumed(f, fo.position())) == []
+
+
+def test_a_copy_being_made_of_the_file_at_the_name_is_not_read_as_a_middle_copy(tmp_path):
+    """copytruncate, then logrotate copying the new generation (not truncated yet) when
+    the follower looks: that copy holds what is still at the name, read from there."""
+    f = tmp_path / "alert"
+    fo, out, notes = reading(f, line(1) + line(2))
+    copytruncate(f, tmp_path / "alert-2026112801")
+    os.utime(tmp_path / "alert-2026112801", ns=(10**18, 10**18))
+    with open(f, "a") as fh:
+        fh.write(line(3))
+    (tmp_path / "alert-2026112802").write_bytes(f.read_bytes())  # copied, not truncated yet
+    fo.step()
+    assert sids(out) == [1, 2, 3]
+
+
+def test_a_copy_of_the_next_file_is_not_read_as_a_middle_copy_of_ours(tmp_path):
+    """Soak seed 2, after the fix above (855 lost): our file copied and truncated, written
+    again and renamed away; then the new file at the name copied and truncated, all
+    before we looked. That copy is newer than ours, but of the next file: it is read
+    after ours, not as a generation of ours (which made a restart skip ours)."""
+    f = tmp_path / "alert"
+    fo, out, notes = reading(f, line(1))
+    with open(f, "a") as fh:
+        fh.write(line(2))
+    copytruncate(f, tmp_path / "alert-2026112801")
+    os.utime(tmp_path / "alert-2026112801", ns=(10**18, 10**18))
+    with open(f, "a") as fh:
+        fh.write(line(3))
+    f.rename(tmp_path / "alert.1")
+    os.utime(tmp_path / "alert.1", ns=(10**18 + 10**8, 10**18 + 10**8))
+    f.write_text(line(4))
+    copytruncate(f, tmp_path / "alert-2026112802")
+    os.utime(tmp_path / "alert-2026112802", ns=(10**18 + 2 * 10**8, 10**18 + 2 * 10**8))
+    with open(f, "a") as fh:
+        fh.write(line(5))
+    for _ in range(3):
+        fo.step()
+    assert sids(out) == [1, 2, 3, 4, 5]

@@ -294,6 +294,126 @@ def test_nftables_replace_is_one_transaction_to_exactly_the_given_bans(ns):
     assert plain.replace(["192.0.2.2"]) is False and plain.runner.calls == []
 
 
+def transactions(fw, monkeypatch) -> list[int]:
+    """The number of messages of each transaction ``fw`` sends from now on."""
+    sent: list[int] = []
+    real = type(fw.channel).transact
+
+    def counting(self, messages, **kw):
+        sent.append(len(messages))
+        return real(self, messages, **kw)
+
+    monkeypatch.setattr(type(fw.channel), "transact", counting)
+    return sent
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_nftables_replace_fills_empty_sets_in_several_transactions(ns, monkeypatch):
+    # Cold start: nothing to lose, so no million-element transaction (its notifications
+    # pile up in the kernel until the commit).
+    from banpipe.firewall import nftables
+
+    fw = make_backend("nftables", FirewallConfig(), SubprocessRunner(ns.prefix))
+    fw.init()
+    monkeypatch.setattr(nftables, "BATCH", 2)
+    monkeypatch.setattr(nftables, "CHUNK", 2)
+    sent = transactions(fw, monkeypatch)
+    bans = [f"192.0.2.{i}" for i in range(1, 8)] + ["2001:db8::1", "198.51.100.0/24"]
+    assert fw.replace(bans) is True
+    assert len(sent) >= 5  # the addresses a few at a time, the ranges in one more
+    assert fw.check().entries == set(bans)
+
+
+@pytest.mark.root
+@skip_unless_root
+@pytest.mark.parametrize("log", [False, True])
+def test_nftables_replace_of_full_sets_recreates_them_in_one_transaction(ns, monkeypatch, log):
+    settings = FirewallConfig(log=log, max_entries=1000)
+    fw = make_backend("nftables", settings, SubprocessRunner(ns.prefix))
+    fw.init()
+    fw.block(["192.0.2.1", "192.0.2.2", "2001:db8::1", "203.0.113.0/24"])
+    ns.run(["nft", "add", "element", "inet", "banpipe", "v6", "{ 2001:db8::99 }"], check=True)
+    sent = transactions(fw, monkeypatch)
+    bans = ["192.0.2.2", "192.0.2.3", "2001:db8::2", "198.51.100.0/24"]
+    assert fw.replace(bans) is True
+    # Before: the bans added and the sentinel tried (small); then ONE transaction.
+    from banpipe.firewall.nftstruct import structure_messages
+
+    assert sent[-1] > len(structure_messages(settings)) > max(sent[:-1])
+    state = fw.check()
+    assert state.entries == set(bans) and state.structure_ok, state.problems
+    # The sets came back as init() makes them: same size, same rules (the listing of a
+    # fresh init() with the same elements; the sets are listed in another order, the
+    # rules in order is what check() found ok).
+    after = sorted(map(json.dumps, listing(ns)))
+    ns.run(["nft", "flush", "ruleset"], check=True)
+    fresh = make_backend("nftables", settings, SubprocessRunner(ns.prefix))
+    fresh.init()
+    fresh.block(bans)
+    assert after == sorted(map(json.dumps, listing(ns)))
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_nftables_replace_of_sets_holding_exactly_the_bans_changes_nothing(ns, monkeypatch):
+    # A warm restart: the sets hold what the ledger holds. The adds find every element
+    # present and the sentinel fits under the limit: no re-creation, the size is back.
+    settings = FirewallConfig(max_entries=1000)
+    fw = make_backend("nftables", settings, SubprocessRunner(ns.prefix))
+    fw.init()
+    bans = ["192.0.2.1", "192.0.2.2", "2001:db8::1", "203.0.113.0/24"]
+    fw.block(bans)
+    sent = transactions(fw, monkeypatch)
+    assert fw.replace(bans) is True
+    assert sent.count(1) >= 4  # per set: the new limit, then it back; no big batch
+    assert max(sent) < 10
+    assert fw.check().entries == set(bans)
+    assert "size 1000" in ns.run(["nft", "list", "set", "inet", "banpipe", "v4"]).stdout
+    assert "size 1000" in ns.run(["nft", "list", "set", "inet", "banpipe", "v6"]).stdout
+
+
+@pytest.mark.root
+@skip_unless_root
+@pytest.mark.parametrize("orphan", ["192.0.2.99", "0.0.0.0", "::"])
+def test_nftables_replace_finds_an_orphan_without_reading_the_set(ns, orphan):
+    # One element more than the bans (even one that is the sentinel itself) and the set
+    # is re-created with exactly the bans.
+    fw = make_backend("nftables", FirewallConfig(max_entries=1000), SubprocessRunner(ns.prefix))
+    fw.init()
+    bans = ["192.0.2.1", "192.0.2.2", "2001:db8::1"]
+    fw.block(bans)
+    v = "v6" if ":" in orphan else "v4"
+    ns.run(["nft", "add", "element", "inet", "banpipe", v, f"{{ {orphan} }}"], check=True)
+    assert fw.replace(bans) is True
+    assert fw.check().entries == set(bans)
+    assert "size 1000" in ns.run(["nft", "list", "set", "inet", "banpipe", v]).stdout
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_nftables_replace_flushes_a_set_it_cannot_recreate(ns):
+    # A rule of someone else's in our table refers to the set: it cannot be deleted.
+    fw = make_backend("nftables", FirewallConfig(), SubprocessRunner(ns.prefix))
+    fw.init()
+    fw.block(["192.0.2.1", "192.0.2.2"])
+    ns.run(["nft", "add", "chain", "inet", "banpipe", "stray"], check=True)
+    ns.run(["nft", "add", "rule", "inet", "banpipe", "stray", "ip saddr @v4 accept"], check=True)
+    assert fw.replace(["192.0.2.2", "192.0.2.3"]) is True
+    assert fw.check().entries == {"192.0.2.2", "192.0.2.3"}
+    assert "@v4" in ns.run(["nft", "list", "chain", "inet", "banpipe", "stray"]).stdout
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_nftables_replace_leaves_more_bans_than_room_to_the_comparison(ns):
+    fw = make_backend("nftables", FirewallConfig(max_entries=2), SubprocessRunner(ns.prefix))
+    fw.init()
+    fw.block(["192.0.2.1"])
+    assert fw.replace(["192.0.2.2", "192.0.2.3", "192.0.2.4"]) is False
+    assert fw.check().entries == {"192.0.2.1"}  # unchanged: reconcile makes room
+
+
 # -- nftables' structure on the channel (nftstruct) --------------------------------------
 def listing(ns: Namespace) -> list[dict]:
     """``nft -j list table inet banpipe`` without the handles (they count up)."""

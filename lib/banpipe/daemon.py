@@ -325,6 +325,8 @@ class Daemon:
             if enforce.check_due():
                 self.wan_changed()  # in case /run/banpipe appeared only now
             self.monitor.tick()
+            if record.checkpoint_due(time.monotonic()) and not select.select([fd], [], [], 0)[0]:
+                record.checkpoint()
 
     def _read_burst(self, fd: int, reader: Lines, groups: Groups) -> bool:
         """Read and gather what is available now (one burst); True at end of input.

@@ -145,6 +145,9 @@ class Follower:
             if items:
                 self.output.emit(items, cur.name)
             self.mark()
+            # Out at once with their position, not after the read that finds the end (an
+            # alert's latency; a flood's chunk outgrows the buffer and is written anyway).
+            self.output.flush()
             if self.points.due():
                 self.checkpoint()
 
@@ -181,7 +184,9 @@ class Follower:
                 files.drop_next()
             files.truncated(cur)
             return self.drain(cur)
-        # The name no longer leads to our file: rotated, deleted or replaced.
+        # The name no longer leads to our file: rotated, deleted or replaced; maybe
+        # copied and truncated before that, to no more than we had read (no chunk).
+        files.truncated(cur)
         if not self.drain(cur):
             return False
         if files.queue:

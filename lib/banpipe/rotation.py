@@ -142,8 +142,9 @@ def read_rest_from_copy(
     note: Note,
     read: set[tuple[int, int]],
     done: Callable[[Cursor], None] | None = None,
-) -> None:
-    """copytruncate: read what we had not read yet from the copy, if there is one.
+) -> os.stat_result | None:
+    """copytruncate: read what we had not read yet from the copy, if there is one;
+    returns the copy's status (None: no copy found).
 
     The copy is the rotation sibling (another inode) that starts with the bytes this
     file started with and holds, just before our read offset, the bytes we read
@@ -158,7 +159,7 @@ def read_rest_from_copy(
     ``cur`` still reads the copy.
     """
     if not cur.head or cur.fd is None:
-        return
+        return None
     for p in rotation_siblings(path):
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -179,9 +180,10 @@ def read_rest_from_copy(
                 note(f"{cur.name}: copied to {p}; reading the rest of the copy")
             _read_copy(cur, fd, emit, done)
             read.add((st.st_ino, st.st_dev))
-            return
+            return st
         finally:
             os.close(fd)
+    return None
 
 
 def read_copies_of_unread(
@@ -193,15 +195,22 @@ def read_copies_of_unread(
     new_parser: Callable[[], Any],
     read: set[tuple[int, int]],
     done: Callable[[Cursor], None] | None = None,
+    between: tuple[int, int] = (-1, 1 << 63),
 ) -> bool:
     """copytruncate of a file opened empty, before its first read: read the copies.
 
     With no head there is nothing to recognise the copy by, so a rotation sibling
     that appeared since the file was opened (not one of ours) and that the file
     does not start with any more is taken for it (not one in ``skip``: the siblings
-    there were when it was opened, the files being followed and queued). True when
-    copies were read (the file is then read again from 0); they are added to ``read``,
-    and ``done(cur)`` is called at the end of each while ``cur`` still reads it.
+    there were when it was opened, the files being followed and queued; nor one last
+    modified outside ``between``, (after, up to) in ns). True when copies were read
+    (the file is then read again from 0); they are added to ``read``, and ``done(cur)``
+    is called at the end of each while ``cur`` still reads it.
+
+    Also how a file truncated twice between two looks is caught up: what it held
+    between the two copies is in the second only, made after the first copy and, the
+    file being truncated after it, not after the file's last change (a copy made
+    later is of the file at the name after ours was renamed away: not ours).
     """
     if cur.read_pos or cur.head or cur.fd is None:
         return False
@@ -216,6 +225,7 @@ def read_copies_of_unread(
         head = os.pread(fd, FP_BYTES, 0)
         if (
             key in skip
+            or not between[0] < st.st_mtime_ns <= between[1]
             or not stat.S_ISREG(st.st_mode)
             or not head
             or os.pread(cur.fd, len(head), 0) == head  # a copy of what is still here

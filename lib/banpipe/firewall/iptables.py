@@ -28,13 +28,13 @@ ipset backend.
 
 from __future__ import annotations
 
-import errno
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from banpipe.address import entry, from_packed, packed
-from banpipe.config import FirewallConfig
+from banpipe.config import HOOKS, FirewallConfig
+from banpipe.netlink import parse_attrs
 
 from . import ConntrackFlusher, FirewallError, FirewallState, Runner, canonical, validate_addresses
 from .nfnl import (
@@ -44,26 +44,28 @@ from .nfnl import (
 )
 from .nfproto import (
     ERESTART,
+    NFGENMSG,
     NFPROTO_IPV4,
     NFPROTO_IPV6,
     NFT_MSG_DELRULE,
-    NFT_MSG_GETRULE,
     NFT_MSG_NEWRULE,
+    NFTA_RULE_CHAIN,
     NLM_F_APPEND,
     NLM_F_CREATE,
     NLM_F_ECHO,
+    cstr,
     nft_type,
 )
 from .nftmsg import (
     Rule,
     XtLog,
     delrule_payload,
-    parse_rule,
-    rule_filter,
     rule_handle,
     xt_rule_payload,
 )
 from .xt import V4, V6, Family, Xt, drop_rules, families
+from .xtnl import XtTable, read_table, structure_messages
+from .xtnl import structure_problems as xt_problems
 
 _NEWRULE = nft_type(NFT_MSG_NEWRULE)
 ECHO_MAX = 1000  # addresses: up to this, block learns the new rules' handles from echoes
@@ -121,6 +123,7 @@ class IptablesBackend:
         self._nft: bool | None = None  # iptables is iptables-nft (asked once)
         self._gen: int | None = None  # generation the index below was read at
         self._index: dict[int, dict[str, list[tuple[int, str]]]] = {}
+        self._tables: dict[int, XtTable] = {}  # at self._gen, with _index's entries
 
     def _native(self) -> bool:
         """True when block/release can use the netlink channel (iptables-nft)."""
@@ -135,37 +138,32 @@ class IptablesBackend:
         return self._nft and self.channel.ready()
 
     def _read_index(self) -> int:
-        """(Re)read our chain's per-address rules from the kernel; returns the generation
-        they belong to."""
+        """(Re)read our part of each family's filter table from the kernel (chain, hook
+        jumps, per-address rules); returns the generation it belongs to."""
         assert self.channel is not None
         for _ in range(5):
             gen = self.channel.generation()
-            index: dict[int, dict[str, list[tuple[int, str]]]] = {}
-            for fam in families(self.settings):
-                index[fam.version] = self._dump(fam)
+            tables = {fam.version: self._read_table(fam) for fam in families(self.settings)}
             if self.channel.generation() == gen:
-                self._index, self._gen = index, gen
+                self._tables, self._gen = tables, gen
+                self._index = {v: t.entries for v, t in tables.items()}
                 return gen
         raise FirewallError(f"{self.xt.chain}: the ruleset kept changing while it was read")
 
-    def _dump(self, fam: Family) -> dict[str, list[tuple[int, str]]]:
+    def _read_table(self, fam: Family) -> XtTable:
         assert self.channel is not None
-        nfproto = NFPROTO_IPV4 if fam is V4 else NFPROTO_IPV6
-        try:
-            bodies = self.channel.dump(
-                nft_type(NFT_MSG_GETRULE), rule_filter(nfproto, "filter", self.xt.chain)
-            )
-        except ChannelError as exc:
-            if exc.errno == errno.ENOENT:
-                raise FirewallError(f"{fam.cmd}: chain {self.xt.chain} missing") from None
-            raise
-        out: dict[str, list[tuple[int, str]]] = {}
-        for body in bodies:
-            rule = parse_rule(body)
-            addr = _rule_entry(rule, fam.hostlen // 8) if rule is not None else None
-            if rule is not None and addr is not None:
-                out.setdefault(addr, []).append((rule.handle, rule.action or ""))
-        return out
+        width = fam.hostlen // 8
+        return read_table(
+            self.channel, _nfproto(fam), self.xt.chain, lambda rule: _rule_entry(rule, width)
+        )
+
+    def _current(self) -> dict[int, XtTable]:
+        """Our part of the tables now: what was read or written last when the ruleset's
+        generation has not moved since (nothing else changed it), else read again."""
+        assert self.channel is not None
+        if self._gen is None or self.channel.generation() != self._gen:
+            self._read_index()
+        return self._tables
 
     def _transact(self, build: Callable[[], list[Message]]) -> list[tuple[int, int, bytes]]:
         """Send what ``build`` makes from the index, at the index's generation; when the
@@ -210,7 +208,7 @@ class IptablesBackend:
             messages = []
             for fam, group in groups:
                 present = self._index.get(fam.version, {})
-                nfproto = NFPROTO_IPV4 if fam is V4 else NFPROTO_IPV6
+                nfproto = _nfproto(fam)
                 for a in group:
                     if any(act == "drop" for _, act in present.get(a, ())):
                         continue
@@ -266,7 +264,7 @@ class IptablesBackend:
                 self._read_index()
             for fam, group in groups:
                 present = self._index.get(fam.version, {})
-                nfproto = NFPROTO_IPV4 if fam is V4 else NFPROTO_IPV6
+                nfproto = _nfproto(fam)
                 for a in group:
                     for handle, _act in present.get(a, ()):
                         gone.append((fam.version, a))
@@ -293,6 +291,9 @@ class IptablesBackend:
         return [(fam, group) for fam, group in ((V4, v4), (V6, v6)) if group]
 
     def init(self) -> None:
+        if self._native():
+            self._native_init()
+            return
         for fam in families(self.settings):
             lines = self.xt.structure_lines(self.xt.list_table(fam), None)
             if lines:
@@ -348,6 +349,62 @@ class IptablesBackend:
             self.runner([fam.cmd, "-w", "-F", self.xt.chain])
 
     def check(self) -> FirewallState:
+        native = self._native_check() if self._native() else None
+        return native if native is not None else self._tool_check()
+
+    def _native_init(self) -> None:
+        """Our chain and hook jumps in one batch on the channel (a repair after a wipe
+        runs no process), then the read table updated to what the batch made."""
+        chain, hooks = self.xt.chain, self.settings.hooks
+
+        def build() -> list[Message]:
+            return [
+                m
+                for fam in families(self.settings)
+                for m in structure_messages(
+                    _nfproto(fam), fam.cmd, chain, hooks, self._tables[fam.version]
+                )
+            ]
+
+        echoes = self._transact(build)
+        new: dict[tuple[int, str], list[int]] = {}
+        for mtype, _seq, body in echoes:
+            if mtype == _NEWRULE:
+                where = cstr(parse_attrs(body, NFGENMSG.size).get(NFTA_RULE_CHAIN))
+                new.setdefault((body[0], where), []).append(rule_handle(body) or 0)
+        for fam in families(self.settings):
+            t = self._tables[fam.version]
+            t.table = True
+            t.chains.add(chain)
+            for hook in HOOKS:
+                made = new.get((_nfproto(fam), hook), [])
+                if made:
+                    t.chains.add(hook)
+                kept = t.jumps.get(hook, [])[:1] if hook in hooks else []
+                t.jumps[hook] = kept + made
+
+    def _native_check(self) -> FirewallState | None:
+        """check() from the kernel's tables; None when our chain holds a rule that is no
+        entry of ours (rare: the tool's listing names it in the problem)."""
+        tables = self._current()
+        state = FirewallState(structure_ok=True)
+        for fam in families(self.settings):
+            t = tables[fam.version]
+            if t.foreign:
+                return None
+            problems = xt_problems(fam.cmd, self.xt.chain, self.settings.hooks, t)
+            if problems:
+                state.structure_ok = False
+                state.problems += problems
+            drops = {a: n for a, rs in t.entries.items() if (n := _drops(rs))}
+            state.entries.update(drops)
+            state.duplicates.update({a: n for a, n in drops.items() if n > 1})
+            state.problems += [
+                f"{fam.cmd}: {a} has a LOG rule but no DROP" for a in t.entries if a not in drops
+            ]
+        return state
+
+    def _tool_check(self) -> FirewallState:
         state = FirewallState(structure_ok=True)
         for fam in families(self.settings):
             listing = self.xt.list_table(fam)
@@ -371,6 +428,14 @@ class IptablesBackend:
     def close(self, teardown: bool = True) -> None:
         if teardown:
             self.xt.teardown()
+
+
+def _drops(rules: list[tuple[int, str]]) -> int:
+    return sum(action == "drop" for _, action in rules)
+
+
+def _nfproto(fam: Family) -> int:
+    return NFPROTO_IPV4 if fam is V4 else NFPROTO_IPV6
 
 
 def _src(fam: Family, entry: str) -> str:

@@ -9,19 +9,20 @@ by a rate-limited log rule. Ranges have sets of their own, so a million addresse
 in hash sets (an interval set is a tree) and a set's flags never need to change in
 place (the kernel cannot). An interval set cannot hold a range inside another: a range
 inside one present is not added again, a range around present ones replaces them in
-the same transaction. Every change
-is ONE transaction, so the firewall never shows a half-applied state: ``init()`` and the
-bulk paths are ``nft -f -`` scripts (``init()`` the same transaction on the channel
-when there is one, banpipe.firewall.nftstruct), while ``block``/``release`` send their set elements
-as one nf_tables batch on banctl's long-lived netlink channel (``nfnl.Channel``, no fork
-per ban; ``nft -f`` when no channel can be opened). ``check()`` reads
-``nft -j list table inet banpipe``.
+the same transaction. Every change is ONE transaction, so the firewall never shows a
+half-applied state (one exception: ``replace()`` fills EMPTY sets in transactions of
+BATCH): ``init()`` and the bulk paths are ``nft -f -`` scripts (``init()`` the same
+transaction on the channel when there is one, banpipe.firewall.nftstruct), while
+``block``/``release`` send their set elements as one nf_tables batch on banctl's
+long-lived netlink channel (``nfnl.Channel``, no fork per ban; ``nft -f`` when no
+channel can be opened). ``check()`` reads ``nft -j list table inet banpipe``.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import socket
 from collections.abc import Iterable
 from itertools import repeat
@@ -34,13 +35,13 @@ from . import (
     FirewallError,
     FirewallState,
     Runner,
-    canonical,
     validate_entries,
 )
 from .nfnl import (
     Channel,
     ChannelError,
     Message,
+    SetFull,
 )
 from .nfproto import (
     NFPROTO_INET,
@@ -51,9 +52,11 @@ from .nfproto import (
     NFTA_SET_ELEM_KEY,
     NFTA_SET_ELEM_LIST_ELEMENTS,
     NLM_F_CREATE,
+    NLM_F_EXCL,
     element_keys,
     nft_type,
 )
+from .nftjson import json_elements, normalize_rule, rule_text
 from .nftmsg import (
     interval_entries,
     interval_keys,
@@ -61,12 +64,16 @@ from .nftmsg import (
     setelem_filter,
     setelem_payload,
 )
-from .nftstruct import structure_messages
+from .nftstruct import recreate_messages, size_message, structure_messages
 from .runner import finish
+
+log = logging.getLogger("banpipe.firewall")
 
 # Set name, element type, match protocol per family; its ranges' set is name + NET.
 FAMILIES = (("v4", "ipv4_addr", "ip"), ("v6", "ipv6_addr", "ip6"))
 NET = "net"
+# Elements no ban is expected to be (_holds_exactly; one that is a ban is skipped).
+SENTINELS = {"v4": ("0.0.0.0", "255.255.255.255", "0.0.0.1"), "v6": ("::", "::2", "::3")}  # noqa: S104
 CHUNK = 1000  # elements per statement; all statements still form one transaction
 
 
@@ -178,22 +185,8 @@ class NftablesBackend:
         if not add and not delete:
             return
         if self.channel is not None and self.channel.ready():
-            table = self.settings.table
-            where = f"nftables: %s element {self.table} {name}"
-            messages = [
-                Message(
-                    nft_type(mtype),
-                    setelem_payload(NFPROTO_INET, table, name, interval_keys(part), True),
-                    flags,
-                    where % verb,
-                    part,
-                )
-                for verb, mtype, flags, group in (
-                    ("delete", NFT_MSG_DELSETELEM, 0, delete),
-                    ("add", NFT_MSG_NEWSETELEM, NLM_F_CREATE, add),
-                )
-                for part in (group[i : i + CHUNK] for i in range(0, len(group), CHUNK))
-            ]
+            messages = self._element_messages(name, delete, delete=True)
+            messages += self._element_messages(name, add)
             self.channel.transact(messages, nftables=True)
             return
         self._apply(self._elements("delete", name, delete) + self._elements("add", name, add))
@@ -214,7 +207,7 @@ class NftablesBackend:
         if self.channel is not None and self.channel.ready():
             return self._dump_members(name)
         proc = self.runner(["nft", "-j", "list", "set", "inet", self.settings.table, name])
-        members, _ = _elements(json.loads(proc.stdout).get("nftables", []))
+        members, _ = json_elements(json.loads(proc.stdout).get("nftables", []))
         return members
 
     def block(self, addrs: Iterable[str]) -> None:
@@ -285,41 +278,126 @@ class NftablesBackend:
         return True
 
     def replace(self, addrs: Iterable[str]) -> bool:
-        """Make the sets hold exactly ``addrs``: flush and fill them in ONE transaction
-        (never a moment without the bans). False without a channel."""
-        hosts, nets = self._groups(addrs)
-        groups = dict(hosts)
+        """Make the sets hold exactly ``addrs`` without reading them first, never with
+        a moment without the bans. False without a channel, or when a family holds more
+        than ``max_entries`` (the caller then compares and makes room).
+
+        Reading is what costs: the kernel walks a hash set from its start for every
+        32 KiB chunk of a dump (a million elements: 10-40 s). Writing costs one
+        transaction record per element, plus, while anyone on the machine listens to
+        nf_tables events (banctl's own daemon does; netlink's listener check is not per
+        namespace), a notification of a few KiB per element held until the commit: a
+        million added in one transaction took 10 s of system time (load 7), in
+        transactions of BATCH 3.5 s. So an address set whose dump's first chunk is
+        empty (a cold start) is filled in transactions of BATCH, and one that holds
+        anything is deleted and created anew, filled and referenced again in ONE
+        transaction (``nftstruct.recreate_messages``): its old elements are freed after
+        the commit, with no record each (a flush then adding a million was two million
+        records). The ranges' sets (few) are flushed and refilled in one transaction.
+        """
         if self.channel is None or not self.channel.ready():
             return False
+        hosts, nets = self._groups(addrs)
+        groups = dict(hosts)
+        if any(len(g) > self.settings.max_entries for g in groups.values()):
+            return False
+        names = [name for name, _, _ in self._families()]
+        full = [n for n in names if self._holds_any(n) and not self._holds_exactly(n, groups)]
         messages = []
-        for name, _, _ in self._families():
-            flush = setelem_filter(NFPROTO_INET, self.settings.table, name + NET)
-            messages.append(Message(nft_type(NFT_MSG_DELSETELEM), flush, 0, f"flush {name}{NET}"))
+        for name in names:
             wide = next((g for n, g in nets if n == name + NET), [])
-            ranges = sorted(Ranges(wide).collapse(wide))
-            for part in (ranges[i : i + CHUNK] for i in range(0, len(ranges), CHUNK)):
-                payload = setelem_payload(
-                    NFPROTO_INET, self.settings.table, name + NET, interval_keys(part), True
+            messages.append(self._flush_message(name + NET))
+            messages += self._element_messages(name + NET, sorted(Ranges(wide).collapse(wide)))
+        for name in names:
+            if name not in full and groups.get(name):
+                self._send([(name, groups[name])], ("add",))
+        if full:
+            fill = [m for n in full for m in self._element_messages(n, groups.get(n, []))]
+            try:
+                self.channel.transact(
+                    recreate_messages(self.settings, full) + messages + fill, nftables=True
                 )
-                where = f"nftables: add element {self.table} {name}{NET}"
-                messages.append(
-                    Message(nft_type(NFT_MSG_NEWSETELEM), payload, NLM_F_CREATE, where, part)
-                )
-            # DELSETELEM without elements flushes the set.
-            flush = setelem_filter(NFPROTO_INET, self.settings.table, name)
-            messages.append(Message(nft_type(NFT_MSG_DELSETELEM), flush, 0, f"flush {name}"))
-            group = groups.get(name, [])
-            for i in range(0, len(group), CHUNK):
-                part = group[i : i + CHUNK]
-                payload = setelem_payload(
-                    NFPROTO_INET, self.settings.table, name, _keys(name, part)
-                )
-                where = f"nftables: add element {self.table} {name}"
-                messages.append(
-                    Message(nft_type(NFT_MSG_NEWSETELEM), payload, NLM_F_CREATE, where, part)
-                )
+                return True
+            except SetFull:
+                raise
+            except ChannelError as exc:
+                # A set something else refers to cannot be deleted: flush it instead.
+                log.warning("nftables: sets not re-created (%s); flushing them", exc)
+                messages += [self._flush_message(n) for n in full] + fill
         self.channel.transact(messages, nftables=True)
         return True
+
+    def _holds_any(self, name: str) -> bool:
+        """Whether an address set holds any element: its dump's first chunk only."""
+        assert self.channel is not None
+        first = self.channel.first(
+            nft_type(NFT_MSG_GETSETELEM), setelem_filter(NFPROTO_INET, self.settings.table, name)
+        )
+        return bool(
+            element_keys(first, NFTA_SET_ELEM_LIST_ELEMENTS, (NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE))
+        )
+
+    def _holds_exactly(self, name: str, groups: dict[str, list[str]]) -> bool:
+        """Whether a set that holds something holds exactly ``groups[name]``, without
+        reading it (a warm restart, the set as banctl left it). Every ban is added in
+        transactions of BATCH (cheap for the elements present: no record, no
+        notification; a million: about 1 s of system time), so the set holds at least
+        them; then, with its size limit set to their number plus one, one more element
+        (a sentinel, added and deleted in one transaction) fits only if the set holds
+        no other element. The limit is put back either way."""
+        assert self.channel is not None
+        group = groups.get(name, [])
+        if group:
+            self._send([(name, group)], ("add",))
+        sentinel = next(a for a in SENTINELS[name] if a not in group)
+        where = f"nftables: sentinel {sentinel} in {self.table} {name}"
+        table = self.settings.table
+        probe = [
+            Message(
+                nft_type(mtype),
+                setelem_payload(NFPROTO_INET, table, name, _keys(name, [sentinel])),
+                flags,
+                where,
+            )
+            for mtype, flags in (
+                (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL),
+                (NFT_MSG_DELSETELEM, 0),
+            )
+        ]
+        back = size_message(self.settings, name, self.settings.max_entries)
+        self.channel.transact([size_message(self.settings, name, len(group) + 1)], nftables=True)
+        try:
+            self.channel.transact([*probe, back], nftables=True)
+            return True
+        except ChannelError as exc:
+            if exc.errno not in (errno.ENFILE, errno.EEXIST):
+                raise
+            self.channel.transact([back], nftables=True)
+            return False
+
+    def _flush_message(self, name: str) -> Message:
+        # DELSETELEM without elements flushes the set.
+        flush = setelem_filter(NFPROTO_INET, self.settings.table, name)
+        return Message(nft_type(NFT_MSG_DELSETELEM), flush, 0, f"flush {name}")
+
+    def _element_messages(
+        self, name: str, entries: list[str], *, delete: bool = False
+    ) -> list[Message]:
+        """NEWSETELEM (``delete``: DELSETELEM) messages of CHUNK entries each (ranges
+        for a ranges' set)."""
+        interval = name.endswith(NET)
+        verb, mtype, flags = (
+            ("delete", NFT_MSG_DELSETELEM, 0)
+            if delete
+            else ("add", NFT_MSG_NEWSETELEM, NLM_F_CREATE)
+        )
+        where = f"nftables: {verb} element {self.table} {name}"
+        out = []
+        for part in (entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)):
+            keys = interval_keys(part) if interval else _keys(name, part)
+            payload = setelem_payload(NFPROTO_INET, self.settings.table, name, keys, interval)
+            out.append(Message(nft_type(mtype), payload, flags, where, part))
+        return out
 
     def flush(self) -> None:
         self._apply(
@@ -380,17 +458,17 @@ class NftablesBackend:
         rules: dict[str, list[str]] = {}
         for i in items:
             if "rule" in i:
-                rules.setdefault(i["rule"].get("chain", ""), []).append(_rule_text(i["rule"]))
+                rules.setdefault(i["rule"].get("chain", ""), []).append(rule_text(i["rule"]))
         for name, typ in ((n + x, t) for n, t, _ in self._families() for x in ("", NET)):
             if name not in sets:
                 problems.append(f"nftables: set {name} missing")
             elif sets[name].get("type") != typ:
                 problems.append(f"nftables: set {name} has type {sets[name].get('type')}")
             else:
-                members, bad = _elements([{"set": sets[name]}])
+                members, bad = json_elements([{"set": sets[name]}])
                 state.entries |= members
                 problems += bad
-        want = [_normalize(r) for r in self.chain_rules()]
+        want = [normalize_rule(r) for r in self.chain_rules()]
         for hook in (HOOKS[h] for h in self.settings.hooks):
             chain = chains.get(hook)
             if chain is None:
@@ -416,54 +494,6 @@ class NftablesBackend:
 def _keys(name: str, addrs: list[str]) -> map:
     """The packed addresses of one family's set, in a C loop (a million: 0.2 s)."""
     return map(socket.inet_pton, repeat(socket.AF_INET6 if name == "v6" else socket.AF_INET), addrs)
-
-
-def _elements(items: list[dict]) -> tuple[set[str], list[str]]:
-    members: set[str] = set()
-    bad: list[str] = []
-    for i in items:
-        for elem in i.get("set", {}).get("elem", []):
-            if isinstance(elem, dict) and "elem" in elem:
-                elem = elem["elem"].get("val")
-            if isinstance(elem, dict) and isinstance(elem.get("prefix"), dict):
-                elem = f"{elem['prefix'].get('addr')}/{elem['prefix'].get('len')}"
-            addr = canonical(elem) if isinstance(elem, str) else None
-            if addr is None:
-                bad.append(f"nftables: set {i['set'].get('name')}: not an address: {elem}")
-            else:
-                members.add(addr)
-    return members, bad
-
-
-def _normalize(rule: str) -> str:
-    return rule.replace(" limit rate ", " limit ")
-
-
-def _rule_text(rule: dict) -> str:
-    """A short text for the rules we write (``ip saddr @v4 limit 6/minute log``), so the
-    chain can be compared with what it should hold; anything else reads as ``?``."""
-    parts = []
-    for expr in rule.get("expr", []):
-        if "match" in expr:
-            m = expr["match"]
-            payload = (
-                m.get("left", {}).get("payload", {}) if isinstance(m.get("left"), dict) else {}
-            )
-            if m.get("op") == "==" and payload.get("field") == "saddr":
-                parts.append(f"{payload.get('protocol')} saddr {m.get('right')}")
-            else:
-                parts.append("?")
-        elif "limit" in expr:
-            lim = expr["limit"]
-            parts.append(f"limit {lim.get('rate')}/{lim.get('per')}")
-        elif "log" in expr:
-            prefix = (expr["log"] or {}).get("prefix")
-            parts.append("log" if prefix is None else f'log prefix "{prefix}"')
-        elif "drop" in expr:
-            parts.append("drop")
-        else:
-            parts.append("?")
-    return " ".join(parts)
 
 
 BACKEND = NftablesBackend

@@ -78,12 +78,7 @@ def structure_messages(settings: FirewallConfig) -> list[Message]:
         if hook not in wanted:
             out.append(Message(nft_type(NFT_MSG_DELCHAIN), named, 0, f"delete chain {where}"))
             continue
-        rules = (
-            p.nfgen(NFPROTO_INET)
-            + p.str_attr(p.NFTA_RULE_TABLE, t)
-            + p.str_attr(p.NFTA_RULE_CHAIN, hook)
-        )
-        out.append(Message(nft_type(p.NFT_MSG_DELRULE), rules, 0, f"flush chain {where}"))
+        out.append(_flush_chain(t, hook))
         for name, fam in sets:
             for exprs in tail:
                 out.append(
@@ -102,6 +97,39 @@ def structure_messages(settings: FirewallConfig) -> list[Message]:
             where = f"delete set inet {t} {name}"
             out.append(Message(nft_type(NFT_MSG_DELSET), _set_name(t, name), 0, where))
     return out
+
+
+def recreate_messages(settings: FirewallConfig, names: list[str]) -> list[Message]:
+    """The sets ``names`` deleted and created again, empty, in one transaction with
+    ``structure_messages``: the hooked chains are flushed first (a set that a rule
+    refers to cannot be deleted), then the structure's messages create the sets and
+    put the rules back. What follows in the same batch (their elements) fills the new
+    sets; the old sets' elements are freed by the kernel after the commit, one
+    transaction record in all instead of one per element (``NftablesBackend.replace``)."""
+    t = settings.table
+    out = [_flush_chain(t, HOOKS[h]) for h in settings.hooks]
+    out += [
+        Message(nft_type(NFT_MSG_DELSET), _set_name(t, n), 0, f"delete set inet {t} {n}")
+        for n in names
+    ]
+    return out + structure_messages(settings)
+
+
+def size_message(settings: FirewallConfig, name: str, size: int) -> Message:
+    """An address set's size limit changed to ``size``, its elements kept (NEWSET of the
+    existing set; the kernel applies the new size at the commit)."""
+    _, ktype, klen, _, _ = next(f for f in _FAMILIES if f[0] == name)
+    body = _set(settings.table, name, ktype, klen, size, 1, 0)
+    return Message(nft_type(NFT_MSG_NEWSET), body, NLM_F_CREATE, f"size of set {name}")
+
+
+def _flush_chain(table: str, hook: str) -> Message:
+    rules = (
+        p.nfgen(NFPROTO_INET)
+        + p.str_attr(p.NFTA_RULE_TABLE, table)
+        + p.str_attr(p.NFTA_RULE_CHAIN, hook)
+    )
+    return Message(nft_type(p.NFT_MSG_DELRULE), rules, 0, f"flush chain inet {table} {hook}")
 
 
 def _drop_tail(settings: FirewallConfig) -> list[list[bytes]]:

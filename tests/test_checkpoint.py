@@ -1,0 +1,100 @@
+"""banctl apply checkpoints the ledger's WAL itself, between bans, when no input waits
+(banpipe.record.Recorder.checkpoint_due): SQLite's own checkpoint ran inside the COMMIT
+of the ban that crossed its mark, before that ban's firewall entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+
+from banpipe import banctl, record
+from banpipe.config import parse_config
+from banpipe.daemon import Daemon
+from banpipe.pipe import Lines
+from test_banctl import NOW, fixed_env
+
+
+def env_at(path: str) -> banctl.Env:
+    return fixed_env(parse_config('[ban]\nspoof_max = 0\n[firewall]\nbackend = "null"\n'), path)
+
+
+def line(addr: str) -> bytes:
+    return json.dumps({"v": 1, "offender": addr, "sid": 1, "gid": 1, "rev": 1}).encode() + b"\n"
+
+
+def in_main_file(path: str, addr: str, tmp) -> bool:
+    """Whether the database file alone (without its WAL) holds ``addr``'s ban."""
+    copy = tmp / "copy.sqlite3"
+    shutil.copyfile(path, copy)
+    db = sqlite3.connect(copy)
+    try:
+        found = db.execute("SELECT count(*) FROM offenders WHERE addr = ?", (addr,)).fetchone()
+    except sqlite3.OperationalError:  # not even the schema is there yet
+        return False
+    else:
+        return found[0] > 0
+    finally:
+        db.close()
+        copy.unlink()
+
+
+def test_due_after_a_second_or_sixteen_commits_never_while_stalled(tmp_path):
+    path = str(tmp_path / "ledger.sqlite3")
+    env = env_at(path)
+    daemon = Daemon(env, env.ledger(), env.firewall())
+    daemon.start()
+    rec = daemon.record
+    mono = time.monotonic()
+    assert not rec.checkpoint_due(mono) and rec.deadlines(NOW, mono) == []
+    daemon.handle(*Lines().feed(line("203.0.113.1")))
+    assert not rec.checkpoint_due(time.monotonic())
+    assert in_main_file(path, "203.0.113.1", tmp_path) is False  # in the WAL only
+    (left,) = rec.deadlines(NOW, time.monotonic())
+    assert 0 < left <= record.CHECKPOINT_AFTER
+    assert rec.checkpoint_due(time.monotonic() + record.CHECKPOINT_AFTER)
+    rec.stalled = {}
+    assert not rec.checkpoint_due(time.monotonic() + record.CHECKPOINT_AFTER)
+    mono = time.monotonic()
+    assert rec.deadlines(NOW, mono) == [rec.retry_at - mono]  # the retry's only
+    rec.stalled = None
+    rec.checkpoint()
+    assert in_main_file(path, "203.0.113.1", tmp_path)
+    assert not rec.checkpoint_due(time.monotonic() + record.CHECKPOINT_AFTER)
+    for i in range(2, 2 + record.CHECKPOINT_COMMITS):
+        assert not rec.checkpoint_due(time.monotonic())
+        daemon.handle(*Lines().feed(line(f"203.0.113.{i}")))
+    assert rec.checkpoint_due(time.monotonic())
+    env.close()
+
+
+def test_the_daemon_checkpoints_when_input_pauses(tmp_path, monkeypatch):
+    monkeypatch.setattr(record, "CHECKPOINT_AFTER", 0.2)
+    path = str(tmp_path / "ledger.sqlite3")
+    env = env_at(path)
+    ledger = env.ledger()
+    # SQLite's own checkpoint off: only the daemon's can put the ban in the file.
+    ledger.db.execute("PRAGMA wal_autocheckpoint=0")
+    r, w = os.pipe()
+    os.write(w, line("203.0.113.9"))
+    seen = {}
+
+    def later():
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not in_main_file(path, "203.0.113.9", tmp_path):
+                time.sleep(0.05)
+            seen["in file"] = in_main_file(path, "203.0.113.9", tmp_path)
+        finally:
+            os.close(w)
+
+    t = threading.Thread(target=later)
+    t.start()
+    with os.fdopen(r, "rb") as stdin:
+        Daemon(env, ledger, env.firewall()).run(stdin)
+    t.join()
+    assert seen["in file"]
+    env.close()
