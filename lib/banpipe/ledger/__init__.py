@@ -105,6 +105,7 @@ class Ledger(Hits, Fleet):
         # extension not yet shared is due (hits.SHARE_EVERY).
         self._shared: dict[str, float] = {}
         self._unshared: dict[str, float] = {}
+        self._shared_swept = 0.0
 
     # -- opening -----------------------------------------------------------------
 

@@ -50,6 +50,7 @@ class Hits(Reads):
     _version: int | None  # PRAGMA data_version when this connection last asked
     _shared: dict[str, float]  # addr -> when this connection last wrote a decision on it
     _unshared: dict[str, float]  # addr -> when its extension not yet shared is due
+    _shared_swept: float  # when _shared was last swept of decisions older than SHARE_EVERY
 
     def record_groups(
         self,
@@ -164,8 +165,11 @@ class Hits(Reads):
     def _note_shared(self, addr: str, now: float) -> None:
         """A decision on ``addr`` is written at ``now``: nothing of it waits any more."""
         shared = self._shared
-        if len(shared) >= SHARED_KEPT:  # an address not here is shared at once anyway
+        # An address not here is shared at once anyway; swept at most once per
+        # SHARE_EVERY (100,000 new bans within a minute would otherwise sweep at each).
+        if len(shared) >= SHARED_KEPT and now - self._shared_swept >= SHARE_EVERY:
             self._shared = shared = {a: t for a, t in shared.items() if now - t < SHARE_EVERY}
+            self._shared_swept = now
         shared[addr] = now
         self._unshared.pop(addr, None)
 
