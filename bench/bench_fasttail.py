@@ -149,7 +149,7 @@ def throughput(path: Path, lines: int, repeat: int) -> dict[str, tuple[float, in
     runs = {
         "naive floor (regex + json.dumps)": [sys.executable, "-c", NAIVE, str(path)],
         "fasttail (orjson)": [sys.executable, str(FASTTAIL), "--once", "--from-start", str(path)],
-        # Position records after every 16 KiB read (docs/pipe-format.md, "Positions").
+        # Position records after every 32 KiB read (docs/pipe-format.md, "Positions").
         "fasttail --ledger (positions)": [
             sys.executable,
             str(FASTTAIL),

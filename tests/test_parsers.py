@@ -185,6 +185,42 @@ def test_cached_and_uncached_parse_agree():
         assert run([line]) == run([line])
 
 
+@pytest.mark.parametrize("encoded", [False, True])
+def test_ipv4_ports_read_alike_cold_and_in_a_burst(encoded):
+    # A burst (feed_text) reads IPv4 ports as text when they have no leading zero and
+    # compares 5 digits with "65535"; every other port goes the general way. Each line
+    # read cold (its middle not cached) must give what the burst gives.
+    ports = ["0", "1", "9", "80", "6553", "9999", "10000", "59999", "60000", "65535"]
+    ports += ["65536", "70000", "99999", "00", "080", "00080", "123456", "0x50"]
+    addrs = ["192.0.2.1", "256.0.2.1", "192.0.2.01", "0.0.0.0", "1.2.3", "10.0.0.1.5"]
+    pairs = [
+        f"198.51.100.7:{p} -> 192.0.2.15:{q}"
+        for i, p in enumerate(ports)
+        for q in (ports[-i - 1], "22")
+    ]
+    pairs += [f"{a}:80 -> 192.0.2.15:443" for a in addrs] + [
+        f"192.0.2.15:443 -> {a}:80" for a in addrs
+    ]
+    lines = [S2.replace("203.0.113.143:80 -> 192.0.2.15:49645", pair) for pair in pairs]
+    cold = []
+    for n, line in enumerate(lines, 1):
+        parsers._MIDDLES.clear()
+        cold += AlertParser(now=NOW).feed(line, n)
+    p = AlertParser(now=NOW, encoded=encoded)
+    p.feed(S2, 0)  # the middle is cached now
+    burst = p.feed_text("\n".join(lines), 1)
+    if encoded:
+        burst = [
+            d
+            for x in burst
+            for d in (map(json.loads, x.data.splitlines()) if type(x) is parsers.Encoded else [x])
+        ]
+    assert len(alerts(cold)) > 20 and len(errors(cold)) > 10
+    assert [(x.lineno, x.reason) if isinstance(x, ParseError) else x for x in burst] == [
+        (x.lineno, x.reason) if isinstance(x, ParseError) else x for x in cold
+    ]
+
+
 @pytest.mark.parametrize(
     ("proto", "src", "want"),
     [

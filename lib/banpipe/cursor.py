@@ -17,11 +17,13 @@ from typing import Protocol
 
 from .positions import FP_BYTES
 
-# Bytes per read: a burst is parsed and written in batches of about 80 alerts. Bigger reads
-# are slower here: each batch's garbage then outgrows pymalloc's arenas, which are unmapped
-# and mapped again every batch (1 << 16: ~1 page fault per alert, +50% system time; see
-# bench/README.md).
-CHUNK = 1 << 14
+# Bytes per read: a burst is parsed and written in batches of about 170 alerts. Each read
+# costs about 60,000 instructions besides its lines (the follower's checks, the batch's
+# lists, joins and writes): 1 << 15 takes 0.25k instructions a line less than 1 << 14
+# and makes as few page faults. When alerts were dicts, bigger reads were slower: each
+# batch's garbage outgrew pymalloc's arenas, which were unmapped and mapped again every
+# batch (1 << 16: ~1 page fault per alert, +50% system time; see bench/README.md).
+CHUNK = 1 << 15
 HEADER_B = b"[**] ["  # an alert_full block header starts with this
 
 

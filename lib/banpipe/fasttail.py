@@ -57,7 +57,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any
 
-from . import cli, metrics, pipe, progress, statefile
+from . import cli, pipe, progress
 from .config import ConfigError, load_config
 from .cursor import CHUNK, Cursor
 from .follow import Follower
@@ -126,7 +126,12 @@ class JsonOutput:
         self.count = 0
         self.skipped: Counter[str] = Counter()
         self.metrics_path = metrics_path
-        self.throttle = metrics.Throttle(METRICS_EVERY)
+        self.throttle: Any = None
+        if metrics_path:
+            # Imported only with --metrics (metrics and statefile: 2% of the start-up).
+            from . import metrics
+
+            self.throttle = metrics.Throttle(METRICS_EVERY)
         self.on_batch: Callable[[], None] | None = None  # progress display, if any
 
     def emit(self, items: list, name: str) -> None:
@@ -164,13 +169,15 @@ class JsonOutput:
             kind = x.reason.split(":", 1)[0]
             self.skipped[kind] += 1
             self.reporter.say(f"{name}:{x.lineno}", x.reason, level=cli.WARNING)
-        if self.metrics_path and self.throttle.due():
+        if self.throttle is not None and self.throttle.due():
             self.write_metrics()
 
     def write_metrics(self) -> None:
         """The counters to ``--metrics FILE`` (atomically); a failure is a warning."""
         if not self.metrics_path:
             return
+        from . import metrics
+
         families = [
             metrics.counter(
                 "banpipe_fasttail_alerts_read_total", "Alerts read and emitted.", self.count
@@ -219,6 +226,8 @@ def _check_args(ap: cli.ArgumentParser) -> Callable[[Any], None]:
 
 
 def load_state(path: str, reporter: cli.Reporter) -> Position | None:
+    from . import statefile
+
     try:
         return Position.from_json(statefile.read_json(path))
     except (FileNotFoundError, NotADirectoryError):
@@ -405,6 +414,8 @@ class StateSaver:
         self.closing = False
 
     def write(self, pos: Position) -> None:
+        from . import statefile
+
         try:
             statefile.write_json_atomic(self.path, pos.to_json())
         except OSError as exc:

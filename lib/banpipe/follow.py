@@ -41,7 +41,6 @@ from typing import Any
 from .cursor import Cursor, Parser
 from .openfiles import OpenFiles, Output
 from .positions import Checkpoints, Position
-from .watch import FollowWatches
 
 # -- the loop --------------------------------------------------------------------------------
 
@@ -241,6 +240,10 @@ class Follower:
         An exception (a closed pipe, a state file that cannot be written) ends the run
         without a last save: the saved position then only covers delivered alerts.
         """
+        # Imported here: pyinotify (and logging) are a sixth of fasttail's start-up, and
+        # --once never waits.
+        from .watch import FollowWatches
+
         watches = self.files.watches = FollowWatches(os.path.dirname(self.abspath))
         try:
             self.files.watch()

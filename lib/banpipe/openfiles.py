@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .cursor import Cursor, Parser
 from .positions import Checkpoints, Position, count_lines, matches, start_of_last_line
@@ -28,7 +28,9 @@ from .rotation import (
     rotation_siblings,
     sibling_ids,
 )
-from .watch import FollowWatches
+
+if TYPE_CHECKING:  # imported by Follower.run (pyinotify is not free; --once needs none)
+    from .watch import FollowWatches
 
 
 class Output(Protocol):

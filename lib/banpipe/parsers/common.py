@@ -147,6 +147,10 @@ def line_template(alert: dict[str, Any], fmt: str) -> tuple[str, ...]:
 
     Each member is the encoder's own text for that key and value, so a line made from
     the pieces is the line ``pipe.encode`` makes of the alert dict: one encoding.
+    The pieces hold the encoder's *bytes*, one character each (decoded as Latin-1):
+    a line made of them and of ASCII (time, addresses, ports) is its pipe line's bytes
+    by ``encode("latin-1")``, a plain copy, where a non-ASCII msg would make the UTF-8
+    encoding of a whole batch go character by character.
     """
     parts = []
     for key, value in alert.items():
@@ -154,7 +158,7 @@ def line_template(alert: dict[str, Any], fmt: str) -> tuple[str, ...]:
         if slot is not None:
             parts.append(f'"{key}":{slot}')
         else:
-            member = pipe.dumps({key: fmt if key == "format" else value}).decode()
+            member = pipe.dumps({key: fmt if key == "format" else value}).decode("latin-1")
             parts.append(member[1:-1].replace("%", "%%"))
     # NUL marks the slots: JSON text never holds one (the encoder writes \u0000).
     line = "{" + ",".join(parts) + "}"

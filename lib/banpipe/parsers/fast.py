@@ -1,6 +1,6 @@
 """alert_fast lines of Snort 2, Snort 3 and Suricata (docs/formats.md), the hot path.
 
-A well-formed line costs one regex (``_SCAN``, per line of a text: parsers.scan)
+A well-formed line costs one regex (``_SCAN_ALL``, over a text of lines: parsers.scan)
 that splits it into time stamp, "middle" (ids, msg, classification, priority, protocol)
 and addresses; the middle's parse by the full grammar (``_FAST``) is cached by its text
 (module-wide, :data:`_MIDDLES`) as a template of the alert dict and of its pipe line,
@@ -86,8 +86,8 @@ _FAST_MATCH = _FAST.match
 # The middle (everything but time and addresses) repeats from alert to alert; its parse by
 # _FAST is cached in _MIDDLES, keyed by its text.  Only text that _FAST accepted is ever a
 # key, so the loose ".*" admits nothing new, and it is a quarter faster than a character
-# class.  parsers.scan's _SCAN is the same expression for one line of many ("$" is the
-# line's end, "." never crosses it); both split a line at the same places.
+# class.  parsers.scan's _SCAN_ALL is the same expression for every line of a text ("$" is
+# a line's end, "." never crosses it); both split a line at the same places.
 _QUICK_TEXT = rf"({_DATE})-({_TIME})( {{1,2}}.*\}} )([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*) *"
 _QUICK_MATCH = re.compile(_QUICK_TEXT + r"\Z", re.ASCII | re.DOTALL).match
 _SURICATA = "suricata-fast"

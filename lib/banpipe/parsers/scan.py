@@ -1,9 +1,9 @@
 """alert_fast bursts read as one text: the hot path of :class:`banpipe.parsers.AlertParser`.
 
-:meth:`ScanLines.feed_text` takes a whole read (many lines) and makes the alert of each
-well-formed alert_fast line from its middle's cached entry (parsers.fast._MIDDLES) as a
-pipe line, without a dict; every other line goes one by one through the full grammars
-(:meth:`ScanLines._line`).
+:meth:`ScanLines.feed_text` takes a whole read (many lines), splits every line with one
+``findall`` (_SCAN_ALL), and makes the alert of each well-formed alert_fast line from its
+middle's cached entry (parsers.fast._MIDDLES) as a pipe line, without a dict; every other
+line goes one by one through the full grammars (:meth:`ScanLines._line`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,24 @@ from itertools import chain, count
 
 from banpipe import pipe
 
-from .common import Encoded
+from .common import _DATE, _TIME, Encoded
 from .endpoints import _AF4, _PTON, _V4_PTON
-from .fast import _FAST_MATCH, _MIDDLES, _QUICK_MATCH, _QUICK_TEXT, _endpoints
+from .fast import _FAST_MATCH, _MIDDLES, _QUICK_MATCH, _endpoints
 
-# fast._QUICK for one line of many: "$" is the line's end, "." never crosses it.
-_SCAN_MATCH = re.compile(_QUICK_TEXT + "$", re.ASCII | re.MULTILINE).match
-_NO_PORT = 65536
+# fast._QUICK for every line of a text (findall: one tuple per line, in C), split at the
+# same places: "$" is a line's end and "." never crosses it. An IPv4 line with ports has
+# them apart (groups 4-7), each port without leading zeros (at most 65535 is checked in
+# Python: cheaper than in the regex), so its text is what the pipe line holds; other
+# address text is in groups 8 and 9; a line that is no alert_fast line at all is group 11
+# (and group 1 is empty). Without a strict inet_pton (_V4_PTON) there is no IPv4 branch:
+# every address goes through _endpoints.
+_PORT = r"([1-9]\d{0,4}|0)"
+_V4_PORTS = rf"([\d.]{{7,15}}):{_PORT} -> ([\d.]{{7,15}}):{_PORT}|" if _V4_PTON else "()()()()"
+_SCAN_ALL = re.compile(
+    rf"^(?:({_DATE})-({_TIME})( {{1,2}}.*\}} )"
+    rf"(?:{_V4_PORTS}([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*))( *)|(.*))$",
+    re.ASCII | re.MULTILINE,
+).findall
 
 
 class ScanLines:
@@ -37,9 +48,10 @@ class ScanLines:
         """Parse the lines of ``text`` (joined by ``"\\n"``, no final newline), the first
         being line ``first``: what :meth:`AlertParser.feed` returns for each, in order.
 
-        The hot path of a burst: each line is one match of _SCAN at its start, a lookup
-        of its middle and of its date token, and its pipe line made from the middle's
-        template (line_template), so no dict is built per alert. With ``encoded`` the
+        The hot path of a burst: the lines are split by one findall of _SCAN_ALL over the
+        whole text, then each takes a lookup of its middle and of its date token, and its
+        pipe line is made from the middle's template (line_template), so no dict is built
+        per alert. With ``encoded`` the
         pipe lines of consecutive alerts come back as one :class:`Encoded` item;
         otherwise they are decoded to dicts. A line that the template
         cannot make (the first of its middle, a new date token, any address doubt, an
@@ -47,44 +59,39 @@ class ScanLines:
         Afterwards ``last_line`` is the number of text's last line (a caller need not
         count them).
         """
-        if self._block is not None:
+        if self._block is not None or (
+            len(text) > self._max_line and max(map(len, text.split("\n"))) > self._max_line
+        ):
+            # An open alert_full block, or a line too long: line by line.
             return self._lines(text, first)
         out: list = []
         run: list[str] = []  # pipe lines made here, not yet in out
         keep = run.append
         get = _MIDDLES.get
         fdok = self._fdok
-        max_line = self._max_line
-        n = len(text)
-        pos = 0
-        lineno = first
-        while pos <= n:
-            m = _SCAN_MATCH(text, pos)
-            if m is not None:
-                end = m.end()
-                dtok, time, mid, src, dst = m.groups()
+        lineno = first - 1
+        for lineno, (dtok, time, mid, s, sp, d, dp, src, dst, tail, other) in enumerate(
+            _SCAN_ALL(text), first
+        ):
+            if dtok:
                 ent = get(mid) or _MIDDLES.recall(mid)
-                if ent is not None and end - pos <= max_line:
+                if ent is not None:
                     fe = fdok[ent[1]].get(dtok)
                     if fe is not None:
                         fmt, pre = fe
-                        s, _, sp = src.rpartition(":")
-                        d, _, dp = dst.rpartition(":")
                         # IPv4 with ports, the common case, here only: inet_pton is the
-                        # rule (_V4_PTON); a port as endpoints._port reads it.
-                        if s and ":" not in s and len(sp) <= 5 >= len(dp) and _V4_PTON:
+                        # rule (_V4_PTON); a port of 5 digits is compared as text.
+                        if sp and (sp <= "65535" or len(sp) < 5) and (dp <= "65535" or len(dp) < 5):
                             try:
                                 _PTON(_AF4, s)
                                 _PTON(_AF4, d)
-                                p, q = int(sp), int(dp)
                             except (OSError, ValueError):
-                                p = q = _NO_PORT
-                            if p <= 65535 >= q:
+                                pass
+                            else:
                                 p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
-                                keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{p}{p4}{d}{p5}{q}{p6}")
-                                pos = end + 1
-                                lineno += 1
+                                keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{sp}{p4}{d}{p5}{dp}{p6}")
                                 continue
+                            src, dst = f"{s}:{sp}", f"{d}:{dp}"
                         r = _endpoints(src, dst, fmt, ent[2])
                         if type(r) is tuple and r[0] is not None:  # (no addresses: _line)
                             s, sp, d, dp = r
@@ -94,39 +101,33 @@ class ScanLines:
                                 dp = "null"
                             p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
                             keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{sp}{p4}{d}{p5}{dp}{p6}")
-                            pos = end + 1
-                            lineno += 1
                             continue
-            else:
-                end = text.find("\n", pos)
-                if end < 0:
-                    end = n
+                if sp:
+                    src, dst = f"{s}:{sp}", f"{d}:{dp}"
+                other = f"{dtok}-{time}{mid}{src} -> {dst}{tail}"  # the line again
             if run:
                 self._fragment = False  # as after any alert
                 self._take(run, out)
-            out += self._line(text[pos:end], lineno)
-            pos = end + 1
-            lineno += 1
-            if self._block is not None and pos <= n:
-                return out + self._lines(text[pos:], lineno)
+            out += self._line(other, lineno)
+            if self._block is not None:
+                rest = text.split("\n", lineno - first + 1)
+                if len(rest) > lineno - first + 1:
+                    out += self._lines(rest[-1], lineno + 1)
+                    return out
         if run:
             self._fragment = False
             self._take(run, out)
-        self.last_line = lineno - 1
+        self.last_line = lineno
         return out
 
     def _take(self, run: list[str], out: list) -> None:
         """Move the pipe lines of ``run`` to ``out``: one Encoded item, or dicts."""
         if self._encoded:
+            # The lines are their bytes, one character each (line_template): a copy.
             run.append("")
-            text = "\n".join(run)
-            # One non-ASCII msg makes the whole text's encoding slow (per character):
-            # then line by line, which is fast for every ASCII line.
-            ascii_ = text.isascii()
-            data = text.encode() if ascii_ else b"\n".join([line.encode() for line in run])
-            out.append(Encoded(data, len(run) - 1))
+            out.append(Encoded("\n".join(run).encode("latin-1"), len(run) - 1))
         else:
-            out += map(pipe.loads, run)
+            out += [pipe.loads(line.encode("latin-1")) for line in run]
         run.clear()
 
     def _lines(self, text: str, first: int) -> list:
