@@ -19,54 +19,55 @@ def _recorded(cfg, addr):  # noqa: F811
         return led.db.execute(sql, (addr,)).fetchone()[0]
 
 
-def test_a_known_offenders_alerts_wait_a_new_offender_commits_at_once(cfg, fw, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(daemon, "COMMIT_EVERY", 30.0)  # nothing waiting is due by itself
-    monkeypatch.setattr(daemon, "FLOOD_RATE", 0.001)  # however few lines: a flood
+def _apply_driven(cfg, drive):  # noqa: F811
+    """Run ``banctl apply`` here on a pipe that ``drive(write)`` feeds from a thread
+    (banctl.main installs signal handlers: it runs in the main thread); its exit code."""
     args = cfg("[ban]\nspoof_max = 0\n")
     r, w = os.pipe()
-    seen: dict[str, object] = {}
 
-    def drive():  # banctl.main installs signal handlers: it runs in the main thread
+    def feed():
         try:
-            os.write(w, lines(alert("203.0.113.7")).encode())
-            seen["first"] = _wait_for(lambda: _recorded(cfg, "203.0.113.7") == 1)
-            os.write(w, lines(alert("203.0.113.7"), alert("203.0.113.7")).encode())
-            time.sleep(1.0)
-            seen["waiting"] = _recorded(cfg, "203.0.113.7")
-            os.write(w, lines(alert("203.0.113.8")).encode())  # new: at once, with the rest
-            seen["new"] = _wait_for(lambda: _recorded(cfg, "203.0.113.8") == 1)
-            seen["with it"] = _recorded(cfg, "203.0.113.7")
-            os.write(w, lines(alert("203.0.113.8")).encode())  # waits until the end
+            drive(lambda *alerts: os.write(w, lines(*alerts).encode()))
         finally:
             os.close(w)
 
-    driver = threading.Thread(target=drive)
+    driver = threading.Thread(target=feed)
     driver.start()
     with open(r, "rb", buffering=0) as stdin:
         rc = banctl.main([*args, "apply"], stdin=stdin, stdout=io.StringIO(), stderr=io.StringIO())
     driver.join(timeout=30)
-    assert rc == 0
+    return rc
+
+
+def test_a_known_offenders_alerts_wait_a_new_offender_commits_at_once(cfg, fw, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(daemon, "COMMIT_EVERY", 30.0)  # nothing waiting is due by itself
+    monkeypatch.setattr(daemon, "FLOOD_RATE", 0.001)  # however few lines: a flood
+    seen: dict[str, object] = {}
+
+    def drive(write):
+        write(alert("203.0.113.7"))
+        seen["first"] = _wait_for(lambda: _recorded(cfg, "203.0.113.7") == 1)
+        write(alert("203.0.113.7"), alert("203.0.113.7"))
+        time.sleep(1.0)
+        seen["waiting"] = _recorded(cfg, "203.0.113.7")
+        write(alert("203.0.113.8"))  # new: at once, with the rest
+        seen["new"] = _wait_for(lambda: _recorded(cfg, "203.0.113.8") == 1)
+        seen["with it"] = _recorded(cfg, "203.0.113.7")
+        write(alert("203.0.113.8"))  # waits until the end
+
+    assert _apply_driven(cfg, drive) == 0
     assert seen == {"first": True, "waiting": 1, "new": True, "with it": 3}
     assert _recorded(cfg, "203.0.113.8") == 2
 
 
 def test_below_the_flood_rate_a_known_offenders_alert_commits_at_once(cfg, fw, monkeypatch):  # noqa: F811
     monkeypatch.setattr(daemon, "COMMIT_EVERY", 30.0)
-    args = cfg("[ban]\nspoof_max = 0\n")
-    r, w = os.pipe()
-    seen: dict[str, object] = {}
+    seen: dict[int, bool] = {}
 
-    def drive():
-        try:
-            for n in (1, 2, 3):  # one alert a while: no flood, no wait
-                os.write(w, lines(alert("203.0.113.7")).encode())
-                seen[n] = _wait_for(lambda n=n: _recorded(cfg, "203.0.113.7") == n)
-        finally:
-            os.close(w)
+    def drive(write):
+        for n in (1, 2, 3):  # one alert a while: no flood, no wait
+            write(alert("203.0.113.7"))
+            seen[n] = _wait_for(lambda n=n: _recorded(cfg, "203.0.113.7") == n)
 
-    driver = threading.Thread(target=drive)
-    driver.start()
-    with open(r, "rb", buffering=0) as stdin:
-        rc = banctl.main([*args, "apply"], stdin=stdin, stdout=io.StringIO(), stderr=io.StringIO())
-    driver.join(timeout=30)
-    assert rc == 0 and seen == {1: True, 2: True, 3: True}
+    assert _apply_driven(cfg, drive) == 0
+    assert seen == {1: True, 2: True, 3: True}
