@@ -4,14 +4,20 @@ Measures the pipe's encode (jsonlines.Writer with the dumps hook) and decode
 (jsonlines.Reader with the loads hook) for 200,000 typical alert objects, with the
 standard library's json and with orjson, in one run. Prints objects/s and the ratio.
 
-    .venv/bin/python bench/bench_json.py
+Then banpipe's own pipe on the same objects (CPU time, best of 3): ``pipe.encode`` per
+object and ``pipe.PipeReader`` (feed, finish, objects) on the bytes, from the
+checkout's lib/ or from ``--lib DIR`` (another checkout's, to measure side by side).
+
+    .venv/bin/python bench/bench_json.py [--lib OTHER/lib]
 """
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 import time
+from pathlib import Path
 
 import jsonlines
 import orjson
@@ -64,7 +70,36 @@ def bench_decode(loads, data):
     return N / (time.perf_counter() - t)
 
 
+def bench_pipe() -> tuple[float, float]:
+    """banpipe.pipe's encode and PipeReader, objects/s in CPU time (best of 3)."""
+    from banpipe import pipe
+
+    objs = [dict(ALERT, sid=2000 + i % 500, src=f"192.0.2.{i % 250}") for i in range(N)]
+    encode = pipe.encode
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(3):
+            t = time.process_time()
+            fn()
+            times.append(time.process_time() - t)
+        return N / min(times)
+
+    data = b"".join(encode(o) for o in objs)
+
+    def decode() -> None:
+        reader = pipe.PipeReader()
+        reader.feed(data)
+        reader.finish()
+        assert sum(1 for _ in reader.objects()) == N
+
+    return best(lambda: [encode(o) for o in objs]), best(decode)
+
+
 def main():
+    args = sys.argv[1:]
+    lib = args[1] if args[:1] == ["--lib"] and len(args) == 2 else None
+    sys.path.insert(0, lib or str(Path(__file__).resolve().parents[1] / "lib"))
     enc_std, data = bench_encode(std_dumps)
     enc_fast, data2 = bench_encode(fast_dumps)
     assert data == data2, "orjson must produce the same bytes"
@@ -73,6 +108,8 @@ def main():
     print(f"{'':10} {'json':>12} {'orjson':>12} {'ratio':>7}")
     print(f"{'encode/s':10} {enc_std:12,.0f} {enc_fast:12,.0f} {enc_fast / enc_std:6.2f}x")
     print(f"{'decode/s':10} {dec_std:12,.0f} {dec_fast:12,.0f} {dec_fast / dec_std:6.2f}x")
+    enc_pipe, dec_pipe = bench_pipe()
+    print(f"banpipe.pipe (CPU): encode {enc_pipe:,.0f}/s, PipeReader {dec_pipe:,.0f}/s")
 
 
 if __name__ == "__main__":

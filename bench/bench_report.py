@@ -7,12 +7,16 @@ through ``Ledger.record_groups`` (the call banctl apply makes), then, for each
 process of its own on a copy of that ledger, times:
 
 * index: the board alone, in memory: the rows it lists read from the ledger and
-  index.html + the bans-N.html pages rendered;
+  index.html + the bans-N.html pages rendered (from 2026-12-07 15:00, when list pages
+  are written only as they change: index.html from scratch, its summary included);
 * first: ``write_pages`` into an empty directory (index, every offender page and
   tracker file, the manifest);
 * again: ``write_pages`` a minute later with nothing changed;
 * burst 100 / burst 1000: after 100 (then 1,000) offenders got a new violation,
   ``write_pages`` (the board and their pages);
+* later: ``write_pages`` five minutes after that, nothing changed (the index's
+  totals, charts and tops are read from the whole ledger again: they are kept for
+  ``report.SUMMARY_EVERY`` seconds);
 * status and metrics: ``status.collect`` and the ledger's metric families.
 
 Wall and CPU seconds are both printed: the machine is shared, note its load.
@@ -38,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 V4_NETS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
-CASES = ("index", "first", "again", "burst 100", "burst 1000", "status", "metrics")
+CASES = ("index", "first", "again", "burst 100", "burst 1000", "later", "status", "metrics")
 
 
 def addresses(n: int) -> list[str]:
@@ -97,7 +101,18 @@ def measure(ledger_path: str, pages: str, n: int, now: float) -> dict[str, list[
     from ledgerutil import record
 
     ledger = Ledger.open(ledger_path)
-    if hasattr(overview, "offender_rows"):  # this change: the board module
+    if hasattr(overview, "active_rows"):  # list pages as leaves (pagestate)
+        board = importlib.import_module("banpipe.board")
+
+        def index() -> None:
+            # index.html from scratch: its summary from the whole ledger (kept for
+            # report.SUMMARY_EVERY) and the first page of bans
+            rows = overview.active_rows(ledger, limit=report.PAGE_ROWS)
+            listed = [
+                (o.expires, *p) for o, p in zip(rows, board.Rows(now).parts(rows), strict=True)
+            ]
+            board.render_index(ledger, listed, [], now, board.summary(ledger, now))
+    elif hasattr(overview, "offender_rows"):  # c17c654: the board module
         board = importlib.import_module("banpipe.board")
 
         def index() -> None:
@@ -123,6 +138,8 @@ def measure(ledger_path: str, pages: str, n: int, now: float) -> dict[str, list[
     out["burst 100"] = timed(lambda: report.write_pages(ledger, pages, now + 120))
     burst(1000, now + 160)
     out["burst 1000"] = timed(lambda: report.write_pages(ledger, pages, now + 180))
+    # nothing changed, five minutes on: the index's summary is read again
+    out["later"] = timed(lambda: report.write_pages(ledger, pages, now + 480))
     out["status"] = timed(
         lambda: status.collect(
             ledger, now, backend="null", spoof_max=500, spoof_window=10.0, firewall=None

@@ -165,6 +165,28 @@ def test_from_packed_of_the_embedded_forms():
         assert from_packed(raw) == rule(text), text
 
 
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=6).map(lambda ip: ip.exploded.upper()),
+        st.ip_addresses(v=4).map(lambda ip: f"::ffff:{ip}"),
+        st.sampled_from(["::1.2.3.4", "::ffff:0:1.2.3.4", "64:ff9b::1.2.3.4", "01.2.3.4"]),
+    ),
+    st.sampled_from(["32", "128"]),
+)
+def test_an_entry_of_one_address_is_what_the_network_rule_says(text, plen):
+    """``a/32``, ``a/128`` (every entry of a listing) take the address's own rule, fast:
+    the same answer as the network rule, which says what any ``a/n`` is."""
+    try:
+        net = address.network(f"{text}/{plen}")
+    except ValueError:
+        assert address.entry(f"{text}/{plen}") is None
+        return
+    addr, _, n = net.partition("/")
+    one = n == ("128" if ":" in addr else "32")
+    assert address.entry(f"{text}/{plen}") == (addr if one else net)
+
+
 @given(st.lists(st.one_of(any_address, v4_addr.map(lambda a: a + "/24")), max_size=6))
 def test_all_entries_is_entry_of_each(texts):
     """The bulk check agrees with entry() item by item (its C loops are the fast path)."""

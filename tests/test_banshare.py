@@ -17,6 +17,7 @@ from banpipe.bantime import BanPolicy
 from banpipe.cli import Reporter
 from banpipe.config import BanConfig, ConfigError, parse_config
 from banpipe.ledger import Decision, Ledger, Violation
+from banpipe.ledger.hits import SHARE_EVERY
 from banpipe.protect import Protection
 from ledgerutil import record
 from test_banctl import FakeFirewall
@@ -152,7 +153,8 @@ def policy():
 
 def test_every_local_change_is_a_decision_in_the_same_transaction(ledger):
     record(ledger, [Violation("203.0.113.7", reason="r1")], NOW, policy(), Low())
-    record(ledger, [Violation("203.0.113.7")] * 3, NOW + 1, policy(), Low())
+    # an extension SHARE_EVERY after the last decision on the address goes out at once
+    record(ledger, [Violation("203.0.113.7")] * 3, NOW + SHARE_EVERY, policy(), Low())
     ledger.ban("203.0.113.8", NOW + 2, expires=None, reason="by hand")
     ledger.pin("203.0.113.7", NOW + 3)
     ledger.unban(["203.0.113.8"], NOW + 4)
@@ -168,6 +170,35 @@ def test_every_local_change_is_a_decision_in_the_same_transaction(ledger):
     first = ledger.local_decisions(0)
     assert first[0].reason == "r1" and first[2].expires is None
     assert ledger.local_decisions(first[2].id) == first[3:]
+
+
+def test_extensions_are_shared_at_most_once_per_share_every(ledger):
+    """A flood extends at every commit: an ``extend`` decision at once when none was
+    written on the address within SHARE_EVERY, else the extension waits and goes out,
+    with the expiry as it then is, once SHARE_EVERY has passed since the last one."""
+    every = int(SHARE_EVERY)
+    record(ledger, [Violation("203.0.113.7")], NOW, policy(), Low())  # ban
+    for t in range(1, 2 * every + 31):  # a commit a second
+        record(ledger, [Violation("203.0.113.7")], NOW + t, policy(), Low())
+        assert ledger.share_extensions(NOW + t) == 0  # none waits past its time
+    expiry = ledger.get("203.0.113.7").expires
+    assert expiry == NOW + 3600 + (2 * every + 30) * 300
+    got = [(d.kind, d.ts) for d in ledger.local_decisions(0)]
+    assert got == [("ban", NOW), ("extend", NOW + every), ("extend", NOW + 2 * every)]
+    assert ledger.share_due_at() == NOW + 3 * every  # the last 30 s wait
+    assert ledger.share_extensions(NOW + 3 * every - 1) == 0
+    assert ledger.share_extensions(NOW + 3 * every) == 1
+    last = ledger.local_decisions(0)[-1]
+    assert (last.kind, last.ts, last.expires) == ("extend", NOW + 3 * every, expiry)
+    assert ledger.share_due_at() is None
+    # At a stop every waiting one goes, due or not; a lifted ban's waits no more.
+    record(ledger, [Violation("203.0.113.7")], NOW + 3 * every + 1, policy(), Low())
+    record(ledger, [Violation("203.0.113.8")] * 2, NOW, policy(), Low())
+    record(ledger, [Violation("203.0.113.8")], NOW + 1, policy(), Low())
+    ledger.unban(["203.0.113.8"], NOW + 2)
+    assert ledger.share_extensions(NOW + 3 * every + 2, every=True) == 1
+    assert ledger.local_decisions(0)[-1].addr == "203.0.113.7"
+    assert ledger.share_due_at() is None
 
 
 def test_remote_decisions_are_not_local_ones_and_carry_their_origin(ledger):

@@ -169,19 +169,86 @@ def test_apply_keeps_pages_current(tmp_path, tool_env):
     assert not [p for p in pages.rglob(".*tmp*")]  # no temporary file left behind
 
 
+def _listed(out: Path) -> list[str]:
+    """The addresses on the list pages, following the index's links in order."""
+    index = (out / "index.html").read_text()
+    names = re.findall(r'<li><a href="(bans-\d+\.html)">', index)
+    return [a for n in names for a in re.findall(r"<code>([^<]+)</code>", (out / n).read_text())]
+
+
 def test_index_is_paged(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "PAGE_ROWS", 2)
     led = Ledger.open(str(tmp_path / "l.sqlite3"))
     for i, a in enumerate(V4 + V6):
         led.ban(a, 1000.0 + i, expires=None, reason="<b>x</b>")
-    done = report.write_pages(led, tmp_path / "p", 2000.0)
-    assert done.index_pages == 2
-    assert "bans-2.html" in (tmp_path / "p" / "index.html").read_text()
-    second = (tmp_path / "p" / "bans-2.html").read_text()
+    out = tmp_path / "p"
+    done = report.write_pages(led, out, 2000.0)
+    assert done.index_pages == 3  # the index and two list pages
+    assert _listed(out) == sorted(V4 + V6)
+    second = (out / "bans-2.html").read_text()
     assert second.count("<tr>") == 3 and "&lt;b&gt;" not in second  # reason not listed here
     led.unban(V6, 3000.0)
-    report.write_pages(led, tmp_path / "p", 3001.0)
-    assert not (tmp_path / "p" / "bans-2.html").exists()
+    report.write_pages(led, out, 3001.0)
+    # the first page (the IPv6 ones, by address) emptied: it goes, and the link to it
+    assert not (out / "bans-1.html").exists() and _listed(out) == sorted(V4)
+    assert 'href="bans-1.html"' not in (out / "bans-2.html").read_text()
+
+
+def test_list_pages_are_written_again_only_where_rows_or_times_left_changed(tmp_path, monkeypatch):
+    from banpipe.bantime import BanPolicy
+    from banpipe.ledger import Violation
+    from ledgerutil import record
+
+    monkeypatch.setattr(report, "PAGE_ROWS", 10)
+    led = _ledger_of(tmp_path, 60)  # 61 bans, expiring together; then permanent ones
+    for i in range(5):
+        led.ban(f"198.51.100.{i + 10}", 1_800_000_000.0, expires=None, reason="hand")
+    out = tmp_path / "p"
+    t0 = 1_800_000_100.0
+    first = report.write_pages(led, out, t0)
+    assert first.index_pages == 1 + 7
+    order = _listed(out)
+    assert len(order) == len(set(order)) == 66 and order[-5:] == [
+        f"198.51.100.{i + 10}" for i in range(5)
+    ]
+    before = _tree(out)
+    again = report.write_pages(led, out, t0 + 60)
+    assert (again.index_pages, again.offender_pages, again.unchanged) == (1, 0, 66)
+    after = _tree(out)
+    assert {k for k in after if after[k] != before[k]} <= {"index.html", ".banpipe-pages.sqlite3"}
+    # one ban extended: it leaves its page and joins the last timed one; nothing else
+    moved = order[3]
+    record(led, [Violation(moved, "1:9:1", "again <b>")], t0 + 400, BanPolicy(), random.Random(1))
+    done = report.write_pages(led, out, t0 + 460)
+    changed = {k for k, v in _tree(out).items() if after.get(k) != v}
+    pages = {k for k in changed if k.startswith("bans-")}
+    assert done.offender_pages == 1 and len(pages) <= 3, pages
+    assert sorted(_listed(out)) == sorted(order) and _listed(out).index(moved) > order.index(moved)
+    # a split keeps every ban listed once, in order
+    hits = [Violation(f"2001:db8:c::{i:x}", "1:9:1", "new") for i in range(40)]
+    record(led, hits, t0 + 500, BanPolicy(), random.Random(1))
+    report.write_pages(led, out, t0 + 560)
+    listed = _listed(out)
+    assert len(listed) == len(set(listed)) == 106
+    assert max(len(re.findall("<tr>", p.read_text())) for p in out.glob("bans-*.html")) <= 21
+    # times left are shown to the ten minutes below an hour: a page changes with them
+    rows = [p.read_text() for p in sorted(out.glob("bans-*.html"))]
+    later = report.write_pages(led, out, t0 + 560 + 24 * 3600)
+    assert later.index_pages > 1 and "(lapsed)" in (out / "bans-1.html").read_text()
+    assert rows != [p.read_text() for p in sorted(out.glob("bans-*.html"))]
+
+
+def test_rough_times_left_say_when_they_change():
+    from banpipe.board import rough_remaining
+
+    assert rough_remaining(1) == ("≤10m", 1)
+    assert rough_remaining(601) == ("≤20m", 1)
+    assert rough_remaining(3599) == ("≤60m", 599)
+    assert rough_remaining(3600) == ("≤1h", 3600)  # to the hour from one hour on
+    assert rough_remaining(86_400 * 2.5) == ("≤3d", 43_200)
+    for left in range(1, 300_000, 97):
+        text, lasts = rough_remaining(left)
+        assert rough_remaining(left - lasts + 0.5)[0] == text != rough_remaining(left - lasts)[0]
 
 
 # -- in a real browser -------------------------------------------------------------------
@@ -207,13 +274,16 @@ def console_errors(stderr: str) -> list[str]:
     ]
 
 
-def browse(page: Path, tmp: Path, shot_name: str) -> str:
-    """The DOM chromium builds for ``page``; fails on console errors; keeps a screenshot."""
+def browse(page: Path, tmp: Path, shot_name: str | None) -> str:
+    """The DOM chromium builds for ``page``; fails on console errors; keeps a screenshot
+    (unless ``shot_name`` is None: each chromium start costs seconds under load)."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed")
     dom = chromium("--dump-dom", page.as_uri(), profile=tmp / "profile-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert console_errors(dom.stderr) == []
+    if shot_name is None:
+        return dom.stdout
     keep = Path(os.environ.get("BANPIPE_ARTIFACTS") or tempfile.gettempdir()) / shot_name
     shot = chromium(
         f"--screenshot={keep}", "--window-size=412,915", page.as_uri(),
@@ -239,6 +309,10 @@ def test_pages_in_headless_chromium(hostile):
     assert "banctl unban 2001:db8:bad::7" in dom and "<script" not in dom.lower()
 
 
+# The pipe takes about 40 s and the first page run (200,000 files) 80-150 s under load
+# 7-12 on the shared 2-core machine; at load 12 the test ran past the 300 s default
+# with nothing wrong (2026-12-07). A timing target is bench/'s to judge, not this test's.
+@pytest.mark.timeout(600)
 def test_100000_bans_through_the_pipe_in_chromium(tmp_path, tool_env):
     n = 100_000
     text = "".join(
@@ -257,10 +331,13 @@ def test_100000_bans_through_the_pipe_in_chromium(tmp_path, tool_env):
     rc, summary, err = banctl_run(cfg, "report", "--html", str(out))
     assert rc == 0, err
     assert f"{n} offender pages and {n} tracker files written" in summary
-    assert (out / "bans-200.html").exists() and not (out / "bans-201.html").exists()
+    listed = _listed(out)
+    assert len(listed) == len(set(listed)) == n  # every ban on one list page
     dom = browse(out / "index.html", tmp_path, "banpipe-report-100k-index.png")
     assert "Active bans (100000)" in dom and dom.count('<a href="o/') >= 500
-    dom = browse(out / "bans-200.html", tmp_path, "banpipe-report-100k-last.png")
+    last = re.findall(r'<li><a href="(bans-\d+\.html)">', dom)[-1]
+    assert len(re.findall(r'<li><a href="bans-', dom)) == 200
+    dom = browse(out / last, tmp_path, None)  # the index's screenshot shows the layout
     assert dom.count("<tr>") == 501 and "&lt;i&gt;mass&lt;/i&gt;" in dom
 
 

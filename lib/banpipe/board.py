@@ -14,7 +14,7 @@ stamps remembered by the minute, times left by the minute and signature cells by
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from banpipe import overview
 from banpipe.bantime import format_remaining
@@ -32,17 +32,19 @@ from banpipe.pagehtml import (
     stamp,
     table,
 )
+from banpipe.pagestate import PERMANENT, Leaf
 
 _HEAD = (
     "<tr><th>address</th><th>first seen</th><th>last seen</th><th>expires</th>"
     "<th class=n>violations</th><th class=n>bans</th><th>last signature</th><th>kind</th>"
     "<th>origin</th></tr>"
 )
-# address (safe name, text), first seen, last seen, expiry, violations, bans, the rest
-_ROW = (
-    f'<tr><td><a href="{{}}{OFFENDER_DIR}/{{}}.html"><code>{{}}</code></a></td><td>{{}}</td>'
-    "<td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td>{}</tr>"
+# address (safe name, text), first seen, last seen | the expiry | violations, bans, the rest
+_HEAD_CELLS = (
+    f'<tr><td><a href="{OFFENDER_DIR}/{{}}.html"><code>{{}}</code></a></td><td>{{}}</td>'
+    "<td>{}</td><td>"
 ).format
+_TAIL_CELLS = "</td><td class=n>{}</td><td class=n>{}</td>{}</tr>".format
 
 
 def chart_svg(buckets: Sequence[tuple[int, int]], label: str, step_label: str) -> str:
@@ -84,12 +86,33 @@ def _remaining(left: float, memo: dict[int, str]) -> str:
     return text
 
 
-class _Rows:
-    """Renders rows of active bans; remembers stamps, times left and signature cells
-    across pages."""
+# (below, step, unit): a time left under ``below`` seconds is shown rounded up to
+# ``step``: ``≤30m``, ``≤5h``, ``≤3d``.
+_ROUGH = ((3600, 600, "m", 60), (86400, 3600, "h", 3600), (float("inf"), 86400, "d", 86400))
 
-    def __init__(self, now: float) -> None:
+
+def rough_remaining(left: float) -> tuple[str, float]:
+    """A time left as a list page shows it, and for how many more seconds that text
+    holds. The expiry beside it is exact; the list pages are rewritten only when a row
+    or one of these texts changes (to the minute, every page would change every
+    minute), the index shows exact times left."""
+    for below, step, unit, per in _ROUGH:
+        if left < below:
+            n = -(-left // step)
+            return f"≤{int(n * step // per)}{unit}", left - (n - 1) * step
+    raise AssertionError(left)  # inf is above every time left
+
+
+class Rows:
+    """Rows of active bans: made once per offender that changed (:meth:`parts`, kept
+    in the pages' state file), put together with their expiry cell for each page
+    (:meth:`table`). Stamps, times left and signature cells are remembered across
+    pages."""
+
+    def __init__(self, now: float, *, rough: bool = False) -> None:
         self.now = now
+        self.rough = rough
+        self.fresh_until: float | None = None  # when a rough time left changes text next
         self.stamp = Stamps()
         self.left: dict[int, str] = {}
         self.seen: dict[float, str] = {}
@@ -105,59 +128,72 @@ class _Rows:
             )
         return text
 
-    def render(self, rows: Sequence[overview.OffenderRow], prefix: str = "") -> str:
-        if not rows:
-            return "<p>none</p>"
-        now, st, left, tails = self.now, self.stamp, self.left, self.tails
-        seen = self.seen  # first/last seen: the same few recording times, by value
+    def parts(self, rows: Sequence[overview.OffenderRow]) -> list[tuple[str, str]]:
+        """Each row's HTML before and after its expiry cell."""
+        st, tails, seen = self.stamp, self.tails, self.seen
         plain = plain_names([o.addr for o in rows])
         out = []
         for o in rows:
-            addr, first, last, expires = o[:4]
-            if expires is None:
-                until = "permanent"
-            elif expires <= now:
-                until = st(expires) + " (lapsed)"
-            else:
-                until = f"{st(expires)} (in {_remaining(expires - now, left)})"
+            addr, first, last = o[:3]
             if plain:
                 name, text = plain_name(addr), addr
             else:
                 name, text = safe_name(addr), html.escape(addr)
+            # first/last seen: the same few recording times, by value
             first = seen.get(first) or seen.setdefault(first, st(first))
             last = seen.get(last) or seen.setdefault(last, st(last))
             tail = tails.get((o.last_sig, o.last_msg, o.manual, o.origin)) or self.tail(o)
-            out.append(_ROW(prefix, name, text, first, last, until, o.violations, o.bans, tail))
+            out.append(
+                (_HEAD_CELLS(name, text, first, last), _TAIL_CELLS(o.violations, o.bans, tail))
+            )
+        return out
+
+    def table(self, rows: Iterable[Sequence]) -> str:
+        """The table of rows given as (expires, :meth:`parts`, anything)."""
+        now, st, left = self.now, self.stamp, self.left
+        out = []
+        for expires, head, tail, *_ in rows:
+            if expires is None:
+                until = "permanent"
+            elif expires <= now:
+                until = st(expires) + " (lapsed)"
+            elif self.rough:
+                text, lasts = rough_remaining(expires - now)
+                until = f"{st(expires)} (in {text})"
+                change = now + lasts
+                if self.fresh_until is None or change < self.fresh_until:
+                    self.fresh_until = change
+            else:
+                until = f"{st(expires)} (in {_remaining(expires - now, left)})"
+            out.append(head + until + tail)
+        if not out:
+            return "<p>none</p>"
         return f'<div class="t"><table>{_HEAD}{"".join(out)}</table></div>'
 
 
-def page_name(n: int) -> str:
-    """File name of the ``n``-th page of active bans (the first is the index)."""
-    return "index.html" if n == 1 else f"bans-{n}.html"
+def leaf_name(leaf_id: int) -> str:
+    """File name of a list page (a leaf of ``banpipe.pagestate``)."""
+    return f"bans-{leaf_id}.html"
 
 
-def pages_for(active: int, per_page: int) -> int:
-    """How many pages ``active`` bans take (at least the index)."""
-    return max(1, -(-active // per_page))
+def render_leaf(rows: Sequence[Sequence], leaf: Leaf, now: float) -> tuple[str, float | None]:
+    """One list page of active bans (rows as for :meth:`Rows.table`), and when a time
+    left on it changes text next (None: never). It shows nothing of the rest of the
+    list (totals, page numbers), so a change elsewhere leaves it as it is."""
+    links = ['<a href="index.html">index</a>']
+    if leaf.prev is not None:
+        links.append(f'<a href="{leaf_name(leaf.prev)}">previous</a>')
+    if leaf.next is not None:
+        links.append(f'<a href="{leaf_name(leaf.next)}">next</a>')
+    nav = f"<nav>{' '.join(links)}</nav>"
+    lister = Rows(now, rough=True)
+    body = nav + lister.table(rows) + nav
+    span = f"{_end(rows[0][0], lister)} to {_end(rows[-1][0], lister)}" if rows else "none"
+    return page(f"banpipe: active bans ending {span}", body, now), lister.fresh_until
 
 
-def _pager(n: int, pages: int, per_page: int) -> str:
-    """Links to the first, previous, nearby, next and last pages (200 links would fill
-    a phone's screen)."""
-    if pages <= 1:
-        return ""
-    shown = sorted({1, pages, *range(max(1, n - 2), min(pages, n + 2) + 1)})
-    links, last = [], 0
-    if n > 1:
-        links.append(f'<a href="{page_name(n - 1)}">previous</a>')
-    for i in shown:
-        if i - last > 1:
-            links.append("…")
-        links.append(f"<b>{i}</b>" if i == n else f'<a href="{page_name(i)}">{i}</a>')
-        last = i
-    if n < pages:
-        links.append(f'<a href="{page_name(n + 1)}">next</a>')
-    return f"<nav>pages of active bans ({per_page} a page): {' '.join(links)}</nav>"
+def _end(expires: float | None, rows: Rows) -> str:
+    return "permanent" if expires is None else rows.stamp(expires)
 
 
 def _summary(ledger: Ledger, now: float) -> str:
@@ -232,25 +268,51 @@ def _tops(ledger: Ledger) -> str:
 
 
 def render_index(
-    ledger: Ledger, active: Sequence[overview.OffenderRow], now: float, per_page: int
-) -> dict[str, str]:
-    """index.html and bans-N.html (``per_page`` rows each): file name -> page.
-
-    ``active``: the active bans in list order (``overview.offender_rows``' first rows).
-    """
-    pages = pages_for(len(active), per_page)
-    rows = _Rows(now)
-    out = {}
-    for n in range(1, pages + 1):
-        pager = _pager(n, pages, per_page)
-        listed = (
-            f"<h2 id=active>Active bans ({len(active)})</h2>{pager}"
-            + rows.render(active[(n - 1) * per_page : n * per_page])
-            + pager
+    ledger: Ledger,
+    first: Sequence[Sequence],
+    leaves: Sequence[Leaf],
+    now: float,
+    summary: str,
+) -> str:
+    """index.html: the ``summary`` (:func:`summary`), the ``first`` active bans (the
+    soonest to end, with exact times left; rows as for :meth:`Rows.table`), links to
+    every list page."""
+    active = ledger.count_active()
+    rows = Rows(now)
+    pages = "".join(
+        f'<li><a href="{leaf_name(lf.id)}">{lf.n} bans from {_key_text(lf, i, rows)}</a></li>'
+        for i, lf in enumerate(leaves)
+    )
+    listed = (
+        f"<h2 id=active>Active bans ({active})</h2>"
+        + (
+            f"<p>the {len(first)} ending first; every one on the pages below</p>"
+            if active > len(first)
+            else ""
         )
-        if n == 1:
-            body = _summary(ledger, now) + listed + _tops(ledger)
-            out["index.html"] = page("banpipe: bans", body, now)
-        else:
-            out[page_name(n)] = page(f"banpipe: active bans, page {n}", listed, now)
-    return out
+        + rows.table(first)
+        + (f"<h2>All active bans, by expiry</h2><ol>{pages}</ol>" if pages else "")
+    )
+    return page("banpipe: bans", summary.replace(_LIST_HERE, listed), now)
+
+
+_LIST_HERE = "<!--list-->"
+
+
+def summary(ledger: Ledger, now: float) -> str:
+    """The index without its list of bans: totals, charts and tops, read from the
+    whole ledger (kept for a while by the caller: banpipe.report)."""
+    return (
+        _summary(ledger, now)
+        + _LIST_HERE
+        + f"<p><small>totals, charts and top lists as of {esc(stamp(now))}</small></p>"
+        + _tops(ledger)
+    )
+
+
+def _key_text(leaf: Leaf, i: int, rows: Rows) -> str:
+    if i == 0:
+        return "the first"
+    exp, addr = leaf.lo
+    when = "permanent" if exp >= PERMANENT else rows.stamp(exp)
+    return f"{when}, {esc(addr)}"

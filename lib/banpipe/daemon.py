@@ -70,6 +70,15 @@ FLOOD_SPAN = 0.1
 # the realistic file, bench/README.md); a new offender ends the burst at once.
 FLOOD_SPAN_PER_COMMIT = 4.0
 FLOOD_SPAN_MAX = 1.0
+# In a flood, alerts of offenders met lately wait for the next commit, however the
+# input arrives: under load the producer writes in small pieces and a commit per burst
+# meant hundreds of small commits, each loading, updating and writing every offender it
+# touched (the whole pipe cost banctl twice its CPU alone, bench/README.md). They wait
+# one second per FLOOD_RATE lines gathered since the last commit, at most COMMIT_EVERY:
+# at a few hundred alerts a second that is nothing, as before. A new offender, the end
+# of input, a stop or a WAN change commits at once.
+COMMIT_EVERY = 0.25
+FLOOD_RATE = 5000.0  # lines a second
 
 
 class Daemon:
@@ -101,6 +110,8 @@ class Daemon:
             protection, self.record.recorded, self.counts, self.report, self.monitor.input_seen
         )
         self.watcher: Any = None
+        self.waiting: Groups = {}  # gathered, for the next commit (COMMIT_EVERY)
+        self.waiting_lines = 0  # lines gathered into them
         self.started = False
         self.stopped = False
 
@@ -132,7 +143,7 @@ class Daemon:
             return
         self.stopped = True
         if self.record.stalled is None:
-            self.record.commit({}, force=True)  # positions still waiting
+            self.commit(force=True)  # alerts and positions still waiting
         firewall = self.enforce.stop(orderly=orderly)
         c = self.counts
         self.report.say(
@@ -152,6 +163,22 @@ class Daemon:
         self.record.commit(groups)
         return n
 
+    def commit(self, *, force: bool = False) -> None:
+        """Record what waits (also nothing: positions and shares may be due)."""
+        waiting, self.waiting, self.waiting_lines = self.waiting, {}, 0
+        self.record.commit(waiting, force=force)
+
+    def commit_due(self) -> float | None:
+        """Monotonic time at which the waiting alerts are to be committed."""
+        if not self.waiting:
+            return None
+        return self.record.committed + min(COMMIT_EVERY, self.waiting_lines / FLOOD_RATE)
+
+    def due(self) -> bool:
+        """No alert waits, or their time has come (positions and shares decide then)."""
+        due = self.commit_due()
+        return due is None or time.monotonic() >= due
+
     # -- what wakes us besides input -----------------------------------------------
 
     def timeout(self) -> float:
@@ -163,6 +190,9 @@ class Daemon:
         if writes is not None:
             deadlines.append(writes)
         deadlines += self.record.deadlines(now, mono)
+        due = self.commit_due()
+        if due is not None:
+            deadlines.append(due - mono)
         return min(max(0.0, d) for d in deadlines)
 
     def wan_first(self) -> None:
@@ -181,6 +211,8 @@ class Daemon:
         if wan == self.wan:
             return
         added = wan - self.wan
+        if self.waiting:  # gathered before the change: judged by the old protection
+            self.commit()
         self.wan = wan
         self.intake.protect(self.env.protection(wan))
         self.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
@@ -273,16 +305,22 @@ class Daemon:
             if record.stalled is not None:
                 record.retry()
             elif fd in ready:
-                groups: Groups = {}
-                eof = self._read_burst(fd, reader, groups)
+                seen = self.counts["lines"]
+                eof = self._read_burst(fd, reader, self.waiting)
                 if eof:
-                    self.intake.gather(*reader.finish(), groups)
+                    self.intake.gather(*reader.finish(), self.waiting)
                     self.intake.drop_open_unit()
-                record.commit(groups, force=eof)
+                self.waiting_lines += self.counts["lines"] - seen
+                if eof or self.intake.novel or self.waiting_lines >= BATCH_MAX_LINES:
+                    self.commit(force=eof)
+                elif self.due():
+                    self.commit()
                 if eof:
                     return
-            else:
-                record.commit({})  # positions of filtered-out alerts, when due
+            elif self.due():
+                # Waiting alerts; or positions of filtered-out alerts, shares, when due.
+                # Never positions without the alerts before them: they go together.
+                self.commit()
             enforce.expire_due()
             if enforce.check_due():
                 self.wan_changed()  # in case /run/banpipe appeared only now

@@ -119,6 +119,7 @@ class Recorder:
         self.last_pos_commit = time.monotonic()
         self.stalled: Groups | None = None  # a batch the ledger did not take
         self.took = 0.0  # seconds the last commit with violations took (the daemon's bursts)
+        self.committed = 0.0  # monotonic time the last commit with violations ended
         self.retry_at = 0.0  # when to try the stalled batch again
         self.unchecked = 0  # our commits since the last checkpoint
         self.unchecked_since = 0.0  # monotonic time of the first of them
@@ -132,14 +133,20 @@ class Recorder:
         False while stalled.
         """
         rows = self.recorded.rows() if self.recorded.pending else []
-        if not groups and (
-            not rows
-            or not (force or self.recorded.urgent)
-            and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+        now = self.env.clock()
+        share = self.ledger.share_due_at()
+        share = share is not None and (force or share <= now)  # extensions waiting (fleet)
+        if (
+            not groups
+            and not share
+            and (
+                not rows
+                or not (force or self.recorded.urgent)
+                and time.monotonic() - self.last_pos_commit < POSITION_EVERY
+            )
         ):
             return True
         counts = self.counts
-        now = self.env.clock()
         started = time.monotonic()
         try:
             budget = self.brake.budget(self.ledger, now)
@@ -150,6 +157,8 @@ class Recorder:
                     )
                     if rows:
                         self.ledger.record_positions(rows)
+                    if share:
+                        self.ledger.share_extensions(now, every=force)
                 self.recorded.pending.clear()
                 self.recorded.urgent = False
                 self.last_pos_commit = time.monotonic()
@@ -159,7 +168,8 @@ class Recorder:
             self.stall(groups, exc)
             return False
         if groups:
-            self.took = time.monotonic() - started
+            self.committed = time.monotonic()
+            self.took = self.committed - started
         if self.stalled is not None:
             self.stalled = None
             self.report.say(None, "the ledger is writable again; reading input again")
@@ -247,7 +257,7 @@ class Recorder:
 
     def deadlines(self, now: float, mono: float) -> list[float]:
         """Seconds until the WAL's checkpoint, the brake may release and the stalled
-        batch or the waiting positions are due."""
+        batch, the waiting positions or the waiting extensions (the fleet's) are due."""
         out = []
         if self.unchecked and self.stalled is None:
             out.append(self.unchecked_since + CHECKPOINT_AFTER - mono)
@@ -258,4 +268,7 @@ class Recorder:
             out.append(self.retry_at - mono)
         elif self.recorded.pending:
             out.append(self.last_pos_commit + POSITION_EVERY - mono)
+        share = self.ledger.share_due_at()
+        if share is not None and self.stalled is None:
+            out.append(share - now)
         return out

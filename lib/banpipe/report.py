@@ -2,8 +2,10 @@
 
 What is written under DIR:
 
-* ``index.html`` and ``bans-2.html``...: the ban board (:mod:`banpipe.board`), the
-  active bans ``PAGE_ROWS`` a page;
+* ``index.html``: the ban board (:mod:`banpipe.board`): totals, charts and tops, the
+  first ``PAGE_ROWS`` active bans to end and a link to every list page;
+* ``bans-ID.html``: the active bans by expiry, about ``PAGE_ROWS`` a page (a leaf of
+  :mod:`banpipe.pagestate`; ID stays while the page lasts);
 * ``o/NAME.html``: one page per offender: every violation kept, its ban history and
   the exact ``banctl unban``/``pin`` commands;
 * ``tracker/NAME.txt``: the original thread's tracker file, one line per violation
@@ -14,13 +16,12 @@ NAME is the address with ``:`` written as ``-`` (:func:`banpipe.pagehtml.safe_na
 Each file is replaced atomically (temporary file + rename), so a web server never
 serves half a page; no fsync, since pages can always be generated again.
 
-Offender pages and tracker files are rewritten only when their offender changed: a
-manifest (``.banpipe-pages.json``) keeps a signature per offender, made from the same
-rows the board lists (``overview.offender_rows``: three scans in one read
-transaction), so finding the 100 offenders of a burst among 100,000 costs no query of
-its own. Creating and renaming 200,000 small files is what makes a first run over
-100,000 offenders take a minute or more; an update rewrites the board and the changed
-offenders' files only (figures in bench/README.md).
+A run does work in proportion to what changed: ``.banpipe-pages.sqlite3``
+(:mod:`banpipe.pagestate`) finds the changed offenders in SQL; their pages and
+tracker files are written again, and the list pages their rows left or joined, or
+whose rough times left changed text. Creating and renaming 200,000 small files is
+what makes a first run over 100,000 offenders take a minute or more (figures in
+bench/README.md).
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from banpipe import board, overview
 from banpipe.bantime import format_expiry
 from banpipe.ledger import Ledger
 from banpipe.pagehtml import OFFENDER_DIR, Stamps, esc, msg, page, safe_name, table
+from banpipe.pagestate import FIRST, Leaf, PageState, key
 from banpipe.statefile import replace_file
 
 PAGE_ROWS = 500
-MANIFEST = ".banpipe-pages.json"
+SUMMARY_EVERY = 300.0  # seconds the index's totals, charts and tops are kept
+OLD_MANIFEST = ".banpipe-pages.json"  # before the state file (pagestate)
 TRACKER_DIR = "tracker"
 _ENCODE = ("utf-8", "surrogateescape")
 
@@ -194,73 +197,159 @@ class PagesResult:
 def write_pages(ledger: Ledger, directory: str | Path, now: float) -> PagesResult:
     """Bring DIR up to date with the ledger; returns what was written and removed.
 
+    Work in proportion to what changed: the changed offenders come from the state file
+    (:mod:`banpipe.pagestate`) and a list page is written again only when one of its
+    rows changed or one of its times left changes text; the index's totals, charts and
+    tops, read from the whole ledger, are kept for ``SUMMARY_EVERY`` seconds.
+
     Raises OSError when DIR cannot be written (the caller reports it).
     """
     root = str(directory)
     pages_dir, trackers_dir = f"{root}/{OFFENDER_DIR}", f"{root}/{TRACKER_DIR}"
     for sub in (pages_dir, trackers_dir):
         os.makedirs(sub, exist_ok=True)
-    manifest_path = f"{root}/{MANIFEST}"
-    old = _read_manifest(manifest_path)
-    with overview.snapshot(ledger):
-        rows = overview.offender_rows(ledger)
-        active = rows[: sum(o.active for o in rows)]  # active first
-        index = board.render_index(ledger, active, now, PAGE_ROWS)
-        new = {o.addr: o.state for o in rows}
-        changed = [o for o in rows if old.get(o.addr) != new[o.addr]] if old else rows
+    with PageState.attached(ledger, root) as state:
+        state.begin()
+        ch = state.changes()
+        if ch.first:
+            rows = overview.offender_rows(ledger)
+        else:
+            rows = overview.offender_rows(ledger, sorted(ch.changed)) if ch.changed else []
         # A handful of changes: their history by address; many: one scan of all.
-        wanted = None if len(changed) > 2000 else [o.addr for o in changed]
-        histories = overview.violation_history(ledger, wanted) if changed else {}
-        periods = overview.ban_history(ledger, wanted) if changed else {}
-    result = PagesResult(len(index), len(changed), unchanged=len(rows) - len(changed))
-    for name, text in index.items():
-        replace_file(f"{root}/{name}", text.encode(*_ENCODE))
-    files = OffenderFiles(now)
-    for o in changed:
-        name = safe_name(o.addr)
-        history = histories.get(o.addr, [])
-        text = files.page(o, history, periods.get(o.addr, []))
-        replace_file(f"{pages_dir}/{name}.html", text.encode(*_ENCODE))
-        tracker = f"{trackers_dir}/{name}.txt"
-        if history:
-            replace_file(tracker, files.tracker(o.addr, history).encode(*_ENCODE))
-            result.tracker_files += 1
-        elif old is None or o.addr in old:
-            result.removed += _unlink(tracker)
-    # Paged lists that shrank leave stale bans-N.html behind; drop them.
-    for entry in os.scandir(root):
-        m = re.fullmatch(r"bans-(\d+)\.html", entry.name)
-        if m and int(m.group(1)) > len(index):
-            _unlink(entry.path)
-    gone = (old.keys() - new.keys()) if old is not None else _stray(root, new)
-    for addr in gone:
-        name = safe_name(addr)
-        result.removed += _unlink(f"{pages_dir}/{name}.html")
-        result.removed += _unlink(f"{trackers_dir}/{name}.txt")
-    if new != old:
-        replace_file(manifest_path, json.dumps(new, separators=(",", ":")).encode())
+        wanted = None if len(rows) > 2000 else [o.addr for o in rows]
+        histories = overview.violation_history(ledger, wanted) if rows else {}
+        periods = overview.ban_history(ledger, wanted) if rows else {}
+        active = [o for o in rows if o.active]
+        parts = board.Rows(now).parts(active)
+        state.set_rows(
+            ch.was_listed,
+            ((*key(o.expires, o.addr), o.expires, *p) for o, p in zip(active, parts, strict=True)),
+        )
+        lists = _ListPages(state, now)
+        if ch.first:
+            lists.build()
+        else:
+            lists.update([key(o.expires, o.addr) for o in active] + ch.was_listed)
+        summary = state.cached("summary", now - SUMMARY_EVERY)
+        if summary is None:
+            summary = board.summary(ledger, now)
+            state.keep("summary", now, summary)
+        first = state.listed(None, None, PAGE_ROWS)
+        index = board.render_index(ledger, first, state.leaves, now, summary)
+        result = PagesResult(1 + len(lists.written), len(rows), unchanged=0)
+        for name, text in [("index.html", index), *lists.written.items()]:
+            replace_file(f"{root}/{name}", text.encode(*_ENCODE))
+        for name in lists.removed:
+            _unlink(f"{root}/{name}")
+        files = OffenderFiles(now)
+        for o in rows:
+            name = safe_name(o.addr)
+            history = histories.get(o.addr, [])
+            text = files.page(o, history, periods.get(o.addr, []))
+            replace_file(f"{pages_dir}/{name}.html", text.encode(*_ENCODE))
+            tracker = f"{trackers_dir}/{name}.txt"
+            if history:
+                replace_file(tracker, files.tracker(o.addr, history).encode(*_ENCODE))
+                result.tracker_files += 1
+            elif not ch.first:
+                result.removed += _unlink(tracker)
+        result.unchanged = state.known - len(rows)
+        if ch.first:
+            result.removed += _clear_stray(root, {o.addr for o in rows}, lists.names())
+        for addr in ch.gone:
+            name = safe_name(addr)
+            result.removed += _unlink(f"{pages_dir}/{name}.html")
+            result.removed += _unlink(f"{trackers_dir}/{name}.txt")
+        state.commit()
     return result
 
 
-def _read_manifest(path: str) -> dict[str, str] | None:
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+class _ListPages:
+    """The list pages (leaves) to write again in one run, and those to remove."""
+
+    def __init__(self, state: PageState, now: float) -> None:
+        self.state, self.now = state, now
+        self.written: dict[str, str] = {}
+        self.removed: list[str] = []
+
+    def names(self) -> set[str]:
+        return {board.leaf_name(lf.id) for lf in self.state.leaves}
+
+    def build(self) -> None:
+        """Every list page anew, ``PAGE_ROWS`` bans each."""
+        rows = self.state.listed(None, None)
+        chunks = [rows[i : i + PAGE_ROWS] for i in range(0, len(rows), PAGE_ROWS)]
+        for i, chunk in enumerate(chunks):
+            self.state.new_leaf((chunk[0][3], chunk[0][4]) if i else FIRST)
+        self.state.order()
+        for leaf, chunk in zip(self.state.leaves, chunks, strict=True):
+            self._write(leaf, chunk)
+
+    def update(self, keys: Sequence[tuple[float, str]]) -> None:
+        """Write again the leaves holding one of ``keys`` (of rows that left or joined
+        the list, or moved in it) and those with a time left that changed text; split
+        the big ones, drop the empty ones."""
+        state = self.state
+        if keys and not state.leaves:
+            state.new_leaf(FIRST)
+            state.order()
+        dirty = state.stale(self.now) | {state.find(k).id for k in keys}
+        if not dirty:
+            return
+        links = {lf.id: (lf.prev, lf.next) for lf in state.leaves}
+        fetched: dict[int, list] = {}
+        for leaf in list(state.leaves):
+            if leaf.id not in dirty:
+                continue
+            rows = self._rows(leaf)
+            if not rows:
+                self.removed.append(board.leaf_name(leaf.id))
+                state.drop(leaf)
+                continue
+            parts = [rows]
+            if len(rows) > 2 * PAGE_ROWS:  # split: PAGE_ROWS each, the first keeps its id
+                parts = [rows[j : j + PAGE_ROWS] for j in range(0, len(rows), PAGE_ROWS)]
+            fetched[leaf.id] = parts[0]
+            for part in parts[1:]:
+                fetched[state.new_leaf((part[0][3], part[0][4])).id] = part
+        state.order()
+        for leaf in state.leaves:
+            if leaf.id not in fetched and links.get(leaf.id) != (leaf.prev, leaf.next):
+                fetched[leaf.id] = self._rows(leaf)
+        for leaf in state.leaves:
+            if leaf.id in fetched:
+                self._write(leaf, fetched[leaf.id])
+
+    def _rows(self, leaf: Leaf) -> list:
+        """The rows of ``leaf``'s range (with their keys), as the state has them now."""
+        leaves = self.state.leaves
+        i = leaves.index(leaf)
+        lo = None if i == 0 else leaf.lo
+        hi = leaves[i + 1].lo if i + 1 < len(leaves) else None
+        return self.state.listed(lo, hi)
+
+    def _write(self, leaf: Leaf, rows: Sequence) -> None:
+        leaf.n = len(rows)
+        text, leaf.fresh_until = board.render_leaf(rows, leaf, self.now)
+        self.written[board.leaf_name(leaf.id)] = text
+        self.state.save(leaf)
 
 
-def _stray(root: str, known: dict[str, str]) -> set[str]:
-    """Addresses with files under DIR that the ledger no longer knows (no manifest)."""
+def _clear_stray(root: str, known: set[str], lists: set[str]) -> int:
+    """Remove what a first run finds under DIR and did not write: files of addresses
+    the ledger does not know, list pages of another layout, an older manifest."""
     names = {safe_name(a) for a in known}
-    stray = set()
+    removed = 0
     for sub, ext in ((OFFENDER_DIR, ".html"), (TRACKER_DIR, ".txt")):
         for entry in os.scandir(f"{root}/{sub}"):
             stem = entry.name[: -len(ext)]
             if entry.name.endswith(ext) and stem not in names and not stem.startswith("."):
-                stray.add(stem.replace("-", ":").replace("_", "/"))
-    return stray
+                removed += _unlink(entry.path)
+    for entry in os.scandir(root):
+        if re.fullmatch(r"bans-\d+\.html", entry.name) and entry.name not in lists:
+            _unlink(entry.path)
+    _unlink(f"{root}/{OLD_MANIFEST}")
+    return removed
 
 
 def _unlink(path: str) -> int:

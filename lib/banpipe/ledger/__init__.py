@@ -101,6 +101,11 @@ class Ledger(Hits, Fleet):
         self._pending: int | None = None  # rows of hits_more (None: count them)
         self._grown: float | None = None
         self._version: int | None = None
+        # Fleet decisions: addr -> when this connection last wrote one, when its
+        # extension not yet shared is due (hits.SHARE_EVERY).
+        self._shared: dict[str, float] = {}
+        self._unshared: dict[str, float] = {}
+        self._shared_swept = 0.0
 
     # -- opening -----------------------------------------------------------------
 
@@ -203,6 +208,7 @@ class Ledger(Hits, Fleet):
         self._open = {}
         self._open_swept = 0.0
         self._pending = None
+        self._shared = {}
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -23,6 +23,15 @@ POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings
 # touches: in a flood one per FOLD_ROWS instead of one per commit) or FOLD_S seconds.
 FOLD_ROWS = 50_000
 FOLD_S = 60.0
+# An extension is shared with the fleet (an ``extend`` decision, banshare) at once when
+# this connection has written no decision for the address within SHARE_EVERY seconds;
+# otherwise the address waits and the first commit SHARE_EVERY after its last decision
+# shares its expiry as it then is (the daemon wakes for it: ``share_due_at``). A flood
+# then makes one decision a minute per offender instead of one per commit (they were
+# most of the whole pipe's extra ledger bytes, bench/README.md), and other gateways'
+# copy of an extended ban lags ours by at most SHARE_EVERY seconds.
+SHARE_EVERY = 60.0
+SHARED_KEPT = 4096  # recent decisions remembered before the stale ones are swept
 _FOLDED = "SELECT count, last, alert_last, hit FROM (" + MORE_BY_HIT + ") ORDER BY hit"  # noqa: S608
 
 
@@ -39,6 +48,9 @@ class Hits(Reads):
     _pending: int | None  # rows in hits_more (None: not counted since the last rollback)
     _grown: float | None  # banctl's clock at the oldest growth not folded (None: unknown)
     _version: int | None  # PRAGMA data_version when this connection last asked
+    _shared: dict[str, float]  # addr -> when this connection last wrote a decision on it
+    _unshared: dict[str, float]  # addr -> when its extension not yet shared is due
+    _shared_swept: float  # when _shared was last swept of decisions older than SHARE_EVERY
 
     def record_groups(
         self,
@@ -71,6 +83,9 @@ class Hits(Reads):
         once an expiry has reached the cap, so with a seeded rng the values can differ
         from a line-by-line loop; their distribution does not. ``extended`` lists the
         addresses in order of first occurrence.
+
+        Every new ban is a ``ban`` decision at once; an extension an ``extend``
+        decision at once or within SHARE_EVERY (``share_extensions``).
         """
         out = BatchOutcome()
         if not groups:
@@ -123,9 +138,10 @@ class Hits(Reads):
                     if later != o.expires:
                         o.expires = later
                         out.extended.append(addr)
-                        if not fresh:
-                            decisions.append((now, "extend", addr, o.expires, 0, None, None, None))
+                        if not fresh and self._share_now(addr, now):
+                            decisions.append((now, "extend", addr, later, 0, None, None, None))
                 if fresh:
+                    self._note_shared(addr, now)
                     decisions.append((now, "ban", addr, o.expires, 0, first_reason, None, None))
                 offender_rows.append(_offender_row(o))
             db.executemany(_UPSERT_OFFENDER, offender_rows)
@@ -136,6 +152,48 @@ class Hits(Reads):
             db.executemany(_INSERT_DECISION, decisions)
             out.recorded = recorded
         return out
+
+    def _share_now(self, addr: str, now: float) -> bool:
+        """Whether an extension of ``addr`` at ``now`` is shared at once (else it waits)."""
+        last = self._shared.get(addr)
+        if last is not None and 0 <= now - last < SHARE_EVERY:
+            self._unshared.setdefault(addr, last + SHARE_EVERY)
+            return False
+        self._note_shared(addr, now)
+        return True
+
+    def _note_shared(self, addr: str, now: float) -> None:
+        """A decision on ``addr`` is written at ``now``: nothing of it waits any more."""
+        shared = self._shared
+        # An address not here is shared at once anyway; swept at most once per
+        # SHARE_EVERY (100,000 new bans within a minute would otherwise sweep at each).
+        if len(shared) >= SHARED_KEPT and now - self._shared_swept >= SHARE_EVERY:
+            self._shared = shared = {a: t for a, t in shared.items() if now - t < SHARE_EVERY}
+            self._shared_swept = now
+        shared[addr] = now
+        self._unshared.pop(addr, None)
+
+    def share_due_at(self) -> float | None:
+        """When the first waiting extension is due to be shared (None: none waits)."""
+        return min(self._unshared.values()) if self._unshared else None
+
+    def share_extensions(self, now: float, *, every: bool = False) -> int:
+        """Write an ``extend`` decision with the current expiry for each address whose
+        waiting extension is due (``every``: all of them, at a stop). Returns how many
+        were written."""
+        waiting = self._unshared
+        due = [a for a, t in waiting.items() if every or t <= now]
+        if not due:
+            return 0
+        rows = []
+        with self.transaction() as db:
+            for o in self._load(due).values():
+                if o.active:  # lifted meanwhile: its unban or expiry says the rest
+                    rows.append((now, "extend", o.addr, o.expires, 0, None, None, None))
+            db.executemany(_INSERT_DECISION, rows)
+        for a in due:
+            self._note_shared(a, now)
+        return len(rows)
 
     def _text_id(self, text: str) -> int:
         """The ``texts`` id of ``text``, added when new (inside a transaction)."""
