@@ -565,3 +565,24 @@ def test_a_ban_is_due_at_its_expiry_not_before_and_never_when_permanent(ledger):
     assert ledger.expire(NOW) == ["203.0.113.1"]
     assert ledger.expire(NOW + 1e9) == ["203.0.113.2"]
     assert ledger.get("203.0.113.3").active
+
+
+def test_connections_creating_the_same_new_ledger_at_once_all_open_it(tmp_path):
+    # SQLite answers the loser of the switch to WAL "database is locked" without
+    # waiting; banctl apply and an admin command starting together must both open.
+    failures = []
+
+    def open_it(path):
+        try:
+            Ledger.open(str(path)).close()
+        except LedgerError as exc:
+            failures.append(exc)
+
+    for round_ in range(25):
+        path = tmp_path / f"ledger{round_}.sqlite3"
+        openers = [threading.Thread(target=open_it, args=(path,)) for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert failures == []

@@ -36,6 +36,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 
 from banpipe.ledger.fleet import Fleet
@@ -127,10 +128,7 @@ class Ledger(Hits, Fleet):
             except OSError as exc:
                 raise LedgerError(f"{directory}: {exc.strerror or exc}")
         try:
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if path != ":memory:" and str(mode).lower() != "wal":
-                raise LedgerError(f"{path}: cannot switch to WAL journal (got {mode})")
+            db = _connect_wal(path, time.monotonic() + BUSY_TIMEOUT_S)
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             db.execute("PRAGMA foreign_keys=ON")
@@ -255,3 +253,25 @@ class Ledger(Hits, Fleet):
     def data_version(self) -> int:
         """Changes whenever *another* connection commits (PRAGMA data_version)."""
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _connect_wal(path: str, deadline: float) -> sqlite3.Connection:
+    """Connect with the journal in WAL mode. Two processes creating the same new
+    ledger race for the switch, and SQLite answers the loser "database is locked" at
+    once, without its busy handler: retried here until ``deadline``."""
+    pause = 0.001
+    while True:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            continue
+        if path != ":memory:" and str(mode).lower() != "wal":
+            db.close()
+            raise LedgerError(f"{path}: cannot switch to WAL journal (got {mode})")
+        return db
