@@ -288,6 +288,11 @@ class Daemon:
             inputs = [fd] if record.stalled is None else []
             if events is not None:
                 inputs.append(events)
+            # Our own commits (and checkpoints) of this pass have just written the
+            # ledger's files: their inotify events are read now, not by a wake-up of
+            # their own (a second pass per ban: timeout()'s and expire_due()'s reads).
+            if select.select([watcher], [], [], 0)[0]:
+                self._ledger_or_wan_changed(watcher, wan_abs)
             ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
             if wake_r in ready:
                 signals.drain()
@@ -296,11 +301,7 @@ class Daemon:
             if events is not None and events in ready:
                 enforce.firewall_changed()
             if watcher in ready:
-                if wan_abs and wan_abs in watcher.changed():
-                    self.wan_changed()
-                # An admin commit needs nothing else: timeout() asks the ledger for the
-                # next expiry on every pass.
-                self.commits.others()
+                self._ledger_or_wan_changed(watcher, wan_abs)
             if record.stalled is not None:
                 record.retry()
             elif fd in ready:
@@ -326,6 +327,14 @@ class Daemon:
             self.monitor.tick()
             if record.checkpoint_due(time.monotonic()) and not select.select([fd], [], [], 0)[0]:
                 record.checkpoint()
+
+    def _ledger_or_wan_changed(self, watcher: Any, wan_abs: str | None) -> None:
+        changed = watcher.changed()  # read even without a WAN file: else select spins
+        if wan_abs and wan_abs in changed:
+            self.wan_changed()
+        # An admin commit needs nothing else: timeout() asks the ledger for the next
+        # expiry on every pass.
+        self.commits.others()
 
     def _read_burst(self, fd: int, reader: Lines, groups: Groups) -> bool:
         """Read and gather what is available now (one burst); True at end of input.
