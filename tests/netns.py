@@ -139,8 +139,10 @@ pkt = hdr + payload
 s.sendto(pkt, (dst, 0))
 deadline = time.monotonic() + timeout
 while True:
-    left = deadline - time.monotonic()
-    if left <= 0 or not select.select([s], [], [], left)[0]:
+    # Look at the socket even when the time is up: a probe descheduled after sendto()
+    # on a loaded machine found its reply already waiting, and must not call it dropped.
+    left = max(0.0, deadline - time.monotonic())
+    if not select.select([s], [], [], left)[0]:
         print("timeout")
         break
     data, addr = s.recvfrom(2048)
