@@ -93,6 +93,13 @@ class Namespace:
     def popen(self, argv: Sequence[str], **kw) -> subprocess.Popen:
         return subprocess.Popen([*self.prefix, *argv], **kw)
 
+    def pids(self) -> list[int]:
+        """The processes running inside (``ip netns pids``)."""
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.name], capture_output=True, text=True, check=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
     def delete(self) -> None:
         if self.created:
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

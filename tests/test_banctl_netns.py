@@ -283,7 +283,9 @@ def test_kill_9_at_random_moments_never_leaves_drift(tmp_path, pair, backend):
                 proc.stdin.close()
             except OSError:
                 pass  # unflushed input to a dead process
-        time.sleep(0.2)  # a firewall command the killed process started may still finish
+        # A firewall command the killed process started (ipset restore, nft -f) may
+        # still run: the restore below starts once it has ended, not after a pause.
+        assert wait_for(lambda: not pair.gateway.pids()), pair.gateway.pids()
         rc, out, err = b("restore")
         assert rc == 0, f"seed {seed} cycle {cycle}: {err}"
         b.assert_consistent()
