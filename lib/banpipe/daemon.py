@@ -296,7 +296,9 @@ class Daemon:
             if events is not None and events in ready:
                 enforce.firewall_changed()
             if watcher in ready:
-                if wan_abs and wan_abs in watcher.changed():
+                # Always read the events: left unread (no WAN state file configured),
+                # the -wal file's kept select() returning at once, a busy loop.
+                if wan_abs in watcher.changed():
                     self.wan_changed()
                 # An admin commit needs nothing else: timeout() asks the ledger for the
                 # next expiry on every pass.
