@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import io
 import os
-import select
 import threading
 import time
-from types import SimpleNamespace
 
 from banpipe import banctl, daemon
-from banpipe.watch import PathWatcher
 from test_banctl import _wait_for, alert, cfg, fw, ledger_of, lines  # noqa: F401
 
 
@@ -74,38 +71,3 @@ def test_below_the_flood_rate_a_known_offenders_alert_commits_at_once(cfg, fw, m
 
     assert _apply_driven(cfg, drive) == 0
     assert seen == {1: True, 2: True, 3: True}
-
-
-def test_without_a_wan_state_file_the_ledger_watch_does_not_spin(tmp_path, monkeypatch):
-    """With ``wan_state = ""`` the daemon never read its watch's events: the -wal file's
-    stayed pending and select() returned at once, thousands of passes a second."""
-    ledger = tmp_path / "ledger.sqlite3"
-    path = tmp_path / "banpipe.toml"
-    path.write_text(
-        '[network]\nwan_state = ""\n[firewall]\nbackend = "null"\n'
-        f'[banctl]\nledger = "{ledger}"\n[ban]\nspoof_max = 0\n'
-    )
-    woken = []  # select() passes that the watch (the ledger's files) woke
-    real = select.select
-
-    def counting(rlist, *rest):
-        ready = real(rlist, *rest)
-        woken.append(any(isinstance(x, PathWatcher) for x in ready[0]))
-        return ready
-
-    monkeypatch.setattr(select, "select", counting)
-    seen = {}
-
-    def drive(write):
-        write(alert("203.0.113.7"))
-        where = SimpleNamespace(ledger=str(ledger))  # what _recorded needs of a config
-        seen["banned"] = _wait_for(lambda: ledger.exists() and _recorded(where, "203.0.113.7"))
-        before = sum(woken)
-        # A window to watch the loop in: the commit's few writes wake it a few times,
-        # a spin thousands (this can only pass wrongly, on a machine too busy to spin).
-        time.sleep(0.5)
-        seen["wake-ups"] = sum(woken) - before
-
-    assert _apply_driven(None, drive, ["--config", str(path)]) == 0
-    assert seen["banned"]
-    assert seen["wake-ups"] < 20

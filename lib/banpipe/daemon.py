@@ -245,6 +245,10 @@ class Daemon:
                 watched = [self.ledger.path + "-wal", self.ledger.path]
                 watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
                 self.watcher = watcher
+                # Read once more now that it is watched: a WAN change written since
+                # __init__ read it (during a long restore, or by wanwatch starting at
+                # the same boot) raised no event, and waited for the periodic check.
+                self.wan_changed()
                 self._loop(fd, signals, watcher)
                 why = "end of input"
                 if flag.stop:
