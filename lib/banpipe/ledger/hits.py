@@ -32,6 +32,12 @@ FOLD_S = 60.0
 # copy of an extended ban lags ours by at most SHARE_EVERY seconds.
 SHARE_EVERY = 60.0
 SHARED_KEPT = 4096  # recent decisions remembered before the stale ones are swept
+_HIT_COLUMNS = "id, addr, count, sig, msg, priority, victim, reversed, reason, first, alert_first"
+_INSERT_HIT = f"INSERT INTO hits ({_HIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT_HIT_LAST = (
+    f"INSERT INTO hits ({_HIT_COLUMNS}, last, alert_last) "  # noqa: S608
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _FOLDED = "SELECT count, last, alert_last, hit FROM (" + MORE_BY_HIT + ") ORDER BY hit"  # noqa: S608
 
 
@@ -216,29 +222,20 @@ class Hits(Reads):
         if now - self._open_swept >= BUCKET_S:  # forget rows that cannot grow any more
             self._open = {k: r for k, r in self._open.items() if now - r[2] < BUCKET_S}
             self._open_swept = now
-        opened, text_ids = self._open, self._text_ids
-        tid = self._text_id
+        # Open rows are keyed by the group key itself (texts, not their ids): a
+        # violation that repeats within BUCKET_S (most of a flood) costs one lookup;
+        # only a new row's texts are interned (bench/README.md, issue 12).
+        opened = self._open
         more: list[tuple] = []
-        grown: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (interned key, group)
+        grown: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (key, group)
         fresh: list[tuple[tuple, Sequence]] = []
         for k, g in groups.items():
-            # (addr, sig, msg, priority, victim, reversed, reason), interned
-            a, sig, msg, prio, victim, rev, why = k
-            ik = (
-                text_ids.get(a) or tid(a),
-                None if sig is None else text_ids.get(sig) or tid(sig),
-                None if msg is None else text_ids.get(msg) or tid(msg),
-                prio,
-                None if victim is None else text_ids.get(victim) or tid(victim),
-                rev,
-                None if why is None else text_ids.get(why) or tid(why),
-            )
-            row = opened.get(ik)
+            row = opened.get(k)
             if row is None or now - row[2] >= BUCKET_S or now < row[2]:
-                fresh.append((ik, g))
+                fresh.append((k, g))
             else:
                 more.append((row[0], g[1], now, last_code(row[1], g[3])))
-                grown[row[0]] = (ik, g)
+                grown[row[0]] = (k, g)
         db = self.db
         if self._others_committed():
             # Another connection committed since our last look (or this is our first
@@ -250,10 +247,10 @@ class Hits(Reads):
             there = set(self._column_in("SELECT id FROM hits WHERE id IN ", list(grown)))
             if len(there) != len(grown):
                 more = [m for m in more if m[0] in there]
-                for row_id, (ik, g) in grown.items():
+                for row_id, (k, g) in grown.items():
                     if row_id not in there:
-                        del opened[ik]
-                        fresh.append((ik, g))
+                        del opened[k]
+                        fresh.append((k, g))
         if more:
             db.executemany("INSERT INTO hits_more VALUES (?, ?, ?, ?)", more)
             self._pending = self.pending_growth() + len(more)
@@ -264,22 +261,42 @@ class Hits(Reads):
         if not fresh:
             return
         top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
-        rows = []
-        for n, (ik, g) in enumerate(fresh, top + 1):
+        text_ids, tid = self._text_ids, self._text_id
+        once, rows = [], []  # rows of one alert whose texts are all there; the others
+        for k, g in fresh:
+            # (addr, sig, msg, priority, victim, reversed, reason), texts interned
+            a, sig, msg, prio, victim, rev, why = k
             first = stamp_code(g[0])
-            opened[ik] = (n, first, now)
-            many = g[1] > 1
-            last = last_code(first, g[3]) if many and g[3] != g[0] else None
-            rows.append(
-                (n, ik[0], now, now if many else None, g[1], ik[1], ik[2], ik[3], ik[4],
-                 int(ik[5]), ik[6], first, last)
-            )  # fmt: skip
-        db.executemany(
-            "INSERT INTO hits (id, addr, first, last, count, sig, msg, priority, victim, "
-            "reversed, reason, alert_first, alert_last) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+            row = [
+                k, text_ids.get(a) or tid(a), g[1],
+                None if sig is None else text_ids.get(sig) or tid(sig),
+                None if msg is None else text_ids.get(msg) or tid(msg),
+                prio,
+                None if victim is None else text_ids.get(victim) or tid(victim),
+                int(rev),
+                None if why is None else text_ids.get(why) or tid(why),
+                now, first,
+            ]  # fmt: skip
+            if g[1] > 1:
+                row += (now, last_code(first, g[3]) if g[3] != g[0] else None)
+                rows.append(row)
+            elif None in row:
+                row += (None, None)
+                rows.append(row)
+            else:
+                once.append(row)
+        # sqlite3 looks for an adapter for every None it binds (two failed attribute
+        # lookups, about a fifth of an insert's cost): a row of one alert leaves its
+        # last times out instead of binding them as NULL. Ids stay ascending in each
+        # statement (appended, pages filled), so those rows take the commit's first ids.
+        n = top
+        for batch in (once, rows):
+            for row in batch:
+                n += 1
+                opened[row[0]] = (n, row[10], now)
+                row[0] = n
+        db.executemany(_INSERT_HIT, once)
+        db.executemany(_INSERT_HIT_LAST, rows)
 
     def _others_committed(self) -> bool:
         """Whether another connection committed since this one last asked."""
