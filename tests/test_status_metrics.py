@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from banpipe import alertfilter, banctl, cli, fasttail, metrics
+from banpipe import alertfilter, banctl, cli, fasttail, metrics, offload
 from banpipe.config import PagesConfig, load_config
 from banpipe.ledger import Ledger
 from banpipe.monitor import Monitor
@@ -271,8 +271,29 @@ def test_readme_status_example_has_the_real_lines(cfg):
     assert [x[:13] for x in example] == [x[:13] for x in real]
 
 
-def test_slow_pages_are_written_less_often(cfg, tmp_path):
+def test_slow_pages_are_written_less_often(cfg, tmp_path, monkeypatch):
     t = [0.0]
+    calls = []
+
+    class TwoSecondRun(offload.Child):
+        """A page run's child that ends 2 s after it started."""
+
+        def start(self, job):
+            if job["kind"] == "pages":
+                calls.append(t[0])
+            self.proc = object()
+            return True
+
+        def fileno(self):
+            return None
+
+        def poll(self):
+            if self.proc is None:
+                return None
+            self.proc = None
+            return offload.Outcome(True, "", 2.0)
+
+    monkeypatch.setattr(offload, "Child", TwoSecondRun)
     env = SimpleNamespace(
         report=cli.Reporter("t", io.StringIO()),
         clock=lambda: 5.0,
@@ -280,14 +301,9 @@ def test_slow_pages_are_written_less_often(cfg, tmp_path):
     )
     led = Ledger.open(str(tmp_path / "l.sqlite3"))
     mon = Monitor(env, led, Counter(), SpoofBrake(0, 1), mono=lambda: t[0])
-    calls = []
-
-    def slow():
-        calls.append(t[0])
-        t[0] += 2.0  # a page run that takes 2 s
-
-    mon._write_pages = slow
     mon.tick(force=True)
+    t[0] = 2.0
+    mon.tick()  # the run ended
     mon.changed()
     t[0] = 10.0
     mon.tick()

@@ -153,7 +153,7 @@ class Daemon:
             f"{c['refused']} refused, {c['held']} held by the spoof brake; {firewall}",
             level=cli.NOTICE,
         )
-        self.monitor.stopped()
+        self.monitor.stopped(orderly=orderly)
 
     def handle(self, lines: list[bytes], lineno: int) -> int:
         """One burst of pipe lines (``lineno``: lines before them): validate, record in
@@ -288,7 +288,8 @@ class Daemon:
             inputs = [fd] if record.stalled is None else []
             if events is not None:
                 inputs.append(events)
-            ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
+            waits = [*inputs, watcher, wake_r, *self.monitor.fds()]  # fds: page runs ending
+            ready, _, _ = select.select(waits, [], [], self.timeout())
             if wake_r in ready:
                 signals.drain()
             if flag.stop:
