@@ -8,13 +8,19 @@ Two figures (targets from issue 4, recorded in bench/README.md "## Whole pipe"):
 * latency (root): the pipe following a live alert file, banctl in a throwaway network
   namespace with a real backend; one alert from a new offender appended at a time, time
   from the append returning to the kernel reporting the firewall change. For nftables
-  and iptables (iptables-nft) the change is seen by `nft monitor` in the namespace, an
-  event, not a poll; ipset has no change events, so its figure comes from polling
-  with IPSET_CMD_TEST on a netlink socket in the namespace (about 0.05 ms per poll;
-  `ipset test` cost 1-2 ms a poll before issue 12).
+  and iptables (iptables-nft) the change is the kernel's event on NFNLGRP_NFTABLES in
+  the namespace, read by a thread of the bench (``--nft-monitor``: through an
+  `nft monitor` process, as before), not a poll; ipset has no change events, so its
+  figure comes from polling with IPSET_CMD_TEST on a netlink socket in the namespace
+  (about 0.05 ms per poll; `ipset test` cost 1-2 ms a poll before issue 12). Each
+  stage's CPU time and wake-ups (voluntary context switches) per alert are printed
+  beside it: they depend far less on the machine's load than the wall clock.
+  ``--perf-trace FILE`` breaks one backend's latency down by stage (bench/pipetrace.py),
+  ``--code CHECKOUT`` runs another checkout's tools (side by side with the code before).
 
     .venv/bin/python bench/bench_pipeline.py [--count 1000000] [--latency 200]
         [--backends nftables,iptables,ipset] [--skip-throughput] [--skip-latency]
+        [--code CHECKOUT] [--perf-trace FILE] [--strace DIR] [--nft-monitor]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +36,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from pipetrace import STAGE_CALLS, breakdown
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))  # this checkout's banpipe, as bin/ uses
@@ -79,7 +88,7 @@ ledger = "{ledger}"
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT / "lib")
+    e["PYTHONPATH"] = str(BIN.parent / "lib")
     return e
 
 
@@ -136,33 +145,71 @@ def throughput(count: int, n_sources: int) -> None:
 
 
 class Watch:
-    """Firewall changes in the namespace: `nft monitor` lines, read in a thread."""
+    """Firewall changes in the namespace, read in a thread: by default the kernel's own
+    report (a socket on NFNLGRP_NFTABLES, the group `nft monitor` listens on: the
+    NEWSETELEM or NEWRULE message carries the address's bytes); with ``nft_monitor``
+    the lines of an `nft monitor` process, as before 2026-12-07 17:30 (one more
+    process and pipe between the kernel and the clock: about 0.1-0.4 ms more)."""
 
-    def __init__(self, ns: str) -> None:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "nft", "monitor"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
-        )  # fmt: skip
-        self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+    def __init__(self, ns: str, *, nft_monitor: bool = False) -> None:
+        self.lines: queue.Queue[tuple[float, bytes]] = queue.Queue()
+        self.proc = self.sock = None
+        self.tid = 0  # the reading thread's (perf trace)
+        if nft_monitor:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, "nft", "monitor"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+            )  # fmt: skip
+            threading.Thread(target=self._pump, daemon=True).start()
+            return
+        from banpipe.firewall.nfproto import (
+            NETLINK_ADD_MEMBERSHIP,
+            NETLINK_NETFILTER,
+            NFNLGRP_NFTABLES,
+            SOL_NETLINK,
+        )
+        from banpipe.firewall.nlsocket import _in_netns
+
+        with _in_netns(ns):
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self.sock.bind((0, 0))
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        threading.Thread(target=self._events, daemon=True).start()
 
     def _pump(self) -> None:
+        self.tid = threading.get_native_id()
         for line in self.proc.stdout:
             self.lines.put((time.perf_counter(), line))
 
-    def wait_for(self, text: str, timeout: float = 5.0) -> float:
+    def _events(self) -> None:
+        self.tid = threading.get_native_id()
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            self.lines.put((time.perf_counter(), data))
+
+    def wait_for(self, addr: str, timeout: float = 5.0) -> float:
+        from banpipe.address import packed
+
+        key = addr.encode() if self.proc else packed(addr)
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise TimeoutError(text)
-            t, line = self.lines.get(timeout=left)
-            if text in line:
+                raise TimeoutError(addr)
+            t, data = self.lines.get(timeout=left)
+            if key in data:
                 return t
 
     def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+        if self.sock:
+            self.sock.close()
 
 
 def ipset_wait(ns: str, addr: str, timeout: float = 5.0) -> float:
@@ -208,7 +255,35 @@ def fdatasync_ms(directory: Path, n: int = 200) -> tuple[float, float]:
     return statistics.median(times), times[min(n - 1, int(n * 0.99))]
 
 
-def latency(backend: str, n: int) -> None:
+def proc_usage(pid: int) -> tuple[int, int]:
+    """(ns on a CPU, voluntary context switches: how often it slept and was woken) of
+    one process, all threads: load-independent measures of each stage's share."""
+    cpu = switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            cpu += int(f.read().split()[0])
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches"):
+                    switches += int(line.split()[1])
+    return cpu, switches
+
+
+def traced(name: str, cmd: list[str], trace: Path | None) -> list[str]:
+    """``cmd`` under ``strace -f -ttt -T`` writing ``trace/name`` (--strace)."""
+    if trace is None:
+        return cmd
+    return ["strace", "-f", "-ttt", "-T", "-o", str(trace / name), *cmd]
+
+
+def latency(
+    backend: str,
+    n: int,
+    trace: Path | None = None,
+    perf_trace: Path | None = None,
+    *,
+    nft_monitor: bool = False,
+) -> None:
     ns = f"bpbenchpipe{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     procs: list[subprocess.Popen] = []
@@ -231,18 +306,19 @@ def latency(backend: str, n: int) -> None:
             write_config(cfg, backend, ledger, t / "run")
             sync50, sync99 = fdatasync_ms(t / "lib")
             if backend != "ipset":
-                watch = Watch(ns)
+                watch = Watch(ns, nft_monitor=nft_monitor)
             ft = subprocess.Popen(
-                [PY, str(BIN / "fasttail"), "--from-start", str(alert)],
+                traced("fasttail", [PY, str(BIN / "fasttail"), "--from-start", str(alert)], trace),
                 stdout=subprocess.PIPE, env=env(),
             )  # fmt: skip
             af = subprocess.Popen(
-                [PY, str(BIN / "alertfilter"), "--config", str(cfg)],
+                traced("alertfilter", [PY, str(BIN / "alertfilter"), "--config", str(cfg)], trace),
                 stdin=ft.stdout, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env(),
             )  # fmt: skip
             bc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, PY, str(BIN / "banctl"), "--config", str(cfg),
-                 "apply"],
+                ["ip", "netns", "exec", ns,
+                 *traced("banctl", [PY, str(BIN / "banctl"), "--config", str(cfg), "apply"],
+                         trace)],
                 stdin=af.stdout, stderr=subprocess.PIPE, text=True, env=env(),
             )  # fmt: skip
             procs += [ft, af, bc]
@@ -254,6 +330,8 @@ def latency(backend: str, n: int) -> None:
             threading.Thread(target=lambda: bc.stderr.read(), daemon=True).start()
             srcs = sources(n + 1)[1:]
             samples = []
+            pids = {"fasttail": ft.pid, "alertfilter": af.pid, "banctl": bc.pid}
+            usage0: dict[str, tuple[int, int]] = {}
             with open(alert, "a", buffering=1) as f:
                 # One warm-up alert (first import paths, first transaction).
                 f.write(fast_line(0, sources(1)[0]))
@@ -261,6 +339,23 @@ def latency(backend: str, n: int) -> None:
                     watch.wait_for(sources(1)[0])
                 else:
                     ipset_wait(ns, sources(1)[0])
+                time.sleep(0.2)  # banctl's checkpoint after its first ban
+                usage0 = {k: proc_usage(p) for k, p in pids.items()} if trace is None else {}
+                tracer = None
+                if perf_trace is not None:
+                    # One clock for every stage: the append (ours), each stage's reads and
+                    # writes, banctl's WAL writes, fdatasync and netlink send, nft monitor.
+                    watched = [
+                        os.getpid(),
+                        *pids.values(),
+                        *([watch.proc.pid] if watch and watch.proc else []),
+                    ]
+                    tracer = subprocess.Popen(
+                        ["perf", "trace", "-o", str(perf_trace), "-e", STAGE_CALLS,
+                         "-p", ",".join(map(str, watched))],
+                        stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    time.sleep(2.0)  # perf attaches
                 for i, src in enumerate(srcs, 1):
                     time.sleep(0.02)
                     line = fast_line(i, src)
@@ -269,10 +364,31 @@ def latency(backend: str, n: int) -> None:
                     f.flush()
                     t1 = watch.wait_for(src) if watch else ipset_wait(ns, src)
                     samples.append((t1 - t0) * 1000)
+                time.sleep(1.2)  # banctl's last checkpoint, inside the count
+                if tracer is not None:
+                    tracer.send_signal(subprocess.signal.SIGINT)
+                    tracer.wait()
+                    roles = {"bench": os.getpid(), **pids, "watch": watch.tid if watch else 0}
+                    breakdown(perf_trace, roles)
+            if usage0:
+                per = []
+                for k, p in pids.items():
+                    cpu, sw = proc_usage(p)
+                    per.append(
+                        f"{k} {(cpu - usage0[k][0]) / 1e6 / len(samples):.3f} ms CPU, "
+                        f"{(sw - usage0[k][1]) / len(samples):.2f} wake-ups"
+                    )
+                print(f"  per alert ({backend}): " + "; ".join(per))
             samples.sort()
             p50 = statistics.median(samples)
             p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-            how = "nft monitor event" if watch else "netlink IPSET_CMD_TEST polling"
+            how = (
+                "netlink IPSET_CMD_TEST polling"
+                if watch is None
+                else "nft monitor line"
+                if watch.proc
+                else "the kernel's netlink event"
+            )
             print(
                 f"latency {backend:9} n={len(samples)}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
                 f"max {samples[-1]:.2f} ms ({how}; targets p50 <= 1.5, p99 <= 5); "
@@ -300,7 +416,30 @@ def main() -> int:
     ap.add_argument("--backends", default="nftables,iptables,ipset")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument(
+        "--strace", type=Path, metavar="DIR",
+        help="latency: run each stage under strace -f -ttt -T, one file per stage in DIR "
+        "(slower: for the order and count of system calls, not the times)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--perf-trace", type=Path, metavar="FILE",
+        help="latency: record the stages' reads, writes, WAL writes, fdatasync and netlink "
+        "sends with `perf trace` (one backend; the per-stage breakdown in bench/README.md)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--nft-monitor", action="store_true",
+        help="latency: see the change through an `nft monitor` process (as before) instead "
+        "of the kernel's netlink event",
+    )  # fmt: skip
+    ap.add_argument(
+        "--code", type=Path, metavar="CHECKOUT",
+        help="run the tools of another checkout (its bin/ and lib/; side by side runs)",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.code:
+        global BIN
+        BIN = args.code.resolve() / "bin"
+    print(f"code: {BIN.parent}")
     if not args.skip_throughput:
         throughput(args.count, args.sources)
     if not args.skip_latency:
@@ -308,7 +447,10 @@ def main() -> int:
             print("latency: needs root (network namespace); skipped")
         else:
             for backend in args.backends.split(","):
-                latency(backend, args.latency)
+                latency(
+                    backend, args.latency, args.strace, args.perf_trace,
+                    nft_monitor=args.nft_monitor,
+                )  # fmt: skip
     return 0
 
 

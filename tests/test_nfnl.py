@@ -312,12 +312,12 @@ def transactions(fw, monkeypatch) -> list[int]:
 def test_nftables_replace_fills_empty_sets_in_several_transactions(ns, monkeypatch):
     # Cold start: nothing to lose, so no million-element transaction (its notifications
     # pile up in the kernel until the commit).
-    from banpipe.firewall import nftables
+    from banpipe.firewall import nftsets
 
     fw = make_backend("nftables", FirewallConfig(), SubprocessRunner(ns.prefix))
     fw.init()
-    monkeypatch.setattr(nftables, "BATCH", 2)
-    monkeypatch.setattr(nftables, "CHUNK", 2)
+    monkeypatch.setattr(nftsets, "BATCH", 2)
+    monkeypatch.setattr(nftsets, "CHUNK", 2)
     sent = transactions(fw, monkeypatch)
     bans = [f"192.0.2.{i}" for i in range(1, 8)] + ["2001:db8::1", "198.51.100.0/24"]
     assert fw.replace(bans) is True

@@ -153,7 +153,7 @@ class Daemon:
             f"{c['refused']} refused, {c['held']} held by the spoof brake; {firewall}",
             level=cli.NOTICE,
         )
-        self.monitor.stopped()
+        self.monitor.stopped(orderly=orderly)
 
     def handle(self, lines: list[bytes], lineno: int) -> int:
         """One burst of pipe lines (``lineno``: lines before them): validate, record in
@@ -245,6 +245,10 @@ class Daemon:
                 watched = [self.ledger.path + "-wal", self.ledger.path]
                 watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
                 self.watcher = watcher
+                # Read once more now that it is watched: a WAN change written since
+                # __init__ read it (during a long restore, or by wanwatch starting at
+                # the same boot) raised no event, and waited for the periodic check.
+                self.wan_changed()
                 self._loop(fd, signals, watcher)
                 why = "end of input"
                 if flag.stop:
@@ -288,7 +292,8 @@ class Daemon:
             inputs = [fd] if record.stalled is None else []
             if events is not None:
                 inputs.append(events)
-            ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
+            waits = [*inputs, watcher, wake_r, *self.monitor.fds()]  # fds: page runs ending
+            ready, _, _ = select.select(waits, [], [], self.timeout())
             if wake_r in ready:
                 signals.drain()
             if flag.stop:
@@ -296,7 +301,9 @@ class Daemon:
             if events is not None and events in ready:
                 enforce.firewall_changed()
             if watcher in ready:
-                if wan_abs and wan_abs in watcher.changed():
+                # Always read the events: left unread (no WAN state file configured),
+                # the -wal file's kept select() returning at once, a busy loop.
+                if wan_abs in watcher.changed():
                     self.wan_changed()
                 # An admin commit needs nothing else: timeout() asks the ledger for the
                 # next expiry on every pass.

@@ -18,7 +18,6 @@ FirewallError before any command runs.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Protocol, TextIO
 from banpipe import address
 from banpipe.config import BACKENDS, HOOKS, FirewallConfig
 
+from .base import conntrack_sources
 from .runner import (
     Call,
     CommandNotFound,
@@ -56,8 +56,6 @@ __all__ = [
     "validate_addresses",
     "validate_entries",
 ]
-
-log = logging.getLogger("banpipe.firewall")
 
 
 @dataclass
@@ -150,60 +148,6 @@ def canonical(text: str) -> str | None:
     """The canonical entry a firewall listing spells ("203.0.113.7/32" is the address
     203.0.113.7, "203.0.113.0/24" a range), or None when it is no entry."""
     return address.entry(text)
-
-
-class ConntrackFlusher:
-    """Delete conntrack entries of newly blocked sources, so established flows stop too.
-
-    Each ``conntrack -D -s ADDR`` walks the whole conntrack table in the kernel (about
-    10 ms even when empty), so the table is listed once first (``conntrack -L``) and only
-    addresses that have flows get their ``-D``; a range's flows are those of the listed
-    sources inside it (``-D`` takes one address). Exit 1 ("0 flow entries have been
-    deleted") is fine; a missing conntrack binary is warned about once and never fails
-    the block.
-    """
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.missing = False
-
-    def __call__(self, addrs: Iterable[str]) -> None:
-        addrs = list(addrs)
-        if self.missing or not addrs:
-            return
-        try:
-            listing = self.runner(["conntrack", "-L"], check=False)
-        except CommandNotFound:
-            self.missing = True
-            log.warning("conntrack not found; established flows of banned hosts are kept")
-            return
-        if listing.returncode != 0:
-            log.warning("conntrack -L failed: %s", " ".join(listing.stderr.split()))
-            return
-        sources = conntrack_sources(listing.stdout)
-        ranges = address.Ranges([a for a in addrs if "/" in a])
-        hosts = {a for a in addrs if "/" not in a}
-        failed: list[str] = []
-        inside = sorted(s for s in sources if s not in hosts and ranges.covers(s))
-        for a in [a for a in addrs if a in hosts and a in sources] + inside:
-            proc = self.runner(["conntrack", "-D", "-s", a], check=False)
-            if proc.returncode not in (0, 1):
-                failed.append(f"{a}: {' '.join(proc.stderr.split())}")
-        if failed:
-            log.warning("conntrack -D failed for %d address(es), first %s", len(failed), failed[0])
-
-
-def conntrack_sources(text: str) -> set[str]:
-    """Original-direction source addresses in ``conntrack -L`` output."""
-    out: set[str] = set()
-    for line in text.splitlines():
-        for token in line.split():
-            if token.startswith("src="):
-                addr = canonical(token[4:])
-                if addr is not None:
-                    out.add(addr)
-                break  # the first src= is the original direction's
-    return out
 
 
 def make_backend(
