@@ -6,6 +6,7 @@ dependency) and their values compared with the ledger.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from banpipe import alertfilter, banctl, cli, fasttail, metrics
+from banpipe import alertfilter, banctl, cli, fasttail, metrics, monitor, offload
 from banpipe.config import PagesConfig, load_config
 from banpipe.ledger import Ledger
 from banpipe.monitor import Monitor
@@ -271,8 +272,63 @@ def test_readme_status_example_has_the_real_lines(cfg):
     assert [x[:13] for x in example] == [x[:13] for x in real]
 
 
-def test_slow_pages_are_written_less_often(cfg, tmp_path):
+def test_a_status_look_as_apply_starts_leaves_apply_its_lock(cfg, tmp_path, monkeypatch):
+    """``banctl status`` holds a shared lock on the daemon lock file while it looks: a
+    daemon starting at that moment gave up its lock for good and was "not running"."""
+    led = Ledger.open(str(tmp_path / "l.sqlite3"))
+    env = SimpleNamespace(
+        report=cli.Reporter("t", io.StringIO()), clock=lambda: 5.0, config=load_config(str(cfg))
+    )
+    path = monitor.lock_path(led.path)
+    look = [os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)]
+    fcntl.flock(look[0], fcntl.LOCK_SH)  # status is looking
+
+    def look_ends():  # while the start waits
+        if look:
+            os.close(look.pop())
+
+    monkeypatch.setattr(monitor, "_lock_pause", look_ends)
+    mon = Monitor(env, led, Counter(), SpoofBrake(0, 1))
+    mon.started("null", Drift())
+    assert look == []  # the start did meet the look
+    assert monitor.daemon_running(led.path)
+    mon.stopped()
+    assert not monitor.daemon_running(led.path)
+    # Another apply's lock stays: the start gives up (after DAEMON_LOCK_WAIT).
+    other = os.open(path, os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    monkeypatch.setattr(monitor, "DAEMON_LOCK_WAIT", 0.0)
+    second = Monitor(env, led, Counter(), SpoofBrake(0, 1))
+    second.started("null", Drift())
+    assert second._lock_fd is None and monitor.daemon_running(led.path)
+    os.close(other)
+    assert not monitor.daemon_running(led.path)
+    led.close()
+
+
+def test_slow_pages_are_written_less_often(cfg, tmp_path, monkeypatch):
     t = [0.0]
+    calls = []
+
+    class TwoSecondRun(offload.Child):
+        """A page run's child that ends 2 s after it started."""
+
+        def start(self, job):
+            if job["kind"] == "pages":
+                calls.append(t[0])
+            self.proc = object()
+            return True
+
+        def fileno(self):
+            return None
+
+        def poll(self):
+            if self.proc is None:
+                return None
+            self.proc = None
+            return offload.Outcome(True, "", 2.0)
+
+    monkeypatch.setattr(offload, "Child", TwoSecondRun)
     env = SimpleNamespace(
         report=cli.Reporter("t", io.StringIO()),
         clock=lambda: 5.0,
@@ -280,14 +336,9 @@ def test_slow_pages_are_written_less_often(cfg, tmp_path):
     )
     led = Ledger.open(str(tmp_path / "l.sqlite3"))
     mon = Monitor(env, led, Counter(), SpoofBrake(0, 1), mono=lambda: t[0])
-    calls = []
-
-    def slow():
-        calls.append(t[0])
-        t[0] += 2.0  # a page run that takes 2 s
-
-    mon._write_pages = slow
     mon.tick(force=True)
+    t[0] = 2.0
+    mon.tick()  # the run ended
     mon.changed()
     t[0] = 10.0
     mon.tick()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -363,10 +364,16 @@ def cmd_status(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
 def cmd_report(env: Env, args: argparse.Namespace, stdin: IO[Any]) -> int:
     from banpipe.report import write_pages
 
+    def waiting() -> None:
+        env.report.say(None, f"{args.html}: another page run (banctl apply's, [pages] dir) "
+                       "is writing here; waiting for it to end")  # fmt: skip
+
     try:
-        done = write_pages(env.ledger(), args.html, env.clock())
+        done = write_pages(env.ledger(), args.html, env.clock(), on_wait=waiting)
     except OSError as exc:
         raise cli.ToolError(f"{args.html}: {exc.strerror or exc}", cli.EX_CANTCREAT)
+    except sqlite3.Error as exc:  # the pages' state held by a stranger past the timeout
+        raise cli.ToolError(f"{args.html}: {exc}", cli.EX_CANTCREAT)
     if args.json:
         return _json(env, done.as_dict())
     env.stdout.write(

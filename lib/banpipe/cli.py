@@ -343,6 +343,16 @@ def resolve_streams(
     )
 
 
+def exit_status(code: int) -> str:
+    """How a child process ended, from its ``returncode`` (negative: killed by a signal)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
 def plural(n: int, noun: str, nouns: str | None = None) -> str:
     """``1 line``, ``2 lines``, ``0 lines`` (``nouns`` for irregular plurals)."""
     return f"{n} {noun if n == 1 else (nouns or noun + 's')}"

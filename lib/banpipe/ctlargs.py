@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Write the ban board (index.html, paged), one page per offender (o/ADDR.html) "
             "and the tracker files (tracker/ADDR.txt) into DIR; IPv6 colons are written "
             "as '-' in file names. Only offenders that changed since the last run are "
-            "rewritten. `banctl apply` does this by itself with [pages] dir."
+            "rewritten. `banctl apply` does this by itself with [pages] dir; when its "
+            "page run is writing DIR at that moment, report says so, waits for that run "
+            "to end, then makes its own (two runs on DIR never overlap)."
         ),
     )
     s.add_argument("--html", metavar="DIR", required=True, help="directory for the pages")

@@ -153,7 +153,7 @@ class Daemon:
             f"{c['refused']} refused, {c['held']} held by the spoof brake; {firewall}",
             level=cli.NOTICE,
         )
-        self.monitor.stopped()
+        self.monitor.stopped(orderly=orderly)
 
     def handle(self, lines: list[bytes], lineno: int) -> int:
         """One burst of pipe lines (``lineno``: lines before them): validate, record in
@@ -245,6 +245,10 @@ class Daemon:
                 watched = [self.ledger.path + "-wal", self.ledger.path]
                 watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
                 self.watcher = watcher
+                # Read once more now that it is watched: a WAN change written since
+                # __init__ read it (during a long restore, or by wanwatch starting at
+                # the same boot) raised no event, and waited for the periodic check.
+                self.wan_changed()
                 self._loop(fd, signals, watcher)
                 why = "end of input"
                 if flag.stop:
@@ -293,7 +297,8 @@ class Daemon:
             # their own (a second pass per ban: timeout()'s and expire_due()'s reads).
             if select.select([watcher], [], [], 0)[0]:
                 self._ledger_or_wan_changed(watcher, wan_abs)
-            ready, _, _ = select.select([*inputs, watcher, wake_r], [], [], self.timeout())
+            waits = [*inputs, watcher, wake_r, *self.monitor.fds()]  # fds: page runs ending
+            ready, _, _ = select.select(waits, [], [], self.timeout())
             if wake_r in ready:
                 signals.drain()
             if flag.stop:
@@ -329,8 +334,9 @@ class Daemon:
                 record.checkpoint()
 
     def _ledger_or_wan_changed(self, watcher: Any, wan_abs: str | None) -> None:
-        changed = watcher.changed()  # read even without a WAN file: else select spins
-        if wan_abs and wan_abs in changed:
+        # Always read the events: left unread (no WAN state file configured), the -wal
+        # file's kept select() returning at once, a busy loop.
+        if wan_abs in watcher.changed():
             self.wan_changed()
         # An admin commit needs nothing else: timeout() asks the ledger for the next
         # expiry on every pass.

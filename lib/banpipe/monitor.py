@@ -11,11 +11,17 @@ The daemon calls a few hooks (started, alerts read, a check's drift, the spoof b
   ``kill -9`` releases it;
 * the **metrics textfile** (``[metrics] textfile``), every ``[metrics] interval``;
 * the **pages** (``[pages] dir``), after a change, at most every ``[pages] interval``
-  and at most a tenth of the time (and every ``PAGES_REFRESH`` s, so "time left" stays
-  roughly true).
+  and, from start to start, at least ten times the last run's duration (and every
+  five minutes, so "time left" stays roughly true).
 
-Writing these never stops the daemon: a failure is reported once (a warning) and
-retried at the next interval.
+The metrics and the pages read the ledger for up to seconds (a first page run over
+100,000 bans, over a minute): each is written by a child process
+(:mod:`banpipe.offload`), never in the daemon's loop, so a new ban never waits for
+them; a run due while the last one still goes is skipped. Writing these never stops
+the daemon: a failure is reported (a warning, once until a run succeeds again),
+counted (``banpipe_background_failures_total``) and retried at the next interval. At
+an orderly stop a page run still going is stopped; at end of input the daemon waits
+up to ``offload.PAGES_STOP_WAIT`` s for the pages to be current.
 """
 
 from __future__ import annotations
@@ -29,13 +35,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from banpipe import metrics, overview
+from banpipe import metrics, offload, overview
 from banpipe.cli import Reporter
 from banpipe.statefile import replace_file
 
 STATUS_EVERY = 1.0
-PAGES_REFRESH = 300.0
-PAGES_SHARE = 10.0  # at least this many times a page run's duration between runs
+DAEMON_LOCK_WAIT = 5.0  # s: how long a start waits out someone else's hold on the lock
 _FIREWALL_OPS = ("init", "block", "release", "check", "close")
 
 
@@ -62,6 +67,33 @@ def daemon_running(ledger_path: str) -> bool:
     finally:
         os.close(fd)  # closing drops a lock we may just have taken
     return False
+
+
+def _lock_for_life(fd: int) -> bool:
+    """Take the daemon lock; False when another ``apply`` holds it.
+
+    ``banctl status`` (daemon_running) holds a shared lock on the same file for the
+    moment it looks: a daemon that met that moment and gave up at once held no lock
+    for its whole life, and every later ``status`` said "not running" (a monitoring
+    probe every few seconds against a restart). Such a lock goes away within
+    microseconds; another apply's stays: tried again for up to DAEMON_LOCK_WAIT.
+    """
+    deadline = time.monotonic() + DAEMON_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            _lock_pause()
+        except OSError:
+            return False
+        else:
+            return True
+
+
+def _lock_pause() -> None:
+    time.sleep(0.01)
 
 
 def read_runtime(ledger_path: str) -> dict[str, Any] | None:
@@ -130,10 +162,19 @@ class Monitor:
             "last_repair": None,
         }
         self._lock_fd: int | None = None
-        self._due = {"status": 0.0, "metrics": 0.0, "pages": 0.0}
-        self._pages_dirty = True
-        self._pages_written = -PAGES_REFRESH
+        self._status_due = 0.0
         self._failed: set[str] = set()
+        # The slow writes, each by a child process (a ":memory:" ledger has no file a
+        # child could read: then none is written, as no runtime file is).
+        every = {"metrics": self.metrics_every, "pages": self.pages_every}
+        wanted = {"metrics": self.textfile, "pages": self.pages_dir} if self.enabled else {}
+        self.offload = offload.Offload(
+            {what: every[what] for what, where in wanted.items() if where},
+            self._job,
+            self._failure,
+            self._failed.discard,
+            mono,
+        )
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -145,12 +186,10 @@ class Monitor:
         if self.enabled:
             with contextlib.suppress(OSError):
                 fd = os.open(lock_path(self.ledger.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    os.close(fd)  # another apply on this ledger: status shows it running
-                else:
+                if _lock_for_life(fd):
                     self._lock_fd = fd
+                else:
+                    os.close(fd)  # another apply on this ledger: status shows it running
         self.state["started"] = self.env.clock()
         self.state["backend"] = backend
         self.checked(drift)
@@ -161,7 +200,7 @@ class Monitor:
 
     def changed(self) -> None:
         """The ledger changed (ours or another process's commit): pages are stale."""
-        self._pages_dirty = True
+        self.offload.changed()
 
     def brake_tripped(self) -> None:
         self.state["brake_trips"] += 1
@@ -185,60 +224,63 @@ class Monitor:
         if not drift.clean:
             self.state["drift_repairs"] += 1
             self.state["last_repair"] = {"at": now, "summary": drift.summary()}
-            self._pages_dirty = True
+            self.offload.changed()
 
-    def stopped(self) -> None:
-        self.tick(force=True)
+    def stopped(self, *, orderly: bool = False) -> None:
+        """The last writes: the runtime file and the metrics here and now, the pages at
+        end of input (:meth:`banpipe.offload.Offload.stop`), not at an orderly stop
+        (SIGTERM: the unit's stop timeout is the firewall's)."""
+        self.offload.stop(orderly=orderly)  # first: a child's rename must not come last
+        if self.enabled:
+            self._guard("status", self._write_status)
+        if self.textfile and self.enabled:
+            self._guard("metrics", self._write_metrics)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
     # -- files ---------------------------------------------------------------------
 
+    def fds(self) -> list[int]:
+        """What the daemon's select() also waits on: the children's stderr, readable
+        when one exits (:meth:`tick` then collects it)."""
+        return self.offload.fds()
+
     def deadline(self) -> float | None:
         """Seconds until a write is due, or None when nothing waits."""
         mono = self.mono()
-        waits = [self._due["status"] - mono] if self.enabled else []
-        if self.textfile:
-            waits.append(self._due["metrics"] - mono)
-        if self.pages_dir and (self._pages_dirty or mono - self._pages_written >= PAGES_REFRESH):
-            waits.append(self._due["pages"] - mono)
+        waits = self.offload.waits(mono)
+        if self.enabled:
+            waits.append(self._status_due - mono)
         return max(0.0, min(waits)) if waits else None
 
     def tick(self, *, force: bool = False) -> None:
-        """Write whatever is due (everything with ``force``)."""
+        """Write the runtime file when due; start the metrics and page runs that are
+        due (all of it with ``force``). Never waits for a child."""
         mono = self.mono()
-        due = self._due
-        if self.enabled and (force or mono >= due["status"]):
-            due["status"] = mono + STATUS_EVERY
+        if self.enabled and (force or mono >= self._status_due):
+            self._status_due = mono + STATUS_EVERY
             self._guard("status", self._write_status)
-        if self.textfile and (force or mono >= due["metrics"]):
-            due["metrics"] = mono + self.metrics_every
-            self._guard("metrics", self._write_metrics)
-        stale = self._pages_dirty or mono - self._pages_written >= PAGES_REFRESH
-        if self.pages_dir and stale and (force or mono >= due["pages"]):
-            self._pages_dirty = False
-            self._pages_written = mono
-            self._guard("pages", self._write_pages)
-            # Pages of 100,000 bans take seconds, and the daemon waits meanwhile: keep
-            # that under a tenth of its time, whatever [pages] interval says.
-            took = self.mono() - mono
-            due["pages"] = mono + max(self.pages_every, PAGES_SHARE * took)
+        self.offload.tick(force=force)
 
     def _guard(self, what: str, action: Callable[[], None]) -> None:
         try:
             action()
         except OSError as exc:
-            if what not in self._failed:
-                self._failed.add(what)
-                where = {"pages": self.pages_dir, "metrics": self.textfile}.get(what)
-                self.report.error(
-                    where or runtime_path(self.ledger.path),
-                    f"cannot write {what}: {exc.strerror or exc}; retrying",
-                    "warning",
-                )
+            self._failure(what, str(exc.strerror or exc))
             return
         self._failed.discard(what)
+
+    def _failure(self, what: str, reason: str) -> None:
+        """Report a write that failed, once until one succeeds again."""
+        if what not in self._failed:
+            self._failed.add(what)
+            where = {"pages": self.pages_dir, "metrics": self.textfile}.get(what)
+            self.report.error(
+                where or runtime_path(self.ledger.path),
+                f"cannot write {what}: {reason}; retrying",
+                "warning",
+            )
 
     def snapshot(self) -> dict[str, Any]:
         """The runtime record as written to the runtime file."""
@@ -251,6 +293,9 @@ class Monitor:
             "brake": {"engaged": bool(brake.engaged), "held": int(brake.held)},
             "firewall_ops": dict(self.ops),
             "firewall_errors": dict(self.errors),
+            "background_runs": dict(self.offload.runs),
+            "background_failures": dict(self.offload.failures),
+            "pages_took": self.offload.pages_took,
         }
 
     def _write_status(self) -> None:
@@ -259,16 +304,31 @@ class Monitor:
 
     def _write_metrics(self) -> None:
         assert self.textfile is not None
-        families = daemon_families(self.snapshot(), self.brake.limit)
-        families += ledger_families(self.ledger, self.env.clock())
-        families += removed_family(self.ledger, self.state["started"], self.counts["expired"])
-        metrics.write_textfile(self.textfile, families)
+        snap = self.snapshot()
+        write_metrics(self.ledger, self.textfile, snap, self.brake.limit, self.env.clock())
 
-    def _write_pages(self) -> None:
-        from banpipe.report import write_pages
+    def _job(self, what: str) -> dict[str, Any]:
+        """The job of a metrics or page run's child (:mod:`banpipe.offload`)."""
+        job = {"kind": what, "ledger": os.path.abspath(self.ledger.path), "now": self.env.clock()}
+        if what == "pages":
+            assert self.pages_dir is not None
+            return {**job, "dir": os.path.abspath(self.pages_dir)}
+        assert self.textfile is not None
+        snap, limit = self.snapshot(), self.brake.limit
+        return {**job, "textfile": os.path.abspath(self.textfile), "snapshot": snap,
+                "brake_limit": limit}  # fmt: skip
 
-        assert self.pages_dir is not None
-        write_pages(self.ledger, self.pages_dir, self.env.clock())
+
+def write_metrics(
+    ledger: Any, textfile: str, snap: dict[str, Any], brake_limit: int, now: float
+) -> None:
+    """The textfile from the runtime record ``snap`` (:meth:`Monitor.snapshot`) and the
+    ledger; raises OSError when it cannot be written."""
+    families = daemon_families(snap, brake_limit)
+    families += ledger_families(ledger, now)
+    expired = int(snap.get("counts", {}).get("expired", 0))
+    families += removed_family(ledger, snap.get("started"), expired)
+    metrics.write_textfile(textfile, families)
 
 
 # banctl apply's metrics, declared once each: (kind, name, help, where the value is in
@@ -314,6 +374,14 @@ _DAEMON_METRICS: list[tuple[str, str, str, Callable[[dict[str, Any]], Any]]] = [
     ("gauge", "banpipe_last_check_timestamp_seconds",
      "When the firewall was last compared with the ledger (Unix time).",
      lambda s: _check(s, "at", 0) or 0),
+    ("counter", "banpipe_background_runs_total",
+     "Page runs and metrics writes banctl apply ran in a child process, by job.",
+     lambda s: _jobs(s, "background_runs")),
+    ("counter", "banpipe_background_failures_total",
+     "Page runs and metrics writes that failed (reported in the journal), by job.",
+     lambda s: _jobs(s, "background_failures")),
+    ("gauge", "banpipe_pages_last_run_seconds", "How long the last page run took.",
+     lambda s: s.get("pages_took")),  # None (no family) until a page run ended
     ("gauge", "banpipe_last_input_timestamp_seconds",
      "When banctl apply last read an input line (Unix time).",
      lambda s: s.get("last_input")),  # None (no family) until the first line
@@ -326,6 +394,10 @@ def _count(snap: dict[str, Any], key: str) -> Any:
 
 def _ops(snap: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
     return {"op": {op: snap.get(key, {}).get(op, 0) for op in _FIREWALL_OPS}}
+
+
+def _jobs(snap: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
+    return {"job": {job: snap.get(key, {}).get(job, 0) for job in ("metrics", "pages")}}
 
 
 def _check(snap: dict[str, Any], key: str, default: Any) -> Any:

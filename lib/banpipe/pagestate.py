@@ -90,6 +90,15 @@ def _count(db: sqlite3.Connection, table: str, what: str) -> int:
     return int(db.execute(f"SELECT coalesce({what}, 0) FROM {table}").fetchone()[0])  # noqa: S608
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    """True for "database is locked" (SQLITE_BUSY, SQLITE_LOCKED): another connection
+    holds the file, which says nothing about what is in it."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 def key(expires: float | None, addr: str) -> tuple[float, str]:
     """A ban's place in the list: by expiry (permanent last), then address."""
     return (PERMANENT if expires is None else expires, addr)
@@ -130,9 +139,18 @@ class PageState:
     @classmethod
     @contextlib.contextmanager
     def attached(cls, ledger: Ledger, root: str) -> Iterator[PageState]:
-        """The state ATTACHed (made anew when missing or unusable) until the block ends."""
+        """The state ATTACHed (made anew when missing or unusable) until the block ends.
+
+        Raises sqlite3.OperationalError ("database is locked") when another connection
+        holds the state past the busy timeout: a locked state is never taken for a
+        broken one and made anew under its holder."""
         st = cls(ledger, root)
-        st._attach()
+        try:
+            st._attach()
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                st.db.execute("DETACH DATABASE pg")
+            raise
         try:
             yield st
         finally:
@@ -164,10 +182,10 @@ class PageState:
                     self.db.execute("COMMIT")
                     self.fresh = True
                     return
-            except sqlite3.DatabaseError:
+            except sqlite3.DatabaseError as exc:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
-                if attempt == 2:
+                if attempt == 2 or _busy(exc):
                     raise
             self.db.execute("DETACH DATABASE pg")
             with contextlib.suppress(FileNotFoundError):

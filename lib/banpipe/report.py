@@ -14,7 +14,10 @@ What is written under DIR:
 
 NAME is the address with ``:`` written as ``-`` (:func:`banpipe.pagehtml.safe_name`).
 Each file is replaced atomically (temporary file + rename), so a web server never
-serves half a page; no fsync, since pages can always be generated again.
+serves half a page; no fsync, since pages can always be generated again. Two runs on
+one DIR never overlap: a run holds ``DIR/.banpipe-pages.lock`` (flock) and the next
+one waits for it (``banctl report --html DIR`` while ``banctl apply`` writes DIR
+says so and waits, then makes its own run).
 
 A run does work in proportion to what changed: ``.banpipe-pages.sqlite3``
 (:mod:`banpipe.pagestate`) finds the changed offenders in SQL; their pages and
@@ -26,10 +29,12 @@ bench/README.md).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,7 @@ from banpipe.statefile import replace_file
 PAGE_ROWS = 500
 SUMMARY_EVERY = 300.0  # seconds the index's totals, charts and tops are kept
 OLD_MANIFEST = ".banpipe-pages.json"  # before the state file (pagestate)
+LOCK_FILE = ".banpipe-pages.lock"  # held (flock) for a run: two never overlap
 TRACKER_DIR = "tracker"
 _ENCODE = ("utf-8", "surrogateescape")
 
@@ -194,8 +200,17 @@ class PagesResult:
         }
 
 
-def write_pages(ledger: Ledger, directory: str | Path, now: float) -> PagesResult:
+def write_pages(
+    ledger: Ledger,
+    directory: str | Path,
+    now: float,
+    *,
+    on_wait: Callable[[], None] | None = None,
+) -> PagesResult:
     """Bring DIR up to date with the ledger; returns what was written and removed.
+
+    A run that another one on DIR still holds up waits for it to end (``on_wait`` is
+    called once before it waits), then reads the ledger: the two never overlap.
 
     Work in proportion to what changed: the changed offenders come from the state file
     (:mod:`banpipe.pagestate`) and a list page is written again only when one of its
@@ -205,9 +220,31 @@ def write_pages(ledger: Ledger, directory: str | Path, now: float) -> PagesResul
     Raises OSError when DIR cannot be written (the caller reports it).
     """
     root = str(directory)
+    for sub in (OFFENDER_DIR, TRACKER_DIR):
+        os.makedirs(f"{root}/{sub}", exist_ok=True)
+    with _run_lock(root, on_wait):
+        return _write(ledger, root, now)
+
+
+@contextlib.contextmanager
+def _run_lock(root: str, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    """DIR's run lock held until the block ends (closing the file drops it, as does
+    a killed process)."""
+    fd = os.open(f"{root}/{LOCK_FILE}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(ledger: Ledger, root: str, now: float) -> PagesResult:
     pages_dir, trackers_dir = f"{root}/{OFFENDER_DIR}", f"{root}/{TRACKER_DIR}"
-    for sub in (pages_dir, trackers_dir):
-        os.makedirs(sub, exist_ok=True)
     with PageState.attached(ledger, root) as state:
         state.begin()
         ch = state.changes()

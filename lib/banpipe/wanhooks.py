@@ -118,7 +118,7 @@ class Hooks:
                 return  # already reported as timed out
             if code != 0:
                 self.failures += 1
-                self.report.error("hook", f"{r.label}: {_status(code)}", "hook")
+                self.report.error("hook", f"{r.label}: {cli.exit_status(code)}", "hook")
             return
         if r.killed_at is None and now >= r.deadline:
             self.failures += 1
@@ -142,15 +142,6 @@ class Hooks:
                 self.running.proc.wait(timeout=min(left, 0.2) or 0.01)  # type: ignore[union-attr]
             except subprocess.TimeoutExpired:
                 pass
-
-
-def _status(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with status {code}"
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
