@@ -350,6 +350,12 @@ def test_malformed_wan_state_at_start_is_78(tmp_path):
 # --- real processes: reload, signals, SIGPIPE ----------------------------------------------
 
 
+# Each wait ends as soon as its line arrives; the limit only ends a failing test. The
+# first judge() includes the interpreter's start (0.3 s of CPU): 10 s ran out on a
+# loaded machine, where tests run at nice 19 and idle I/O priority.
+WAIT = 60.0
+
+
 class Tool:
     """bin/alertfilter as a process; stdout/stderr lines collected by threads."""
 
@@ -377,12 +383,12 @@ class Tool:
         self.proc.stdin.write(line(obj))
         self.proc.stdin.flush()
 
-    def judge(self, obj, timeout=10):
+    def judge(self, obj, timeout=WAIT):
         """Send one alert and return its --explain line."""
         self.send(obj)
         return self.out.get(timeout=timeout)
 
-    def wait_err(self, text, timeout=10):
+    def wait_err(self, text, timeout=WAIT):
         deadline = time.monotonic() + timeout
         for seen in self.err_seen:
             if text in seen:
@@ -396,7 +402,7 @@ class Tool:
                 return got
             self.err_seen.append(got)
 
-    def finish(self, timeout=10):
+    def finish(self, timeout=WAIT):
         self.proc.stdin.close()
         rc = self.proc.wait(timeout=timeout)
         return rc, self.drain(self.out), self.err_seen + self.drain(self.err)
@@ -405,7 +411,7 @@ class Tool:
     def drain(q):
         lines = []
         while True:
-            got = q.get(timeout=10)
+            got = q.get(timeout=WAIT)
             if got is None:
                 return lines
             lines.append(got)
@@ -451,6 +457,29 @@ def test_config_change_applies_to_the_next_line(tmp_path, tool):
     rc, out, err = t.finish()
     assert rc == 0
     assert out == ["summary: 2 alerts: 1 ban, 1 priority"]
+
+
+def test_a_change_before_the_watch_exists_is_applied(tmp_path, monkeypatch):
+    """alertfilter reads its sources, then watches them: a change in between raised no
+    event (wanwatch writing its first state while the pipe starts at boot) and was
+    missed until the next one."""
+    from banpipe import watch
+    from banpipe.statefile import write_json_atomic
+
+    wan = tmp_path / "wan.json"
+    cfg = make_config(tmp_path, "priorities = [1]\nrequire_ours = true\n", wan_state=wan)
+    real = watch.PathWatcher
+
+    def late_watch(paths):  # the changes land just before the watch is set
+        write_json_atomic(wan, {"v": 1, "type": "wan", "addresses": ["198.51.100.77"]})
+        replace_file(cfg, cfg.read_text().replace("priorities = [1]", "priorities = [1, 2]"))
+        return real(paths)
+
+    monkeypatch.setattr(watch, "PathWatcher", late_watch)
+    rc, out, err = run(["--config", str(cfg), "--explain"], line(alert(dst="198.51.100.77")))
+    assert rc == 0, err
+    assert out.splitlines()[0] == ban("203.0.113.7", victim="198.51.100.77")
+    assert f"alertfilter: {cfg}: configuration reloaded" in err.splitlines()
 
 
 def test_broken_config_is_reported_and_the_old_one_kept(tmp_path, tool):
@@ -567,10 +596,10 @@ def test_stop_signal_flushes_and_prints_summary(tmp_path, tool, sig):
     cfg = make_config(tmp_path)
     t = tool("--config", cfg)
     t.send(alert())
-    first = json.loads(t.out.get(timeout=10))  # flushed while waiting for more input
+    first = json.loads(t.out.get(timeout=WAIT))  # flushed while waiting for more input
     assert first["offender"] == "203.0.113.7"
     t.proc.send_signal(sig)
-    rc = t.proc.wait(timeout=10)
+    rc = t.proc.wait(timeout=WAIT)
     assert rc == 0
     assert t.drain(t.out) == []
     assert t.drain(t.err) == ["alertfilter: summary: 1 alert: 1 ban"]
@@ -584,7 +613,7 @@ def test_sigterm_does_not_judge_half_a_line(tmp_path, tool):
     t.proc.stdin.flush()
     time.sleep(0.2)  # let alertfilter read the fragment (no effect expected either way)
     t.proc.send_signal(signal.SIGTERM)
-    assert t.proc.wait(timeout=10) == 0
+    assert t.proc.wait(timeout=WAIT) == 0
     assert t.drain(t.out) == ["summary: 1 alert: 1 ban"]
     assert t.drain(t.err) == []
 
