@@ -26,8 +26,10 @@ Two figures (targets from issue 4, recorded in bench/README.md "## Whole pipe"):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
+import shutil
 import socket
 import statistics
 import subprocess
@@ -291,8 +293,10 @@ def latency(
     subprocess.run(["ip", "netns", "add", ns], check=True)
     procs: list[subprocess.Popen] = []
     watch = None
+    # Removed after the processes stopped: banctl writes its ledger until it exits.
+    tmp = tempfile.mkdtemp(prefix="bp-bench-lat-")
     try:
-        with tempfile.TemporaryDirectory(prefix="bp-bench-lat-") as tmp:
+        with contextlib.nullcontext(tmp):
             t = Path(tmp)
             # As deployed: the ledger's directory is not the watched state directory
             # (each WAL write there would wake alertfilter and banctl mid-commit), and
@@ -411,6 +415,7 @@ def latency(
         if watch:
             watch.close()
         subprocess.run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
