@@ -297,8 +297,33 @@ class NetnsPair:
             self._procs.remove(proc)
 
 
+@pytest.fixture(name="ns")
+def netns_one() -> Iterator[Namespace]:
+    """``ns``: one fresh namespace (``bpone<pid>``), deleted after the test."""
+    n = Namespace(f"bpone{os.getpid()}")
+    n.create()
+    try:
+        yield n
+    finally:
+        n.delete()
+
+
 @pytest.fixture
 def netns_pair() -> Iterator[NetnsPair]:
     """A fresh attacker/gateway pair, deleted after the test."""
     with NetnsPair("t") as pair:
         yield pair
+
+
+def spy(monkeypatch, cls, name, measure, seen=None) -> list:
+    """``seen`` (a new list by default), which gets ``measure(*args, **kw)`` of every
+    call of the method ``cls.name`` from now on; the call itself goes through."""
+    seen = [] if seen is None else seen
+    real = getattr(cls, name)
+
+    def spying(self, *args, **kw):
+        seen.append(measure(*args, **kw))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(cls, name, spying)
+    return seen
