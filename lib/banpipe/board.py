@@ -177,25 +177,35 @@ class Rows:
         """The table of rows given as (expires, :meth:`parts`, anything), in list order
         (by expiry: a rough time left is worked out once per text, not per row)."""
         now, left = self.now, self.left
-        out = []
-        first = hi = 0.0  # rough: ``text`` holds for expiries from ``first`` to ``hi``
-        text = ""
-        for expires, head, tail, *_ in rows:
-            if expires is None:
-                out.append(head + tail)
-            elif expires <= now:
-                out.append(f"{head} (lapsed){tail}")
-            elif not self.rough:
-                out.append(f"{head} (in {_remaining(expires - now, left)}){tail}")
-            elif first <= expires < hi:
-                out.append(f"{head} (in {text}){tail}")
-            else:
-                text, lo, top = _rough(expires - now)
-                first, hi = expires, now + top
-                change = expires - lo  # when this row's time left reaches lo: another text
-                if self.fresh_until is None or change < self.fresh_until:
-                    self.fresh_until = change
-                out.append(f"{head} (in {text}){tail}")
+        out: list[str] = []
+        add = out.append
+        if not self.rough:
+            for r in rows:
+                expires = r[0]
+                if expires is None:
+                    add(r[1] + r[2])
+                elif expires <= now:
+                    add(f"{r[1]} (lapsed){r[2]}")
+                else:
+                    add(f"{r[1]} (in {_remaining(expires - now, left)}){r[2]}")
+        else:
+            first = hi = 0.0  # the rough time left ``text`` holds from ``first`` to ``hi``
+            text = ""
+            for r in rows:
+                expires = r[0]
+                if expires is not None and first <= expires < hi:  # most rows
+                    add(f"{r[1]} (in {text}){r[2]}")
+                elif expires is None:
+                    add(r[1] + r[2])
+                elif expires <= now:
+                    add(f"{r[1]} (lapsed){r[2]}")
+                else:
+                    text, lo, top = _rough(expires - now)
+                    first, hi = expires, now + top
+                    change = expires - lo  # when this row's time left reaches lo: another text
+                    if self.fresh_until is None or change < self.fresh_until:
+                        self.fresh_until = change
+                    add(f"{r[1]} (in {text}){r[2]}")
         if not out:
             return "<p>none</p>"
         return f'<div class="t"><table>{_HEAD}{"".join(out)}</table></div>'
