@@ -79,19 +79,24 @@ def run_apply(lib: str, base: str, ledger: str, pages: str, args) -> dict:
     started = threading.Event()
     assert proc.stderr is not None and proc.stdin is not None
 
+    said: list[str] = []
+
     def read() -> None:
         for raw in proc.stderr:  # type: ignore[union-attr]
             line = raw.decode(errors="replace")
             if line.startswith("null: block 2001:db8:bb:"):
                 blocked[line.split()[-1]] = time.monotonic()
-            elif "started:" in line:
-                started.set()
+            elif not line.startswith("null: "):
+                said.append(line)
+                if "started:" in line:
+                    started.set()
+        started.set()  # it ended
 
     addrs = iter(new_addresses(int(args.window / args.every) + 2))
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    if not started.wait(600):
-        raise SystemExit(f"{lib}: banctl apply did not start")
+    if not started.wait(600) or proc.poll() is not None:
+        raise SystemExit(f"{lib}: banctl apply did not start: {''.join(said[-5:])}")
     t0 = time.monotonic()
     sent: dict[str, float] = {}
     while time.monotonic() - t0 < args.window:
