@@ -93,6 +93,13 @@ class Namespace:
     def popen(self, argv: Sequence[str], **kw) -> subprocess.Popen:
         return subprocess.Popen([*self.prefix, *argv], **kw)
 
+    def pids(self) -> list[int]:
+        """The processes running inside (``ip netns pids``)."""
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.name], capture_output=True, text=True, check=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
     def delete(self) -> None:
         if self.created:
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
@@ -139,8 +146,10 @@ pkt = hdr + payload
 s.sendto(pkt, (dst, 0))
 deadline = time.monotonic() + timeout
 while True:
-    left = deadline - time.monotonic()
-    if left <= 0 or not select.select([s], [], [], left)[0]:
+    # Look at the socket even when the time is up: a probe descheduled after sendto()
+    # on a loaded machine found its reply already waiting, and must not call it dropped.
+    left = max(0.0, deadline - time.monotonic())
+    if not select.select([s], [], [], left)[0]:
         print("timeout")
         break
     data, addr = s.recvfrom(2048)
@@ -288,8 +297,33 @@ class NetnsPair:
             self._procs.remove(proc)
 
 
+@pytest.fixture(name="ns")
+def netns_one() -> Iterator[Namespace]:
+    """``ns``: one fresh namespace (``bpone<pid>``), deleted after the test."""
+    n = Namespace(f"bpone{os.getpid()}")
+    n.create()
+    try:
+        yield n
+    finally:
+        n.delete()
+
+
 @pytest.fixture
 def netns_pair() -> Iterator[NetnsPair]:
     """A fresh attacker/gateway pair, deleted after the test."""
     with NetnsPair("t") as pair:
         yield pair
+
+
+def spy(monkeypatch, cls, name, measure, seen=None) -> list:
+    """``seen`` (a new list by default), which gets ``measure(*args, **kw)`` of every
+    call of the method ``cls.name`` from now on; the call itself goes through."""
+    seen = [] if seen is None else seen
+    real = getattr(cls, name)
+
+    def spying(self, *args, **kw):
+        seen.append(measure(*args, **kw))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(cls, name, spying)
+    return seen

@@ -19,10 +19,10 @@ def _recorded(cfg, addr):  # noqa: F811
         return led.db.execute(sql, (addr,)).fetchone()[0]
 
 
-def _apply_driven(cfg, drive):  # noqa: F811
+def _apply_driven(cfg, drive, args=None):  # noqa: F811
     """Run ``banctl apply`` here on a pipe that ``drive(write)`` feeds from a thread
     (banctl.main installs signal handlers: it runs in the main thread); its exit code."""
-    args = cfg("[ban]\nspoof_max = 0\n")
+    args = args or cfg("[ban]\nspoof_max = 0\n")
     r, w = os.pipe()
 
     def feed():

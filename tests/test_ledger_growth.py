@@ -11,7 +11,7 @@ import pytest
 
 from banpipe.bantime import BanPolicy
 from banpipe.ledger import MIGRATIONS, Ledger, Violation
-from banpipe.ledger import hits as hitsmod
+from banpipe.ledger import rows as hitsmod
 from ledgerutil import Low, record
 
 NOW = 1_800_000_000.0

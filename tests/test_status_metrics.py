@@ -6,6 +6,7 @@ dependency) and their values compared with the ledger.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from banpipe import alertfilter, banctl, cli, fasttail, metrics, offload
+from banpipe import alertfilter, banctl, cli, fasttail, metrics, monitor, offload
 from banpipe.config import PagesConfig, load_config
 from banpipe.ledger import Ledger
 from banpipe.monitor import Monitor
@@ -269,6 +270,40 @@ def test_readme_status_example_has_the_real_lines(cfg):
     run(cfg, "apply", stdin=line("203.0.113.7") + "\n")
     real = run(cfg, "status")[1].splitlines()
     assert [x[:13] for x in example] == [x[:13] for x in real]
+
+
+def test_a_status_look_as_apply_starts_leaves_apply_its_lock(cfg, tmp_path, monkeypatch):
+    """``banctl status`` holds a shared lock on the daemon lock file while it looks: a
+    daemon starting at that moment gave up its lock for good and was "not running"."""
+    led = Ledger.open(str(tmp_path / "l.sqlite3"))
+    env = SimpleNamespace(
+        report=cli.Reporter("t", io.StringIO()), clock=lambda: 5.0, config=load_config(str(cfg))
+    )
+    path = monitor.lock_path(led.path)
+    look = [os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)]
+    fcntl.flock(look[0], fcntl.LOCK_SH)  # status is looking
+
+    def look_ends():  # while the start waits
+        if look:
+            os.close(look.pop())
+
+    monkeypatch.setattr(monitor, "_lock_pause", look_ends)
+    mon = Monitor(env, led, Counter(), SpoofBrake(0, 1))
+    mon.started("null", Drift())
+    assert look == []  # the start did meet the look
+    assert monitor.daemon_running(led.path)
+    mon.stopped()
+    assert not monitor.daemon_running(led.path)
+    # Another apply's lock stays: the start gives up (after DAEMON_LOCK_WAIT).
+    other = os.open(path, os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    monkeypatch.setattr(monitor, "DAEMON_LOCK_WAIT", 0.0)
+    second = Monitor(env, led, Counter(), SpoofBrake(0, 1))
+    second.started("null", Drift())
+    assert second._lock_fd is None and monitor.daemon_running(led.path)
+    os.close(other)
+    assert not monitor.daemon_running(led.path)
+    led.close()
 
 
 def test_slow_pages_are_written_less_often(cfg, tmp_path, monkeypatch):

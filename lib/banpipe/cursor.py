@@ -1,11 +1,12 @@
 """One followed file's bytes through a parser, with the committed offset.
 
-``Cursor`` is the pure reading logic of banpipe.follow for one file: bytes in (any
+``LineFeed`` is the pure reading logic of banpipe.follow for one file: bytes in (any
 split), parser results out. It splits lines itself, keeps an unterminated last line
 until its newline arrives, caps a runaway line at ``max_line`` bytes, and knows the
 *committed* offset: the first byte not yet turned into emitted output (never inside a
 pending alert_full block or a partial line), which is what a saved position holds
-(banpipe.positions).
+(banpipe.positions). ``Cursor`` is a LineFeed on an open file (its reads, identity and
+fingerprint).
 """
 
 from __future__ import annotations
@@ -36,28 +37,21 @@ class Parser(Protocol):
     def pending(self) -> bool: ...
 
 
-class Cursor:
-    """Lines of one file through a parser, with the committed offset and line number.
+class LineFeed:
+    """Bytes of one file through a parser, with the committed offset and line number.
 
     ``feed(chunk)`` takes the next bytes of the file (any split) and returns the parser's
     results (alert dicts and ParseErrors) for every complete line. ``end()`` is the end of
     the file for good (rotated away, or ``--once``): an unterminated last line counts as a
     line and an open block is completed. ``flush_block()`` completes an open block only.
+    Pure: no file is touched (``Cursor`` adds the file).
     """
 
     def __init__(
-        self,
-        parser: Parser,
-        *,
-        name: str,
-        offset: int = 0,
-        lineno: int = 0,
-        max_line: int = 65536,
-        fd: int | None = None,
+        self, parser: Parser, *, name: str, offset: int = 0, lineno: int = 0, max_line: int = 65536
     ) -> None:
         self.parser = parser
         self.name = name
-        self.fd = fd
         self.max_line = max_line
         self.read_pos = offset  # bytes of the file consumed by feed()
         self.lineno = lineno  # complete lines fed to the parser
@@ -66,24 +60,9 @@ class Cursor:
         # Start of the open alert_full block (offset, line count before it).
         self.block_pos = offset
         self.block_lineno = lineno
-        self.ino = self.dev = 0
-        # The file's first bytes as we read them (at most FP_BYTES): compared with the
-        # file now to notice copytruncate, hashed into the saved fingerprint.
-        self.head = b""
         # The last bytes fed (at most FP_BYTES): where a copy of this file must agree
         # with it before its rest is read (copytruncate).
         self.recent = b""
-        self._fp: tuple[bytes, str] = (b"", hashlib.sha256(b"").hexdigest())
-        self.last_data = 0.0  # Follower.clock() at the last non-empty read
-        # Opened empty: the rotation siblings there were then, (inode, device). A sibling
-        # that appears before our first read may be a copytruncate copy (Follower).
-        self.siblings: set[tuple[int, int]] | None = None
-        if fd is not None:
-            st = os.fstat(fd)
-            self.ino, self.dev = st.st_ino, st.st_dev
-            self.head = os.pread(fd, FP_BYTES, 0)
-
-    # -- the pure part -----------------------------------------------------------------
 
     def committed(self) -> tuple[int, int]:
         """(offset, lineno) of the first byte not yet turned into output."""
@@ -206,7 +185,36 @@ class Cursor:
         text = self.partial.decode("utf-8", "surrogateescape")
         return self._pad(text) if self.partial_len > self.max_line else text
 
-    # -- the file ----------------------------------------------------------------------
+
+class Cursor(LineFeed):
+    """A ``LineFeed`` on an open file: reading it at the offset, its identity (inode,
+    device) and fingerprint (its first bytes), and restarting it after a truncation."""
+
+    def __init__(
+        self,
+        parser: Parser,
+        *,
+        name: str,
+        offset: int = 0,
+        lineno: int = 0,
+        max_line: int = 65536,
+        fd: int | None = None,
+    ) -> None:
+        super().__init__(parser, name=name, offset=offset, lineno=lineno, max_line=max_line)
+        self.fd = fd
+        self.ino = self.dev = 0
+        # The file's first bytes as we read them (at most FP_BYTES): compared with the
+        # file now to notice copytruncate, hashed into the saved fingerprint.
+        self.head = b""
+        self._fp: tuple[bytes, str] = (b"", hashlib.sha256(b"").hexdigest())
+        self.last_data = 0.0  # Follower.clock() at the last non-empty read
+        # Opened empty: the rotation siblings there were then, (inode, device). A sibling
+        # that appears before our first read may be a copytruncate copy (Follower).
+        self.siblings: set[tuple[int, int]] | None = None
+        if fd is not None:
+            st = os.fstat(fd)
+            self.ino, self.dev = st.st_ino, st.st_dev
+            self.head = os.pread(fd, FP_BYTES, 0)
 
     def read(self, size: int = CHUNK) -> bytes:
         """The next bytes of the file (not fed yet); see also extend_head()."""

@@ -245,6 +245,10 @@ class Daemon:
                 watched = [self.ledger.path + "-wal", self.ledger.path]
                 watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
                 self.watcher = watcher
+                # Read once more now that it is watched: a WAN change written since
+                # __init__ read it (during a long restore, or by wanwatch starting at
+                # the same boot) raised no event, and waited for the periodic check.
+                self.wan_changed()
                 self._loop(fd, signals, watcher)
                 why = "end of input"
                 if flag.stop:
@@ -297,7 +301,9 @@ class Daemon:
             if events is not None and events in ready:
                 enforce.firewall_changed()
             if watcher in ready:
-                if wan_abs and wan_abs in watcher.changed():
+                # Always read the events: left unread (no WAN state file configured),
+                # the -wal file's kept select() returning at once, a busy loop.
+                if wan_abs in watcher.changed():
                     self.wan_changed()
                 # An admin commit needs nothing else: timeout() asks the ledger for the
                 # next expiry on every pass.

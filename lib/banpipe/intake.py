@@ -14,6 +14,7 @@ group with memos for the addresses (banpipe.memo): no parsed object outlives its
 from __future__ import annotations
 
 from collections import Counter
+from operator import itemgetter
 from typing import Any
 
 from banpipe import cli, pipe, positions
@@ -24,6 +25,10 @@ from banpipe.protect import Protection
 CACHE_MAX = 100_000  # per-address memos of the hot path (canonical form, protection)
 SIG_CACHE = 4096  # per generation: rules that fire at all are few
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+# The keys of a pipe line that make its violation, and its alert time stamp.
+FIELDS = ("offender", "gid", "sid", "rev", "msg", "priority", "victim", "reversed", "reason", "ts")
+fields = itemgetter(*FIELDS)
 
 Groups = dict[tuple, list]  # Violation[:7] -> [alert_ts, count, last line, last alert_ts]
 
@@ -111,10 +116,14 @@ class Intake:
                 if why is not None:
                     self.bad(lineno, why.reason)  # type: ignore[union-attr]
                 continue
-            get = obj.get
-            raw = get("offender")
+            try:  # one C call for the fields of a violation (a dict.get each: 15% more)
+                raw, gid, sid, rev, msg, priority, victim, flipped, reason, ts = fields(obj)
+            except KeyError:  # some absent: None, as for a get
+                raw, gid, sid, rev, msg, priority, victim, flipped, reason, ts = map(
+                    obj.get, FIELDS
+                )
             if type(raw) is not str or not raw:
-                if get("type") == pipe.POSITION:
+                if obj.get("type") == pipe.POSITION:
                     target = self.close_unit(obj, lineno, groups)
                     continue
                 self.bad(lineno, "no offender address")
@@ -134,7 +143,6 @@ class Intake:
                     )
                 continue
             # exact types (True is not a number here)
-            gid, sid, rev = get("gid"), get("sid"), get("rev")
             if type(gid) is not int or type(sid) is not int:
                 sig = None
             elif type(rev) is int:
@@ -143,12 +151,6 @@ class Intake:
                     sig = sigs.lookup((gid, sid, rev))
             else:
                 sig = f"{gid}:{sid}"
-            msg, priority, victim, reason = (
-                get("msg"),
-                get("priority"),
-                get("victim"),
-                get("reason"),
-            )
             if type(priority) is int and not _INT64_MIN <= priority <= _INT64_MAX:
                 # SQLite stores 64 bits: this line's error, not the batch's
                 self.bad(lineno, f"priority out of range: {priority}")
@@ -166,10 +168,9 @@ class Intake:
                 msg[:1000] if type(msg) is str else None,
                 priority if type(priority) is int else None,
                 victim,
-                get("reversed") is True,
+                flipped is True,
                 reason[:1000] if type(reason) is str else None,
             )
-            ts = get("ts")
             if type(ts) is not str or len(ts) > 64:
                 ts = _alert_ts(ts)
             group = target.get(key)

@@ -40,6 +40,7 @@ from banpipe.cli import Reporter
 from banpipe.statefile import replace_file
 
 STATUS_EVERY = 1.0
+DAEMON_LOCK_WAIT = 5.0  # s: how long a start waits out someone else's hold on the lock
 _FIREWALL_OPS = ("init", "block", "release", "check", "close")
 
 
@@ -66,6 +67,33 @@ def daemon_running(ledger_path: str) -> bool:
     finally:
         os.close(fd)  # closing drops a lock we may just have taken
     return False
+
+
+def _lock_for_life(fd: int) -> bool:
+    """Take the daemon lock; False when another ``apply`` holds it.
+
+    ``banctl status`` (daemon_running) holds a shared lock on the same file for the
+    moment it looks: a daemon that met that moment and gave up at once held no lock
+    for its whole life, and every later ``status`` said "not running" (a monitoring
+    probe every few seconds against a restart). Such a lock goes away within
+    microseconds; another apply's stays: tried again for up to DAEMON_LOCK_WAIT.
+    """
+    deadline = time.monotonic() + DAEMON_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            _lock_pause()
+        except OSError:
+            return False
+        else:
+            return True
+
+
+def _lock_pause() -> None:
+    time.sleep(0.01)
 
 
 def read_runtime(ledger_path: str) -> dict[str, Any] | None:
@@ -158,12 +186,10 @@ class Monitor:
         if self.enabled:
             with contextlib.suppress(OSError):
                 fd = os.open(lock_path(self.ledger.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    os.close(fd)  # another apply on this ledger: status shows it running
-                else:
+                if _lock_for_life(fd):
                     self._lock_fd = fd
+                else:
+                    os.close(fd)  # another apply on this ledger: status shows it running
         self.state["started"] = self.env.clock()
         self.state["backend"] = backend
         self.checked(drift)

@@ -251,7 +251,7 @@ def _replace(ledger: Ledger, fw: Any) -> Drift | None:
     if replace is None:
         return None
     try:
-        done = replace(ledger.active_addresses())
+        done = replace(ledger.active_split())  # split by kind: no pass sorts a million
     except FirewallFull:
         return None  # more bans than room: the comparison makes room (block())
     return Drift() if done else None

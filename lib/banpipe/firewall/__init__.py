@@ -21,7 +21,7 @@ import importlib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import NamedTuple, Protocol, TextIO
 
 from banpipe import address
 from banpipe.config import BACKENDS, HOOKS, FirewallConfig
@@ -41,6 +41,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "Call",
+    "Entries",
     "CommandNotFound",
     "FirewallError",
     "FirewallConfig",
@@ -50,6 +51,7 @@ __all__ = [
     "RecordingRunner",
     "Runner",
     "SubprocessRunner",
+    "bulk_entries",
     "canonical",
     "conntrack_sources",
     "make_backend",
@@ -123,25 +125,67 @@ def validate_entries(
 ) -> tuple[list[str], list[str], list[str], list[str]]:
     """``validate_addresses`` sorted for the backends: (IPv4 addresses, IPv6 addresses,
     IPv4 ranges, IPv6 ranges), in one pass over a million."""
+    return bulk_entries(addrs, ipv6=ipv6)[:4]
+
+
+class Entries(NamedTuple):
+    """Checked entries sorted for a backend, with the addresses packed."""
+
+    v4: list[str]
+    v6: list[str]
+    v4nets: list[str]
+    v6nets: list[str]
+    keys4: list[bytes]  # keys4[i] is v4[i] packed (what a netlink message carries)
+    keys6: list[bytes]
+
+
+def bulk_entries(addrs: Iterable[str] | address.Split, *, ipv6: bool = True) -> Entries:
+    """``validate_entries`` plus the packed addresses, for the bulk paths. ``addrs`` may
+    come split by kind already (an ``address.Split``, as ``Ledger.active_split`` reads
+    the bans): then nothing sorts a million strings again, and the check is the packing
+    itself (a million: about 0.5 s instead of 2.5 s of sorting, checking and packing
+    at load 2). The ledger's keys are unique; other input loses its duplicates."""
     if isinstance(addrs, str):
         raise FirewallError("addresses must be an iterable of strings, not one string")
-    try:
-        # A set is unique already: no second table of a million keys (40 MB).
-        unique = addrs if isinstance(addrs, (set, frozenset)) else dict.fromkeys(addrs)
-    except TypeError:
-        raise FirewallError(f"not an address: {addrs!r}") from None
+    if isinstance(addrs, address.Split):
+        split: address.Split | None = addrs
+        unique: Iterable[object] = (*addrs.v4, *addrs.v6, *addrs.nets)
+        keys = address.pack_split(addrs)
+    else:
+        try:
+            # A set is unique already: no second table of a million keys (40 MB).
+            unique = addrs if isinstance(addrs, (set, frozenset)) else dict.fromkeys(addrs)
+        except TypeError:
+            raise FirewallError(f"not an address: {addrs!r}") from None
+        split = address.split_entries(unique)
+        keys = address.pack_split(split) if split is not None else None
     # A non-canonical spelling would make the firewall's entry differ from banctl's
     # ledger forever; refuse rather than guess.
-    sorted_ = address.sort_entries(unique)
-    if sorted_ is None:
-        bad = next(a for a in unique if not address.all_entries((a,)))
-        raise FirewallError(f"not a canonical IPv4/IPv6 address or network: {bad!r}")
-    v4, v6, nets = sorted_
+    if split is None or keys is None:
+        raise FirewallError(_refusal(addrs if isinstance(addrs, address.Split) else None, unique))
+    v4, v6, nets = split
     v4nets = [n for n in nets if ":" not in n]
     v6nets = [n for n in nets if ":" in n]
     if (v6 or v6nets) and not ipv6:
         raise FirewallError(f"IPv6 is disabled, cannot handle {(v6 or v6nets)[0]}")
-    return v4, v6, v4nets, v6nets
+    return Entries(v4, v6, v4nets, v6nets, *keys)
+
+
+def _refusal(split: address.Split | None, items: Iterable[object]) -> str:
+    """Why ``bulk_entries`` refuses: the first item that is no canonical entry (given a
+    Split, of the kind of its list)."""
+    if split is not None:
+        kinds = (
+            (split.v4, "IPv4 address", lambda a: ":" not in a and "/" not in a),
+            (split.v6, "IPv6 address", lambda a: ":" in a and "/" not in a),
+            (split.nets, "network", lambda a: "/" in a),
+        )
+        for group, kind, fits in kinds:
+            for a in group:
+                if not (type(a) is str and fits(a) and address.entry(a) == a):
+                    return f"not a canonical {kind}: {a!r}"
+    bad = next(a for a in items if not address.all_entries((a,)))
+    return f"not a canonical IPv4/IPv6 address or network: {bad!r}"
 
 
 def canonical(text: str) -> str | None:

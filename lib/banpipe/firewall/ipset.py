@@ -5,8 +5,8 @@ each, ``banpipe4net`` and ``banpipe6net`` the banned ranges (``203.0.113.0/24``;
 ``hash:net`` set takes nested ranges too). Our iptables/ip6tables chain holds ``-m set
 --match-set SET src -j DROP`` per set (each after an optional rate-limited LOG rule) and
 is jumped to from the hooks. Blocking and releasing is
-sent on banctl's long-lived netlink channel (``nfnl.Channel``: one message per address,
-no fork per ban, the kernel's answer read for each); without a channel it is one
+sent on banctl's long-lived netlink channel (``nfnl.Channel``: many addresses per
+message, no fork per ban, the kernel's answer read for each); without a channel it is one
 ``ipset restore`` with ``add -exist`` / ``del -exist`` lines. Either way repeats are
 harmless. Those restores start with the sets' own ``create -exist`` lines (twice as
 fast, see ``_update``): unlike the other backends, block/release re-create a missing set
@@ -18,21 +18,21 @@ the rules back.
 from __future__ import annotations
 
 import errno
-import socket
 from collections.abc import Iterable
-from itertools import repeat
 
-from banpipe.address import packed
+from banpipe.address import Split, packed
 
-from . import FirewallError, FirewallState, validate_entries
+from . import FirewallError, FirewallState, bulk_entries
 from .base import XtBackend
-from .ipsetmsg import ipset_head, ipset_payload
+from .ipsetmsg import ipset_adt_payloads, ipset_head, ipset_payload
 from .ipsetsets import KIND, NET, IpsetSets
 from .nfnl import ChannelError
 from .nfproto import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_type
 from .xt import V4, V6, families
 
-BATCH = 50_000  # messages per datagram on the netlink channel (about 3 MB)
+BATCH = 50_000  # addresses per datagram on the netlink channel (about 3 MB one per message)
+# (set name, ipset family, entries, their packed addresses: None for ranges)
+Group = tuple[str, str, list[str], "list[bytes] | None"]
 
 
 class IpsetBackend(IpsetSets, XtBackend):
@@ -49,21 +49,23 @@ class IpsetBackend(IpsetSets, XtBackend):
             self._resize()
         self._xt_init(self.chain_rules)
 
-    def _groups(self, addrs: Iterable[str]) -> list[tuple[str, str, list[str]]]:
-        """(set name, ipset family, entries) per set that has entries: addresses to a
-        family's hash:ip set, ranges to its hash:net set."""
-        v4, v6, v4nets, v6nets = validate_entries(addrs, ipv6=self.settings.ipv6)
-        by_set = {}
-        for fam, hosts, nets in ((V4, v4, v4nets), (V6, v6, v6nets)):
-            by_set[self._set(fam)], by_set[self._set(fam) + NET] = hosts, nets
-        return [(n, f, by_set[n]) for _, n, f in self._sets(("", NET)) if by_set.get(n)]
+    def _groups(self, addrs: Iterable[str] | Split) -> list[Group]:
+        """(set name, ipset family, entries, packed addresses or None for ranges) per set
+        that has entries: addresses to a family's hash:ip set, ranges to its hash:net
+        set."""
+        e = bulk_entries(addrs, ipv6=self.settings.ipv6)
+        by_set: dict[str, tuple[list[str], list[bytes] | None]] = {}
+        kinds = ((V4, e.v4, e.keys4, e.v4nets), (V6, e.v6, e.keys6, e.v6nets))
+        for fam, hosts, keys, nets in kinds:
+            by_set[self._set(fam)], by_set[self._set(fam) + NET] = (hosts, keys), (nets, None)
+        return [(n, f, *by_set[n]) for _, n, f in self._sets(("", NET)) if by_set.get(n, ([],))[0]]
 
     def block(self, addrs: Iterable[str]) -> None:
         groups = self._groups(addrs)
         new: list[str] = []
         if self.settings.conntrack_flush:
             # Only then is the set read first: conntrack flushes are for new offenders only.
-            for name, family, group in groups:
+            for name, family, group, _ in groups:
                 if self._kind(name) == KIND[NET]:
                     new += group  # few: flows of all of them
                     continue
@@ -72,48 +74,58 @@ class IpsetBackend(IpsetSets, XtBackend):
                     raise FirewallError(problems[0])
                 new += [a for a in group if a not in present]
         if not self._send(IPSET_CMD_ADD, groups):
-            self._update([f"add -exist {name} {a}" for name, _, group in groups for a in group])
+            self._update([f"add -exist {name} {a}" for name, _, group, _ in groups for a in group])
         self._flows(new)
 
     def release(self, addrs: Iterable[str]) -> None:
         groups = self._groups(addrs)
         if not self._send(IPSET_CMD_DEL, groups):
-            self._update([f"del -exist {name} {a}" for name, _, group in groups for a in group])
+            self._update([f"del -exist {name} {a}" for name, _, group, _ in groups for a in group])
 
-    def _send(
-        self, cmd: int, groups: list[tuple[str, str, list[str]]], into: str | None = None
-    ) -> bool:
-        """Add or delete on the netlink channel, one message per entry (without
-        NLM_F_EXCL: what ``-exist`` means); ``into``: another set of the same kind to send
-        the (one) group to. False when the caller must use ``ipset restore``: no channel,
-        or a set is missing (the restore path re-creates it)."""
+    def _send(self, cmd: int, groups: list[Group], into: str | None = None) -> bool:
+        """Add or delete on the netlink channel (without NLM_F_EXCL: what ``-exist``
+        means); ``into``: another set of the same kind to send the (one) group to. False
+        when the caller must use ``ipset restore``: no channel, or a set is missing (the
+        restore path re-creates it).
+
+        Addresses go many to a message (``ipset_adt_payloads``): a million in about 300
+        messages instead of a million. The kernel answers a refused one for the message
+        as a whole, so then the group is sent again one message per address (adding or
+        deleting twice is harmless) and the error names exactly the addresses refused
+        (a full set: the ones that did not fit). Ranges (few) go one per message."""
         if not groups or not self._online():
             return False
         verb = "add" if cmd == IPSET_CMD_ADD else "del"
-        pton = socket.inet_pton
+        mtype = ipset_type(cmd)
         try:
-            for name, family, group in groups:
+            for name, _, group, keys in groups:
                 target = into or name
-                af, n = (socket.AF_INET6, 16) if family == "inet6" else (socket.AF_INET, 4)
-                head = ipset_head(target, n, None)
-                net = self._kind(name) == KIND[NET]
-                # Built a batch at a time: a million messages at once held 130 MiB.
-                for i in range(0, len(group), BATCH):
-                    part = group[i : i + BATCH]
-                    where = f"ipset: {verb} {target}"
-                    if net:
-                        items = [(_payload(target, a), a) for a in part]
-                        self.channel.each(ipset_type(cmd), items, where)
-                    else:  # an address is the message's last bytes (ipsetmsg.ipset_head)
-                        keys = list(map(pton, repeat(af), part))
-                        self.channel.each_key(ipset_type(cmd), head, keys, part, where)
+                where = f"ipset: {verb} {target}"
+                if keys is None:
+                    for i in range(0, len(group), BATCH):
+                        items = [(_payload(target, a), a) for a in group[i : i + BATCH]]
+                        self.channel.each(mtype, items, where)
+                    continue
+                try:
+                    # A datagram a batch at a time: a million at once held 130 MiB.
+                    for i in range(0, len(keys), BATCH):
+                        part = keys[i : i + BATCH]
+                        items = [(p, where) for p in ipset_adt_payloads(target, part)]
+                        self.channel.each(mtype, items, where)
+                except ChannelError as exc:
+                    if exc.errno == errno.ENOENT:
+                        raise
+                    head = ipset_head(target, len(keys[0]), None)
+                    for i in range(0, len(keys), BATCH):
+                        part, named = keys[i : i + BATCH], group[i : i + BATCH]
+                        self.channel.each_key(mtype, head, part, named, where)
         except ChannelError as exc:
             if exc.errno != errno.ENOENT:
                 raise
             return False
         return True
 
-    def replace(self, addrs: Iterable[str]) -> bool:
+    def replace(self, addrs: Iterable[str] | Split) -> bool:
         """Make the sets hold exactly ``addrs`` without reading them and without a moment
         without the bans: each set's contents are filled into a fresh set, which is then
         swapped in (``swap`` exchanges contents under the names: the rules keep working)
@@ -121,7 +133,7 @@ class IpsetBackend(IpsetSets, XtBackend):
         FirewallFull, the sets unchanged."""
         if not self._online():
             return False
-        by_set = {name: group for name, _, group in self._groups(addrs)}
+        by_set = {name: group for name, *group in self._groups(addrs)}
         for _, name, family in self._sets(("", NET)):
             tmp = f"{name[:26]}-new"
             kind = self._kind(name)
@@ -133,8 +145,8 @@ class IpsetBackend(IpsetSets, XtBackend):
                 ]
             )
             try:
-                group = by_set.get(name, [])
-                if group and not self._send(IPSET_CMD_ADD, [(name, family, group)], into=tmp):
+                group = by_set.get(name)
+                if group and not self._send(IPSET_CMD_ADD, [(name, *group)], into=tmp):
                     raise FirewallError(f"ipset: {tmp} vanished while it was filled")
                 self._restore([f"swap {tmp} {name}"])
             finally:

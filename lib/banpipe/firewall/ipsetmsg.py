@@ -21,6 +21,7 @@ from .nfproto import (
     IPSET_ATTR_IP,
     IPSET_ATTR_IPADDR_IPV4,
     IPSET_ATTR_IPADDR_IPV6,
+    IPSET_ATTR_LINENO,
     IPSET_ATTR_PROTOCOL,
     IPSET_ATTR_SETNAME,
     IPSET_ATTR_TYPENAME,
@@ -28,6 +29,7 @@ from .nfproto import (
     NFGENMSG,
     NLA_F_NESTED,
     NLA_F_NET_BYTEORDER,
+    U32,
     attr_list,
     nfgen,
     str_attr,
@@ -57,6 +59,38 @@ def ipset_head(setname: str, keylen: int, cidr: int | None) -> bytes:
         + struct.pack("=HH", ip_len, IPSET_ATTR_IP | NLA_F_NESTED)
         + struct.pack("=HH", 4 + keylen, kind)
     )
+
+
+def ipset_adt_payloads(setname: str, keys: Sequence[bytes]) -> list[bytes]:
+    """IPSET_CMD_ADD/DEL payloads for many addresses of one family (``keys``: packed,
+    all of one length), each carrying as many as its IPSET_ATTR_ADT attribute holds
+    (its length is 16 bits: 4,095 IPv4 or 2,340 IPv6 addresses), one IPSET_ATTR_DATA
+    per address, as ``ipset restore`` sends them. The kernel (ip_set_core.c, ip_set_ad)
+    applies them in order and stops at the first it refuses, answering for the message:
+    which address failed is not told, the caller asks again one message per address."""
+    if not keys:
+        return []
+    n = len(keys[0])
+    kind = (IPSET_ATTR_IPADDR_IPV6 if n == 16 else IPSET_ATTR_IPADDR_IPV4) | NLA_F_NET_BYTEORDER
+    size = 12 + n
+    # Every element is the same framing then its key: joined in C, not packed one by one.
+    elem = struct.pack(
+        "=HHHHHH", size, IPSET_ATTR_DATA | NLA_F_NESTED, 8 + n, IPSET_ATTR_IP | NLA_F_NESTED,
+        4 + n, kind,
+    )  # fmt: skip
+    per = (0xFFFF - 4) // size
+    head = (
+        nfgen(socket.AF_INET6 if n == 16 else socket.AF_INET)
+        + pack_attr(IPSET_ATTR_PROTOCOL, bytes([IPSET_PROTOCOL]))
+        + str_attr(IPSET_ATTR_SETNAME, setname)
+        + pack_attr(IPSET_ATTR_LINENO, U32.pack(0))  # the kernel refuses ADT without it
+    )
+    out = []
+    for i in range(0, len(keys), per):
+        part = keys[i : i + per]
+        adt = struct.pack("=HH", 4 + size * len(part), IPSET_ATTR_ADT | NLA_F_NESTED)
+        out.append(b"".join((head, adt, elem, elem.join(part))))
+    return out
 
 
 def ipset_list_payload(setname: str) -> bytes:

@@ -115,13 +115,13 @@ class NftablesBackend(NftReplace, NetfilterBackend):
         new: list[str] = []
         if self.settings.conntrack_flush:
             # Only then is the set read first: conntrack flushes are for new offenders only.
-            for name, group in groups:
+            for name, group, _ in groups:
                 present = self._set_members(name)
                 new += [a for a in group if a not in present]
             new += [n for _, group in nets for n in group]  # few: flows of all of them
         # `add element` ignores elements already present: exactly one entry per address.
         if groups and not self._send(groups, ("add",)):
-            self._apply([line for name, g in groups for line in self._elements("add", name, g)])
+            self._apply([line for name, g, _ in groups for line in self._elements("add", name, g)])
         self._flows(new)
 
     def release(self, addrs: Iterable[str]) -> None:
@@ -132,10 +132,12 @@ class NftablesBackend(NftReplace, NetfilterBackend):
             self._release_ranges(name, group)
         if not groups:
             return
-        if all(len(g) <= BULK_RELEASE for _, g in groups) and self._send(groups, ("add", "delete")):
+        if all(len(g) <= BULK_RELEASE for _, g, _ in groups) and self._send(
+            groups, ("add", "delete")
+        ):
             return
         lines = []
-        for name, group in groups:
+        for name, group, _ in groups:
             if len(group) > BULK_RELEASE:
                 # Adding and deleting 100,000 elements took 15 s (bench/README.md); one
                 # listing, then flushing the set and adding back what stays, is one

@@ -17,9 +17,9 @@ import socket
 from collections.abc import Iterable
 from itertools import repeat
 
-from banpipe.address import Ranges, from_packed
+from banpipe.address import Ranges, Split, from_packed
 
-from . import validate_entries
+from . import bulk_entries
 from .nfnl import ChannelError, Message, SetFull
 from .nfproto import (
     NFPROTO_INET,
@@ -60,15 +60,16 @@ class NftElements:
         ]
 
     def _groups(
-        self, addrs: Iterable[str]
-    ) -> tuple[list[tuple[str, list[str]]], list[tuple[str, list[str]]]]:
-        """(set name, addresses) and (range set name, ranges) per family that has any."""
-        v4, v6, v4nets, v6nets = validate_entries(addrs, ipv6=self.settings.ipv6)
-        hosts: list[tuple[str, list[str]]] = []
+        self, addrs: Iterable[str] | Split
+    ) -> tuple[list[tuple[str, list[str], list[bytes]]], list[tuple[str, list[str]]]]:
+        """(set name, addresses, the addresses packed) and (range set name, ranges) per
+        family that has any."""
+        e = bulk_entries(addrs, ipv6=self.settings.ipv6)
+        hosts: list[tuple[str, list[str], list[bytes]]] = []
         nets: list[tuple[str, list[str]]] = []
-        for name, h, n in (("v4", v4, v4nets), ("v6", v6, v6nets)):
+        for name, h, k, n in (("v4", e.v4, e.keys4, e.v4nets), ("v6", e.v6, e.keys6, e.v6nets)):
             if h:
-                hosts.append((name, h))
+                hosts.append((name, h, k))
             if n:
                 nets.append((name + NET, n))
         return hosts, nets
@@ -123,7 +124,9 @@ class NftElements:
         )
         return {t for t in map(from_packed, keys) if t is not None}
 
-    def _send(self, groups: list[tuple[str, list[str]]], verbs: tuple[str, ...]) -> bool:
+    def _send(
+        self, groups: list[tuple[str, list[str], list[bytes]]], verbs: tuple[str, ...]
+    ) -> bool:
         """Send the elements on the netlink channel: each verb's messages for every group,
         in order, as batches of at most BATCH elements (one transaction each). False when
         there is no channel (the caller then runs nft)."""
@@ -132,17 +135,18 @@ class NftElements:
         mtype = {"add": nft_type(NFT_MSG_NEWSETELEM), "delete": nft_type(NFT_MSG_DELSETELEM)}
         flags = {"add": NLM_F_CREATE, "delete": 0}
         # One address per message for everyday calls, so an error names its ban.
-        per = 1 if sum(len(g) for _, g in groups) <= PER_ADDRESS else CHUNK
+        per = 1 if sum(len(g) for _, g, _ in groups) <= PER_ADDRESS else CHUNK
+        table = self.settings.table
         messages = [
             Message(
                 mtype[verb],
-                setelem_payload(NFPROTO_INET, self.settings.table, name, _keys(name, part)),
+                setelem_payload(NFPROTO_INET, table, name, keys[i : i + per]),
                 flags[verb],
                 f"nftables: {verb} element {self.table} {name}",
-                part,
+                group[i : i + per],
             )
-            for name, group in groups
-            for part in (group[i : i + per] for i in range(0, len(group), per))
+            for name, group, keys in groups
+            for i in range(0, len(group), per)
             for verb in verbs
         ]
         step = max(len(verbs), BATCH // per // len(verbs) * len(verbs))
@@ -151,10 +155,15 @@ class NftElements:
         return True
 
     def _element_messages(
-        self, name: str, entries: list[str], *, delete: bool = False
+        self,
+        name: str,
+        entries: list[str],
+        keys: list[bytes] | None = None,
+        *,
+        delete: bool = False,
     ) -> list[Message]:
         """NEWSETELEM (``delete``: DELSETELEM) messages of CHUNK entries each (ranges
-        for a ranges' set)."""
+        for a ranges' set; ``keys``: the addresses packed, when they are)."""
         interval = name.endswith(NET)
         verb, mtype, flags = (
             ("delete", NFT_MSG_DELSETELEM, 0)
@@ -163,9 +172,13 @@ class NftElements:
         )
         where = f"nftables: {verb} element {self.table} {name}"
         out = []
-        for part in (entries[i : i + CHUNK] for i in range(0, len(entries), CHUNK)):
-            keys = interval_keys(part) if interval else _keys(name, part)
-            payload = setelem_payload(NFPROTO_INET, self.settings.table, name, keys, interval)
+        for i in range(0, len(entries), CHUNK):
+            part = entries[i : i + CHUNK]
+            if interval:
+                packed = interval_keys(part)
+            else:
+                packed = keys[i : i + CHUNK] if keys is not None else _keys(name, part)
+            payload = setelem_payload(NFPROTO_INET, self.settings.table, name, packed, interval)
             out.append(Message(nft_type(mtype), payload, flags, where, part))
         return out
 
@@ -178,7 +191,7 @@ class NftElements:
 class NftReplace(NftElements):
     """``replace()``: the sets made to hold exactly the bans without reading them."""
 
-    def replace(self, addrs: Iterable[str]) -> bool:
+    def replace(self, addrs: Iterable[str] | Split) -> bool:
         """Make the sets hold exactly ``addrs`` without reading them first, never with
         a moment without the bans. False without a channel, or when a family holds more
         than ``max_entries`` (the caller then compares and makes room).
@@ -199,21 +212,25 @@ class NftReplace(NftElements):
         if not self._online():
             return False
         hosts, nets = self._groups(addrs)
-        groups = dict(hosts)
-        if any(len(g) > self.settings.max_entries for g in groups.values()):
+        groups = {name: (group, keys) for name, group, keys in hosts}
+        if any(len(g) > self.settings.max_entries for g, _ in groups.values()):
             return False
         names = [name for name, _, _ in self._families()]
-        full = [n for n in names if self._holds_any(n) and not self._holds_exactly(n, groups)]
+        full: list[str] = []
+        filled: set[str] = set()  # sets _holds_exactly() found (and left) holding every ban
+        for n in names:
+            if self._holds_any(n):
+                (filled.add if self._holds_exactly(n, groups) else full.append)(n)
         messages = []
         for name in names:
             wide = next((g for n, g in nets if n == name + NET), [])
             messages.append(self._flush_message(name + NET))
             messages += self._element_messages(name + NET, sorted(Ranges(wide).collapse(wide)))
         for name in names:
-            if name not in full and groups.get(name):
-                self._send([(name, groups[name])], ("add",))
+            if name not in full and name not in filled and name in groups:
+                self._send([(name, *groups[name])], ("add",))
         if full:
-            fill = [m for n in full for m in self._element_messages(n, groups.get(n, []))]
+            fill = [m for n in full for m in self._element_messages(n, *groups.get(n, ([], [])))]
             try:
                 self.channel.transact(
                     recreate_messages(self.settings, full) + messages + fill, nftables=True
@@ -238,7 +255,7 @@ class NftReplace(NftElements):
             element_keys(first, NFTA_SET_ELEM_LIST_ELEMENTS, (NFTA_SET_ELEM_KEY, NFTA_DATA_VALUE))
         )
 
-    def _holds_exactly(self, name: str, groups: dict[str, list[str]]) -> bool:
+    def _holds_exactly(self, name: str, groups: dict[str, tuple[list[str], list[bytes]]]) -> bool:
         """Whether a set that holds something holds exactly ``groups[name]``, without
         reading it (a warm restart, the set as banctl left it). Every ban is added in
         transactions of BATCH (cheap for the elements present: no record, no
@@ -247,9 +264,9 @@ class NftReplace(NftElements):
         (a sentinel, added and deleted in one transaction) fits only if the set holds
         no other element. The limit is put back either way."""
         assert self.channel is not None
-        group = groups.get(name, [])
+        group, keys = groups.get(name, ([], []))
         if group:
-            self._send([(name, group)], ("add",))
+            self._send([(name, group, keys)], ("add",))
         sentinel = next(a for a in SENTINELS[name] if a not in group)
         where = f"nftables: sentinel {sentinel} in {self.table} {name}"
         table = self.settings.table

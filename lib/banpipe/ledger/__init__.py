@@ -92,11 +92,11 @@ class Ledger(Hits, Fleet):
         self._lock_fd: int | None = None
         self._lock_depth = 0
         # What this connection wrote lately, to add to instead of asking the database:
-        # text -> texts.id, and the hits rows that may still grow (interned violation
-        # key -> row id). Forgotten on rollback; a row deleted meanwhile by another
-        # connection (a prune) is noticed when the update changes nothing.
+        # text -> texts.id, and the hits rows that may still grow (violation key, its
+        # texts as intake groups them -> row id). Forgotten on rollback; a row deleted
+        # meanwhile by another connection (a prune) is noticed before it is added to.
         self._text_ids: dict[str, int] = {}
-        # interned key -> (row id, alert_first, when the row began)
+        # violation key -> (row id, alert_first, when the row began)
         self._open: dict[tuple, tuple[int, int | str | None, float]] = {}
         self._open_swept = 0.0  # rows that began before this are no longer in _open
         self._pending: int | None = None  # rows of hits_more (None: count them)

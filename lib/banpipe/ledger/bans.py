@@ -13,7 +13,7 @@ from banpipe.ledger.reads import Reads
 class Bans(Reads):
     """Bans by hand, by time and by retention."""
 
-    fold: Callable[[float], None]  # banpipe.ledger.hits.Hits.fold
+    fold: Callable[[float], None]  # banpipe.ledger.rows.HitRows.fold
 
     def ban(
         self,

@@ -1,5 +1,6 @@
 """Recording violations (a part of :class:`banpipe.ledger.Ledger`): offenders banned or
-extended by them, their ``hits`` rows, and the read positions they came with."""
+extended by them, the fleet decisions they make, and the read positions they came with
+(their ``hits`` rows: banpipe.ledger.rows)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,9 @@ from banpipe.ledger.model import (
     Offender,
     _offender_row,
 )
-from banpipe.ledger.reads import Reads
-from banpipe.ledger.schema import BUCKET_S, MORE_BY_HIT
-from banpipe.ledger.stamps import last_code, stamp_code
+from banpipe.ledger.rows import HitRows
 
-TEXTS_CACHED = 1 << 16  # text -> id entries a connection remembers (then starts over)
 POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings)
-# Growth waits in hits_more until this many rows (a fold costs a pass over the rows it
-# touches: in a flood one per FOLD_ROWS instead of one per commit) or FOLD_S seconds.
-FOLD_ROWS = 50_000
-FOLD_S = 60.0
 # An extension is shared with the fleet (an ``extend`` decision, banshare) at once when
 # this connection has written no decision for the address within SHARE_EVERY seconds;
 # otherwise the address waits and the first commit SHARE_EVERY after its last decision
@@ -32,22 +26,11 @@ FOLD_S = 60.0
 # copy of an extended ban lags ours by at most SHARE_EVERY seconds.
 SHARE_EVERY = 60.0
 SHARED_KEPT = 4096  # recent decisions remembered before the stale ones are swept
-_FOLDED = "SELECT count, last, alert_last, hit FROM (" + MORE_BY_HIT + ") ORDER BY hit"  # noqa: S608
 
 
-def _row_id(update: tuple) -> int:
-    return update[3]
-
-
-class Hits(Reads):
+class Hits(HitRows):
     """Violations into ``hits`` rows, with the bans and extensions they cause."""
 
-    _text_ids: dict[str, int]
-    _open: dict[tuple, tuple[int, int | str | None, float]]
-    _open_swept: float
-    _pending: int | None  # rows in hits_more (None: not counted since the last rollback)
-    _grown: float | None  # banctl's clock at the oldest growth not folded (None: unknown)
-    _version: int | None  # PRAGMA data_version when this connection last asked
     _shared: dict[str, float]  # addr -> when this connection last wrote a decision on it
     _unshared: dict[str, float]  # addr -> when its extension not yet shared is due
     _shared_swept: float  # when _shared was last swept of decisions older than SHARE_EVERY
@@ -194,123 +177,6 @@ class Hits(Reads):
         for a in due:
             self._note_shared(a, now)
         return len(rows)
-
-    def _text_id(self, text: str) -> int:
-        """The ``texts`` id of ``text``, added when new (inside a transaction)."""
-        found = self._text_ids.get(text)
-        if found is not None:
-            return found
-        row = self.db.execute("SELECT id FROM texts WHERE text = ?", (text,)).fetchone()
-        if row is None:
-            found = self.db.execute("INSERT INTO texts (text) VALUES (?)", (text,)).lastrowid
-        else:
-            found = row[0]
-        if len(self._text_ids) >= TEXTS_CACHED:
-            self._text_ids = {}
-        self._text_ids[text] = found
-        return found
-
-    def _add_hits(self, groups: Mapping[tuple, Sequence], now: float) -> None:
-        """Count ``groups`` into the rows of ``hits`` (inside a transaction): a new row
-        per violation not seen within BUCKET_S, else its growth into ``hits_more``."""
-        if now - self._open_swept >= BUCKET_S:  # forget rows that cannot grow any more
-            self._open = {k: r for k, r in self._open.items() if now - r[2] < BUCKET_S}
-            self._open_swept = now
-        opened, text_ids = self._open, self._text_ids
-        tid = self._text_id
-        more: list[tuple] = []
-        grown: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (interned key, group)
-        fresh: list[tuple[tuple, Sequence]] = []
-        for k, g in groups.items():
-            # (addr, sig, msg, priority, victim, reversed, reason), interned
-            a, sig, msg, prio, victim, rev, why = k
-            ik = (
-                text_ids.get(a) or tid(a),
-                None if sig is None else text_ids.get(sig) or tid(sig),
-                None if msg is None else text_ids.get(msg) or tid(msg),
-                prio,
-                None if victim is None else text_ids.get(victim) or tid(victim),
-                rev,
-                None if why is None else text_ids.get(why) or tid(why),
-            )
-            row = opened.get(ik)
-            if row is None or now - row[2] >= BUCKET_S or now < row[2]:
-                fresh.append((ik, g))
-            else:
-                more.append((row[0], g[1], now, last_code(row[1], g[3])))
-                grown[row[0]] = (ik, g)
-        db = self.db
-        if self._others_committed():
-            # Another connection committed since our last look (or this is our first
-            # write): a prune or an unban with retention 0 may have deleted rows we would
-            # add to. Their growth goes with them (the fold drops it: no later row takes
-            # their ids and their growth), and those that grow now start anew.
-            if self.pending_growth():
-                self.fold(now)
-            there = set(self._column_in("SELECT id FROM hits WHERE id IN ", list(grown)))
-            if len(there) != len(grown):
-                more = [m for m in more if m[0] in there]
-                for row_id, (ik, g) in grown.items():
-                    if row_id not in there:
-                        del opened[ik]
-                        fresh.append((ik, g))
-        if more:
-            db.executemany("INSERT INTO hits_more VALUES (?, ?, ?, ?)", more)
-            self._pending = self.pending_growth() + len(more)
-            if self._grown is None:
-                self._grown = now
-            if self._pending >= FOLD_ROWS or now - self._grown >= FOLD_S:
-                self.fold(now)
-        if not fresh:
-            return
-        top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
-        rows = []
-        for n, (ik, g) in enumerate(fresh, top + 1):
-            first = stamp_code(g[0])
-            opened[ik] = (n, first, now)
-            many = g[1] > 1
-            last = last_code(first, g[3]) if many and g[3] != g[0] else None
-            rows.append(
-                (n, ik[0], now, now if many else None, g[1], ik[1], ik[2], ik[3], ik[4],
-                 int(ik[5]), ik[6], first, last)
-            )  # fmt: skip
-        db.executemany(
-            "INSERT INTO hits (id, addr, first, last, count, sig, msg, priority, victim, "
-            "reversed, reason, alert_first, alert_last) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-
-    def _others_committed(self) -> bool:
-        """Whether another connection committed since this one last asked."""
-        version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        changed = version != self._version
-        self._version = version
-        return changed
-
-    def pending_growth(self) -> int:
-        """Rows of ``hits_more`` not yet folded into ``hits``."""
-        if self._pending is None:
-            self._pending = int(self.db.execute("SELECT count(*) FROM hits_more").fetchone()[0])
-        return self._pending
-
-    def fold(self, now: float) -> None:
-        """Fold ``hits_more`` into ``hits`` (inside a transaction): one pass in row order,
-        however many commits the growth came in. Before rows are deleted, and once
-        FOLD_ROWS rows wait or the oldest has waited FOLD_S seconds."""
-        db = self.db
-        rows = db.execute(_FOLDED).fetchall()
-        db.executemany(
-            "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?", rows
-        )
-        db.execute("DELETE FROM hits_more")
-        self._pending = 0
-        self._grown = None
-
-    def _addr_hits(self, addrs: Sequence[str]) -> list[int]:
-        """Row ids in ``hits`` of the violations of ``addrs``."""
-        ids = self._column_in("SELECT id FROM texts WHERE text IN ", list(addrs))
-        return self._column_in("SELECT id FROM hits WHERE addr IN ", ids)
 
     def record_positions(self, rows: Iterable[tuple[str, str, int, str]]) -> None:
         """Record read positions ``(path, ident, offset, position JSON)``, in order.

@@ -8,6 +8,7 @@ import sqlite3
 import urllib.parse
 from collections.abc import Iterator, Sequence
 
+from banpipe.address import Split
 from banpipe.ledger.model import (
     _SELECT_OFFENDERS,
     SELECT_RECORDS,
@@ -70,6 +71,18 @@ class Reads:
             sql += " AND manual = 0"
         text = self.db.execute(sql).fetchone()[0]
         return set(text.split(" ")) if text else set()
+
+    def active_split(self) -> Split:
+        """The active bans split by kind (IPv4, IPv6 addresses, ranges): one scan, one
+        string per kind (a restore of a million hands them to the firewall as they are,
+        see ``firewall.bulk_entries``)."""
+        row = self.db.execute(
+            "SELECT group_concat(addr, ' ') FILTER (WHERE instr(addr, ':') = 0 "
+            "AND instr(addr, '/') = 0), group_concat(addr, ' ') FILTER (WHERE "
+            "instr(addr, ':') > 0 AND instr(addr, '/') = 0), group_concat(addr, ' ') "
+            "FILTER (WHERE instr(addr, '/') > 0) FROM offenders WHERE active = 1"
+        ).fetchone()
+        return Split(*(text.split(" ") if text else [] for text in row))
 
     def recent_bans_v6(self, since: float) -> list[tuple[str, float]]:
         """(address, banned at) of active bans of single IPv6 addresses begun at or

@@ -213,7 +213,7 @@ def _v7(db: sqlite3.Connection) -> None:
     # Issue 12: an UPDATE of a row's count at every commit dirtied one page per open row,
     # so in a flood each commit rewrote most of ``hits`` into the WAL (300,000 alerts in
     # 2,000-alert commits: 7 s CPU, 16 s wall). Growth is appended here instead and
-    # folded into ``hits`` in bulk (banpipe.ledger.hits.FOLD_ROWS).
+    # folded into ``hits`` in bulk (banpipe.ledger.rows.FOLD_ROWS).
     db.execute(
         """CREATE TABLE hits_more (
             hit         INTEGER NOT NULL,     -- hits.id

@@ -295,10 +295,10 @@ def _endpoints(src: str, dst: str, fmt: str, snort_mode: int) -> tuple | str:
     """(src, sport, dst, dport) of the address text of an alert_fast line in format
     ``fmt``, or why there is none (the detail of a malformed-alert error).
 
-    The common cases come first, inline: both sides IPv4 without ports (validated by
-    inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt, goes through
-    endpoints._addresses, which also says why it refuses (IPv4 with ports, the most
-    common case of all, is read inline in ScanLines.feed_text before this is called).
+    The common cases come first, inline: both sides IPv4 without ports or with them
+    (validated by inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt,
+    goes through endpoints._addresses, which also says why it refuses. (ScanLines.
+    feed_text reads IPv4 with ports itself, before this is called: the hot path.)
     """
     s, _, sp = src.rpartition(":")
     d, _, dp = dst.rpartition(":")
@@ -311,6 +311,26 @@ def _endpoints(src: str, dst: str, fmt: str, snort_mode: int) -> tuple | str:
                     return sp, None, dp, None
             except (OSError, ValueError):
                 pass
+    elif ":" not in s and ":" not in d:
+        # IPv4 with ports, by the rule ScanLines.feed_text reads them with inline
+        # (_SCAN_ALL: no leading zero, at most 65535; inet_pton): for the lines it hands
+        # to _alert (AlertParser.feed's one line, the first of a middle).
+        if (
+            _V4_PTON
+            and sp.isdigit()
+            and dp.isdigit()
+            and len(sp) <= 5 >= len(dp)
+            and (sp[0] != "0" or sp == "0")
+            and (dp[0] != "0" or dp == "0")
+        ):
+            p, q = int(sp), int(dp)
+            if p <= 65535 and q <= 65535:
+                try:
+                    _PTON(_AF4, s)
+                    _PTON(_AF4, d)
+                    return s, p, d, q
+                except (OSError, ValueError):
+                    pass
     elif ":" in s and ":" in d:
         # IPv6 (two or more colons on both sides: _side's IPv6 branch)
         mode = _PM_ALWAYS if fmt == _SURICATA else snort_mode
