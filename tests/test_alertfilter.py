@@ -459,6 +459,29 @@ def test_config_change_applies_to_the_next_line(tmp_path, tool):
     assert out == ["summary: 2 alerts: 1 ban, 1 priority"]
 
 
+def test_a_change_before_the_watch_exists_is_applied(tmp_path, monkeypatch):
+    """alertfilter reads its sources, then watches them: a change in between raised no
+    event (wanwatch writing its first state while the pipe starts at boot) and was
+    missed until the next one."""
+    from banpipe import watch
+    from banpipe.statefile import write_json_atomic
+
+    wan = tmp_path / "wan.json"
+    cfg = make_config(tmp_path, "priorities = [1]\nrequire_ours = true\n", wan_state=wan)
+    real = watch.PathWatcher
+
+    def late_watch(paths):  # the changes land just before the watch is set
+        write_json_atomic(wan, {"v": 1, "type": "wan", "addresses": ["198.51.100.77"]})
+        replace_file(cfg, cfg.read_text().replace("priorities = [1]", "priorities = [1, 2]"))
+        return real(paths)
+
+    monkeypatch.setattr(watch, "PathWatcher", late_watch)
+    rc, out, err = run(["--config", str(cfg), "--explain"], line(alert(dst="198.51.100.77")))
+    assert rc == 0, err
+    assert out.splitlines()[0] == ban("203.0.113.7", victim="198.51.100.77")
+    assert f"alertfilter: {cfg}: configuration reloaded" in err.splitlines()
+
+
 def test_broken_config_is_reported_and_the_old_one_kept(tmp_path, tool):
     cfg = make_config(tmp_path, "priorities = [1]\n")
     good = cfg.read_text()

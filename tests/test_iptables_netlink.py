@@ -12,8 +12,8 @@ import pytest
 
 from banpipe.firewall import FirewallConfig, make_backend
 from banpipe.firewall.xtnl import XtTable, structure_messages
-from netns import NetnsPair, skip_unless_root
-from test_nfnl import CountingRunner, ns  # noqa: F401 (ns: the fixture)
+from netns import NetnsPair, netns_one, skip_unless_root  # noqa: F401 - the ns fixture
+from test_nfnl import CountingRunner
 
 BANS = ["203.0.113.7", "198.51.100.0/24", "2001:db8:66::7"]
 SAVED = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"

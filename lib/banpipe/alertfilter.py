@@ -118,6 +118,8 @@ def _run(args: Any, stdin: IO[Any], stdout: IO[Any], stderr: IO[str], reporter: 
     from banpipe.watch import PathWatcher  # pyinotify import is not free; only here
 
     watcher = PathWatcher(loader.watch_paths())
+    if loader.catch_up():  # what changed before the watch existed raised no event
+        watcher.set_paths(loader.watch_paths())
     try:
         with Signals(hup=True) as signals:
             _loop(source, filt, loader, watcher, signals, name)

@@ -9,6 +9,7 @@ banpipe.alertfilter.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -96,6 +97,27 @@ class Loader:
         for note in notes:
             self.reporter.say(*note)
         return True
+
+    def catch_up(self) -> bool:
+        """Call once the sources are watched: a file changed between the first read and
+        the watch raised no event (wanwatch writes its first state while the pipe
+        starts at boot), and its change would have waited for the next one. Reads every
+        source again, quietly, and reloads those that differ, as their event would
+        have. Returns True when a new rule set is in force."""
+        changed: set[str] = set()
+        try:
+            config = load_config(self.explicit)
+        except ConfigError:
+            config = None  # broken since: reload says so and keeps what is in force
+        if config != self.config:
+            changed.add(self.config_file)
+        now = sources.load(self.config, Reporter(self.reporter.tool, io.StringIO()), strict=False)
+        for name in self.config.filter.whitelist_files:
+            if now.lists.get(name) != self.sources.lists.get(name):
+                changed.add(os.path.abspath(name))
+        if now.wan != self.sources.wan:
+            changed.add(os.path.abspath(self.config.network.wan_state))
+        return bool(changed) and self.reload(changed)
 
     def _attempt(
         self, config: Config, changed: set[str], everything: bool

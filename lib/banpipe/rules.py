@@ -198,6 +198,9 @@ class RuleSet:
         self._offenders = Memo(CACHE_MAX)
         # raw address text -> (canonical or raw, "ours" label or None)
         self._victims = Memo(CACHE_MAX)
+        # (gid, sid, rev or None, priority, against, marker) -> a ban's reason: the
+        # few rules and victims of a flood format their reason once, not per alert
+        self._reasons = Memo(CACHE_MAX)
 
     @classmethod
     def from_config(cls, config: Config, protection: Protection | None = None) -> RuleSet:
@@ -318,15 +321,29 @@ class RuleSet:
             return Decision(False, offender, victim, swapped, why, K_NOT_OURS)
 
         rev = alert.get("rev")
-        rule = f"{alert['gid']}:{alert['sid']}" + (f":{rev}" if type(rev) is int else "")
+        if type(rev) is not int:
+            rev = None
         against = label or victim or "no victim address"
+        if target is not None:
+            why = self._reason((alert["gid"], alert["sid"], rev, priority, against, None))
+            why += f" (rule target {target})"
+        else:
+            key = (alert["gid"], alert["sid"], rev, priority, against, marker)
+            why = self._reasons.get(key)
+            if why is None:
+                why = self._reasons.lookup(key, self._reason)
+        return Decision(True, offender, victim, swapped, why, BAN)
+
+    @staticmethod
+    def _reason(key: tuple) -> str:
+        """A ban's reason for ``(gid, sid, rev or None, priority, against, marker)``;
+        every part an exact int, None or str (the contract's types), so equal keys
+        mean equal reasons."""
+        gid, sid, rev, priority, against, marker = key
+        rule = f"{gid}:{sid}" + ("" if rev is None else f":{rev}")
         prio = "none" if priority is None else priority
         why = f"{rule} prio {prio} against {against}"
-        if target is not None:
-            why += f" (rule target {target})"
-        elif swapped:
-            why += f" (reversed by {marker!r})"
-        return Decision(True, offender, victim, swapped, why, BAN)
+        return why if marker is None else why + f" (reversed by {marker!r})"
 
 
 def _target_side(target: Any, src: Any, dst: Any) -> str | None:
