@@ -37,19 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import ROOT, _use, build  # noqa: E402
 
 WAN = "198.51.100.2"
-TOML = """[network]
-wan = ["{wan}"]
-wan_state = "{base}/wan.json"
-[ban]
-spoof_max = 0
-[firewall]
-backend = "null"
-[banctl]
-ledger = "{ledger}"
-[pages]
-dir = "{pages}"
-interval = 1
-"""
+TOML = (  # null backend, no spoof brake, pages refreshed as often as they may be
+    '[network]\nwan = ["{wan}"]\nwan_state = "{base}/wan.json"\n[ban]\nspoof_max = 0\n'
+    '[firewall]\nbackend = "null"\n[banctl]\nledger = "{ledger}"\n'
+    '[pages]\ndir = "{pages}"\ninterval = 1\n'
+)
 
 
 def alert(addr: str) -> bytes:
