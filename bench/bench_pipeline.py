@@ -255,10 +255,13 @@ def fdatasync_ms(directory: Path, n: int = 200) -> tuple[float, float]:
     return statistics.median(times), times[min(n - 1, int(n * 0.99))]
 
 
-def proc_usage(pid: int) -> tuple[int, int]:
-    """(ns on a CPU, voluntary context switches: how often it slept and was woken) of
-    one process, all threads: load-independent measures of each stage's share."""
+def proc_usage(pid: int) -> tuple[int, int, int]:
+    """(ns on a CPU, of which ticks in the kernel, voluntary context switches: how often
+    it slept and was woken) of one process, all threads: measures of each stage's
+    share that depend far less on the machine's load than the wall clock."""
     cpu = switches = 0
+    with open(f"/proc/{pid}/stat") as f:
+        system = int(f.read().rsplit(")", 1)[1].split()[12])  # stime, clock ticks
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/schedstat") as f:
             cpu += int(f.read().split()[0])
@@ -266,7 +269,7 @@ def proc_usage(pid: int) -> tuple[int, int]:
             for line in f:
                 if line.startswith("voluntary_ctxt_switches"):
                     switches += int(line.split()[1])
-    return cpu, switches
+    return cpu, system, switches
 
 
 def traced(name: str, cmd: list[str], trace: Path | None) -> list[str]:
@@ -373,10 +376,12 @@ def latency(
             if usage0:
                 per = []
                 for k, p in pids.items():
-                    cpu, sw = proc_usage(p)
+                    cpu, system, sw = proc_usage(p)
+                    system = (system - usage0[k][1]) * 1000 / os.sysconf("SC_CLK_TCK")
                     per.append(
-                        f"{k} {(cpu - usage0[k][0]) / 1e6 / len(samples):.3f} ms CPU, "
-                        f"{(sw - usage0[k][1]) / len(samples):.2f} wake-ups"
+                        f"{k} {(cpu - usage0[k][0]) / 1e6 / len(samples):.3f} ms CPU "
+                        f"({system / len(samples):.2f} in the kernel), "
+                        f"{(sw - usage0[k][2]) / len(samples):.2f} wake-ups"
                     )
                 print(f"  per alert ({backend}): " + "; ".join(per))
             samples.sort()

@@ -167,3 +167,18 @@ def test_replace_with_the_ledgers_split_holds_exactly_the_bans(ns, name):
     with pytest.raises(FirewallError, match="not a canonical"):
         fw.replace(Split(["192.0.2.1"], ["2001:DB8::1"], []))
     assert fw.check().entries == {*split.v4, *split.v6, *split.nets}
+
+
+@pytest.mark.root
+@skip_unless_root
+def test_ipset_replace_makes_the_hash_as_big_as_its_fill(ns, monkeypatch):
+    # Grown from a small table, the kernel rehashes every element on each doubling.
+    from banpipe.firewall import ipsetsets
+
+    monkeypatch.setattr(ipsetsets, "HASHSIZE", 64)
+    fw = make_backend("ipset", FirewallConfig(), SubprocessRunner(ns.prefix))
+    fw.init()
+    assert "hashsize 64 " in ns.run(["ipset", "list", "-t", "banpipe6"]).stdout
+    assert fw.replace(Split(v4s(10), v6s(2_500), [])) is True
+    assert "hashsize 4096 " in ns.run(["ipset", "list", "-t", "banpipe6"]).stdout
+    assert count(ns, "banpipe6") == 2500

@@ -1,11 +1,14 @@
 """banctl apply checkpoints the ledger's WAL itself, between bans, when no input waits
 (banpipe.record.Recorder.checkpoint_due): SQLite's own checkpoint ran inside the COMMIT
-of the ban that crossed its mark, before that ban's firewall entry."""
+of the ban that crossed its mark, before that ban's firewall entry. A complete checkpoint
+also starts the WAL over (the next ban would have synced a new WAL header first), and
+the daemon's own commits do not wake it through its watch on the ledger."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import sqlite3
 import threading
@@ -16,6 +19,7 @@ import pytest
 from banpipe import banctl, record
 from banpipe.config import parse_config
 from banpipe.daemon import Daemon
+from banpipe.ledger import schema as ledger_schema
 from banpipe.pipe import Lines
 from test_banctl import NOW, fixed_env
 
@@ -117,3 +121,75 @@ def test_the_daemon_checkpoints_when_input_pauses(tmp_path, monkeypatch):
     t.join()
     assert seen["in file"]
     env.close()
+
+
+def wal_header(path: str) -> bytes:
+    """The WAL's checkpoint sequence number and salts: new ones when the WAL starts over."""
+    with open(path + "-wal", "rb") as f:
+        return f.read(24)[12:24]
+
+
+def test_a_complete_checkpoint_starts_the_wal_over_before_the_next_ban(tmp_path):
+    # The first write after a complete checkpoint writes and syncs a new WAL header
+    # before its frames: done by the checkpoint between bans, not by the next ban.
+    path = str(tmp_path / "ledger.sqlite3")
+    env = env_at(path)
+    daemon = Daemon(env, env.ledger(), env.firewall())
+    daemon.start()
+    daemon.handle(*Lines().feed(line("203.0.113.1")))
+    before = wal_header(path)
+    daemon.record.checkpoint()
+    restarted = wal_header(path)
+    assert restarted != before  # the WAL started over in the checkpoint
+    assert in_main_file(path, "203.0.113.1", tmp_path)
+    daemon.handle(*Lines().feed(line("203.0.113.2")))
+    assert wal_header(path) == restarted  # the ban appended to it: no new header
+    assert env.ledger().version == len(ledger_schema.MIGRATIONS)
+    env.close()
+
+
+def test_the_wal_restart_never_waits_for_another_writer(tmp_path):
+    path = str(tmp_path / "ledger.sqlite3")
+    env = env_at(path)
+    ledger = env.ledger()
+    Daemon(env, ledger, env.firewall()).start()
+    ledger.db.execute("CREATE TABLE scratch (x)")  # one commit in the WAL
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # an admin command's write in progress
+    before = wal_header(path)
+    ledger.checkpoint()  # copies what it can; the restart is left to the next writer
+    assert wal_header(path) == before
+    assert ledger.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    assert not ledger.db.in_transaction
+    other.execute("ROLLBACK")
+    other.close()
+    env.close()
+
+
+def test_the_daemons_own_commits_do_not_wake_it(tmp_path, monkeypatch):
+    # Every commit writes the watched -wal file: its inotify events are read in the
+    # pass that made them, not by a wake-up (and a second pass) of their own.
+    env = env_at(str(tmp_path / "ledger.sqlite3"))
+    daemon = Daemon(env, env.ledger(), env.firewall())
+    r, w = os.pipe()
+    os.write(w, line("203.0.113.7"))
+    real = select.select
+    self_wakes = []
+
+    def spy(rlist, wlist, xlist, timeout=None):
+        watcher = daemon.watcher
+        if watcher is not None and watcher in rlist and timeout != 0:  # about to sleep
+            ready = real(rlist, wlist, xlist, 0)[0]
+            if ready == [watcher]:
+                self_wakes.append(daemon.counts["banned"])
+            if daemon.counts["banned"] and w in open_w:
+                open_w.remove(w)
+                os.close(w)  # end of input, once the ban is in
+        return real(rlist, wlist, xlist, timeout)
+
+    open_w = [w]
+    monkeypatch.setattr(select, "select", spy)
+    with os.fdopen(r, "rb") as stdin:
+        daemon.run(stdin)
+    assert daemon.counts["banned"] == 1
+    assert self_wakes == []

@@ -251,6 +251,33 @@ def test_rough_times_left_say_when_they_change():
         assert rough_remaining(left - lasts + 0.5)[0] == text != rough_remaining(left - lasts)[0]
 
 
+def test_a_list_page_shows_each_rows_rough_time_left_and_when_the_next_changes():
+    from banpipe.board import Rows, rough_remaining
+
+    now = 1_800_000_000.0
+    rng = random.Random(5)
+    lefts = sorted([rng.uniform(-100, 400_000) for _ in range(3000)] + [599.5, 600, 3600, 86_400])
+    expiries = [now + x for x in lefts] + [None]
+    rows = [(e, f"<tr><td>{i}", "</tr>") for i, e in enumerate(expiries)]
+    for order in (rows, rows[::-1], rng.sample(rows, len(rows))):  # list order, or any
+        lister = Rows(now, rough=True)
+        shown = re.findall(r"<tr><td>(\d+)( \(in [^)]*\)| \(lapsed\))?</tr>", lister.table(order))
+        assert len(shown) == len(rows)
+        for i, text in shown:
+            e = expiries[int(i)]
+            want = (
+                ""
+                if e is None
+                else " (lapsed)"
+                if e <= now
+                else f" (in {rough_remaining(e - now)[0]})"
+            )
+            assert text == want, (e, text)
+        assert lister.fresh_until == min(
+            now + rough_remaining(e - now)[1] for e in expiries if e and e > now
+        )
+
+
 # -- in a real browser -------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -5,10 +5,12 @@ top signatures, offenders and victims, the recently lifted bans and the first pa
 active bans; ``bans-2.html``... hold the rest, so no page grows with the ledger
 (100,000 bans: 200 pages of 500 rows).
 
-The list is the hot part at 100,000 bans: every row is rendered again on each run
-(the time left changes), so a row is one ``str.format`` of a fixed template with its
-stamps remembered by the minute, times left by the minute and signature cells by rule
-(few rules fire), addresses checked safe once per page (bench/README.md).
+The list is the hot part at 100,000 bans: a row's HTML is made once, when its
+offender changes (one ``str.format`` of a fixed template, its exact expiry included,
+stamps remembered by the minute and signature cells by rule, addresses checked safe
+once per batch), and kept in the pages' state; a page run joins each row with its
+time left, worked out once per text along a page in expiry order, not once per row
+(bench/README.md).
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ _HEAD = (
     "<th class=n>violations</th><th class=n>bans</th><th>last signature</th><th>kind</th>"
     "<th>origin</th></tr>"
 )
-# address (safe name, text), first seen, last seen | the expiry | violations, bans, the rest
+# address (safe name, text), first seen, last seen, the expiry | time left |
+# violations, bans, the rest
 _HEAD_CELLS = (
     f'<tr><td><a href="{OFFENDER_DIR}/{{}}.html"><code>{{}}</code></a></td><td>{{}}</td>'
-    "<td>{}</td><td>"
+    "<td>{}</td><td>{}"
 ).format
 _TAIL_CELLS = "</td><td class=n>{}</td><td class=n>{}</td>{}</tr>".format
 
@@ -86,6 +89,16 @@ def _remaining(left: float, memo: dict[int, str]) -> str:
     return text
 
 
+def until(expires: float | None, now: float, stamp: Stamps, memo: dict[int, str]) -> str:
+    """``bantime.format_expiry(expires, now)`` with stamps (``stamp``, a run's
+    :class:`~banpipe.pagehtml.Stamps`) and times left (``memo``) remembered."""
+    if expires is None:
+        return "permanent"
+    if expires <= now:
+        return f"{stamp(expires)} (lapsed)"
+    return f"{stamp(expires)} (in {_remaining(expires - now, memo)})"
+
+
 # (below, step, unit): a time left under ``below`` seconds is shown rounded up to
 # ``step``: ``≤30m``, ``≤5h``, ``≤3d``.
 _ROUGH = ((3600, 600, "m", 60), (86400, 3600, "h", 3600), (float("inf"), 86400, "d", 86400))
@@ -96,16 +109,23 @@ def rough_remaining(left: float) -> tuple[str, float]:
     holds. The expiry beside it is exact; the list pages are rewritten only when a row
     or one of these texts changes (to the minute, every page would change every
     minute), the index shows exact times left."""
+    text, lo, _ = _rough(left)
+    return text, left - lo
+
+
+def _rough(left: float) -> tuple[str, float, float]:
+    """``rough_remaining``'s text and the times left it holds for: above ``lo``,
+    below ``hi``."""
     for below, step, unit, per in _ROUGH:
         if left < below:
             n = -(-left // step)
-            return f"≤{int(n * step // per)}{unit}", left - (n - 1) * step
+            return f"≤{int(n * step // per)}{unit}", (n - 1) * step, min(n * step, below)
     raise AssertionError(left)  # inf is above every time left
 
 
 class Rows:
     """Rows of active bans: made once per offender that changed (:meth:`parts`, kept
-    in the pages' state file), put together with their expiry cell for each page
+    in the pages' state file), put together with their time left for each page
     (:meth:`table`). Stamps, times left and signature cells are remembered across
     pages."""
 
@@ -129,12 +149,13 @@ class Rows:
         return text
 
     def parts(self, rows: Sequence[overview.OffenderRow]) -> list[tuple[str, str]]:
-        """Each row's HTML before and after its expiry cell."""
+        """Each row's HTML up to its exact expiry (``permanent`` for none) and after its
+        time left: :meth:`table` puts ``" (in 3h)"`` or ``" (lapsed)"`` between."""
         st, tails, seen = self.stamp, self.tails, self.seen
         plain = plain_names([o.addr for o in rows])
         out = []
         for o in rows:
-            addr, first, last = o[:3]
+            addr, first, last, expires = o[:4]
             if plain:
                 name, text = plain_name(addr), addr
             else:
@@ -143,29 +164,48 @@ class Rows:
             first = seen.get(first) or seen.setdefault(first, st(first))
             last = seen.get(last) or seen.setdefault(last, st(last))
             tail = tails.get((o.last_sig, o.last_msg, o.manual, o.origin)) or self.tail(o)
+            until = "permanent" if expires is None else st(expires)
             out.append(
-                (_HEAD_CELLS(name, text, first, last), _TAIL_CELLS(o.violations, o.bans, tail))
+                (
+                    _HEAD_CELLS(name, text, first, last, until),
+                    _TAIL_CELLS(o.violations, o.bans, tail),
+                )
             )
         return out
 
     def table(self, rows: Iterable[Sequence]) -> str:
-        """The table of rows given as (expires, :meth:`parts`, anything)."""
-        now, st, left = self.now, self.stamp, self.left
-        out = []
-        for expires, head, tail, *_ in rows:
-            if expires is None:
-                until = "permanent"
-            elif expires <= now:
-                until = st(expires) + " (lapsed)"
-            elif self.rough:
-                text, lasts = rough_remaining(expires - now)
-                until = f"{st(expires)} (in {text})"
-                change = now + lasts
-                if self.fresh_until is None or change < self.fresh_until:
-                    self.fresh_until = change
-            else:
-                until = f"{st(expires)} (in {_remaining(expires - now, left)})"
-            out.append(head + until + tail)
+        """The table of rows given as (expires, :meth:`parts`, anything), in list order
+        (by expiry: a rough time left is worked out once per text, not per row)."""
+        now, left = self.now, self.left
+        out: list[str] = []
+        add = out.append
+        if not self.rough:
+            for r in rows:
+                expires = r[0]
+                if expires is None:
+                    add(r[1] + r[2])
+                elif expires <= now:
+                    add(f"{r[1]} (lapsed){r[2]}")
+                else:
+                    add(f"{r[1]} (in {_remaining(expires - now, left)}){r[2]}")
+        else:
+            first = hi = 0.0  # the rough time left ``text`` holds from ``first`` to ``hi``
+            text = ""
+            for r in rows:
+                expires = r[0]
+                if expires is not None and first <= expires < hi:  # most rows
+                    add(f"{r[1]} (in {text}){r[2]}")
+                elif expires is None:
+                    add(r[1] + r[2])
+                elif expires <= now:
+                    add(f"{r[1]} (lapsed){r[2]}")
+                else:
+                    text, lo, top = _rough(expires - now)
+                    first, hi = expires, now + top
+                    change = expires - lo  # when this row's time left reaches lo: another text
+                    if self.fresh_until is None or change < self.fresh_until:
+                        self.fresh_until = change
+                    add(f"{r[1]} (in {text}){r[2]}")
         if not out:
             return "<p>none</p>"
         return f'<div class="t"><table>{_HEAD}{"".join(out)}</table></div>'

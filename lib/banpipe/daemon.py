@@ -292,6 +292,11 @@ class Daemon:
             inputs = [fd] if record.stalled is None else []
             if events is not None:
                 inputs.append(events)
+            # Our own commits (and checkpoints) of this pass have just written the
+            # ledger's files: their inotify events are read now, not by a wake-up of
+            # their own (a second pass per ban: timeout()'s and expire_due()'s reads).
+            if select.select([watcher], [], [], 0)[0]:
+                self._ledger_or_wan_changed(watcher, wan_abs)
             waits = [*inputs, watcher, wake_r, *self.monitor.fds()]  # fds: page runs ending
             ready, _, _ = select.select(waits, [], [], self.timeout())
             if wake_r in ready:
@@ -301,13 +306,7 @@ class Daemon:
             if events is not None and events in ready:
                 enforce.firewall_changed()
             if watcher in ready:
-                # Always read the events: left unread (no WAN state file configured),
-                # the -wal file's kept select() returning at once, a busy loop.
-                if wan_abs in watcher.changed():
-                    self.wan_changed()
-                # An admin commit needs nothing else: timeout() asks the ledger for the
-                # next expiry on every pass.
-                self.commits.others()
+                self._ledger_or_wan_changed(watcher, wan_abs)
             if record.stalled is not None:
                 record.retry()
             elif fd in ready:
@@ -333,6 +332,15 @@ class Daemon:
             self.monitor.tick()
             if record.checkpoint_due(time.monotonic()) and not select.select([fd], [], [], 0)[0]:
                 record.checkpoint()
+
+    def _ledger_or_wan_changed(self, watcher: Any, wan_abs: str | None) -> None:
+        # Always read the events: left unread (no WAN state file configured), the -wal
+        # file's kept select() returning at once, a busy loop.
+        if wan_abs in watcher.changed():
+            self.wan_changed()
+        # An admin commit needs nothing else: timeout() asks the ledger for the next
+        # expiry on every pass.
+        self.commits.others()
 
     def _read_burst(self, fd: int, reader: Lines, groups: Groups) -> bool:
         """Read and gather what is available now (one burst); True at end of input.

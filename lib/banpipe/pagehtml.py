@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 OFFENDER_DIR = "o"
 _ENTRY = r"[0-9a-fA-F.:]+(?:/[0-9]{1,3})?"  # an address, or a range with its prefix length
@@ -35,6 +35,12 @@ nav a{margin-right:.5rem}svg{max-width:100%;height:auto}
 .msg{display:inline-block;min-width:14rem;word-break:break-word}
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_TOP = (
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+)
+_STYLE = f"<style>{_CSS}</style></head><body>"
 
 
 def safe_name(addr: str) -> str:
@@ -97,16 +103,22 @@ class Stamps:
 
 def page(title: str, body: str, now: float, *, up: str = "") -> str:
     """A whole page: ``body`` is HTML already; ``up`` the way to index.html, if any."""
+    return page_maker(now, up=up)(title, body)
+
+
+def page_maker(now: float, *, up: str = "") -> Callable[[str, str], str]:
+    """:func:`page` for many pages of one run: the parts they share made once (a first
+    run makes 100,000 offender pages)."""
     back = f' · <a href="{up}index.html">index</a>' if up else ""
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1>{body}"
-        f"<p><small>generated {esc(stamp(now))} by banctl report{back}</small></p>"
-        "</body></html>\n"
+    foot = (
+        f"<p><small>generated {esc(stamp(now))} by banctl report{back}</small></p></body></html>\n"
     )
+
+    def make(title: str, body: str) -> str:
+        title = esc(title)
+        return f"{_TOP}<title>{title}</title>{_STYLE}<h1>{title}</h1>{body}{foot}"
+
+    return make
 
 
 def table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from banpipe.ledger import Ledger
 
 FILE = ".banpipe-pages.sqlite3"
-VERSION = 1
+VERSION = 2  # 2: a list row's head ends with its exact expiry
 PERMANENT = 1e300  # the expiry key of a permanent ban: after every timed one
 FIRST = (-1e300, "")  # the key the first leaf starts at, whatever its row says
 LAST = (1e301, "")  # after every key

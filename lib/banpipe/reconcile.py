@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from banpipe import cli
-from banpipe.address import Ranges
+from banpipe.address import Ranges, Split
 from banpipe.ctlenv import Env
 from banpipe.ledger import Ledger
 
@@ -229,8 +229,10 @@ def restore(env: Env, ledger: Ledger, fw: Any) -> tuple[list[str], list[str], Dr
         lapsed = ledger.expire(now, retention=env.retention)
         wan = lift_wan_bans(env, ledger, fw, env.wan_addresses(), release=False)
         drift = None
-        if ledger.count_active() >= REPLACE_AT:
-            drift = _replace(ledger, fw)
+        bans = ledger.active_split()  # split by kind: no pass sorts a million again
+        if sum(map(len, bans)) >= REPLACE_AT:
+            drift = _replace(bans, fw)
+        del bans  # a million strings: not held through the comparison below
         if drift is None:
             drift = reconcile(ledger, fw, env)  # lapsed/WAN entries are orphans here
     return lapsed, wan, drift
@@ -239,8 +241,8 @@ def restore(env: Env, ledger: Ledger, fw: Any) -> tuple[list[str], list[str], Dr
 REPLACE_AT = 100_000  # active bans: from here a backend that can replace does (below)
 
 
-def _replace(ledger: Ledger, fw: Any) -> Drift | None:
-    """Make the firewall hold exactly the ledger's bans in one transaction, without
+def _replace(bans: Split, fw: Any) -> Drift | None:
+    """Make the firewall hold exactly the ledger's ``bans`` in one transaction, without
     reading it first (nftables: the kernel's set dump costs about 11 us per element,
     a million elements 10-40 s, where putting them all in again costs 3). None when
     the backend cannot (the caller then compares and repairs); the drift it returns
@@ -251,7 +253,7 @@ def _replace(ledger: Ledger, fw: Any) -> Drift | None:
     if replace is None:
         return None
     try:
-        done = replace(ledger.active_split())  # split by kind: no pass sorts a million
+        done = replace(bans)
     except FirewallFull:
         return None  # more bans than room: the comparison makes room (block())
     return Drift() if done else None

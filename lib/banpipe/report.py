@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from banpipe import board, overview
-from banpipe.bantime import format_expiry
 from banpipe.ledger import Ledger
-from banpipe.pagehtml import OFFENDER_DIR, Stamps, esc, msg, page, safe_name, table
+from banpipe.pagehtml import OFFENDER_DIR, Stamps, esc, msg, page_maker, safe_name
 from banpipe.pagestate import FIRST, Leaf, PageState, key
 from banpipe.statefile import replace_file
 
@@ -59,6 +58,16 @@ _VIOLATIONS_HEAD = (
     "<th>reason</th></tr>"
 )
 _VIOLATION_ROW = "<tr><td>{}</td><td>{}</td>{}<td class=n>{}</td><td>{}</td></tr>".format
+_PERIODS_HEAD = "<tr><th>banned</th><th>lifted</th><th>kind</th><th>origin</th><th>reason</th></tr>"
+_PERIOD_ROW = "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format
+# state, first seen, last seen, violations, bans, last reason, address (twice), records
+# kept, the violations table, the ban history table
+_OFFENDER_BODY = (
+    "<p>{0}</p><p>first seen {1}, last seen {2}, {3} violations, banned {4} times{5}</p>"
+    "<p>lift the ban: <code>banctl unban {6}</code><br>"
+    "keep it for good: <code>banctl pin {6}</code></p>"
+    "<h2>Violations ({7} records kept)</h2>{8}<h2>Ban history</h2>{9}"
+).format
 
 
 def _span(first: str | None, last: str | None, count: int) -> str | None:
@@ -81,6 +90,8 @@ class OffenderFiles:
     def __init__(self, now: float) -> None:
         self.now = now
         self.stamp = Stamps()
+        self._page = page_maker(now, up="../")
+        self._left: dict[int, str] = {}
         self._cells: dict[tuple, str] = {}
         self._texts: dict[str | None, str] = {}
         self._json: dict[str | None, str] = {}
@@ -102,19 +113,12 @@ class OffenderFiles:
         """One offender's page: its state, every violation record, its ban history and
         the exact commands to lift or keep the ban."""
         now, st, texts = self.now, self.stamp, self._texts
-        state = (
-            f"banned ({o.kind}, origin {esc(o.origin)}) until {esc(format_expiry(o.expires, now))}"
-            if o.active
-            else "not banned now"
-        )
+        if not o.active:
+            state = "not banned now"
+        else:
+            until = board.until(o.expires, now, st, self._left)
+            state = f"banned ({o.kind}, origin {esc(o.origin)}) until {until}"
         addr = esc(o.addr)
-        facts = (
-            f"<p>{state}</p><p>first seen {st(o.first_seen)}, last seen "
-            f"{st(o.last_seen)}, {o.violations} violations, banned {o.bans} times"
-            f"{'' if not o.reason else ', last reason: ' + esc(o.reason)}</p>"
-            f"<p>lift the ban: <code>banctl unban {addr}</code><br>"
-            f"keep it for good: <code>banctl pin {addr}</code></p>"
-        )
         rows = []
         for ts, alert_ts, sig, text, prio, victim, rev, why, n, last_ts, alert_last, *_ in history:
             cell = texts.get(why)
@@ -129,25 +133,33 @@ class OffenderFiles:
             if rows
             else "<p>none</p>"
         )
-        bans = table(
-            ("banned", "lifted", "kind", "origin", "reason"),
-            (
-                (
-                    st(p.start),
-                    st(p.end) if p.end else "still banned",
-                    "manual" if p.manual else "automated",
-                    esc(p.origin),
-                    msg(p.reason),
-                )
-                for p in periods
+        bans = "".join(
+            _PERIOD_ROW(
+                st(p.start),
+                st(p.end) if p.end else "still banned",
+                "manual" if p.manual else "automated",
+                esc(p.origin),
+                texts.get(p.reason) or texts.setdefault(p.reason, msg(p.reason)),
+            )
+            for p in periods
+        )
+        return self._page(
+            f"banpipe: {o.addr}",
+            _OFFENDER_BODY(
+                state,
+                st(o.first_seen),
+                st(o.last_seen),
+                o.violations,
+                o.bans,
+                "" if not o.reason else ", last reason: " + esc(o.reason),
+                addr,
+                len(history),
+                violations,
+                f'<div class="t"><table>{_PERIODS_HEAD}{bans}</table></div>'
+                if bans
+                else "<p>none</p>",
             ),
         )
-        body = (
-            facts
-            + f"<h2>Violations ({len(history)} records kept)</h2>{violations}"
-            + f"<h2>Ban history</h2>{bans}"
-        )
-        return page(f"banpipe: {o.addr}", body, now, up="../")
 
     def tracker(self, addr: str, history: Sequence[tuple]) -> str:
         """The tracker file: one line per violation record, tab-separated, oldest first:

@@ -137,15 +137,15 @@ class IpsetBackend(IpsetSets, XtBackend):
         for _, name, family in self._sets(("", NET)):
             tmp = f"{name[:26]}-new"
             kind = self._kind(name)
+            group = by_set.get(name)
             self._restore(
                 [
                     f"create -exist {tmp} {kind} family {family}",
                     f"destroy {tmp}",
-                    f"create {self._create(tmp, family, kind)}",
+                    f"create {self._create(tmp, family, kind, len(group[1]) if group else 0)}",
                 ]
             )
             try:
-                group = by_set.get(name)
                 if group and not self._send(IPSET_CMD_ADD, [(name, *group)], into=tmp):
                     raise FirewallError(f"ipset: {tmp} vanished while it was filled")
                 self._restore([f"swap {tmp} {name}"])
