@@ -23,9 +23,10 @@ process of its own on a copy of that ledger, times:
   loop (open, write, close, rename over from one temporary name per directory: what
   an atomic write needs at least, no fsync), into an empty directory.
 
-Before each child and the floor, ``os.sync()`` and the previous pages directory
-removed: on a file system mounted with ``discard`` (this machine's), deleting 200,000
-files leaves work for the journal that otherwise slows the next run's creates.
+Before each child and the floor, ``os.sync()``; the pages directories are removed
+only at the end: on this machine (ext4, ``discard``) the second side's first run
+was the slower one, up to twice, in every run so far, suspected to follow from the
+first side's 200,000 files deleted just before it (bench/README.md).
 
 Wall and CPU seconds are both printed: the machine is shared, note its load.
 
@@ -214,11 +215,10 @@ def main() -> int:
             print(done.stderr, file=sys.stderr)
             return 1
         results.append(json.loads(done.stdout))
-        if i + 1 < len(libs):
-            shutil.rmtree(copy + ".pages", ignore_errors=True)
     last = os.path.join(base, f"ledger-{len(libs) - 1}.sqlite3.pages")
     written = floor(last, os.path.join(base, "floor"))
-    shutil.rmtree(last, ignore_errors=True)
+    for i in range(len(libs)):
+        shutil.rmtree(os.path.join(base, f"ledger-{i}.sqlite3.pages"), ignore_errors=True)
     shutil.rmtree(os.path.join(base, "floor"), ignore_errors=True)
     print(f"load average before: {load0}, after: {os.getloadavg()}")
     print("| case | " + " | ".join(f"{lib}: wall, CPU s" for lib in libs) + " |")
