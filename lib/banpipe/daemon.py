@@ -79,8 +79,11 @@ FLOOD_SPAN_MAX = 1.0
 # touched (the whole pipe cost banctl twice its CPU alone, bench/README.md). They wait
 # one second per FLOOD_RATE lines gathered since the last commit, at most COMMIT_EVERY:
 # at a few hundred alerts a second that is nothing, as before. A new offender, the end
-# of input, a stop or a WAN change commits at once.
-COMMIT_EVERY = 0.25
+# of input, a stop or a WAN change commits at once. One second rather than 0.25: a
+# violation that repeats within it is one group instead of a row's growth per commit,
+# and each offender is loaded and written once instead of four times (banctl's
+# recording -25% CPU on the whole pipe, bench/README.md, issue 12 "one commit a second").
+COMMIT_EVERY = 1.0
 FLOOD_RATE = 5000.0  # lines a second
 
 
