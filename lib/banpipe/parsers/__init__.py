@@ -74,8 +74,9 @@ classification, priority, protocol) and addresses; the middle's parse is cached 
 text (module-wide) with the alert dict's template and its pipe line as a ``%`` format
 (parsers.common.line_template), which is completed with the line's date prefix, time and
 addresses: no dict per alert. IPv4 addresses are validated by inet_pton inline
-(``banpipe.address.V4_PTON``: checked at import to agree with the rule), IPv6 looked up
-in ``banpipe.address.V6_MEMO`` first, ISO date prefixes cached per parser (they depend on
+(``banpipe.address.V4_PTON``: checked at import to agree with the rule; ``feed``'s one
+line through ``banpipe.address.V4_MEMO``), IPv6 looked up in ``banpipe.address.V6_MEMO``
+first, ISO date prefixes cached per parser (they depend on
 ``now``).  The module-wide caches have two generations of a fixed size each, so memory
 stays bounded whatever the input (bench/README.md).  With ``encoded=True`` (fasttail)
 the pipe lines of consecutive alerts come back as one ``Encoded`` item; otherwise every

@@ -321,10 +321,10 @@ def _endpoints(src: str, dst: str, fmt: str, snort_mode: int) -> tuple | str:
     """(src, sport, dst, dport) of the address text of an alert_fast line in format
     ``fmt``, or why there is none (the detail of a malformed-alert error).
 
-    The common cases come first, inline: both sides IPv4 without ports or with them
-    (validated by inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt,
-    goes through endpoints._addresses, which also says why it refuses. (ScanLines.
-    feed_text reads IPv4 with ports itself, before this is called: the hot path.)
+    The common cases come first, inline: both sides IPv4 without ports (validated by
+    inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt, goes through
+    endpoints._addresses, which also says why it refuses. (IPv4 with ports is read
+    before this is called: by ScanLines.feed_text, the hot path, and FastLines._alert.)
     """
     s, _, sp = src.rpartition(":")
     d, _, dp = dst.rpartition(":")
