@@ -54,7 +54,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import IO, Any
 
-from banpipe import cli
+from banpipe import cli, sources
 from banpipe.ctlenv import Env
 from banpipe.enforce import Enforcer
 from banpipe.intake import Groups, Intake
@@ -92,13 +92,12 @@ class Bursts:
     durable commit covers a burst, and in a flood the alerts of offenders met lately
     wait for the next one (COMMIT_EVERY)."""
 
-    def __init__(
-        self, intake: Intake, record: Recorder, counts: Counter[str], before: Callable[[], None]
-    ) -> None:
+    def __init__(self, intake: Intake, record: Recorder, counts: Counter[str]) -> None:
         self.intake = intake
         self.record = record
         self.counts = counts
-        self.before = before  # called before each chunk is gathered (Wan.first)
+        # Called before each chunk is gathered (Daemon sets Wan.before_input).
+        self.before: Callable[[], None] = lambda: None
         self.waiting: Groups = {}  # gathered, for the next commit (COMMIT_EVERY)
         self.waiting_lines = 0  # lines gathered into them
 
@@ -199,6 +198,7 @@ class Wan:
         self,
         env: Env,
         addresses: set[str],
+        first: sources.FirstReads,
         intake: Intake,
         enforce: Enforcer,
         monitor: Monitor,
@@ -206,6 +206,7 @@ class Wan:
     ) -> None:
         self.env = env
         self.addresses = addresses
+        self.first_read = first  # the WAN state file as it was when ``addresses`` were read
         self.intake = intake
         self.enforce = enforce
         self.monitor = monitor
@@ -214,13 +215,20 @@ class Wan:
         self.path = os.path.abspath(path) if path else None  # as the watcher names it
         self.watcher: Any = None  # set by Daemon.run once the watch exists
 
-    def first(self) -> None:
+    def before_input(self) -> None:
         """Apply a WAN change that happened before the input just read (an alert that
         names the new address must meet the new protection, not the old one)."""
         watcher = self.watcher
         if watcher is None or self.path is None:
             return
         if select.select([watcher], [], [], 0)[0] and self.path in watcher.changed():
+            self.changed()
+
+    def catch_up(self) -> None:
+        """Call once the file is watched: a change written since ``addresses`` were read
+        (during a long restore, or by wanwatch starting at the same boot) raised no
+        event, and would have waited for the periodic check."""
+        if self.first_read.changed():
             self.changed()
 
     def changed(self) -> None:
@@ -246,6 +254,8 @@ class Daemon:
         self.env = env
         self.ledger = ledger
         self.report = env.report
+        first = sources.FirstReads()
+        first.note([env.config.network.wan_state])
         wan = env.wan_addresses()
         protection = env.protection(wan)
         ban = env.config.ban
@@ -261,8 +271,9 @@ class Daemon:
         self.intake = Intake(
             protection, self.record.recorded, self.counts, self.report, self.monitor.input_seen
         )
-        self.bursts = Bursts(self.intake, self.record, self.counts, lambda: self.wan_state.first())
-        self.wan_state = Wan(env, wan, self.intake, self.enforce, self.monitor, self.bursts)
+        self.bursts = Bursts(self.intake, self.record, self.counts)
+        self.wan_state = Wan(env, wan, first, self.intake, self.enforce, self.monitor, self.bursts)
+        self.bursts.before = self.wan_state.before_input
         self.watcher: Any = None
         self.started = False
         self.stopped = False
@@ -359,10 +370,7 @@ class Daemon:
                 watched = [self.ledger.path + "-wal", self.ledger.path]
                 watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
                 self.watcher = self.wan_state.watcher = watcher
-                # Read once more now that it is watched: a WAN change written since
-                # __init__ read it (during a long restore, or by wanwatch starting at
-                # the same boot) raised no event, and waited for the periodic check.
-                self.wan_state.changed()
+                self.wan_state.catch_up()
                 self._loop(fd, signals, watcher)
                 why = "end of input"
                 if flag.stop:
