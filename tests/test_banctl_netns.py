@@ -123,6 +123,21 @@ class Banctl:
             text=True,
         )
 
+    def started(self, *banned: str) -> subprocess.Popen:
+        """A daemon spawned and started, then fed an alert for each of ``banned`` and
+        waited for until they are the firewall's entries. Stopped if that fails."""
+        proc = self.spawn()
+        try:
+            assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
+            if banned:
+                proc.stdin.write("".join(f"{alert(addr)}\n" for addr in banned))
+                proc.stdin.flush()
+                assert wait_for(lambda: self.firewall().entries == set(banned))
+        except BaseException:
+            stop(proc)
+            raise
+        return proc
+
     def firewall(self):
         fw = make_backend(self.cfg.firewall.backend, self.cfg.firewall, self.runner)
         return fw.check()
@@ -308,9 +323,8 @@ def test_external_flush_repaired_by_check_and_by_daemon(tmp_path, pair, backend)
     assert b("check")[0] == 0
     assert not pair.ping(V4) and not pair.ping(V6)
     # now the daemon, with a 1 s check interval
-    proc = b.spawn()
+    proc = b.started()
     try:
-        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
         for argv in FLUSH[backend]:
             pair.gateway.run(argv)
         assert wait_for(lambda: b.firewall().entries == {V4, V6})
@@ -338,12 +352,8 @@ def test_firewall_wiped_is_repaired_at_once_without_waiting_for_the_check(tmp_pa
     """The periodic check is an hour away: only the kernel's notification can repair."""
     cfg = write_config(tmp_path, backend, 'check_interval = "1h"\n[ban]\non_stop = "keep"\n')
     b = Banctl(pair, cfg)
-    proc = b.spawn()
+    proc = b.started(V4, V6)
     try:
-        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
-        proc.stdin.write(f"{alert(V4)}\n{alert(V6)}\n")
-        proc.stdin.flush()
-        assert wait_for(lambda: b.firewall().entries == {V4, V6})
         for wipe in WIPE[backend]:
             for argv in wipe:
                 pair.gateway.run(argv)
@@ -361,17 +371,9 @@ def test_a_wipe_right_after_the_start_is_repaired_at_once(tmp_path, pair, backen
     just after that line was discarded with them (bench_durability, 3 of 4 runs)."""
     cfg = write_config(tmp_path, backend, 'check_interval = "1h"\n[ban]\non_stop = "keep"\n')
     b = Banctl(pair, cfg)
-    proc = b.spawn()
+    stop(b.started(V4))
+    proc = b.started()
     try:
-        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
-        proc.stdin.write(f"{alert(V4)}\n")
-        proc.stdin.flush()
-        assert wait_for(lambda: b.firewall().entries == {V4})
-    finally:
-        stop(proc)
-    proc = b.spawn()
-    try:
-        assert wait_for(lambda: proc.stderr.readline().startswith("banctl: started"))
         for argv in WIPE[backend][-1]:
             pair.gateway.run(argv)
         assert wait_for(lambda: b("check")[0] == 0)

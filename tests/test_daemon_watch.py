@@ -74,3 +74,28 @@ def test_a_wan_change_before_the_watch_exists_is_not_missed(tmp_path):
     assert ledger.active_addresses() == set()
     assert "refusing to ban 198.51.100.77: our WAN address" in env.stderr.getvalue()
     env.close()
+
+
+def test_an_unchanged_wan_state_is_not_read_again_once_watched(tmp_path, monkeypatch):
+    """The catch-up above reads the file again only when its identity (inode, size,
+    modification time: banpipe.sources.FirstReads) changed since the first read."""
+    wan = tmp_path / "wan.json"
+    write_json_atomic(wan, {"v": 1, "type": "wan", "addresses": ["198.51.100.77"]})
+    old = time.time_ns() - 3600 * 10**9  # written long before the daemon started
+    os.utime(wan, ns=(old, old))
+    config = parse_config(
+        f'[network]\nwan_state = "{wan}"\n[firewall]\nbackend = "null"\n'
+        '[banctl]\ncheck_interval = "1h"\n[ban]\nspoof_max = 0\n'
+    )
+    env = fixed_env(config, str(tmp_path / "ledger.sqlite3"))
+    d = Daemon(env, env.ledger(), env.firewall())
+    assert d.wan == {"198.51.100.77"}
+    reads = []  # the WAN state read again to be applied (the restore's own read aside)
+    real = d.wan_state.changed
+    monkeypatch.setattr(d.wan_state, "changed", lambda: reads.append(1) or real())
+    r, w = os.pipe()
+    os.close(w)
+    with open(r, "rb", buffering=0) as stdin:
+        d.run(stdin)
+    assert reads == []
+    env.close()

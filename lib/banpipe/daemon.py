@@ -4,9 +4,11 @@ It records every violation in the ledger, bans each offender once, extends its b
 on new violations and lifts it when it expires. How it stays consistent with the
 admin commands (banpipe.banctl) and the firewall:
 
-* The daemon juggles four nouns, one class each: :class:`Daemon` reads (the select
-  loop, bursts, signals, the WAN state and ledger watches), banpipe.intake.Intake
-  decides (line -> violation, or refused), :class:`Recorder` records (one durable
+* The daemon juggles these nouns, one class each: :class:`Daemon` wakes (the select
+  loop: input, signals, the ledger's and WAN state's watches, firewall events,
+  deadlines), :class:`Bursts` reads input in bursts and keeps what it gathered until
+  its commit, :class:`Wan` follows the WAN state file, banpipe.intake.Intake decides
+  (line -> violation, or refused), banpipe.record.Recorder records (one durable
   transaction per burst, positions, the spoof brake, a ledger that cannot be
   written) and banpipe.enforce.Enforcer enforces (the firewall after each commit,
   expiry, the periodic check, change events, the stop).
@@ -49,9 +51,10 @@ import select
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import IO, Any
 
-from banpipe import cli
+from banpipe import cli, sources
 from banpipe.ctlenv import Env
 from banpipe.enforce import Enforcer
 from banpipe.intake import Groups, Intake
@@ -76,26 +79,185 @@ FLOOD_SPAN_MAX = 1.0
 # touched (the whole pipe cost banctl twice its CPU alone, bench/README.md). They wait
 # one second per FLOOD_RATE lines gathered since the last commit, at most COMMIT_EVERY:
 # at a few hundred alerts a second that is nothing, as before. A new offender, the end
-# of input, a stop or a WAN change commits at once.
-COMMIT_EVERY = 0.25
+# of input, a stop or a WAN change commits at once. One second rather than 0.25: a
+# violation that repeats within it is one group instead of a row's growth per commit,
+# and each offender is loaded and written once instead of four times (banctl's
+# recording -25% CPU on the whole pipe, bench/README.md, issue 12 "one commit a second").
+COMMIT_EVERY = 1.0
 FLOOD_RATE = 5000.0  # lines a second
 
 
-class Daemon:
-    """``banctl apply``: reads input and wakes on time, signals and watched files; the
-    work is done by its intake, recorder and enforcer (all I/O wired in ``run``)."""
+class Bursts:
+    """Input read in bursts and the alerts gathered from it until their commit: one
+    durable commit covers a burst, and in a flood the alerts of offenders met lately
+    wait for the next one (COMMIT_EVERY)."""
 
-    # About 250 lines, over the house's ~200 on purpose: what is left is the one
-    # select() loop and everything that wakes it (input bursts and flood lingering,
-    # signals, the ledger's and WAN state's inotify, firewall events, deadlines).
-    # Split further, the order of those wake-ups would be scattered over classes.
+    def __init__(self, intake: Intake, record: Recorder, counts: Counter[str]) -> None:
+        self.intake = intake
+        self.record = record
+        self.counts = counts
+        # Called before each chunk is gathered (Daemon sets Wan.before_input).
+        self.before: Callable[[], None] = lambda: None
+        self.waiting: Groups = {}  # gathered, for the next commit (COMMIT_EVERY)
+        self.waiting_lines = 0  # lines gathered into them
+
+    def commit(self, *, force: bool = False) -> None:
+        """Record what waits (also nothing: positions and shares may be due)."""
+        waiting, self.waiting, self.waiting_lines = self.waiting, {}, 0
+        self.record.commit(waiting, force=force)
+
+    def commit_due(self) -> float | None:
+        """Monotonic time at which the waiting alerts are to be committed."""
+        if not self.waiting:
+            return None
+        return self.record.committed + min(COMMIT_EVERY, self.waiting_lines / FLOOD_RATE)
+
+    def due(self) -> bool:
+        """No alert waits, or their time has come (positions and shares decide then)."""
+        due = self.commit_due()
+        return due is None or time.monotonic() >= due
+
+    def handle(self, lines: list[bytes], lineno: int) -> int:
+        """Gather and commit ``lines`` at once (``lineno``: lines before them)."""
+        groups: Groups = {}
+        n = self.intake.gather(lines, lineno, groups)
+        self.record.commit(groups)
+        return n
+
+    def read_stream(self, stdin: IO[Any]) -> None:
+        """Injected in-memory input (tests): read it all, in bounded bursts."""
+        splitter = Lines()
+        data = stdin.read()
+        lines = splitter.feed(data.encode() if isinstance(data, str) else data)[0]
+        lines += splitter.finish()[0]
+        for first in range(0, len(lines), BATCH_MAX_LINES):
+            self.handle(lines[first : first + BATCH_MAX_LINES], first)
+        self.intake.drop_open_unit()
+        self.record.commit({}, force=True)
+
+    def input_ready(self, fd: int, reader: Lines) -> bool:
+        """Read a burst from ``fd`` and commit when it is time; True at end of input."""
+        seen = self.counts["lines"]
+        eof = self._read_burst(fd, reader, self.waiting)
+        if eof:
+            self.intake.gather(*reader.finish(), self.waiting)
+            self.intake.drop_open_unit()
+        self.waiting_lines += self.counts["lines"] - seen
+        if eof or self.intake.novel or self.waiting_lines >= BATCH_MAX_LINES:
+            self.commit(force=eof)
+        elif self.due():
+            self.commit()
+        return eof
+
+    def _read_burst(self, fd: int, reader: Lines, groups: Groups) -> bool:
+        """Read and gather what is available now (one burst); True at end of input.
+
+        A single alert is handled at once. In a flood (the burst already holds more
+        than FLOOD_BYTES) banctl lingers up to FLOOD_LINGER for the producer's next
+        write, up to FLOOD_SPAN in all (FLOOD_SPAN_PER_COMMIT times the last commit's
+        time when that is longer, up to FLOOD_SPAN_MAX): one durable commit then covers
+        thousands of alerts instead of a few hundred, which is what keeps up with a
+        flood. A chunk that brings an offender not met lately ends the burst at once:
+        a new ban never waits for the linger. Each chunk is gathered as soon as it is
+        read, so the producer keeps writing into the pipe while banctl works instead of
+        waiting for the whole burst.
+        """
+        total = 0
+        started = time.monotonic()
+        intake = self.intake
+        gather = intake.gather
+        intake.novel = False
+        span = min(FLOOD_SPAN_MAX, max(FLOOD_SPAN, FLOOD_SPAN_PER_COMMIT * self.record.took))
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                return True
+            lines, first = reader.feed(chunk)
+            self.before()
+            gather(lines, first, groups)
+            total += len(chunk)
+            if total >= BATCH_MAX_BYTES or intake.novel:
+                return False
+            if select.select([fd], [], [], 0)[0]:
+                continue
+            if total < FLOOD_BYTES or time.monotonic() - started > span:
+                return False
+            if not select.select([fd], [], [], FLOOD_LINGER)[0]:
+                return False
+
+
+class Wan:
+    """The WAN state file's addresses in force: a change re-protects the intake (after
+    the alerts gathered under the old protection are committed) and lifts the bans of
+    our own new addresses."""
+
+    def __init__(
+        self,
+        env: Env,
+        addresses: set[str],
+        first: sources.FirstReads,
+        intake: Intake,
+        enforce: Enforcer,
+        monitor: Monitor,
+        bursts: Bursts,
+    ) -> None:
+        self.env = env
+        self.addresses = addresses
+        self.first_read = first  # the WAN state file as it was when ``addresses`` were read
+        self.intake = intake
+        self.enforce = enforce
+        self.monitor = monitor
+        self.bursts = bursts
+        path = env.config.network.wan_state
+        self.path = os.path.abspath(path) if path else None  # as the watcher names it
+        self.watcher: Any = None  # set by Daemon.run once the watch exists
+
+    def before_input(self) -> None:
+        """Apply a WAN change that happened before the input just read (an alert that
+        names the new address must meet the new protection, not the old one)."""
+        watcher = self.watcher
+        if watcher is None or self.path is None:
+            return
+        if select.select([watcher], [], [], 0)[0] and self.path in watcher.changed():
+            self.changed()
+
+    def catch_up(self) -> None:
+        """Call once the file is watched: a change written since ``addresses`` were read
+        (during a long restore, or by wanwatch starting at the same boot) raised no
+        event, and would have waited for the periodic check."""
+        if self.first_read.changed():
+            self.changed()
+
+    def changed(self) -> None:
+        wan = self.env.wan_addresses()
+        if wan == self.addresses:
+            return
+        added = wan - self.addresses
+        if self.bursts.waiting:  # gathered before the change: judged by the old protection
+            self.bursts.commit()
+        self.addresses = wan
+        self.intake.protect(self.env.protection(wan))
+        self.env.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
+        self.enforce.lift_wan(added)
+        self.monitor.changed()
+
+
+class Daemon:
+    """``banctl apply``: the select() loop and everything that wakes it (input, signals,
+    the ledger's and WAN state's inotify, firewall events, deadlines); the work is done
+    by its bursts, intake, recorder, enforcer and WAN state (all I/O wired in ``run``)."""
 
     def __init__(self, env: Env, ledger: Ledger, fw: Any) -> None:
         self.env = env
         self.ledger = ledger
         self.report = env.report
-        self.wan = env.wan_addresses()
-        protection = env.protection(self.wan)
+        first = sources.FirstReads()
+        first.note([env.config.network.wan_state])
+        wan = env.wan_addresses()
+        protection = env.protection(wan)
         ban = env.config.ban
         self.brake = SpoofBrake(int(ban.spoof_max), float(ban.spoof_window))
         self.counts: Counter[str] = Counter()
@@ -109,11 +271,17 @@ class Daemon:
         self.intake = Intake(
             protection, self.record.recorded, self.counts, self.report, self.monitor.input_seen
         )
+        self.bursts = Bursts(self.intake, self.record, self.counts)
+        self.wan_state = Wan(env, wan, first, self.intake, self.enforce, self.monitor, self.bursts)
+        self.bursts.before = self.wan_state.before_input
         self.watcher: Any = None
-        self.waiting: Groups = {}  # gathered, for the next commit (COMMIT_EVERY)
-        self.waiting_lines = 0  # lines gathered into them
         self.started = False
         self.stopped = False
+
+    @property
+    def wan(self) -> set[str]:
+        """The WAN state file's addresses in force."""
+        return self.wan_state.addresses
 
     # -- start and stop ----------------------------------------------------------
 
@@ -143,7 +311,7 @@ class Daemon:
             return
         self.stopped = True
         if self.record.stalled is None:
-            self.commit(force=True)  # alerts and positions still waiting
+            self.bursts.commit(force=True)  # alerts and positions still waiting
         firewall = self.enforce.stop(orderly=orderly)
         c = self.counts
         self.report.say(
@@ -158,26 +326,7 @@ class Daemon:
     def handle(self, lines: list[bytes], lineno: int) -> int:
         """One burst of pipe lines (``lineno``: lines before them): validate, record in
         one transaction, block new bans in one call. Returns the number of lines."""
-        groups: Groups = {}
-        n = self.intake.gather(lines, lineno, groups)
-        self.record.commit(groups)
-        return n
-
-    def commit(self, *, force: bool = False) -> None:
-        """Record what waits (also nothing: positions and shares may be due)."""
-        waiting, self.waiting, self.waiting_lines = self.waiting, {}, 0
-        self.record.commit(waiting, force=force)
-
-    def commit_due(self) -> float | None:
-        """Monotonic time at which the waiting alerts are to be committed."""
-        if not self.waiting:
-            return None
-        return self.record.committed + min(COMMIT_EVERY, self.waiting_lines / FLOOD_RATE)
-
-    def due(self) -> bool:
-        """No alert waits, or their time has come (positions and shares decide then)."""
-        due = self.commit_due()
-        return due is None or time.monotonic() >= due
+        return self.bursts.handle(lines, lineno)
 
     # -- what wakes us besides input -----------------------------------------------
 
@@ -190,34 +339,10 @@ class Daemon:
         if writes is not None:
             deadlines.append(writes)
         deadlines += self.record.deadlines(now, mono)
-        due = self.commit_due()
+        due = self.bursts.commit_due()
         if due is not None:
             deadlines.append(due - mono)
         return min(max(0.0, d) for d in deadlines)
-
-    def wan_first(self) -> None:
-        """Apply a WAN change that happened before the input just read (an alert that
-        names the new address must meet the new protection, not the old one)."""
-        watcher = self.watcher
-        if watcher is None or not self.env.config.network.wan_state:
-            return
-        if select.select([watcher], [], [], 0)[0]:
-            wan = os.path.abspath(self.env.config.network.wan_state)
-            if wan in watcher.changed():
-                self.wan_changed()
-
-    def wan_changed(self) -> None:
-        wan = self.env.wan_addresses()
-        if wan == self.wan:
-            return
-        added = wan - self.wan
-        if self.waiting:  # gathered before the change: judged by the old protection
-            self.commit()
-        self.wan = wan
-        self.intake.protect(self.env.protection(wan))
-        self.report.say(None, f"WAN addresses now {', '.join(sorted(wan)) or 'none'}")
-        self.enforce.lift_wan(added)
-        self.monitor.changed()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -244,11 +369,8 @@ class Daemon:
                 wan_path = self.env.config.network.wan_state
                 watched = [self.ledger.path + "-wal", self.ledger.path]
                 watcher = PathWatcher([*watched, *([wan_path] if wan_path else [])])
-                self.watcher = watcher
-                # Read once more now that it is watched: a WAN change written since
-                # __init__ read it (during a long restore, or by wanwatch starting at
-                # the same boot) raised no event, and waited for the periodic check.
-                self.wan_changed()
+                self.watcher = self.wan_state.watcher = watcher
+                self.wan_state.catch_up()
                 self._loop(fd, signals, watcher)
                 why = "end of input"
                 if flag.stop:
@@ -266,14 +388,7 @@ class Daemon:
         why = "error"
         try:
             self.start()
-            splitter = Lines()
-            data = stdin.read()
-            lines = splitter.feed(data.encode() if isinstance(data, str) else data)[0]
-            lines += splitter.finish()[0]
-            for first in range(0, len(lines), BATCH_MAX_LINES):
-                self.handle(lines[first : first + BATCH_MAX_LINES], first)
-            self.intake.drop_open_unit()
-            self.record.commit({}, force=True)
+            self.bursts.read_stream(stdin)
             self.enforce.expire_due()
             why = "end of input"
         finally:
@@ -281,10 +396,9 @@ class Daemon:
 
     def _loop(self, fd: int, signals: cli.Signals, watcher: Any) -> None:
         flag, wake_r = signals.flag, signals.fd
-        wan_path = self.env.config.network.wan_state
-        wan_abs = os.path.abspath(wan_path) if wan_path else None
         reader = Lines()
         record, enforce, events = self.record, self.enforce, self.enforce.events
+        bursts = self.bursts
         while not flag.stop:
             record.brake_tick(self.env.clock())
             # While the ledger cannot take a batch, input waits in the pipe: upstream
@@ -296,7 +410,7 @@ class Daemon:
             # ledger's files: their inotify events are read now, not by a wake-up of
             # their own (a second pass per ban: timeout()'s and expire_due()'s reads).
             if select.select([watcher], [], [], 0)[0]:
-                self._ledger_or_wan_changed(watcher, wan_abs)
+                self._ledger_or_wan_changed(watcher)
             waits = [*inputs, watcher, wake_r, *self.monitor.fds()]  # fds: page runs ending
             ready, _, _ = select.select(waits, [], [], self.timeout())
             if wake_r in ready:
@@ -306,77 +420,28 @@ class Daemon:
             if events is not None and events in ready:
                 enforce.firewall_changed()
             if watcher in ready:
-                self._ledger_or_wan_changed(watcher, wan_abs)
+                self._ledger_or_wan_changed(watcher)
             if record.stalled is not None:
                 record.retry()
             elif fd in ready:
-                seen = self.counts["lines"]
-                eof = self._read_burst(fd, reader, self.waiting)
-                if eof:
-                    self.intake.gather(*reader.finish(), self.waiting)
-                    self.intake.drop_open_unit()
-                self.waiting_lines += self.counts["lines"] - seen
-                if eof or self.intake.novel or self.waiting_lines >= BATCH_MAX_LINES:
-                    self.commit(force=eof)
-                elif self.due():
-                    self.commit()
-                if eof:
+                if bursts.input_ready(fd, reader):
                     return
-            elif self.due():
+            elif bursts.due():
                 # Waiting alerts; or positions of filtered-out alerts, shares, when due.
                 # Never positions without the alerts before them: they go together.
-                self.commit()
+                bursts.commit()
             enforce.expire_due()
             if enforce.check_due():
-                self.wan_changed()  # in case /run/banpipe appeared only now
+                self.wan_state.changed()  # in case /run/banpipe appeared only now
             self.monitor.tick()
             if record.checkpoint_due(time.monotonic()) and not select.select([fd], [], [], 0)[0]:
                 record.checkpoint()
 
-    def _ledger_or_wan_changed(self, watcher: Any, wan_abs: str | None) -> None:
+    def _ledger_or_wan_changed(self, watcher: Any) -> None:
         # Always read the events: left unread (no WAN state file configured), the -wal
         # file's kept select() returning at once, a busy loop.
-        if wan_abs in watcher.changed():
-            self.wan_changed()
+        if self.wan_state.path in watcher.changed():
+            self.wan_state.changed()
         # An admin commit needs nothing else: timeout() asks the ledger for the next
         # expiry on every pass.
         self.commits.others()
-
-    def _read_burst(self, fd: int, reader: Lines, groups: Groups) -> bool:
-        """Read and gather what is available now (one burst); True at end of input.
-
-        A single alert is handled at once. In a flood (the burst already holds more
-        than FLOOD_BYTES) banctl lingers up to FLOOD_LINGER for the producer's next
-        write, up to FLOOD_SPAN in all (FLOOD_SPAN_PER_COMMIT times the last commit's
-        time when that is longer, up to FLOOD_SPAN_MAX): one durable commit then covers
-        thousands of alerts instead of a few hundred, which is what keeps up with a
-        flood. A chunk that brings an offender not met lately ends the burst at once:
-        a new ban never waits for the linger. Each chunk is gathered as soon as it is
-        read, so the producer keeps writing into the pipe while banctl works instead of
-        waiting for the whole burst.
-        """
-        total = 0
-        started = time.monotonic()
-        intake = self.intake
-        gather = intake.gather
-        intake.novel = False
-        span = min(FLOOD_SPAN_MAX, max(FLOOD_SPAN, FLOOD_SPAN_PER_COMMIT * self.record.took))
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                return False
-            if not chunk:
-                return True
-            lines, first = reader.feed(chunk)
-            self.wan_first()
-            gather(lines, first, groups)
-            total += len(chunk)
-            if total >= BATCH_MAX_BYTES or intake.novel:
-                return False
-            if select.select([fd], [], [], 0)[0]:
-                continue
-            if total < FLOOD_BYTES or time.monotonic() - started > span:
-                return False
-            if not select.select([fd], [], [], FLOOD_LINGER)[0]:
-                return False

@@ -16,9 +16,10 @@ Four layers, each usable alone, each in its module:
     yet, the new file at the name), where to start from a saved position, moving on
     from one to the next, and noticing a copytruncate.
 
-``Follower`` (here)
-    The loop: inotify (pyinotify, through banpipe.watch.FollowWatches) on the directory
-    for the name and on the open file itself; follows by name across rename rotation (the
+``NameReader`` and ``Follower`` (here)
+    Reading by name (``NameReader``) and the loop that waits for more (``Follower``):
+    inotify (pyinotify, through banpipe.watch.FollowWatches) on the directory for the
+    name and on the open file itself; follows by name across rename rotation (the
     old file is drained to its end, and kept until the new file has data or the old one
     has been quiet for ``switch_after`` seconds), copytruncate (size or fingerprint shows
     it; restart at 0 with a note), delete-and-recreate and a file that does not exist yet.
@@ -42,15 +43,15 @@ from .cursor import Cursor, Parser
 from .openfiles import OpenFiles, Output
 from .positions import Checkpoints, Position
 
-# -- the loop --------------------------------------------------------------------------------
 
-
-class Follower:
-    """Follow ``path`` by name; results go to ``output.emit``, notes to ``note``.
+class NameReader:
+    """Read the file at ``path`` to its current end, following the name across rotation,
+    truncation and replacement; results go to ``output.emit``, notes to ``note``.
 
     ``save(position)`` is called after ``output.flush()`` (never before: a saved position
     only ever covers lines already written), when the position changed, before every
-    wait and at most every ``save_every`` seconds during a burst.
+    wait and at most every ``save_every`` seconds during a burst. ``fasttail --once``
+    needs no more than this; :class:`Follower` adds the waiting.
     """
 
     def __init__(
@@ -62,15 +63,10 @@ class Follower:
         note: Callable[[str], None],
         save: Callable[[Position], None] | None = None,
         stop: Callable[[], bool] = lambda: False,
-        wake_fd: int | None = None,
         max_line: int = 65536,
-        pending_timeout: float = 2.0,
-        recheck: float = 2.0,
         save_every: float = 0.25,
         switch_after: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        renew: Callable[[Any], None] | None = None,
-        renew_every: float = 60.0,
         mark: Callable[[Position | None], None] | None = None,
     ) -> None:
         self.path = path
@@ -78,16 +74,8 @@ class Follower:
         self.output = output
         self.note = note
         self.stop = stop
-        self.wake_fd = wake_fd
-        self.pending_timeout = pending_timeout
-        self.recheck = recheck
         self.switch_after = switch_after
         self.clock = clock
-        # Called with each parser now and then: a long run moves the year-inference
-        # anchor (AlertParser.set_now) so yearless stamps stay right across New Year.
-        self.renew = renew
-        self.renew_every = renew_every
-        self.last_renew = clock()
         # Positional output (``mark``) and saving (``save``): banpipe.positions.
         self.points = Checkpoints(
             self.abspath, output=output, save=save, mark=mark, clock=clock, every=save_every
@@ -157,11 +145,6 @@ class Follower:
 
     def step(self, *, once: bool = False) -> bool:
         """Read what is there and follow the name; False when stopped."""
-        if self.renew is not None and self.clock() - self.last_renew >= self.renew_every:
-            self.last_renew = self.clock()
-            for c in (self.cur, self.next):
-                if c is not None:
-                    self.renew(c.parser)
         try:
             st: os.stat_result | None = os.stat(self.path)
         except OSError:
@@ -224,8 +207,6 @@ class Follower:
     def checkpoint(self) -> None:
         self.points.checkpoint(self.files.cur)
 
-    # -- run ---------------------------------------------------------------------------
-
     def run_once(self) -> None:
         """Read to the current end (the rest of a rotated file, then the file) and stop."""
         if self.cur is None:
@@ -233,6 +214,43 @@ class Follower:
         if self.step(once=True) and self.cur is not None and self.next is None:
             self._finish(self.cur)
         self.checkpoint()
+
+
+class Follower(NameReader):
+    """A :class:`NameReader` that waits for more: inotify (banpipe.watch.FollowWatches)
+    and the ``recheck`` timeout wake it; a block left pending for ``pending_timeout``
+    seconds is completed; ``renew`` gets each parser every ``renew_every`` seconds.
+    ``reading``: :class:`NameReader`'s arguments."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        wake_fd: int | None = None,
+        pending_timeout: float = 2.0,
+        recheck: float = 2.0,
+        renew: Callable[[Any], None] | None = None,
+        renew_every: float = 60.0,
+        **reading: Any,
+    ) -> None:
+        super().__init__(path, **reading)
+        self.wake_fd = wake_fd
+        self.pending_timeout = pending_timeout
+        self.recheck = recheck
+        # Called with each parser now and then: a long run moves the year-inference
+        # anchor (AlertParser.set_now) so yearless stamps stay right across New Year.
+        self.renew = renew
+        self.renew_every = renew_every
+        self.last_renew = self.clock()
+
+    def step(self, *, once: bool = False) -> bool:
+        """:meth:`NameReader.step`, the parsers renewed first when it is time."""
+        if self.renew is not None and self.clock() - self.last_renew >= self.renew_every:
+            self.last_renew = self.clock()
+            for c in (self.cur, self.next):
+                if c is not None:
+                    self.renew(c.parser)
+        return super().step(once=once)
 
     def run(self) -> None:
         """Follow until ``stop()``; flushes and saves before every wait and at the end.

@@ -9,7 +9,6 @@ banpipe.alertfilter.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +37,7 @@ class Loader:
         self.reporter = reporter
         self.sources = sources.Sources(Config(), {}, frozenset())
         self.rules: RuleSet
+        self.first = sources.FirstReads()
 
     @property
     def config(self) -> Config:
@@ -45,10 +45,12 @@ class Loader:
 
     def start(self) -> RuleSet:
         """First load; any problem is fatal (ToolError, exit 78)."""
+        self.first.note([self.config_file])
         try:
             config = load_config(self.explicit)
         except ConfigError as exc:
             raise ToolError(str(exc), EX_CONFIG) from None
+        self.first.note([config.network.wan_state, *config.filter.whitelist_files])
         loaded = sources.load(config, self.reporter, strict=True)
         try:
             rules = self._compile(loaded)
@@ -101,22 +103,19 @@ class Loader:
     def catch_up(self) -> bool:
         """Call once the sources are watched: a file changed between the first read and
         the watch raised no event (wanwatch writes its first state while the pipe
-        starts at boot), and its change would have waited for the next one. Reads every
-        source again, quietly, and reloads those that differ, as their event would
-        have. Returns True when a new rule set is in force."""
-        changed: set[str] = set()
-        try:
-            config = load_config(self.explicit)
-        except ConfigError:
-            config = None  # broken since: reload says so and keeps what is in force
-        if config != self.config:
-            changed.add(self.config_file)
-        now = sources.load(self.config, Reporter(self.reporter.tool, io.StringIO()), strict=False)
-        for name in self.config.filter.whitelist_files:
-            if now.lists.get(name) != self.sources.lists.get(name):
-                changed.add(os.path.abspath(name))
-        if now.wan != self.sources.wan:
-            changed.add(os.path.abspath(self.config.network.wan_state))
+        starts at boot), and its change would have waited for the next one. Reads again,
+        quietly, the sources whose file changed since (sources.FirstReads) and reloads
+        those whose content differs, as their event would have. Returns True when a new
+        rule set is in force."""
+        suspects = self.first.changed()
+        changed = sources.differing(self.sources, suspects - {self.config_file}, self.reporter)
+        if self.config_file in suspects:
+            try:
+                config = load_config(self.explicit)
+            except ConfigError:
+                config = None  # broken since: reload says so and keeps what is in force
+            if config != self.config:
+                changed.add(self.config_file)
         return bool(changed) and self.reload(changed)
 
     def _attempt(

@@ -5,7 +5,7 @@
 nobody read yet (``queue``). It opens them (regular files only), finds where to start
 from a saved position (also in a rotated copy), moves on from one file to the next, and
 notices a copytruncate (banpipe.rotation reads the copy). The loop that reads them and
-decides when to move on is banpipe.follow.Follower.
+decides when to move on is banpipe.follow.NameReader (Follower adds the waiting).
 """
 
 from __future__ import annotations

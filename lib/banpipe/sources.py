@@ -5,12 +5,16 @@ One home for alertfilter (which never emits a ban of a protected address) and ba
 :class:`~banpipe.protect.Protection` from them. :func:`load` reads every source once;
 :func:`reload` re-reads what changed and keeps the last good content of a file that
 cannot be read now, so a broken or half-written file never drops protection.
+:class:`FirstReads` tells, once the files are watched, which changed between their
+first read and the watch (that change raised no event).
 """
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
 
@@ -20,6 +24,13 @@ from banpipe.protect import Protection, read_address_file
 from banpipe.wanstate import WanStateError, read_wan_state
 
 Note = tuple[str, str]  # (place, what changed): said once the new state is in force
+# A file's stat identity (st_ino, st_size, st_mtime_ns): a replace (a new inode), a new
+# size or a new modification time shows a change. None: no such file (or no stat).
+Identity = tuple[int, int, int] | None
+# File-system timestamps are coarse (a clock tick on ext4 and tmpfs, up to 2 s on FAT
+# and some network file systems): a file modified this close before its identity was
+# taken can change again in place with the same stamp and size, unseen. It is read again.
+COARSE_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -142,3 +153,69 @@ def watch_paths(config_file: str, config: Config) -> list[str]:
             paths.add(directory)
             directory = os.path.dirname(directory)
     return sorted(paths)
+
+
+def identity(path: str, stat: Callable[[str], os.stat_result] = os.stat) -> Identity:
+    try:
+        st = stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class FirstReads:
+    """The stat identity of each source file, taken just before its first read.
+
+    A change between that read and the watch on the file raised no event (wanwatch
+    writes its first state while the pipe starts at boot, or during a long restore):
+    once the watch exists, :meth:`changed` names the files to read again, and only
+    those. ``clock``: the wall clock in nanoseconds (file times are wall-clock times).
+    """
+
+    def __init__(
+        self,
+        *,
+        stat: Callable[[str], os.stat_result] = os.stat,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.stat = stat
+        self.clock = clock
+        self.seen: dict[str, tuple[Identity, int]] = {}  # absolute path -> (identity, when)
+
+    def note(self, paths: Iterable[str]) -> None:
+        """Call just before reading ``paths``: a change during the read then shows as a
+        change (read again, harmless), never the other way round."""
+        now = self.clock()
+        for path in paths:
+            if path:
+                full = os.path.abspath(path)
+                self.seen[full] = (identity(full, self.stat), now)
+
+    def changed(self) -> set[str]:
+        """The noted files (absolute paths) whose identity differs now, or was taken too
+        soon after their last modification to tell (COARSE_NS)."""
+        return {
+            path
+            for path, (before, when) in self.seen.items()
+            if identity(path, self.stat) != before
+            or (before is not None and before[2] + COARSE_NS > when)
+        }
+
+
+def differing(old: Sources, paths: set[str], report: Reporter) -> set[str]:
+    """Of ``paths`` (absolute), the whitelist and WAN state files of ``old.config``
+    whose content now differs from ``old``'s, read again quietly (a file that cannot be
+    read now keeps its content: :func:`reload` says so when it is applied)."""
+    quiet = Reporter(report.tool, io.StringIO())
+    result = reload(old, old.config, paths, False, quiet)
+    if result is None:
+        return set()
+    now = result[0]
+    differ = {
+        os.path.abspath(name)
+        for name in old.config.filter.whitelist_files
+        if now.lists.get(name) != old.lists.get(name)
+    }
+    if now.wan != old.wan:
+        differ.add(os.path.abspath(old.config.network.wan_state))
+    return differ
