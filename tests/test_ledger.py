@@ -542,6 +542,43 @@ def test_alert_time_stamps_come_back_exactly_whatever_their_form(ledger):
     ]
 
 
+def test_a_row_of_one_alert_stores_no_last_times_and_a_row_of_several_does(ledger):
+    """One statement inserts every new row (ledger.rows): the last times are NULL for
+    one alert, banctl's time and the alert's offset for several (NULL when the last
+    alert's stamp is the first's), whatever order they come in."""
+    a, t1, t2 = "203.0.113.7", "2026-11-28T10:00:00.123456", "2026-11-28T10:00:59.000001"
+    burst = [
+        v(a, sig="1", alert_ts=t1),
+        v(a, sig="2", alert_ts=t1),
+        v(a, sig="2", alert_ts=t2),
+        v(a, sig="3", alert_ts=t1),
+        v(a, sig="3", alert_ts=t1),
+        v(a, sig="4", alert_ts="yesterday"),
+        v(a, sig="5", alert_ts="yesterday"),
+        v(a, sig="5", alert_ts="today"),
+        v(a, sig=None, alert_ts=None),
+    ]
+    record(ledger, burst, NOW, POLICY, Low())
+    sql = "SELECT count, last, alert_last FROM hits ORDER BY id"
+    assert ledger.db.execute(sql).fetchall() == [
+        (1, None, None),
+        (2, NOW, 58_876_545),  # microseconds after the first
+        (2, NOW, None),
+        (1, None, None),
+        (2, NOW, "today"),
+        (1, None, None),
+    ]
+    got = [(h.sig, h.count, h.last, h.alert_ts, h.alert_last_ts) for h in ledger.history(a)]
+    assert got == [
+        ("1", 1, NOW, t1, t1),
+        ("2", 2, NOW, t1, t2),
+        ("3", 2, NOW, t1, t1),
+        ("4", 1, NOW, "yesterday", "yesterday"),
+        ("5", 2, NOW, "yesterday", "today"),
+        (None, 1, NOW, None, None),
+    ]
+
+
 def test_a_row_grows_for_bucket_s_from_its_first_violation_not_by_the_clock(ledger):
     a, b = "203.0.113.7", "203.0.113.8"
     record(ledger, [v(a, sig="1:1:1")], NOW + 200, POLICY, Low())

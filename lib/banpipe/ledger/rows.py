@@ -16,10 +16,14 @@ TEXTS_CACHED = 1 << 16  # text -> id entries a connection remembers (then starts
 FOLD_ROWS = 50_000
 FOLD_S = 60.0
 _HIT_COLUMNS = "id, addr, count, sig, msg, priority, victim, reversed, reason, first, alert_first"
-_INSERT_HIT = f"INSERT INTO hits ({_HIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
-_INSERT_HIT_LAST = (
+# A row of one alert has no last times: they are NULL by the statement, not bound as
+# None (sqlite3 looks for an adapter for every None it binds, two failed attribute
+# lookups: about a fifth of an insert's cost), so every new row goes in one statement
+# with ascending ids (appended, pages filled). ?3 is the count, ?10 banctl's time.
+_INSERT_HIT = (
     f"INSERT INTO hits ({_HIT_COLUMNS}, last, alert_last) "  # noqa: S608
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+    "CASE WHEN ?3 > 1 THEN ?10 END, CASE WHEN ?3 > 1 THEN ?12 END)"
 )
 _FOLDED = "SELECT count, last, alert_last, hit FROM (" + MORE_BY_HIT + ") ORDER BY hit"  # noqa: S608
 
@@ -93,43 +97,29 @@ class HitRows(Reads):
                 self.fold(now)
         if not fresh:
             return
-        top = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
-        text_ids, tid = self._text_ids, self._text_id
-        once, rows = [], []  # rows of one alert whose texts are all there; the others
+        n = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
+        ids, tid = self._text_ids.get, self._text_id
+        rows = []
         for k, g in fresh:
             # (addr, sig, msg, priority, victim, reversed, reason), texts interned
             a, sig, msg, prio, victim, rev, why = k
             first = stamp_code(g[0])
-            row = [
-                k, text_ids.get(a) or tid(a), g[1],
-                None if sig is None else text_ids.get(sig) or tid(sig),
-                None if msg is None else text_ids.get(msg) or tid(msg),
+            count = g[1]
+            n += 1
+            opened[k] = (n, first, now)
+            rows.append((
+                n, ids(a) or tid(a), count,
+                None if sig is None else ids(sig) or tid(sig),
+                None if msg is None else ids(msg) or tid(msg),
                 prio,
-                None if victim is None else text_ids.get(victim) or tid(victim),
+                None if victim is None else ids(victim) or tid(victim),
                 int(rev),
-                None if why is None else text_ids.get(why) or tid(why),
+                None if why is None else ids(why) or tid(why),
                 now, first,
-            ]  # fmt: skip
-            if g[1] > 1:
-                row += (now, last_code(first, g[3]) if g[3] != g[0] else None)
-                rows.append(row)
-            elif None in row:
-                row += (None, None)
-                rows.append(row)
-            else:
-                once.append(row)
-        # sqlite3 looks for an adapter for every None it binds (two failed attribute
-        # lookups, about a fifth of an insert's cost): a row of one alert leaves its
-        # last times out instead of binding them as NULL. Ids stay ascending in each
-        # statement (appended, pages filled), so those rows take the commit's first ids.
-        n = top
-        for batch in (once, rows):
-            for row in batch:
-                n += 1
-                opened[row[0]] = (n, row[10], now)
-                row[0] = n
-        db.executemany(_INSERT_HIT, once)
-        db.executemany(_INSERT_HIT_LAST, rows)
+                # alert_last: unused (0) for one alert, None when the last is the first
+                0 if count == 1 else last_code(first, g[3]) if g[3] != g[0] else None,
+            ))  # fmt: skip
+        db.executemany(_INSERT_HIT, rows)
 
     def _others_committed(self) -> bool:
         """Whether another connection committed since this one last asked."""
