@@ -95,13 +95,7 @@ def main() -> int:
         bench_realistic.write_config(config, work / "ledger.sqlite3")
         trees = [("now", ROOT)]
         if args.before:
-            old = work / "before"
-            old.mkdir()
-            tar = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.before, "lib", "bin"],
-                check=True, capture_output=True,
-            ).stdout  # fmt: skip
-            subprocess.run(["tar", "-x", "-C", str(old)], input=tar, check=True)
+            old = bench_realistic.checkout(args.before, work / "before")
             trees.insert(0, (f"before ({args.before})", old))
         print(f"{'tree':24s} {'part':8s} {'instructions/alert':>18s}")
         for name, root in trees:
