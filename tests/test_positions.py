@@ -107,7 +107,7 @@ def test_unwritable_ledger_stalls_input_and_resumes(cfg, fw, monkeypatch):
     args = [*cfg(), "apply"]
     run(args, lines(alert("203.0.113.1")))  # one ban before the disk fills
     monkeypatch.setattr(record, "STALL_RETRY", 0.02)
-    real = Ledger.record_groups
+    real = Ledger.plan_groups
     failures = {"left": 5}
 
     def full(self, *a, **kw):
@@ -116,7 +116,7 @@ def test_unwritable_ledger_stalls_input_and_resumes(cfg, fw, monkeypatch):
             raise sqlite3.OperationalError("database or disk is full")
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(Ledger, "record_groups", full)
+    monkeypatch.setattr(Ledger, "plan_groups", full)
     r, w = os.pipe()
     os.write(w, lines(pos(0), alert("203.0.113.2"), pos(100)).encode())
     err = io.StringIO()
@@ -186,7 +186,7 @@ def test_a_stalled_ledger_is_retried_now_and_then_not_in_a_loop(cfg, fw, monkeyp
     args = [*cfg(), "apply"]
     run(args, "")
     monkeypatch.setattr(record, "STALL_RETRY", 0.25)
-    real = Ledger.record_groups
+    real = Ledger.plan_groups
     attempts = {"n": 0, "full": True}
 
     def full(self, *a, **kw):
@@ -197,7 +197,7 @@ def test_a_stalled_ledger_is_retried_now_and_then_not_in_a_loop(cfg, fw, monkeyp
             raise sqlite3.OperationalError("database or disk is full")
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(Ledger, "record_groups", full)
+    monkeypatch.setattr(Ledger, "plan_groups", full)
     r, w = os.pipe()
     os.write(w, lines(alert("203.0.113.2")).encode())
 

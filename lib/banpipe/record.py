@@ -21,6 +21,7 @@ from banpipe.ctlenv import Env
 from banpipe.enforce import Enforcer
 from banpipe.intake import Groups
 from banpipe.ledger import Ledger, LedgerError
+from banpipe.ledger.hits import Plan
 from banpipe.monitor import Monitor
 
 POSITION_EVERY = 1.0  # s: positions of filtered-out alerts need no fsync each
@@ -150,20 +151,26 @@ class Recorder:
         started = time.monotonic()
         try:
             budget = self.brake.budget(self.ledger, now)
-            with self.ledger.locked():
-                with self.ledger.transaction():
-                    out = self.ledger.record_groups(
+            ledger = self.ledger
+            with ledger.locked():
+                with ledger.transaction():
+                    plan = ledger.plan_groups(
                         groups, now, self.policy, self.env.rng, new_ban_budget=budget
                     )
-                    if rows:
-                        self.ledger.record_positions(rows)
-                    if share:
-                        self.ledger.share_extensions(now, every=force)
+                    out = plan.out
+                    ledger.write_bans(plan)
+                    if not out.new_bans:
+                        self.write_rest(plan, rows, share, force)
+                if out.new_bans:
+                    # The bans went alone into a durable commit (a few pages) and are
+                    # blocked now; the rest follows in a commit that does not wait for
+                    # the disk (write_rest: what a crash between the two does).
+                    self.enforce.block(out.new_bans)
+                    with ledger.transaction(synced=False):
+                        self.write_rest(plan, rows, share, force)
                 self.recorded.pending.clear()
                 self.recorded.urgent = False
                 self.last_pos_commit = time.monotonic()
-                if out.new_bans:
-                    self.enforce.block(out.new_bans)
         except (LedgerError, sqlite3.Error) as exc:
             self.stall(groups, exc)
             return False
@@ -193,6 +200,24 @@ class Recorder:
             self.unchecked_since = time.monotonic()
         self.unchecked += 1
         return True
+
+    def write_rest(self, plan: Plan, rows: list, share: bool, force: bool) -> None:
+        """A burst's violations, the positions that close their units and the fleet's
+        waiting extensions, after the burst's new bans (``Ledger.write_bans``).
+
+        When the burst made new bans, this is a second commit after their firewall
+        call, and does not wait for the disk. A crash before it (or a power cut
+        before a later commit synced it) leaves the bans recorded and blocked and
+        loses the rest: with positions (``fasttail --ledger``) the units come again
+        from the recorded position and are recorded once (a new ban then counts its
+        banning violation as one more extension); without them, as for any alert
+        still in the pipe, they are not recorded.
+        """
+        self.ledger.write_rest(plan)
+        if rows:
+            self.ledger.record_positions(rows)
+        if share:
+            self.ledger.share_extensions(plan.now, every=force)
 
     def checkpoint_due(self, mono: float) -> bool:
         """Whether the WAL should be checkpointed now (the caller checks that no input

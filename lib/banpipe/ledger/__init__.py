@@ -177,10 +177,24 @@ class Ledger(Hits, Fleet):
     # -- transactions and locking ------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (durable on return), rollback on error."""
+    def transaction(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (durable on return), rollback on error.
+
+        ``synced=False``: the COMMIT does not wait for the disk (``synchronous=NORMAL``
+        for this one): it survives the process (kill -9) at once, a power cut only once
+        a later synced commit or checkpoint has synced the WAL; the WAL keeps commit
+        order, so a cut never keeps a later commit without this one.
+        """
         if self.db.in_transaction:  # nested: part of the outer transaction
             yield self.db
+            return
+        if not synced:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self.transaction() as db:
+                    yield db
+            finally:
+                self.db.execute("PRAGMA synchronous=FULL")
             return
         try:
             self.db.execute("BEGIN IMMEDIATE")

@@ -5,6 +5,8 @@ extended by them, the fleet decisions they make, and the read positions they cam
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
 from banpipe.ledger.model import (
@@ -26,6 +28,21 @@ POSITIONS_KEPT = 16  # per path: the files read most recently (rotation siblings
 # copy of an extended ban lags ours by at most SHARE_EVERY seconds.
 SHARE_EVERY = 60.0
 SHARED_KEPT = 4096  # recent decisions remembered before the stale ones are swept
+_INSERT_BAN = "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)"
+
+
+@dataclass
+class Plan:
+    """A burst's writes, worked out by ``Hits.plan_groups``."""
+
+    out: BatchOutcome
+    groups: Mapping[tuple, Sequence]
+    now: float
+    offenders: list[tuple] = field(default_factory=list)  # every offender as it ends up
+    banned: list[tuple] = field(default_factory=list)  # new bans before the burst counts
+    ban_rows: list[tuple] = field(default_factory=list)  # their ban periods
+    ban_decisions: list[tuple] = field(default_factory=list)  # their ``ban`` decisions
+    decisions: list[tuple] = field(default_factory=list)  # ``extend`` decisions
 
 
 class Hits(HitRows):
@@ -36,16 +53,11 @@ class Hits(HitRows):
     _shared_swept: float  # when _shared was last swept of decisions older than SHARE_EVERY
 
     def record_groups(
-        self,
-        groups: Mapping[tuple, Sequence],
-        now: float,
-        policy: BanPolicy,
-        rng: Rng,
-        *,
-        new_ban_budget: int | None = None,
+        self, groups: Mapping[tuple, Sequence], *args: Any, **kw: Any
     ) -> BatchOutcome:
-        """Record a burst of violations, grouped as banctl's intake gathers them, in one
-        transaction; ban or extend as due.
+        """``record_groups(groups, now, policy, rng, *, new_ban_budget=None)``: record
+        a burst of violations, grouped as banctl's intake gathers them, in one
+        transaction; ban or extend as due (``plan_groups`` then ``write_all``).
 
         An address not yet banned gets a new automated ban while ``new_ban_budget``
         (None: unlimited) lasts; past it the violation is still recorded and the
@@ -70,9 +82,30 @@ class Hits(HitRows):
         Every new ban is a ``ban`` decision at once; an extension an ``extend``
         decision at once or within SHARE_EVERY (``share_extensions``).
         """
-        out = BatchOutcome()
         if not groups:
-            return out
+            return BatchOutcome()
+        with self.transaction():
+            plan = self.plan_groups(groups, *args, **kw)
+            self.write_all(plan)
+        return plan.out
+
+    def plan_groups(
+        self,
+        groups: Mapping[tuple, Sequence],
+        now: float,
+        policy: BanPolicy,
+        rng: Rng,
+        *,
+        new_ban_budget: int | None = None,
+    ) -> Plan:
+        """What ``record_groups`` writes, worked out (inside the caller's transaction:
+        it reads the offenders) and not yet written: ``write_all``, or ``write_bans``
+        then ``write_rest`` in two transactions (banctl apply: the bans durable before
+        the firewall call, the rest after it)."""
+        plan = Plan(BatchOutcome(), groups, now)
+        if not groups:
+            return plan
+        out = plan.out
         # Per address, in order of first occurrence: [violations, last reason given, its
         # position, the first violation's reason (the one that bans)].
         per_addr: dict[str, list] = {}
@@ -84,57 +117,79 @@ class Hits(HitRows):
                 a[0] += count
                 if key[6] and last > a[2]:
                     a[1], a[2] = key[6], last
-        with self.transaction() as db:
-            rows = self._load(list(per_addr))
-            offender_rows = []
-            ban_rows = []
-            decisions: list[tuple] = []  # one per address banned or extended (banshare)
-            recorded = 0
-            for addr, (count, reason, _pos, first_reason) in per_addr.items():
-                recorded += count
-                o = rows.get(addr)
-                if o is None:
-                    o = Offender(addr, now, now, None, 0, 0, False, False, None, None)
-                o.last_seen = max(o.last_seen, now)
-                o.violations += count
-                o.reason = reason or o.reason
-                extensions = count
-                fresh = False
-                if not o.active:
-                    if new_ban_budget is not None and len(out.new_bans) >= new_ban_budget:
-                        out.held.append(addr)
-                        extensions = 0
-                    else:
-                        previous = (
-                            self.recent_bans(addr, now - policy.recidive_window) if o.bans else 0
-                        )
-                        o.active, o.manual, o.origin = True, False, None
-                        o.expires = initial_expiry(policy, now, previous)
-                        o.bans += 1
-                        o.banned_at = now
-                        ban_rows.append((addr, now, 0, first_reason))
-                        out.new_bans.append(addr)
-                        fresh = True
-                        extensions = count - 1  # every violation after the banning one
-                if extensions:
-                    later = extended_expiry(policy, o.expires, now, rng, extensions)
-                    if later != o.expires:
-                        o.expires = later
-                        out.extended.append(addr)
-                        if not fresh and self._share_now(addr, now):
-                            decisions.append((now, "extend", addr, later, 0, None, None, None))
-                if fresh:
-                    self._note_shared(addr, now)
-                    decisions.append((now, "ban", addr, o.expires, 0, first_reason, None, None))
-                offender_rows.append(_offender_row(o))
-            db.executemany(_UPSERT_OFFENDER, offender_rows)
-            self._add_hits(groups, now)
-            db.executemany(
-                "INSERT INTO bans (addr, start, manual, reason) VALUES (?, ?, ?, ?)", ban_rows
-            )
-            db.executemany(_INSERT_DECISION, decisions)
-            out.recorded = recorded
-        return out
+        rows = self._load(list(per_addr))
+        recorded = 0
+        for addr, (count, reason, _pos, first_reason) in per_addr.items():
+            recorded += count
+            o = rows.get(addr)
+            if o is None:
+                o = Offender(addr, now, now, None, 0, 0, False, False, None, None)
+            o.last_seen = max(o.last_seen, now)
+            o.violations += count
+            o.reason = reason or o.reason
+            extensions = count
+            fresh = False
+            if not o.active:
+                if new_ban_budget is not None and len(out.new_bans) >= new_ban_budget:
+                    out.held.append(addr)
+                    extensions = 0
+                else:
+                    previous = self.recent_bans(addr, now - policy.recidive_window) if o.bans else 0
+                    o.active, o.manual, o.origin = True, False, None
+                    o.expires = initial_expiry(policy, now, previous)
+                    o.bans += 1
+                    o.banned_at = now
+                    plan.ban_rows.append((addr, now, 0, first_reason))
+                    out.new_bans.append(addr)
+                    fresh = True
+                    extensions = count - 1  # every violation after the banning one
+                    # The ban alone, before any of this burst's violations counts: what
+                    # write_bans commits. Recording the burst again over it (after a
+                    # crash before write_rest, from the recorded position) counts each
+                    # violation once; the banning one then extends once more.
+                    pre = _offender_row(o)
+                    why = first_reason or pre[8]
+                    plan.banned.append((*pre[:4], pre[4] - count, *pre[5:8], why, *pre[9:]))
+            if extensions:
+                later = extended_expiry(policy, o.expires, now, rng, extensions)
+                if later != o.expires:
+                    o.expires = later
+                    out.extended.append(addr)
+                    if not fresh and self._share_now(addr, now):
+                        plan.decisions.append((now, "extend", addr, later, 0, None, None, None))
+            if fresh:
+                self._note_shared(addr, now)
+                plan.ban_decisions.append(
+                    (now, "ban", addr, o.expires, 0, first_reason, None, None)
+                )
+            plan.offenders.append(_offender_row(o))
+        out.recorded = recorded
+        return plan
+
+    def write_all(self, plan: Plan) -> None:
+        """Write a plan in one transaction (the caller's)."""
+        self.write_bans(plan)
+        self.write_rest(plan)
+
+    def write_bans(self, plan: Plan) -> None:
+        """The plan's new bans (offender rows before the burst's violations count, ban
+        periods, ``ban`` decisions), in the caller's transaction: what must be durable
+        before the firewall call. ``write_rest`` writes the rest."""
+        if plan.banned:
+            db = self.db
+            db.executemany(_UPSERT_OFFENDER, plan.banned)
+            db.executemany(_INSERT_BAN, plan.ban_rows)
+            db.executemany(_INSERT_DECISION, plan.ban_decisions)
+
+    def write_rest(self, plan: Plan) -> None:
+        """What ``write_bans`` left: the offenders as the burst leaves them, its
+        ``hits`` rows and its ``extend`` decisions."""
+        if not plan.groups:
+            return
+        self.db.executemany(_UPSERT_OFFENDER, plan.offenders)
+        self._add_hits(plan.groups, plan.now)
+        if plan.decisions:
+            self.db.executemany(_INSERT_DECISION, plan.decisions)
 
     def _share_now(self, addr: str, now: float) -> bool:
         """Whether an extension of ``addr`` at ``now`` is shared at once (else it waits)."""
