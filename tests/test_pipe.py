@@ -101,6 +101,7 @@ def test_encode_batch_writes_the_bytes_of_encode_per_object():
     assert pipe.encode_batch(objs) == b"".join(map(pipe.encode, objs))
     odd = [{"v": 1}, {1: "non-string key"}]  # pass-through keys json would accept
     assert pipe.encode_batch(odd) == b"".join(map(pipe.encode, odd))
+    assert pipe.encode(odd[1]) == b'{"1":"non-string key"}\n'  # encode's own fallback
     assert pipe.encode_batch([]) == b""
 
 

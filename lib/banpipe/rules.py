@@ -82,6 +82,8 @@ class Decision(NamedTuple):
     kind: str
 
 
+_new = tuple.__new__
+
 # --- ignore list -----------------------------------------------------------------------
 
 
@@ -290,9 +292,10 @@ class RuleSet:
                 return Decision(False, offender, victim, swapped, why, K_IGNORED)
 
         priority = alert["priority"]
-        why = self._priority_skip(priority)
-        if why is not None:
-            return Decision(False, offender, victim, swapped, why, K_PRIORITY)
+        if priority is None or (self.priorities and priority not in self.priorities):
+            why = self._priority_skip(priority)  # a method call only where it may skip
+            if why is not None:
+                return Decision(False, offender, victim, swapped, why, K_PRIORITY)
 
         if offender is None or offender == "":
             return Decision(False, None, victim, swapped, "no offender address", K_NO_OFFENDER)
@@ -332,7 +335,8 @@ class RuleSet:
             why = self._reasons.get(key)
             if why is None:
                 why = self._reasons.lookup(key, self._reason)
-        return Decision(True, offender, victim, swapped, why, BAN)
+        # tuple.__new__ is C; the named tuple's own __new__ is a Python call a ban
+        return _new(Decision, (True, offender, victim, swapped, why, BAN))
 
     @staticmethod
     def _reason(key: tuple) -> str:
