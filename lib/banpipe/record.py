@@ -1,10 +1,13 @@
 """``banctl apply``'s recording part: violations and positions into the ledger.
 
-:class:`Recorder` records each burst's violations, with the positions of the units
-they came in, in one durable transaction, then has the enforcer block the new bans
-in one firewall call, both under the ledger's lock. The spoof brake limits new bans
-per window; a ledger that cannot be written (disk full, read-only) stalls the
-daemon's input without losing the batch.
+:class:`Recorder` records each burst, under the ledger's lock: its new bans alone in
+one durable commit, then the enforcer blocks them in one firewall call, then the
+burst's violations with the positions of the units they came in (and the fleet's
+waiting extensions) in a second commit that does not wait for the disk
+(``Recorder.write_rest``: what a crash between the two does). A burst without a new
+ban is one durable commit. The spoof brake limits new bans per window; a ledger that
+cannot be written (disk full, read-only) stalls the daemon's input without losing the
+batch.
 """
 
 from __future__ import annotations
