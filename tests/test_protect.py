@@ -116,3 +116,11 @@ def test_embedded_spellings_of_others_are_bannable(addr):
 def test_every_spelling_of_a_protected_ipv4_address_is_protected(v4, spelling):
     text = str(ipaddress.IPv6Address(spelling.format(v4)))  # compressed, hex groups
     assert P.reason(text) == P.reason(str(v4)) is not None
+
+
+def test_ranges_merged_for_bisect():
+    from banpipe.intervals import merged
+
+    assert merged([(5, 9), (1, 3), (4, 4), (12, 20), (15, 16)]) == ([1, 12], [9, 20])
+    assert merged([(2, 2), (4, 6)]) == ([2, 4], [2, 6])  # 3 is in neither: not merged
+    assert merged([]) == ([], [])

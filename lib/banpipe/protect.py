@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 
+from banpipe import intervals
 from banpipe.address import canonical, embedded_ipv4, network, parse, span
 from banpipe.config import Config
 
@@ -59,14 +60,7 @@ class AddressTable:
         self._starts: dict[int, list[int]] = {}
         self._ends: dict[int, list[int]] = {}
         for version, spans in ranges.items():
-            merged: list[list[int]] = []
-            for first, last in sorted(spans):
-                if merged and first <= merged[-1][1] + 1:
-                    merged[-1][1] = max(merged[-1][1], last)
-                else:
-                    merged.append([first, last])
-            self._starts[version] = [m[0] for m in merged]
-            self._ends[version] = [m[1] for m in merged]
+            self._starts[version], self._ends[version] = intervals.merged(spans)
 
     def __len__(self) -> int:
         return len(self._labelled)

@@ -34,6 +34,7 @@ import bisect
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from banpipe import intervals
 from banpipe.address import canonical
 from banpipe.config import Config, ConfigError
 from banpipe.memo import Memo
@@ -110,14 +111,7 @@ class IgnoreMatcher:
         self._starts: dict[int, list[int]] = {}
         self._ends: dict[int, list[int]] = {}
         for gid, spans in ranges.items():
-            merged: list[list[int]] = []
-            for lo, hi, _ in sorted(spans):
-                if merged and lo <= merged[-1][1] + 1:
-                    merged[-1][1] = max(merged[-1][1], hi)
-                else:
-                    merged.append([lo, hi])
-            self._starts[gid] = [m[0] for m in merged]
-            self._ends[gid] = [m[1] for m in merged]
+            self._starts[gid], self._ends[gid] = intervals.merged((lo, hi) for lo, hi, _ in spans)
         self._cache = Memo(CACHE_MAX)
 
     def __bool__(self) -> bool:
