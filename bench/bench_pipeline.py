@@ -278,7 +278,19 @@ def traced(name: str, cmd: list[str], trace: Path | None) -> list[str]:
     """``cmd`` under ``strace -f -ttt -T`` writing ``trace/name`` (--strace)."""
     if trace is None:
         return cmd
+    trace.mkdir(parents=True, exist_ok=True)
     return ["strace", "-f", "-ttt", "-T", "-o", str(trace / name), *cmd]
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children and theirs (/proc): a traced stage's tool under its strace,
+    which a terminated strace detaches and leaves running."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return []
+    return [d for k in kids for d in (k, *descendants(k))]
 
 
 def latency(
@@ -406,6 +418,9 @@ def latency(
     finally:
         for p in procs:
             if p.poll() is None:
+                for pid in descendants(p.pid) if trace is not None else ():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, subprocess.signal.SIGTERM)
                 p.terminate()
         for p in procs:
             try:
