@@ -17,7 +17,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from banpipe.parsers import AlertParser
+# This checkout's lib/, not whatever banpipe the interpreter finds first (the venv's
+# points at /work/main: a side-by-side run from two checkouts measured one of them twice).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from banpipe.parsers import AlertParser  # noqa: E402
 
 try:
     import orjson

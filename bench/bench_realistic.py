@@ -95,6 +95,18 @@ class Tree:
         return e
 
 
+def checkout(rev: str, path: Path) -> Path:
+    """``lib`` and ``bin`` of git revision ``rev`` of this checkout, extracted into
+    ``path`` (made here): a tree to run beside this one."""
+    path.mkdir()
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "lib", "bin"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(path)], input=tar, check=True)
+    return path
+
+
 def run_chain(cmds: list[list[str]], env: dict, stdin=None, stdout=None) -> tuple[float, float]:
     """Run ``cmds`` as a pipe; (wall seconds, CPU seconds of all of them)."""
     start = time.perf_counter()
@@ -290,14 +302,7 @@ def main() -> int:
             )  # fmt: skip
         trees = [Tree("now", ROOT)]
         if args.before:
-            old = work / "before"
-            old.mkdir()
-            tar = subprocess.run(
-                ["git", "-C", str(ROOT), "archive", args.before, "lib", "bin"],
-                check=True, capture_output=True,
-            ).stdout  # fmt: skip
-            subprocess.run(["tar", "-x", "-C", str(old)], input=tar, check=True)
-            trees.insert(0, Tree("before", old))
+            trees.insert(0, Tree("before", checkout(args.before, work / "before")))
         print(f"{args.count:,} lines, {alerts.stat().st_size / 1e6:.0f} MB; load {load()}")
         rows = []
         wall, cpu = run_chain([[PY, "-c", NAIVE, str(alerts)]], dict(os.environ))

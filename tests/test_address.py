@@ -222,3 +222,22 @@ def test_all_entries_refuses_what_is_no_text():
 def test_all_entries_where_libc_writes_dotted():
     assert address.all_entries(["::1:0", "::ffff:0:102:304"])
     assert not address.all_entries(["::0.1.0.0"]) and not address.all_entries(["::ffff:1.2.3.4"])
+
+
+def test_the_ipv4_memo_holds_only_what_inet_pton_accepted():
+    """AlertParser.feed's one line validates IPv4 through address.V4_MEMO: a refused
+    address is refused again (never remembered), an accepted one gives the same alert."""
+    from datetime import datetime
+
+    from banpipe.parsers import AlertParser, ParseError
+
+    parser = AlertParser(now=datetime(2026, 11, 28, 12, 0))
+    stamp = "11/17/2018-10:46:59.686494  [**] [1:2003:8] M [**] [Priority: 2] {TCP} "
+    for _ in range(2):  # the second time through the memo
+        (bad,) = parser.feed(stamp + "203.0.113.256:1433 -> 192.0.2.7:1433\n", 1)
+        assert isinstance(bad, ParseError)
+        assert "203.0.113.256" not in address.V4_MEMO
+    (a,) = parser.feed(stamp + "203.0.113.9:1433 -> 192.0.2.7:1433\n", 3)
+    assert address.V4_MEMO.get("203.0.113.9") == "203.0.113.9"
+    assert (a["src"], a["sport"], a["dst"], a["dport"]) == ("203.0.113.9", 1433, "192.0.2.7", 1433)
+    assert parser.feed(stamp + "203.0.113.9:1433 -> 192.0.2.7:1433\n", 4) == [a]

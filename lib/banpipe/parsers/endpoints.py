@@ -52,6 +52,7 @@ _AF4 = socket.AF_INET
 _PTON = socket.inet_pton
 _V4_PTON = address.V4_PTON
 _V6_MEMO = address.V6_MEMO
+_V4_MEMO = address.V4_MEMO
 
 
 def _v4(a: str) -> str:

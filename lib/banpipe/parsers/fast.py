@@ -39,6 +39,7 @@ from .endpoints import (
     _PM_NONE,
     _PM_UNKNOWN,
     _PTON,
+    _V4_MEMO,
     _V4_PTON,
     _V6_MEMO,
     _addresses,
@@ -91,6 +92,7 @@ _FAST_MATCH = _FAST.match
 _QUICK_TEXT = rf"({_DATE})-({_TIME})( {{1,2}}.*\}} )([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*) *"
 _QUICK_MATCH = re.compile(_QUICK_TEXT + r"\Z", re.ASCII | re.DOTALL).match
 _SURICATA = "suricata-fast"
+_V4_GET = _V4_MEMO.get  # bound once (a dict subclass's method binds per lookup)
 # The formats an alert_fast line can be, by the spaces after its time (sel: one, two).
 _SEL_FORMATS = (("snort3-fast",), ("snort2-fast", _SURICATA))
 
@@ -276,10 +278,34 @@ class FastLines:
         if src is None:
             s = sp = d = dp = None
         else:
-            r = _endpoints(src, dst, fmt, snort_mode)  # type: ignore[arg-type]
-            if type(r) is str:
-                return ParseError(lineno, f"{R_MALFORMED}: {r}", _short(line))
-            s, sp, d, dp = r
+            # IPv4 with ports, the common case, read here by feed_text's rule (_SCAN_ALL:
+            # a port without a leading zero, at most 65535; inet_pton, through its memo)
+            # and nowhere else on this path: feed_text reads them itself. The address
+            # text holds nothing but hex digits, "." and ":" (every caller's regex), so
+            # int() takes digits only. Anything else, or any doubt: _endpoints, which also
+            # says why it refuses.
+            s, _, sp = src.rpartition(":")
+            d, _, dp = dst.rpartition(":")
+            ok = False
+            if _V4_PTON and s and ":" not in s:
+                try:
+                    if _V4_GET(s) is None:
+                        _PTON(_AF4, s)
+                        _V4_MEMO.put(s, s)
+                    if _V4_GET(d) is None:
+                        _PTON(_AF4, d)
+                        _V4_MEMO.put(d, d)
+                    p, q = int(sp), int(dp)
+                    ok = p <= 65535 >= q and (sp >= "1" or sp == "0") and (dp >= "1" or dp == "0")
+                except (OSError, ValueError):
+                    pass
+            if ok:
+                sp, dp = p, q
+            else:
+                r = _endpoints(src, dst, fmt, snort_mode)  # type: ignore[arg-type]
+                if type(r) is str:
+                    return ParseError(lineno, f"{R_MALFORMED}: {r}", _short(line))
+                s, sp, d, dp = r
         a = template.copy()
         a["ts"] = ts
         a["src"] = s
@@ -295,10 +321,10 @@ def _endpoints(src: str, dst: str, fmt: str, snort_mode: int) -> tuple | str:
     """(src, sport, dst, dport) of the address text of an alert_fast line in format
     ``fmt``, or why there is none (the detail of a malformed-alert error).
 
-    The common cases come first, inline: both sides IPv4 without ports or with them
-    (validated by inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt,
-    goes through endpoints._addresses, which also says why it refuses. (ScanLines.
-    feed_text reads IPv4 with ports itself, before this is called: the hot path.)
+    The common cases come first, inline: both sides IPv4 without ports (validated by
+    inet_pton, see _V4_PTON), or both IPv6. Anything else, or any doubt, goes through
+    endpoints._addresses, which also says why it refuses. (IPv4 with ports is read
+    before this is called: by ScanLines.feed_text, the hot path, and FastLines._alert.)
     """
     s, _, sp = src.rpartition(":")
     d, _, dp = dst.rpartition(":")
@@ -311,26 +337,6 @@ def _endpoints(src: str, dst: str, fmt: str, snort_mode: int) -> tuple | str:
                     return sp, None, dp, None
             except (OSError, ValueError):
                 pass
-    elif ":" not in s and ":" not in d:
-        # IPv4 with ports, by the rule ScanLines.feed_text reads them with inline
-        # (_SCAN_ALL: no leading zero, at most 65535; inet_pton): for the lines it hands
-        # to _alert (AlertParser.feed's one line, the first of a middle).
-        if (
-            _V4_PTON
-            and sp.isdigit()
-            and dp.isdigit()
-            and len(sp) <= 5 >= len(dp)
-            and (sp[0] != "0" or sp == "0")
-            and (dp[0] != "0" or dp == "0")
-        ):
-            p, q = int(sp), int(dp)
-            if p <= 65535 and q <= 65535:
-                try:
-                    _PTON(_AF4, s)
-                    _PTON(_AF4, d)
-                    return s, p, d, q
-                except (OSError, ValueError):
-                    pass
     elif ":" in s and ":" in d:
         # IPv6 (two or more colons on both sides: _side's IPv6 branch)
         mode = _PM_ALWAYS if fmt == _SURICATA else snort_mode
