@@ -238,15 +238,20 @@ def ipset_wait(ns: str, addr: str, timeout: float = 5.0) -> float:
 _TEST_CHANNEL = None
 
 
-def fdatasync_ms(directory: Path, n: int = 200) -> tuple[float, float]:
-    """p50 and p99 of one 4 KiB write + fdatasync in ``directory``: the floor under a
-    durable ledger commit, so under every ban's latency."""
+def fdatasync_ms(directory: Path, n: int = 200, pages: int = 1) -> tuple[float, float]:
+    """p50 and p99 of ``pages`` 4 KiB writes (in place, as the ledger's WAL after its
+    restart) + fdatasync in ``directory``: the floor under a durable ledger commit of
+    that many WAL pages, so under every ban's latency."""
     path = directory / "fdatasync-probe"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    page = b"x" * 4096
     times = []
     try:
+        os.pwrite(fd, page * (16 * pages), 0)  # allocated before: rewritten in place
+        os.fsync(fd)
         for i in range(n):
-            os.pwrite(fd, b"x" * 4096, (i % 16) * 4096)
+            for k in range(pages):
+                os.pwrite(fd, page, ((i % 16) * pages + k) * 4096)
             t0 = time.perf_counter()
             os.fdatasync(fd)
             times.append((time.perf_counter() - t0) * 1000)
@@ -278,7 +283,19 @@ def traced(name: str, cmd: list[str], trace: Path | None) -> list[str]:
     """``cmd`` under ``strace -f -ttt -T`` writing ``trace/name`` (--strace)."""
     if trace is None:
         return cmd
+    trace.mkdir(parents=True, exist_ok=True)
     return ["strace", "-f", "-ttt", "-T", "-o", str(trace / name), *cmd]
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children and theirs (/proc): a traced stage's tool under its strace,
+    which a terminated strace detaches and leaves running."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return []
+    return [d for k in kids for d in (k, *descendants(k))]
 
 
 def latency(
@@ -312,6 +329,8 @@ def latency(
             alert.write_text("")
             write_config(cfg, backend, ledger, t / "run")
             sync50, sync99 = fdatasync_ms(t / "lib")
+            # A ban's durable commit: 10 WAL pages since the bans go alone (14 before).
+            sync10, sync14 = (fdatasync_ms(t / "lib", pages=k)[0] for k in (10, 14))
             if backend != "ipset":
                 watch = Watch(ns, nft_monitor=nft_monitor)
             ft = subprocess.Popen(
@@ -402,10 +421,14 @@ def latency(
                 f"latency {backend:9} n={len(samples)}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
                 f"max {samples[-1]:.2f} ms ({how}; targets p50 <= 1.5, p99 <= 5); "
                 f"this disk's fdatasync of one 4 KiB page: p50 {sync50:.2f} ms, p99 {sync99:.2f} ms"
+                f" (10 / 14 pages: p50 {sync10:.2f} / {sync14:.2f} ms)"
             )
     finally:
         for p in procs:
             if p.poll() is None:
+                for pid in descendants(p.pid) if trace is not None else ():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, subprocess.signal.SIGTERM)
                 p.terminate()
         for p in procs:
             try:

@@ -5,7 +5,10 @@ Promises:
 * **Durable**: WAL journal with ``synchronous=FULL``; a method that changes bans
   returns only after its transaction is committed to disk. banctl commits first and
   touches the firewall second, so a crash can leave the firewall behind the ledger
-  (repaired at the next start) but never a ban that the ledger forgot.
+  (repaired at the next start) but never a ban that the ledger forgot. The one
+  exception is asked for by name: ``transaction(synced=False)``, which banctl apply
+  uses for what follows a burst's new bans (its violations, positions and
+  extensions; banpipe.record): no entry goes into the firewall after it.
 * **One row per offender** (``offenders``, keyed by the canonical address), however
   often it offends or is banned; ``violations`` keeps every violation for
   ``retention`` seconds (kept after unban, for recidive decisions and ``banctl
