@@ -5,8 +5,7 @@ extended by them, the fleet decisions they make, and the read positions they cam
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from banpipe.bantime import BanPolicy, Rng, extended_expiry, initial_expiry
 from banpipe.ledger.model import (
@@ -53,10 +52,15 @@ class Hits(HitRows):
     _shared_swept: float  # when _shared was last swept of decisions older than SHARE_EVERY
 
     def record_groups(
-        self, groups: Mapping[tuple, Sequence], *args: Any, **kw: Any
+        self,
+        groups: Mapping[tuple, Sequence],
+        now: float,
+        policy: BanPolicy,
+        rng: Rng,
+        *,
+        new_ban_budget: int | None = None,
     ) -> BatchOutcome:
-        """``record_groups(groups, now, policy, rng, *, new_ban_budget=None)``: record
-        a burst of violations, grouped as banctl's intake gathers them, in one
+        """Record a burst of violations, grouped as banctl's intake gathers them, in one
         transaction; ban or extend as due (``plan_groups`` then ``write_all``).
 
         An address not yet banned gets a new automated ban while ``new_ban_budget``
@@ -85,7 +89,7 @@ class Hits(HitRows):
         if not groups:
             return BatchOutcome()
         with self.transaction():
-            plan = self.plan_groups(groups, *args, **kw)
+            plan = self.plan_groups(groups, now, policy, rng, new_ban_budget=new_ban_budget)
             self.write_all(plan)
         return plan.out
 
@@ -147,9 +151,10 @@ class Hits(HitRows):
                     # write_bans commits. Recording the burst again over it (after a
                     # crash before write_rest, from the recorded position) counts each
                     # violation once; the banning one then extends once more.
-                    pre = _offender_row(o)
-                    why = first_reason or pre[8]
-                    plan.banned.append((*pre[:4], pre[4] - count, *pre[5:8], why, *pre[9:]))
+                    pre = replace(
+                        o, violations=o.violations - count, reason=first_reason or o.reason
+                    )
+                    plan.banned.append(_offender_row(pre))
             if extensions:
                 later = extended_expiry(policy, o.expires, now, rng, extensions)
                 if later != o.expires:
