@@ -46,6 +46,7 @@ admin commands (banpipe.banctl) and the firewall:
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -85,6 +86,12 @@ FLOOD_SPAN_MAX = 1.0
 # recording -25% CPU on the whole pipe, bench/README.md, issue 12 "one commit a second").
 COMMIT_EVERY = 1.0
 FLOOD_RATE = 5000.0  # lines a second
+# The cyclic GC's first generation, for the daemon: a flood allocates a group (a list)
+# per violation that lives until its commit, and at the default 700 the collector walked
+# them again and again (about 5% of banctl's instructions on the realistic file,
+# bench/README.md, issue 12 "banctl's intake"); what it frees here is rare (no cycles
+# on the path), so a collection per GC_YOUNG allocations is plenty.
+GC_YOUNG = 100_000
 
 
 class Bursts:
@@ -359,6 +366,8 @@ class Daemon:
             return
         from banpipe.watch import PathWatcher
 
+        thresholds = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG, *thresholds[1:])  # as it was again on the way out
         watcher = None
         why = "error"
         with cli.Signals() as signals:
@@ -382,6 +391,7 @@ class Daemon:
                     if watcher is not None:
                         watcher.close()
                     self.enforce.close_events()
+                    gc.set_threshold(*thresholds)
 
     def _run_stream(self, stdin: IO[Any]) -> None:
         """Injected in-memory input (tests): read it all, in bounded bursts."""

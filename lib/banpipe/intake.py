@@ -95,84 +95,57 @@ class Intake:
         refused lines are reported and counted. ``lineno`` is the number of the line
         before the first. Returns the number of lines consumed.
 
-        The only place an alertfilter line becomes a violation. A valid line is decoded
-        here without banpipe.pipe.PipeReader's generator between (about a quarter of
-        banctl's reading time); any other gets its reason from ``pipe.decode``.
+        The only place an alertfilter line becomes a violation. A plain ban request is
+        read by ``pipe.decode_ban`` (the keys banctl reads, typed: none of the checks
+        of ``_line``, no dict; bench/README.md, issue 12 "banctl's intake"); any other
+        line (a position record, a bad or refused line, an odd type, or every line
+        where msgspec is absent) goes through ``_line``, the general way, which gives
+        the same group for any line both can read.
         """
-        counts, report = self.counts, self.report
+        decode, not_plain = pipe.decode_ban, pipe.NotABanRequest
+        if decode is None:
+            return self._lines(lines, lineno, groups)
         offenders, victims, sigs = self._offenders, self._victims, self._sigs
         judged, victim_of, sig_of = offenders.get, victims.get, sigs.get
-        loads, max_line, version = pipe.loads, pipe.MAX_LINE, pipe.VERSION
+        max_line = pipe.MAX_LINE
         # A positional stream's alerts wait in the open unit until its position arrives.
         target = self.unit if self.positional else groups
         for raw in lines:
             lineno += 1
             try:
-                obj = loads(raw) if len(raw) <= max_line else None
-            except ValueError:
-                obj = None
-            if obj.__class__ is not dict or obj.get("v") != version:
-                why = pipe.decode(raw, lineno)  # the pipe's reason (None: a blank line)
-                if why is not None:
-                    self.bad(lineno, why.reason)  # type: ignore[union-attr]
+                if len(raw) > max_line:
+                    raise not_plain
+                alert = decode(raw)
+            except not_plain:
+                target = self._line(raw, lineno, groups, target)
                 continue
-            try:  # one C call for the fields of a violation (a dict.get each: 15% more)
-                raw, gid, sid, rev, msg, priority, victim, flipped, reason, ts = fields(obj)
-            except KeyError:  # some absent: None, as for a get
-                raw, gid, sid, rev, msg, priority, victim, flipped, reason, ts = map(
-                    obj.get, FIELDS
-                )
-            if type(raw) is not str or not raw:
-                if obj.get("type") == pipe.POSITION:
-                    target = self.close_unit(obj, lineno, groups)
-                    continue
-                self.bad(lineno, "no offender address")
-                continue
-            verdict = judged(raw)
+            verdict = judged(alert.offender)
             if verdict is None:
-                verdict = offenders.lookup(raw)
+                verdict = offenders.lookup(alert.offender)
                 self.novel = True  # maybe a new ban: the daemon commits without lingering
-            addr, refused = verdict
-            if refused is not None:
-                if addr is None:
-                    self.bad(lineno, not_an_address(raw))
-                else:
-                    counts["refused"] += 1
-                    report.error(
-                        f"<stdin>:{lineno}", f"refusing to ban {addr}: {refused}", "refused"
-                    )
+            if verdict[1] is not None:
+                target = self._line(raw, lineno, groups, target)  # refused: reported there
                 continue
-            # exact types (True is not a number here)
-            if type(gid) is not int or type(sid) is not int:
-                sig = None
-            elif type(rev) is int:
-                sig = sig_of((gid, sid, rev))  # all exact ints: 1 and True never meet here
-                if sig is None:
-                    sig = sigs.lookup((gid, sid, rev))
-            else:
-                sig = f"{gid}:{sid}"
-            if type(priority) is int and not _INT64_MIN <= priority <= _INT64_MAX:
-                # SQLite stores 64 bits: this line's error, not the batch's
-                self.bad(lineno, f"priority out of range: {priority}")
-                continue
-            if type(victim) is str:
+            ids = (alert.gid, alert.sid, alert.rev)  # exact ints (decode_ban's types)
+            sig = sig_of(ids)
+            if sig is None:
+                sig = sigs.lookup(ids)
+            victim = alert.victim
+            if victim is not None:
                 text = victim
                 victim = victim_of(text)
                 if victim is None:
                     victim = victims.lookup(text)
-            else:
-                victim = None
             key = (
-                addr,
+                verdict[0],
                 sig,
-                msg[:1000] if type(msg) is str else None,
-                priority if type(priority) is int else None,
+                alert.msg[:1000],
+                alert.priority,
                 victim,
-                flipped is True,
-                reason[:1000] if type(reason) is str else None,
+                alert.reversed,
+                alert.reason[:1000],
             )
-            if type(ts) is not str or len(ts) > 64:
-                ts = _alert_ts(ts)
+            ts = alert.ts[:64]
             group = target.get(key)
             if group is None:
                 target[key] = [ts, 1, lineno, ts]
@@ -180,10 +153,98 @@ class Intake:
                 group[1] += 1
                 group[2] = lineno
                 group[3] = ts
-        counts["lines"] += len(lines)
+        return self._gathered(lines)
+
+    def _lines(self, lines: list[bytes], lineno: int, groups: Groups) -> int:
+        """``gather`` the general way, line by line (``_line``)."""
+        target = self.unit if self.positional else groups
+        for raw in lines:
+            lineno += 1
+            target = self._line(raw, lineno, groups, target)
+        return self._gathered(lines)
+
+    def _gathered(self, lines: list[bytes]) -> int:
+        self.counts["lines"] += len(lines)
         if lines:
             self.seen()
         return len(lines)
+
+    def _line(self, raw: bytes, lineno: int, groups: Groups, target: Groups) -> Groups:
+        """One pipe line into ``target`` (the open unit of a positional stream, else
+        ``groups``), the general way: any JSON, every type checked. Returns the target
+        for the next line (a position record closes the unit)."""
+        offenders = self._offenders
+        try:
+            obj = pipe.loads(raw) if len(raw) <= pipe.MAX_LINE else None
+        except ValueError:
+            obj = None
+        if obj.__class__ is not dict or obj.get("v") != pipe.VERSION:
+            why = pipe.decode(raw, lineno)  # the pipe's reason (None: a blank line)
+            if why is not None:
+                self.bad(lineno, why.reason)  # type: ignore[union-attr]
+            return target
+        try:  # one C call for the fields of a violation
+            raw, gid, sid, rev, msg, priority, victim, flipped, reason, ts = fields(obj)
+        except KeyError:  # some absent: None, as for a get
+            raw, gid, sid, rev, msg, priority, victim, flipped, reason, ts = map(obj.get, FIELDS)
+        if type(raw) is not str or not raw:
+            if obj.get("type") == pipe.POSITION:
+                return self.close_unit(obj, lineno, groups)
+            self.bad(lineno, "no offender address")
+            return target
+        verdict = offenders.get(raw)
+        if verdict is None:
+            verdict = offenders.lookup(raw)
+            self.novel = True  # maybe a new ban: the daemon commits without lingering
+        addr, refused = verdict
+        if refused is not None:
+            if addr is None:
+                self.bad(lineno, not_an_address(raw))
+            else:
+                self.counts["refused"] += 1
+                self.report.error(
+                    f"<stdin>:{lineno}", f"refusing to ban {addr}: {refused}", "refused"
+                )
+            return target
+        # exact types (True is not a number here)
+        if type(gid) is not int or type(sid) is not int:
+            sig = None
+        elif type(rev) is int:
+            sig = self._sigs.get((gid, sid, rev))  # all exact ints: 1 and True never meet
+            if sig is None:
+                sig = self._sigs.lookup((gid, sid, rev))
+        else:
+            sig = f"{gid}:{sid}"
+        if type(priority) is int and not _INT64_MIN <= priority <= _INT64_MAX:
+            # SQLite stores 64 bits: this line's error, not the batch's
+            self.bad(lineno, f"priority out of range: {priority}")
+            return target
+        if type(victim) is str:
+            text = victim
+            victim = self._victims.get(text)
+            if victim is None:
+                victim = self._victims.lookup(text)
+        else:
+            victim = None
+        key = (
+            addr,
+            sig,
+            msg[:1000] if type(msg) is str else None,
+            priority if type(priority) is int else None,
+            victim,
+            flipped is True,
+            reason[:1000] if type(reason) is str else None,
+        )
+        if type(ts) is not str or len(ts) > 64:
+            ts = _alert_ts(ts)
+        group = target.get(key)
+        if group is None:
+            target[key] = [ts, 1, lineno, ts]
+        else:
+            group[1] += 1
+            group[2] = lineno
+            group[3] = ts
+        return target
 
     def bad(self, lineno: int, reason: str) -> None:
         """A line that is no valid alertfilter line: reported and counted."""

@@ -64,7 +64,10 @@ class HitRows(Reads):
         # only a new row's texts are interned (bench/README.md, issue 12).
         opened = self._open
         more: list[tuple] = []
-        grown: dict[int, tuple[tuple, Sequence]] = {}  # row id -> (key, group)
+        # Row id -> (key, group), only when another connection committed since our last
+        # look (checked first: nothing below reads the database before it).
+        others = self._others_committed()
+        grown: dict[int, tuple[tuple, Sequence]] = {}
         fresh: list[tuple[tuple, Sequence]] = []
         for k, g in groups.items():
             row = opened.get(k)
@@ -72,9 +75,10 @@ class HitRows(Reads):
                 fresh.append((k, g))
             else:
                 more.append((row[0], g[1], now, last_code(row[1], g[3])))
-                grown[row[0]] = (k, g)
+                if others:
+                    grown[row[0]] = (k, g)
         db = self.db
-        if self._others_committed():
+        if others:
             # Another connection committed since our last look (or this is our first
             # write): a prune or an unban with retention 0 may have deleted rows we would
             # add to. Their growth goes with them (the fold drops it: no later row takes

@@ -1,0 +1,138 @@
+"""banctl apply's intake: a plain ban request read by ``pipe.decode_ban`` (msgspec) gives
+the same groups, reports and counts as the general way (``pipe.loads``, every type
+checked), and ``decode_ban`` accepts only what ``loads`` reads to the same values."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+
+import orjson
+import pytest
+
+from banpipe import cli, pipe, positions
+from banpipe.intake import Intake
+from banpipe.protect import Protection
+
+pytest.importorskip("msgspec")
+
+PLAIN = {
+    "v": 1,
+    "ts": "2026-11-28T10:00:00.000001",
+    "gid": 1,
+    "sid": 2003,
+    "rev": 8,
+    "msg": "MS-SQL Worm propagation attempt",
+    "classification": "Misc Attack",
+    "priority": 2,
+    "proto": "UDP",
+    "src": "203.0.113.7",
+    "sport": 1434,
+    "dst": "198.51.100.8",
+    "dport": 1434,
+    "action": None,
+    "refs": [],
+    "format": "snort2-fast",
+    "offender": "203.0.113.7",
+    "victim": "198.51.100.8",
+    "reversed": False,
+    "reason": "priority 2",
+}
+
+# Each changes a plain request; the intake must treat the result as the general way does.
+CHANGES = [
+    {},
+    {"gid": True},
+    {"gid": 1.0},
+    {"rev": None},
+    {"rev": True},
+    {"priority": None},
+    {"priority": 2**63},
+    {"priority": -(2**63)},
+    {"victim": None},
+    {"victim": 5},
+    {"victim": "2001:DB8::1"},
+    {"msg": "x" * 1500},
+    {"msg": None},
+    {"msg": "caf\u00e9 \U0001f600"},
+    {"reason": None},
+    {"ts": "t" * 100},
+    {"ts": 12},
+    {"reversed": 1},
+    {"reversed": True},
+    {"extra": "passed through"},
+    {"offender": "198.51.100.1"},  # our WAN address: refused
+    {"offender": "not an address"},
+    {"offender": ""},
+    {"offender": " 203.0.113.9"},
+    {"v": 2},
+    {"v": True},
+    {"sid": 2**64 - 1},
+    {"sport": None, "dport": None, "refs": None},
+    {"refs": [1]},
+    {"iface": "eth0", "flow_id": 5, "direction": "to_server", "target": "198.51.100.8"},
+]
+
+
+def _line(change: dict) -> bytes:
+    obj = {**PLAIN, **change}
+    return orjson.dumps(obj)
+
+
+RAW = [
+    b"",
+    b"not json",
+    b'{"v":1',
+    b"[1,2]",
+    _line({}).replace(b'"classification":', b'"classification":"\xff","x":'),
+    _line({}).replace(b'"sport":1434', b'"sport":1e999'),
+    _line({}).replace(b'"proto":"UDP"', b'"proto":"\\ud800"'),
+    _line({})[:-1] + b',"z":123456789012345678901234567890}',
+    _line({}).replace(b'"sport":1434', b'"sport":123456789012345678901234567890'),
+    _line({}).replace(b'"offender":', b'"offender":"203.0.113.99","offender":'),
+    b" " + _line({}) + b" ",
+    orjson.dumps(pipe.position_record({"path": "/x", "ident": "1:2", "offset": 5})),
+]
+
+
+def _gathered(lines: list[bytes]) -> tuple:
+    err = io.StringIO()
+    counts: Counter[str] = Counter()
+    intake = Intake(
+        Protection(wan=["198.51.100.1"]),
+        positions.Recorded({}),
+        counts,
+        cli.Reporter("banctl", err),
+        lambda: None,
+    )
+    groups: dict = {}
+    intake.gather(lines, 0, groups)
+    return groups, list(groups), err.getvalue(), counts, intake.unit, intake.novel
+
+
+def test_a_plain_request_and_the_general_way_give_the_same_groups(monkeypatch):
+    # Every kind of line, twice, in an order that mixes them (the groups keep it).
+    lines = [_line(c) for c in CHANGES] + RAW
+    lines = lines + lines[::-1]
+    read = _gathered(lines)
+    monkeypatch.setattr(pipe, "decode_ban", None)
+    assert read == _gathered(lines)
+    groups, _, reported, counts, _, _ = read
+    # the comparison covers each kind: refused, bad, passed, and a position's unit
+    assert counts["refused"] == 2 and counts["bad"] > 10 and sum(g[1] for g in groups.values())
+
+
+def test_decode_ban_accepts_only_what_loads_reads_alike():
+    accepted = 0
+    for raw in [_line(c) for c in CHANGES] + RAW:
+        try:
+            request = pipe.decode_ban(raw)
+        except pipe.NotABanRequest:
+            continue
+        accepted += 1
+        obj = json.loads(raw)
+        assert obj == pipe.loads(raw)
+        assert {k: getattr(request, k) for k in obj} == obj
+        assert all(type(getattr(request, k)) is type(v) for k, v in obj.items())
+    assert accepted >= 5  # the plain ones
