@@ -180,6 +180,7 @@ class RuleSet:
         self.protection = protection
         self.ignore = IgnoreMatcher(ignore)
         self._ignoring = bool(self.ignore)
+        self._ignore_cache = self.ignore._cache
         self.priorities: frozenset[int] = frozenset(priorities)
         if no_priority not in ("skip", "act"):
             raise ValueError(f"no_priority must be 'skip' or 'act', got {no_priority!r}")
@@ -190,15 +191,13 @@ class RuleSet:
         self.require_ours = require_ours
         listed = ", ".join(map(str, sorted(self.priorities)))
         self._prio_listed = f"[{listed}]"
+        self._prio_skip: dict[int, str] = {}
         # raw address text -> (canonical or raw, protection reason or None, kind)
         self._offenders = Memo(CACHE_MAX)
         # raw address text -> (canonical or raw, "ours" label or None)
         self._victims = Memo(CACHE_MAX)
-        # (gid, sid, rev or None, priority, msg or None) -> _judge_rule's verdict
-        self._rules = Memo(CACHE_MAX)
-        # (offender, victim) as read, after any swap -> _judge_ends' verdict
-        self._ends = Memo(CACHE_MAX)
-        # (rule verdict, against) -> a ban's reason, formatted once, not per alert
+        # (gid, sid, rev or None, priority, against, marker) -> a ban's reason: the
+        # few rules and victims of a flood format their reason once, not per alert
         self._reasons = Memo(CACHE_MAX)
 
     @classmethod
@@ -240,47 +239,73 @@ class RuleSet:
             return None if self.no_priority_acts else 'no priority (no_priority = "skip")'
         if not self.priorities or priority in self.priorities:
             return None
-        return f"priority {priority} not in {self._prio_listed}"
+        reason = self._prio_skip.get(priority)
+        if reason is None:
+            reason = f"priority {priority} not in {self._prio_listed}"
+            if len(self._prio_skip) < 1024:
+                self._prio_skip[priority] = reason
+        return reason
 
-    def _judge_rule(self, key: tuple) -> tuple:
-        """What the rule alone decides, for ``(gid, sid, rev or None, priority, msg)``
-        (msg None: the alert names its target, no marker is consulted): ``(swapped by
-        a marker, skip reason or None, skip kind, gid, sid, rev, priority, marker)``.
-        Every part is an exact int, None or str (the contract's types), so equal keys
-        mean equal verdicts, and the tuple itself keys its ban reasons."""
-        gid, sid, rev, priority, msg = key
+    # -- the decision --
+
+    def decide(self, alert: Mapping[str, Any]) -> Decision:
+        """Judge one alert that :func:`banpipe.alert.problem` finds valid for ``JUDGED``."""
+        return self.judge(alert, _judged_values(alert))
+
+    def judge(self, alert: Mapping[str, Any], values: tuple[Any, ...]) -> Decision:
+        """Judge ``alert`` whose values of ``("v", *JUDGED)`` are checked already: what
+        :func:`banpipe.alert.fetcher` hands over, the read loop's one reading of them
+        (bench/README.md, issue 12, alertfilter per alert)."""
+        _, gid, sid, msg, priority, src, dst = values
         marker = None
-        if msg is not None:
+        target = alert.get(_TARGET)
+        if target is not None:
+            # The rule names its target (Suricata "target:", EVE alert.target): that
+            # settles who attacked whom, before and instead of any reverse marker.
+            side = _target_side(target, src, dst)
+            if side is None:
+                why = f"target {target!r} is neither src nor dst"
+                return Decision(False, None, None, False, why, K_NO_OFFENDER)
+            if side == "src":
+                offender, victim, swapped = dst, src, True
+            else:
+                offender, victim, swapped = src, dst, False
+        else:
             for m in self.markers:
                 if m in msg:
                     marker = m
                     break
-        why, kind = None, BAN
-        pattern = self.ignore.match(gid, sid) if self._ignoring else None
-        if pattern is not None:
-            rule = f"{gid}:{sid}"
-            why = f"rule {rule} ignored" + ("" if pattern == rule else f" by {pattern}")
-            kind = K_IGNORED
-        else:
-            why = self._priority_skip(priority)
-            if why is not None:
-                kind = K_PRIORITY
-        return (marker is not None, why, kind, gid, sid, rev, priority, marker)
+            if marker is None:
+                offender, victim, swapped = src, dst, False
+            else:
+                offender, victim, swapped = dst, src, True
 
-    def _judge_ends(self, key: tuple[str | None, str | None]) -> tuple:
-        """What the addresses alone decide, for ``(offender, victim)`` after any swap:
-        ``(skip reason or None, kind, offender, victim, against)``, the addresses as a
-        decision names them (canonical when they parse and were judged)."""
-        offender, victim = key
+        if self._ignoring:
+            key = (gid, sid)
+            cache = self._ignore_cache
+            pattern = cache.get(key, cache)
+            if pattern is cache:
+                pattern = cache.lookup(key, self.ignore._lookup)
+            if pattern is not None:
+                rule = f"{gid}:{sid}"
+                why = f"rule {rule} ignored" + ("" if pattern == rule else f" by {pattern}")
+                return Decision(False, offender, victim, swapped, why, K_IGNORED)
+
+        if priority is None or (self.priorities and priority not in self.priorities):
+            why = self._priority_skip(priority)  # a method call only where it may skip
+            if why is not None:
+                return Decision(False, offender, victim, swapped, why, K_PRIORITY)
+
         if offender is None or offender == "":
-            return ("no offender address", K_NO_OFFENDER, None, victim, None)
+            return Decision(False, None, victim, swapped, "no offender address", K_NO_OFFENDER)
         cache = self._offenders
         entry = cache.get(offender)
         if entry is None:
             entry = cache.lookup(offender, self._judge_offender)
         offender, why, kind = entry
         if why is not None:
-            return (why, kind, offender, victim, None)
+            return Decision(False, offender, victim, swapped, why, kind)
+
         if victim is None or victim == "":
             victim, label = None, None
         else:
@@ -295,80 +320,39 @@ class RuleSet:
                 if victim is None
                 else f"victim {victim} is not ours (require_ours)"
             )
-            return (why, K_NOT_OURS, offender, victim, None)
-        return (None, BAN, offender, victim, label or victim or "no victim address")
+            return Decision(False, offender, victim, swapped, why, K_NOT_OURS)
 
-    # -- the decision --
-
-    def decide(self, alert: Mapping[str, Any]) -> Decision:
-        """Judge one alert that :func:`banpipe.alert.problem` finds valid for ``JUDGED``."""
-        return self.judge(alert, _judged_values(alert))
-
-    def judge(self, alert: Mapping[str, Any], values: tuple[Any, ...]) -> Decision:
-        """Judge ``alert`` whose ``values`` of ``("v", *JUDGED)`` are checked already
-        (what :func:`banpipe.alert.fetcher` hands over: the read loop's one lookup of
-        them).
-
-        Three memo lookups an alert: what its rule decides (:meth:`_judge_rule`), what
-        its two addresses decide (:meth:`_judge_ends`), and a ban's reason per rule and
-        victim; a flood repeats few rules and few pairs of ends (bench/README.md, issue
-        12, alertfilter per alert). A reload compiles a new RuleSet: new, empty memos.
-        """
-        _, gid, sid, msg, priority, src, dst = values
-        get = alert.get
-        target = get(_TARGET)
-        rev = get(_REV)
+        rev = alert.get(_REV)
         if type(rev) is not int:
             rev = None
-        key = (gid, sid, rev, priority, msg if target is None else None)
-        rule = self._rules.get(key)
-        if rule is None:
-            rule = self._rules.lookup(key, self._judge_rule)
-        if target is None:
-            swapped = rule[0]
-        else:
-            # The rule names its target (Suricata "target:", EVE alert.target): that
-            # settles who attacked whom, before and instead of any reverse marker.
-            side = _target_side(target, src, dst)
-            if side is None:
-                why = f"target {target!r} is neither src nor dst"
-                return Decision(False, None, None, False, why, K_NO_OFFENDER)
-            swapped = side == "src"
-        ends = (dst, src) if swapped else (src, dst)
-        if rule[1] is not None:
-            return _new(Decision, (False, ends[0], ends[1], swapped, rule[1], rule[2]))
-
-        verdict = self._ends.get(ends)
-        if verdict is None:
-            verdict = self._ends.lookup(ends, self._judge_ends)
-        why, kind, offender, victim, against = verdict
-        if why is not None:
-            return _new(Decision, (False, offender, victim, swapped, why, kind))
-
-        key = (rule, against)
-        why = self._reasons.get(key)
-        if why is None:
-            why = self._reasons.lookup(key, _ban_reason)
+        against = label or victim or "no victim address"
         if target is not None:
+            why = self._reason((gid, sid, rev, priority, against, None))
             why += f" (rule target {target})"
+        else:
+            key = (gid, sid, rev, priority, against, marker)
+            why = self._reasons.get(key)
+            if why is None:
+                why = self._reasons.lookup(key, self._reason)
         # tuple.__new__ is C; the named tuple's own __new__ is a Python call a ban
         return _new(Decision, (True, offender, victim, swapped, why, BAN))
+
+    @staticmethod
+    def _reason(key: tuple) -> str:
+        """A ban's reason for ``(gid, sid, rev or None, priority, against, marker)``;
+        every part an exact int, None or str (the contract's types), so equal keys
+        mean equal reasons."""
+        gid, sid, rev, priority, against, marker = key
+        rule = f"{gid}:{sid}" + ("" if rev is None else f":{rev}")
+        prio = "none" if priority is None else priority
+        why = f"{rule} prio {prio} against {against}"
+        return why if marker is None else why + f" (reversed by {marker!r})"
 
 
 # The order judge() unpacks; alert.JUDGED names the keys (a test holds them equal).
 JUDGED_ORDER = ("gid", "sid", "msg", "priority", "src", "dst")
 _judged_values = itemgetter(*decoded_keys(("v", *JUDGED_ORDER)))
 _REV, _TARGET = decoded_keys(("rev", "target"))
-
-
-def _ban_reason(key: tuple) -> str:
-    """A ban's reason for ``(rule, against)``, ``rule`` from :meth:`RuleSet._judge_rule`."""
-    rule, against = key
-    gid, sid, rev, priority, marker = rule[3:]
-    text = f"{gid}:{sid}" + ("" if rev is None else f":{rev}")
-    prio = "none" if priority is None else priority
-    why = f"{text} prio {prio} against {against}"
-    return why if marker is None else why + f" (reversed by {marker!r})"
 
 
 def _target_side(target: Any, src: Any, dst: Any) -> str | None:
