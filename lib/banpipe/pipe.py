@@ -156,7 +156,7 @@ class BanRequests:
     __slots__ = ("_texts",)
 
     def __init__(self, size: int = 1 << 15) -> None:
-        self._texts = Memo(size, dumps)
+        self._texts = Memo(size, _kept_json)
 
     def line(
         self,
@@ -192,6 +192,12 @@ class BanRequests:
                 b"}\n",
             )
         )
+
+
+def _kept_json(value: Any) -> bytes:
+    """``dumps(value)`` to keep in a memo: orjson's bytes hold on to its whole buffer
+    (about 4 KiB for an address), a copy holds just the text."""
+    return bytes(memoryview(dumps(value)))
 
 
 @dataclass(frozen=True)
