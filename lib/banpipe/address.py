@@ -44,7 +44,6 @@ _AF4 = socket.AF_INET
 _AF6 = socket.AF_INET6
 _PTON = socket.inet_pton
 _NTOP = socket.inet_ntop
-_V4 = ipaddress.IPv4Address
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _NAT64 = 0x0064_FF9B << 96  # 64:ff9b::/96, the well-known NAT64 prefix (RFC 6052)
 _TRANSLATED = 0xFFFF_0000 << 32  # ::ffff:0:0:0/96, IPv4-translated (RFC 2765)
@@ -53,21 +52,7 @@ _LONGEST = 45  # characters of the longest address text (IPv6 with a dotted tail
 
 def parse(text: Any) -> IP | None:
     """The address ``text`` spells under the rule (IPv4-mapped: IPv4), or None."""
-    if type(text) is not str:
-        return None
-    if V4_PTON and ":" not in text:
-        # inet_pton decides IPv4 text here (V4_PTON), at a fraction of ipaddress's
-        # parse: a new offender's protection check is on alertfilter's latency path.
-        try:
-            return _V4(int.from_bytes(_PTON(_AF4, text), "big"))
-        except (OSError, ValueError):
-            return None
-    return _parse_by_ipaddress(text)
-
-
-def _parse_by_ipaddress(text: str) -> IP | None:
-    """:func:`parse` by :mod:`ipaddress`, the judge (and of whether libc agrees)."""
-    if "%" in text or "/" in text:
+    if type(text) is not str or "%" in text or "/" in text:
         return None
     try:
         ip = ipaddress.ip_address(text)
@@ -80,7 +65,7 @@ def _parse_by_ipaddress(text: str) -> IP | None:
 
 def _by_ipaddress(text: str) -> str:
     """The canonical text by :mod:`ipaddress`, the judge; "" when no address."""
-    ip = _parse_by_ipaddress(text)
+    ip = parse(text)
     return "" if ip is None else str(ip)
 
 
@@ -134,7 +119,7 @@ def _libc_v4_agrees() -> bool:
             ok = True
         except OSError:
             ok = False
-        if ok != (_parse_by_ipaddress(a) is not None):
+        if ok != (parse(a) is not None):
             return False
     return True
 
