@@ -238,10 +238,15 @@ def ipset_wait(ns: str, addr: str, timeout: float = 5.0) -> float:
 _TEST_CHANNEL = None
 
 
-def fdatasync_ms(directory: Path, n: int = 200, pages: int = 1) -> tuple[float, float]:
+def fdatasync_ms(
+    directory: Path, n: int = 200, pages: int = 1, idle: float = 0.0
+) -> tuple[float, float]:
     """p50 and p99 of ``pages`` 4 KiB writes (in place, as the ledger's WAL after its
     restart) + fdatasync in ``directory``: the floor under a durable ledger commit of
-    that many WAL pages, so under every ban's latency."""
+    that many WAL pages, so under every ban's latency. ``idle``: seconds without I/O
+    before each, as between the latency run's alerts: on this machine's virtual disk
+    the first request after a pause costs 0.2-0.3 ms more than one right after another
+    (bench/README.md, issue 12, "banctl's new-ban path")."""
     path = directory / "fdatasync-probe"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     page = b"x" * 4096
@@ -250,6 +255,8 @@ def fdatasync_ms(directory: Path, n: int = 200, pages: int = 1) -> tuple[float, 
         os.pwrite(fd, page * (16 * pages), 0)  # allocated before: rewritten in place
         os.fsync(fd)
         for i in range(n):
+            if idle:
+                time.sleep(idle)
             for k in range(pages):
                 os.pwrite(fd, page, ((i % 16) * pages + k) * 4096)
             t0 = time.perf_counter()
@@ -331,6 +338,8 @@ def latency(
             sync50, sync99 = fdatasync_ms(t / "lib")
             # A ban's durable commit: 10 WAL pages since the bans go alone (14 before).
             sync10, sync14 = (fdatasync_ms(t / "lib", pages=k)[0] for k in (10, 14))
+            # As a ban meets it: 10 pages after the 20 ms pause between alerts.
+            idle10 = fdatasync_ms(t / "lib", n=50, pages=10, idle=0.02)[0]
             if backend != "ipset":
                 watch = Watch(ns, nft_monitor=nft_monitor)
             ft = subprocess.Popen(
@@ -421,7 +430,8 @@ def latency(
                 f"latency {backend:9} n={len(samples)}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
                 f"max {samples[-1]:.2f} ms ({how}; targets p50 <= 1.5, p99 <= 5); "
                 f"this disk's fdatasync of one 4 KiB page: p50 {sync50:.2f} ms, p99 {sync99:.2f} ms"
-                f" (10 / 14 pages: p50 {sync10:.2f} / {sync14:.2f} ms)"
+                f" (10 / 14 pages: p50 {sync10:.2f} / {sync14:.2f} ms; 10 pages after 20 ms"
+                f" idle, as a ban: p50 {idle10:.2f} ms)"
             )
     finally:
         for p in procs:

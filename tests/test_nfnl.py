@@ -63,6 +63,18 @@ def test_set_elements_carry_every_key_in_order():
     assert _elements(setelem_payload(1, "banpipe", "v4", keys)) == keys
 
 
+def test_one_element_carries_its_own_key_each_time():
+    # One key, the everyday new ban, has a payload of its own (a fixed head and the key).
+    for a in ("203.0.113.7", "192.0.2.1", "2001:db8::7", "2001:db8::8"):
+        assert _elements(setelem_payload(1, "banpipe", "v4", [packed(a)])) == [packed(a)]
+    one = setelem_payload(1, "banpipe", "v4", [packed("203.0.113.7")])
+    two = setelem_payload(1, "banpipe", "v4", [packed("203.0.113.7"), packed("192.0.2.1")])
+    # The same framing as an element of a longer list (an IPv4 element: 12 bytes of
+    # attribute heads, 4 of key): only the list's length differs.
+    assert one[-16:] == two[-32:-16]
+    assert len(one) == len(two) - 16
+
+
 def test_too_many_elements_for_one_message_are_refused():
     with pytest.raises(ValueError):
         setelem_payload(1, "t", "v6", [packed("2001:db8::1")] * 3000)

@@ -118,6 +118,20 @@ def test_every_spelling_of_a_protected_ipv4_address_is_protected(v4, spelling):
     assert P.reason(text) == P.reason(str(v4)) is not None
 
 
+@given(
+    st.one_of(
+        st.ip_addresses(v=4),
+        st.ip_addresses(network="192.168.1.0/24"),
+        st.ip_addresses(network="203.0.113.0/27"),
+        st.ip_addresses(network="198.51.100.0/30"),
+    )
+)
+def test_ipv4_text_is_judged_as_its_ipv4_mapped_spelling(v4):
+    # Dotted IPv4 text takes libc's way (address.v4_value), the mapped spelling the
+    # ipaddress way: the same address, the same answer.
+    assert P.reason(str(v4)) == P.reason(f"::ffff:{v4}")
+
+
 def test_ranges_merged_for_bisect():
     from banpipe.intervals import merged
 

@@ -175,6 +175,19 @@ def canonical(text: Any) -> str | None:
     return _by_ipaddress(text) or None
 
 
+def v4_value(text: str) -> int | None:
+    """The IPv4 address ``text`` spells, as an int, where inet_pton alone decides IPv4
+    text (V4_PTON); None for anything else (IPv6, no address, another libc): the
+    caller then asks :func:`parse`. No ipaddress object: a lookup on a new offender's
+    path to its ban (banpipe.protect, issue 12)."""
+    if not V4_PTON or type(text) is not str or ":" in text:
+        return None
+    try:
+        return int.from_bytes(_PTON(_AF4, text), "big")
+    except (OSError, ValueError):
+        return None
+
+
 def network(value: str) -> str:
     """An address or CIDR network in canonical text (``a/n``, host bits cleared).
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from banpipe import intervals
-from banpipe.address import canonical, embedded_ipv4, network, parse, span
+from banpipe.address import canonical, embedded_ipv4, network, parse, span, v4_value
 from banpipe.config import Config
 
 _SPECIAL: tuple[tuple[str, str], ...] = (
@@ -182,18 +182,21 @@ class Protection:
         """Why ``text`` must never be banned, or None when banning it is allowed."""
         if text is None or text == "":
             return "no offender address"
+        v4 = v4_value(text)
+        if v4 is not None:
+            return self._label(4, v4)
         ip = parse(text)
         if ip is None:
             return f"not an IP address: {text!r}"
-        version, value = ip.version, int(ip)
+        label = self._label(ip.version, int(ip))
+        v4 = embedded_ipv4(ip) if label is None else None
+        return self._label(4, v4) if v4 is not None else label
+
+    def _label(self, version: int, value: int) -> str | None:
+        """The first protected table's label for the address ``value``, or None."""
         for table in (self._special, self._ours, self._whitelist):
             if table.contains(version, value):
                 return table.label(version, value)
-        v4 = embedded_ipv4(ip)
-        if v4 is not None:
-            for table in (self._special, self._ours, self._whitelist):
-                if table.contains(4, v4):
-                    return table.label(4, v4)
         return None
 
     def range_reason(self, net: str) -> str | None:

@@ -53,11 +53,18 @@ class SpoofBrake:
     def budget(self, ledger: Ledger, now: float) -> int | None:
         if self.limit <= 0:
             return None
-        starts = ledger.bans_started_since(now - self.window)
-        room = self.limit - len(starts)
-        # When the oldest ban that keeps us at the limit leaves the window.
-        self._clears = starts[room] + self.window if room <= 0 and starts else None
-        return max(0, room)
+        # A count, not every start (a query on each commit before its new bans: reading
+        # up to ``limit`` starts into a list took 0.2 ms of a new ban's path, issue 12).
+        # At the limit, the brake clears when the start of index ``count - limit``
+        # leaves the window (the count then drops below the limit).
+        count = ledger.bans_started_count(now - self.window)[0]
+        room = self.limit - count
+        if room > 0:
+            self._clears = None
+            return room
+        start = ledger.bans_started_count(now - self.window, nth=-room)[1]
+        self._clears = start + self.window if start is not None else None
+        return 0
 
     def clears_at(self) -> float | None:
         """When the window frees room again (for the select timeout), if engaged."""

@@ -59,9 +59,25 @@ def setelem_payload(
     """NEWSETELEM/DELSETELEM payload: ``keys`` are packed addresses. With ``interval``
     each key is a (start, end-exclusive) pair flattened: the end carries the
     INTERVAL_END flag, as nft writes ranges into an interval set."""
+    keys = list(keys)
+    if len(keys) == 1 and not interval and len(keys[0]) % 4 == 0:
+        # An everyday new ban: a fixed head, then the key (issue 12).
+        return _one_element_head(family, table, setname, len(keys[0])) + keys[0]
+    return _elements_payload(family, table, setname, keys, interval)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_element_head(family: int, table: str, setname: str, size: int) -> bytes:
+    """The payload of one element of ``size`` bytes without its key, which ends it (a
+    key of 4 or 16 bytes needs no padding)."""
+    return _elements_payload(family, table, setname, [bytes(size)], False)[:-size]
+
+
+def _elements_payload(
+    family: int, table: str, setname: str, keys: list[bytes], interval: bool
+) -> bytes:
     # Every element has the same framing: built once per key length, not per element
     # (100,000 elements: 0.05 s instead of 2 s of pack_attr calls).
-    keys = list(keys)
     end_flag = pack_attr(NFTA_SET_ELEM_FLAGS, U32.pack(NFT_SET_ELEM_INTERVAL_END))
     heads = {
         (n, f): _ELEM_HEAD.pack(

@@ -21,6 +21,9 @@ from banpipe.ledger.model import (
 )
 from banpipe.ledger.schema import BUSY_TIMEOUT_S
 
+# This gateway's own automated ban periods begun at or after a time (the spoof brake's).
+_OWN_AUTOMATED_SINCE = "FROM bans WHERE start >= ? AND manual = 0 AND origin IS NULL"
+
 
 class Reads:
     """What the ledger holds: offenders, bans, history, positions, local decisions."""
@@ -143,10 +146,24 @@ class Reads:
     def bans_started_since(self, since: float, *, automated_only: bool = True) -> list[float]:
         """Start times (ascending) of ban periods begun at or after ``since``
         (``automated_only``: this gateway's own automated bans, not remote ones)."""
-        sql = "SELECT start FROM bans WHERE start >= ?"
-        if automated_only:
-            sql += " AND manual = 0 AND origin IS NULL"
-        return [r[0] for r in self.db.execute(sql + " ORDER BY start", (since,))]
+        where = _OWN_AUTOMATED_SINCE if automated_only else "FROM bans WHERE start >= ?"
+        return [r[0] for r in self.db.execute(f"SELECT start {where} ORDER BY start", (since,))]
+
+    def bans_started_count(
+        self, since: float, *, nth: int | None = None
+    ) -> tuple[int, float | None]:
+        """How many of this gateway's own automated ban periods began at or after
+        ``since``, and the start of the ``nth`` of them (0 the oldest; None when there
+        are not that many, or ``nth`` is None): the spoof brake's question, asked on
+        each commit before a new ban, without reading every start."""
+        where = _OWN_AUTOMATED_SINCE
+        count = int(self.db.execute(f"SELECT count(*) {where}", (since,)).fetchone()[0])
+        if nth is None or not 0 <= nth < count:
+            return count, None
+        row = self.db.execute(
+            f"SELECT start {where} ORDER BY start LIMIT 1 OFFSET ?", (since, nth)
+        ).fetchone()
+        return count, row[0] if row else None
 
     def recorded_positions(self) -> dict[tuple[str, str], int]:
         """``(path, ident) -> offset`` of every recorded position."""
