@@ -814,3 +814,80 @@ def test_stopped_between_rename_and_reopen_resumes_in_the_old_file(tmp_path, tai
     t2.quiet()
     assert t2.stop() == 0
     assert t2.rest() == []
+
+
+# -- one wake-up: the data out first, the checks that need no data after it (issue 12) --
+
+
+class Recorded:
+    """An Output that keeps what was emitted and what was flushed when."""
+
+    def __init__(self) -> None:
+        self.sids: list = []
+        self.flushed: list = []  # the sids written out at each flush
+
+    def emit(self, items: list, name: str) -> None:
+        self.sids += summary(items)
+
+    def flush(self) -> None:
+        self.flushed.append(list(self.sids))
+
+
+def name_reader(path: Path, out: Recorded, notes: list):
+    from banpipe.follow import NameReader
+
+    reader = NameReader(str(path), new_parser=parser, output=out, note=notes.append)
+    reader.start(saved=None, from_start=True)
+    return reader
+
+
+def test_a_wake_ups_lines_are_flushed_before_the_name_is_looked_at(tmp_path, monkeypatch):
+    from banpipe import follow
+
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out, notes = Recorded(), []
+    reader = name_reader(f, out, notes)
+    assert reader.step()
+    append(f, line(2))
+    seen = []
+    real_stat = os.stat
+
+    def stat(path, *a, **kw):
+        seen.append(list(out.flushed[-1]) if out.flushed else [])
+        return real_stat(path, *a, **kw)
+
+    monkeypatch.setattr(follow.os, "stat", stat)
+    assert reader.step()
+    assert seen == [[1, 2]]  # the name was looked at once, after line 2 was out
+    assert notes == []
+
+
+def test_a_truncation_below_the_position_is_noticed_with_no_new_data(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(line(1) + line(2))
+    out, notes = Recorded(), []
+    reader = name_reader(f, out, notes)
+    assert reader.step() and out.sids == [1, 2]
+    with open(f, "r+") as fh:  # cut below our position, nothing appended since
+        fh.truncate(10)
+    assert reader.step()
+    assert notes == [f"{f}: file truncated; reading from the start"]
+    assert reader.cur.read_pos == 10  # read again from 0: the 10 bytes left
+    append(f, "\n" + line(3))
+    assert reader.step()
+    assert out.sids[-1] == 3
+
+
+def test_a_truncation_refilled_past_the_position_drops_the_chunk_read_after_it(tmp_path):
+    f = tmp_path / "alert"
+    f.write_text(line(1))
+    out, notes = Recorded(), []
+    reader = name_reader(f, out, notes)
+    assert reader.step() and out.sids == [1]
+    with open(f, "r+") as fh:  # rewritten past our position: the head differs
+        fh.truncate(0)
+        fh.write(line(2) + line(3))
+    assert reader.step()
+    assert out.sids == [1, 2, 3]  # not the middle of the new content read at the old offset
+    assert notes == [f"{f}: file truncated; reading from the start"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from banpipe import pipe
-from banpipe.alert import FORMATS, JUDGED, checker, problem
+from banpipe.alert import FORMATS, JUDGED, checker, fetcher, problem
 from banpipe.pipe import Lines, PipeError, PipeReader, Writer
 
 
@@ -207,3 +208,50 @@ def test_the_compiled_check_agrees_with_problem(over, keys, start_good):
     obj = {**GOOD, **over} if start_good else over
     assert checker(keys)(obj) is (problem(obj, keys) is None)
     assert checker(keys)(["not", "an", "object"]) is False
+    values = fetcher(keys)(obj)
+    if problem(obj, keys) is None:
+        assert values == tuple(obj[k] for k in ("v", *keys))  # handed over, in order
+    else:
+        assert values is None
+
+
+# --- boundary 2: a ban request spliced into the line as read -----------------------------
+
+REQUEST = ("203.0.113.7", "198.51.100.8", True, "1:2003:8 prio 2 against x")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"v":1,"msg":"a \\u00e9 \\"q\\"","src":"203.0.113.7","x":[1,{"y":null}]}',
+        b'{ "v" : 1 , "msg" : "spaced" }',
+        b'{"v":1,"dup":1,"dup":2}',
+    ],
+)
+def test_a_ban_request_is_the_line_as_read_plus_the_four_keys(raw):
+    alert = pipe.loads(raw)
+    line = pipe.BanRequests().line(raw, dict(alert), *REQUEST)
+    assert line.startswith(raw[:-1]) and line.endswith(b"}\n")  # the alert's bytes kept
+    assert pipe.loads(line) == {**alert, **dict(zip(pipe.BAN_REQUEST_KEYS, REQUEST))}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"v":1,"reason":"old","msg":"m"}',  # a key of ours already there: set in place
+        b'{"v":1,"msg":"m"} ',  # not ending in "}": encoded anew
+    ],
+)
+def test_a_line_that_cannot_take_a_splice_is_encoded_as_before(raw):
+    alert = pipe.loads(raw)
+    line = pipe.BanRequests().line(raw, alert, *REQUEST)
+    assert line == pipe.encode(alert)
+    assert pipe.loads(line) == {**pipe.loads(raw), **dict(zip(pipe.BAN_REQUEST_KEYS, REQUEST))}
+
+
+def test_a_ban_request_without_victim_and_unreversed():
+    requests = pipe.BanRequests()
+    for _ in range(2):  # the second from the memo of texts
+        line = requests.line(b'{"v":1}', {"v": 1}, "2001:db8::1", None, False, 'r "q"')
+        request = {"offender": "2001:db8::1", "victim": None, "reversed": False, "reason": 'r "q"'}
+        assert line == pipe.encode({"v": 1, **request})

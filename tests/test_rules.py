@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from banpipe.alert import JUDGED, problem
 from banpipe.config import Config, ConfigError, FilterConfig, NetworkConfig, parse_config
-from banpipe.judge import is_judgeable
+from banpipe.judge import judged
 from banpipe.protect import Protection
 from banpipe.rules import (
     BAN,
     CACHE_MAX,
+    JUDGED_ORDER,
     K_BAD_ADDRESS,
     K_IGNORED,
     K_NO_OFFENDER,
@@ -529,7 +530,45 @@ def test_caches_are_bounded():
         assert decide(a, rules).ban
     assert len(rules._offenders) <= 2 * CACHE_MAX
     assert len(rules._victims) <= 2 * CACHE_MAX
+    assert len(rules._reasons) <= 2 * CACHE_MAX
     assert len(rules.ignore._cache) <= 2 * CACHE_MAX
+
+
+def test_judge_reads_the_judged_keys_in_the_order_alertfilter_hands_them_over():
+    assert JUDGED_ORDER == JUDGED
+    a = alert()
+    assert rules_for().judge(a, judged(a)) == decide(a, rules_for())
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        ({"rev": 8}, {"rev": True}),  # True == 1, 8.0 == 8: equal keys, other reasons
+        ({"rev": 8}, {"rev": 8.0}),
+        ({"rev": 1}, {"rev": True}),
+        ({}, {"msg": "MS-SQL BLOCKED DESTINATION"}),
+        ({}, {"src": "198.51.100.8", "dst": "203.0.113.7"}),
+        ({}, {"priority": 3}),
+        ({}, {"sid": 2925}),
+        ({"priority": None}, {"priority": 2}),
+        ({"target": "198.51.100.8"}, {"target": "203.0.113.7"}),
+        ({"target": "198.51.100.8"}, {}),
+        ({"target": 1}, {"target": True}),
+    ],
+)
+def test_a_remembered_decision_is_never_another_alerts(first, then):
+    rules = rules_for()
+    a, b = alert(**first), alert(**then)
+    decide(a, rules)  # now in the memos
+    assert decide(b, rules) == decide(b, rules_for())  # as a fresh rule set decides
+    assert decide(a, rules) == decide(a, rules_for())
+
+
+def test_a_repeated_alert_is_decided_alike_each_time():
+    rules = rules_for()
+    for over in ({}, {"msg": "x BLOCKED DESTINATION", "src": "198.51.100.8"}, {"sid": 2925}):
+        first = decide(alert(**over), rules)
+        assert decide(alert(**over), rules) == first
 
 
 # --- ignore matcher ----------------------------------------------------------------------
@@ -600,7 +639,7 @@ def test_ignore_matcher_many_rules():
 )
 def test_check_alert(over, expected):
     assert problem(alert(**over), JUDGED) == expected
-    assert is_judgeable(alert(**over)) is (expected is None)  # the compiled check agrees
+    assert (judged(alert(**over)) is None) is (expected is not None)  # the compiled check agrees
 
 
 # --- the property: no ban for a protected address, whatever the input --------------------

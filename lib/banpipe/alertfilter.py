@@ -188,10 +188,11 @@ def _loop(
             if appeared:
                 loader.reload(appeared)
 
+    waiting = [fd, watch_fd, signals.fd]
+    ready: list[int] = []
     while not stop.stop:
         if fd is not None:
             filt.out.flush()  # never leave output in a buffer while we wait
-            waiting = [fd, watch_fd, signals.fd]
             ready, _, _ = select.select(waiting, [], [])
             if signals.fd in ready:
                 signals.drain()
@@ -206,8 +207,12 @@ def _loop(
             chunk = os.read(fd, CHUNK) if fd is not None else read_chunk(CHUNK)
         except OSError as exc:
             raise ToolError(f"{name}: cannot read: {exc.strerror or exc}", EX_IOERR) from None
-        # A change noticed before this chunk is judged applies to it: "the next line read".
-        changed = watcher.changed()
+        # A change noticed before this chunk is judged applies to it: "the next line
+        # read". Noticed by the select() that woke us for the chunk; polling the watch
+        # again here cost a system call before every line's write (an alert's latency,
+        # issue 12), and a change made while we read is in the next select(), as one
+        # made while we judge always was. An input select() cannot wait on: polled.
+        changed = watcher.changed() if fd is None or watch_fd in ready else set()
         if changed or stop.hup:
             reload(changed)
         if not chunk:

@@ -114,15 +114,24 @@ class NameReader:
     def drain(self, cur: Cursor) -> bool:
         """Read ``cur`` to its current end, emitting as we go; False when stopped."""
         files = self.files
+        checked = False  # a truncation check since this drain's last read found data
         while True:
             if self.stop():
                 return False
             chunk = cur.read()
             if not chunk:
+                # A file cut below our position reads empty: checked here, at the end,
+                # so that a wake-up's new data goes out before this check, not after it
+                # (an alert's latency, issue 12). Not again right after a chunk's check:
+                # a truncation since then raised an inotify event, and the next drain
+                # checks (a truncation that grew past our position gives a chunk).
+                if not checked and files.truncated(cur):
+                    continue
                 return True
             cur.last_data = self.clock()
             # Checked after the read: a chunk read before a truncation is old content
             # (fed), one read after it is new content (dropped; read again from 0).
+            checked = True
             if files.truncated(cur):
                 continue
             if cur.siblings is not None and files.copied_before_read(cur):
@@ -145,12 +154,16 @@ class NameReader:
 
     def step(self, *, once: bool = False) -> bool:
         """Read what is there and follow the name; False when stopped."""
+        files = self.files
+        cur = files.cur
+        # The file we hold first: its new data is ours wherever the name leads now, and
+        # goes out before the name is looked at (an alert's latency, issue 12).
+        if cur is not None and not self.drain(cur):
+            return False
         try:
             st: os.stat_result | None = os.stat(self.path)
         except OSError:
             st = None
-        files = self.files
-        cur = files.cur
         if cur is None:
             if st is None:
                 return True
@@ -160,15 +173,15 @@ class NameReader:
                 files.unreadable(self.path, exc)
                 return True
             files.watch()
+            if not self.drain(cur):
+                return False
         same = st is not None and (st.st_ino, st.st_dev) == (cur.ino, cur.dev)
         if same:
             if files.next is not None:
                 files.drop_next()
-            files.truncated(cur)
-            return self.drain(cur)
-        # The name no longer leads to our file: rotated, deleted or replaced; maybe
-        # copied and truncated before that, to no more than we had read (no chunk).
-        files.truncated(cur)
+            return True
+        # The name no longer leads to our file: rotated, deleted or replaced; what was
+        # appended to it before that is drained (a truncation is checked at its end).
         if not self.drain(cur):
             return False
         if files.queue:

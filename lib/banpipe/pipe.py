@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Annotated, Any, Literal
 
+from banpipe.memo import Memo
+
 try:  # optional speed-up, same output
     import orjson
 except ImportError:  # pragma: no cover - exercised where orjson is absent
@@ -154,6 +156,18 @@ if msgspec is not None:
     NotABanRequest = msgspec.DecodeError  # also its ValidationError
 
 
+def decoded_keys(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` as the very str objects :func:`loads` gives a decoded object's keys.
+
+    orjson returns the same key object for a key on every line; a lookup with that
+    object finds the key by identity instead of comparing strings, which takes about
+    two fifths off each lookup in a decoded alert (bench/README.md, issue 12). Equal
+    strings either way: only the speed depends on it.
+    """
+    own = {key: key for key in loads(dumps(dict.fromkeys(names)))}
+    return tuple(own[name] for name in names)
+
+
 def encode(obj: dict[str, Any]) -> bytes:
     """One pipe line (with its newline) for ``obj``."""
     try:
@@ -176,6 +190,73 @@ def encode_batch(objs: list[dict[str, Any]]) -> bytes:
         return b"\n".join(map(_plain_dumps, objs)) + b"\n"
     except TypeError:
         return b"\n".join(map(dumps, objs)) + b"\n"
+
+
+#: Keys alertfilter adds to an alert it passes on (boundary 2), in this order.
+BAN_REQUEST_KEYS: tuple[str, ...] = ("offender", "victim", "reversed", "reason")
+
+
+class BanRequests:
+    """Boundary 2's lines: an alert as read, plus :data:`BAN_REQUEST_KEYS`.
+
+    ``line(raw, alert, offender, victim, reversed_, reason)`` splices the four members
+    into ``raw`` (the line ``alert`` was decoded from) before its closing brace instead
+    of encoding the whole alert again (a tenth of alertfilter's instructions,
+    bench/README.md, issue 12): the alert's own keys stay byte for byte as read, which
+    is what the contract asks ("the alert object, unchanged, plus"), and decoding the
+    line gives what :func:`encode` of the alert with the keys set would. A line that does
+    not end in ``}`` (trailing blanks, a CR) or already holds one of the keys takes
+    :func:`encode`, which replaces a value in place as a dict does.
+
+    The JSON texts of the addresses and reasons are kept in a bounded memo: a flood
+    repeats the same few of each, as the same str objects whose hash is kept.
+    """
+
+    __slots__ = ("_texts",)
+
+    def __init__(self, size: int = 1 << 15) -> None:
+        self._texts = Memo(size, _kept_json)
+
+    def line(
+        self,
+        raw: bytes,
+        alert: dict[str, Any],
+        offender: str,
+        victim: str | None,
+        reversed_: bool,
+        reason: str,
+    ) -> bytes:
+        if (
+            raw[-1:] != b"}"
+            or "offender" in alert
+            or "victim" in alert
+            or "reversed" in alert
+            or "reason" in alert
+        ):
+            alert.update(offender=offender, victim=victim, reversed=reversed_, reason=reason)
+            return encode(alert)
+        texts = self._texts
+        o = texts.get(offender) or texts.lookup(offender)
+        v = b"null" if victim is None else texts.get(victim) or texts.lookup(victim)
+        r = texts.get(reason) or texts.lookup(reason)
+        return b"".join(
+            (
+                raw[:-1],
+                b',"offender":',
+                o,
+                b',"victim":',
+                v,
+                b',"reversed":true,"reason":' if reversed_ else b',"reversed":false,"reason":',
+                r,
+                b"}\n",
+            )
+        )
+
+
+def _kept_json(value: Any) -> bytes:
+    """``dumps(value)`` to keep in a memo: orjson's bytes hold on to its whole buffer
+    (about 4 KiB for an address), a copy holds just the text."""
+    return bytes(memoryview(dumps(value)))
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from banpipe import intervals
 from banpipe.address import canonical
 from banpipe.config import Config, ConfigError
 from banpipe.memo import Memo
+from banpipe.pipe import decoded_keys
 from banpipe.protect import Protection
 
 CACHE_MAX = 1 << 15
@@ -248,10 +250,15 @@ class RuleSet:
 
     def decide(self, alert: Mapping[str, Any]) -> Decision:
         """Judge one alert that :func:`banpipe.alert.problem` finds valid for ``JUDGED``."""
-        src = alert["src"]
-        dst = alert["dst"]
+        return self.judge(alert, _judged_values(alert))
+
+    def judge(self, alert: Mapping[str, Any], values: tuple[Any, ...]) -> Decision:
+        """Judge ``alert`` whose values of ``("v", *JUDGED)`` are checked already: what
+        :func:`banpipe.alert.fetcher` hands over, the read loop's one reading of them
+        (bench/README.md, issue 12, alertfilter per alert)."""
+        _, gid, sid, msg, priority, src, dst = values
         marker = None
-        target = alert.get("target")
+        target = alert.get(_TARGET)
         if target is not None:
             # The rule names its target (Suricata "target:", EVE alert.target): that
             # settles who attacked whom, before and instead of any reverse marker.
@@ -264,7 +271,6 @@ class RuleSet:
             else:
                 offender, victim, swapped = src, dst, False
         else:
-            msg = alert["msg"]
             for m in self.markers:
                 if m in msg:
                     marker = m
@@ -275,17 +281,16 @@ class RuleSet:
                 offender, victim, swapped = dst, src, True
 
         if self._ignoring:
-            key = (alert["gid"], alert["sid"])
+            key = (gid, sid)
             cache = self._ignore_cache
             pattern = cache.get(key, cache)
             if pattern is cache:
                 pattern = cache.lookup(key, self.ignore._lookup)
             if pattern is not None:
-                rule = f"{alert['gid']}:{alert['sid']}"
+                rule = f"{gid}:{sid}"
                 why = f"rule {rule} ignored" + ("" if pattern == rule else f" by {pattern}")
                 return Decision(False, offender, victim, swapped, why, K_IGNORED)
 
-        priority = alert["priority"]
         if priority is None or (self.priorities and priority not in self.priorities):
             why = self._priority_skip(priority)  # a method call only where it may skip
             if why is not None:
@@ -317,15 +322,15 @@ class RuleSet:
             )
             return Decision(False, offender, victim, swapped, why, K_NOT_OURS)
 
-        rev = alert.get("rev")
+        rev = alert.get(_REV)
         if type(rev) is not int:
             rev = None
         against = label or victim or "no victim address"
         if target is not None:
-            why = self._reason((alert["gid"], alert["sid"], rev, priority, against, None))
+            why = self._reason((gid, sid, rev, priority, against, None))
             why += f" (rule target {target})"
         else:
-            key = (alert["gid"], alert["sid"], rev, priority, against, marker)
+            key = (gid, sid, rev, priority, against, marker)
             why = self._reasons.get(key)
             if why is None:
                 why = self._reasons.lookup(key, self._reason)
@@ -342,6 +347,12 @@ class RuleSet:
         prio = "none" if priority is None else priority
         why = f"{rule} prio {prio} against {against}"
         return why if marker is None else why + f" (reversed by {marker!r})"
+
+
+# The order judge() unpacks; alert.JUDGED names the keys (a test holds them equal).
+JUDGED_ORDER = ("gid", "sid", "msg", "priority", "src", "dst")
+_judged_values = itemgetter(*decoded_keys(("v", *JUDGED_ORDER)))
+_REV, _TARGET = decoded_keys(("rev", "target"))
 
 
 def _target_side(target: Any, src: Any, dst: Any) -> str | None:
