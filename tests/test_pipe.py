@@ -232,7 +232,7 @@ def test_a_ban_request_is_the_line_as_read_plus_the_four_keys(raw):
     alert = pipe.loads(raw)
     line = pipe.BanRequests().line(raw, dict(alert), *REQUEST)
     assert line.startswith(raw[:-1]) and line.endswith(b"}\n")  # the alert's bytes kept
-    assert pipe.loads(line) == {**alert, **dict(zip(pipe.BAN_REQUEST_KEYS, REQUEST))}
+    assert pipe.loads(line) == {**alert, **dict(zip(pipe.BAN_KEYS, REQUEST))}
 
 
 @pytest.mark.parametrize(
@@ -246,7 +246,7 @@ def test_a_line_that_cannot_take_a_splice_is_encoded_as_before(raw):
     alert = pipe.loads(raw)
     line = pipe.BanRequests().line(raw, alert, *REQUEST)
     assert line == pipe.encode(alert)
-    assert pipe.loads(line) == {**pipe.loads(raw), **dict(zip(pipe.BAN_REQUEST_KEYS, REQUEST))}
+    assert pipe.loads(line) == {**pipe.loads(raw), **dict(zip(pipe.BAN_KEYS, REQUEST))}
 
 
 def test_a_ban_request_without_victim_and_unreversed():

@@ -192,12 +192,8 @@ def encode_batch(objs: list[dict[str, Any]]) -> bytes:
         return b"\n".join(map(dumps, objs)) + b"\n"
 
 
-#: Keys alertfilter adds to an alert it passes on (boundary 2), in this order.
-BAN_REQUEST_KEYS: tuple[str, ...] = ("offender", "victim", "reversed", "reason")
-
-
 class BanRequests:
-    """Boundary 2's lines: an alert as read, plus :data:`BAN_REQUEST_KEYS`.
+    """Boundary 2's lines: an alert as read, plus :data:`BAN_KEYS`.
 
     ``line(raw, alert, offender, victim, reversed_, reason)`` splices the four members
     into ``raw`` (the line ``alert`` was decoded from) before its closing brace instead
