@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from banpipe import intervals
 from banpipe.address import canonical
+from banpipe.alert import JUDGED
 from banpipe.config import Config, ConfigError
 from banpipe.memo import Memo
 from banpipe.pipe import decoded_keys
@@ -349,9 +350,8 @@ class RuleSet:
         return why if marker is None else why + f" (reversed by {marker!r})"
 
 
-# The order judge() unpacks; alert.JUDGED names the keys (a test holds them equal).
-JUDGED_ORDER = ("gid", "sid", "msg", "priority", "src", "dst")
-_judged_values = itemgetter(*decoded_keys(("v", *JUDGED_ORDER)))
+# judge() unpacks the values of alert.JUDGED in its order (tests/test_rules.py pins it).
+_judged_values = itemgetter(*decoded_keys(("v", *JUDGED)))
 _REV, _TARGET = decoded_keys(("rev", "target"))
 
 
