@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from banpipe import parsers
 from banpipe.address import canonical
-from banpipe.parsers import FORMATS, REASONS, AlertParser, ParseError, parse_line
+from banpipe.parsers import FORMATS, REASONS, AlertParser, Encoded, ParseError, parse_line
 from banpipe.pipe import OPTIONAL_ALERT_KEYS
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -325,6 +325,28 @@ def test_year_override_and_set_now():
     assert p.feed(stamp, 1)[0]["ts"].startswith("2025-")
     p.set_now(datetime(2026, 7, 1))
     assert p.feed(stamp, 2)[0]["ts"].startswith("2026-")
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_set_now_moves_the_year_of_a_burst(encoded):
+    # A burst (feed_text) keeps its lines' pieces per middle and date token; a new
+    # anchor must give the same lines their new year, with ports or without.
+    head = "06/15-12:00:00.000000  [**] [1:1:1] m [**] [Priority: 0] "
+    text = "\n".join(
+        [head + "{TCP} 192.0.2.1:1 -> 192.0.2.2:2", head + "{ICMP} 192.0.2.1 -> 192.0.2.2"] * 2
+    )
+    p = AlertParser(now=datetime(2026, 1, 1), encoded=encoded)
+
+    def years() -> set[str]:
+        out = []
+        for x in p.feed_text(text, 1):  # Encoded: the lines of alerts made from pieces
+            out += [json.loads(ln) for ln in x.data.splitlines()] if type(x) is Encoded else [x]
+        assert len(out) == 4 and all(type(a) is dict for a in out), out
+        return {a["ts"][:4] for a in out}
+
+    assert years() == {"2025"}
+    p.set_now(datetime(2026, 7, 1))
+    assert years() == {"2026"}
 
 
 def test_leap_day_without_year():

@@ -74,11 +74,13 @@ classification, priority, protocol) and addresses; the middle's parse is cached 
 text (module-wide) with the alert dict's template and its pipe line as a ``%`` format
 (parsers.common.line_template), which is completed with the line's date prefix, time and
 addresses: no dict per alert. IPv4 addresses are validated by inet_pton inline
-(``banpipe.address.V4_PTON``: checked at import to agree with the rule; ``feed``'s one
-line through ``banpipe.address.V4_MEMO``), IPv6 looked up in ``banpipe.address.V6_MEMO``
-first, ISO date prefixes cached per parser (they depend on
-``now``).  The module-wide caches have two generations of a fixed size each, so memory
-stays bounded whatever the input (bench/README.md).  With ``encoded=True`` (fasttail)
+(``banpipe.address.V4_PTON``: checked at import to agree with the rule), looked up in
+``banpipe.address.V4_MEMO`` first, IPv6 in ``banpipe.address.V6_MEMO``; ISO date
+prefixes are cached per parser (they depend on ``now``), and so are the pipe line's
+pieces per middle and date token (``ScanLines._hot_entry``: two lookups a line, the
+date already in the text before the time).  The module-wide caches have two
+generations of a fixed size each, the parser's are cleared when full, so memory stays
+bounded whatever the input (bench/README.md).  With ``encoded=True`` (fasttail)
 the pipe lines of consecutive alerts come back as one ``Encoded`` item; otherwise every
 alert is a dict (decoded from that line: the same bytes either way).
 """
@@ -174,6 +176,7 @@ class AlertParser(ScanLines, FastLines, FullBlocks, SyslogLines, EveLines, Dates
         # The same for the tokens that need no second look: a valid date with a plain
         # prefix (not the boundary day of the year inference), format not refused by force.
         self._fdok: tuple[dict[str, tuple], dict[str, tuple]] = ({}, {})
+        self._hot: dict[str, dict[str, tuple]] = {}  # see ScanLines._hot_entry
         self.set_now(now)
 
     # -- time stamps ---------------------------------------------------------------------
@@ -183,6 +186,7 @@ class AlertParser(ScanLines, FastLines, FullBlocks, SyslogLines, EveLines, Dates
         self._anchor(now)
         for cache in self._fd + self._fdok:
             cache.clear()
+        self._hot.clear()
 
     # -- the feed ------------------------------------------------------------------------
 

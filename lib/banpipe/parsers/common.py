@@ -49,7 +49,9 @@ class ParseError:
 
 
 _TIME = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}"
-_DATE = r"\d\d/\d\d(?:/\d\d(?:\d\d)?)?"
+# The year's digits as alternatives, not nested optional groups: sre runs a group's "?"
+# through its general repeat (0.5k instructions a line in parsers.scan's findall).
+_DATE = r"\d\d/\d\d(?:/\d\d\d\d|/\d\d|)"
 # Text that may appear in msg/classification/proto: no control characters (tab allowed),
 # no DEL/C1 controls, no lone surrogates (undecodable bytes).  Excluding them here keeps
 # the binary-data check off the fast path: such a line fails _FAST and is checked later.

@@ -12,8 +12,8 @@ import re
 
 from banpipe import pipe
 
-from .common import _DATE, _TIME, Encoded
-from .endpoints import _AF4, _PTON, _V4_PTON
+from .common import _DATE, _DATES_MAX, _TIME, Encoded
+from .endpoints import _AF4, _PTON, _V4_MEMO, _V4_PTON
 from .fast import _FAST_MATCH, _MIDDLES, _QUICK_MATCH, _endpoints
 
 # fast._QUICK for every line of a text (findall: one tuple per line, in C), split at the
@@ -23,13 +23,31 @@ from .fast import _FAST_MATCH, _MIDDLES, _QUICK_MATCH, _endpoints
 # address text is in groups 8 and 9; a line that is no alert_fast line at all is group 11
 # (and group 1 is empty). Without a strict inet_pton (_V4_PTON) there is no IPv4 branch:
 # every address goes through _endpoints.
-_PORT = r"([1-9]\d{0,4}|0)"
-_V4_PORTS = rf"([\d.]{{7,15}}):{_PORT} -> ([\d.]{{7,15}}):{_PORT}|" if _V4_PTON else "()()()()"
+# ([0-9] rather than \d: a range costs sre less than a category, 0.3k instructions a line.)
+_PORT = r"([1-9][0-9]{0,4}|0)"
+_V4_PORTS = rf"([0-9.]{{7,15}}):{_PORT} -> ([0-9.]{{7,15}}):{_PORT}|" if _V4_PTON else "()()()()"
 _SCAN_ALL = re.compile(
     rf"^(?:({_DATE})-({_TIME})( {{1,2}}.*\}} )"
     rf"(?:{_V4_PORTS}([0-9A-Fa-f:.]*) -> ([0-9A-Fa-f:.]*))( *)|(.*))$",
     re.ASCII | re.MULTILINE,
 ).findall
+
+
+# The text between src, sport, dst and dport in every pipe line (parsers.common.line_template):
+# the keys are neighbours in the contract's order, so feed_text writes it as constants.
+_ADDR_GLUE = ('","sport":', ',"dst":"', '","dport":')
+# Middles kept in a parser's _hot (each with its date tokens): as many as _MIDDLES holds.
+_HOT_MAX = 2 * _MIDDLES.size
+
+
+def _v4(a: str) -> bool:
+    """Whether inet_pton takes ``a`` as IPv4 (_V4_PTON's rule); remembered if so."""
+    try:
+        _PTON(_AF4, a)
+    except (OSError, ValueError):
+        return False
+    _V4_MEMO.put(a, a)
+    return True
 
 
 class ScanLines:
@@ -41,6 +59,9 @@ class ScanLines:
     _block: object
     _fragment: bool
     _fdok: tuple[dict[str, tuple], dict[str, tuple]]
+    # middle text -> {date token -> _hot_entry's pieces}: one parser's dates (its now,
+    # year and force), so cleared with its date caches (AlertParser.set_now).
+    _hot: dict[str, dict[str, tuple]]
     last_line: int
 
     def feed_text(self, text: str, first: int) -> list:
@@ -69,41 +90,45 @@ class ScanLines:
         out: list = []
         run: list[str] = []  # pipe lines made here, not yet in out
         keep = run.append
-        get = _MIDDLES.get
-        fdok = self._fdok
+        hot_get = self._hot.get
+        v4 = _V4_MEMO
         lineno = first - 1
         for lineno, (dtok, time, mid, s, sp, d, dp, src, dst, tail, other) in enumerate(
             _SCAN_ALL(text), first
         ):
             if dtok:
-                ent = get(mid) or _MIDDLES.recall(mid)
-                if ent is not None:
-                    fe = fdok[ent[1]].get(dtok)
-                    if fe is not None:
-                        fmt, pre = fe
+                by_date = hot_get(mid)
+                t = None if by_date is None else by_date.get(dtok)
+                if t is None:
+                    t = self._hot_entry(mid, dtok)
+                if t is not None:
+                    head, between, end, fmt, mode = t
+                    if sp:
                         # IPv4 with ports, the common case, here only: inet_pton is the
-                        # rule (_V4_PTON); a port of 5 digits is compared as text.
-                        if sp and (sp <= "65535" or len(sp) < 5) and (dp <= "65535" or len(dp) < 5):
-                            try:
-                                _PTON(_AF4, s)
-                                _PTON(_AF4, d)
-                            except (OSError, ValueError):
-                                pass
-                            else:
-                                p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
-                                keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{sp}{p4}{d}{p5}{dp}{p6}")
-                                continue
-                            src, dst = f"{s}:{sp}", f"{d}:{dp}"
-                        r = _endpoints(src, dst, fmt, ent[2])
-                        if type(r) is tuple and r[0] is not None:  # (no addresses: _line)
-                            s, sp, d, dp = r
-                            if sp is None:
-                                sp = "null"
-                            if dp is None:
-                                dp = "null"
-                            p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
-                            keep(f"{p0}{pre}{p1}{time}{p2}{s}{p3}{sp}{p4}{d}{p5}{dp}{p6}")
+                        # rule (_V4_PTON; an address it took is in its memo); a port of
+                        # 5 digits is compared as text.
+                        if (
+                            (sp <= "65535" or len(sp) < 5)
+                            and (dp <= "65535" or len(dp) < 5)
+                            and (s in v4 or _v4(s))
+                            and (d in v4 or _v4(d))
+                        ):
+                            keep(
+                                f'{head}{time}{between}{s}","sport":{sp},"dst":"{d}","dport":{dp}{end}'
+                            )
                             continue
+                        src, dst = f"{s}:{sp}", f"{d}:{dp}"
+                    r = _endpoints(src, dst, fmt, mode)
+                    if type(r) is tuple and r[0] is not None:  # (no addresses: _line)
+                        s, sp, d, dp = r
+                        if sp is None:
+                            sp = "null"
+                        if dp is None:
+                            dp = "null"
+                        keep(
+                            f'{head}{time}{between}{s}","sport":{sp},"dst":"{d}","dport":{dp}{end}'
+                        )
+                        continue
                 if sp:
                     src, dst = f"{s}:{sp}", f"{d}:{dp}"
                 other = f"{dtok}-{time}{mid}{src} -> {dst}{tail}"  # the line again
@@ -121,6 +146,32 @@ class ScanLines:
             self._take(run, out)
         self.last_line = lineno
         return out
+
+    def _hot_entry(self, mid: str, dtok: str) -> tuple | None:
+        """The pieces of the pipe lines of a middle on a date: (the text up to the time,
+        the text from the time to src, the text after dport, format, Snort port mode),
+        kept in ``_hot``; None when a line of them takes the full grammar (the middle is
+        not cached, the date token not plain: see Dates, FastLines._fast_date)."""
+        ent = _MIDDLES.get(mid) or _MIDDLES.recall(mid)
+        if ent is None:
+            return None
+        fe = self._fdok[ent[1]].get(dtok)
+        if fe is None:
+            return None
+        fmt, pre = fe
+        p0, p1, p2, p3, p4, p5, p6 = ent[3][fmt]
+        if (p3, p4, p5) != _ADDR_GLUE:  # never: src, sport, dst, dport are neighbours
+            return None
+        hot = self._hot
+        by_date = hot.get(mid)
+        if by_date is None:
+            if len(hot) >= _HOT_MAX:
+                hot.clear()
+            by_date = hot[mid] = {}
+        elif len(by_date) >= _DATES_MAX:
+            by_date.clear()
+        t = by_date[dtok] = (p0 + pre + p1, p2, p6, fmt, ent[2])
+        return t
 
     def _take(self, run: list[str], out: list) -> None:
         """Move the pipe lines of ``run`` to ``out``: one Encoded item, or dicts."""
