@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from banpipe import parsers
 from banpipe.address import canonical
-from banpipe.parsers import FORMATS, REASONS, AlertParser, Encoded, ParseError, parse_line
+from banpipe.parsers import FORMATS, REASONS, AlertParser, ParseError, parse_line
 from banpipe.pipe import OPTIONAL_ALERT_KEYS
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -187,11 +187,12 @@ def test_cached_and_uncached_parse_agree():
 
 @pytest.mark.parametrize("encoded", [False, True])
 def test_ipv4_ports_read_alike_cold_and_in_a_burst(encoded):
-    # A burst (feed_text) reads IPv4 ports as text when they have no leading zero and
-    # compares 5 digits with "65535"; every other port goes the general way. Each line
-    # read cold (its middle not cached) must give what the burst gives.
+    # A burst (feed_text) reads IPv4 ports as text when its regex takes them (0-65535, no
+    # leading zero); every other port goes the general way. Each line read cold (its
+    # middle not cached) must give what the burst gives.
     ports = ["0", "1", "9", "80", "6553", "9999", "10000", "59999", "60000", "65535"]
     ports += ["65536", "70000", "99999", "00", "080", "00080", "123456", "0x50"]
+    ports += ["19999", "59999", "64999", "65499", "65529", "65530", "65539", "65599", "65999"]
     addrs = ["192.0.2.1", "256.0.2.1", "192.0.2.01", "0.0.0.0", "1.2.3", "10.0.0.1.5"]
     pairs = [
         f"198.51.100.7:{p} -> 192.0.2.15:{q}"
@@ -340,7 +341,11 @@ def test_set_now_moves_the_year_of_a_burst(encoded):
     def years() -> set[str]:
         out = []
         for x in p.feed_text(text, 1):  # Encoded: the lines of alerts made from pieces
-            out += [json.loads(ln) for ln in x.data.splitlines()] if type(x) is Encoded else [x]
+            out += (
+                [json.loads(ln) for ln in x.data.splitlines()]
+                if type(x) is parsers.Encoded
+                else [x]
+            )
         assert len(out) == 4 and all(type(a) is dict for a in out), out
         return {a["ts"][:4] for a in out}
 
