@@ -354,6 +354,27 @@ def test_set_now_moves_the_year_of_a_burst(encoded):
     assert years() == {"2026"}
 
 
+def test_a_burst_keeps_a_bounded_number_of_line_pieces(monkeypatch):
+    # The per-parser pieces (middle x date token) are cleared when full: memory stays
+    # bounded whatever the input, and the lines read alike before and after.
+    from banpipe.parsers import scan
+
+    monkeypatch.setattr(scan, "_HOT_MAX", 8)
+    lines = [
+        f"0{1 + i % 9}/15-12:00:00.000000  [**] [1:{i % 17}:1] m [**] [Priority: 0] "
+        "{TCP} 192.0.2.1:1 -> 192.0.2.2:2"
+        for i in range(200)
+    ]
+    p = AlertParser(now=NOW, encoded=True)
+    out = [json.loads(ln) for x in p.feed_text("\n".join(lines), 1) for ln in _lines_of(x)]
+    assert 0 < sum(map(len, p._hot.values())) <= 8
+    assert out == [one(line) for line in lines]
+
+
+def _lines_of(x) -> list:
+    return x.data.splitlines() if type(x) is parsers.Encoded else [json.dumps(x)]
+
+
 def test_leap_day_without_year():
     assert _ts("02/29-10:00:00.000000", datetime(2025, 3, 1)) == "2024-02-29T10:00:00.000000"
     # an older leap year's 29 February: the last leap year (issue 10)

@@ -187,6 +187,7 @@ class AlertParser(ScanLines, FastLines, FullBlocks, SyslogLines, EveLines, Dates
         for cache in self._fd + self._fdok:
             cache.clear()
         self._hot.clear()
+        self._hot_size = 0
 
     # -- the feed ------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import re
 
 from banpipe import pipe
 
-from .common import _DATE, _DATES_MAX, _TIME, Encoded
+from .common import _DATE, _TIME, Encoded
 from .endpoints import _AF4, _PTON, _V4_MEMO, _V4_PTON
 from .fast import _FAST_MATCH, _MIDDLES, _QUICK_MATCH, _endpoints
 
@@ -36,8 +36,10 @@ _SCAN_ALL = re.compile(
 # The text between src, sport, dst and dport in every pipe line (parsers.common.line_template):
 # the keys are neighbours in the contract's order, so feed_text writes it as constants.
 _ADDR_GLUE = ('","sport":', ',"dst":"', '","dport":')
-# Middles kept in a parser's _hot (each with its date tokens): as many as _MIDDLES holds.
-_HOT_MAX = 2 * _MIDDLES.size
+# Entries (middle and date token) in a parser's _hot before it is cleared: twice what
+# _MIDDLES holds, for the two dates around midnight; about 200 bytes an entry (the
+# pieces besides the date are the templates' own strings).
+_HOT_MAX = 4 * _MIDDLES.size
 
 
 def _v4(a: str) -> bool:
@@ -62,6 +64,7 @@ class ScanLines:
     # middle text -> {date token -> _hot_entry's pieces}: one parser's dates (its now,
     # year and force), so cleared with its date caches (AlertParser.set_now).
     _hot: dict[str, dict[str, tuple]]
+    _hot_size: int  # entries in _hot
     last_line: int
 
     def feed_text(self, text: str, first: int) -> list:
@@ -157,13 +160,13 @@ class ScanLines:
         if (p3, p4, p5) != _ADDR_GLUE:  # never: src, sport, dst, dport are neighbours
             return None
         hot = self._hot
+        self._hot_size += 1
+        if self._hot_size > _HOT_MAX:
+            hot.clear()
+            self._hot_size = 1
         by_date = hot.get(mid)
         if by_date is None:
-            if len(hot) >= _HOT_MAX:
-                hot.clear()
             by_date = hot[mid] = {}
-        elif len(by_date) >= _DATES_MAX:
-            by_date.clear()
         t = by_date[dtok] = (p0 + pre + p1, p2, p6, fmt, ent[2])
         return t
 
