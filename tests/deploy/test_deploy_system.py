@@ -503,7 +503,7 @@ def test_repeated_boot_ban_poweroff_cycles_leave_nothing_behind(gateway):
         # Written while the gateway is off (the IDS may alert at boot before banpipe
         # runs): read at start, and judged only once wanwatch has told systemd that our
         # WAN address is in its state file (Type=notify), not dropped as not ours.
-        while_off = f"203.0.113.{40 + cycle}"
+        while_off = f"198.51.100.{20 + cycle}"  # apart from addr for any CYCLES
         addresses += [addr, while_off]
         append_alert(gw, alert_line(while_off, WAN_ADDR))
         gw.boot()
