@@ -535,8 +535,10 @@ def test_caches_are_bounded():
 
 def test_judge_reads_the_judged_keys_in_the_order_alertfilter_hands_them_over():
     assert JUDGED == ("gid", "sid", "msg", "priority", "src", "dst")  # judge() unpacks so
-    a = alert()
-    assert rules_for().judge(a, judged(a)) == decide(a, rules_for())
+    for a in (alert(), alert(target="203.0.113.7", rev=None)):
+        got = rules_for().judge(judged(a), a.get("rev"), a.get("target"))
+        assert got == decide(a, rules_for())
+    assert got.reversed  # the target was read: the second one's ends are swapped
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ consumer needs), :func:`fetcher` compiles the same rule into one expression for 
 loop that also hands over the values checked. Producers' output is tested with
 :func:`problem` over every key (tests/test_parsers.py, tests/test_corpus.py);
 alertfilter applies :func:`fetcher` and :func:`problem` to the keys its decision reads
-(:data:`JUDGED`).
+(:data:`JUDGED`) of any line that :data:`banpipe.pipe.decode_alert` (every key typed
+as :data:`KEY_TYPES` says) refuses.
 """
 
 from __future__ import annotations

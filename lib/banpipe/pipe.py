@@ -19,7 +19,8 @@ A ban request (alertfilter's output line) can also be read by :data:`decode_ban`
 (msgspec, when installed): the keys banctl reads, typed, without building a dict. It
 accepts only a line whose every key is one the contract names, each with its usual type,
 so whatever it accepts, :func:`loads` decodes to the same values; anything else raises
-:data:`NotABanRequest` and the reader takes the general way (:func:`loads`).
+:data:`NotABanRequest` and the reader takes the general way (:func:`loads`). An alert
+(alertfilter's input line) the same: :data:`decode_alert`, :data:`NotAnAlert`.
 """
 
 from __future__ import annotations
@@ -112,48 +113,80 @@ _plain_dumps: Callable[[Any], bytes] = orjson.dumps if orjson is not None else _
 BAN_KEYS: tuple[str, ...] = ("offender", "victim", "reversed", "reason")
 
 
-class NoBanDecoder(Exception):
-    """Raised by nothing: :data:`NotABanRequest` where msgspec is absent."""
+class NoTypedDecoder(Exception):
+    """:data:`NotABanRequest` and :data:`NotAnAlert` where msgspec is absent: then
+    :data:`decode_alert` raises it for every line."""
 
 
-NotABanRequest: type[Exception] = NoBanDecoder
+def _no_typed_decoder(raw: bytes) -> Any:
+    raise NoTypedDecoder
+
+
+NotABanRequest: type[Exception] = NoTypedDecoder
+NotAnAlert: type[Exception] = NoTypedDecoder
 decode_ban: Callable[[bytes], Any] | None = None
+#: An alert line read into a Struct of :data:`ALERT_KEYS` and :data:`OPTIONAL_ALERT_KEYS`
+#: (attributes, no dict), or :data:`NotAnAlert` for any other line (raised for every
+#: line where msgspec is absent): alertfilter's way for the lines of the contract.
+decode_alert: Callable[[bytes], Any] = _no_typed_decoder
 if msgspec is not None:
     # Integers as orjson reads them exactly (a larger one is a float there: not here).
     _Int = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+    # Each key of boundary 1 with its type (banpipe.alert.KEY_TYPES; equal by
+    # tests/test_alertfilter_typed.py); an optional key may be absent: None then, as
+    # alert.get() says.
+    _ALERT_TYPES: dict[str, Any] = {
+        "v": Literal[1],
+        "ts": str,
+        "gid": _Int,
+        "sid": _Int,
+        "rev": _Int,
+        "msg": str,
+        "classification": str | None,
+        "priority": _Int | None,
+        "proto": str | None,
+        "src": str | None,
+        "sport": _Int | None,
+        "dst": str | None,
+        "dport": _Int | None,
+        "action": str | None,
+        "refs": list[str],
+        "format": str,
+    }
+    _OPTIONAL_TYPES: dict[str, Any] = {
+        "iface": str | None,
+        "flow_id": _Int | None,
+        "direction": str | None,
+        "target": str | None,
+    }
+    _BAN_TYPES: dict[str, Any] = {
+        "offender": Annotated[str, msgspec.Meta(min_length=1)],
+        "victim": str | None,
+        "reversed": bool,
+        "reason": str,
+    }
 
-    class BanRequest(msgspec.Struct, gc=False, forbid_unknown_fields=True):
-        """A ban request's keys, each with its usual type (ALERT_KEYS,
-        OPTIONAL_ALERT_KEYS, BAN_KEYS). Every key is declared, so every value is read
-        and checked (UTF-8, escapes, number ranges) as :func:`loads` checks it."""
+    def _typed(name: str, types: dict[str, Any], optional: dict[str, Any]) -> Any:
+        """A Struct of exactly these keys: every one declared, so every value is read
+        and checked (UTF-8, escapes, number ranges) as :func:`loads` checks it, and a
+        line with any other key is refused. Whatever it accepts, :func:`loads` reads
+        to the same values (tests/test_intake.py, tests/test_alertfilter_typed.py)."""
+        fields = [*types.items(), *((k, t, None) for k, t in optional.items())]
+        return msgspec.defstruct(name, fields, gc=False, forbid_unknown_fields=True, kw_only=True)
 
-        v: Literal[1]
-        ts: str
-        gid: _Int
-        sid: _Int
-        rev: _Int
-        msg: str
-        classification: str | None
-        priority: _Int | None
-        proto: str | None
-        src: str
-        sport: _Int | None
-        dst: str
-        dport: _Int | None
-        action: str | None
-        refs: list[str] | None
-        format: str
-        offender: Annotated[str, msgspec.Meta(min_length=1)]
-        victim: str | None
-        reversed: bool
-        reason: str
-        iface: str | None = None
-        flow_id: _Int | None = None
-        direction: str | None = None
-        target: str | None = None
+    #: A ban request's keys (ALERT_KEYS, OPTIONAL_ALERT_KEYS, BAN_KEYS) with the types
+    #: banctl needs: both ends present, refs possibly null.
+    BanRequest = _typed(
+        "BanRequest",
+        {**_ALERT_TYPES, "src": str, "dst": str, "refs": list[str] | None, **_BAN_TYPES},
+        _OPTIONAL_TYPES,
+    )
+    #: An alert's keys, boundary 1 (ALERT_KEYS, OPTIONAL_ALERT_KEYS).
+    Alert = _typed("Alert", _ALERT_TYPES, _OPTIONAL_TYPES)
 
     decode_ban = msgspec.json.Decoder(BanRequest).decode
-    NotABanRequest = msgspec.DecodeError  # also its ValidationError
+    decode_alert = msgspec.json.Decoder(Alert).decode
+    NotABanRequest = NotAnAlert = msgspec.DecodeError  # also its ValidationError
 
 
 def decoded_keys(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -202,7 +235,8 @@ class BanRequests:
     is what the contract asks ("the alert object, unchanged, plus"), and decoding the
     line gives what :func:`encode` of the alert with the keys set would. A line that does
     not end in ``}`` (trailing blanks, a CR) or already holds one of the keys takes
-    :func:`encode`, which replaces a value in place as a dict does.
+    :func:`encode`, which replaces a value in place as a dict does. ``alert`` is None for
+    a line read by :data:`decode_alert`, which refuses every key of :data:`BAN_KEYS`.
 
     The JSON texts of the addresses and reasons are kept in a bounded memo: a flood
     repeats the same few of each, as the same str objects whose hash is kept.
@@ -216,20 +250,16 @@ class BanRequests:
     def line(
         self,
         raw: bytes,
-        alert: dict[str, Any],
+        alert: dict[str, Any] | None,
         offender: str,
         victim: str | None,
         reversed_: bool,
         reason: str,
     ) -> bytes:
-        if (
-            raw[-1:] != b"}"
-            or "offender" in alert
-            or "victim" in alert
-            or "reversed" in alert
-            or "reason" in alert
-        ):
-            alert.update(offender=offender, victim=victim, reversed=reversed_, reason=reason)
+        if raw[-1:] != b"}" or (alert is not None and not alert.keys().isdisjoint(BAN_KEYS)):
+            if alert is None:  # read by decode_alert: what loads reads, as a dict
+                alert = loads(raw)
+            alert.update(zip(BAN_KEYS, (offender, victim, reversed_, reason), strict=True))
             return encode(alert)
         texts = self._texts
         o = texts.get(offender) or texts.lookup(offender)

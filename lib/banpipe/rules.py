@@ -251,15 +251,15 @@ class RuleSet:
 
     def decide(self, alert: Mapping[str, Any]) -> Decision:
         """Judge one alert that :func:`banpipe.alert.problem` finds valid for ``JUDGED``."""
-        return self.judge(alert, _judged_values(alert))
+        return self.judge(_judged_values(alert), alert.get(_REV), alert.get(_TARGET))
 
-    def judge(self, alert: Mapping[str, Any], values: tuple[Any, ...]) -> Decision:
-        """Judge ``alert`` whose values of ``("v", *JUDGED)`` are checked already: what
-        :func:`banpipe.alert.fetcher` hands over, the read loop's one reading of them
-        (bench/README.md, issue 12, alertfilter per alert)."""
+    def judge(self, values: tuple[Any, ...], rev: Any, target: Any) -> Decision:
+        """Judge an alert by its values of ``("v", *JUDGED)``, checked already (what
+        :func:`banpipe.alert.fetcher` hands over, or the typed reader's attributes: the
+        read loop's one reading of them; bench/README.md, issue 12), and its ``rev`` and
+        ``target`` as ``alert.get()`` gives them (None when absent)."""
         _, gid, sid, msg, priority, src, dst = values
         marker = None
-        target = alert.get(_TARGET)
         if target is not None:
             # The rule names its target (Suricata "target:", EVE alert.target): that
             # settles who attacked whom, before and instead of any reverse marker.
@@ -323,7 +323,6 @@ class RuleSet:
             )
             return Decision(False, offender, victim, swapped, why, K_NOT_OURS)
 
-        rev = alert.get(_REV)
         if type(rev) is not int:
             rev = None
         against = label or victim or "no victim address"
