@@ -312,8 +312,12 @@ def latency(
     perf_trace: Path | None = None,
     *,
     nft_monitor: bool = False,
+    pin: int | None = None,
 ) -> None:
     ns = f"bpbenchpipe{os.getpid()}"
+    # --pin: the three stages on one CPU, so each hop wakes a process on the CPU that
+    # wrote to it instead of another, idle one (as CPUAffinity= in the unit would).
+    on_cpu = None if pin is None else (lambda: os.sched_setaffinity(0, {pin}))
     subprocess.run(["ip", "netns", "add", ns], check=True)
     procs: list[subprocess.Popen] = []
     watch = None
@@ -344,17 +348,19 @@ def latency(
                 watch = Watch(ns, nft_monitor=nft_monitor)
             ft = subprocess.Popen(
                 traced("fasttail", [PY, str(BIN / "fasttail"), "--from-start", str(alert)], trace),
-                stdout=subprocess.PIPE, env=env(),
+                stdout=subprocess.PIPE, env=env(), preexec_fn=on_cpu,
             )  # fmt: skip
             af = subprocess.Popen(
                 traced("alertfilter", [PY, str(BIN / "alertfilter"), "--config", str(cfg)], trace),
                 stdin=ft.stdout, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env(),
+                preexec_fn=on_cpu,
             )  # fmt: skip
             bc = subprocess.Popen(
                 ["ip", "netns", "exec", ns,
                  *traced("banctl", [PY, str(BIN / "banctl"), "--config", str(cfg), "apply"],
                          trace)],
                 stdin=af.stdout, stderr=subprocess.PIPE, text=True, env=env(),
+                preexec_fn=on_cpu,
             )  # fmt: skip
             procs += [ft, af, bc]
             ft.stdout.close()
@@ -475,6 +481,10 @@ def main() -> int:
         "of the kernel's netlink event",
     )  # fmt: skip
     ap.add_argument(
+        "--pin", type=int, metavar="CPU",
+        help="latency: run the three stages on this one CPU (sched_setaffinity)",
+    )  # fmt: skip
+    ap.add_argument(
         "--code", type=Path, metavar="CHECKOUT",
         help="run the tools of another checkout (its bin/ and lib/; side by side runs)",
     )  # fmt: skip
@@ -492,7 +502,7 @@ def main() -> int:
             for backend in args.backends.split(","):
                 latency(
                     backend, args.latency, args.strace, args.perf_trace,
-                    nft_monitor=args.nft_monitor,
+                    nft_monitor=args.nft_monitor, pin=args.pin,
                 )  # fmt: skip
     return 0
 

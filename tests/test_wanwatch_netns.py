@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -90,8 +91,15 @@ class Netns:
 class Wanwatch:
     """bin/wanwatch running inside the namespace; events and stderr collected live."""
 
-    def __init__(self, ns: Netns, state: Path, *args: str, interface: str = "wan0") -> None:
-        env = dict(os.environ)
+    def __init__(
+        self,
+        ns: Netns,
+        state: Path,
+        *args: str,
+        interface: str = "wan0",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        env = dict(os.environ, **(extra_env or {}))
         env["PYTHONPATH"] = str(LIB) + os.pathsep + env.get("PYTHONPATH", "")
         self.state = state
         self.proc = subprocess.Popen(
@@ -180,8 +188,15 @@ def ns():
 def spawn(tmp_path):
     procs: list[Wanwatch] = []
 
-    def start(ns: Netns, *args: str, interface: str = "wan0", state: Path | None = None):
-        w = Wanwatch(ns, state or tmp_path / "run" / "wan.json", *args, interface=interface)
+    def start(
+        ns: Netns,
+        *args: str,
+        interface: str = "wan0",
+        state: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
+        state = state or tmp_path / "run" / "wan.json"
+        w = Wanwatch(ns, state, *args, interface=interface, extra_env=extra_env)
         procs.append(w)
         return w
 
@@ -222,6 +237,23 @@ def test_addresses_added_removed_replaced(ns, spawn):
     assert read_wan_state(w.state) == {"198.51.100.30", "2001:db8::20"}
     assert {a for e in seen for a in e["removed"]} == {"203.0.113.20"}
     assert {a for e in seen for a in e["added"]} == {"198.51.100.30"}
+    assert w.stop() == 0
+
+
+def test_ready_is_told_to_systemd_only_once_the_state_file_holds_our_address(ns, spawn, tmp_path):
+    """Type=notify: banpipe.service starts after READY=1, so the file must be written
+    first; an alert judged before it would be dropped as not against us."""
+    ns.ip("addr", "add", "192.0.2.44/24", "dev", "wan0")
+    state = tmp_path / "run" / "wan.json"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(START)
+        w = spawn(ns, state=state, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        message = notify.recv(4096)
+        at_ready = read_wan_state(state)
+    assert message == b"READY=1"
+    assert at_ready == {"192.0.2.44"}
+    assert w.event()["addresses"] == ["192.0.2.44"]
     assert w.stop() == 0
 
 

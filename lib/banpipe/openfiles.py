@@ -54,7 +54,7 @@ def _seek(cur: Cursor, pos: Position) -> None:
 class OpenFiles:
     """The files followed at ``path``: ``cur``, then ``queue`` (oldest first), then ``next``.
 
-    About 250 lines, kept whole on purpose: opening and resuming, noticing a
+    Longer than our usual 200 lines, kept whole on purpose: opening and resuming, noticing a
     copytruncate and moving on all read and change the same state (the files in hand and
     ``queued``, the inodes already read), and each must see the others' changes at once;
     split, that state would be passed back and forth on every step.

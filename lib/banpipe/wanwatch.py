@@ -18,6 +18,10 @@ banpipe.wanstate; alertfilter and banctl watch it) and prints one line::
 At start, "added" and "removed" are relative to the state file a previous run left
 (none: empty). A lease renewal that keeps the address changes nothing and prints nothing.
 
+Started by systemd as a ``Type=notify`` unit (``$NOTIFY_SOCKET`` set), it says
+``READY=1`` once that first state file is written, so units ordered after it
+(banpipe.service) never judge an alert before our WAN addresses are known.
+
 The interface is followed by name: when it is missing, deleted, or renamed away, the set
 is empty (and the state file says so) until an interface of that name exists again.
 Going down empties the set only as far as the kernel removes addresses (IPv6 ones, with
@@ -58,7 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from banpipe import cli
+from banpipe import cli, sdnotify
 from banpipe.config import ConfigError, load_config
 from banpipe.convert import parse_duration
 from banpipe.netlink import NetlinkOverflow, RouteSocket, RouteTable
@@ -244,12 +248,23 @@ def run(
                     cli.EX_NOINPUT,
                 )
             watcher.start(table, previous)
+            if not s.once:
+                _ready(report)
             if s.once:
                 hooks.wait()
                 return cli.EX_OK
             assert wake is not None
             _loop(sock, watcher, hooks, wake, report)
         return cli.EX_OK
+
+
+def _ready(report: cli.Reporter) -> None:
+    """Tell systemd (Type=notify) the state file is written: banpipe.service waits for
+    this, so it never judges alerts before our WAN addresses are known."""
+    try:
+        sdnotify.notify(sdnotify.READY)
+    except OSError as exc:
+        report.say("NOTIFY_SOCKET", f"cannot tell systemd we are ready: {os_reason(exc)}")
 
 
 def _loop(

@@ -118,6 +118,26 @@ def banned(gw: Gateway, addr: str) -> bool:
     return f"-s {addr}/32 -j DROP" in firewall(gw)
 
 
+def wait_banned(gw: Gateway, addr: str, what: str | None = None) -> None:
+    """Wait for addr's DROP rule; on a timeout, say what the boot's units logged."""
+    try:
+        wait_for(lambda: banned(gw, addr), BAN_TIMEOUT, 0.1, what or f"a DROP rule for {addr}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{boot_log(gw)}") from None
+
+
+def boot_log(gw: Gateway) -> str:
+    """The running gateway's journal of banpipe's units since boot (monotonic times)."""
+    if gw.container is None:
+        return "(the gateway is not running)"
+    units = ("banpipe-restore.service", "wanwatch.service", "banpipe.service")
+    out = gw.container.run(
+        "journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-n", "200",
+        *(f"--unit={u}" for u in units), check=False,
+    )  # fmt: skip
+    return out.stdout + out.stderr
+
+
 def ledger_addresses(gw: Gateway) -> str:
     """`banctl list --all --json` of the deployed banctl on the rootfs (in our netns, so
     even a firewall access could not reach the host's)."""
@@ -256,6 +276,8 @@ def test_services_run_hardened_with_the_drop_in_merged(gateway):
         "cap_dac_read_search",
     }
     assert props["KillMode"] == "mixed" and props["Restart"] == "on-failure"
+    wan_type = ct.run("systemctl", "show", "wanwatch.service", "-p", "Type", "--value")
+    assert wan_type.stdout.strip() == "notify", "banpipe would start before our WAN is known"
     assert "banctl" in props["ExecStopPost"] and "teardown" in props["ExecStopPost"]
     # The runner and the three stages run in the unit's cgroup.
     procs = " ".join(unit_processes(ct, "banpipe.service").values())
@@ -283,7 +305,7 @@ def test_an_alert_against_our_wan_address_becomes_an_iptables_rule(gateway):
     append_alert(gw, alert_line("203.0.113.10", NOT_OURS_VICTIM, sid=2001220))
     start = time.monotonic()
     append_alert(gw, alert_line(OFFENDER, WAN_ADDR))
-    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, f"a DROP rule for {OFFENDER}")
+    wait_banned(gw, OFFENDER)
     gw.timings["alert-to-rule"] = time.monotonic() - start
     rules = firewall(gw)
     assert "-A INPUT -j BANPIPE" in rules and "-A FORWARD -j BANPIPE" in rules, rules
@@ -315,7 +337,7 @@ def test_a_dead_stage_takes_the_pipeline_down_and_systemd_restarts_it(gateway):
         )
 
     wait_for(restarted, 20, 0.2, "banpipe.service restarted once")
-    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored after restart")
+    wait_banned(gw, OFFENDER, "the ban restored after restart")
 
     def unit_log_at(priority: str = "debug") -> str:
         argv = ("journalctl", "-b", "-u", "banpipe.service", "-p", priority, "-o", "cat")
@@ -356,7 +378,7 @@ def test_reboot_restores_the_ban_and_the_order_holds_with_a_slow_stop(gateway):
     slow = gw.root / SLOW_STOP
     slow.write_text("[Service]\nExecStop=/bin/sleep 2\n")
     gw.boot()
-    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "the ban restored at start")
+    wait_banned(gw, OFFENDER, "the ban restored at start")
     assert_restored_before_the_network(gw)
     entries = poweroff_and_read_journal(gw)
     assert_clean_after_poweroff(gw, [OFFENDER])
@@ -429,10 +451,10 @@ def test_state_on_a_netdev_mount_is_there_from_start_to_stop(gateway):
     try:
         ct = gw.boot()
         boot_id = ct.boot_id
-        wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "bans restored from the mount")
+        wait_banned(gw, OFFENDER, "bans restored from the mount")
         addr = "203.0.113.77"
         append_alert(gw, alert_line(addr, WAN_ADDR))
-        wait_for(lambda: banned(gw, addr), BAN_TIMEOUT, 0.1, f"a DROP rule for {addr}")
+        wait_banned(gw, addr)
         shutdown = poweroff_and_read_journal(gw)
         assert boot_id
         boot = journal(gw.root, boot_id)
@@ -478,11 +500,17 @@ def test_repeated_boot_ban_poweroff_cycles_leave_nothing_behind(gateway):
     addresses = [OFFENDER]
     for cycle in range(CYCLES):
         addr = f"203.0.113.{20 + cycle}"
-        addresses.append(addr)
+        # Written while the gateway is off (the IDS may alert at boot before banpipe
+        # runs): read at start, and judged only once wanwatch has told systemd that our
+        # WAN address is in its state file (Type=notify), not dropped as not ours.
+        while_off = f"198.51.100.{20 + cycle}"  # apart from addr for any CYCLES
+        addresses += [addr, while_off]
+        append_alert(gw, alert_line(while_off, WAN_ADDR))
         gw.boot()
-        wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "bans restored at start")
+        wait_banned(gw, OFFENDER, "bans restored at start")
         append_alert(gw, alert_line(addr, WAN_ADDR))
-        wait_for(lambda a=addr: banned(gw, a), BAN_TIMEOUT, 0.1, f"a DROP rule for {addr}")
+        for a in (while_off, addr):
+            wait_banned(gw, a)
         entries = poweroff_and_read_journal(gw)
         assert_clean_after_poweroff(gw, addresses)
         stopped, net_target, networking = stop_order(entries)
@@ -500,7 +528,7 @@ def test_reconfiguring_a_running_gateway_nftables_keep_and_a_static_wan(gateway,
     gw = gateway
     gw.require("off-again")
     ct = gw.boot()
-    wait_for(lambda: banned(gw, OFFENDER), BAN_TIMEOUT, 0.1, "bans restored at start")
+    wait_banned(gw, OFFENDER, "bans restored at start")
     assert gw.inventory is not None
     inventory = json.loads(gw.inventory.read_text())
     hostvars = inventory["banpipe"]["hosts"][gw.name]
