@@ -47,6 +47,7 @@ from banpipe.daemon import Daemon  # noqa: E402
 from banpipe.firewall import SubprocessRunner  # noqa: E402
 from banpipe.ledger import Ledger, Violation  # noqa: E402
 from banpipe.pipe import Lines  # noqa: E402
+from banrequest import ban_request  # noqa: E402
 from ledgerutil import record  # noqa: E402
 
 V6_NET = ipaddress.ip_network("2001:db8:ba::/48")
@@ -63,33 +64,7 @@ def addresses(n: int, offset: int = 0) -> list[str]:
 
 
 def alert_line(addr: str) -> bytes:
-    return (
-        json.dumps(
-            {
-                "v": 1,
-                "ts": "2026-11-28T10:00:00.000000",
-                "gid": 1,
-                "sid": 2003,
-                "rev": 8,
-                "msg": "MS-SQL Worm propagation attempt",
-                "classification": "Misc Attack",
-                "priority": 2,
-                "proto": "UDP",
-                "src": addr,
-                "sport": 1434,
-                "dst": "198.51.100.8",
-                "dport": 1434,
-                "action": None,
-                "refs": [],
-                "format": "snort2-fast",
-                "offender": addr,
-                "victim": "198.51.100.8",
-                "reversed": False,
-                "reason": "priority 2",
-            }
-        )
-        + "\n"
-    ).encode()
+    return (json.dumps(ban_request(addr)) + "\n").encode()
 
 
 class Netns:

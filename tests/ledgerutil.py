@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from banpipe.intake import fold_line
 from banpipe.ledger import BatchOutcome, Ledger, Violation
 
 
@@ -18,14 +19,7 @@ def groups_of(violations: Iterable[Violation]) -> dict[tuple, list]:
     alert_ts of the last]."""
     groups: dict[tuple, list] = {}
     for seq, v in enumerate(violations):
-        key = v[:7]  # every field but the alert's own timestamp
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [v.alert_ts, 1, seq, v.alert_ts]
-        else:
-            group[1] += 1
-            group[2] = seq
-            group[3] = v.alert_ts
+        fold_line(groups, v[:7], v.alert_ts, seq)  # the key: every field but alert_ts
     return groups
 
 

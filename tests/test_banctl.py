@@ -22,6 +22,7 @@ from banpipe.daemon import Daemon
 from banpipe.firewall import FirewallError, FirewallState, RecordingRunner
 from banpipe.firewall.null import NullBackend
 from banpipe.ledger import Ledger
+from banrequest import ban_request
 
 NOW = 1_800_000_000.0
 BIN = Path(__file__).resolve().parents[1] / "bin" / "banctl"
@@ -109,30 +110,7 @@ def run(argv, stdin="", clock=NOW, **kw):
 
 
 def alert(offender, **kw):
-    obj = {
-        "v": 1,
-        "ts": "2026-11-28T10:00:00.000000",
-        "gid": 1,
-        "sid": 2003,
-        "rev": 8,
-        "msg": "MS-SQL Worm propagation attempt",
-        "classification": "Misc Attack",
-        "priority": 2,
-        "proto": "UDP",
-        "src": offender,
-        "sport": 1434,
-        "dst": "198.51.100.8",
-        "dport": 1434,
-        "action": None,
-        "refs": [],
-        "format": "snort2-fast",
-        "offender": offender,
-        "victim": "198.51.100.8",
-        "reversed": False,
-        "reason": "priority 2",
-    }
-    obj.update(kw)
-    return json.dumps(obj)
+    return json.dumps(ban_request(offender, **kw))
 
 
 def lines(*items):

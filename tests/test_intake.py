@@ -14,31 +14,12 @@ import pytest
 from banpipe import cli, pipe, positions
 from banpipe.intake import Intake
 from banpipe.protect import Protection
+from banrequest import ban_request
 
 msgspec = pytest.importorskip("msgspec")
 
-PLAIN = {
-    "v": 1,
-    "ts": "2026-11-28T10:00:00.000001",
-    "gid": 1,
-    "sid": 2003,
-    "rev": 8,
-    "msg": "MS-SQL Worm propagation attempt",
-    "classification": "Misc Attack",
-    "priority": 2,
-    "proto": "UDP",
-    "src": "203.0.113.7",
-    "sport": 1434,
-    "dst": "198.51.100.8",
-    "dport": 1434,
-    "action": None,
-    "refs": [],
-    "format": "snort2-fast",
-    "offender": "203.0.113.7",
-    "victim": "198.51.100.8",
-    "reversed": False,
-    "reason": "priority 2",
-}
+# A plain request with a microsecond in its time stamp (a stamp that codes to an integer).
+PLAIN = ban_request(ts="2026-11-28T10:00:00.000001")
 
 # Each changes a plain request; the intake must treat the result as the general way does.
 CHANGES = [

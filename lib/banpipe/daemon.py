@@ -90,8 +90,10 @@ FLOOD_RATE = 5000.0  # lines a second
 # per violation that lives until its commit, and at the default 700 the collector walked
 # them again and again (about 5% of banctl's instructions on the realistic file,
 # bench/README.md, issue 12 "banctl's intake"); what it frees here is rare (no cycles
-# on the path), so a collection per GC_YOUNG allocations is plenty.
-GC_YOUNG = 100_000
+# on the path), so a collection per GC_YOUNG allocations is plenty. At 100,000 the
+# collections still took 0.37-0.49 s of banctl's 6.4 s on the whole realistic file (its
+# open rows and memos are young too); at 1,000,000 0.15-0.17 s (issue 12, 2026-12-08).
+GC_YOUNG = 1_000_000
 
 
 class Bursts:

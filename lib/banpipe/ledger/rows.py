@@ -25,7 +25,12 @@ _INSERT_HIT = (
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
     "CASE WHEN ?3 > 1 THEN ?10 END, CASE WHEN ?3 > 1 THEN ?12 END)"
 )
-_FOLDED = "SELECT count, last, alert_last, hit FROM (" + MORE_BY_HIT + ") ORDER BY hit"  # noqa: S608
+# The fold in one statement: no Python tuple per grown row, nothing bound (issue 12).
+# Growth of a row deleted meanwhile finds no row to join and goes with the DELETE.
+_FOLD = (
+    "UPDATE hits SET count = hits.count + x.count, last = x.last, "  # noqa: S608
+    f"alert_last = x.alert_last FROM ({MORE_BY_HIT}) AS x WHERE hits.id = x.hit"
+)
 
 
 class HitRows(Reads):
@@ -59,52 +64,23 @@ class HitRows(Reads):
         if now - self._open_swept >= BUCKET_S:  # forget rows that cannot grow any more
             self._open = {k: r for k, r in self._open.items() if now - r[2] < BUCKET_S}
             self._open_swept = now
+        if self._others_committed():  # checked first: nothing below reads before it
+            self._forget_deleted(groups, now)
         # Open rows are keyed by the group key itself (texts, not their ids): a
         # violation that repeats within BUCKET_S (most of a flood) costs one lookup;
-        # only a new row's texts are interned (bench/README.md, issue 12).
+        # only a new row's texts are interned (bench/README.md, issue 12). One pass,
+        # each group straight to its statement's tuple: a group costs no other object.
         opened = self._open
-        more: list[tuple] = []
-        # Row id -> (key, group), only when another connection committed since our last
-        # look (checked first: nothing below reads the database before it).
-        others = self._others_committed()
-        grown: dict[int, tuple[tuple, Sequence]] = {}
-        fresh: list[tuple[tuple, Sequence]] = []
-        for k, g in groups.items():
-            row = opened.get(k)
-            if row is None or now - row[2] >= BUCKET_S or now < row[2]:
-                fresh.append((k, g))
-            else:
-                more.append((row[0], g[1], now, last_code(row[1], g[3])))
-                if others:
-                    grown[row[0]] = (k, g)
         db = self.db
-        if others:
-            # Another connection committed since our last look (or this is our first
-            # write): a prune or an unban with retention 0 may have deleted rows we would
-            # add to. Their growth goes with them (the fold drops it: no later row takes
-            # their ids and their growth), and those that grow now start anew.
-            if self.pending_growth():
-                self.fold(now)
-            there = set(self._column_in("SELECT id FROM hits WHERE id IN ", list(grown)))
-            if len(there) != len(grown):
-                more = [m for m in more if m[0] in there]
-                for row_id, (k, g) in grown.items():
-                    if row_id not in there:
-                        del opened[k]
-                        fresh.append((k, g))
-        if more:
-            db.executemany("INSERT INTO hits_more VALUES (?, ?, ?, ?)", more)
-            self._pending = self.pending_growth() + len(more)
-            if self._grown is None:
-                self._grown = now
-            if self._pending >= FOLD_ROWS or now - self._grown >= FOLD_S:
-                self.fold(now)
-        if not fresh:
-            return
         n = db.execute("SELECT max(id) FROM hits").fetchone()[0] or 0
         ids, tid = self._text_ids.get, self._text_id
-        rows = []
-        for k, g in fresh:
+        more: list[tuple] = []
+        rows: list[tuple] = []
+        for k, g in groups.items():
+            row = opened.get(k)
+            if row is not None and 0 <= now - row[2] < BUCKET_S:
+                more.append((row[0], g[1], now, last_code(row[1], g[3])))
+                continue
             # (addr, sig, msg, priority, victim, reversed, reason), texts interned
             a, sig, msg, prio, victim, rev, why = k
             first = stamp_code(g[0])
@@ -123,7 +99,29 @@ class HitRows(Reads):
                 # alert_last: unused (0) for one alert, None when the last is the first
                 0 if count == 1 else last_code(first, g[3]) if g[3] != g[0] else None,
             ))  # fmt: skip
-        db.executemany(_INSERT_HIT, rows)
+        if more:
+            db.executemany("INSERT INTO hits_more VALUES (?, ?, ?, ?)", more)
+            self._pending = self.pending_growth() + len(more)
+            if self._grown is None:
+                self._grown = now
+            if self._pending >= FOLD_ROWS or now - self._grown >= FOLD_S:
+                self.fold(now)
+        if rows:
+            db.executemany(_INSERT_HIT, rows)
+
+    def _forget_deleted(self, groups: Mapping[tuple, Sequence], now: float) -> None:
+        """Another connection committed since our last look (or this is our first
+        write): a prune or an unban with retention 0 may have deleted open rows that
+        ``groups`` would grow. Their growth goes with them (the fold drops it: no later
+        row takes their ids and their growth), and those groups start rows anew."""
+        if self.pending_growth():
+            self.fold(now)
+        opened = self._open
+        mine = {row[0]: k for k in groups if (row := opened.get(k)) is not None}
+        there = set(self._column_in("SELECT id FROM hits WHERE id IN ", list(mine)))
+        for row_id, k in mine.items():
+            if row_id not in there:
+                del opened[k]
 
     def _others_committed(self) -> bool:
         """Whether another connection committed since this one last asked."""
@@ -143,10 +141,7 @@ class HitRows(Reads):
         however many commits the growth came in. Before rows are deleted, and once
         FOLD_ROWS rows wait or the oldest has waited FOLD_S seconds."""
         db = self.db
-        rows = db.execute(_FOLDED).fetchall()
-        db.executemany(
-            "UPDATE hits SET count = count + ?, last = ?, alert_last = ? WHERE id = ?", rows
-        )
+        db.execute(_FOLD)
         db.execute("DELETE FROM hits_more")
         self._pending = 0
         self._grown = None
