@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from banpipe.bantime import BanPolicy
-from banpipe.ledger import BUCKET_S, MIGRATIONS, Ledger, LedgerError, Violation
+from banpipe.ledger import BUCKET_S, MIGRATIONS, Ledger, LedgerError, Violation, check_sqlite
 from ledgerutil import Low, record
 
 NOW = 1_800_000_000.0
@@ -62,6 +62,15 @@ def test_new_ledger_is_migrated_from_version_0(path):
         # the history keeps its old name and columns, as a view over hits and texts
         views = {r[0] for r in led.db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
         assert "violations" in views
+
+
+def test_an_sqlite_too_old_for_the_ledger_is_refused_at_open(path, monkeypatch):
+    check_sqlite()  # the one these tests run on is new enough
+    check_sqlite((3, 33, 0))
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    with pytest.raises(LedgerError, match=r"SQLite 3\.31\.1 is too old: .* needs 3\.33\.0"):
+        Ledger.open(path)
+    assert not os.path.exists(path)
 
 
 def test_pragmas_wal_and_full_sync(ledger):

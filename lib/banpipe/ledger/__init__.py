@@ -76,6 +76,7 @@ __all__ = [
     "Decision",
     "Ledger",
     "LedgerError",
+    "MIN_SQLITE",
     "Migration",
     "Offender",
     "RemoteOutcome",
@@ -84,6 +85,22 @@ __all__ = [
     "resume_position",
     "violation_record",
 ]
+
+
+#: The oldest SQLite the ledger's statements run on: ``UPDATE ... FROM`` (the fold of a
+#: flood's growth, ledger/rows.py) came in 3.33. Debian 12 has 3.40, Ubuntu 22.04 3.37.
+MIN_SQLITE = (3, 33, 0)
+
+
+def check_sqlite(version: tuple[int, int, int] | None = None) -> None:
+    """LedgerError when the SQLite library Python uses (or ``version``) is older than
+    MIN_SQLITE: said at open, not as a syntax error from the first fold in the middle
+    of a flood."""
+    version = version or sqlite3.sqlite_version_info
+    if version < MIN_SQLITE:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, MIN_SQLITE))
+        raise LedgerError(f"SQLite {have} is too old: the ledger needs {need} or newer")
 
 
 class Ledger(Hits, Fleet):
@@ -122,6 +139,7 @@ class Ledger(Hits, Fleet):
         create: bool = True,
     ) -> Ledger:
         """Open (and create/migrate) the ledger at ``path``; ``":memory:"`` for tests."""
+        check_sqlite()
         if path != ":memory:":
             if not create and not os.path.exists(path):
                 raise LedgerError(f"{path}: no such ledger")
