@@ -116,12 +116,19 @@ class Apply:
 
 
 def children() -> set[int]:
-    """This process's child processes (zombies included) as the kernel lists them."""
-    found: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(p) for p in f.read().split())
-    return found
+    """This process's child processes (zombies included) as the kernel lists them.
+
+    Read again whole when a thread ends between the listing and its file (CI saw it
+    once): its children move to another thread, which may already have been read."""
+    while True:
+        found: set[int] = set()
+        try:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children") as f:
+                    found.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            continue
+        return found
 
 
 def test_a_new_ban_does_not_wait_for_a_page_run(tmp_path, fw, monkeypatch):
