@@ -60,6 +60,19 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def realistic_file(keep: Path, count: int, seed: int) -> Path:
+    """The realistic alert file of ``count`` lines and ``seed`` in ``keep``, built by
+    gen_alerts.py unless it is there already."""
+    keep.mkdir(parents=True, exist_ok=True)
+    alerts = keep / f"realistic-{count}-{seed}.txt"
+    if not alerts.exists():
+        gen_alerts.main(
+            ["--style", "realistic", "--count", str(count), "--seed", str(seed),
+             "-o", str(alerts)]
+        )  # fmt: skip
+    return alerts
+
+
 def write_config(path: Path, ledger: Path) -> None:
     networks = ", ".join(f'"{n}"' for n in gen_alerts.REAL_NETWORKS)
     ignore = ", ".join(f'"{r}"' for r in IGNORED)
@@ -293,13 +306,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bp-bench-real-") as tmp:
         work = Path(tmp)
         keep = Path(args.keep) if args.keep else work
-        keep.mkdir(parents=True, exist_ok=True)
-        alerts = keep / f"realistic-{args.count}-{args.seed}.txt"
-        if not alerts.exists():
-            gen_alerts.main(
-                ["--style", "realistic", "--count", str(args.count), "--seed", str(args.seed),
-                 "-o", str(alerts)]
-            )  # fmt: skip
+        alerts = realistic_file(keep, args.count, args.seed)
         trees = [Tree("now", ROOT)]
         if args.before:
             trees.insert(0, Tree("before", checkout(args.before, work / "before")))

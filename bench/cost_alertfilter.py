@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_realistic  # noqa: E402
-import gen_alerts  # noqa: E402
 
 LINES = (10_000, 40_000)
 
@@ -74,12 +73,7 @@ def main() -> int:
     ap.add_argument("--keep", required=True, help="directory of the realistic file")
     ap.add_argument("--before", help="git revision to count beside this tree")
     args = ap.parse_args()
-    keep = Path(args.keep)
-    keep.mkdir(parents=True, exist_ok=True)
-    alerts = keep / "realistic-1000000-1.txt"
-    if not alerts.exists():
-        gen_alerts.main(["--style", "realistic", "--count", "1000000", "--seed", "1",
-                         "-o", str(alerts)])  # fmt: skip
+    alerts = bench_realistic.realistic_file(Path(args.keep), 1_000_000, 1)
     with tempfile.TemporaryDirectory(prefix="bp-cost-af-") as tmp:
         work = Path(tmp)
         text = work / "head.txt"

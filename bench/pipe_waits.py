@@ -30,7 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_realistic  # noqa: E402
-import gen_alerts  # noqa: E402
 
 STAGES = ("fasttail", "alertfilter", "banctl")
 
@@ -109,13 +108,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
     keep = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bp-waits-"))
-    keep.mkdir(parents=True, exist_ok=True)
-    alerts = keep / f"realistic-{args.count}-{args.seed}.txt"
-    if not alerts.exists():
-        gen_alerts.main(
-            ["--style", "realistic", "--count", str(args.count), "--seed", str(args.seed),
-             "-o", str(alerts)]
-        )  # fmt: skip
+    alerts = bench_realistic.realistic_file(keep, args.count, args.seed)
     tree = bench_realistic.Tree("now", (args.code or bench_realistic.ROOT).resolve())
     with tempfile.TemporaryDirectory(prefix="bp-waits-") as tmp:
         cfg, ledger = Path(tmp) / "banpipe.toml", Path(tmp) / "ledger.sqlite3"
