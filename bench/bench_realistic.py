@@ -120,9 +120,11 @@ def checkout(rev: str, path: Path) -> Path:
     return path
 
 
-def run_chain(cmds: list[list[str]], env: dict, stdin=None, stdout=None) -> tuple[float, float]:
-    """Run ``cmds`` as a pipe; (wall seconds, CPU seconds of all of them)."""
-    start = time.perf_counter()
+def start_chain(
+    cmds: list[list[str]], env: dict, stdin=None, stdout=None, on_pipe=None
+) -> list[subprocess.Popen]:
+    """Start ``cmds`` as a pipe (stderr to /dev/null, the last one's stdout to ``stdout``
+    or /dev/null); ``on_pipe(fd)`` sees each pipe between two of them as it is made."""
     procs: list[subprocess.Popen] = []
     prev = stdin
     for i, cmd in enumerate(cmds):
@@ -135,10 +137,19 @@ def run_chain(cmds: list[list[str]], env: dict, stdin=None, stdout=None) -> tupl
             stderr=subprocess.DEVNULL,
             env=env,
         )
+        if on_pipe is not None and not last:
+            on_pipe(p.stdout.fileno())
         if procs and procs[-1].stdout is not None:
             procs[-1].stdout.close()
         procs.append(p)
         prev = p.stdout
+    return procs
+
+
+def run_chain(cmds: list[list[str]], env: dict, stdin=None, stdout=None) -> tuple[float, float]:
+    """Run ``cmds`` as a pipe; (wall seconds, CPU seconds of all of them)."""
+    start = time.perf_counter()
+    procs = start_chain(cmds, env, stdin, stdout)
     cpu = 0.0
     for p in procs:
         _, status, usage = os.wait4(p.pid, 0)

@@ -20,7 +20,6 @@ import argparse
 import fcntl
 import glob
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,23 +52,8 @@ def sample(pid: int) -> tuple[int, int, int, int] | None:
 
 def run_pipe(cmds: list[list[str]], env: dict[str, str], pipe_size: int | None) -> None:
     start = time.perf_counter()
-    procs: list[subprocess.Popen] = []
-    prev = None
-    for i, cmd in enumerate(cmds):
-        last = i == len(cmds) - 1
-        p = subprocess.Popen(
-            cmd,
-            stdin=prev,
-            stdout=subprocess.DEVNULL if last else subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        if p.stdout is not None and pipe_size:
-            fcntl.fcntl(p.stdout.fileno(), fcntl.F_SETPIPE_SZ, pipe_size)
-        if procs and procs[-1].stdout is not None:
-            procs[-1].stdout.close()
-        procs.append(p)
-        prev = p.stdout
+    resize = (lambda fd: fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, pipe_size)) if pipe_size else None
+    procs = bench_realistic.start_chain(cmds, env, on_pipe=resize)
     seen: dict[int, tuple[float, tuple[int, int, int, int]]] = {}
 
     def poll() -> None:
